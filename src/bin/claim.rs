@@ -1,0 +1,2 @@
+//! The `claim` command-line program.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Image processing on volumes: distance maps, morphology, components, smoothing.

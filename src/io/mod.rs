@@ -1,0 +1,5 @@
+//! File formats: NIfTI-1 images (and later checkpoints).
+
+pub mod nifti;
+
+pub use nifti::{read_image, write_image};

@@ -1,0 +1,29 @@
+//! # claim
+//!
+//! CLAIM (clinically-guided LGE scar synthesis and segmentation,
+//! arXiv 2506.15549) as an in-process library with a stable C ABI.
+//!
+//! Layers (lower never import higher): [`volume`] and [`io`] at the bottom,
+//! [`imgproc`] for filters, [`phantom`] for the built-in demo case,
+//! [`smile`] for AHA-17 parcellation and scar masks, and `ffi` — the C ABI
+//! shell, holding no logic. See `README.md` for the map.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod imgproc;
+pub mod io;
+pub mod phantom;
+pub mod rng;
+pub mod smile;
+#[doc(hidden)]
+pub mod testing;
+pub mod volume;
+
+#[doc(hidden)]
+pub mod ffi;
+
+pub use error::{Error, Result};
+pub use volume::{DType, Geometry, Image, LabelScheme, Volume};
+
+/// The crate version, e.g. `"0.1.0"`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,1 @@
+//! AHA 17-segment parcellation of the LV myocardium.

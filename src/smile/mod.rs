@@ -1,0 +1,3 @@
+//! SMILE: AHA-17 parcellation and clinically guided scar masks.
+
+pub mod aha;
