@@ -1,1 +1,43 @@
 //! The C ABI shell. Every export goes through one boundary helper; no logic lives here.
+//!
+//! The header `include/claim.h` is generated from this module (and only this
+//! module) by cbindgen with `cbindgen.toml`; `tests/header_fresh.rs` fails
+//! when the committed header drifts. One file per API area, as in the C
+//! header's sections:
+//!
+//! - [`status`]: `claim_status` codes, `claim_status_str`, `claim_last_error_message`;
+//! - [`version`]: `CLAIM_ABI_VERSION`, `claim_abi_version`, `claim_version_string`;
+//! - [`volume`]: `claim_dtype`, `claim_volume` and the checked conversions to and
+//!   from [`crate::Image`] that every area taking volumes uses;
+//! - [`labels`]: `claim_label_scheme` and its conversion to [`crate::LabelScheme`];
+//! - [`image`]: the owned `claim_image` handle (NIfTI read/write, create, view).
+//!
+//! Shared machinery, not exported: `boundary` (panic catching, status and
+//! thread-local message) and `args` (NULL, `struct_size`, string and
+//! out-pointer checks).
+//!
+//! Exports are plain `extern "C" fn`s, as in rustls-ffi: C callers cannot see
+//! Rust's `unsafe`, and each export states its pointer contract in the header.
+//! Every dereference of a caller's pointer happens in an `unsafe` block that
+//! names the contract it relies on.
+#![allow(non_camel_case_types)]
+#![deny(unsafe_op_in_unsafe_fn)]
+// Exports take the caller's raw pointers by design (the C contract is in
+// each doc comment); they cannot be `unsafe fn` without making every C
+// signature Rust-unsafe to no one's benefit.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+// Declared in the order the header presents them: cbindgen follows it, and
+// the blank lines keep rustfmt from sorting them.
+pub mod status;
+
+pub mod version;
+
+pub mod volume;
+
+pub mod labels;
+
+pub mod image;
+
+pub(crate) mod args;
+pub(crate) mod boundary;
