@@ -95,7 +95,9 @@ mod tests {
     #[test]
     fn xoshiro_matches_reference_stream() {
         // Reference: xoshiro256++ with state {1, 2, 3, 4} (Vigna's C code).
-        let mut r = Rng { state: [1, 2, 3, 4] };
+        let mut r = Rng {
+            state: [1, 2, 3, 4],
+        };
         assert_eq!(r.next_u64(), 41943041);
         assert_eq!(r.next_u64(), 58720359);
         assert_eq!(r.next_u64(), 3588806011781223);
@@ -103,9 +105,24 @@ mod tests {
 
     #[test]
     fn seeded_streams_repeat_and_differ() {
-        let a: Vec<u64> = (0..4).map({ let mut r = Rng::new(7); move |_| r.next_u64() }).collect();
-        let b: Vec<u64> = (0..4).map({ let mut r = Rng::new(7); move |_| r.next_u64() }).collect();
-        let c: Vec<u64> = (0..4).map({ let mut r = Rng::new(8); move |_| r.next_u64() }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(7);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let c: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(8);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

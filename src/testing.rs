@@ -22,6 +22,8 @@ pub fn atlas_dir() -> Option<PathBuf> {
         // Test-only helper: CI demands the atlas, so its absence is a failure.
         panic!("CLAIM_REQUIRE_ATLAS=1 but the AHA atlas was not found (set CLAIM_ATLAS_DIR)");
     }
-    eprintln!("skipped: AHA atlas not found (set CLAIM_ATLAS_DIR or place ../shared beside the crate)");
+    eprintln!(
+        "skipped: AHA atlas not found (set CLAIM_ATLAS_DIR or place ../shared beside the crate)"
+    );
     None
 }

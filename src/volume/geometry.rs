@@ -48,7 +48,9 @@ impl Geometry {
             }
         }
         if let Some(o) = self.origin.iter().find(|o| !o.is_finite()) {
-            return Err(Error::invalid(format!("{what}: origin must be finite, got {o}")));
+            return Err(Error::invalid(format!(
+                "{what}: origin must be finite, got {o}"
+            )));
         }
         if self.direction.iter().flatten().any(|d| !d.is_finite()) {
             return Err(Error::invalid(format!(
@@ -116,11 +118,13 @@ impl Geometry {
         (0..3)
             .map(|axis| {
                 let v = self.axis_direction(axis);
-                let (dominant, comp) = v
-                    .iter()
-                    .enumerate()
-                    .fold((0usize, 0.0f64), |best, (r, c)| {
-                        if c.abs() > best.1.abs() { (r, *c) } else { best }
+                let (dominant, comp) =
+                    v.iter().enumerate().fold((0usize, 0.0f64), |best, (r, c)| {
+                        if c.abs() > best.1.abs() {
+                            (r, *c)
+                        } else {
+                            best
+                        }
                     });
                 FROM[dominant][usize::from(comp < 0.0)]
             })
@@ -183,7 +187,11 @@ mod tests {
     fn validate_rejects_bad_geometry() {
         let mut g = oblique();
         g.spacing[1] = f64::NAN;
-        assert!(g.validate("g").unwrap_err().to_string().contains("spacing[1]"));
+        assert!(g
+            .validate("g")
+            .unwrap_err()
+            .to_string()
+            .contains("spacing[1]"));
         let mut g = oblique();
         g.direction[0][0] = 2.0;
         assert!(g.validate("g").is_err());

@@ -132,9 +132,15 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_and_negatives() {
-        let dup = LabelScheme { scar: 2, ..LabelScheme::EMIDEC };
+        let dup = LabelScheme {
+            scar: 2,
+            ..LabelScheme::EMIDEC
+        };
         assert!(dup.validate().unwrap_err().to_string().contains("share"));
-        let neg = LabelScheme { rv: Some(-3), ..LabelScheme::EMIDEC };
+        let neg = LabelScheme {
+            rv: Some(-3),
+            ..LabelScheme::EMIDEC
+        };
         assert!(neg.validate().is_err());
     }
 }

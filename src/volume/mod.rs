@@ -6,8 +6,8 @@
 mod geometry;
 mod labels;
 
-pub use geometry::Geometry;
 pub(crate) use geometry::is_orthonormal;
+pub use geometry::Geometry;
 pub use labels::{LabelScheme, Tissue};
 
 use crate::error::{Error, Result};
@@ -96,7 +96,9 @@ impl<T> Volume<T> {
 /// `ni * nj * nk`, refusing zero dims, overflow and more than [`MAX_VOXELS`].
 pub fn checked_voxel_count(dims: [usize; 3]) -> Result<usize> {
     if dims.contains(&0) {
-        return Err(Error::invalid(format!("dims must all be ≥ 1, got {dims:?}")));
+        return Err(Error::invalid(format!(
+            "dims must all be ≥ 1, got {dims:?}"
+        )));
     }
     let n = dims
         .iter()
@@ -204,6 +206,8 @@ impl Image {
     }
 
     /// The voxels as f32 (intensity work).
+    // The macro expands one arm per dtype; for the f32 arm the cast is a no-op.
+    #[allow(clippy::unnecessary_cast)]
     pub fn to_f32(&self) -> Volume<f32> {
         with_volume!(self, v => v.map(|x| *x as f32))
     }
@@ -214,11 +218,10 @@ impl Image {
     pub fn to_labels(&self) -> Result<Volume<i32>> {
         match self {
             Image::F32(v) => {
-                if let Some((n, x)) = v
-                    .data
-                    .iter()
-                    .enumerate()
-                    .find(|(_, x)| !x.is_finite() || (*x - x.round()).abs() > 1e-3 || x.abs() > 1e9)
+                if let Some((n, x)) =
+                    v.data.iter().enumerate().find(|(_, x)| {
+                        !x.is_finite() || (*x - x.round()).abs() > 1e-3 || x.abs() > 1e9
+                    })
                 {
                     return Err(Error::invalid(format!(
                         "label map holds a non-integral value {x} at voxel #{n}; expected integer labels"
@@ -285,6 +288,9 @@ mod tests {
         let v = Volume::from_vec([2, 1, 1], vec![1.0f32, 2.5], Geometry::default()).unwrap();
         assert!(Image::F32(v).to_labels().is_err());
         let v = Volume::from_vec([2, 1, 1], vec![1.0f32, 2.0001], Geometry::default()).unwrap();
-        assert_eq!(Image::F32(v).to_labels().unwrap().data.as_slice().unwrap(), &[1, 2]);
+        assert_eq!(
+            Image::F32(v).to_labels().unwrap().data.as_slice().unwrap(),
+            &[1, 2]
+        );
     }
 }
