@@ -1,1 +1,0 @@
-//! AHA 17-segment parcellation of the LV myocardium.
