@@ -41,6 +41,12 @@
 #define CLAIM_ABI_VERSION ((CLAIM_ABI_VERSION_MAJOR << 16) | CLAIM_ABI_VERSION_MINOR)
 
 /**
+ * Number of AHA segments: 1–16 in the basal, mid and apical rings, 17 the
+ * apex cap.
+ */
+#define CLAIM_AHA_SEGMENT_COUNT 17
+
+/**
  * An image owned by the library: voxels, dtype and geometry. Opaque.
  *
  * Created by `claim_image_read` or `claim_image_create`, freed by
@@ -50,6 +56,17 @@
  * call reads the image.
  */
 typedef struct claim_image claim_image;
+
+/**
+ * One heart prepared for many SMILE draws: its parcellation, depth map and
+ * distances, computed once. Opaque.
+ *
+ * Created by `claim_smile_context_create`, freed by
+ * `claim_smile_context_free`. Immutable once created: several threads may
+ * draw from one context at once (no locking), each seed giving the same
+ * mask on any thread.
+ */
+typedef struct claim_smile_context claim_smile_context;
 
 /**
  * Result of every fallible `claim_*` function: `CLAIM_OK` (0) or one of the
@@ -150,6 +167,282 @@ typedef struct claim_volume {
 } claim_volume;
 
 /**
+ * Options of the AHA 17-segment parcellation (Cerqueira et al.,
+ * Circulation 2002). Initialise with `claim_aha_params_default()` and
+ * change what differs.
+ *
+ * The long axis, levels and sectors are found from the label map alone, in
+ * LPS world millimetres through the volume's geometry, so any orientation
+ * and slice thickness works. With an RV label (`labels.rv` ≠ -1) present in
+ * the map, the septum is where the RV touches the LV and segments 1|2 and
+ * 3|4 start at the RV insertion points; without one the septum is
+ * approximated from the patient orientation in the geometry (segment 1
+ * centred on the anterior direction, 60° sectors).
+ *
+ * Inside `claim_smile_params` this struct keeps its first-release layout;
+ * options added later are appended to the outer struct.
+ */
+typedef struct claim_aha_params {
+    /**
+     * `sizeof(claim_aha_params)`, set by `claim_aha_params_default()`.
+     */
+    uint32_t struct_size;
+    /**
+     * Which label is which structure (default EMIDEC without RV).
+     */
+    struct claim_label_scheme labels;
+    /**
+     * Extra rotation of the angular origin in degrees, counter-clockwise as
+     * seen from the apex (the bull's-eye view). Finite; default 0.
+     */
+    double rotation_deg;
+    /**
+     * Long-axis direction in LPS (apex → base, any length), e.g. the normal
+     * of a short-axis stack, used instead of estimating it from the shape.
+     * All three 0 (the default) means "estimate it"; otherwise finite and
+     * not all 0.
+     */
+    double long_axis[3];
+} claim_aha_params;
+
+/**
+ * Scar pattern of a SMILE draw (a `typedef int32_t`; see `claim_status`
+ * for why codes are not a C `enum`). The numbers never change.
+ */
+typedef int32_t claim_pattern;
+
+/**
+ * Culprit coronary territory of an ischaemic draw (a `typedef int32_t`).
+ * The numbers never change.
+ */
+typedef int32_t claim_territory;
+
+/**
+ * What a SMILE draw makes. Initialise with `claim_smile_params_default()`
+ * and change what differs.
+ *
+ * Input scar and MVO voxels are reset to healthy myocardium first: a draw
+ * replaces any lesion the map had. Scar is only ever written on
+ * myocardium; every other voxel is copied unchanged.
+ */
+typedef struct claim_smile_params {
+    /**
+     * `sizeof(claim_smile_params)`, set by `claim_smile_params_default()`.
+     */
+    uint32_t struct_size;
+    /**
+     * A `CLAIM_PATTERN_*` value (default `CLAIM_PATTERN_ISCHEMIC`).
+     */
+    claim_pattern pattern;
+    /**
+     * A `CLAIM_TERRITORY_*` value (default `CLAIM_TERRITORY_ANY`). Other
+     * than ANY only with the ischaemic pattern.
+     */
+    claim_territory territory;
+    /**
+     * Ischaemic pattern only: 1 adds a microvascular-obstruction core
+     * (10–25 % of the lesion, label `labels.mvo`) at the scar's
+     * sub-endocardial centre; needs `transmurality` ≥ 0.5 when one is
+     * given. 0 (default) or 1.
+     */
+    int32_t mvo;
+    /**
+     * Lesion (scar + MVO) volume as a fraction 0–1 of the whole myocardium;
+     * a draw hits it within ±0.02. Negative (default -1): drawn at random,
+     * uniform 0.05–0.40 for the ischaemic pattern (at most 90 % of the
+     * culprit territory), 0.03–0.15 for the non-ischaemic ones; the CLAIM
+     * pattern then keeps the upstream threshold and whatever burden it
+     * gives. Must be finite.
+     */
+    double burden;
+    /**
+     * Ischaemic pattern only: how far the scar reaches from the
+     * endocardium, as a fraction 0–1 of the local wall thickness (1 =
+     * transmural); raised when the territory cannot otherwise hold the
+     * burden. Negative (default -1): drawn uniform in 0.3–1.0 (0.75–1.0
+     * with `mvo`). Must be finite.
+     */
+    double transmurality;
+    /**
+     * Label scheme of the input and the output map (default EMIDEC
+     * without RV). With an RV label, the parcellation finds the septum
+     * from it.
+     */
+    struct claim_label_scheme labels;
+    /**
+     * Options of the AHA parcellation run before the draw. Its `labels`
+     * member is ignored: `labels` above is used.
+     */
+    struct claim_aha_params aha;
+} claim_smile_params;
+
+/**
+ * What one SMILE draw did, besides the label map.
+ */
+typedef struct claim_smile_info {
+    /**
+     * `sizeof(claim_smile_info)`, set by the caller.
+     */
+    uint32_t struct_size;
+    /**
+     * The pattern drawn (a `CLAIM_PATTERN_*` value).
+     */
+    claim_pattern pattern;
+    /**
+     * Ischaemic pattern: the culprit artery, never `CLAIM_TERRITORY_ANY`;
+     * other patterns: `CLAIM_TERRITORY_ANY`.
+     */
+    claim_territory territory;
+    /**
+     * Number of entries of `segments_chosen` in use (0–17).
+     */
+    uint32_t segments_chosen_count;
+    /**
+     * Segments (1–17) the draw centred the lesion on: the contiguous
+     * culprit segments (ischaemic), the preferred segment(s)
+     * (non-ischaemic) or the upstream pick (CLAIM). The lesion may reach
+     * beyond them. Entries past `segments_chosen_count` are 0.
+     */
+    uint8_t segments_chosen[CLAIM_AHA_SEGMENT_COUNT];
+    /**
+     * The burden aimed at (asked or drawn), fraction 0–1; -1 for the CLAIM
+     * pattern without a burden.
+     */
+    double burden_target;
+    /**
+     * The burden reached: (scar + MVO) voxels / myocardium voxels.
+     */
+    double burden;
+    /**
+     * Ischaemic pattern: the transmurality used (fraction 0–1, raised when
+     * the territory could not hold the burden otherwise); -1 otherwise.
+     */
+    double transmurality;
+    /**
+     * Ischaemic pattern: fraction 0–1 of the lesion inside the culprit
+     * territory (below 1 only when the burden exceeds the territory);
+     * -1 otherwise.
+     */
+    double territory_fraction;
+    /**
+     * Voxels labelled scar.
+     */
+    uint64_t scar_voxels;
+    /**
+     * Voxels labelled MVO.
+     */
+    uint64_t mvo_voxels;
+    /**
+     * The seed of the draw.
+     */
+    uint64_t seed;
+} claim_smile_info;
+
+/**
+ * Myocardium, scar and MVO of one AHA segment.
+ *
+ * "Scar" is the whole lesion including its MVO core, as in the SMILE
+ * burden; the myocardium is healthy + scar + MVO. Volumes are voxel counts
+ * times the voxel volume of the label map's geometry.
+ */
+typedef struct claim_segment_stat {
+    /**
+     * Myocardium (healthy + scar + MVO) in the segment, mL.
+     */
+    double myocardium_ml;
+    /**
+     * Scar including MVO, mL.
+     */
+    double scar_ml;
+    /**
+     * MVO, mL (part of `scar_ml`).
+     */
+    double mvo_ml;
+    /**
+     * `100 × scar_ml / myocardium_ml`, percent; 0 for a segment without
+     * myocardium.
+     */
+    double scar_percent;
+} claim_segment_stat;
+
+/**
+ * Per-segment and total scar statistics of a label map, filled by
+ * `claim_segment_stats`; also the input of the bull's-eye plots.
+ */
+typedef struct claim_scar_stats {
+    /**
+     * `sizeof(claim_scar_stats)`, set by the caller.
+     */
+    uint32_t struct_size;
+    /**
+     * AHA segments 1–17: `segments[s - 1]` is segment `s`.
+     */
+    struct claim_segment_stat segments[CLAIM_AHA_SEGMENT_COUNT];
+    /**
+     * Myocardium the segment map leaves without a segment (value 0).
+     */
+    struct claim_segment_stat unassigned;
+    /**
+     * Whole myocardium (all segments plus unassigned), mL.
+     */
+    double total_myocardium_ml;
+    /**
+     * Scar including MVO, mL.
+     */
+    double total_scar_ml;
+    /**
+     * MVO, mL.
+     */
+    double total_mvo_ml;
+    /**
+     * `total_scar_ml / total_myocardium_ml`: fraction 0–1 (0 without
+     * myocardium), as `claim_smile_params.burden`.
+     */
+    double burden;
+} claim_scar_stats;
+
+/**
+ * How to draw a bull's-eye plot. Initialise with
+ * `claim_bullseye_options_default()` and change what differs.
+ *
+ * The plot is the standard AHA layout seen from the apex: basal ring (1–6)
+ * outside, then mid (7–12), apical (13–16) and the apex (17) in the
+ * centre; segment 1 (anterior) at the top, the septum on the left. Each
+ * segment is filled by its scar % on a yellow–red colour scale (grey
+ * without myocardium), with a colour bar on the right.
+ */
+typedef struct claim_bullseye_options {
+    /**
+     * `sizeof(claim_bullseye_options)`, set by
+     * `claim_bullseye_options_default()`.
+     */
+    uint32_t struct_size;
+    /**
+     * Diameter of the plot in pixels, 64–4096 (default 480); the image is
+     * 1.3 times as wide for the colour bar.
+     */
+    uint32_t size_px;
+    /**
+     * Scar % at the top of the colour scale (higher values saturate);
+     * finite and > 0 (default 100).
+     */
+    double max_percent;
+    /**
+     * 1 (default) prints segment numbers, 0 does not.
+     */
+    int32_t show_numbers;
+    /**
+     * 1 (default) prints each segment's scar % (SVG only), 0 does not.
+     */
+    int32_t show_percent;
+    /**
+     * Title above the plot (SVG only): NULL (default) for none, or a
+     * NUL-terminated UTF-8 string, borrowed for the call.
+     */
+    const char *title;
+} claim_bullseye_options;
+
+/**
  * Success.
  */
 #define CLAIM_OK 0
@@ -223,6 +516,52 @@ typedef struct claim_volume {
  * 32-bit float voxels (`float`).
  */
 #define CLAIM_DTYPE_F32 4
+
+/**
+ * Infarct in one coronary territory, growing from the endocardium as a
+ * wavefront (the default).
+ */
+#define CLAIM_PATTERN_ISCHEMIC 0
+
+/**
+ * Non-ischaemic mid-wall stripe; spares the endocardium.
+ */
+#define CLAIM_PATTERN_MIDWALL 1
+
+/**
+ * Non-ischaemic sub-epicardial scar; spares the endocardium.
+ */
+#define CLAIM_PATTERN_EPICARDIAL 2
+
+/**
+ * Non-ischaemic fibrosis at an RV insertion point; spares the endocardium.
+ */
+#define CLAIM_PATTERN_INSERTION 3
+
+/**
+ * The upstream CLAIM generator's distribution, confined to the myocardium.
+ */
+#define CLAIM_PATTERN_CLAIM 4
+
+/**
+ * Drawn at random: LAD 45 %, RCA 35 %, LCx 20 % (the default).
+ */
+#define CLAIM_TERRITORY_ANY 0
+
+/**
+ * Left anterior descending artery: segments 1, 2, 7, 8, 13, 14, 17.
+ */
+#define CLAIM_TERRITORY_LAD 1
+
+/**
+ * Right coronary artery: segments 3, 4, 9, 10, 15.
+ */
+#define CLAIM_TERRITORY_RCA 2
+
+/**
+ * Left circumflex artery: segments 5, 6, 11, 12, 16.
+ */
+#define CLAIM_TERRITORY_LCX 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -345,6 +684,204 @@ claim_status claim_image_view(const struct claim_image *img, struct claim_volume
  * call uses `img`, nor twice. Does not change `claim_last_error_message()`.
  */
 void claim_image_free(struct claim_image *img);
+
+/**
+ * Fills `*out` with the default AHA options: EMIDEC labels without RV,
+ * rotation 0, long axis estimated; `struct_size = sizeof(claim_aha_params)`.
+ *
+ * Writes all of `sizeof(claim_aha_params)`, whatever `out->struct_size`
+ * held before. Does nothing when `out` is NULL. Thread-safe; does not
+ * change `claim_last_error_message()`.
+ */
+void claim_aha_params_default(struct claim_aha_params *out);
+
+/**
+ * Parcellates the LV myocardium of a label map into the 17 AHA segments.
+ *
+ * `labels`: the label map in `params->labels`' scheme; any dtype (float
+ * labels must be integral); borrowed for the call. It must hold
+ * myocardium and LV cavity, and no label the scheme does not name.
+ * `params`: see `claim_aha_params`; borrowed. `out_segments`: caller's
+ * volume with the dims of `labels` and any dtype (`CLAIM_DTYPE_U8`
+ * suggested); receives 0 outside the myocardium and the segment 1–17 on
+ * every myocardium voxel (healthy, scar and MVO labels), and its
+ * spacing, origin and direction are set to those of `labels`. It may be
+ * the same buffer as `labels` (the input is copied first).
+ *
+ * On failure `out_segments` is left untouched.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, bad
+ * volume or parameters, dims of `out_segments` ≠ dims of `labels`, labels
+ * outside the scheme, no myocardium or no LV cavity, a degenerate LV),
+ * `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
+ */
+claim_status claim_aha_segment(const struct claim_volume *labels,
+                               const struct claim_aha_params *params,
+                               struct claim_volume *out_segments);
+
+/**
+ * Fills `*out` with the default draw: ischaemic pattern, territory and
+ * burden and transmurality drawn at random (`CLAIM_TERRITORY_ANY`,
+ * -1, -1), no MVO, EMIDEC labels without RV, default AHA options;
+ * `struct_size = sizeof(claim_smile_params)` (and the nested structs'
+ * `struct_size`s set).
+ *
+ * Writes all of `sizeof(claim_smile_params)`, whatever `out->struct_size`
+ * held before. Does nothing when `out` is NULL. Thread-safe; does not
+ * change `claim_last_error_message()`.
+ */
+void claim_smile_params_default(struct claim_smile_params *out);
+
+/**
+ * Draws one scar mask into a copy of a label map: parcellates the LV into
+ * the AHA segments, then writes scar (and MVO) labels on myocardium voxels
+ * in the pattern, territory and burden of `params`.
+ *
+ * `labels`: the label map in `params->labels`' scheme; any dtype (float
+ * labels must be integral); borrowed. It must hold myocardium and LV
+ * cavity (the ischaemic wavefront starts at the endocardium), and no label
+ * the scheme does not name. `params`: see `claim_smile_params`; borrowed.
+ * `seed`: every random choice follows from it: the same seed, input and
+ * parameters give the same mask on every run, machine and thread.
+ * `out_labels`: caller's volume with the dims of `labels`, any dtype that
+ * holds the scheme's labels; receives the map in the input's scheme and
+ * the geometry of `labels`. It may be the same buffer as `labels` (the
+ * input is copied first).
+ *
+ * On failure `out_labels` is left untouched.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, bad
+ * volume, a parameter out of range, e.g. `burden` above 1 or NaN; labels
+ * outside the scheme; no myocardium; no LV cavity; dims of `out_labels`
+ * ≠ dims of `labels`; a label that does not fit the output dtype),
+ * `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe. For many draws of one heart use
+ * `claim_smile_context_create`, which parcellates once.
+ */
+claim_status claim_smile_generate(const struct claim_volume *labels,
+                                  const struct claim_smile_params *params,
+                                  uint64_t seed,
+                                  struct claim_volume *out_labels);
+
+/**
+ * Prepares draws of scar masks for one label map: checks `labels` and
+ * `params` and parcellates once, so `claim_smile_context_draw` only draws.
+ *
+ * `labels`: as in `claim_smile_generate`; copied, so the caller may free
+ * or reuse it afterwards. `segments`: NULL to parcellate `labels` with
+ * `params->aha`, or a segment map of the same dims and geometry (any
+ * dtype, 0 = none, 1–17; only its values on the myocardium are used), e.g.
+ * an atlas's own segments or the output of `claim_aha_segment`.
+ * `params`: see `claim_smile_params`; copied. `out`: receives the new
+ * context, owned by the caller and freed with `claim_smile_context_free`;
+ * set to NULL on every failure.
+ *
+ * Errors: as `claim_smile_generate`, plus a `segments` map of other dims or
+ * geometry or with values outside 0–17. Thread-safe.
+ */
+claim_status claim_smile_context_create(const struct claim_volume *labels,
+                                        const struct claim_volume *segments,
+                                        const struct claim_smile_params *params,
+                                        struct claim_smile_context **out);
+
+/**
+ * Draws one scar mask from a prepared context.
+ *
+ * `ctx`: borrowed; may be used by several threads at once. `seed`: as in
+ * `claim_smile_generate` (a context and a seed give the same mask as
+ * `claim_smile_generate` with the same input, parameters and seed).
+ * `out_labels`: as in `claim_smile_generate` (dims of the context's
+ * labels). `out_info`: NULL, or a caller's `claim_smile_info` with its
+ * `struct_size` set, which receives what was drawn.
+ *
+ * On failure `out_labels` and `out_info` are left untouched.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL `ctx` or `out_labels`, bad
+ * `struct_size`, dims of `out_labels` ≠ the context's, a label that does
+ * not fit the output dtype), `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
+ */
+claim_status claim_smile_context_draw(const struct claim_smile_context *ctx,
+                                      uint64_t seed,
+                                      struct claim_volume *out_labels,
+                                      struct claim_smile_info *out_info);
+
+/**
+ * Frees a context. `ctx` may be NULL (nothing happens). Must not be called
+ * while another call uses `ctx`, nor twice. Does not change
+ * `claim_last_error_message()`.
+ */
+void claim_smile_context_free(struct claim_smile_context *ctx);
+
+/**
+ * Measures myocardium, scar and MVO per AHA segment of a label map.
+ *
+ * `labels`: the label map in `params->labels`' scheme; any dtype (float
+ * labels must be integral); borrowed. Labels the scheme does not name
+ * count as non-myocardium. `segments`: NULL to parcellate `labels` with
+ * `params` first (then the map must hold myocardium and LV cavity and no
+ * unnamed label), or a segment map with the dims and geometry of `labels`
+ * (any dtype, 0 = none, 1–17), e.g. the output of `claim_aha_segment`;
+ * borrowed. `params`: the label scheme (`params->labels`) and, when
+ * `segments` is NULL, the parcellation options; borrowed. `out`: caller's
+ * struct with `struct_size` set; receives the statistics.
+ *
+ * On failure `*out` is left untouched.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL `labels`, `params` or `out`,
+ * bad `struct_size`, bad volume or parameters, `segments` of other dims or
+ * geometry or with values outside 0–17; with `segments` NULL, the errors
+ * of `claim_aha_segment`), `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
+ */
+claim_status claim_segment_stats(const struct claim_volume *labels,
+                                 const struct claim_volume *segments,
+                                 const struct claim_aha_params *params,
+                                 struct claim_scar_stats *out);
+
+/**
+ * Fills `*out` with the default plot options: 480 px, scale 0–100 %,
+ * numbers and percentages shown, no title;
+ * `struct_size = sizeof(claim_bullseye_options)`.
+ *
+ * Writes all of `sizeof(claim_bullseye_options)`, whatever
+ * `out->struct_size` held before. Does nothing when `out` is NULL.
+ * Thread-safe; does not change `claim_last_error_message()`.
+ */
+void claim_bullseye_options_default(struct claim_bullseye_options *out);
+
+/**
+ * Renders the bull's-eye plot of `stats` as a standalone SVG document
+ * (UTF-8, NUL-terminated) into the caller's buffer.
+ *
+ * `stats`: e.g. from `claim_segment_stats`; every value finite and ≥ 0;
+ * borrowed. `options`: see `claim_bullseye_options`; borrowed. `buf`,
+ * `cap`: caller's buffer of `cap` bytes. `needed`: receives the size the
+ * document needs, NUL included, on success and when `cap` is too small.
+ * Call once with `buf` NULL and `cap` 0 to learn the size (returns
+ * `CLAIM_OK`), allocate, then call again. With `cap` too small the call
+ * fails and writes nothing to `buf`.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL `stats`, `options` or
+ * `needed`, bad `struct_size`, a negative or non-finite statistic, bad
+ * options, `buf` NULL with `cap` > 0, `cap` smaller than needed).
+ * Thread-safe.
+ */
+claim_status claim_bullseye_svg(const struct claim_scar_stats *stats,
+                                const struct claim_bullseye_options *options,
+                                char *buf,
+                                size_t cap,
+                                size_t *needed);
+
+/**
+ * Renders the bull's-eye plot of `stats` as a PNG image (RGB, 8 bits)
+ * into the caller's buffer; the title and percentages are SVG-only.
+ *
+ * Arguments, size query and errors as `claim_bullseye_svg`, except that
+ * the bytes are a PNG file, not NUL-terminated. Thread-safe.
+ */
+claim_status claim_bullseye_png(const struct claim_scar_stats *stats,
+                                const struct claim_bullseye_options *options,
+                                uint8_t *buf,
+                                size_t cap,
+                                size_t *needed);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -139,12 +139,36 @@ fn c_threads_see_their_own_messages() {
 }
 
 #[test]
+fn c_smile() {
+    let scratch = tempfile::tempdir().unwrap();
+    let exe = compile(
+        &tool("CC", "cc"),
+        C_FLAGS,
+        "tests/c/smile.c",
+        scratch.path(),
+    );
+    run(&exe, scratch.path());
+}
+
+#[test]
 fn cpp_wrapper() {
     let scratch = tempfile::tempdir().unwrap();
     let exe = compile(
         &tool("CXX", "c++"),
         CXX_FLAGS,
         "tests/cpp/wrapper_test.cpp",
+        scratch.path(),
+    );
+    run(&exe, scratch.path());
+}
+
+#[test]
+fn cpp_smile() {
+    let scratch = tempfile::tempdir().unwrap();
+    let exe = compile(
+        &tool("CXX", "c++"),
+        CXX_FLAGS,
+        "tests/cpp/smile_test.cpp",
         scratch.path(),
     );
     run(&exe, scratch.path());

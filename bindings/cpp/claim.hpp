@@ -3,21 +3,26 @@
 // Failures become exceptions (claim::Error, carrying the claim_status and
 // the library's message); library handles become move-only RAII types that
 // free themselves. Everything here is a thin inline layer: the C API stays
-// the contract, and each new C area (SMILE, synthesis, segmentation) gets a
-// class or function here in the same shape: call the C function, pass its
-// status to check(), wrap any returned handle in a Handle<...>.
+// the contract, and each C area gets a class or function here in the same
+// shape: call the C function, pass its status to check(), wrap any returned
+// handle in a Handle<...>. Areas: versions and labels, Image (NIfTI I/O),
+// SMILE (aha_segment(s), SmileParams, smile_generate, SmileContext,
+// segment_stats, bullseye_svg / bullseye_png).
 #ifndef CLAIM_HPP
 #define CLAIM_HPP
 
 #include "claim.h"
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace claim {
 
@@ -228,6 +233,173 @@ public:
 private:
     explicit Image(claim_image* raw) noexcept : handle_(raw) {}
     Handle<claim_image, claim_image_free> handle_;
+};
+
+// ---------------------------------------------------------------- SMILE
+
+/// Number of voxels of `v` (dims product); throws claim::Error when it does
+/// not fit size_t, before anything is allocated for it.
+inline std::size_t voxel_count(const claim_volume& v) {
+    std::size_t count = 1;
+    for (int a = 0; a < 3; ++a) {
+        const std::uint64_t d = v.dims[a];
+        if (d != 0 && count > std::numeric_limits<std::size_t>::max() / d) {
+            throw Error(CLAIM_ERR_INVALID_ARGUMENT, "claim::voxel_count: dims overflow size_t");
+        }
+        count *= static_cast<std::size_t>(d);
+    }
+    return count;
+}
+
+/// The default AHA options: EMIDEC labels without RV, rotation 0, long axis
+/// estimated. Change fields (e.g. `labels.rv = 5`), then pass it on.
+inline claim_aha_params default_aha_params() {
+    claim_aha_params params{};
+    claim_aha_params_default(&params);
+    return params;
+}
+
+/// Default bull's-eye options: 480 px, 0–100 % scale, numbers and
+/// percentages, no title.
+inline claim_bullseye_options default_bullseye_options() {
+    claim_bullseye_options options{};
+    claim_bullseye_options_default(&options);
+    return options;
+}
+
+/// claim_smile_params with chainable setters, starting from the defaults
+/// (ischaemic, territory, burden and transmurality drawn at random, no
+/// MVO, EMIDEC labels without RV):
+///
+///     const auto params = claim::SmileParams().territory(CLAIM_TERRITORY_LAD).burden(0.15);
+///     claim::smile_generate(labels, params, seed, out);
+class SmileParams {
+public:
+    SmileParams() { claim_smile_params_default(&params_); }
+
+    SmileParams& pattern(claim_pattern value) { params_.pattern = value; return *this; }
+    SmileParams& territory(claim_territory value) { params_.territory = value; return *this; }
+    /// Lesion burden, fraction 0–1 of the myocardium.
+    SmileParams& burden(double fraction) { params_.burden = fraction; return *this; }
+    /// Draws the burden at random (the default).
+    SmileParams& random_burden() { params_.burden = -1.0; return *this; }
+    /// Transmurality, fraction 0–1 of the wall (ischaemic pattern).
+    SmileParams& transmurality(double fraction) { params_.transmurality = fraction; return *this; }
+    /// Draws the transmurality at random (the default).
+    SmileParams& random_transmurality() { params_.transmurality = -1.0; return *this; }
+    /// An MVO core (ischaemic pattern).
+    SmileParams& mvo(bool on) { params_.mvo = on ? 1 : 0; return *this; }
+    /// Label scheme of input and output (also used by the parcellation).
+    SmileParams& labels(const claim_label_scheme& scheme) { params_.labels = scheme; return *this; }
+    /// Parcellation options (their `labels` member is ignored).
+    SmileParams& aha(const claim_aha_params& options) { params_.aha = options; return *this; }
+
+    const claim_smile_params& c() const noexcept { return params_; }
+    claim_smile_params& c() noexcept { return params_; }
+    operator const claim_smile_params&() const noexcept { return params_; }
+
+private:
+    claim_smile_params params_{};
+};
+
+/// Parcellates `labels` into AHA segments, written into the caller's
+/// `out_segments` (dims of `labels`, any dtype).
+inline void aha_segment(const claim_volume& labels, const claim_aha_params& params,
+                        claim_volume& out_segments) {
+    check(claim_aha_segment(&labels, &params, &out_segments));
+}
+
+/// The AHA segments (0, 1..17) of `labels` as a new buffer, i fastest.
+inline std::vector<std::uint8_t> aha_segments(const claim_volume& labels,
+                                              const claim_aha_params& params = default_aha_params()) {
+    std::vector<std::uint8_t> segments(voxel_count(labels));
+    claim_volume out = labels;
+    out.dtype = CLAIM_DTYPE_U8;
+    out.data = segments.data();
+    aha_segment(labels, params, out);
+    return segments;
+}
+
+/// Draws one scar mask of `labels` into the caller's `out_labels` (dims of
+/// `labels`, any dtype holding the scheme's labels; may alias `labels`).
+inline void smile_generate(const claim_volume& labels, const claim_smile_params& params,
+                           std::uint64_t seed, claim_volume& out_labels) {
+    check(claim_smile_generate(&labels, &params, seed, &out_labels));
+}
+
+/// Draws one scar mask of `labels` as a new buffer of `T`, i fastest.
+template <typename T>
+std::vector<T> smile_generate(const claim_volume& labels, const claim_smile_params& params,
+                              std::uint64_t seed) {
+    std::vector<T> voxels(voxel_count(labels));
+    claim_volume out = labels;
+    out.dtype = dtype_of<T>();
+    out.data = voxels.data();
+    smile_generate(labels, params, seed, out);
+    return voxels;
+}
+
+/// Per-AHA-segment myocardium, scar and MVO of `labels` (scheme in
+/// `params.labels`) over `segments`, or, with `segments` nullptr, over a
+/// parcellation with `params`.
+inline claim_scar_stats segment_stats(const claim_volume& labels, const claim_volume* segments,
+                                      const claim_aha_params& params = default_aha_params()) {
+    claim_scar_stats stats{};
+    stats.struct_size = sizeof(claim_scar_stats);
+    check(claim_segment_stats(&labels, segments, &params, &stats));
+    return stats;
+}
+
+/// The bull's-eye plot of `stats` as an SVG document.
+inline std::string bullseye_svg(const claim_scar_stats& stats,
+                                const claim_bullseye_options& options = default_bullseye_options()) {
+    std::size_t needed = 0;
+    check(claim_bullseye_svg(&stats, &options, nullptr, 0, &needed));
+    std::string svg(needed, '\0');
+    check(claim_bullseye_svg(&stats, &options, &svg[0], svg.size(), &needed));
+    svg.resize(needed - 1);  // drop the NUL
+    return svg;
+}
+
+/// The bull's-eye plot of `stats` as the bytes of a PNG file.
+inline std::vector<std::uint8_t> bullseye_png(
+    const claim_scar_stats& stats, const claim_bullseye_options& options = default_bullseye_options()) {
+    std::size_t needed = 0;
+    check(claim_bullseye_png(&stats, &options, nullptr, 0, &needed));
+    std::vector<std::uint8_t> png(needed);
+    check(claim_bullseye_png(&stats, &options, png.data(), png.size(), &needed));
+    return png;
+}
+
+/// One heart prepared for many scar draws (parcellated once). Move-only;
+/// draws may run on several threads at once.
+class SmileContext {
+public:
+    SmileContext() noexcept = default;
+
+    /// Prepares draws for `labels` (copied); `segments` nullptr parcellates
+    /// with `params.aha`, else its AHA segments are used.
+    static SmileContext create(const claim_volume& labels, const claim_smile_params& params,
+                               const claim_volume* segments = nullptr) {
+        claim_smile_context* raw = nullptr;
+        check(claim_smile_context_create(&labels, segments, &params, &raw));
+        return SmileContext(raw);
+    }
+
+    /// Draws the mask of `seed` into `out_labels`; returns what was drawn.
+    claim_smile_info draw(std::uint64_t seed, claim_volume& out_labels) const {
+        claim_smile_info info{};
+        info.struct_size = sizeof(claim_smile_info);
+        check(claim_smile_context_draw(handle_.get(), seed, &out_labels, &info));
+        return info;
+    }
+
+    const claim_smile_context* get() const noexcept { return handle_.get(); }
+    explicit operator bool() const noexcept { return static_cast<bool>(handle_); }
+
+private:
+    explicit SmileContext(claim_smile_context* raw) noexcept : handle_(raw) {}
+    Handle<claim_smile_context, claim_smile_context_free> handle_;
 };
 
 }  // namespace claim

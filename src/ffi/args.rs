@@ -95,6 +95,23 @@ pub(crate) unsafe fn write_struct<T: CStruct>(ptr: *mut T, value: T, name: &str)
     Ok(())
 }
 
+/// Checks a caller's output struct (not NULL, a `struct_size` from a
+/// release) without writing it, so an export can refuse it before doing
+/// the work; [`write_struct`] fills it afterwards.
+///
+/// # Safety
+///
+/// `ptr` must be NULL or point to at least 4 readable bytes holding the
+/// `u32` `struct_size`.
+pub(crate) unsafe fn check_out_struct<T: CStruct>(ptr: *const T, name: &str) -> Result<()> {
+    if ptr.is_null() {
+        return Err(Error::invalid(format!("{name} must not be NULL")));
+    }
+    // SAFETY: not NULL; starts with the u32 struct_size by contract.
+    let size = unsafe { ptr.cast::<u32>().read_unaligned() };
+    check_struct_size::<T>(size, name)
+}
+
 /// Borrows a NUL-terminated UTF-8 string argument.
 ///
 /// # Safety
@@ -280,6 +297,30 @@ mod tests {
             .unwrap();
         assert_eq!((dst.v1.struct_size, dst.v1.first), (8, 9));
         assert_eq!(dst.guard, 0xDEAD_BEEF, "wrote past the caller's struct");
+    }
+
+    #[test]
+    fn output_structs_are_checked_before_the_work() {
+        let mut old = ParamsV1 {
+            struct_size: 8,
+            first: 0,
+        };
+        // SAFETY: `old` is a live struct of 8 bytes.
+        unsafe { check_out_struct::<Params>((&mut old as *mut ParamsV1).cast(), "out") }.unwrap();
+        old.struct_size = 4;
+        // SAFETY: as above.
+        let msg = unsafe { check_out_struct::<Params>((&old as *const ParamsV1).cast(), "out") }
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("out.struct_size: expected at least 8"),
+            "{msg}"
+        );
+        // SAFETY: NULL is allowed by the contract.
+        let msg = unsafe { check_out_struct::<Params>(std::ptr::null(), "out") }
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("out must not be NULL"), "{msg}");
     }
 
     #[test]

@@ -65,8 +65,6 @@ unsafe impl CStruct for claim_label_scheme {
 /// `rv` = -1 or a label, and [`LabelScheme::validate`]). `name` names the
 /// argument, e.g. `"params.labels"`; the value is usually a member of a
 /// parameter struct already copied by `read_struct`.
-// Shared reader for the parameter structs holding a `labels` member (SMILE on).
-#[allow(dead_code)]
 pub(crate) fn label_scheme_from_c(value: &claim_label_scheme, name: &str) -> Result<LabelScheme> {
     check_struct_size::<claim_label_scheme>(value.struct_size, name)?;
     let rv = match value.rv {

@@ -10,7 +10,12 @@
 //! - [`volume`]: `claim_dtype`, `claim_volume` and the checked conversions to and
 //!   from [`crate::Image`] that every area taking volumes uses;
 //! - [`labels`]: `claim_label_scheme` and its conversion to [`crate::LabelScheme`];
-//! - [`image`]: the owned `claim_image` handle (NIfTI read/write, create, view).
+//! - [`image`]: the owned `claim_image` handle (NIfTI read/write, create, view);
+//! - [`aha`]: `claim_aha_params` and `claim_aha_segment` (AHA-17 parcellation);
+//! - [`smile`]: `claim_smile_params`, `claim_smile_generate` and the reusable
+//!   `claim_smile_context` (scar masks);
+//! - [`stats`]: `claim_segment_stats` into a `claim_scar_stats`, and the
+//!   bull's-eye plots `claim_bullseye_svg` / `claim_bullseye_png`.
 //!
 //! Shared machinery, not exported: `boundary` (panic catching, status and
 //! thread-local message) and `args` (NULL, `struct_size`, string and
@@ -38,6 +43,12 @@ pub mod volume;
 pub mod labels;
 
 pub mod image;
+
+pub mod aha;
+
+pub mod smile;
+
+pub mod stats;
 
 pub(crate) mod args;
 pub(crate) mod boundary;

@@ -245,8 +245,6 @@ unsafe fn copy_voxels<T: Copy + Default>(
 ///
 /// `ptr` must be NULL or point to a `claim_volume` of `struct_size` bytes
 /// whose `data` (if not NULL) holds `dims` voxels of `dtype`.
-// Shared reader for the exports that take volumes (SMILE, synthesis, segmentation).
-#[allow(dead_code)]
 pub(crate) unsafe fn image_from_c(ptr: *const claim_volume, name: &str) -> Result<Image> {
     // SAFETY: forwarded contract.
     let volume = unsafe { read_struct(ptr, name) }?;
@@ -269,8 +267,6 @@ pub(crate) unsafe fn image_from_c(ptr: *const claim_volume, name: &str) -> Resul
 /// # Safety
 ///
 /// As [`image_from_c`].
-// Shared reader for the exports that take volumes (SMILE, synthesis, segmentation).
-#[allow(dead_code)]
 pub(crate) unsafe fn labels_from_c(ptr: *const claim_volume, name: &str) -> Result<Volume<i32>> {
     // SAFETY: forwarded contract.
     let image = unsafe { image_from_c(ptr, name) }?;
@@ -358,8 +354,6 @@ pub(crate) struct OutVolume {
 /// `ptr` must be NULL or point to a writable `claim_volume` of
 /// `struct_size` bytes whose `data` (if not NULL) has room for `dims` voxels
 /// of `dtype`, all valid until the end of the call.
-// Shared reader for the exports that take volumes (SMILE, synthesis, segmentation).
-#[allow(dead_code)]
 pub(crate) unsafe fn out_volume_from_c(ptr: *mut claim_volume, name: &str) -> Result<OutVolume> {
     // SAFETY: forwarded contract.
     let view = unsafe { read_struct(ptr.cast_const(), name) }?;
@@ -381,17 +375,38 @@ pub(crate) unsafe fn out_volume_from_c(ptr: *mut claim_volume, name: &str) -> Re
     })
 }
 
-// Used by the exports that fill caller volumes (SMILE, synthesis, segmentation).
-#[allow(dead_code)]
 impl OutVolume {
     /// Dims `[ni, nj, nk]` the caller allocated.
+    #[cfg(test)]
     pub(crate) fn dims(&self) -> [usize; 3] {
         self.dims
     }
 
     /// The voxel type the caller asked for.
+    #[cfg(test)]
     pub(crate) fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Fails unless every value of `values` fits the caller's dtype
+    /// exactly; `source` says where they come from (e.g. `"params.labels"`).
+    /// Lets an export refuse an output before doing the work.
+    pub(crate) fn expect_holds(&self, values: &[i32], source: &str) -> Result<()> {
+        let fits = |v: f64| match self.dtype {
+            DType::U8 => u8::from_f64_exact(v).is_some(),
+            DType::I16 => i16::from_f64_exact(v).is_some(),
+            DType::U16 => u16::from_f64_exact(v).is_some(),
+            DType::I32 => i32::from_f64_exact(v).is_some(),
+            DType::F32 => f32::from_f64_exact(v).is_some(),
+        };
+        match values.iter().find(|v| !fits(f64::from(**v))) {
+            Some(v) => Err(Error::invalid(format!(
+                "{}.dtype: {} cannot hold the value {v} of {source}",
+                self.name,
+                dtype_name(self.dtype)
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Fails unless the caller's dims are `dims`; `source` says where the
@@ -654,6 +669,17 @@ mod tests {
         // SAFETY: `v` describes the live `out16`.
         let out = unsafe { out_volume_from_c(&mut v, "out_labels") }.unwrap();
         assert_eq!((out.dims(), out.dtype()), ([2, 2, 1], DType::U16));
+        out.expect_holds(&[0, 65535], "labels").unwrap();
+        let msg = out
+            .expect_holds(&[1, -1], "params.labels")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(
+                "out_labels.dtype: CLAIM_DTYPE_U16 cannot hold the value -1 of params.labels"
+            ),
+            "{msg}"
+        );
         out.write(&source, "labels").unwrap();
         assert_eq!(out16, [0, 1, 2, 300]);
         assert_eq!(v.spacing, [1.25, 1.5, 8.0]);
