@@ -1,0 +1,204 @@
+//! `claim info`: what a NIfTI file holds, as text or JSON.
+
+use crate::stats::{label_histogram, LabelVolume, MAX_LABELS};
+use claim::{DType, Error, Image, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Arguments of `claim info`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A .nii or .nii.gz file.
+    file: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything `info` reports. The JSON form is this struct.
+#[derive(Debug, Serialize)]
+struct ImageInfo {
+    file: String,
+    dtype: &'static str,
+    /// [ni, nj, nk], i fastest.
+    dims: [usize; 3],
+    /// mm along i, j, k.
+    spacing: [f64; 3],
+    /// LPS mm of the centre of voxel (0, 0, 0).
+    origin: [f64; 3],
+    /// Row-major; columns are the i, j, k axes in LPS.
+    direction: [[f64; 3]; 3],
+    /// ITK orientation code.
+    orientation: String,
+    voxel_volume_mm3: f64,
+    /// Smallest and largest finite value, mean of the finite values
+    /// (null when there is none).
+    min: Option<f64>,
+    max: Option<f64>,
+    mean: Option<f64>,
+    /// NaN and infinite voxels.
+    non_finite_voxels: u64,
+    /// Voxels and mL per value, for integer-valued images with at most
+    /// 64 distinct values (label maps); null otherwise.
+    labels: Option<Vec<LabelVolume>>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let image = claim::io::read_image(&args.file)?;
+    let info = describe(&image, args.file.display().to_string());
+    if args.json {
+        let text = serde_json::to_string_pretty(&info)
+            .map_err(|e| Error::Internal(format!("info as JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", as_text(&info));
+    }
+    Ok(())
+}
+
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::U8 => "u8",
+        DType::I16 => "i16",
+        DType::U16 => "u16",
+        DType::I32 => "i32",
+        DType::F32 => "f32",
+    }
+}
+
+/// Every voxel as f64 (exact for all stored types).
+fn values(image: &Image) -> Box<dyn Iterator<Item = f64> + '_> {
+    match image {
+        Image::U8(v) => Box::new(v.data.iter().map(|x| f64::from(*x))),
+        Image::I16(v) => Box::new(v.data.iter().map(|x| f64::from(*x))),
+        Image::U16(v) => Box::new(v.data.iter().map(|x| f64::from(*x))),
+        Image::I32(v) => Box::new(v.data.iter().map(|x| f64::from(*x))),
+        Image::F32(v) => Box::new(v.data.iter().map(|x| f64::from(*x))),
+    }
+}
+
+fn describe(image: &Image, file: String) -> ImageInfo {
+    let geometry = image.geometry();
+    let (mut min, mut max, mut sum, mut finite, mut non_finite) =
+        (f64::INFINITY, f64::NEG_INFINITY, 0.0, 0u64, 0u64);
+    for value in values(image) {
+        if value.is_finite() {
+            min = min.min(value);
+            max = max.max(value);
+            sum += value;
+            finite += 1;
+        } else {
+            non_finite += 1;
+        }
+    }
+    let voxel_volume_mm3 = geometry.voxel_volume_mm3();
+    let some_finite = finite > 0;
+    ImageInfo {
+        file,
+        dtype: dtype_name(image.dtype()),
+        dims: image.dims(),
+        spacing: geometry.spacing,
+        origin: geometry.origin,
+        direction: geometry.direction,
+        orientation: geometry.orientation_code(),
+        voxel_volume_mm3,
+        min: some_finite.then_some(min),
+        max: some_finite.then_some(max),
+        mean: some_finite.then(|| sum / finite as f64),
+        non_finite_voxels: non_finite,
+        labels: label_histogram(values(image), voxel_volume_mm3),
+    }
+}
+
+fn triple(v: [f64; 3]) -> String {
+    format!("({}, {}, {})", round6(v[0]), round6(v[1]), round6(v[2]))
+}
+
+/// Six decimals at most, without trailing noise like 1.5625000000001 (and
+/// without a "-0").
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6 + 0.0
+}
+
+fn as_text(info: &ImageInfo) -> String {
+    let d = &info.direction;
+    let column = |c: usize| triple([d[0][c], d[1][c], d[2][c]]);
+    let [ni, nj, nk] = info.dims;
+    let [si, sj, sk] = info.spacing.map(round6);
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| out.push_str(&format!("{key:<12} {value}\n"));
+    line("file", info.file.clone());
+    line("dtype", info.dtype.to_string());
+    line("dims", format!("{ni} x {nj} x {nk} (i, j, k)"));
+    line("spacing", format!("{si} x {sj} x {sk} mm"));
+    line("origin", format!("{} mm, LPS", triple(info.origin)));
+    line(
+        "direction",
+        format!("i {}  j {}  k {}  (LPS)", column(0), column(1), column(2)),
+    );
+    line("orientation", format!("{} (ITK code)", info.orientation));
+    line("voxel", format!("{} mm3", round6(info.voxel_volume_mm3)));
+    match (info.min, info.max, info.mean) {
+        (Some(min), Some(max), Some(mean)) => line(
+            "values",
+            format!("min {}, max {}, mean {mean:.4}", round6(min), round6(max)),
+        ),
+        _ => line("values", "no finite value".to_string()),
+    }
+    if info.non_finite_voxels > 0 {
+        line(
+            "non-finite",
+            format!("{} voxels (NaN or infinite)", info.non_finite_voxels),
+        );
+    }
+    match &info.labels {
+        Some(labels) => {
+            line("labels", format!("{} distinct values", labels.len()));
+            out.push_str(&format!("{:>8} {:>12} {:>12}\n", "label", "voxels", "mL"));
+            for l in labels {
+                out.push_str(&format!("{:>8} {:>12} {:>12.3}\n", l.label, l.voxels, l.ml));
+            }
+        }
+        None => line(
+            "labels",
+            format!("none (not integer-valued with at most {MAX_LABELS} distinct values)"),
+        ),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use claim::{Geometry, Volume};
+
+    #[test]
+    fn describes_a_label_map() {
+        let v = Volume::from_vec(
+            [4, 1, 1],
+            vec![0u8, 1, 1, 2],
+            Geometry::with_spacing([10.0, 10.0, 10.0]),
+        )
+        .unwrap();
+        let info = describe(&Image::U8(v), "x.nii".into());
+        assert_eq!(info.dtype, "u8");
+        assert_eq!((info.min, info.max), (Some(0.0), Some(2.0)));
+        assert_eq!(info.orientation, "RAI");
+        let labels = info.labels.as_ref().unwrap();
+        assert_eq!(labels.len(), 3);
+        assert!((labels[1].ml - 2.0).abs() < 1e-12);
+        let text = as_text(&info);
+        assert!(text.contains("4 x 1 x 1"), "{text}");
+        assert!(text.contains("RAI"), "{text}");
+    }
+
+    #[test]
+    fn intensity_images_have_no_histogram() {
+        let v =
+            Volume::from_vec([3, 1, 1], vec![0.5f32, f32::NAN, 2.0], Geometry::default()).unwrap();
+        let info = describe(&Image::F32(v), "x.nii".into());
+        assert!(info.labels.is_none());
+        assert_eq!(info.non_finite_voxels, 1);
+        assert_eq!(info.mean, Some(1.25));
+    }
+}
