@@ -9,9 +9,11 @@
 //! shell, holding no logic. See `README.md` for the map.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod error;
 pub mod imgproc;
 pub mod io;
+pub mod nn;
 pub mod phantom;
 pub mod rng;
 pub mod smile;
