@@ -13,6 +13,7 @@ pub mod backend;
 pub mod error;
 pub mod imgproc;
 pub mod io;
+pub mod models;
 pub mod nn;
 pub mod phantom;
 pub mod rng;
