@@ -43,15 +43,25 @@ pub fn linear_attention(
             for kr in k.chunks_mut(n) {
                 softmax_in_place(kr);
             }
-            // Softmax of q over the feature axis, one position at a time.
-            let mut col = vec![0f32; d];
-            for p in 0..n {
-                for c in 0..d {
-                    col[c] = q[c * n + p];
+            // Softmax of q over the feature axis, all positions at once so
+            // the loops run along contiguous rows.
+            let mut max = q[..n].to_vec();
+            for qr in q.chunks(n).skip(1) {
+                for (m, &v) in max.iter_mut().zip(qr) {
+                    *m = m.max(v);
                 }
-                softmax_in_place(&mut col);
-                for c in 0..d {
-                    q[c * n + p] = col[c] * scale;
+            }
+            let mut sum = vec![0f32; n];
+            for qr in q.chunks_mut(n) {
+                for ((v, &m), s) in qr.iter_mut().zip(&max).zip(sum.iter_mut()) {
+                    *v = (*v - m).exp();
+                    *s += *v;
+                }
+            }
+            let inv: Vec<f32> = sum.iter().map(|s| scale / s).collect();
+            for qr in q.chunks_mut(n) {
+                for (v, &i) in qr.iter_mut().zip(&inv) {
+                    *v *= i;
                 }
             }
             let (kv, vv, qv) = (view(&k, d, n), view(&v, d, n), view(&q, d, n));

@@ -159,6 +159,10 @@ fn im2col(x: &[f32], x_off: usize, g: &ConvGeometry, ho: usize, wo: usize, cols:
             let ky = (row / g.kw) % g.kh;
             let kx = row % g.kw;
             let plane = &x[x_off + c * cstride..x_off + c * cstride + hw];
+            // Output columns whose input column lies inside the image form
+            // one contiguous range, so the copy below has no branches.
+            let first = pw.saturating_sub(kx).div_ceil(sw).min(wo);
+            let last = (g.w + pw).saturating_sub(kx).div_ceil(sw).clamp(first, wo);
             for oy in 0..ho {
                 let line = &mut dst[oy * wo..(oy + 1) * wo];
                 let iy = (oy * sh + ky) as isize - ph as isize;
@@ -167,13 +171,17 @@ fn im2col(x: &[f32], x_off: usize, g: &ConvGeometry, ho: usize, wo: usize, cols:
                     continue;
                 }
                 let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                for (ox, v) in line.iter_mut().enumerate() {
-                    let ix = (ox * sw + kx) as isize - pw as isize;
-                    *v = if ix >= 0 && ix < g.w as isize {
-                        src[ix as usize]
+                line[..first].fill(0.0);
+                line[last..].fill(0.0);
+                if first < last {
+                    let ix0 = first * sw + kx - pw;
+                    if sw == 1 {
+                        line[first..last].copy_from_slice(&src[ix0..ix0 + (last - first)]);
                     } else {
-                        0.0
-                    };
+                        for (j, v) in line[first..last].iter_mut().enumerate() {
+                            *v = src[ix0 + j * sw];
+                        }
+                    }
                 }
             }
         });
@@ -310,6 +318,8 @@ mod tests {
             geom(1, 1, 0),
             geom(4, 2, 1),
             geom(7, 1, 3),
+            geom(5, 1, 4),
+            geom(3, 2, 2),
             geom(3, 2, 0),
         ] {
             let x = random(g.batch * g.c_in * g.frames * g.h * g.w, 1);
