@@ -561,6 +561,14 @@ impl Denoiser {
             )));
         }
         let groups = cfg.resnet_groups;
+        if let Some(w) = std::iter::once(cfg.dim)
+            .chain(cfg.dim_mults.iter().map(|m| cfg.dim * m))
+            .find(|w| w % groups != 0)
+        {
+            return Err(Error::Model(format!(
+                "denoiser: width {w} is not divisible into {groups} GroupNorm groups"
+            )));
+        }
         let emb = Some(cfg.cond_total());
         let in_out = cfg.in_out();
         let n = in_out.len();
@@ -714,7 +722,10 @@ impl Denoiser {
     pub fn predict_noise(&self, x: &Tensor, t: &[f32], cond: Option<&Tensor>) -> Result<Tensor> {
         let (b, c, f, h, w) = five(x)?;
         let cfg = &self.config;
-        let align = 1usize << (cfg.dim_mults.len() - 1);
+        let align = u32::try_from(cfg.dim_mults.len() - 1)
+            .ok()
+            .and_then(|levels| 1usize.checked_shl(levels))
+            .ok_or_else(|| Error::invalid("denoiser: too many levels"))?;
         if c != cfg.channels
             || h % align != 0
             || w % align != 0

@@ -37,7 +37,7 @@ pub struct Tensor {
 }
 
 /// Refuses element counts whose f32 buffer would not fit in memory.
-fn checked_count(shape: &[usize]) -> Result<usize> {
+pub(crate) fn checked_count(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))

@@ -2,6 +2,7 @@
 //! depth 1) and their transposes.
 
 use crate::backend::cpu::conv::{self as cpu, ConvGeometry};
+use crate::nn::tensor::checked_count;
 use crate::nn::{Storage, Tensor};
 use crate::{Error, Result};
 
@@ -100,6 +101,10 @@ impl Tensor {
                 ))
             })?;
         let shape = out_shape(self, b, c_out, f, ho, wo);
+        // Refuse sizes whose output or column buffer cannot be allocated
+        // before the kernel multiplies them out.
+        checked_count(&shape)?;
+        checked_count(&[c_in, c_out, kh, kw, ho, wo])?;
         match (self.storage(), weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => {
                 let bias = bias.map(Tensor::as_slice).transpose()?;
@@ -148,6 +153,10 @@ impl Tensor {
                 ))
             })?;
         let shape = out_shape(self, b, c_out, f, ho, wo);
+        // Refuse sizes whose output or column buffer cannot be allocated
+        // before the kernel multiplies them out.
+        checked_count(&shape)?;
+        checked_count(&[c_in, c_out, kh, kw, ho, wo])?;
         match (self.storage(), weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => {
                 let bias = bias.map(Tensor::as_slice).transpose()?;
