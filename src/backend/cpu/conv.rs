@@ -339,38 +339,42 @@ mod tests {
     /// <conv(x), y> = <x, conv_t(y)> for the same weight and no bias.
     #[test]
     fn transposed_conv_is_the_adjoint() {
-        let g = ConvGeometry {
-            batch: 2,
-            c_in: 4,
-            c_out: 3,
-            frames: 2,
-            h: 8,
-            w: 10,
-            kh: 4,
-            kw: 4,
-            stride: (2, 2),
-            pad: (1, 1),
-        };
-        let (ho, wo) = g.conv_out().unwrap();
-        let x = random(g.batch * g.c_in * g.frames * g.h * g.w, 4);
-        let w = random(g.c_out * g.c_in * 16, 5);
-        let y = random(g.batch * g.c_out * g.frames * ho * wo, 6);
-        let cx = conv2d_frames(&x, &w, None, &g);
-        // Transposed geometry: from c_out channels at (ho, wo) back to c_in at (h, w).
-        let gt = ConvGeometry {
-            c_in: g.c_out,
-            c_out: g.c_in,
-            h: ho,
-            w: wo,
-            ..g
-        };
-        assert_eq!(gt.transposed_out(), Some((g.h, g.w)));
-        let ty = conv_transpose2d_frames(&y, &w, None, &gt);
-        let lhs: f64 = cx.iter().zip(&y).map(|(a, b)| (a * b) as f64).sum();
-        let rhs: f64 = x.iter().zip(&ty).map(|(a, b)| (a * b) as f64).sum();
-        assert!(
-            (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
-            "{lhs} vs {rhs}"
-        );
+        // (kernel, stride, pad): the denoiser's Upsample, nnU-Net's k = s = 2
+        // transposed conv, and a stride-1 case.
+        for (k, s, p) in [(4, 2, 1), (2, 2, 0), (3, 1, 1)] {
+            let g = ConvGeometry {
+                batch: 2,
+                c_in: 4,
+                c_out: 3,
+                frames: 2,
+                h: 8,
+                w: 10,
+                kh: k,
+                kw: k,
+                stride: (s, s),
+                pad: (p, p),
+            };
+            let (ho, wo) = g.conv_out().unwrap();
+            let x = random(g.batch * g.c_in * g.frames * g.h * g.w, 4);
+            let w = random(g.c_out * g.c_in * k * k, 5);
+            let y = random(g.batch * g.c_out * g.frames * ho * wo, 6);
+            let cx = conv2d_frames(&x, &w, None, &g);
+            // Transposed geometry: from c_out channels at (ho, wo) back to c_in at (h, w).
+            let gt = ConvGeometry {
+                c_in: g.c_out,
+                c_out: g.c_in,
+                h: ho,
+                w: wo,
+                ..g
+            };
+            assert_eq!(gt.transposed_out(), Some((g.h, g.w)));
+            let ty = conv_transpose2d_frames(&y, &w, None, &gt);
+            let lhs: f64 = cx.iter().zip(&y).map(|(a, b)| (a * b) as f64).sum();
+            let rhs: f64 = x.iter().zip(&ty).map(|(a, b)| (a * b) as f64).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+                "k{k} s{s} p{p}: {lhs} vs {rhs}"
+            );
+        }
     }
 }
