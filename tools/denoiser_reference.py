@@ -305,7 +305,7 @@ def randomise(model, gen, dtype):
                 p.copy_(p.to(dtype).float())
 
 
-def make_case(name, cfg, shape, dtype, guidance, seed, key_prefix=""):
+def make_case(name, cfg, shape, dtype, guidance, seed, key_prefix="", out_dir=None):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     model = Unet3D(**cfg).eval()
@@ -325,8 +325,9 @@ def make_case(name, cfg, shape, dtype, guidance, seed, key_prefix=""):
     sd = {key_prefix + k: v.to(dtype if not k.endswith("freqs") else torch.float32).contiguous() for k, v in model.state_dict().items()}
     if key_prefix:
         sd[key_prefix + "betas"] = torch.linspace(1e-4, 0.02, 300)  # a schedule buffer the loader must ignore
-    save_file(sd, os.path.join(FIXTURES, f"{name}_weights.safetensors"))
-    save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(FIXTURES, f"{name}_io.safetensors"))
+    out_dir = out_dir or FIXTURES
+    save_file(sd, os.path.join(out_dir, f"{name}_weights.safetensors"))
+    save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(out_dir, f"{name}_io.safetensors"))
     n = sum(p.numel() for p in model.parameters())
     print(f"{name}: {n} parameters, output {tuple(io['out'].shape)}, |out| max {io['out'].abs().max():.3f}")
 
@@ -368,12 +369,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--time", action="store_true", help="time a CLAIM-size forward instead of writing fixtures")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--claim-check", metavar="DIR",
+                    help="write a full-size CLAIM case (about 180 MB, not committed) to DIR for the ignored Rust test")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for --time (0 = torch default)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.time:
         time_claim(args.reps)
+        return
+    if args.claim_check:
+        os.makedirs(args.claim_check, exist_ok=True)
+        make_case("claim", dict(dim=72, dim_mults=(1, 2, 4, 8), channels=1, cond_dim=16, heads=8, dim_head=32),
+                  (1, 1, 1, 72, 72), torch.float32, 3.0, seed=17, out_dir=args.claim_check)
         return
     os.makedirs(FIXTURES, exist_ok=True)
     # CLAIM-like 2-D case: C1 F1, conditional, fp16 weights under wrapper prefixes.
