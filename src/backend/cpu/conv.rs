@@ -6,7 +6,7 @@
 //! read and written through strided views so no permutation is needed.
 
 use super::gemm::gemm;
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
 /// Sizes of a per-frame convolution.
@@ -115,7 +115,12 @@ pub fn conv2d_frames(
     let mut out = vec![0f32; g.batch * g.c_out * g.frames * howo];
     let wmat = frame_view(weight, 0, g.c_out, kk, kk);
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.pad == (0, 0);
-    let mut cols = if pointwise {
+    // Output rows per im2col tile so that a tile's columns (~1 MiB) stay in
+    // cache between being written and being packed by the GEMM.
+    let tile_rows = (COLS_TILE_FLOATS / (kk * wo).max(1)).clamp(1, ho);
+    let tiles = ho.div_ceil(tile_rows);
+    let tiled = !pointwise && tiles >= 2 * rayon::current_num_threads();
+    let mut cols = if pointwise || tiled {
         Vec::new()
     } else {
         vec![0f32; kk * howo]
@@ -124,12 +129,6 @@ pub fn conv2d_frames(
         for f in 0..g.frames {
             let x_off = (b * g.c_in * g.frames + f) * hw;
             let o_off = (b * g.c_out * g.frames + f) * howo;
-            let rhs = if pointwise {
-                frame_view(x, x_off, g.c_in, hw, g.frames * hw)
-            } else {
-                im2col(x, x_off, g, ho, wo, &mut cols);
-                frame_view(&cols, 0, kk, howo, howo)
-            };
             let mut dst = frame_view_mut(&mut out, o_off, g.c_out, howo, g.frames * howo);
             let beta = match bias {
                 Some(bias) => {
@@ -140,51 +139,89 @@ pub fn conv2d_frames(
                 }
                 None => 0.0,
             };
+            if tiled {
+                // Independent tiles of output rows, one task each: im2col of
+                // the tile, then a single-threaded product into its columns.
+                let parts: Vec<_> = dst
+                    .axis_chunks_iter_mut(Axis(1), tile_rows * wo)
+                    .enumerate()
+                    .collect();
+                parts.into_par_iter().for_each(|(t, dst)| {
+                    let oy0 = t * tile_rows;
+                    let oy1 = (oy0 + tile_rows).min(ho);
+                    let n = (oy1 - oy0) * wo;
+                    let mut cols = vec![0f32; kk * n];
+                    for (row, line) in cols.chunks_mut(n).enumerate() {
+                        im2col_row(x, x_off, g, wo, row, oy0..oy1, line);
+                    }
+                    let mut dst = dst;
+                    general_mat_mul(1.0, &wmat, &frame_view(&cols, 0, kk, n, n), beta, &mut dst);
+                });
+                continue;
+            }
+            let rhs = if pointwise {
+                frame_view(x, x_off, g.c_in, hw, g.frames * hw)
+            } else {
+                cols.par_chunks_mut(howo)
+                    .enumerate()
+                    .for_each(|(row, line)| im2col_row(x, x_off, g, wo, row, 0..ho, line));
+                frame_view(&cols, 0, kk, howo, howo)
+            };
             gemm(wmat, rhs, beta, dst);
         }
     }
     out
 }
 
-/// Fills `cols` (`[C_in·kh·kw, Ho·Wo]`) with the zero-padded patches of one frame.
-fn im2col(x: &[f32], x_off: usize, g: &ConvGeometry, ho: usize, wo: usize, cols: &mut [f32]) {
+/// Floats in one im2col tile (1 MiB).
+const COLS_TILE_FLOATS: usize = 1 << 18;
+
+/// Fills one im2col row — input channel and kernel offset `row` =
+/// `(c, ky, kx)` — for output rows `oys`: `dst[(oy − oys.start)·wo + ox]` is
+/// the zero-padded input pixel under that kernel tap.
+fn im2col_row(
+    x: &[f32],
+    x_off: usize,
+    g: &ConvGeometry,
+    wo: usize,
+    row: usize,
+    oys: std::ops::Range<usize>,
+    dst: &mut [f32],
+) {
     let hw = g.h * g.w;
     let cstride = g.frames * hw;
     let (sh, sw) = g.stride;
     let (ph, pw) = g.pad;
-    cols.par_chunks_mut(ho * wo)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let c = row / (g.kh * g.kw);
-            let ky = (row / g.kw) % g.kh;
-            let kx = row % g.kw;
-            let plane = &x[x_off + c * cstride..x_off + c * cstride + hw];
-            // Output columns whose input column lies inside the image form
-            // one contiguous range, so the copy below has no branches.
-            let first = pw.saturating_sub(kx).div_ceil(sw).min(wo);
-            let last = (g.w + pw).saturating_sub(kx).div_ceil(sw).clamp(first, wo);
-            for oy in 0..ho {
-                let line = &mut dst[oy * wo..(oy + 1) * wo];
-                let iy = (oy * sh + ky) as isize - ph as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    line.fill(0.0);
-                    continue;
-                }
-                let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                line[..first].fill(0.0);
-                line[last..].fill(0.0);
-                if first < last {
-                    let ix0 = first * sw + kx - pw;
-                    if sw == 1 {
-                        line[first..last].copy_from_slice(&src[ix0..ix0 + (last - first)]);
-                    } else {
-                        for (j, v) in line[first..last].iter_mut().enumerate() {
-                            *v = src[ix0 + j * sw];
-                        }
-                    }
+    let c = row / (g.kh * g.kw);
+    let ky = (row / g.kw) % g.kh;
+    let kx = row % g.kw;
+    let plane = &x[x_off + c * cstride..x_off + c * cstride + hw];
+    // Output columns whose input column lies inside the image form one
+    // contiguous range, so the copy below has no branches.
+    let first = pw.saturating_sub(kx).div_ceil(sw).min(wo);
+    let last = (g.w + pw).saturating_sub(kx).div_ceil(sw).clamp(first, wo);
+    let oy0 = oys.start;
+    for oy in oys {
+        let line = &mut dst[(oy - oy0) * wo..(oy - oy0 + 1) * wo];
+        let iy = (oy * sh + ky) as isize - ph as isize;
+        if iy < 0 || iy >= g.h as isize {
+            line.fill(0.0);
+            continue;
+        }
+        let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+        line[..first].fill(0.0);
+        line[last..].fill(0.0);
+        if first < last {
+            let ix0 = first * sw + kx - pw;
+            if sw == 1 {
+                line[first..last].copy_from_slice(&src[ix0..ix0 + (last - first)]);
+            } else {
+                for (j, v) in line[first..last].iter_mut().enumerate() {
+                    *v = src[ix0 + j * sw];
                 }
             }
-        });
+        }
+    }
 }
 
 /// Transposed convolution (the adjoint of [`conv2d_frames`]). `x`:
@@ -333,6 +370,35 @@ mod tests {
                 .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
             assert!(err < 1e-4, "{g:?}: {err}");
         }
+    }
+
+    /// Large enough for the cache-tiled path (several tiles of output rows).
+    #[test]
+    fn tiled_conv_matches_direct_definition() {
+        let g = ConvGeometry {
+            batch: 1,
+            c_in: 64,
+            c_out: 4,
+            frames: 2,
+            h: 40,
+            w: 48,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            pad: (1, 1),
+        };
+        let (ho, wo) = g.conv_out().unwrap();
+        assert!(ho.div_ceil(COLS_TILE_FLOATS / (g.c_in * 9 * wo)) >= 4);
+        let x = random(g.batch * g.c_in * g.frames * g.h * g.w, 7);
+        let w = random(g.c_out * g.c_in * 9, 8);
+        let bias = random(g.c_out, 9);
+        let got = conv2d_frames(&x, &w, Some(&bias), &g);
+        let want = naive_conv(&x, &w, &bias, &g);
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+        assert!(err < 1e-3, "{err}");
     }
 
     /// The transposed convolution is the adjoint of the convolution:
