@@ -1,7 +1,7 @@
 //! Attention kernels: the spatial linear attention and softmax attention of
 //! the LeFusion denoiser (`shared/reference/denoiser.md`, building blocks).
 
-use super::elementwise::softmax_in_place;
+use super::elementwise::{exp, softmax_in_place};
 use super::gemm::gemm;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
@@ -54,7 +54,7 @@ pub fn linear_attention(
             let mut sum = vec![0f32; n];
             for qr in q.chunks_mut(n) {
                 for ((v, &m), s) in qr.iter_mut().zip(&max).zip(sum.iter_mut()) {
-                    *v = (*v - m).exp();
+                    *v = exp(*v - m);
                     *s += *v;
                 }
             }
