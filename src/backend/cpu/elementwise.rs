@@ -148,6 +148,39 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
     out
 }
 
+/// Softmax along the middle axis of an `[outer, n, inner]` buffer (e.g.
+/// over the channels of `[B, C, H·W]`), with the maximum subtracted first.
+pub fn softmax_axis(x: &[f32], n: usize, inner: usize) -> Vec<f32> {
+    if inner == 1 {
+        return softmax_rows(x, n);
+    }
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut((n * inner).max(1))
+        .zip(x.par_chunks((n * inner).max(1)))
+        .for_each(|(dst, src)| {
+            // Row-wise passes over the n slices keep memory access contiguous.
+            let mut max = vec![f32::NEG_INFINITY; inner];
+            for row in src.chunks(inner) {
+                for (m, &v) in max.iter_mut().zip(row) {
+                    *m = m.max(v);
+                }
+            }
+            let mut sum = vec![0f32; inner];
+            for (drow, srow) in dst.chunks_mut(inner).zip(src.chunks(inner)) {
+                for (((d, &v), &m), s) in drow.iter_mut().zip(srow).zip(&max).zip(sum.iter_mut()) {
+                    *d = exp(v - m);
+                    *s += *d;
+                }
+            }
+            for drow in dst.chunks_mut(inner) {
+                for (d, s) in drow.iter_mut().zip(&sum) {
+                    *d /= s;
+                }
+            }
+        });
+    out
+}
+
 /// Softmax of one row, in place.
 pub fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));

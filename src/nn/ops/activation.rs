@@ -33,9 +33,18 @@ impl Tensor {
 
     /// Softmax over the last dimension.
     pub fn softmax_last(&self) -> Result<Tensor> {
-        let n = self.dims().last().copied().unwrap_or(1);
+        self.softmax(self.rank().saturating_sub(1))
+    }
+
+    /// Softmax over dimension `dim` (e.g. 1 for class probabilities of
+    /// `[B, classes, ...]` logits).
+    pub fn softmax(&self, dim: usize) -> Result<Tensor> {
+        let n = self.dim(dim)?;
+        let inner: usize = self.dims()[dim + 1..].iter().product();
         match self.storage() {
-            Storage::Cpu(x) => Tensor::from_cpu(cpu::softmax_rows(x, n), self.dims().to_vec()),
+            Storage::Cpu(x) => {
+                Tensor::from_cpu(cpu::softmax_axis(x, n, inner), self.dims().to_vec())
+            }
         }
     }
 }
@@ -54,6 +63,16 @@ mod tests {
         assert_eq!(x.leaky_relu(0.01)?.to_vec()?, vec![-0.02, -0.005, 0.0, 1.5]);
         let s = x.softmax_last()?.to_vec()?;
         assert!((s[0] + s[1] - 1.0).abs() < 1e-6 && s[1] > s[0]);
+        // Over dim 0 of [2, 2]: columns sum to one and match the transpose.
+        let s0 = x.softmax(0)?.to_vec()?;
+        let st = x
+            .permute(&[1, 0])?
+            .softmax_last()?
+            .permute(&[1, 0])?
+            .to_vec()?;
+        assert!(s0.iter().zip(&st).all(|(a, b)| (a - b).abs() < 1e-7));
+        assert!((s0[0] + s0[2] - 1.0).abs() < 1e-6);
+        assert!(x.softmax(2).is_err());
         Ok(())
     }
 }
