@@ -7,7 +7,13 @@ Written from shared/reference/denoiser.md (not from upstream source). It
   the golden fixtures under tests/fixtures/denoiser/ (default action);
 * writes the state-dict key/shape list of the full CLAIM configuration
   (dim 72, C 1, cond 16) to tests/fixtures/denoiser/claim_state_dict.json;
-* with --time, times one CLAIM-size forward (1x1x1x72x72) on this machine.
+* with --time, times one CLAIM-size forward (1x1x1x72x72) on this machine;
+* with --convert IN.pt OUT.safetensors, converts a LeFusion/CLAIM training
+  checkpoint (a dict with `model` and `ema` state dicts, or a bare state
+  dict) to safetensors for `claim::models::Denoiser::from_file`. Upstream
+  inference uses `model`; pass --ema for the EMA weights. Key prefixes
+  (`module.`, `denoise_fn.`) and schedule buffers are left for the Rust
+  loader to strip and ignore. torch.load unpickles: convert only trusted files.
 
 Requirements: torch, safetensors, numpy (all from PyPI).
 """
@@ -365,18 +371,36 @@ def time_claim(reps):
           f"median {1e3 * times[len(times) // 2]:.1f} ms, min {1e3 * times[0]:.1f} ms over {reps}")
 
 
+def convert(src, dst, use_ema):
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    part = "ema" if use_ema else "model"
+    sd = ckpt[part] if isinstance(ckpt, dict) and part in ckpt else ckpt
+    if use_ema and sd is ckpt:
+        raise SystemExit(f"{src}: no 'ema' entry")
+    tensors = {k: v.detach().float().contiguous() for k, v in sd.items() if torch.is_tensor(v)}
+    skipped = [k for k, v in sd.items() if not torch.is_tensor(v)]
+    save_file(tensors, dst)
+    print(f"{dst}: {len(tensors)} tensors from '{part if sd is not ckpt else 'state dict'}'"
+          + (f", skipped non-tensors {skipped}" if skipped else ""))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--time", action="store_true", help="time a CLAIM-size forward instead of writing fixtures")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--claim-check", metavar="DIR",
                     help="write a full-size CLAIM case (about 180 MB, not committed) to DIR for the ignored Rust test")
+    ap.add_argument("--convert", nargs=2, metavar=("IN", "OUT"), help="checkpoint (.pt/.pth) to safetensors")
+    ap.add_argument("--ema", action="store_true", help="with --convert: take the EMA weights")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for --time (0 = torch default)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.time:
         time_claim(args.reps)
+        return
+    if args.convert:
+        convert(*args.convert, args.ema)
         return
     if args.claim_check:
         os.makedirs(args.claim_check, exist_ok=True)
