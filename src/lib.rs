@@ -5,13 +5,18 @@
 //!
 //! Layers (lower never import higher): [`volume`] and [`io`] at the bottom,
 //! [`imgproc`] for filters, [`phantom`] for the built-in demo case,
-//! [`smile`] for AHA-17 parcellation and scar masks, and `ffi` — the C ABI
-//! shell, holding no logic. See `README.md` for the map.
+//! [`smile`] for AHA-17 parcellation and scar masks, [`backend`] (device
+//! kernels) under [`nn`] (tensors, ops, safetensors weights) under
+//! [`models`] (the LeFusion/CLAIM denoiser), and `ffi` — the C ABI shell,
+//! holding no logic. See `README.md` for the map.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod error;
 pub mod imgproc;
 pub mod io;
+pub mod models;
+pub mod nn;
 pub mod phantom;
 pub mod rng;
 pub mod smile;

@@ -1,0 +1,10 @@
+//! CPU kernels: f32, contiguous row-major buffers, rayon for threads.
+//!
+//! Matrix products go through [`gemm`] (matrixmultiply's SIMD kernels via
+//! ndarray's safe `general_mat_mul`), split across threads by output blocks.
+
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod norm;

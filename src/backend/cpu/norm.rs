@@ -1,0 +1,146 @@
+//! Normalisations over `[B, C, S]` buffers (S = all positions, F·H·W).
+//!
+//! Statistics are accumulated in f64 (two passes) and use the population
+//! variance, as PyTorch's GroupNorm, InstanceNorm and the denoiser's channel
+//! LayerNorm do.
+
+use rayon::prelude::*;
+
+/// Mean and 1/sqrt(var + eps) of a slice (population variance).
+fn moments(v: &[f32], eps: f64) -> (f32, f32) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&a| a as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+/// GroupNorm: per sample and group of `C/groups` consecutive channels,
+/// normalise over (channels in group × S), then `·weight[c] + bias[c]`.
+/// InstanceNorm is the case `groups == C`. The caller checked that `groups`
+/// divides `c` and the affine lengths.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(
+    x: &[f32],
+    batch: usize,
+    c: usize,
+    s: usize,
+    groups: usize,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f64,
+) -> Vec<f32> {
+    let cg = c / groups;
+    let mut out = vec![0f32; batch * c * s];
+    out.par_chunks_mut(cg * s)
+        .zip(x.par_chunks(cg * s))
+        .enumerate()
+        .for_each(|(bg, (dst, src))| {
+            let g = bg % groups;
+            let (mean, rstd) = moments(src, eps);
+            for (j, (drow, srow)) in dst.chunks_mut(s).zip(src.chunks(s)).enumerate() {
+                let ch = g * cg + j;
+                let a = rstd * weight.map_or(1.0, |w| w[ch]);
+                let b = bias.map_or(0.0, |b| b[ch]) - mean * a;
+                for (d, &v) in drow.iter_mut().zip(srow) {
+                    *d = v * a + b;
+                }
+            }
+        });
+    out
+}
+
+/// LayerNorm across channels: for every sample and position, normalise the
+/// C values (population variance), multiply by `gamma[c]`; no bias.
+pub fn layer_norm_channels(
+    x: &[f32],
+    batch: usize,
+    c: usize,
+    s: usize,
+    gamma: &[f32],
+    eps: f64,
+) -> Vec<f32> {
+    let mut out = vec![0f32; batch * c * s];
+    // Positions are split into blocks; each block's statistics are gathered
+    // channel by channel so the inner loops run over contiguous memory.
+    const BLOCK: usize = 256;
+    for b in 0..batch {
+        let src = &x[b * c * s..(b + 1) * c * s];
+        let stats: Vec<(Vec<f32>, Vec<f32>)> = (0..s.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|blk| {
+                let lo = blk * BLOCK;
+                let n = BLOCK.min(s - lo);
+                let mut sum = vec![0f64; n];
+                for ch in 0..c {
+                    for (acc, &v) in sum.iter_mut().zip(&src[ch * s + lo..ch * s + lo + n]) {
+                        *acc += v as f64;
+                    }
+                }
+                let mean: Vec<f64> = sum.iter().map(|v| v / c as f64).collect();
+                let mut var = vec![0f64; n];
+                for ch in 0..c {
+                    for ((acc, &v), m) in var
+                        .iter_mut()
+                        .zip(&src[ch * s + lo..ch * s + lo + n])
+                        .zip(&mean)
+                    {
+                        *acc += (v as f64 - m).powi(2);
+                    }
+                }
+                let rstd = var
+                    .iter()
+                    .map(|v| (1.0 / (v / c as f64 + eps).sqrt()) as f32)
+                    .collect();
+                (mean.iter().map(|&m| m as f32).collect(), rstd)
+            })
+            .collect();
+        out[b * c * s..(b + 1) * c * s]
+            .par_chunks_mut(s)
+            .enumerate()
+            .for_each(|(ch, dst)| {
+                let srow = &src[ch * s..(ch + 1) * s];
+                for (blk, (mean, rstd)) in stats.iter().enumerate() {
+                    let lo = blk * BLOCK;
+                    for i in 0..mean.len() {
+                        dst[lo + i] = (srow[lo + i] - mean[i]) * rstd[i] * gamma[ch];
+                    }
+                }
+            });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_norm_normalises_each_group() {
+        let mut rng = crate::rng::Rng::new(9);
+        let (b, c, s, g) = (2, 6, 10, 3);
+        let x: Vec<f32> = (0..b * c * s)
+            .map(|_| 3.0 + 2.0 * rng.normal() as f32)
+            .collect();
+        let y = group_norm(&x, b, c, s, g, None, None, 1e-5);
+        for grp in y.chunks(2 * s) {
+            let (m, r) = moments(grp, 0.0);
+            assert!(m.abs() < 1e-5 && (r - 1.0).abs() < 1e-3, "{m} {r}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_normalises_each_position_across_channels() {
+        let mut rng = crate::rng::Rng::new(10);
+        let (b, c, s) = (2, 5, 300);
+        let x: Vec<f32> = (0..b * c * s).map(|_| 1.0 + rng.normal() as f32).collect();
+        let gamma = vec![2.0; c];
+        let y = layer_norm_channels(&x, b, c, s, &gamma, 1e-5);
+        for bi in 0..b {
+            for p in [0, 17, 299] {
+                let col: Vec<f32> = (0..c).map(|ch| y[(bi * c + ch) * s + p] / 2.0).collect();
+                let (m, r) = moments(&col, 0.0);
+                assert!(m.abs() < 1e-5 && (r - 1.0).abs() < 1e-3, "{m} {r}");
+            }
+        }
+    }
+}

@@ -1,0 +1,866 @@
+//! The LeFusion / CLAIM diffusion denoiser ("Unet3D").
+//!
+//! Implemented from `shared/reference/denoiser.md`: a video-style U-Net over
+//! `[B, C, F, H, W]` whose spatial convolutions act per frame and whose
+//! frames meet only in temporal attention. Parameter paths are exactly the
+//! upstream PyTorch `state_dict` keys, and the configuration (widths, levels,
+//! channels, condition length, heads, head width) is inferred from tensor
+//! shapes, so a converted checkpoint loads with [`Denoiser::load`].
+
+use crate::nn::{ConvParams, Tensor, VarBuilder, Weights};
+use crate::{Error, Result};
+use std::path::Path;
+
+/// Normalisation epsilon of GroupNorm and the channel LayerNorm.
+const EPS: f64 = 1e-5;
+
+/// Hyper-parameters of the denoiser (spec: "Hyper-parameters").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenoiserConfig {
+    /// Base width; also the width of the sinusoidal time embedding.
+    pub dim: usize,
+    /// Width multiplier per level (`dim · m`).
+    pub dim_mults: Vec<usize>,
+    /// Input and output channels C.
+    pub channels: usize,
+    /// Length of the conditioning histogram; `None` = unconditional.
+    pub cond_dim: Option<usize>,
+    /// Heads in every attention.
+    pub attn_heads: usize,
+    /// Width per head (also the rotary embedding width).
+    pub attn_dim_head: usize,
+    /// Kernel size of the first convolution (`(1, k, k)`, padding k/2).
+    pub init_kernel_size: usize,
+    /// GroupNorm groups (not visible in tensor shapes; 8 upstream).
+    pub resnet_groups: usize,
+    /// Whether every level has the spatial linear attention.
+    pub use_sparse_linear_attn: bool,
+}
+
+impl DenoiserConfig {
+    /// CLAIM's EMIDEC 2-D generator: dim 72, mults (1, 2, 4, 8), C 1, cond 16.
+    pub fn claim() -> DenoiserConfig {
+        DenoiserConfig {
+            dim: 72,
+            dim_mults: vec![1, 2, 4, 8],
+            channels: 1,
+            cond_dim: Some(16),
+            attn_heads: 8,
+            attn_dim_head: 32,
+            init_kernel_size: 7,
+            resnet_groups: 8,
+            use_sparse_linear_attn: true,
+        }
+    }
+
+    /// Reads the configuration off a state dict's tensor shapes (GroupNorm
+    /// groups are taken as 8, the upstream value).
+    pub fn infer(weights: &Weights) -> Result<DenoiserConfig> {
+        let vb = weights.root();
+        let bad = |msg: String| Error::Model(msg);
+        let init = vb.pp("init_conv").shape_of("weight")?;
+        let (dim, channels, k) = match init[..] {
+            [d, c, 1, k, k2] if k == k2 && k % 2 == 1 => (d, c, k),
+            _ => {
+                return Err(bad(format!(
+                    "`init_conv.weight` has shape {init:?}, expected [dim, C, 1, k, k] with odd k"
+                )))
+            }
+        };
+        let mut dim_mults = Vec::new();
+        while vb
+            .pp("downs")
+            .pp(dim_mults.len())
+            .pp("0.block1.proj")
+            .contains("weight")
+        {
+            let w = vb
+                .pp("downs")
+                .pp(dim_mults.len())
+                .pp("0.block1.proj")
+                .shape_of("weight")?;
+            let out = w.first().copied().unwrap_or(0);
+            if dim == 0 || out % dim != 0 || out == 0 {
+                return Err(bad(format!(
+                    "`downs.{}.0.block1.proj.weight` width {out} is not a multiple of dim {dim}",
+                    dim_mults.len()
+                )));
+            }
+            dim_mults.push(out / dim);
+        }
+        if dim_mults.is_empty() {
+            return Err(bad("missing tensor `downs.0.0.block1.proj.weight`".into()));
+        }
+        let bias_shape = vb
+            .pp("time_rel_pos_bias.relative_attention_bias")
+            .shape_of("weight")?;
+        let heads = match bias_shape[..] {
+            [_, h] if h > 0 => h,
+            _ => return Err(bad(format!("`time_rel_pos_bias.relative_attention_bias.weight` has shape {bias_shape:?}, expected [buckets, heads]"))),
+        };
+        let qkv = vb
+            .pp("init_temporal_attn.fn.fn.fn.to_qkv")
+            .shape_of("weight")?;
+        let hidden = qkv.first().copied().unwrap_or(0) / 3;
+        if hidden == 0 || hidden % heads != 0 {
+            return Err(bad(format!("`init_temporal_attn.fn.fn.fn.to_qkv.weight` {qkv:?} is not [3·{heads}·dim_head, dim]")));
+        }
+        let time_dim = 4 * dim;
+        let mlp = vb.pp("downs.0.0.mlp.1").shape_of("weight")?;
+        let cond = mlp.get(1).copied().unwrap_or(0).checked_sub(time_dim).ok_or_else(|| {
+            bad(format!("`downs.0.0.mlp.1.weight` {mlp:?} is narrower than the time embedding ({time_dim})"))
+        })?;
+        Ok(DenoiserConfig {
+            dim,
+            dim_mults,
+            channels,
+            cond_dim: (cond > 0).then_some(cond),
+            attn_heads: heads,
+            attn_dim_head: hidden / heads,
+            init_kernel_size: k,
+            resnet_groups: 8,
+            use_sparse_linear_attn: vb.contains("downs.0.2.fn.norm.gamma"),
+        })
+    }
+
+    fn time_dim(&self) -> usize {
+        4 * self.dim
+    }
+
+    fn cond_total(&self) -> usize {
+        self.time_dim() + self.cond_dim.unwrap_or(0)
+    }
+
+    fn hidden(&self) -> usize {
+        self.attn_heads * self.attn_dim_head
+    }
+
+    /// `(in, out)` widths of the levels, `[(dim, dim·m0), (dim·m0, dim·m1), …]`.
+    fn in_out(&self) -> Vec<(usize, usize)> {
+        let mut dims = vec![self.dim];
+        dims.extend(self.dim_mults.iter().map(|m| self.dim * m));
+        dims.windows(2).map(|w| (w[0], w[1])).collect()
+    }
+}
+
+/// A per-frame convolution with optional bias.
+#[derive(Debug)]
+struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    params: ConvParams,
+    transposed: bool,
+}
+
+impl Conv {
+    /// `Conv3d(c_in, c_out, (1, k, k))` (5-D weight) or `Conv2d` 1×1 (4-D).
+    fn load(
+        vb: &VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        params: ConvParams,
+        bias: bool,
+        depth: bool,
+    ) -> Result<Conv> {
+        let shape = if depth {
+            vec![c_out, c_in, 1, k, k]
+        } else {
+            vec![c_out, c_in, k, k]
+        };
+        Ok(Conv {
+            weight: vb.get("weight", &shape)?,
+            bias: if bias {
+                Some(vb.get("bias", &[c_out])?)
+            } else {
+                None
+            },
+            params,
+            transposed: false,
+        })
+    }
+
+    /// `ConvTranspose3d(c, c, (1, 4, 4), stride (1, 2, 2), pad (0, 1, 1))`.
+    fn load_upsample(vb: &VarBuilder, c: usize) -> Result<Conv> {
+        Ok(Conv {
+            weight: vb.get("weight", &[c, c, 1, 4, 4])?,
+            bias: Some(vb.get("bias", &[c])?),
+            params: ConvParams::new(2, 1),
+            transposed: true,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.transposed {
+            x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.params)
+        } else {
+            x.conv2d(&self.weight, self.bias.as_ref(), self.params)
+        }
+    }
+}
+
+/// `nn.Linear` with optional bias.
+#[derive(Debug)]
+struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(vb: &VarBuilder, n_in: usize, n_out: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: vb.get("weight", &[n_out, n_in])?,
+            bias: if bias {
+                Some(vb.get("bias", &[n_out])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// `Block`: conv (1,3,3) → GroupNorm → optional `x·(scale+1)+shift` → SiLU.
+#[derive(Debug)]
+struct Block {
+    proj: Conv,
+    norm_weight: Tensor,
+    norm_bias: Tensor,
+    groups: usize,
+}
+
+impl Block {
+    fn load(vb: &VarBuilder, c_in: usize, c_out: usize, groups: usize) -> Result<Block> {
+        Ok(Block {
+            proj: Conv::load(
+                &vb.pp("proj"),
+                c_in,
+                c_out,
+                3,
+                ConvParams::new(1, 1),
+                true,
+                true,
+            )?,
+            norm_weight: vb.pp("norm").get("weight", &[c_out])?,
+            norm_bias: vb.pp("norm").get("bias", &[c_out])?,
+            groups,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, scale_shift: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+        let h = self.proj.forward(x)?;
+        let mut h = h.group_norm(
+            self.groups,
+            Some(&self.norm_weight),
+            Some(&self.norm_bias),
+            EPS,
+        )?;
+        if let Some((scale, shift)) = scale_shift {
+            h = h.scale_shift(scale, shift)?;
+        }
+        h.silu()
+    }
+}
+
+/// `ResnetBlock(c_in, c_out, time_emb_dim?)`.
+#[derive(Debug)]
+struct ResnetBlock {
+    mlp: Option<Linear>,
+    block1: Block,
+    block2: Block,
+    res_conv: Option<Conv>,
+    c_out: usize,
+}
+
+impl ResnetBlock {
+    fn load(
+        vb: &VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        emb: Option<usize>,
+        groups: usize,
+    ) -> Result<ResnetBlock> {
+        Ok(ResnetBlock {
+            mlp: emb
+                .map(|e| Linear::load(&vb.pp("mlp.1"), e, 2 * c_out, true))
+                .transpose()?,
+            block1: Block::load(&vb.pp("block1"), c_in, c_out, groups)?,
+            block2: Block::load(&vb.pp("block2"), c_out, c_out, groups)?,
+            res_conv: if c_in != c_out {
+                Some(Conv::load(
+                    &vb.pp("res_conv"),
+                    c_in,
+                    c_out,
+                    1,
+                    ConvParams::new(1, 0),
+                    true,
+                    true,
+                )?)
+            } else {
+                None
+            },
+            c_out,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, emb: Option<&Tensor>) -> Result<Tensor> {
+        let ss = match (&self.mlp, emb) {
+            (Some(mlp), Some(emb)) => {
+                let e = mlp.forward(&emb.silu()?)?;
+                let b = e.dim(0)?;
+                let halves = e.chunk(2, 1)?;
+                let scale = halves[0].reshape(&[b, self.c_out, 1, 1, 1])?;
+                let shift = halves[1].reshape(&[b, self.c_out, 1, 1, 1])?;
+                Some((scale, shift))
+            }
+            _ => None,
+        };
+        let h = self.block1.forward(x, ss.as_ref().map(|(a, b)| (a, b)))?;
+        let h = self.block2.forward(&h, None)?;
+        match &self.res_conv {
+            Some(conv) => h.add(&conv.forward(x)?),
+            None => h.add(x),
+        }
+    }
+}
+
+/// `Residual(PreNorm(c, SpatialLinearAttention(c)))`.
+#[derive(Debug)]
+struct SpatialLinearAttention {
+    gamma: Tensor,
+    to_qkv: Conv,
+    to_out: Conv,
+    heads: usize,
+}
+
+impl SpatialLinearAttention {
+    /// `vb` is the Residual's path; the module sits at `fn.fn`.
+    fn load(vb: &VarBuilder, c: usize, cfg: &DenoiserConfig) -> Result<Self> {
+        let inner = vb.pp("fn.fn");
+        let hid = cfg.hidden();
+        Ok(SpatialLinearAttention {
+            gamma: vb.pp("fn.norm").get("gamma", &[1, c, 1, 1, 1])?,
+            to_qkv: Conv::load(
+                &inner.pp("to_qkv"),
+                c,
+                3 * hid,
+                1,
+                ConvParams::new(1, 0),
+                false,
+                false,
+            )?,
+            to_out: Conv::load(
+                &inner.pp("to_out"),
+                hid,
+                c,
+                1,
+                ConvParams::new(1, 0),
+                true,
+                false,
+            )?,
+            heads: cfg.attn_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = x.layer_norm_channels(&self.gamma, EPS)?;
+        let qkv = self.to_qkv.forward(&h)?;
+        let out = self.to_out.forward(&qkv.linear_attention(self.heads)?)?;
+        out.add(x)
+    }
+}
+
+/// Which token axis an [`Attention`] attends over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Axis {
+    /// The F frames at each (h, w), with rotary embedding and position bias.
+    Temporal,
+    /// The H·W positions of each frame, no position information.
+    Spatial,
+}
+
+/// `Residual(PreNorm(c, EinopsToAndFrom(..., Attention(c))))`.
+#[derive(Debug)]
+struct Attention {
+    gamma: Tensor,
+    to_qkv: Linear,
+    to_out: Linear,
+    /// Rotary frequencies (temporal attention only).
+    freqs: Option<Tensor>,
+    /// The value rows of `to_qkv` as a 1×1 conv and `to_out` likewise: with a
+    /// single frame the temporal attention is exactly `to_out(v)`.
+    single_frame: Option<(Tensor, Tensor)>,
+    heads: usize,
+    dim_head: usize,
+    axis: Axis,
+}
+
+impl Attention {
+    /// `vb` is the Residual's path; the attention sits at `fn.fn.fn`.
+    fn load(vb: &VarBuilder, c: usize, cfg: &DenoiserConfig, axis: Axis) -> Result<Self> {
+        let inner = vb.pp("fn.fn.fn");
+        let hid = cfg.hidden();
+        let to_qkv = Linear::load(&inner.pp("to_qkv"), c, 3 * hid, false)?;
+        let to_out = Linear::load(&inner.pp("to_out"), hid, c, false)?;
+        let (freqs, single_frame) = match axis {
+            Axis::Temporal => {
+                let v = to_qkv
+                    .weight
+                    .narrow(0, 2 * hid, hid)?
+                    .reshape(&[hid, c, 1, 1])?;
+                let o = to_out.weight.reshape(&[c, hid, 1, 1])?;
+                (
+                    Some(
+                        inner
+                            .pp("rotary_emb")
+                            .get("freqs", &[cfg.attn_dim_head / 2])?,
+                    ),
+                    Some((v, o)),
+                )
+            }
+            Axis::Spatial => (None, None),
+        };
+        Ok(Attention {
+            gamma: vb.pp("fn.norm").get("gamma", &[1, c, 1, 1, 1])?,
+            to_qkv,
+            to_out,
+            freqs,
+            single_frame,
+            heads: cfg.attn_heads,
+            dim_head: cfg.attn_dim_head,
+            axis,
+        })
+    }
+
+    /// Multi-head attention over tokens `[G, T, C]` → `[G, T, C]`.
+    fn attend(&self, tokens: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (g, t) = (tokens.dim(0)?, tokens.dim(1)?);
+        let (h, d) = (self.heads, self.dim_head);
+        let qkv = self
+            .to_qkv
+            .forward(tokens)?
+            .reshape(&[g, t, 3, h, d])?
+            .permute(&[2, 0, 3, 1, 4])?;
+        let parts = qkv.chunk(3, 0)?;
+        let shape = [g * h, t, d];
+        let mut q = parts[0]
+            .reshape(&shape)?
+            .affine((d as f32).powf(-0.5), 0.0)?;
+        let mut k = parts[1].reshape(&shape)?;
+        let v = parts[2].reshape(&shape)?;
+        if let Some(freqs) = &self.freqs {
+            q = q.rotary(freqs)?;
+            k = k.rotary(freqs)?;
+        }
+        let out = Tensor::attention(&q, &k, &v, h, bias)?;
+        let out = out
+            .reshape(&[g, h, t, d])?
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[g, t, h * d])?;
+        self.to_out.forward(&out)
+    }
+
+    fn forward(&self, x: &Tensor, pos_bias: Option<&Tensor>) -> Result<Tensor> {
+        let (b, c, f, hh, ww) = five(x)?;
+        let xn = x.layer_norm_channels(&self.gamma, EPS)?;
+        let out = match self.axis {
+            Axis::Temporal => {
+                if let (1, Some((v, o))) = (f, &self.single_frame) {
+                    // Spec: with F = 1 the softmax has one key, so the block
+                    // is exactly to_out(v) at every position.
+                    let p = ConvParams::new(1, 0);
+                    xn.conv2d(v, None, p)?.conv2d(o, None, p)?
+                } else {
+                    let tokens = xn
+                        .permute(&[0, 3, 4, 2, 1])?
+                        .reshape(&[b * hh * ww, f, c])?;
+                    let y = self.attend(&tokens, pos_bias)?;
+                    y.reshape(&[b, hh, ww, f, c])?.permute(&[0, 4, 3, 1, 2])?
+                }
+            }
+            Axis::Spatial => {
+                let tokens = xn
+                    .permute(&[0, 2, 3, 4, 1])?
+                    .reshape(&[b * f, hh * ww, c])?;
+                let y = self.attend(&tokens, None)?;
+                y.reshape(&[b, f, hh, ww, c])?.permute(&[0, 4, 1, 2, 3])?
+            }
+        };
+        out.add(x)
+    }
+}
+
+fn five(x: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
+    match *x.dims() {
+        [b, c, f, h, w] => Ok((b, c, f, h, w)),
+        _ => Err(Error::invalid(format!(
+            "denoiser: expected [B, C, F, H, W], got {:?}",
+            x.dims()
+        ))),
+    }
+}
+
+/// One U-Net level: two ResnetBlocks, spatial linear and temporal
+/// attention, then down- or up-sampling (absent on the last level).
+#[derive(Debug)]
+struct Level {
+    block1: ResnetBlock,
+    block2: ResnetBlock,
+    spatial: Option<SpatialLinearAttention>,
+    temporal: Attention,
+    resample: Option<Conv>,
+}
+
+impl Level {
+    fn forward(&self, x: &Tensor, emb: &Tensor, pos_bias: &Tensor) -> Result<Tensor> {
+        let mut x = self.block1.forward(x, Some(emb))?;
+        x = self.block2.forward(&x, Some(emb))?;
+        if let Some(attn) = &self.spatial {
+            x = attn.forward(&x)?;
+        }
+        self.temporal.forward(&x, Some(pos_bias))
+    }
+}
+
+/// The Unet3D denoiser: predicts the noise ε in `x_t` at timestep t.
+#[derive(Debug)]
+pub struct Denoiser {
+    config: DenoiserConfig,
+    null_cond_emb: Option<Tensor>,
+    rel_pos_bias: Tensor,
+    init_conv: Conv,
+    init_temporal_attn: Attention,
+    time_mlp1: Linear,
+    time_mlp2: Linear,
+    downs: Vec<Level>,
+    mid_block1: ResnetBlock,
+    mid_spatial_attn: Attention,
+    mid_temporal_attn: Attention,
+    mid_block2: ResnetBlock,
+    ups: Vec<Level>,
+    final_block: ResnetBlock,
+    final_conv: Conv,
+}
+
+impl Denoiser {
+    /// Builds the network for `config`, taking every parameter from `vb` by
+    /// its PyTorch key and checking its shape.
+    pub fn new(vb: &VarBuilder, config: &DenoiserConfig) -> Result<Denoiser> {
+        let cfg = config;
+        if cfg.dim == 0
+            || cfg.dim_mults.is_empty()
+            || cfg.attn_heads == 0
+            || cfg.attn_dim_head % 2 != 0
+            || cfg.resnet_groups == 0
+        {
+            return Err(Error::invalid(format!(
+                "denoiser: unusable configuration {cfg:?}"
+            )));
+        }
+        let groups = cfg.resnet_groups;
+        if let Some(w) = std::iter::once(cfg.dim)
+            .chain(cfg.dim_mults.iter().map(|m| cfg.dim * m))
+            .find(|w| w % groups != 0)
+        {
+            return Err(Error::Model(format!(
+                "denoiser: width {w} is not divisible into {groups} GroupNorm groups"
+            )));
+        }
+        let emb = Some(cfg.cond_total());
+        let in_out = cfg.in_out();
+        let n = in_out.len();
+        let null_cond_emb = cfg
+            .cond_dim
+            .map(|c| vb.get("null_cond_emb", &[1, c]))
+            .transpose()?;
+        let buckets = vb
+            .pp("time_rel_pos_bias.relative_attention_bias")
+            .shape_of("weight")?
+            .first()
+            .copied()
+            .unwrap_or(0);
+        let rel_pos_bias = vb
+            .pp("time_rel_pos_bias.relative_attention_bias")
+            .get("weight", &[buckets, cfg.attn_heads])?;
+        if buckets < 4 || buckets % 2 != 0 {
+            return Err(Error::Model(format!(
+                "relative position bias has {buckets} buckets, expected an even number ≥ 4"
+            )));
+        }
+        let k = cfg.init_kernel_size;
+        let init_conv = Conv::load(
+            &vb.pp("init_conv"),
+            cfg.channels,
+            cfg.dim,
+            k,
+            ConvParams::new(1, k / 2),
+            true,
+            true,
+        )?;
+        let level =
+            |vb: VarBuilder, c_in: usize, c_out: usize, resample: Option<bool>| -> Result<Level> {
+                Ok(Level {
+                    block1: ResnetBlock::load(&vb.pp(0), c_in, c_out, emb, groups)?,
+                    block2: ResnetBlock::load(&vb.pp(1), c_out, c_out, emb, groups)?,
+                    spatial: if cfg.use_sparse_linear_attn {
+                        Some(SpatialLinearAttention::load(&vb.pp(2), c_out, cfg)?)
+                    } else {
+                        None
+                    },
+                    temporal: Attention::load(&vb.pp(3), c_out, cfg, Axis::Temporal)?,
+                    resample: match resample {
+                        Some(false) => Some(Conv::load(
+                            &vb.pp(4),
+                            c_out,
+                            c_out,
+                            4,
+                            ConvParams::new(2, 1),
+                            true,
+                            true,
+                        )?),
+                        Some(true) => Some(Conv::load_upsample(&vb.pp(4), c_out)?),
+                        None => None,
+                    },
+                })
+            };
+        let downs = in_out
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b))| level(vb.pp("downs").pp(i), a, b, (i + 1 < n).then_some(false)))
+            .collect::<Result<Vec<_>>>()?;
+        let mid = in_out[n - 1].1;
+        let ups = in_out
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, &(a, b))| level(vb.pp("ups").pp(i), 2 * b, a, (i + 1 < n).then_some(true)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Denoiser {
+            config: cfg.clone(),
+            null_cond_emb,
+            rel_pos_bias,
+            init_conv,
+            init_temporal_attn: Attention::load(
+                &vb.pp("init_temporal_attn"),
+                cfg.dim,
+                cfg,
+                Axis::Temporal,
+            )?,
+            time_mlp1: Linear::load(&vb.pp("time_mlp.1"), cfg.dim, cfg.time_dim(), true)?,
+            time_mlp2: Linear::load(&vb.pp("time_mlp.3"), cfg.time_dim(), cfg.time_dim(), true)?,
+            downs,
+            mid_block1: ResnetBlock::load(&vb.pp("mid_block1"), mid, mid, emb, groups)?,
+            mid_spatial_attn: Attention::load(&vb.pp("mid_spatial_attn"), mid, cfg, Axis::Spatial)?,
+            mid_temporal_attn: Attention::load(
+                &vb.pp("mid_temporal_attn"),
+                mid,
+                cfg,
+                Axis::Temporal,
+            )?,
+            mid_block2: ResnetBlock::load(&vb.pp("mid_block2"), mid, mid, emb, groups)?,
+            ups,
+            final_block: ResnetBlock::load(
+                &vb.pp("final_conv.0"),
+                2 * cfg.dim,
+                cfg.dim,
+                None,
+                groups,
+            )?,
+            final_conv: Conv::load(
+                &vb.pp("final_conv.1"),
+                cfg.dim,
+                cfg.channels,
+                1,
+                ConvParams::new(1, 0),
+                true,
+                true,
+            )?,
+        })
+    }
+
+    /// Infers the configuration from `weights`, builds the network and fails
+    /// with [`Error::Model`] if any tensor is missing, misshapen or left over.
+    pub fn load(weights: &Weights) -> Result<Denoiser> {
+        let config = DenoiserConfig::infer(weights)?;
+        let model = Denoiser::new(&weights.root(), &config)?;
+        weights.check_all_used()?;
+        Ok(model)
+    }
+
+    /// [`Denoiser::load`] from a `.safetensors` file.
+    pub fn from_file(path: &Path) -> Result<Denoiser> {
+        Denoiser::load(&Weights::load(path)?)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DenoiserConfig {
+        &self.config
+    }
+
+    /// Relative position bias `[heads, F, F]` (T5 buckets of key − query).
+    fn position_bias(&self, frames: usize) -> Result<Tensor> {
+        let num_buckets = self.rel_pos_bias.dim(0)?;
+        let ids: Vec<usize> = (0..frames)
+            .flat_map(|i| {
+                (0..frames).map(move |j| relative_bucket(j as i64 - i as i64, num_buckets, 32))
+            })
+            .collect();
+        self.rel_pos_bias
+            .index_rows(&ids)?
+            .reshape(&[frames, frames, self.config.attn_heads])?
+            .permute(&[2, 0, 1])
+    }
+
+    /// Predicts the noise in `x` (`[B, C, F, H, W]`, H and W divisible by
+    /// 2^(levels−1)) at timesteps `t` (one per batch item). `cond`
+    /// (`[B, cond_dim]`) is the histogram condition of a conditional model;
+    /// `None` uses the learned null condition (the unconditional branch of
+    /// classifier-free guidance). An unconditional model takes no `cond`.
+    pub fn predict_noise(&self, x: &Tensor, t: &[f32], cond: Option<&Tensor>) -> Result<Tensor> {
+        let (b, c, f, h, w) = five(x)?;
+        let cfg = &self.config;
+        let align = u32::try_from(cfg.dim_mults.len() - 1)
+            .ok()
+            .and_then(|levels| 1usize.checked_shl(levels))
+            .ok_or_else(|| Error::invalid("denoiser: too many levels"))?;
+        if c != cfg.channels
+            || h % align != 0
+            || w % align != 0
+            || b == 0
+            || f == 0
+            || h == 0
+            || w == 0
+        {
+            return Err(Error::invalid(format!(
+                "denoiser input {:?}: expected [B, {}, F, H, W] with H and W positive multiples of {align}",
+                x.dims(),
+                cfg.channels
+            )));
+        }
+        if t.len() != b {
+            return Err(Error::invalid(format!(
+                "denoiser: {} timesteps for a batch of {b}",
+                t.len()
+            )));
+        }
+        let mut emb = Tensor::sinusoidal_embedding(t, cfg.dim)?;
+        emb = self
+            .time_mlp2
+            .forward(&self.time_mlp1.forward(&emb)?.gelu()?)?;
+        match (&self.null_cond_emb, cond) {
+            (Some(null), cond) => {
+                let cond = match cond {
+                    Some(cd) => {
+                        if cd.dims() != [b, null.dims()[1]] {
+                            return Err(Error::invalid(format!(
+                                "denoiser condition {:?}: expected [{b}, {}]",
+                                cd.dims(),
+                                null.dims()[1]
+                            )));
+                        }
+                        cd.clone()
+                    }
+                    None => Tensor::cat(&vec![null; b], 0)?,
+                };
+                emb = Tensor::cat(&[&emb, &cond], 1)?;
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "denoiser: this model is unconditional but a condition was given",
+                ))
+            }
+            (None, None) => {}
+        }
+        let pos_bias = self.position_bias(f)?;
+        let mut x = self.init_conv.forward(x)?;
+        let r = x.clone();
+        x = self.init_temporal_attn.forward(&x, Some(&pos_bias))?;
+        let mut skips = Vec::with_capacity(self.downs.len());
+        for level in &self.downs {
+            x = level.forward(&x, &emb, &pos_bias)?;
+            skips.push(x.clone());
+            if let Some(down) = &level.resample {
+                x = down.forward(&x)?;
+            }
+        }
+        x = self.mid_block1.forward(&x, Some(&emb))?;
+        x = self.mid_spatial_attn.forward(&x, None)?;
+        x = self.mid_temporal_attn.forward(&x, Some(&pos_bias))?;
+        x = self.mid_block2.forward(&x, Some(&emb))?;
+        for level in &self.ups {
+            let skip = skips
+                .pop()
+                .ok_or_else(|| Error::Internal("denoiser: skip stack exhausted".into()))?;
+            x = level.forward(&Tensor::cat(&[&x, &skip], 1)?, &emb, &pos_bias)?;
+            if let Some(up) = &level.resample {
+                x = up.forward(&x)?;
+            }
+        }
+        x = Tensor::cat(&[&x, &r], 1)?;
+        self.final_conv
+            .forward(&self.final_block.forward(&x, None)?)
+    }
+
+    /// Classifier-free guidance: `null + (cond_out − null)·scale`, where
+    /// `null` is the prediction with the null condition; `scale == 1` is the
+    /// plain conditional prediction (one network evaluation).
+    pub fn predict_noise_guided(
+        &self,
+        x: &Tensor,
+        t: &[f32],
+        cond: &Tensor,
+        scale: f32,
+    ) -> Result<Tensor> {
+        if self.null_cond_emb.is_none() {
+            return Err(Error::invalid(
+                "denoiser: guidance needs a conditional model",
+            ));
+        }
+        let cond_out = self.predict_noise(x, t, Some(cond))?;
+        if scale == 1.0 {
+            return Ok(cond_out);
+        }
+        let null = self.predict_noise(x, t, None)?;
+        null.add(&cond_out.sub(&null)?.affine(scale, 0.0)?)
+    }
+}
+
+/// T5 relative-position bucket of `rel = key − query` (spec:
+/// RelativePositionBias): half the buckets per sign, exact below a quarter
+/// of the buckets, logarithmic up to `max_distance`.
+fn relative_bucket(rel: i64, num_buckets: usize, max_distance: usize) -> usize {
+    let half = (num_buckets / 2) as i64;
+    let mut n = -rel;
+    let ret = if n < 0 { half } else { 0 };
+    n = n.abs();
+    let max_exact = half / 2;
+    let bucket = if n < max_exact {
+        n
+    } else {
+        // f32 as the reference computes it; truncation toward zero.
+        let v = (n as f32 / max_exact as f32).ln() / (max_distance as f32 / max_exact as f32).ln()
+            * (half - max_exact) as f32;
+        (max_exact + v as i64).min(half - 1)
+    };
+    (ret + bucket) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_follow_t5() {
+        // Key after the query (rel > 0) → n < 0 → upper half.
+        assert_eq!(relative_bucket(0, 32, 32), 0);
+        assert_eq!(relative_bucket(-3, 32, 32), 3);
+        assert_eq!(relative_bucket(3, 32, 32), 19);
+        assert_eq!(relative_bucket(-8, 32, 32), 8);
+        assert_eq!(relative_bucket(-16, 32, 32), 12);
+        assert_eq!(relative_bucket(-100, 32, 32), 15);
+        assert_eq!(relative_bucket(100, 32, 32), 31);
+    }
+}

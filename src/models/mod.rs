@@ -1,0 +1,7 @@
+//! Networks built from [`crate::nn`] layers.
+//!
+//! Each model is a plain struct whose parameter paths are the upstream
+//! PyTorch `state_dict` keys, loaded through [`crate::nn::VarBuilder`].
+pub mod denoiser;
+
+pub use denoiser::{Denoiser, DenoiserConfig};

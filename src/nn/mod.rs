@@ -1,0 +1,17 @@
+//! The neural-network engine: tensors, ops and weight loading.
+//!
+//! A [`Tensor`] is a shape plus a reference-counted [`Storage`] on a device.
+//! Every op is a method on `Tensor` (see [`ops`]) that validates shapes once
+//! and dispatches on the storage variant to the kernel of that device in
+//! [`crate::backend`]. Ops never mutate their inputs, so a reverse-mode tape
+//! can later record them for training. Models ([`crate::models`]) load their
+//! parameters through [`weights::VarBuilder`], whose paths are the PyTorch
+//! `state_dict` keys.
+
+pub mod ops;
+pub mod tensor;
+pub mod weights;
+
+pub use ops::ConvParams;
+pub use tensor::{DType, Device, Storage, Tensor};
+pub use weights::{VarBuilder, Weights};

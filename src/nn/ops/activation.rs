@@ -1,0 +1,78 @@
+//! Unary activations and softmax.
+
+use crate::backend::cpu::elementwise as cpu;
+use crate::nn::{Storage, Tensor};
+use crate::Result;
+
+impl Tensor {
+    fn unary(&self, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
+        match self.storage() {
+            Storage::Cpu(x) => Tensor::from_cpu(cpu::map(x, f), self.dims().to_vec()),
+        }
+    }
+
+    /// SiLU (swish): `x·σ(x)`.
+    pub fn silu(&self) -> Result<Tensor> {
+        self.unary(cpu::silu)
+    }
+
+    /// GELU with the exact erf form (PyTorch `nn.GELU()` default).
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary(cpu::gelu)
+    }
+
+    /// LeakyReLU with the given negative slope (nnU-Net uses 0.01).
+    pub fn leaky_relu(&self, slope: f32) -> Result<Tensor> {
+        self.unary(move |v| if v >= 0.0 { v } else { v * slope })
+    }
+
+    /// `x·a + b` for scalars a, b.
+    pub fn affine(&self, a: f32, b: f32) -> Result<Tensor> {
+        self.unary(move |v| v * a + b)
+    }
+
+    /// Softmax over the last dimension.
+    pub fn softmax_last(&self) -> Result<Tensor> {
+        self.softmax(self.rank().saturating_sub(1))
+    }
+
+    /// Softmax over dimension `dim` (e.g. 1 for class probabilities of
+    /// `[B, classes, ...]` logits).
+    pub fn softmax(&self, dim: usize) -> Result<Tensor> {
+        let n = self.dim(dim)?;
+        let inner: usize = self.dims()[dim + 1..].iter().product();
+        match self.storage() {
+            Storage::Cpu(x) => {
+                Tensor::from_cpu(cpu::softmax_axis(x, n, inner), self.dims().to_vec())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::nn::Tensor;
+
+    #[test]
+    fn activations_match_their_definitions() -> crate::Result<()> {
+        let x = Tensor::from_vec(vec![-2.0, -0.5, 0.0, 1.5], &[2, 2])?;
+        let silu = x.silu()?.to_vec()?;
+        assert!((silu[0] - (-2.0 / (1.0 + 2f32.exp()))).abs() < 1e-6);
+        let gelu = x.gelu()?.to_vec()?;
+        assert!((gelu[3] - 1.399_789_2).abs() < 1e-5 && (gelu[0] + 0.045_500_26).abs() < 1e-6);
+        assert_eq!(x.leaky_relu(0.01)?.to_vec()?, vec![-0.02, -0.005, 0.0, 1.5]);
+        let s = x.softmax_last()?.to_vec()?;
+        assert!((s[0] + s[1] - 1.0).abs() < 1e-6 && s[1] > s[0]);
+        // Over dim 0 of [2, 2]: columns sum to one and match the transpose.
+        let s0 = x.softmax(0)?.to_vec()?;
+        let st = x
+            .permute(&[1, 0])?
+            .softmax_last()?
+            .permute(&[1, 0])?
+            .to_vec()?;
+        assert!(s0.iter().zip(&st).all(|(a, b)| (a - b).abs() < 1e-7));
+        assert!((s0[0] + s0[2] - 1.0).abs() < 1e-6);
+        assert!(x.softmax(2).is_err());
+        Ok(())
+    }
+}

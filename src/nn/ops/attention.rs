@@ -1,0 +1,87 @@
+//! Attention ops of the LeFusion denoiser (spec: `denoiser.md`).
+
+use super::{expect_rank, expect_shape};
+use crate::backend::cpu::attention as cpu;
+use crate::nn::{Storage, Tensor};
+use crate::{Error, Result};
+
+impl Tensor {
+    /// Spatial linear attention per frame on stacked projections: `self` is
+    /// `[B, 3·heads·d, F, H, W]` (q, k, v along channels), result
+    /// `[B, heads·d, F, H, W]`. q: softmax over features, ·d^-½; k: softmax
+    /// over positions; `out = (k·vᵀ)ᵀ·q` per head.
+    pub fn linear_attention(&self, heads: usize) -> Result<Tensor> {
+        expect_rank(self, 5, "linear_attention")?;
+        let (b, c3, f, h, w) = (
+            self.dims()[0],
+            self.dims()[1],
+            self.dims()[2],
+            self.dims()[3],
+            self.dims()[4],
+        );
+        if heads == 0 || c3 % (3 * heads) != 0 || c3 == 0 {
+            return Err(Error::invalid(format!(
+                "linear_attention: {c3} channels are not 3·{heads} heads"
+            )));
+        }
+        let d = c3 / (3 * heads);
+        match self.storage() {
+            Storage::Cpu(x) => Tensor::from_cpu(
+                cpu::linear_attention(x, b, f, h * w, heads, d),
+                vec![b, heads * d, f, h, w],
+            ),
+        }
+    }
+
+    /// Softmax attention `softmax(q·kᵀ + bias)·v` with q already scaled.
+    /// `q`, `k`, `v`: `[G, T, d]` where G = groups·heads with the head index
+    /// fastest; `bias`: optional `[heads, T, T]`.
+    pub fn attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        expect_rank(q, 3, "attention q")?;
+        let (g, t, d) = (q.dims()[0], q.dims()[1], q.dims()[2]);
+        expect_shape(k, q.dims(), "attention k")?;
+        expect_shape(v, q.dims(), "attention v")?;
+        if heads == 0 || g % heads != 0 {
+            return Err(Error::invalid(format!(
+                "attention: {g} groups are not a multiple of {heads} heads"
+            )));
+        }
+        if let Some(b) = bias {
+            expect_shape(b, &[heads, t, t], "attention bias")?;
+        }
+        match (q.storage(), k.storage(), v.storage()) {
+            (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs)) => {
+                let bias = bias.map(Tensor::as_slice).transpose()?;
+                Tensor::from_cpu(
+                    cpu::attention(qs, ks, vs, g, t, d, heads, bias),
+                    vec![g, t, d],
+                )
+            }
+        }
+    }
+
+    /// Rotary position embedding (interleaved pairs) on `[G, T, d]` with
+    /// token positions 0..T and `freqs` of length d/2.
+    pub fn rotary(&self, freqs: &Tensor) -> Result<Tensor> {
+        expect_rank(self, 3, "rotary")?;
+        let (t, d) = (self.dims()[1], self.dims()[2]);
+        if d % 2 != 0 || freqs.elem_count() != d / 2 {
+            return Err(Error::invalid(format!(
+                "rotary: width {d} needs {} frequencies, got {:?}",
+                d / 2,
+                freqs.dims()
+            )));
+        }
+        match (self.storage(), freqs.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(fr)) => {
+                Tensor::from_cpu(cpu::rotary_interleaved(x, t, d, fr), self.dims().to_vec())
+            }
+        }
+    }
+}

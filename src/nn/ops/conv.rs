@@ -1,0 +1,189 @@
+//! Per-frame 2-D convolutions (PyTorch `Conv2d`, and `Conv3d` with kernel
+//! depth 1) and their transposes.
+
+use crate::backend::cpu::conv::{self as cpu, ConvGeometry};
+use crate::nn::tensor::checked_count;
+use crate::nn::{Storage, Tensor};
+use crate::{Error, Result};
+
+/// Stride and zero padding of a convolution (rows, columns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvParams {
+    /// Step between kernel applications.
+    pub stride: (usize, usize),
+    /// Zeros added on both sides of each spatial axis.
+    pub pad: (usize, usize),
+}
+
+impl ConvParams {
+    /// Stride `s` and padding `p` on both axes.
+    pub fn new(stride: usize, pad: usize) -> ConvParams {
+        ConvParams {
+            stride: (stride, stride),
+            pad: (pad, pad),
+        }
+    }
+}
+
+/// `(B, C, F, H, W)` of a 4-D (F = 1) or 5-D input.
+fn frames_of(x: &Tensor, what: &str) -> Result<(usize, usize, usize, usize, usize)> {
+    match *x.dims() {
+        [b, c, h, w] => Ok((b, c, 1, h, w)),
+        [b, c, f, h, w] => Ok((b, c, f, h, w)),
+        _ => Err(Error::invalid(format!(
+            "{what}: input must be [B,C,H,W] or [B,C,F,H,W], got {:?}",
+            x.dims()
+        ))),
+    }
+}
+
+/// `(first, second, kh, kw)` of a 4-D or depth-1 5-D kernel.
+fn kernel_of(w: &Tensor, what: &str) -> Result<(usize, usize, usize, usize)> {
+    match *w.dims() {
+        [a, b, kh, kw] | [a, b, 1, kh, kw] => Ok((a, b, kh, kw)),
+        _ => Err(Error::invalid(format!(
+            "{what}: weight must be [O,I,kh,kw] or [O,I,1,kh,kw], got {:?}",
+            w.dims()
+        ))),
+    }
+}
+
+fn check_bias(bias: Option<&Tensor>, c_out: usize, what: &str) -> Result<()> {
+    match bias {
+        Some(b) if b.dims() != [c_out] => Err(Error::invalid(format!(
+            "{what}: bias must be [{c_out}], got {:?}",
+            b.dims()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn out_shape(x: &Tensor, b: usize, c: usize, f: usize, h: usize, w: usize) -> Vec<usize> {
+    if x.rank() == 4 {
+        vec![b, c, h, w]
+    } else {
+        vec![b, c, f, h, w]
+    }
+}
+
+impl Tensor {
+    /// Convolution applied to every frame: `self` `[B, C, H, W]` or
+    /// `[B, C, F, H, W]`, `weight` `[O, C, kh, kw]` or `[O, C, 1, kh, kw]`.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams) -> Result<Tensor> {
+        let (b, c, f, h, w) = frames_of(self, "conv2d")?;
+        let (c_out, c_in, kh, kw) = kernel_of(weight, "conv2d")?;
+        if c_in != c {
+            return Err(Error::invalid(format!(
+                "conv2d: input has {c} channels, weight {:?} expects {c_in}",
+                weight.dims()
+            )));
+        }
+        check_bias(bias, c_out, "conv2d")?;
+        let g = ConvGeometry {
+            batch: b,
+            c_in,
+            c_out,
+            frames: f,
+            h,
+            w,
+            kh,
+            kw,
+            stride: p.stride,
+            pad: p.pad,
+        };
+        let (ho, wo) = g
+            .conv_out()
+            .filter(|_| self.elem_count() > 0 && weight.elem_count() > 0)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "conv2d: kernel {kh}x{kw} with {p:?} does not fit input {:?}",
+                    self.dims()
+                ))
+            })?;
+        let shape = out_shape(self, b, c_out, f, ho, wo);
+        // Refuse sizes whose output or column buffer cannot be allocated
+        // before the kernel multiplies them out.
+        checked_count(&shape)?;
+        checked_count(&[c_in, c_out, kh, kw, ho, wo])?;
+        match (self.storage(), weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => {
+                let bias = bias.map(Tensor::as_slice).transpose()?;
+                Tensor::from_cpu(cpu::conv2d_frames(x, wt, bias, &g), shape)
+            }
+        }
+    }
+
+    /// Transposed convolution per frame (PyTorch `ConvTranspose2d`/`3d` with
+    /// kernel depth 1): `weight` `[C, O, kh, kw]` or `[C, O, 1, kh, kw]`;
+    /// output size `(H − 1)·stride − 2·pad + k`.
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: ConvParams,
+    ) -> Result<Tensor> {
+        let (b, c, f, h, w) = frames_of(self, "conv_transpose2d")?;
+        let (c_in, c_out, kh, kw) = kernel_of(weight, "conv_transpose2d")?;
+        if c_in != c {
+            return Err(Error::invalid(format!(
+                "conv_transpose2d: input has {c} channels, weight {:?} expects {c_in}",
+                weight.dims()
+            )));
+        }
+        check_bias(bias, c_out, "conv_transpose2d")?;
+        let g = ConvGeometry {
+            batch: b,
+            c_in,
+            c_out,
+            frames: f,
+            h,
+            w,
+            kh,
+            kw,
+            stride: p.stride,
+            pad: p.pad,
+        };
+        let (ho, wo) = g
+            .transposed_out()
+            .filter(|_| self.elem_count() > 0 && weight.elem_count() > 0)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "conv_transpose2d: {p:?} gives an empty output for {:?}",
+                    self.dims()
+                ))
+            })?;
+        let shape = out_shape(self, b, c_out, f, ho, wo);
+        // Refuse sizes whose output or column buffer cannot be allocated
+        // before the kernel multiplies them out.
+        checked_count(&shape)?;
+        checked_count(&[c_in, c_out, kh, kw, ho, wo])?;
+        match (self.storage(), weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => {
+                let bias = bias.map(Tensor::as_slice).transpose()?;
+                Tensor::from_cpu(cpu::conv_transpose2d_frames(x, wt, bias, &g), shape)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_of_down_and_up_sampling() -> Result<()> {
+        let x = Tensor::full(1.0, &[1, 4, 2, 8, 8])?;
+        let w = Tensor::full(0.1, &[4, 4, 1, 4, 4])?;
+        let down = x.conv2d(&w, None, ConvParams::new(2, 1))?;
+        assert_eq!(down.dims(), &[1, 4, 2, 4, 4]);
+        let up = down.conv_transpose2d(&w, Some(&Tensor::zeros(&[4])?), ConvParams::new(2, 1))?;
+        assert_eq!(up.dims(), &[1, 4, 2, 8, 8]);
+        assert!(x
+            .conv2d(&Tensor::zeros(&[4, 3, 3, 3])?, None, ConvParams::new(1, 1))
+            .is_err());
+        assert!(x
+            .conv2d(&Tensor::zeros(&[4, 4, 9, 9])?, None, ConvParams::new(1, 0))
+            .is_err());
+        Ok(())
+    }
+}

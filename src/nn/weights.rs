@@ -1,0 +1,321 @@
+//! Named parameters from safetensors files, looked up by PyTorch path.
+//!
+//! [`Weights`] holds every tensor of a file, converted to f32 (f32, f16 and
+//! bf16 are accepted). Keys are normalised once: the wrapper prefixes
+//! `module.` (DataParallel), `_orig_mod.` (torch.compile) and `denoise_fn.`
+//! (the diffusion wrapper owning the U-Net) are stripped, and the diffusion
+//! schedule buffers (`betas`, `alphas_cumprod`, …) are dropped because the
+//! sampler recomputes them. Models walk the key tree with
+//! [`VarBuilder::pp`] and take tensors with [`VarBuilder::get`], which
+//! checks the shape; [`Weights::check_all_used`] then reports leftovers.
+
+use crate::nn::Tensor;
+use crate::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Prefixes added by training wrappers, stripped from every key.
+const WRAPPER_PREFIXES: [&str; 3] = ["module.", "_orig_mod.", "denoise_fn."];
+
+/// Buffers of the Gaussian diffusion wrapper that are not network weights.
+const SCHEDULE_BUFFERS: [&str; 12] = [
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+];
+
+/// A set of named f32 tensors plus a record of which ones a model took.
+#[derive(Debug)]
+pub struct Weights {
+    tensors: BTreeMap<String, Tensor>,
+    used: Mutex<BTreeSet<String>>,
+}
+
+/// The key with wrapper prefixes removed (in any order and repetition).
+fn normalise_key(key: &str) -> &str {
+    let mut k = key;
+    while let Some(rest) = WRAPPER_PREFIXES.iter().find_map(|p| k.strip_prefix(p)) {
+        k = rest;
+    }
+    k
+}
+
+impl Weights {
+    /// Builds the set from named tensors, normalising keys. Two keys that
+    /// normalise to the same name are an error.
+    pub fn from_tensors(named: impl IntoIterator<Item = (String, Tensor)>) -> Result<Weights> {
+        let mut tensors = BTreeMap::new();
+        for (key, t) in named {
+            let k = normalise_key(&key);
+            if SCHEDULE_BUFFERS.contains(&k) {
+                continue;
+            }
+            if tensors.insert(k.to_string(), t).is_some() {
+                return Err(Error::Model(format!(
+                    "tensor `{k}` appears twice (after removing wrapper prefixes from `{key}`)"
+                )));
+            }
+        }
+        Ok(Weights {
+            tensors,
+            used: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Parses a safetensors buffer; f16 and bf16 values are widened to f32.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Weights> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::format(format!("safetensors: {e}")))?;
+        let mut named = Vec::new();
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                other => {
+                    return Err(Error::Model(format!(
+                        "tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"
+                    )));
+                }
+            };
+            named.push((name.clone(), Tensor::from_vec(values, view.shape())?));
+        }
+        Weights::from_tensors(named)
+    }
+
+    /// Reads a `.safetensors` file.
+    pub fn load(path: &Path) -> Result<Weights> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, &e))?;
+        Weights::from_safetensors(&bytes).map_err(|e| match e {
+            Error::Format(m) => Error::Format(format!("{}: {m}", path.display())),
+            Error::Model(m) => Error::Model(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The (normalised) keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the set holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The tensor under `key`, without marking it used.
+    pub fn peek(&self, key: &str) -> Option<&Tensor> {
+        self.tensors.get(key)
+    }
+
+    /// A builder at the root of the key tree.
+    pub fn root(&self) -> VarBuilder<'_> {
+        VarBuilder {
+            weights: self,
+            prefix: String::new(),
+        }
+    }
+
+    fn mark_used(&self, key: &str) {
+        // A poisoned lock only means another thread panicked mid-insert; the
+        // set is still a valid set of strings.
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        used.insert(key.to_string());
+    }
+
+    /// Fails with [`Error::Model`] listing every tensor that no model took.
+    pub fn check_all_used(&self) -> Result<()> {
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let extra: Vec<String> = self
+            .tensors
+            .iter()
+            .filter(|(k, _)| !used.contains(*k))
+            .map(|(k, t)| format!("`{k}` {:?}", t.dims()))
+            .collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        let shown = extra
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = if extra.len() > 10 {
+            format!(" and {} more", extra.len() - 10)
+        } else {
+            String::new()
+        };
+        Err(Error::Model(format!(
+            "{} unexpected tensor(s): {shown}{more}",
+            extra.len()
+        )))
+    }
+}
+
+/// A position in the key tree of a [`Weights`] set, e.g. `downs.0.`.
+#[derive(Clone, Debug)]
+pub struct VarBuilder<'a> {
+    weights: &'a Weights,
+    prefix: String,
+}
+
+impl<'a> VarBuilder<'a> {
+    /// The child path `prefix.name` (numbers are ModuleList indices).
+    pub fn pp(&self, name: impl std::fmt::Display) -> VarBuilder<'a> {
+        VarBuilder {
+            weights: self.weights,
+            prefix: format!("{}{name}.", self.prefix),
+        }
+    }
+
+    /// The full key of `name` under this prefix.
+    pub fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Whether `name` exists under this prefix.
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.tensors.contains_key(&self.path(name))
+    }
+
+    /// The shape of `name`, or [`Error::Model`] naming the missing key.
+    /// Used to infer a configuration; does not mark the tensor used.
+    pub fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
+        let key = self.path(name);
+        self.weights
+            .tensors
+            .get(&key)
+            .map(|t| t.dims().to_vec())
+            .ok_or_else(|| Error::Model(format!("missing tensor `{key}`")))
+    }
+
+    /// The tensor `name`, which must have exactly `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let key = self.path(name);
+        let t = self.weights.tensors.get(&key).ok_or_else(|| {
+            Error::Model(format!("missing tensor `{key}` (expected shape {shape:?})"))
+        })?;
+        if t.dims() != shape {
+            return Err(Error::Model(format!(
+                "tensor `{key}` has shape {:?}, expected {shape:?}",
+                t.dims()
+            )));
+        }
+        self.weights.mark_used(&key);
+        Ok(t.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(keys: &[(&str, &[usize])]) -> Weights {
+        Weights::from_tensors(
+            keys.iter()
+                .map(|(k, s)| (k.to_string(), Tensor::zeros(s).unwrap())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn prefixes_are_stripped_and_schedule_buffers_dropped() {
+        let w = set(&[
+            ("module.denoise_fn.downs.0.weight", &[2, 3]),
+            ("denoise_fn.betas", &[300]),
+            ("betas", &[300]),
+        ]);
+        assert_eq!(w.keys().collect::<Vec<_>>(), vec!["downs.0.weight"]);
+        let t = w.root().pp("downs").pp(0).get("weight", &[2, 3]).unwrap();
+        assert_eq!(t.dims(), &[2, 3]);
+        w.check_all_used().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key_and_shapes() {
+        let w = set(&[("a.weight", &[2, 3]), ("a.extra", &[1])]);
+        let e = w
+            .root()
+            .pp("a")
+            .get("weight", &[3, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`a.weight`") && e.contains("[2, 3]") && e.contains("[3, 2]"),
+            "{e}"
+        );
+        let e = w.root().pp("a").get("bias", &[3]).unwrap_err().to_string();
+        assert!(e.contains("missing tensor `a.bias`"), "{e}");
+        let e = w.check_all_used().unwrap_err().to_string();
+        assert!(e.contains("`a.extra`") && e.contains("`a.weight`"), "{e}");
+        assert!(matches!(w.check_all_used(), Err(Error::Model(_))));
+        let dup = Weights::from_tensors([
+            ("module.x".to_string(), Tensor::zeros(&[1]).unwrap()),
+            ("x".to_string(), Tensor::zeros(&[1]).unwrap()),
+        ]);
+        assert!(matches!(dup, Err(Error::Model(_))));
+    }
+
+    #[test]
+    fn safetensors_half_types_widen_to_f32() {
+        let f16: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = [0.25f32]
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
+        let f32s: Vec<u8> = [3.0f32].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "h".to_string(),
+                safetensors::tensor::TensorView::new(Dtype::F16, vec![2], &f16).unwrap(),
+            ),
+            (
+                "b".to_string(),
+                safetensors::tensor::TensorView::new(Dtype::BF16, vec![1, 1], &bf16).unwrap(),
+            ),
+            (
+                "f".to_string(),
+                safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &f32s).unwrap(),
+            ),
+        ];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        let w = Weights::from_safetensors(&bytes).unwrap();
+        assert_eq!(w.peek("h").unwrap().to_vec().unwrap(), vec![1.5, -2.0]);
+        assert_eq!(w.peek("b").unwrap().dims(), &[1, 1]);
+        assert_eq!(w.peek("f").unwrap().to_vec().unwrap(), vec![3.0]);
+        assert!(matches!(
+            Weights::from_safetensors(b"garbage"),
+            Err(Error::Format(_))
+        ));
+    }
+}
