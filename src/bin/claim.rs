@@ -1,21 +1,55 @@
-//! The `claim` command-line program: the library's foundation features
-//! (phantom generation, image inspection, the end-to-end demo) from a shell.
+//! The `claim` command-line program: the library from a shell — phantom
+//! generation, image inspection, SMILE (AHA parcellation, scar masks,
+//! per-segment statistics, bull's-eye plots) and the end-to-end demo.
 //!
-//! One module per subcommand under `src/bin/claim/`. Every failure prints
-//! `error: <message>` to stderr and exits with the error's `claim_status`
-//! number (1 invalid argument — bad flags included —, 2 I/O, 3 format, …),
-//! so scripts can tell failures apart the same way C callers do.
+//! One module per subcommand under `src/bin/claim/`, plus `label_maps`
+//! (what the SMILE commands share) and `volumes` (label volumes).
+//!
+//! Every failure prints `error: <message>` to stderr and exits with the
+//! error's `claim_status` number (1 invalid argument — bad flags included —,
+//! 2 I/O, 3 format, …), so scripts can tell failures apart the same way C
+//! callers do.
+
+/// `println!` for the program's output. When the reader has gone (`claim
+/// stats --json | head`), the rest of the output is dropped and the command
+/// still finishes its work (files are written, the exit status is the
+/// command's), where `println!` would panic.
+macro_rules! outln {
+    () => {
+        $crate::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` with the behaviour of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
 
 // The crate root is src/bin/claim.rs, so submodules need explicit paths
 // to live in src/bin/claim/.
+#[path = "claim/aha.rs"]
+mod aha;
+#[path = "claim/bullseye.rs"]
+mod bullseye;
 #[path = "claim/demo.rs"]
 mod demo;
 #[path = "claim/info.rs"]
 mod info;
+#[path = "claim/label_maps.rs"]
+mod label_maps;
 #[path = "claim/phantom.rs"]
 mod phantom;
+#[path = "claim/smile.rs"]
+mod smile;
 #[path = "claim/stats.rs"]
 mod stats;
+#[path = "claim/volumes.rs"]
+mod volumes;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +68,14 @@ enum Command {
     Phantom(phantom::Args),
     /// Describe a NIfTI image: geometry, value range, label volumes.
     Info(info::Args),
+    /// Parcellate a label map into the AHA 17 segments (u8 segment map).
+    Aha(aha::Args),
+    /// Draw SMILE scar masks into a label map (one or many seeds).
+    Smile(smile::Args),
+    /// Myocardium, scar and MVO per AHA segment, as a table or JSON.
+    Stats(stats::Args),
+    /// Bull's-eye plot of per-segment scar, as SVG or PNG.
+    Bullseye(bullseye::Args),
     /// Run everything claim can do on the built-in phantom.
     Demo(demo::Args),
 }
@@ -42,7 +84,24 @@ fn run(command: Command) -> claim::Result<()> {
     match command {
         Command::Phantom(args) => phantom::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::Aha(args) => aha::run(&args),
+        Command::Smile(args) => smile::run(&args),
+        Command::Stats(args) => stats::run(&args),
+        Command::Bullseye(args) => bullseye::run(&args),
         Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// Writes to stdout; see [`outln!`].
+fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: I/O error: standard output: {err}");
+            std::process::exit(claim::Error::Io(String::new()).status_code());
+        }
+        _ => {}
     }
 }
 

@@ -1,6 +1,6 @@
 //! `claim info`: what a NIfTI file holds, as text or JSON.
 
-use crate::stats::{label_histogram, LabelVolume, MAX_LABELS};
+use crate::volumes::{label_histogram, LabelVolume, MAX_LABELS};
 use claim::{DType, Error, Image, Result};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -49,9 +49,9 @@ pub fn run(args: &Args) -> Result<()> {
     if args.json {
         let text = serde_json::to_string_pretty(&info)
             .map_err(|e| Error::Internal(format!("info as JSON: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
-        print!("{}", as_text(&info));
+        out!("{}", as_text(&info));
     }
     Ok(())
 }

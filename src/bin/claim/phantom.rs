@@ -32,7 +32,7 @@ pub fn run(args: &Args) -> Result<()> {
     let (image_path, labels_path) = write_case(&case, &args.output)?;
     let [ni, nj, nk] = case.image.dims();
     let s = case.image.geometry.spacing;
-    println!(
+    outln!(
         "phantom seed {}{}: {ni} x {nj} x {nk} voxels of {} x {} x {} mm",
         args.seed,
         if args.scar { " with scar" } else { "" },
@@ -40,8 +40,8 @@ pub fn run(args: &Args) -> Result<()> {
         s[1],
         s[2]
     );
-    println!("wrote {}", image_path.display());
-    println!("wrote {}", labels_path.display());
+    outln!("wrote {}", image_path.display());
+    outln!("wrote {}", labels_path.display());
     Ok(())
 }
 

@@ -1,122 +1,75 @@
-//! Label volumes shared by `info` and `demo`.
+//! `claim stats`: myocardium, scar and MVO per AHA segment.
 
-use claim::{LabelScheme, Volume};
-use serde::Serialize;
-use std::collections::BTreeMap;
+use crate::label_maps::{in_file, read_label_map, segments_for, SchemeArgs};
+use claim::smile::territory::SEGMENT_NAMES;
+use claim::smile::{segment_stats, SegmentStat, SegmentStats};
+use claim::{LabelScheme, Result};
+use std::path::PathBuf;
 
-/// More distinct values than this and an integer image is not a label map.
-pub const MAX_LABELS: usize = 64;
-
-/// Voxel count and volume of one label value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LabelVolume {
-    /// The label value.
-    pub label: i64,
-    /// Number of voxels carrying it.
-    pub voxels: u64,
-    /// Their volume in millilitres.
-    pub ml: f64,
+/// Arguments of `claim stats`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Label map (.nii / .nii.gz) with myocardium, scar and MVO labels.
+    labels: PathBuf,
+    /// AHA segment map (0 none, 1–17) with the labels' dims and geometry,
+    /// e.g. from `claim aha`; without it the labels are parcellated.
+    #[arg(long, value_name = "SEG")]
+    segments: Option<PathBuf>,
+    /// Print the statistics as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    scheme: SchemeArgs,
+    /// Label of microvascular obstruction (`--mvo N` works too).
+    #[arg(long = "mvo-label", visible_alias = "mvo", value_name = "N", default_value_t = LabelScheme::EMIDEC.mvo)]
+    mvo_label: i32,
 }
 
-/// Millilitres per cubic millimetre.
-const ML_PER_MM3: f64 = 1e-3;
-
-/// Histogram of integer values, or None when a value is not an integer or
-/// there are more than [`MAX_LABELS`] distinct values.
-pub fn label_histogram(
-    values: impl Iterator<Item = f64>,
-    voxel_volume_mm3: f64,
-) -> Option<Vec<LabelVolume>> {
-    let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
-    for value in values {
-        // Labels are small integers; anything else means an intensity image.
-        if !value.is_finite() || value.fract() != 0.0 || value.abs() > 1e9 {
-            return None;
-        }
-        *counts.entry(value as i64).or_insert(0) += 1;
-        if counts.len() > MAX_LABELS {
-            return None;
-        }
+pub fn run(args: &Args) -> Result<()> {
+    let params = args.scheme.aha_params(args.mvo_label)?;
+    let map = read_label_map(&args.labels)?;
+    let (segments, source) = segments_for(&map, args.segments.as_deref(), &params)?;
+    let stats =
+        segment_stats(&map.labels, &segments, &params.labels).map_err(|e| in_file(&map.path, e))?;
+    if args.json {
+        outln!("{}", stats.to_json()?);
+    } else {
+        out!("{}", as_table(&stats));
+        outln!("{source}");
     }
-    Some(
-        counts
-            .into_iter()
-            .map(|(label, voxels)| LabelVolume {
-                label,
-                voxels,
-                ml: voxels as f64 * voxel_volume_mm3 * ML_PER_MM3,
-            })
-            .collect(),
-    )
+    Ok(())
 }
 
-/// Volumes of the cardiac structures of a label map, in mL.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TissueVolumes {
-    /// LV blood pool.
-    pub lv_cavity_ml: f64,
-    /// Whole LV myocardium (healthy + scar + MVO).
-    pub myocardium_ml: f64,
-    /// Scar, MVO excluded.
-    pub scar_ml: f64,
-    /// Microvascular obstruction.
-    pub mvo_ml: f64,
-    /// RV blood pool, when the scheme has an RV label.
-    pub rv_ml: Option<f64>,
-    /// Scar + MVO as a percentage of the whole myocardium.
-    pub scar_percent_of_myocardium: f64,
+fn row(out: &mut String, label: &str, name: &str, s: &SegmentStat) {
+    out.push_str(&format!(
+        "{label:>7}  {name:<22} {:>13.2} {:>9.2} {:>8.2} {:>7.1}\n",
+        s.myocardium_ml, s.scar_ml, s.mvo_ml, s.scar_percent
+    ));
 }
 
-/// Sums the structures of `labels` under `scheme`.
-pub fn tissue_volumes(labels: &Volume<i32>, scheme: &LabelScheme) -> TissueVolumes {
-    let ml_per_voxel = labels.geometry.voxel_volume_mm3() * ML_PER_MM3;
-    let count =
-        |keep: &dyn Fn(i32) -> bool| labels.data.iter().filter(|l| keep(**l)).count() as f64;
-    let myocardium = count(&|l| scheme.is_myocardium(l));
-    let scar = count(&|l| l == scheme.scar);
-    let mvo = count(&|l| l == scheme.mvo);
-    TissueVolumes {
-        lv_cavity_ml: count(&|l| l == scheme.lv_cavity) * ml_per_voxel,
-        myocardium_ml: myocardium * ml_per_voxel,
-        scar_ml: scar * ml_per_voxel,
-        mvo_ml: mvo * ml_per_voxel,
-        rv_ml: scheme.rv.map(|rv| count(&|l| l == rv) * ml_per_voxel),
-        scar_percent_of_myocardium: if myocardium > 0.0 {
-            100.0 * (scar + mvo) / myocardium
-        } else {
-            0.0
-        },
+/// The statistics as a text table: one row per segment, then totals.
+pub fn as_table(stats: &SegmentStats) -> String {
+    let mut out = format!(
+        "{:>7}  {:<22} {:>13} {:>9} {:>8} {:>7}\n",
+        "segment", "name", "myocardium mL", "scar mL", "MVO mL", "scar %"
+    );
+    for (s, name) in stats.per_segment.iter().zip(SEGMENT_NAMES) {
+        row(&mut out, &s.segment.to_string(), name, s);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use claim::Geometry;
-
-    #[test]
-    fn histogram_counts_labels_and_refuses_intensities() {
-        let h = label_histogram([0.0, 2.0, 2.0, 5.0].into_iter(), 2000.0).unwrap();
-        assert_eq!(h.len(), 3);
-        assert_eq!((h[1].label, h[1].voxels), (2, 2));
-        assert!((h[1].ml - 4.0).abs() < 1e-12);
-        assert!(label_histogram([0.0, 0.5].into_iter(), 1.0).is_none());
-        assert!(label_histogram((0..100).map(f64::from), 1.0).is_none());
-        assert!(label_histogram([f64::NAN].into_iter(), 1.0).is_none());
+    if stats.unassigned.myocardium_ml > 0.0 {
+        row(&mut out, "-", "without a segment", &stats.unassigned);
     }
-
-    #[test]
-    fn tissue_volumes_use_the_scheme() {
-        let labels = Volume::from_vec(
-            [6, 1, 1],
-            vec![1, 2, 2, 3, 4, 5],
-            Geometry::with_spacing([10.0, 10.0, 10.0]),
-        )
-        .unwrap();
-        let v = tissue_volumes(&labels, &LabelScheme::EMIDEC_WITH_RV);
-        assert!((v.lv_cavity_ml - 1.0).abs() < 1e-12);
-        assert!((v.myocardium_ml - 4.0).abs() < 1e-12);
-        assert!((v.scar_percent_of_myocardium - 50.0).abs() < 1e-12);
-        assert_eq!(v.rv_ml, Some(1.0));
-    }
+    let total = SegmentStat {
+        segment: 0,
+        myocardium_ml: stats.total_myocardium_ml,
+        scar_ml: stats.total_scar_ml,
+        mvo_ml: stats.total_mvo_ml,
+        scar_percent: 100.0 * stats.burden,
+    };
+    row(&mut out, "total", "", &total);
+    out.push_str(&format!(
+        "burden {:.4} (scar + MVO over the whole myocardium)\n",
+        stats.burden
+    ));
+    out
 }

@@ -1,0 +1,339 @@
+//! What the SMILE subcommands (`aha`, `smile`, `stats`, `bullseye`) share:
+//! the label-scheme flags, reading label and segment maps, parcellating, and
+//! writing label maps back in the input's voxel type.
+
+use claim::smile::aha::{self, AhaParams, AhaParcellation};
+use claim::smile::territory::SEGMENT_COUNT;
+use claim::{DType, Error, Image, LabelScheme, Result, Volume};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Label-scheme and parcellation flags. The MVO label flag is declared by
+/// each command, because `claim smile` uses `--mvo` as the on/off switch of
+/// the MVO core: there it is only `--mvo-label`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchemeArgs {
+    /// Label of the LV blood pool.
+    #[arg(long, value_name = "N", default_value_t = LabelScheme::EMIDEC.lv_cavity)]
+    pub lv: i32,
+    /// Label of healthy myocardium.
+    #[arg(long, value_name = "N", default_value_t = LabelScheme::EMIDEC.myocardium)]
+    pub myo: i32,
+    /// Label of scar.
+    #[arg(long, value_name = "N", default_value_t = LabelScheme::EMIDEC.scar)]
+    pub scar: i32,
+    /// Label of the RV blood pool (none by default). With it the septum and
+    /// the RV insertion points come from the RV; without it the
+    /// orientation is approximated from the image geometry.
+    #[arg(long, value_name = "N")]
+    pub rv: Option<i32>,
+    /// Turn the AHA segments by DEG degrees, counter-clockwise as seen from
+    /// the apex (the bull's-eye view), when parcellating.
+    #[arg(
+        long,
+        value_name = "DEG",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub rotation: f64,
+}
+
+impl SchemeArgs {
+    /// The label scheme these flags and the command's MVO label describe.
+    pub fn scheme(&self, mvo_label: i32) -> Result<LabelScheme> {
+        let scheme = LabelScheme {
+            lv_cavity: self.lv,
+            myocardium: self.myo,
+            scar: self.scar,
+            mvo: mvo_label,
+            rv: self.rv,
+        };
+        scheme.validate()?;
+        Ok(scheme)
+    }
+
+    /// Parcellation options: the scheme and the rotation.
+    pub fn aha_params(&self, mvo_label: i32) -> Result<AhaParams> {
+        let params = AhaParams {
+            labels: self.scheme(mvo_label)?,
+            rotation_deg: self.rotation,
+            ..AhaParams::default()
+        };
+        params.validate()?;
+        Ok(params)
+    }
+}
+
+/// The flags that give a scheme, as a user would type them.
+fn scheme_flags(scheme: &LabelScheme) -> String {
+    let rv = match scheme.rv {
+        Some(rv) => format!("--rv {rv}"),
+        None => "no --rv".to_string(),
+    };
+    format!(
+        "--lv {} --myo {} --scar {} --mvo-label {}, {rv}",
+        scheme.lv_cavity, scheme.myocardium, scheme.scar, scheme.mvo
+    )
+}
+
+/// Puts the file name in front of an argument or format error about it.
+pub fn in_file(path: &Path, err: Error) -> Error {
+    match err {
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("{}: {m}", path.display())),
+        Error::Format(m) if !m.contains(&path.display().to_string()) => {
+            Error::Format(format!("{}: {m}", path.display()))
+        }
+        other => other,
+    }
+}
+
+/// A label map as read from a file.
+pub struct LabelMap {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The file's voxel type; outputs keep it.
+    pub dtype: DType,
+    /// The labels.
+    pub labels: Volume<i32>,
+}
+
+/// Reads a label map (any voxel type; float labels must be integral).
+pub fn read_label_map(path: &Path) -> Result<LabelMap> {
+    let image = claim::io::read_image(path)?;
+    let labels = image.to_labels().map_err(|e| in_file(path, e))?;
+    Ok(LabelMap {
+        path: path.to_path_buf(),
+        dtype: image.dtype(),
+        labels,
+    })
+}
+
+/// Reads an AHA segment map: any voxel type, values 0 (none) or 1–17.
+pub fn read_segment_map(path: &Path) -> Result<Volume<u8>> {
+    let labels = read_label_map(path)?.labels;
+    if let Some(bad) = labels
+        .data
+        .iter()
+        .find(|s| !(0..=SEGMENT_COUNT as i32).contains(*s))
+    {
+        return Err(Error::invalid(format!(
+            "{}: segment map holds {bad}; expected 0 (none) or AHA segments 1–17",
+            path.display()
+        )));
+    }
+    // Every value is in 0..=17 (checked above), so the cast is exact.
+    Ok(labels.map(|s| *s as u8))
+}
+
+/// Refuses label values the scheme does not name, with the flags to fix it.
+/// (The library refuses them too; this message speaks in CLI flags.)
+pub fn check_named(map: &LabelMap, scheme: &LabelScheme) -> Result<()> {
+    let mut unnamed: Vec<i32> = Vec::new();
+    for l in map.labels.data.iter() {
+        if scheme.tissue(*l).is_none() && !unnamed.contains(l) {
+            unnamed.push(*l);
+        }
+    }
+    if unnamed.is_empty() {
+        return Ok(());
+    }
+    unnamed.sort_unstable();
+    let hint = if scheme.rv.is_none() {
+        "; if one of them is the RV blood pool, give it with --rv N"
+    } else {
+        ""
+    };
+    Err(Error::invalid(format!(
+        "{}: holds labels {unnamed:?} that the label flags ({}) do not name{hint}",
+        map.path.display(),
+        scheme_flags(scheme)
+    )))
+}
+
+/// Parcellates a label map, timing it.
+pub fn parcellate(map: &LabelMap, params: &AhaParams) -> Result<(AhaParcellation, Duration)> {
+    check_named(map, &params.labels)?;
+    let started = Instant::now();
+    let parcellation = aha::parcellate(&map.labels, params).map_err(|e| in_file(&map.path, e))?;
+    Ok((parcellation, started.elapsed()))
+}
+
+/// How the septum was placed, in a few words for the console.
+pub fn orientation_note(parcellation: &AhaParcellation, scheme: &LabelScheme) -> String {
+    match (parcellation.used_rv, scheme.rv) {
+        (true, Some(rv)) => format!("septum from the RV (label {rv})"),
+        (false, Some(rv)) => format!(
+            "no RV voxel (label {rv}) touches the LV: orientation approximated from the image geometry (check it, or turn it with --rotation DEG)"
+        ),
+        _ => "no RV label: orientation approximated from the image geometry (give --rv N, or turn it with --rotation DEG)".to_string(),
+    }
+}
+
+/// A unit vector as `(x, y, z)` with three decimals.
+pub fn format_direction(v: [f64; 3]) -> String {
+    // `+ 0.0` turns a rounded -0.000 into 0.000.
+    let r = |x: f64| (x * 1000.0).round() / 1000.0 + 0.0;
+    format!("({:.3}, {:.3}, {:.3})", r(v[0]), r(v[1]), r(v[2]))
+}
+
+/// The segment map to measure with: read from `segments` when given, else
+/// parcellated from the labels. Returns it with a line saying where it came
+/// from.
+pub fn segments_for(
+    map: &LabelMap,
+    segments: Option<&Path>,
+    params: &AhaParams,
+) -> Result<(Volume<u8>, String)> {
+    match segments {
+        Some(path) => Ok((
+            read_segment_map(path)?,
+            format!("segments from {}", path.display()),
+        )),
+        None => {
+            let (parcellation, took) = parcellate(map, params)?;
+            let note = format!(
+                "segments parcellated in {:.3} s, {}",
+                took.as_secs_f64(),
+                orientation_note(&parcellation, &params.labels)
+            );
+            Ok((parcellation.segments, note))
+        }
+    }
+}
+
+/// Lower-case name of a voxel type.
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::U8 => "u8",
+        DType::I16 => "i16",
+        DType::U16 => "u16",
+        DType::I32 => "i32",
+        DType::F32 => "f32",
+    }
+}
+
+/// Largest integer an f32 holds exactly (and every integer below it).
+const F32_EXACT_INTEGER: i32 = 1 << 24;
+
+/// Whether `dtype` holds the label `label` exactly.
+pub fn dtype_holds(dtype: DType, label: i32) -> bool {
+    match dtype {
+        DType::U8 => u8::try_from(label).is_ok(),
+        DType::I16 => i16::try_from(label).is_ok(),
+        DType::U16 => u16::try_from(label).is_ok(),
+        DType::I32 => true,
+        DType::F32 => label.abs() <= F32_EXACT_INTEGER,
+    }
+}
+
+/// Refuses an output voxel type that cannot hold a label of the scheme the
+/// command will write (`what` names the label, e.g. "scar").
+pub fn check_dtype_holds(dtype: DType, label: i32, what: &str, input: &Path) -> Result<()> {
+    if dtype_holds(dtype, label) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "the output keeps the voxel type of {} ({}), which cannot hold the {what} label {label}; \
+         choose a label that fits or convert the input to a wider type",
+        input.display(),
+        dtype_name(dtype)
+    )))
+}
+
+/// A label map as an image of `dtype`; errors on a label `dtype` cannot hold.
+pub fn label_image(labels: &Volume<i32>, dtype: DType) -> Result<Image> {
+    fn narrow<T: TryFrom<i32> + Clone + Default>(
+        labels: &Volume<i32>,
+        dtype: DType,
+    ) -> Result<Volume<T>> {
+        let data = labels
+            .data
+            .iter()
+            .map(|&l| {
+                T::try_from(l).map_err(|_| {
+                    Error::invalid(format!(
+                        "label {l} does not fit the output voxel type {}",
+                        dtype_name(dtype)
+                    ))
+                })
+            })
+            .collect::<Result<Vec<T>>>()?;
+        Volume::from_vec(labels.dims(), data, labels.geometry)
+    }
+    Ok(match dtype {
+        DType::U8 => Image::U8(narrow(labels, dtype)?),
+        DType::I16 => Image::I16(narrow(labels, dtype)?),
+        DType::U16 => Image::U16(narrow(labels, dtype)?),
+        DType::I32 => Image::I32(labels.clone()),
+        DType::F32 => {
+            if let Some(l) = labels.data.iter().find(|l| !dtype_holds(DType::F32, **l)) {
+                return Err(Error::invalid(format!(
+                    "label {l} is too large for the output voxel type f32"
+                )));
+            }
+            // Exact: every label is at most 2^24 in magnitude (checked above).
+            Image::F32(labels.map(|l| *l as f32))
+        }
+    })
+}
+
+/// True for names ending in `.nii` or `.nii.gz` (any case).
+pub fn is_nifti_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".nii") || lower.ends_with(".nii.gz")
+}
+
+/// Refuses an output file name that is not `.nii` / `.nii.gz`.
+pub fn check_nifti_output(path: &Path) -> Result<()> {
+    if is_nifti_name(&path.to_string_lossy()) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "output {}: expected a NIfTI file name ending in .nii or .nii.gz",
+            path.display()
+        )))
+    }
+}
+
+/// Creates the folder an output file goes into.
+pub fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => crate::phantom::create_output_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a file, creating its folder, with an error naming it.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    create_parent(path)?;
+    std::fs::write(path, bytes).map_err(|e| Error::io_at(path, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use claim::Geometry;
+
+    #[test]
+    fn label_images_keep_the_type_or_refuse() {
+        let labels = Volume::from_vec([3, 1, 1], vec![0, 2, 300], Geometry::default()).unwrap();
+        assert!(label_image(&labels, DType::U8).is_err());
+        let Image::I16(v) = label_image(&labels, DType::I16).unwrap() else {
+            panic!("not i16");
+        };
+        assert_eq!(v.data.iter().copied().collect::<Vec<_>>(), vec![0, 2, 300]);
+        let Image::F32(v) = label_image(&labels, DType::F32).unwrap() else {
+            panic!("not f32");
+        };
+        assert_eq!(v.data[[0, 0, 2]], 300.0);
+        assert!(dtype_holds(DType::U8, 255) && !dtype_holds(DType::U8, 256));
+        assert!(!dtype_holds(DType::U16, -1));
+        assert!(!dtype_holds(DType::F32, (1 << 24) + 1));
+    }
+
+    #[test]
+    fn nifti_names() {
+        assert!(is_nifti_name("a/b.nii") && is_nifti_name("x.NII.GZ"));
+        assert!(!is_nifti_name("x.png") && !is_nifti_name("dir/"));
+    }
+}
