@@ -1,6 +1,7 @@
 //! AHA-17 parcellation against the reference atlas (`shared/data/aha-template`,
 //! labels 1–17 segments, 21 LV cavity, 24 RV), under oblique rotations,
-//! thick slices and mirrored grids, and on the procedural phantom.
+//! thick slices and mirrored grids, and on the procedural phantom (RV-free
+//! orientation prior against the RV-based septum; `rotation_deg`).
 
 use claim::smile::aha::{parcellate, AhaParams, AhaParcellation};
 use claim::{Geometry, LabelScheme, Volume};
@@ -381,14 +382,184 @@ fn phantom_septal_segments_face_the_rv() {
             "seed {seed}: only {fraction:.3} of the RV contact is septal"
         );
 
-        // Without the RV the projected anterior direction only approximates
-        // the septum (about 45° off on this realistically oriented heart),
-        // but still puts it on the RV's side.
+        // Without the RV the patient orientation only approximates the
+        // septum (within about 10° on this phantom), but most of the RV
+        // contact still falls on septal segments.
         let no_rv = labels.map(|&l| if l == 5 { 0 } else { l });
         let geometric = parcellate(&no_rv, &AhaParams::default()).unwrap();
         assert!(!geometric.used_rv);
         let (fraction, _) = septal_fraction_at_rv_contact(labels, &geometric.segments);
         println!("phantom seed {seed} without RV: {fraction:.3} septal at the RV contact");
-        assert!(fraction > 0.5, "seed {seed} without RV: {fraction:.3}");
+        assert!(fraction > 0.8, "seed {seed} without RV: {fraction:.3}");
+    }
+}
+
+/// A phantom case's labels, its RV-based parcellation and the parcellation
+/// of the same labels with the RV removed (`rotation_deg` for both).
+fn phantom_both_ways(
+    seed: u64,
+    rotation_deg: f64,
+) -> (Volume<i32>, AhaParcellation, AhaParcellation) {
+    use claim::phantom::{generate, PhantomParams, LABEL_SCHEME};
+    let case = generate(&PhantomParams {
+        seed,
+        ..PhantomParams::default()
+    })
+    .unwrap();
+    let with_rv = parcellate(
+        &case.labels,
+        &AhaParams {
+            labels: LABEL_SCHEME,
+            rotation_deg,
+            ..AhaParams::default()
+        },
+    )
+    .unwrap();
+    let no_rv = case.labels.map(|&l| if l == 5 { 0 } else { l });
+    let without_rv = parcellate(
+        &no_rv,
+        &AhaParams {
+            rotation_deg,
+            ..AhaParams::default()
+        },
+    )
+    .unwrap();
+    assert!(with_rv.used_rv && !without_rv.used_rv);
+    (case.labels, with_rv, without_rv)
+}
+
+/// Fraction of the myocardium voxels with the same segment in both maps.
+fn same_segment_fraction(a: &Volume<u8>, b: &Volume<u8>) -> f64 {
+    let (mut same, mut total) = (0usize, 0usize);
+    for (&x, &y) in a.data.iter().zip(b.data.iter()) {
+        if x > 0 {
+            total += 1;
+            same += usize::from(x == y);
+        }
+    }
+    same as f64 / total.max(1) as f64
+}
+
+fn dot3(a: [f64; 3], b: [f64; 3]) -> f64 {
+    (0..3).map(|r| a[r] * b[r]).sum()
+}
+
+/// Per segment 1–16, the mean in-plane unit direction (LPS, not
+/// normalised) of its voxels from the LV's centre line, which is taken as
+/// the myocardium centroid moved along the long axis.
+fn segment_directions(labels: &Volume<i32>, result: &AhaParcellation) -> [[f64; 3]; 16] {
+    let axis = result.long_axis;
+    let in_plane = |v: [f64; 3]| {
+        let along = dot3(v, axis);
+        [0, 1, 2].map(|r| v[r] - along * axis[r])
+    };
+    let worlds: Vec<([f64; 3], u8)> = result
+        .voxels
+        .iter()
+        .map(|v| {
+            (
+                labels.geometry.index_to_world(v.index.map(|x| x as f64)),
+                v.segment,
+            )
+        })
+        .collect();
+    let mut centre = [0.0; 3];
+    for (w, _) in &worlds {
+        (0..3).for_each(|r| centre[r] += w[r] / worlds.len() as f64);
+    }
+    let mut sums = [[0.0; 3]; 16];
+    let mut counts = [0usize; 16];
+    for (w, s) in &worlds {
+        if (1..=16).contains(s) {
+            let d = in_plane([0, 1, 2].map(|r| w[r] - centre[r]));
+            let n = dot3(d, d).sqrt().max(1e-9);
+            (0..3).for_each(|r| sums[*s as usize - 1][r] += d[r] / n);
+            counts[*s as usize - 1] += 1;
+        }
+    }
+    std::array::from_fn(|s| sums[s].map(|x| x / counts[s].max(1) as f64))
+}
+
+/// Angle (degrees) from `from` to `to`, counter-clockwise as seen from the
+/// apex looking towards the base along `axis` (apex → base): a right-handed
+/// turn about −axis.
+fn turn_seen_from_apex(from: [f64; 3], to: [f64; 3], axis: [f64; 3]) -> f64 {
+    let c = [
+        from[1] * to[2] - from[2] * to[1],
+        from[2] * to[0] - from[0] * to[2],
+        from[0] * to[1] - from[1] * to[0],
+    ];
+    (-dot3(c, axis)).atan2(dot3(from, to)).to_degrees()
+}
+
+#[test]
+fn phantom_without_rv_agrees_with_the_rv_based_parcellation() {
+    // The phantom is oriented like a patient (long axis 35–55° left of the
+    // sagittal plane, 15–35° below the axial one): projecting the patient's
+    // anterior alone put the septum 19–50° off and agreed on 14–71 % of
+    // the voxels (seeds 0–15; on these five 28, 38, 72, 14 and 20 %); the
+    // fit of the AHA wall names to all three body axes is within 11° and
+    // agrees on 83–94 %.
+    let mut fractions = Vec::new();
+    for seed in [0u64, 3, 7, 10, 12] {
+        let (labels, with_rv, without_rv) = phantom_both_ways(seed, 0.0);
+        let fraction = same_segment_fraction(&with_rv.segments, &without_rv.segments);
+        let directions = segment_directions(&labels, &without_rv);
+        let rv_directions = segment_directions(&labels, &with_rv);
+        // The septum between segments 2 and 3 (8 and 9), measured in the
+        // world: how far the prior's is from the RV-based one.
+        let septum = |d: &[[f64; 3]; 16]| [0, 1, 2].map(|r| d[1][r] + d[2][r] + d[7][r] + d[8][r]);
+        let off = turn_seen_from_apex(
+            septum(&rv_directions),
+            septum(&directions),
+            with_rv.long_axis,
+        );
+        println!("phantom seed {seed}: {fraction:.3} of the myocardium in the RV-based segment without RV; septum {off:+.1}° off (counter-clockwise seen from the apex)");
+        assert!(fraction > 0.8, "seed {seed}: agreement {fraction:.3}");
+        assert!(off.abs() < 15.0, "seed {seed}: septum {off:.1}° off");
+        // Physically: the septum faces the patient's right, segment 1 the
+        // front (and, the long axis pointing down, the head), segment 4
+        // the feet.
+        let unit = |v: [f64; 3]| v.map(|x| x / dot3(v, v).sqrt());
+        assert!(
+            dot3(unit(septum(&directions)), [-1.0, 0.0, 0.0]) > 0.5,
+            "seed {seed}"
+        );
+        assert!(
+            dot3(unit(directions[0]), [0.0, -1.0, 0.0]) > 0.3,
+            "seed {seed}"
+        );
+        assert!(
+            dot3(unit(directions[3]), [0.0, 0.0, -1.0]) > 0.5,
+            "seed {seed}"
+        );
+        fractions.push(fraction);
+    }
+    let mean = fractions.iter().sum::<f64>() / fractions.len() as f64;
+    println!("phantom without RV: mean agreement {mean:.3}");
+    assert!(mean > 0.86, "mean agreement {mean:.3}");
+}
+
+#[test]
+fn rotation_deg_turns_the_segments_counter_clockwise_seen_from_the_apex() {
+    for seed in [1u64, 5] {
+        let (labels, with_rv, without_rv) = phantom_both_ways(seed, 0.0);
+        let (_, with_rv_turned, without_rv_turned) = phantom_both_ways(seed, 40.0);
+        for (name, plain, turned) in [
+            ("with RV", &with_rv, &with_rv_turned),
+            ("without RV", &without_rv, &without_rv_turned),
+        ] {
+            assert_eq!(plain.long_axis, turned.long_axis);
+            let before = segment_directions(&labels, plain);
+            let after = segment_directions(&labels, turned);
+            for s in 0..16 {
+                let turn = turn_seen_from_apex(before[s], after[s], plain.long_axis);
+                assert!(
+                    (turn - 40.0).abs() < 10.0,
+                    "seed {seed} {name}: segment {} turned {turn:.1}°",
+                    s + 1
+                );
+            }
+        }
     }
 }

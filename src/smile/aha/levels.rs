@@ -50,7 +50,60 @@ impl Frame {
             .to_degrees()
             .rem_euclid(360.0)
     }
+
+    /// The septum's centre (the 2|3 and 8|9 border), degrees in this frame,
+    /// estimated from the patient orientation alone — an approximation for
+    /// label maps without an RV.
+    ///
+    /// The AHA names the LV walls after the body direction they face in the
+    /// usual chest: the septum faces the patient's right (towards the RV),
+    /// the anterior wall the front, the inferior wall the diaphragm below.
+    /// Each of these three body directions, projected on the short-axis
+    /// plane, implies a septum angle (right: itself; anterior: 90°
+    /// counter-clockwise of it; inferior: 90° clockwise of it); the estimate
+    /// is their mean weighted by the projected lengths — the in-plane
+    /// rotation that best fits the named walls to the body axes (least
+    /// squares). A body direction along the long axis has no say, so the
+    /// fit never hinges on one of them. When the cues nearly cancel (a long
+    /// axis far from its usual course, base to apex towards the patient's
+    /// left, front and feet — or a wrong geometry) the septum falls back to
+    /// 90° counter-clockwise of the reference, the projected anterior.
+    pub(super) fn septum_from_patient_orientation_deg(&self) -> f64 {
+        let mut resultant = [0.0, 0.0];
+        for (direction, wall_offset_deg) in NAMED_WALLS {
+            // In-plane components of the body direction, turned from the
+            // wall it names to the septum.
+            let (x, y) = (dot(direction, self.reference), dot(direction, self.left));
+            let (sin, cos) = (-wall_offset_deg).to_radians().sin_cos();
+            resultant[0] += cos * x - sin * y;
+            resultant[1] += sin * x + cos * y;
+        }
+        if resultant[0].hypot(resultant[1]) < MIN_CUE_RESULTANT {
+            return 90.0;
+        }
+        resultant[1]
+            .atan2(resultant[0])
+            .to_degrees()
+            .rem_euclid(360.0)
+    }
 }
+
+/// Body directions (LPS unit vectors) and the angle (degrees
+/// counter-clockwise, seen from the apex, from the septum's centre) of the
+/// LV wall the AHA names after each: the septum faces the patient's right
+/// (−x), the anterior wall the front (−y, 90° clockwise of the septum), the
+/// inferior wall the feet (−z, 90° counter-clockwise of the septum).
+const NAMED_WALLS: [(Vec3, f64); 3] = [
+    ([-1.0, 0.0, 0.0], 0.0),
+    ([0.0, -1.0, 0.0], -90.0),
+    ([0.0, 0.0, -1.0], 90.0),
+];
+/// Length below which the resultant of the [`NAMED_WALLS`] cues is taken
+/// as no direction: each cue contributes at most 1, and usual hearts give
+/// 1.6–2.4 and any long axis within 90° of the usual course (apex → base
+/// towards the patient's right, back and head) more than 0.7; it vanishes
+/// where the base lies straight below or in front of the apex.
+pub(super) const MIN_CUE_RESULTANT: f64 = 0.5;
 
 /// Thinnest slab (mm): thinner slabs hold too few voxels for a centroid.
 const MIN_SLAB_MM: f64 = 2.0;
@@ -194,12 +247,13 @@ const CONTACT_GAP_DEG: usize = 20;
 const INSERTION_SMOOTHING_MM: f64 = 4.0;
 
 impl Insertions {
-    /// The standard sectors without an RV, centred on the frame reference
-    /// (anterior): the basal and mid septum spans 120° (30°–150°), the
-    /// apical one 90° (45°–135°, see [`Insertions::at`]).
-    pub(super) fn nominal(levels: &Levels, rotation_deg: f64) -> Insertions {
+    /// The standard sectors without an RV around a septum centred at
+    /// `septum_deg` (frame degrees): the basal and mid septum spans 120°
+    /// (±60°), the apical one 90° (±45°, see [`Insertions::at`]); segments
+    /// 1, 7 and 13 are centred 90° clockwise of the septum.
+    pub(super) fn nominal(levels: &Levels, septum_deg: f64, rotation_deg: f64) -> Insertions {
         Insertions {
-            anterior: vec![30.0 + rotation_deg; levels.len()],
+            anterior: vec![septum_deg - 60.0 + rotation_deg; levels.len()],
             septal_arc: vec![120.0; levels.len()],
             measured: vec![false; levels.len()],
             nominal: true,
