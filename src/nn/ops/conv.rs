@@ -66,45 +66,68 @@ fn out_shape(x: &Tensor, b: usize, c: usize, f: usize, h: usize, w: usize) -> Ve
     }
 }
 
+/// Validates a per-frame (transposed) convolution's operands and returns its
+/// geometry. `weight` is `[O, C, ..]` for a convolution and `[C, O, ..]`
+/// for a transposed one, as in PyTorch.
+fn conv_geometry(
+    op: &str,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: ConvParams,
+    transposed: bool,
+) -> Result<ConvGeometry> {
+    let (batch, c, frames, h, w) = frames_of(x, op)?;
+    let (k0, k1, kh, kw) = kernel_of(weight, op)?;
+    let (c_in, c_out) = if transposed { (k0, k1) } else { (k1, k0) };
+    if c_in != c {
+        return Err(Error::invalid(format!(
+            "{op}: input has {c} channels, weight {:?} expects {c_in}",
+            weight.dims()
+        )));
+    }
+    check_bias(bias, c_out, op)?;
+    Ok(ConvGeometry {
+        batch,
+        c_in,
+        c_out,
+        frames,
+        h,
+        w,
+        kh,
+        kw,
+        stride: p.stride,
+        pad: p.pad,
+    })
+}
+
+/// The output shape of `g` producing `ho × wo` frames, after refusing sizes
+/// whose output or column buffer cannot be allocated — before the kernel
+/// multiplies them out.
+fn checked_output_shape(x: &Tensor, g: &ConvGeometry, ho: usize, wo: usize) -> Result<Vec<usize>> {
+    let shape = out_shape(x, g.batch, g.c_out, g.frames, ho, wo);
+    checked_count(&shape)?;
+    checked_count(&[g.c_in, g.c_out, g.kh, g.kw, ho, wo])?;
+    Ok(shape)
+}
+
 impl Tensor {
     /// Convolution applied to every frame: `self` `[B, C, H, W]` or
     /// `[B, C, F, H, W]`, `weight` `[O, C, kh, kw]` or `[O, C, 1, kh, kw]`.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams) -> Result<Tensor> {
-        let (b, c, f, h, w) = frames_of(self, "conv2d")?;
-        let (c_out, c_in, kh, kw) = kernel_of(weight, "conv2d")?;
-        if c_in != c {
-            return Err(Error::invalid(format!(
-                "conv2d: input has {c} channels, weight {:?} expects {c_in}",
-                weight.dims()
-            )));
-        }
-        check_bias(bias, c_out, "conv2d")?;
-        let g = ConvGeometry {
-            batch: b,
-            c_in,
-            c_out,
-            frames: f,
-            h,
-            w,
-            kh,
-            kw,
-            stride: p.stride,
-            pad: p.pad,
-        };
+        let g = conv_geometry("conv2d", self, weight, bias, p, false)?;
         let (ho, wo) = g
             .conv_out()
             .filter(|_| self.elem_count() > 0 && weight.elem_count() > 0)
             .ok_or_else(|| {
                 Error::invalid(format!(
-                    "conv2d: kernel {kh}x{kw} with {p:?} does not fit input {:?}",
+                    "conv2d: kernel {}x{} with {p:?} does not fit input {:?}",
+                    g.kh,
+                    g.kw,
                     self.dims()
                 ))
             })?;
-        let shape = out_shape(self, b, c_out, f, ho, wo);
-        // Refuse sizes whose output or column buffer cannot be allocated
-        // before the kernel multiplies them out.
-        checked_count(&shape)?;
-        checked_count(&[c_in, c_out, kh, kw, ho, wo])?;
+        let shape = checked_output_shape(self, &g, ho, wo)?;
         match (self.storage(), weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => {
                 let bias = bias.map(Tensor::as_slice).transpose()?;
@@ -122,27 +145,7 @@ impl Tensor {
         bias: Option<&Tensor>,
         p: ConvParams,
     ) -> Result<Tensor> {
-        let (b, c, f, h, w) = frames_of(self, "conv_transpose2d")?;
-        let (c_in, c_out, kh, kw) = kernel_of(weight, "conv_transpose2d")?;
-        if c_in != c {
-            return Err(Error::invalid(format!(
-                "conv_transpose2d: input has {c} channels, weight {:?} expects {c_in}",
-                weight.dims()
-            )));
-        }
-        check_bias(bias, c_out, "conv_transpose2d")?;
-        let g = ConvGeometry {
-            batch: b,
-            c_in,
-            c_out,
-            frames: f,
-            h,
-            w,
-            kh,
-            kw,
-            stride: p.stride,
-            pad: p.pad,
-        };
+        let g = conv_geometry("conv_transpose2d", self, weight, bias, p, true)?;
         let (ho, wo) = g
             .transposed_out()
             .filter(|_| self.elem_count() > 0 && weight.elem_count() > 0)
@@ -152,11 +155,7 @@ impl Tensor {
                     self.dims()
                 ))
             })?;
-        let shape = out_shape(self, b, c_out, f, ho, wo);
-        // Refuse sizes whose output or column buffer cannot be allocated
-        // before the kernel multiplies them out.
-        checked_count(&shape)?;
-        checked_count(&[c_in, c_out, kh, kw, ho, wo])?;
+        let shape = checked_output_shape(self, &g, ho, wo)?;
         match (self.storage(), weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => {
                 let bias = bias.map(Tensor::as_slice).transpose()?;
