@@ -47,6 +47,29 @@
 #define CLAIM_AHA_SEGMENT_COUNT 17
 
 /**
+ * Most dimensions of a `claim_tensor`.
+ */
+#define CLAIM_TENSOR_MAX_DIMS 8
+
+/**
+ * Bins of one lesion histogram.
+ */
+#define CLAIM_HISTOGRAM_BINS 16
+
+/**
+ * Room in `claim_synthesis_params.histogram` (two channels' histograms).
+ */
+#define CLAIM_HISTOGRAM_MAX 32
+
+/**
+ * A loaded LeFusion/CLAIM denoiser. Opaque.
+ *
+ * Immutable once loaded: several threads may call `claim_synthesize` and
+ * `claim_diffusion_predict_noise` on one model at once (no locking).
+ */
+typedef struct claim_diffusion_model claim_diffusion_model;
+
+/**
  * An image owned by the library: voxels, dtype and geometry. Opaque.
  *
  * Created by `claim_image_read` or `claim_image_create`, freed by
@@ -176,8 +199,10 @@ typedef struct claim_volume {
  * and slice thickness works. With an RV label (`labels.rv` ≠ -1) present in
  * the map, the septum is where the RV touches the LV and segments 1|2 and
  * 3|4 start at the RV insertion points; without one the septum is
- * approximated from the patient orientation in the geometry (segment 1
- * centred on the anterior direction, 60° sectors).
+ * approximated from the patient orientation in the geometry: the AHA wall
+ * names (septum → patient right, anterior → front, inferior → feet) are
+ * fitted to the body axes projected on the short-axis plane, then
+ * `rotation_deg` is added. Give the RV for clinical use.
  *
  * Inside `claim_smile_params` this struct keeps its first-release layout;
  * options added later are appended to the outer struct.
@@ -443,6 +468,190 @@ typedef struct claim_bullseye_options {
 } claim_bullseye_options;
 
 /**
+ * Compute device of a loaded model (a `typedef int32_t`). The numbers
+ * never change.
+ */
+typedef int32_t claim_device;
+
+/**
+ * Arithmetic precision of a loaded model (a `typedef int32_t`). The
+ * numbers never change.
+ */
+typedef int32_t claim_precision;
+
+/**
+ * Where and how a model runs. Initialise with `claim_load_options_default()`.
+ */
+typedef struct claim_load_options {
+    /**
+     * `sizeof(claim_load_options)`, set by `claim_load_options_default()`.
+     */
+    uint32_t struct_size;
+    /**
+     * A `CLAIM_DEVICE_*` value (default `CLAIM_DEVICE_CPU`). Asking for a
+     * device this build or machine cannot use returns `CLAIM_ERR_DEVICE`;
+     * the library never falls back to another device silently.
+     */
+    claim_device device;
+    /**
+     * Index of the GPU for `CLAIM_DEVICE_CUDA` (default 0); must be 0 for
+     * the CPU.
+     */
+    int32_t device_index;
+    /**
+     * A `CLAIM_PRECISION_*` value (default `CLAIM_PRECISION_AUTO`).
+     */
+    claim_precision precision;
+} claim_load_options;
+
+/**
+ * What a loaded model is, read off its weights.
+ */
+typedef struct claim_diffusion_info {
+    /**
+     * `sizeof(claim_diffusion_info)`, set by the caller.
+     */
+    uint32_t struct_size;
+    /**
+     * Image channels C of `[B, C, F, H, W]` (CLAIM: 1).
+     */
+    uint32_t channels;
+    /**
+     * Length of the histogram condition (CLAIM: 16); 0 = unconditional.
+     */
+    uint32_t cond_dim;
+    /**
+     * Base width (CLAIM: 72).
+     */
+    uint32_t dim;
+    /**
+     * U-Net levels (CLAIM: 4).
+     */
+    uint32_t levels;
+    /**
+     * H and W must be multiples of this (2^(levels-1); CLAIM: 8).
+     */
+    uint32_t size_multiple;
+} claim_diffusion_info;
+
+/**
+ * A dense f32 tensor in the caller's memory, row-major in PyTorch order
+ * (the last dimension fastest). `[B, C, F, H, W]` for the denoiser.
+ *
+ * As an input its `data` is read during the call only; as an output the
+ * caller allocates `data` for the product of `shape[0..ndim]` floats and
+ * sets `shape` to what the call will write (checked).
+ */
+typedef struct claim_tensor {
+    /**
+     * `sizeof(claim_tensor)`, set by the caller.
+     */
+    uint32_t struct_size;
+    /**
+     * Number of dimensions in use, 1–8.
+     */
+    uint32_t ndim;
+    /**
+     * Sizes; entries past `ndim` are ignored.
+     */
+    uint64_t shape[8];
+    /**
+     * `shape[0] * … * shape[ndim-1]` floats, 4-byte aligned.
+     */
+    float *data;
+} claim_tensor;
+
+/**
+ * Where the histogram condition of `claim_synthesize` comes from (a
+ * `typedef int32_t`). The numbers never change.
+ */
+typedef int32_t claim_histogram_source;
+
+/**
+ * How `claim_synthesize` samples. Initialise with
+ * `claim_synthesis_params_default()` and change what differs.
+ */
+typedef struct claim_synthesis_params {
+    /**
+     * `sizeof(claim_synthesis_params)`, set by the default function.
+     */
+    uint32_t struct_size;
+    /**
+     * RePaint's starting timestep t_T, 1–300 (default 300).
+     */
+    uint32_t t_start;
+    /**
+     * Steps gone back up per jump, ≥ 1 (default 5).
+     */
+    uint32_t jump_length;
+    /**
+     * Visits of each jump point, ≥ 1 (default 5). 300/5/5 runs 1480
+     * network evaluations per batch; 300/1/1 is plain DDPM (300).
+     */
+    uint32_t jump_n_sample;
+    /**
+     * Seed of every random draw: the same seed, input and parameters give
+     * the same image on every run and thread (default 0).
+     */
+    uint64_t seed;
+    /**
+     * Classifier-free guidance scale; 1 = off (default). Other values run
+     * the network twice per step. Needs a histogram (not NULL source).
+     */
+    double guidance_scale;
+    /**
+     * A `CLAIM_HISTOGRAM_*` value (default `CLAIM_HISTOGRAM_PRESET`).
+     * Ignored by unconditional models except that VALUES is refused.
+     */
+    claim_histogram_source histogram_source;
+    /**
+     * Values of `histogram` in use with `CLAIM_HISTOGRAM_VALUES`.
+     */
+    uint32_t histogram_length;
+    /**
+     * The histogram for `CLAIM_HISTOGRAM_VALUES` (finite values).
+     */
+    float histogram[32];
+    /**
+     * 1 (default): perturb the histogram by up to 10 % per bin as upstream
+     * inference does (one draw per sampled item); 0: use it as given.
+     */
+    int32_t perturb_histogram;
+    /**
+     * 0 (default): only voxels labelled scar or MVO change; every other
+     * voxel is copied bit for bit. 1: the whole cropped window of each
+     * synthesized slice is the network's output, as upstream.
+     */
+    int32_t keep_network_output;
+    /**
+     * Items (slices or slice stacks) per network batch, 1–1024 (default 4).
+     */
+    uint32_t batch_size;
+    /**
+     * Side of the in-plane window centred on the LV cavity, cropped or
+     * zero-padded, a multiple of the model's `size_multiple` (default 72).
+     */
+    uint32_t crop_size;
+    /**
+     * Consecutive slices per item: 1 for 2-D models such as CLAIM's
+     * (default), F for 3-D models.
+     */
+    uint32_t frames;
+    /**
+     * Label scheme of `labels` (default EMIDEC without RV).
+     */
+    struct claim_label_scheme labels;
+} claim_synthesis_params;
+
+/**
+ * Progress callback of long calls: `done` of `total` units (network
+ * evaluations for `claim_synthesize`) are finished. Called on the calling
+ * thread, before the first unit and after each. Return non-zero to cancel:
+ * the call then stops and returns `CLAIM_ERR_CANCELLED`.
+ */
+typedef int32_t (*claim_progress_fn)(void *user_data, uint64_t done, uint64_t total);
+
+/**
  * Success.
  */
 #define CLAIM_OK 0
@@ -562,6 +771,50 @@ typedef struct claim_bullseye_options {
  * Left circumflex artery: segments 5, 6, 11, 12, 16.
  */
 #define CLAIM_TERRITORY_LCX 3
+
+/**
+ * The CPU (the default; always available).
+ */
+#define CLAIM_DEVICE_CPU 0
+
+/**
+ * An NVIDIA GPU through CUDA (not in this build: loading returns
+ * `CLAIM_ERR_DEVICE`).
+ */
+#define CLAIM_DEVICE_CUDA 1
+
+/**
+ * 32-bit floats.
+ */
+#define CLAIM_PRECISION_FP32 0
+
+/**
+ * 16-bit floats (GPU only; the CPU back-end computes in FP32 and refuses
+ * it with `CLAIM_ERR_UNSUPPORTED`).
+ */
+#define CLAIM_PRECISION_FP16 1
+
+/**
+ * The device's best: FP32 on the CPU (the default).
+ */
+#define CLAIM_PRECISION_AUTO 2
+
+/**
+ * CLAIM's EMIDEC k-means cluster centre, built in (the default; needs a
+ * model with a 16-value condition).
+ */
+#define CLAIM_HISTOGRAM_PRESET 0
+
+/**
+ * The first `histogram_length` values of `histogram` (16 or 32, the
+ * model's condition length), e.g. from `claim_histogram_measure`.
+ */
+#define CLAIM_HISTOGRAM_VALUES 1
+
+/**
+ * The model's learned null condition (unconditional sampling).
+ */
+#define CLAIM_HISTOGRAM_NULL 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -882,6 +1135,139 @@ claim_status claim_bullseye_png(const struct claim_scar_stats *stats,
                                 uint8_t *buf,
                                 size_t cap,
                                 size_t *needed);
+
+/**
+ * Fills `*out` with the default options: CPU, device 0, automatic
+ * precision; `struct_size = sizeof(claim_load_options)`. Does nothing when
+ * `out` is NULL. Thread-safe; does not change `claim_last_error_message()`.
+ */
+void claim_load_options_default(struct claim_load_options *out);
+
+/**
+ * Loads a denoiser from a `.safetensors` file (f32, f16 or bf16 values;
+ * keys as the upstream PyTorch `state_dict`, optionally under `module.`,
+ * `_orig_mod.` or `denoise_fn.` prefixes; diffusion schedule buffers are
+ * ignored). The configuration is read off the tensor shapes. Convert an
+ * upstream `.pt` checkpoint with `tools/convert_torch_checkpoint.py`.
+ *
+ * `weights_path`: UTF-8 path. `options`: NULL for the defaults, else see
+ * `claim_load_options`. `out`: receives the model, freed with
+ * `claim_diffusion_free`; set to NULL on every failure.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL path or `out`, bad options),
+ * `CLAIM_ERR_IO` (cannot read), `CLAIM_ERR_FORMAT` (not safetensors),
+ * `CLAIM_ERR_MODEL` (a tensor missing, misshapen or unexpected: the
+ * message names the first), `CLAIM_ERR_DEVICE` (CUDA asked: this build has
+ * no CUDA backend), `CLAIM_ERR_UNSUPPORTED` (FP16 on the CPU). Thread-safe.
+ */
+claim_status claim_diffusion_load(const char *weights_path,
+                                  const struct claim_load_options *options,
+                                  struct claim_diffusion_model **out);
+
+/**
+ * Frees a model. `model` may be NULL (nothing happens). Must not be called
+ * while another call uses `model`, nor twice. Does not change
+ * `claim_last_error_message()`.
+ */
+void claim_diffusion_free(struct claim_diffusion_model *model);
+
+/**
+ * Describes a loaded model into the caller's `*out` (its `struct_size`
+ * set). Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`).
+ */
+claim_status claim_diffusion_info_get(const struct claim_diffusion_model *model,
+                                      struct claim_diffusion_info *out);
+
+/**
+ * Evaluates the network once: the noise it predicts in `x` at the given
+ * timesteps. For harnesses and parity tests against PyTorch.
+ *
+ * `x`: `[B, C, F, H, W]` with C the model's channels and H, W multiples of
+ * `size_multiple` (see `claim_diffusion_info`). `timesteps`: B values,
+ * each 0 ≤ t < 2^24 (the sampler uses 0–299). `cond`: NULL for the
+ * learned null condition (classifier-free guidance's unconditional branch;
+ * the only choice for an unconditional model), else `[B, cond_dim]`.
+ * `out_noise`: the caller's tensor with the shape of `x`; receives ε̂.
+ * All borrowed for the call; `out_noise->data` may alias `x->data`.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, wrong
+ * rank, channels, H/W multiple, timesteps, condition length, or output
+ * shape), `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe, also on one model.
+ */
+claim_status claim_diffusion_predict_noise(const struct claim_diffusion_model *model,
+                                           const struct claim_tensor *x,
+                                           const int64_t *timesteps,
+                                           const struct claim_tensor *cond,
+                                           struct claim_tensor *out_noise);
+
+/**
+ * Fills `*out` with the defaults: 300/5/5 (CLAIM inference), seed 0, no
+ * guidance, CLAIM's EMIDEC histogram perturbed by up to 10 %, lesion-only
+ * paste, batch 4, 72×72 windows, 1 frame, EMIDEC labels;
+ * `struct_size = sizeof(claim_synthesis_params)`. Does nothing when `out`
+ * is NULL. Thread-safe; does not change `claim_last_error_message()`.
+ */
+void claim_synthesis_params_default(struct claim_synthesis_params *out);
+
+/**
+ * Synthesizes scar intensities into a copy of `image` inside the scar and
+ * MVO labels of `labels` with RePaint (spec: CLAIM / LeFusion sampling).
+ *
+ * Every slice holding scar or MVO is sampled (for `frames` > 1, stacks of
+ * `frames` consecutive slices around them): a `crop_size`² window centred
+ * on the LV cavity is scaled to [−1, 1] (window min → −1, max → +1),
+ * RePaint regenerates the lesion while the rest of the window is the
+ * known region, and the result is scaled back and pasted (see
+ * `keep_network_output`).
+ *
+ * `model`: borrowed; may be used by several threads at once. `image`: any
+ * dtype, finite values. `labels`: same dims, any dtype with integral
+ * values in `params->labels`' scheme; must hold scar or MVO. `params`: see
+ * `claim_synthesis_params`. `progress`: NULL, or called with (`user_data`,
+ * done, total) before the first network evaluation and after each, on the
+ * calling thread; `total` = evaluations per batch × batches (1480 per
+ * batch at 300/5/5 without guidance); non-zero cancels. `out_image`: the
+ * caller's volume with the dims of `image` and its dtype or
+ * `CLAIM_DTYPE_F32`; receives the image and the geometry of `image`.
+ * Integer outputs are rounded and clamped to the type. It may be the same
+ * buffer as `image` (inputs are copied first). On failure it is left
+ * untouched.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, bad
+ * volume or parameter, dims differ, labels outside the scheme, no scar or
+ * MVO label, histogram length ≠ the model's condition length, crop size
+ * not a multiple of the model's `size_multiple`, output dims or dtype),
+ * `CLAIM_ERR_UNSUPPORTED` (a multi-channel model), `CLAIM_ERR_CANCELLED`,
+ * `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
+ */
+claim_status claim_synthesize(const struct claim_diffusion_model *model,
+                              const struct claim_volume *image,
+                              const struct claim_volume *labels,
+                              const struct claim_synthesis_params *params,
+                              claim_progress_fn progress,
+                              void *user_data,
+                              struct claim_volume *out_image);
+
+/**
+ * Measures a histogram condition from a reference case: the normalised
+ * 16-bin histogram over [−1, 1] of the voxels labelled scar (as in
+ * training), each slice holding scar cropped to a `crop_size`² window on
+ * the LV cavity and scaled to [−1, 1] like `claim_synthesize` does.
+ *
+ * `image`, `labels`: as in `claim_synthesize` (must hold scar). `scheme`:
+ * NULL for EMIDEC, else the labels' scheme. `crop_size`: 1–1024 (72 for
+ * CLAIM). `out_histogram`: room for `CLAIM_HISTOGRAM_BINS` (16) floats;
+ * receives values summing to 1. Use it as `histogram` with
+ * `CLAIM_HISTOGRAM_VALUES`.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad volume or scheme, no
+ * scar, crop size). Thread-safe.
+ */
+claim_status claim_histogram_measure(const struct claim_volume *image,
+                                     const struct claim_volume *labels,
+                                     const struct claim_label_scheme *scheme,
+                                     uint32_t crop_size,
+                                     float *out_histogram);
 
 #ifdef __cplusplus
 }  // extern "C"

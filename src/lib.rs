@@ -20,6 +20,7 @@ pub mod nn;
 pub mod phantom;
 pub mod rng;
 pub mod smile;
+pub mod synthesis;
 #[doc(hidden)]
 pub mod testing;
 pub mod volume;

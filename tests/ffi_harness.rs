@@ -150,6 +150,26 @@ fn c_smile() {
     run(&exe, scratch.path());
 }
 
+/// The diffusion model and scar synthesis: PyTorch parity of
+/// `claim_diffusion_predict_noise` on the committed fixtures, and
+/// `claim_synthesize` end to end.
+#[test]
+fn c_synthesis() {
+    let scratch = tempfile::tempdir().unwrap();
+    let fixtures = format!(
+        "-DCLAIM_FIXTURES=\"{}\"",
+        repo().join("tests/fixtures").display()
+    );
+    let flags: Vec<&str> = C_FLAGS.iter().copied().chain([fixtures.as_str()]).collect();
+    let exe = compile(
+        &tool("CC", "cc"),
+        &flags,
+        "tests/c/synthesis.c",
+        scratch.path(),
+    );
+    run(&exe, scratch.path());
+}
+
 #[test]
 fn cpp_wrapper() {
     let scratch = tempfile::tempdir().unwrap();
@@ -169,6 +189,28 @@ fn cpp_smile() {
         &tool("CXX", "c++"),
         CXX_FLAGS,
         "tests/cpp/smile_test.cpp",
+        scratch.path(),
+    );
+    run(&exe, scratch.path());
+}
+
+/// The diffusion part of the C++ wrapper.
+#[test]
+fn cpp_synthesis() {
+    let scratch = tempfile::tempdir().unwrap();
+    let fixtures = format!(
+        "-DCLAIM_FIXTURES=\"{}\"",
+        repo().join("tests/fixtures").display()
+    );
+    let flags: Vec<&str> = CXX_FLAGS
+        .iter()
+        .copied()
+        .chain([fixtures.as_str()])
+        .collect();
+    let exe = compile(
+        &tool("CXX", "c++"),
+        &flags,
+        "tests/cpp/synthesis_test.cpp",
         scratch.path(),
     );
     run(&exe, scratch.path());

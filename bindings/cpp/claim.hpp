@@ -7,7 +7,8 @@
 // shape: call the C function, pass its status to check(), wrap any returned
 // handle in a Handle<...>. Areas: versions and labels, Image (NIfTI I/O),
 // SMILE (aha_segment(s), SmileParams, smile_generate, SmileContext,
-// segment_stats, bullseye_svg / bullseye_png).
+// segment_stats, bullseye_svg / bullseye_png), diffusion (DiffusionModel,
+// SynthesisParams, synthesize, measure_histogram).
 #ifndef CLAIM_HPP
 #define CLAIM_HPP
 
@@ -16,6 +17,8 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -401,6 +404,159 @@ private:
     explicit SmileContext(claim_smile_context* raw) noexcept : handle_(raw) {}
     Handle<claim_smile_context, claim_smile_context_free> handle_;
 };
+
+// ---- Diffusion model and scar synthesis ----
+
+/// claim_load_options with the defaults (CPU, device 0, automatic precision).
+inline claim_load_options default_load_options() {
+    claim_load_options options{};
+    claim_load_options_default(&options);
+    return options;
+}
+
+/// A claim_tensor viewing `data` (caller-owned), row-major in PyTorch order.
+inline claim_tensor make_tensor(float* data, const std::vector<std::uint64_t>& shape) {
+    claim_tensor t{};
+    t.struct_size = sizeof(claim_tensor);
+    if (shape.size() > CLAIM_TENSOR_MAX_DIMS) throw Error(CLAIM_ERR_INVALID_ARGUMENT, "tensor rank > 8");
+    t.ndim = static_cast<std::uint32_t>(shape.size());
+    for (std::size_t d = 0; d < shape.size(); ++d) t.shape[d] = shape[d];
+    t.data = data;
+    return t;
+}
+
+/// A loaded LeFusion/CLAIM denoiser. Move-only; one model may serve several
+/// threads at once.
+class DiffusionModel {
+public:
+    DiffusionModel() noexcept = default;
+
+    /// Loads a .safetensors checkpoint (see claim_diffusion_load).
+    static DiffusionModel load(const std::string& path,
+                               const claim_load_options& options = default_load_options()) {
+        claim_diffusion_model* raw = nullptr;
+        check(claim_diffusion_load(path.c_str(), &options, &raw));
+        return DiffusionModel(raw);
+    }
+
+    /// Channels, condition length, widths and the H/W multiple.
+    claim_diffusion_info info() const {
+        claim_diffusion_info info{};
+        info.struct_size = sizeof(claim_diffusion_info);
+        check(claim_diffusion_info_get(handle_.get(), &info));
+        return info;
+    }
+
+    /// One network evaluation: ε̂ for x `[B, C, F, H, W]` at `timesteps` (B
+    /// values); `cond` nullptr = the learned null condition.
+    std::vector<float> predict_noise(std::vector<float> x, const std::vector<std::uint64_t>& shape,
+                                     const std::vector<std::int64_t>& timesteps,
+                                     std::vector<float>* cond = nullptr) const {
+        claim_tensor xt = make_tensor(x.data(), shape);
+        std::vector<float> out(x.size());
+        claim_tensor ot = make_tensor(out.data(), shape);
+        claim_tensor ct{};
+        if (cond != nullptr) {
+            const std::uint64_t batch = shape.empty() ? 0 : shape[0];
+            const std::uint64_t per = batch == 0 ? 0 : cond->size() / batch;
+            ct = make_tensor(cond->data(), {batch, per});
+        }
+        if (!shape.empty() && timesteps.size() != shape[0])
+            throw Error(CLAIM_ERR_INVALID_ARGUMENT, "predict_noise: one timestep per batch item");
+        check(claim_diffusion_predict_noise(handle_.get(), &xt, timesteps.data(),
+                                            cond != nullptr ? &ct : nullptr, &ot));
+        return out;
+    }
+
+    const claim_diffusion_model* get() const noexcept { return handle_.get(); }
+    explicit operator bool() const noexcept { return static_cast<bool>(handle_); }
+
+private:
+    explicit DiffusionModel(claim_diffusion_model* raw) noexcept : handle_(raw) {}
+    Handle<claim_diffusion_model, claim_diffusion_free> handle_;
+};
+
+/// claim_synthesis_params with chainable setters, starting from the
+/// defaults (300/5/5, seed 0, CLAIM's EMIDEC histogram, lesion-only paste):
+///
+///     auto params = claim::SynthesisParams().seed(7).jumps(100, 2, 2);
+class SynthesisParams {
+public:
+    SynthesisParams() { claim_synthesis_params_default(&params_); }
+
+    SynthesisParams& seed(std::uint64_t value) { params_.seed = value; return *this; }
+    /// RePaint's t_T, jump length and jump count.
+    SynthesisParams& jumps(std::uint32_t t_start, std::uint32_t length, std::uint32_t n_sample) {
+        params_.t_start = t_start;
+        params_.jump_length = length;
+        params_.jump_n_sample = n_sample;
+        return *this;
+    }
+    SynthesisParams& guidance(double scale) { params_.guidance_scale = scale; return *this; }
+    /// An explicit histogram (16 or 32 values, the model's condition length).
+    SynthesisParams& histogram(const std::vector<float>& values) {
+        if (values.size() > CLAIM_HISTOGRAM_MAX) throw Error(CLAIM_ERR_INVALID_ARGUMENT, "histogram > 32 values");
+        params_.histogram_source = CLAIM_HISTOGRAM_VALUES;
+        params_.histogram_length = static_cast<std::uint32_t>(values.size());
+        for (std::size_t b = 0; b < values.size(); ++b) params_.histogram[b] = values[b];
+        return *this;
+    }
+    SynthesisParams& perturb_histogram(bool on) { params_.perturb_histogram = on ? 1 : 0; return *this; }
+    SynthesisParams& keep_network_output(bool on) { params_.keep_network_output = on ? 1 : 0; return *this; }
+    SynthesisParams& batch_size(std::uint32_t value) { params_.batch_size = value; return *this; }
+    SynthesisParams& crop_size(std::uint32_t value) { params_.crop_size = value; return *this; }
+    SynthesisParams& frames(std::uint32_t value) { params_.frames = value; return *this; }
+    SynthesisParams& labels(const claim_label_scheme& scheme) { params_.labels = scheme; return *this; }
+
+    const claim_synthesis_params& c() const noexcept { return params_; }
+    claim_synthesis_params& c() noexcept { return params_; }
+    operator const claim_synthesis_params&() const noexcept { return params_; }
+
+private:
+    claim_synthesis_params params_{};
+};
+
+/// Progress of synthesize(): (done, total) network evaluations; return
+/// false to cancel (synthesize then throws claim::Error with
+/// CLAIM_ERR_CANCELLED). An exception thrown by the callback cancels the
+/// call and is rethrown from synthesize().
+using Progress = std::function<bool(std::uint64_t done, std::uint64_t total)>;
+
+/// Synthesizes scar into `out_image` (dims of `image`, its dtype or float;
+/// may alias `image`) inside the scar/MVO labels of `labels`.
+inline void synthesize(const DiffusionModel& model, const claim_volume& image,
+                       const claim_volume& labels, const claim_synthesis_params& params,
+                       claim_volume& out_image, const Progress& progress = Progress()) {
+    struct Context {
+        const Progress* progress;
+        std::exception_ptr error;
+    } context{&progress, nullptr};
+    auto trampoline = [](void* user, std::uint64_t done, std::uint64_t total) -> std::int32_t {
+        auto* ctx = static_cast<Context*>(user);
+        try {
+            return (*ctx->progress)(done, total) ? 0 : 1;
+        } catch (...) {
+            ctx->error = std::current_exception();
+            return 1;
+        }
+    };
+    const claim_status status =
+        claim_synthesize(model.get(), &image, &labels, &params,
+                         progress ? static_cast<claim_progress_fn>(trampoline) : nullptr, &context,
+                         &out_image);
+    if (context.error) std::rethrow_exception(context.error);
+    check(status);
+}
+
+/// The normalised 16-bin scar histogram of a reference case (see
+/// claim_histogram_measure), for SynthesisParams::histogram().
+inline std::vector<float> measure_histogram(const claim_volume& image, const claim_volume& labels,
+                                            const claim_label_scheme& scheme = default_label_scheme(),
+                                            std::uint32_t crop_size = 72) {
+    std::vector<float> histogram(CLAIM_HISTOGRAM_BINS);
+    check(claim_histogram_measure(&image, &labels, &scheme, crop_size, histogram.data()));
+    return histogram;
+}
 
 }  // namespace claim
 

@@ -24,8 +24,10 @@ pub const CLAIM_AHA_SEGMENT_COUNT: usize = 17;
 /// and slice thickness works. With an RV label (`labels.rv` ≠ -1) present in
 /// the map, the septum is where the RV touches the LV and segments 1|2 and
 /// 3|4 start at the RV insertion points; without one the septum is
-/// approximated from the patient orientation in the geometry (segment 1
-/// centred on the anterior direction, 60° sectors).
+/// approximated from the patient orientation in the geometry: the AHA wall
+/// names (septum → patient right, anterior → front, inferior → feet) are
+/// fitted to the body axes projected on the short-axis plane, then
+/// `rotation_deg` is added. Give the RV for clinical use.
 ///
 /// Inside `claim_smile_params` this struct keeps its first-release layout;
 /// options added later are appended to the outer struct.

@@ -15,7 +15,11 @@
 //! - [`smile`]: `claim_smile_params`, `claim_smile_generate` and the reusable
 //!   `claim_smile_context` (scar masks);
 //! - [`stats`]: `claim_segment_stats` into a `claim_scar_stats`, and the
-//!   bull's-eye plots `claim_bullseye_svg` / `claim_bullseye_png`.
+//!   bull's-eye plots `claim_bullseye_svg` / `claim_bullseye_png`;
+//! - [`diffusion`]: `claim_load_options`, `claim_tensor` and the denoiser
+//!   handle (`claim_diffusion_load`, `_free`, `_info_get`, `_predict_noise`);
+//! - [`synthesis`]: `claim_progress_fn`, `claim_synthesis_params`,
+//!   `claim_synthesize` and `claim_histogram_measure`.
 //!
 //! Shared machinery, not exported: `boundary` (panic catching, status and
 //! thread-local message) and `args` (NULL, `struct_size`, string and
@@ -49,6 +53,10 @@ pub mod aha;
 pub mod smile;
 
 pub mod stats;
+
+pub mod diffusion;
+
+pub mod synthesis;
 
 pub(crate) mod args;
 pub(crate) mod boundary;

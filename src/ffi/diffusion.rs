@@ -1,0 +1,549 @@
+//! `claim_load_options`, `claim_tensor` and the diffusion model handle:
+//! `claim_diffusion_load`, `claim_diffusion_free`, `claim_diffusion_info`
+//! and the raw network evaluation `claim_diffusion_predict_noise`.
+
+use super::args::{c_str, handle_ref, read_struct, write_struct, CStruct, OutHandle};
+use super::boundary;
+use super::status::claim_status;
+use crate::error::{Error, Result};
+use crate::models::Denoiser;
+use crate::nn::Tensor;
+use std::mem::{align_of, size_of};
+use std::path::Path;
+
+/// Compute device of a loaded model (a `typedef int32_t`). The numbers
+/// never change.
+pub type claim_device = i32;
+
+/// The CPU (the default; always available).
+pub const CLAIM_DEVICE_CPU: claim_device = 0;
+/// An NVIDIA GPU through CUDA (not in this build: loading returns
+/// `CLAIM_ERR_DEVICE`).
+pub const CLAIM_DEVICE_CUDA: claim_device = 1;
+
+/// Arithmetic precision of a loaded model (a `typedef int32_t`). The
+/// numbers never change.
+pub type claim_precision = i32;
+
+/// 32-bit floats.
+pub const CLAIM_PRECISION_FP32: claim_precision = 0;
+/// 16-bit floats (GPU only; the CPU back-end computes in FP32 and refuses
+/// it with `CLAIM_ERR_UNSUPPORTED`).
+pub const CLAIM_PRECISION_FP16: claim_precision = 1;
+/// The device's best: FP32 on the CPU (the default).
+pub const CLAIM_PRECISION_AUTO: claim_precision = 2;
+
+/// Where and how a model runs. Initialise with `claim_load_options_default()`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct claim_load_options {
+    /// `sizeof(claim_load_options)`, set by `claim_load_options_default()`.
+    pub struct_size: u32,
+    /// A `CLAIM_DEVICE_*` value (default `CLAIM_DEVICE_CPU`). Asking for a
+    /// device this build or machine cannot use returns `CLAIM_ERR_DEVICE`;
+    /// the library never falls back to another device silently.
+    pub device: claim_device,
+    /// Index of the GPU for `CLAIM_DEVICE_CUDA` (default 0); must be 0 for
+    /// the CPU.
+    pub device_index: i32,
+    /// A `CLAIM_PRECISION_*` value (default `CLAIM_PRECISION_AUTO`).
+    pub precision: claim_precision,
+}
+
+impl Default for claim_load_options {
+    fn default() -> Self {
+        claim_load_options {
+            struct_size: size_of::<claim_load_options>() as u32,
+            device: CLAIM_DEVICE_CPU,
+            device_index: 0,
+            precision: CLAIM_PRECISION_AUTO,
+        }
+    }
+}
+
+// SAFETY: repr(C), starts with u32 struct_size, integers only.
+unsafe impl CStruct for claim_load_options {
+    const C_NAME: &'static str = "claim_load_options";
+    const FIRST_RELEASE_SIZE: usize = 16;
+    fn with_struct_size(self, size: u32) -> Self {
+        claim_load_options {
+            struct_size: size,
+            ..self
+        }
+    }
+}
+
+/// Checks load options against what this build can run.
+pub(crate) fn check_load_options(options: &claim_load_options, name: &str) -> Result<()> {
+    match options.device {
+        CLAIM_DEVICE_CPU => {
+            if options.device_index != 0 {
+                return Err(Error::invalid(format!(
+                    "{name}.device_index: expected 0 for CLAIM_DEVICE_CPU, got {}",
+                    options.device_index
+                )));
+            }
+        }
+        CLAIM_DEVICE_CUDA => {
+            return Err(Error::Device(format!(
+                "{name}.device: CLAIM_DEVICE_CUDA requested, but this build has no CUDA backend \
+                 (use CLAIM_DEVICE_CPU)"
+            )))
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "{name}.device: expected a CLAIM_DEVICE_* value (0..=1), got {other}"
+            )))
+        }
+    }
+    match options.precision {
+        CLAIM_PRECISION_FP32 | CLAIM_PRECISION_AUTO => Ok(()),
+        CLAIM_PRECISION_FP16 => Err(Error::Unsupported(format!(
+            "{name}.precision: CLAIM_PRECISION_FP16 on the CPU (the CPU back-end computes in \
+             FP32; use CLAIM_PRECISION_FP32 or CLAIM_PRECISION_AUTO)"
+        ))),
+        other => Err(Error::invalid(format!(
+            "{name}.precision: expected a CLAIM_PRECISION_* value (0..=2), got {other}"
+        ))),
+    }
+}
+
+/// Fills `*out` with the default options: CPU, device 0, automatic
+/// precision; `struct_size = sizeof(claim_load_options)`. Does nothing when
+/// `out` is NULL. Thread-safe; does not change `claim_last_error_message()`.
+#[no_mangle]
+pub extern "C" fn claim_load_options_default(out: *mut claim_load_options) {
+    boundary::call_infallible("claim_load_options_default", (), || {
+        if out.is_null() {
+            return;
+        }
+        // SAFETY: non-NULL and writable for one claim_load_options by the
+        // header contract.
+        unsafe { out.write_unaligned(claim_load_options::default()) };
+    })
+}
+
+/// Most dimensions of a `claim_tensor`.
+pub const CLAIM_TENSOR_MAX_DIMS: u32 = 8;
+
+/// A dense f32 tensor in the caller's memory, row-major in PyTorch order
+/// (the last dimension fastest). `[B, C, F, H, W]` for the denoiser.
+///
+/// As an input its `data` is read during the call only; as an output the
+/// caller allocates `data` for the product of `shape[0..ndim]` floats and
+/// sets `shape` to what the call will write (checked).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct claim_tensor {
+    /// `sizeof(claim_tensor)`, set by the caller.
+    pub struct_size: u32,
+    /// Number of dimensions in use, 1–8.
+    pub ndim: u32,
+    /// Sizes; entries past `ndim` are ignored.
+    pub shape: [u64; 8],
+    /// `shape[0] * … * shape[ndim-1]` floats, 4-byte aligned.
+    pub data: *mut f32,
+}
+
+impl Default for claim_tensor {
+    fn default() -> Self {
+        claim_tensor {
+            struct_size: size_of::<claim_tensor>() as u32,
+            ndim: 0,
+            shape: [0; 8],
+            data: std::ptr::null_mut(),
+        }
+    }
+}
+
+// SAFETY: repr(C), starts with u32 struct_size; integers and a raw pointer.
+unsafe impl CStruct for claim_tensor {
+    const C_NAME: &'static str = "claim_tensor";
+    const FIRST_RELEASE_SIZE: usize = 80;
+    fn with_struct_size(self, size: u32) -> Self {
+        claim_tensor {
+            struct_size: size,
+            ..self
+        }
+    }
+}
+
+/// The checked shape and element count of a caller's tensor.
+fn tensor_shape(t: &claim_tensor, name: &str) -> Result<(Vec<usize>, usize)> {
+    if t.ndim == 0 || t.ndim > CLAIM_TENSOR_MAX_DIMS {
+        return Err(Error::invalid(format!(
+            "{name}.ndim: expected 1–{CLAIM_TENSOR_MAX_DIMS}, got {}",
+            t.ndim
+        )));
+    }
+    let shape = t.shape[..t.ndim as usize]
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| Error::invalid(format!("{name}.shape does not fit this platform")))?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n > 0 && n <= isize::MAX as usize / size_of::<f32>())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{name}.shape {shape:?}: every size must be ≥ 1 and the product must fit memory"
+            ))
+        })?;
+    if t.data.is_null() {
+        return Err(Error::invalid(format!("{name}.data must not be NULL")));
+    }
+    if (t.data as usize) % align_of::<f32>() != 0 {
+        return Err(Error::invalid(format!(
+            "{name}.data: expected a 4-byte aligned address, got {:p}",
+            t.data
+        )));
+    }
+    Ok((shape, count))
+}
+
+/// Copies a caller's tensor.
+///
+/// # Safety
+///
+/// `ptr` must be NULL or point to a `claim_tensor` of `struct_size` bytes
+/// whose `data` (if not NULL) holds the product of its shape in floats.
+unsafe fn tensor_from_c(ptr: *const claim_tensor, name: &str) -> Result<Tensor> {
+    // SAFETY: forwarded contract.
+    let t = unsafe { read_struct(ptr, name) }?;
+    let (shape, count) = tensor_shape(&t, name)?;
+    let mut values = super::volume::try_vec::<f32>(count, name)?;
+    // SAFETY: `data` is non-NULL, aligned (checked) and holds `count` floats
+    // by contract; `count` floats fit isize (checked).
+    values.extend_from_slice(unsafe { std::slice::from_raw_parts(t.data, count) });
+    Tensor::from_vec(values, &shape)
+}
+
+/// A loaded LeFusion/CLAIM denoiser. Opaque.
+///
+/// Immutable once loaded: several threads may call `claim_synthesize` and
+/// `claim_diffusion_predict_noise` on one model at once (no locking).
+pub struct claim_diffusion_model {
+    pub(crate) model: Denoiser,
+}
+
+/// What a loaded model is, read off its weights.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct claim_diffusion_info {
+    /// `sizeof(claim_diffusion_info)`, set by the caller.
+    pub struct_size: u32,
+    /// Image channels C of `[B, C, F, H, W]` (CLAIM: 1).
+    pub channels: u32,
+    /// Length of the histogram condition (CLAIM: 16); 0 = unconditional.
+    pub cond_dim: u32,
+    /// Base width (CLAIM: 72).
+    pub dim: u32,
+    /// U-Net levels (CLAIM: 4).
+    pub levels: u32,
+    /// H and W must be multiples of this (2^(levels-1); CLAIM: 8).
+    pub size_multiple: u32,
+}
+
+impl Default for claim_diffusion_info {
+    fn default() -> Self {
+        claim_diffusion_info {
+            struct_size: size_of::<claim_diffusion_info>() as u32,
+            channels: 0,
+            cond_dim: 0,
+            dim: 0,
+            levels: 0,
+            size_multiple: 0,
+        }
+    }
+}
+
+// SAFETY: repr(C), starts with u32 struct_size, integers only.
+unsafe impl CStruct for claim_diffusion_info {
+    const C_NAME: &'static str = "claim_diffusion_info";
+    const FIRST_RELEASE_SIZE: usize = 24;
+    fn with_struct_size(self, size: u32) -> Self {
+        claim_diffusion_info {
+            struct_size: size,
+            ..self
+        }
+    }
+}
+
+/// 2^(levels − 1): what H and W must be multiples of.
+pub(crate) fn size_multiple(model: &Denoiser) -> usize {
+    let levels = model.config().dim_mults.len().clamp(1, 17);
+    1usize << (levels - 1)
+}
+
+/// Loads a denoiser from a `.safetensors` file (f32, f16 or bf16 values;
+/// keys as the upstream PyTorch `state_dict`, optionally under `module.`,
+/// `_orig_mod.` or `denoise_fn.` prefixes; diffusion schedule buffers are
+/// ignored). The configuration is read off the tensor shapes. Convert an
+/// upstream `.pt` checkpoint with `tools/convert_torch_checkpoint.py`.
+///
+/// `weights_path`: UTF-8 path. `options`: NULL for the defaults, else see
+/// `claim_load_options`. `out`: receives the model, freed with
+/// `claim_diffusion_free`; set to NULL on every failure.
+///
+/// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL path or `out`, bad options),
+/// `CLAIM_ERR_IO` (cannot read), `CLAIM_ERR_FORMAT` (not safetensors),
+/// `CLAIM_ERR_MODEL` (a tensor missing, misshapen or unexpected: the
+/// message names the first), `CLAIM_ERR_DEVICE` (CUDA asked: this build has
+/// no CUDA backend), `CLAIM_ERR_UNSUPPORTED` (FP16 on the CPU). Thread-safe.
+#[no_mangle]
+pub extern "C" fn claim_diffusion_load(
+    weights_path: *const std::ffi::c_char,
+    options: *const claim_load_options,
+    out: *mut *mut claim_diffusion_model,
+) -> claim_status {
+    boundary::call("claim_diffusion_load", || {
+        // SAFETY: `out` is NULL or writable for one pointer (header contract).
+        let out = unsafe { OutHandle::new(out, "out") }?;
+        // SAFETY: `weights_path` is NULL or a NUL-terminated string.
+        let path = unsafe { c_str(weights_path, "weights_path") }?;
+        let options = if options.is_null() {
+            claim_load_options::default()
+        } else {
+            // SAFETY: a non-NULL `options` holds struct_size bytes.
+            unsafe { read_struct(options, "options") }?
+        };
+        check_load_options(&options, "options")?;
+        let model = Denoiser::from_file(Path::new(path))?;
+        out.set(Box::new(claim_diffusion_model { model }));
+        Ok(())
+    })
+}
+
+/// Frees a model. `model` may be NULL (nothing happens). Must not be called
+/// while another call uses `model`, nor twice. Does not change
+/// `claim_last_error_message()`.
+#[no_mangle]
+pub extern "C" fn claim_diffusion_free(model: *mut claim_diffusion_model) {
+    boundary::call_infallible("claim_diffusion_free", (), || {
+        if !model.is_null() {
+            // SAFETY: a non-NULL `model` came from Box::into_raw in
+            // OutHandle::set and is freed once (header contract).
+            drop(unsafe { Box::from_raw(model) });
+        }
+    })
+}
+
+/// Describes a loaded model into the caller's `*out` (its `struct_size`
+/// set). Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`).
+#[no_mangle]
+pub extern "C" fn claim_diffusion_info_get(
+    model: *const claim_diffusion_model,
+    out: *mut claim_diffusion_info,
+) -> claim_status {
+    boundary::call("claim_diffusion_info_get", || {
+        // SAFETY: `model` is NULL or a live handle (header contract).
+        let model = unsafe { handle_ref(model, "model") }?;
+        let cfg = model.model.config();
+        let narrow = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let info = claim_diffusion_info {
+            channels: narrow(cfg.channels),
+            cond_dim: narrow(cfg.cond_dim.unwrap_or(0)),
+            dim: narrow(cfg.dim),
+            levels: narrow(cfg.dim_mults.len()),
+            size_multiple: narrow(size_multiple(&model.model)),
+            ..claim_diffusion_info::default()
+        };
+        // SAFETY: `out` is NULL or writable for struct_size bytes.
+        unsafe { write_struct(out, info, "out") }
+    })
+}
+
+/// Evaluates the network once: the noise it predicts in `x` at the given
+/// timesteps. For harnesses and parity tests against PyTorch.
+///
+/// `x`: `[B, C, F, H, W]` with C the model's channels and H, W multiples of
+/// `size_multiple` (see `claim_diffusion_info`). `timesteps`: B values,
+/// each 0 ≤ t < 2^24 (the sampler uses 0–299). `cond`: NULL for the
+/// learned null condition (classifier-free guidance's unconditional branch;
+/// the only choice for an unconditional model), else `[B, cond_dim]`.
+/// `out_noise`: the caller's tensor with the shape of `x`; receives ε̂.
+/// All borrowed for the call; `out_noise->data` may alias `x->data`.
+///
+/// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, wrong
+/// rank, channels, H/W multiple, timesteps, condition length, or output
+/// shape), `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe, also on one model.
+#[no_mangle]
+pub extern "C" fn claim_diffusion_predict_noise(
+    model: *const claim_diffusion_model,
+    x: *const claim_tensor,
+    timesteps: *const i64,
+    cond: *const claim_tensor,
+    out_noise: *mut claim_tensor,
+) -> claim_status {
+    boundary::call("claim_diffusion_predict_noise", || {
+        // SAFETY: `model` is NULL or a live handle (header contract).
+        let model = unsafe { handle_ref(model, "model") }?;
+        let cfg = model.model.config();
+        // SAFETY: `x` is NULL or a claim_tensor whose data holds its shape.
+        let x = unsafe { tensor_from_c(x, "x") }?;
+        let &[b, c, _, h, w] = x.dims() else {
+            return Err(Error::invalid(format!(
+                "x.shape: expected 5 dimensions [B, C, F, H, W], got {:?}",
+                x.dims()
+            )));
+        };
+        if c != cfg.channels {
+            return Err(Error::invalid(format!(
+                "x.shape[1]: expected {} channels (the model's), got {c}",
+                cfg.channels
+            )));
+        }
+        let multiple = size_multiple(&model.model);
+        if h % multiple != 0 || w % multiple != 0 {
+            return Err(Error::invalid(format!(
+                "x.shape: H and W must be multiples of {multiple} (the model has {} levels), got \
+                 {h}×{w}",
+                cfg.dim_mults.len()
+            )));
+        }
+        if timesteps.is_null() {
+            return Err(Error::invalid("timesteps must not be NULL"));
+        }
+        if (timesteps as usize) % align_of::<i64>() != 0 {
+            return Err(Error::invalid(format!(
+                "timesteps: expected an 8-byte aligned address, got {timesteps:p}"
+            )));
+        }
+        // SAFETY: non-NULL, aligned (checked) and holding B int64 values by
+        // contract; B ≥ 1 and the slice is at most the size of x's buffer.
+        let ts = unsafe { std::slice::from_raw_parts(timesteps, b) };
+        if let Some((i, t)) = ts
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !(0..1 << 24).contains(*t))
+        {
+            return Err(Error::invalid(format!(
+                "timesteps[{i}]: expected 0 ≤ t < 16777216, got {t}"
+            )));
+        }
+        let ts: Vec<f32> = ts.iter().map(|t| *t as f32).collect();
+        let cond = if cond.is_null() {
+            None
+        } else {
+            // SAFETY: a non-NULL `cond` is a claim_tensor holding its shape.
+            let cond = unsafe { tensor_from_c(cond, "cond") }?;
+            match cfg.cond_dim {
+                None => {
+                    return Err(Error::invalid(
+                        "cond: this model is unconditional; pass NULL",
+                    ))
+                }
+                Some(n) if cond.dims() != [b, n] => {
+                    return Err(Error::invalid(format!(
+                        "cond.shape: expected [{b}, {n}] (batch, the model's condition length), \
+                         got {:?}",
+                        cond.dims()
+                    )))
+                }
+                Some(_) => Some(cond),
+            }
+        };
+        // SAFETY: `out_noise` is NULL or a claim_tensor of struct_size bytes.
+        let out = unsafe { read_struct(out_noise.cast_const(), "out_noise") }?;
+        let (out_shape, count) = tensor_shape(&out, "out_noise")?;
+        if out_shape != x.dims() {
+            return Err(Error::invalid(format!(
+                "out_noise.shape: expected {:?} (the shape of x), got {out_shape:?}",
+                x.dims()
+            )));
+        }
+        let noise = model.model.predict_noise(&x, &ts, cond.as_ref())?;
+        let values = noise.as_slice()?;
+        if values.len() != count {
+            return Err(Error::Internal(format!(
+                "denoiser returned {} values for {count}",
+                values.len()
+            )));
+        }
+        // SAFETY: `out.data` is non-NULL, aligned and has room for `count`
+        // floats (checked and by contract); `values` is the library's own
+        // buffer, so the regions do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.data, count) };
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::boundary::last_error;
+    use crate::ffi::status::{CLAIM_ERR_DEVICE, CLAIM_ERR_MODEL, CLAIM_ERR_UNSUPPORTED, CLAIM_OK};
+    use std::ptr::{null, null_mut};
+
+    #[test]
+    fn layouts_and_defaults() {
+        assert_eq!(size_of::<claim_load_options>(), 16);
+        assert_eq!(size_of::<claim_tensor>(), 80);
+        assert_eq!(size_of::<claim_diffusion_info>(), 24);
+        let mut o = claim_load_options {
+            struct_size: 0,
+            device: 7,
+            device_index: 3,
+            precision: 9,
+        };
+        claim_load_options_default(&mut o);
+        assert_eq!(o, claim_load_options::default());
+        claim_load_options_default(null_mut());
+        fn shareable<T: Send + Sync>() {}
+        shareable::<claim_diffusion_model>();
+    }
+
+    #[test]
+    fn devices_never_fall_back() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/denoiser/unet2d_weights.safetensors\0"
+        );
+        let cuda = claim_load_options {
+            device: CLAIM_DEVICE_CUDA,
+            ..claim_load_options::default()
+        };
+        let mut m: *mut claim_diffusion_model = null_mut();
+        assert_eq!(
+            claim_diffusion_load(path.as_ptr().cast(), &cuda, &mut m),
+            CLAIM_ERR_DEVICE
+        );
+        assert!(m.is_null());
+        assert!(last_error().contains("this build has no CUDA backend"));
+        let fp16 = claim_load_options {
+            precision: CLAIM_PRECISION_FP16,
+            ..claim_load_options::default()
+        };
+        assert_eq!(
+            claim_diffusion_load(path.as_ptr().cast(), &fp16, &mut m),
+            CLAIM_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            claim_diffusion_load(path.as_ptr().cast(), null(), &mut m),
+            CLAIM_OK
+        );
+        let mut info = claim_diffusion_info::default();
+        assert_eq!(claim_diffusion_info_get(m, &mut info), CLAIM_OK);
+        assert_eq!(
+            (
+                info.channels,
+                info.cond_dim,
+                info.dim,
+                info.levels,
+                info.size_multiple
+            ),
+            (1, 16, 8, 3, 4)
+        );
+        claim_diffusion_free(m);
+        claim_diffusion_free(null_mut());
+        let bad = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/denoiser/unet2d_io.safetensors\0"
+        );
+        assert_eq!(
+            claim_diffusion_load(bad.as_ptr().cast(), null(), &mut m),
+            CLAIM_ERR_MODEL
+        );
+    }
+}
