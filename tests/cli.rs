@@ -870,3 +870,138 @@ fn a_closed_stdout_does_not_stop_the_work() {
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
     assert!(tmp.path().join("piped/report.json").is_file());
 }
+
+/// The committed tiny denoiser fixture (dim 8, one channel, 16-bin
+/// condition): fast enough for a few RePaint steps on the phantom.
+fn tiny_model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/denoiser/unet2d_weights.safetensors")
+}
+
+#[test]
+fn synth_paints_only_the_scar_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    assert_ok(&claim(
+        &["phantom", "-o", "ph", "--scar", "--seed", "2"],
+        cwd,
+    ));
+    let model = tiny_model();
+    let model = model.to_str().unwrap();
+    let synth = |out: &str, seed: &str| {
+        claim(
+            &[
+                "synth",
+                "--model",
+                model,
+                "--image",
+                "ph/image.nii.gz",
+                "--labels",
+                "ph/labels.nii.gz",
+                "-o",
+                out,
+                "--rv",
+                "5",
+                "--t-start",
+                "8",
+                "--jump-length",
+                "1",
+                "--jump-n-sample",
+                "1",
+                "--seed",
+                seed,
+            ],
+            cwd,
+        )
+    };
+    let first = synth("a.nii.gz", "4");
+    assert_ok(&first);
+    assert!(
+        stdout(&first).contains("network evaluations"),
+        "{}",
+        stdout(&first)
+    );
+    assert_ok(&synth("b.nii.gz", "4"));
+    assert_ok(&synth("c.nii.gz", "5"));
+    let bytes = |name: &str| std::fs::read(cwd.join(name)).unwrap();
+    assert_eq!(bytes("a.nii.gz"), bytes("b.nii.gz"), "same seed, same file");
+    assert_ne!(
+        bytes("a.nii.gz"),
+        bytes("c.nii.gz"),
+        "another seed, another scar"
+    );
+
+    let read = |name: &str| claim::io::read_image(&cwd.join(name)).unwrap().to_f32();
+    let (input, output) = (read("ph/image.nii.gz"), read("a.nii.gz"));
+    let labels = claim::io::read_image(&cwd.join("ph/labels.nii.gz"))
+        .unwrap()
+        .to_labels()
+        .unwrap();
+    assert_eq!(input.geometry, output.geometry);
+    let scheme = LABEL_SCHEME;
+    let mut changed_in_lesion = 0;
+    for ((a, b), l) in input
+        .data
+        .iter()
+        .zip(output.data.iter())
+        .zip(labels.data.iter())
+    {
+        if scheme.is_lesion(*l) {
+            changed_in_lesion += usize::from(a.to_bits() != b.to_bits());
+        } else {
+            assert_eq!(a.to_bits(), b.to_bits(), "a voxel outside the scar changed");
+        }
+    }
+    assert!(changed_in_lesion > 0, "the scar was not painted");
+}
+
+#[test]
+fn synth_fails_cleanly_on_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    assert_ok(&claim(&["phantom", "-o", "scar", "--scar"], cwd));
+    assert_ok(&claim(&["phantom", "-o", "plain"], cwd));
+    let model = tiny_model();
+    let model = model.to_str().unwrap();
+    let run = |model: &str, case: &str, extra: &[&str]| {
+        let image = format!("{case}/image.nii.gz");
+        let labels = format!("{case}/labels.nii.gz");
+        let mut args = vec![
+            "synth",
+            "--model",
+            model,
+            "--image",
+            &image,
+            "--labels",
+            &labels,
+            "-o",
+            "o.nii.gz",
+            "--rv",
+            "5",
+            "--t-start",
+            "4",
+            "--jump-length",
+            "1",
+            "--jump-n-sample",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        claim(&args, cwd)
+    };
+    assert_fails(
+        &run("missing.safetensors", "scar", &[]),
+        2,
+        "missing.safetensors",
+    );
+    assert_fails(&run(model, "plain", &[]), 1, "no scar");
+    assert_fails(
+        &run(model, "scar", &["--crop", "24"]),
+        1,
+        "outside the 24×24 window",
+    );
+    assert_fails(&run(model, "scar", &["--crop", "20"]), 1, "8");
+    assert!(
+        !cwd.join("o.nii.gz").exists(),
+        "a failed run wrote its output"
+    );
+}

@@ -48,6 +48,8 @@ mod phantom;
 mod smile;
 #[path = "claim/stats.rs"]
 mod stats;
+#[path = "claim/synth.rs"]
+mod synth;
 #[path = "claim/volumes.rs"]
 mod volumes;
 
@@ -76,6 +78,8 @@ enum Command {
     Stats(stats::Args),
     /// Bull's-eye plot of per-segment scar, as SVG or PNG.
     Bullseye(bullseye::Args),
+    /// Paint a realistic scar into an LGE image inside its scar labels (RePaint).
+    Synth(synth::Args),
     /// Run everything claim can do on the built-in phantom.
     Demo(demo::Args),
 }
@@ -88,6 +92,7 @@ fn run(command: Command) -> claim::Result<()> {
         Command::Smile(args) => smile::run(&args),
         Command::Stats(args) => stats::run(&args),
         Command::Bullseye(args) => bullseye::run(&args),
+        Command::Synth(args) => synth::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

@@ -302,6 +302,39 @@ fn prepare(
     Ok(out)
 }
 
+/// Number of lesion voxels that no item's window covers.
+fn lesion_voxels_outside_windows(
+    labels: &Volume<i32>,
+    scheme: &LabelScheme,
+    items: &[Item],
+    size: usize,
+) -> usize {
+    let [ni, nj, _] = labels.dims();
+    let mut covered = vec![false; labels.len()];
+    for item in items {
+        for &k in &item.slices {
+            for y in 0..size as isize {
+                for x in 0..size as isize {
+                    let (i, j) = (item.origin[0] + x, item.origin[1] + y);
+                    if i >= 0 && j >= 0 && (i as usize) < ni && (j as usize) < nj {
+                        if let Some(c) = covered.get_mut((k * nj + j as usize) * ni + i as usize) {
+                            *c = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // `data` is in standard layout ([k][j][i]), so its iteration order is the
+    // flat index used above.
+    labels
+        .data
+        .iter()
+        .zip(&covered)
+        .filter(|(l, c)| scheme.is_lesion(**l) && !**c)
+        .count()
+}
+
 /// Writes `value` (rounded and clamped for integer images) at `idx`.
 fn store(image: &mut Image, idx: [usize; 3], value: f32) {
     fn int<T: Copy>(v: &mut Volume<T>, idx: [usize; 3], value: f32, conv: impl Fn(f32) -> T) {
@@ -393,6 +426,15 @@ pub fn synthesize(
     let groups = windows_of(&slices, params.frames, nk)?;
     let size = params.crop_size;
     let prepared = prepare(&values, labels, &scheme, groups, size)?;
+    let outside = lesion_voxels_outside_windows(labels, &scheme, &prepared.items, size);
+    if outside > 0 {
+        // Painting only part of a lesion would leave labels that no longer
+        // describe the image: refuse instead of silently skipping voxels.
+        return Err(Error::invalid(format!(
+            "{outside} scar/MVO voxel(s) lie outside the {size}×{size} window centred on the LV \
+             cavity; use a larger crop_size (a multiple of 8) or move the lesion closer to the LV"
+        )));
+    }
     let n_items = prepared.items.len();
     let batches = n_items.div_ceil(params.batch_size);
     let total = total_evaluations(params, batches)?;

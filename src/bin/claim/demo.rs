@@ -40,7 +40,7 @@ pub const BULLSEYE_PNG: &str = "bullseye.png";
 
 /// What the demo cannot show yet, said on the console and in the report.
 const NOT_BUILT_YET: &[&str] = &[
-    "diffusion scar synthesis (painting LGE scar into the image under a SMILE mask): a later issue",
+    "diffusion scar synthesis: built, but no trained model ships yet (training is a later issue); with a checkpoint converted by tools/convert_torch_checkpoint.py run `claim synth --model M.safetensors --image I --labels L -o OUT`",
     "nnU-Net segmentation of LV cavity, myocardium, scar and MVO: a later issue",
     "training (diffusion model, segmenter, CLAIM joint loop): a later issue",
     "CUDA backend: a later issue (CPU only today)",
