@@ -12,10 +12,12 @@ use std::time::Instant;
 
 /// Arguments of `claim synth`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Only voxels labelled scar or MVO change unless --keep-network-output; \
+#[command(
+    after_help = "Only voxels labelled scar or MVO change unless --keep-network-output; \
 every other voxel is copied bit for bit. 300/5/5 (the defaults, CLAIM's inference setting) run \
 1480 network evaluations per batch of slices. Convert an upstream .pt checkpoint with \
-tools/convert_torch_checkpoint.py.")]
+tools/convert_torch_checkpoint.py."
+)]
 pub struct Args {
     /// Denoiser weights (.safetensors; upstream keys, any wrapper prefix).
     #[arg(long, value_name = "M")]
@@ -100,11 +102,17 @@ pub fn run(args: &Args) -> Result<()> {
         .map_err(|e| Error::Internal(format!("progress template: {e}")))?,
     );
     let start = Instant::now();
-    let result = synthesize(&model, &image, &labels.labels, &params, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-        true
-    });
+    let result = synthesize(
+        &model,
+        &image,
+        &labels.labels,
+        &params,
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+            true
+        },
+    );
     bar.finish_and_clear();
     let result = result?;
     write_image(&result.image, &args.output).map_err(|e| in_file(&args.output, e))?;
