@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import time
 
 import torch
@@ -367,8 +368,11 @@ def time_claim(reps):
             model(x, t, cond)
             times.append(time.perf_counter() - t0)
     times.sort()
+    # Peak resident memory of this process (torch runtime, weights, forwards); Linux reports KiB.
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"pytorch {torch.__version__}, {torch.get_num_threads()} threads: CLAIM forward 1x1x1x72x72 "
-          f"median {1e3 * times[len(times) // 2]:.1f} ms, min {1e3 * times[0]:.1f} ms over {reps}")
+          f"median {1e3 * times[len(times) // 2]:.1f} ms, min {1e3 * times[0]:.1f} ms over {reps}, "
+          f"peak RSS {peak_mib:.0f} MiB")
 
 
 def convert(src, dst, use_ema):

@@ -6,6 +6,7 @@
 //! read and written through strided views so no permutation is needed.
 
 use super::gemm::gemm;
+use super::winograd;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
@@ -62,7 +63,7 @@ impl ConvGeometry {
 
 /// A `[rows, cols]` view of channel-major frame data starting at `offset`,
 /// rows `row_stride` apart.
-fn frame_view(
+pub(super) fn frame_view(
     data: &[f32],
     offset: usize,
     rows: usize,
@@ -74,7 +75,7 @@ fn frame_view(
         .unwrap_or_else(|_| unreachable_view())
 }
 
-fn frame_view_mut(
+pub(super) fn frame_view_mut(
     data: &mut [f32],
     offset: usize,
     rows: usize,
@@ -92,7 +93,7 @@ fn frame_view_mut(
 }
 
 #[cold]
-fn unreachable_view() -> ! {
+pub(super) fn unreachable_view() -> ! {
     // The slice is cut to exactly the extent the strides address, so
     // `from_shape` cannot fail; reaching this is a bug in this file.
     unreachable!("frame view extent computed inconsistently")
@@ -110,6 +111,22 @@ pub fn conv2d_frames(
     let Some((ho, wo)) = g.conv_out() else {
         return Vec::new();
     };
+    if winograd::applies(g) {
+        return winograd::conv3x3_frames(x, weight, bias, g);
+    }
+    conv2d_im2col(x, weight, bias, g, ho, wo)
+}
+
+/// [`conv2d_frames`] by im2col columns and one matrix product per frame (or
+/// per tile of output rows), for any kernel, stride and padding.
+pub(super) fn conv2d_im2col(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+    ho: usize,
+    wo: usize,
+) -> Vec<f32> {
     let (hw, howo) = (g.h * g.w, ho * wo);
     let kk = g.c_in * g.kh * g.kw;
     let mut out = vec![0f32; g.batch * g.c_out * g.frames * howo];
@@ -119,7 +136,12 @@ pub fn conv2d_frames(
     // cache between being written and being packed by the GEMM.
     let tile_rows = (COLS_TILE_FLOATS / (kk * wo).max(1)).clamp(1, ho);
     let tiles = ho.div_ceil(tile_rows);
-    let tiled = !pointwise && tiles >= 2 * rayon::current_num_threads();
+    // Every tile repacks the whole weight matrix, so narrow tiles (deep
+    // layers at low resolution) cost more in packing than they save, unless
+    // the whole column buffer would be large.
+    let tiled = !pointwise
+        && tiles >= 2 * rayon::current_num_threads()
+        && (tile_rows * wo >= MIN_TILE_COLS || kk * howo > MAX_UNTILED_FLOATS);
     let mut cols = if pointwise || tiled {
         Vec::new()
     } else {
@@ -175,6 +197,13 @@ pub fn conv2d_frames(
 
 /// Floats in one im2col tile (1 MiB).
 const COLS_TILE_FLOATS: usize = 1 << 18;
+
+/// Fewest output pixels per im2col tile.
+const MIN_TILE_COLS: usize = 256;
+
+/// Largest im2col buffer built whole (16 MiB); beyond it tiles are used
+/// however narrow, to bound memory.
+const MAX_UNTILED_FLOATS: usize = 1 << 22;
 
 /// Fills one im2col row — input channel and kernel offset `row` =
 /// `(c, ky, kx)` — for output rows `oys`: `dst[(oy − oys.start)·wo + ox]` is
@@ -392,7 +421,8 @@ mod tests {
         let x = random(g.batch * g.c_in * g.frames * g.h * g.w, 7);
         let w = random(g.c_out * g.c_in * 9, 8);
         let bias = random(g.c_out, 9);
-        let got = conv2d_frames(&x, &w, Some(&bias), &g);
+        // Called directly: conv2d_frames sends this geometry to Winograd.
+        let got = conv2d_im2col(&x, &w, Some(&bias), &g, ho, wo);
         let want = naive_conv(&x, &w, &bias, &g);
         let err = got
             .iter()

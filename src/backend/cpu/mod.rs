@@ -2,9 +2,12 @@
 //!
 //! Matrix products go through [`gemm`] (matrixmultiply's SIMD kernels via
 //! ndarray's safe `general_mat_mul`), split across threads by output blocks.
+//! 3×3 stride-1 convolutions on large frames use [`winograd`] (2.25× fewer
+//! multiplies), all other convolutions im2col in [`conv`].
 
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod norm;
+pub mod winograd;
