@@ -315,11 +315,7 @@ pub fn conv_transpose2d_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = crate::rng::Rng::new(seed);
-        (0..n).map(|_| rng.normal() as f32).collect()
-    }
+    use crate::backend::cpu::random_normal as random;
 
     /// Direct definition of the per-frame convolution.
     fn naive_conv(x: &[f32], w: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {

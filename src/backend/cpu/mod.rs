@@ -11,3 +11,10 @@ pub mod elementwise;
 pub mod gemm;
 pub mod norm;
 pub mod winograd;
+
+/// Seeded standard-normal test data shared by the kernel tests.
+#[cfg(test)]
+pub(crate) fn random_normal(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::rng::Rng::new(seed);
+    (0..n).map(|_| rng.normal() as f32).collect()
+}

@@ -257,11 +257,7 @@ pub fn conv3x3_frames(
 mod tests {
     use super::super::conv::conv2d_im2col;
     use super::*;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = crate::rng::Rng::new(seed);
-        (0..n).map(|_| rng.normal() as f32).collect()
-    }
+    use crate::backend::cpu::random_normal as random;
 
     /// Largest |difference| relative to the largest |expected value|.
     fn relative_error(got: &[f32], want: &[f32]) -> f32 {
