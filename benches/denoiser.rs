@@ -1,11 +1,13 @@
-//! One forward of the CLAIM-size denoiser (dim 72, C1, cond 16) on a
-//! 1×1×1×72×72 input, random weights with the exact CLAIM key list.
-//! Compare with `python tools/denoiser_reference.py --time` on the same
-//! machine.
+//! The CLAIM-size denoiser (dim 72, C1, cond 16) with random weights from
+//! the exact CLAIM key list: one forward at batch 1 and at batch 8
+//! (1×1×72×72 items), and one RePaint step at batch 1 (re-noise the known
+//! region, predict the noise, ancestral step, with its normal draws).
+//! Compare with `python tools/bench_torch_denoiser.py` on the same machine.
 
 use claim::models::Denoiser;
 use claim::nn::{Tensor, Weights};
 use claim::rng::Rng;
+use claim::synthesis::{Schedule, TIMESTEPS};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
@@ -37,25 +39,69 @@ fn claim_weights() -> Weights {
     Weights::from_tensors(named).expect("weights")
 }
 
+/// `n` standard normal draws.
+fn normals(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
 fn bench_forward(c: &mut Criterion) {
     let model = Denoiser::load(&claim_weights()).expect("CLAIM model");
     let mut rng = Rng::new(6);
-    let x = Tensor::from_vec(
-        (0..72 * 72).map(|_| rng.normal() as f32).collect(),
-        &[1, 1, 1, 72, 72],
-    )
-    .expect("x");
-    let cond = Tensor::full(1.0 / 16.0, &[1, 16]).expect("cond");
+    let pixels = 72 * 72;
     let mut group = c.benchmark_group("denoiser");
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(2));
-    group.bench_function("claim_forward_1x1x1x72x72", |b| {
+    for batch in [1, 8] {
+        let x =
+            Tensor::from_vec(normals(batch * pixels, &mut rng), &[batch, 1, 1, 72, 72]).expect("x");
+        let cond = Tensor::full(1.0 / 16.0, &[batch, 16]).expect("cond");
+        let t = vec![150.0; batch];
+        group.bench_function(format!("claim_forward_{batch}x1x1x72x72"), |b| {
+            b.iter(|| model.predict_noise(&x, &t, Some(&cond)).expect("forward"))
+        });
+    }
+
+    // One RePaint step at t = 150: a disc of 24 pixels radius is generated,
+    // the rest is known.
+    let schedule = Schedule::cosine(TIMESTEPS).expect("schedule");
+    let step_t = 150;
+    let ground_truth: Vec<f32> = normals(pixels, &mut rng)
+        .into_iter()
+        .map(|v| (0.3 * v).clamp(-1.0, 1.0))
+        .collect();
+    let known: Vec<f32> = (0..pixels)
+        .map(|i| {
+            let (y, x) = ((i / 72) as f32 - 35.5, (i % 72) as f32 - 35.5);
+            if y * y + x * x < 24.0 * 24.0 {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let start = normals(pixels, &mut rng);
+    let cond = Tensor::full(1.0 / 16.0, &[1, 16]).expect("cond");
+    group.bench_function("claim_repaint_step_1x1x1x72x72", |b| {
         b.iter(|| {
-            model
-                .predict_noise(&x, &[150.0], Some(&cond))
+            let mut x = start.clone();
+            let z_known = normals(pixels, &mut rng);
+            schedule
+                .renoise_known(&mut x, &ground_truth, &known, &z_known, step_t)
+                .expect("re-noise");
+            let input = Tensor::from_vec(x, &[1, 1, 1, 72, 72]).expect("x");
+            let eps = model
+                .predict_noise(&input, &[step_t as f32], Some(&cond))
                 .expect("forward")
+                .to_vec()
+                .expect("eps");
+            let mut x = input.to_vec().expect("x");
+            let z_step = normals(pixels, &mut rng);
+            schedule
+                .reverse_step(&mut x, &eps, &z_step, step_t)
+                .expect("step");
+            x
         })
     });
     group.finish();

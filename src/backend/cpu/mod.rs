@@ -2,8 +2,9 @@
 //!
 //! Matrix products go through [`gemm`] (matrixmultiply's SIMD kernels via
 //! ndarray's safe `general_mat_mul`), split across threads by output blocks.
-//! 3×3 stride-1 convolutions on large frames use [`winograd`] (2.25× fewer
-//! multiplies), all other convolutions im2col in [`conv`].
+//! 3×3 stride-1 convolutions on large frames use [`winograd`] (4× fewer
+//! multiplies from 32×32 up, 2.25× on mid-sized frames), all other
+//! convolutions im2col in [`conv`].
 
 pub mod attention;
 pub mod conv;
