@@ -199,26 +199,14 @@ pub(crate) mod tests {
         voxels: &mut [T],
         dtype: super::super::volume::claim_dtype,
     ) -> claim_volume {
-        let g = like.geometry;
-        claim_volume {
+        let mut volume = claim_volume {
             dtype,
             dims: like.dims().map(|d| d as u64),
-            spacing: g.spacing,
-            origin: g.origin,
-            direction: [
-                g.direction[0][0],
-                g.direction[0][1],
-                g.direction[0][2],
-                g.direction[1][0],
-                g.direction[1][1],
-                g.direction[1][2],
-                g.direction[2][0],
-                g.direction[2][1],
-                g.direction[2][2],
-            ],
             data: voxels.as_mut_ptr().cast(),
             ..claim_volume::default()
-        }
+        };
+        super::super::volume::set_geometry(&mut volume, &like.geometry);
+        volume
     }
 
     pub(crate) fn with_rv() -> claim_aha_params {

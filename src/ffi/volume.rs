@@ -157,20 +157,13 @@ pub(crate) fn geometry_from_c(volume: &claim_volume, name: &str) -> Result<Geome
 }
 
 /// Writes `geometry` into the geometry fields of a C volume.
-fn set_geometry(volume: &mut claim_volume, geometry: &Geometry) {
+pub(crate) fn set_geometry(volume: &mut claim_volume, geometry: &Geometry) {
     volume.spacing = geometry.spacing;
     volume.origin = geometry.origin;
-    volume.direction = [
-        geometry.direction[0][0],
-        geometry.direction[0][1],
-        geometry.direction[0][2],
-        geometry.direction[1][0],
-        geometry.direction[1][1],
-        geometry.direction[1][2],
-        geometry.direction[2][0],
-        geometry.direction[2][1],
-        geometry.direction[2][2],
-    ];
+    // Row-major in both: the 3×3 rows laid end to end.
+    volume
+        .direction
+        .copy_from_slice(geometry.direction.as_flattened());
 }
 
 /// A C volume describing `image` (dims, geometry, dtype) with `data` set to

@@ -22,6 +22,7 @@
 
 use super::aha::{self, AhaParams};
 use super::pattern::{self, Draw, Pattern};
+use super::stats::check_segment_map;
 use super::territory::{Territory, SEGMENT_COUNT};
 use crate::error::{Error, Result};
 use crate::imgproc::bounding_box;
@@ -354,27 +355,7 @@ impl SmileContext {
         params.validate()?;
         labels.geometry.validate("label map geometry")?;
         check_labels(labels, &params.labels)?;
-        if segments.dims() != labels.dims() {
-            return Err(Error::invalid(format!(
-                "segment map dims {:?} differ from the label map's {:?}",
-                segments.dims(),
-                labels.dims()
-            )));
-        }
-        if !segments.geometry.approx_eq(&labels.geometry, 1e-3) {
-            return Err(Error::invalid(
-                "segment map geometry (spacing, origin or direction) differs from the label map's",
-            ));
-        }
-        if let Some(bad) = segments
-            .data
-            .iter()
-            .find(|s| usize::from(**s) > SEGMENT_COUNT)
-        {
-            return Err(Error::invalid(format!(
-                "segment map holds {bad}; expected 0 (none) or AHA segments 1–17"
-            )));
-        }
+        check_segment_map(labels, segments)?;
         let scheme = params.labels;
         let base_labels = labels.map(|l| {
             if scheme.is_lesion(*l) {

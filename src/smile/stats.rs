@@ -58,6 +58,33 @@ impl SegmentStats {
     }
 }
 
+/// Checks that `segments` can describe `labels`: same dims and geometry,
+/// values 0 (none) or 1–17.
+pub(crate) fn check_segment_map(labels: &Volume<i32>, segments: &Volume<u8>) -> Result<()> {
+    if segments.dims() != labels.dims() {
+        return Err(Error::invalid(format!(
+            "segment map dims {:?} differ from the label map's {:?}",
+            segments.dims(),
+            labels.dims()
+        )));
+    }
+    if !segments.geometry.approx_eq(&labels.geometry, 1e-3) {
+        return Err(Error::invalid(
+            "segment map geometry (spacing, origin or direction) differs from the label map's",
+        ));
+    }
+    if let Some(bad) = segments
+        .data
+        .iter()
+        .find(|s| usize::from(**s) > SEGMENT_COUNT)
+    {
+        return Err(Error::invalid(format!(
+            "segment map holds {bad}; expected 0 (none) or AHA segments 1–17"
+        )));
+    }
+    Ok(())
+}
+
 /// Per-segment myocardium, scar and MVO volumes of `labels` (in `scheme`)
 /// over the AHA `segments` (0 none, 1–17). Labels the scheme does not name
 /// count as non-myocardium. Errors on differing dims or geometry, segment
@@ -69,29 +96,16 @@ pub fn segment_stats(
 ) -> Result<SegmentStats> {
     scheme.validate()?;
     labels.geometry.validate("label map geometry")?;
-    if labels.dims() != segments.dims() {
-        return Err(Error::invalid(format!(
-            "segment map dims {:?} differ from the label map's {:?}",
-            segments.dims(),
-            labels.dims()
-        )));
-    }
-    if !segments.geometry.approx_eq(&labels.geometry, 1e-3) {
-        return Err(Error::invalid(
-            "segment map geometry differs from the label map's",
-        ));
-    }
+    check_segment_map(labels, segments)?;
     // Counts per segment 0..=17: [myocardium, lesion, mvo].
     let mut counts = [[0u64; 3]; SEGMENT_COUNT + 1];
     for (label, segment) in labels.data.iter().zip(segments.data.iter()) {
         if !scheme.is_myocardium(*label) {
             continue;
         }
-        let c = counts.get_mut(usize::from(*segment)).ok_or_else(|| {
-            Error::invalid(format!(
-                "segment map holds {segment}; expected 0 (none) or AHA segments 1–17"
-            ))
-        })?;
+        let c = counts
+            .get_mut(usize::from(*segment))
+            .ok_or_else(|| Error::Internal(format!("segment {segment} passed the check")))?;
         c[0] += 1;
         if scheme.is_lesion(*label) {
             c[1] += 1;
