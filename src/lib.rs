@@ -15,10 +15,12 @@ pub mod backend;
 pub mod error;
 pub mod imgproc;
 pub mod io;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod phantom;
 pub mod rng;
+pub mod segmentation;
 pub mod smile;
 pub mod synthesis;
 #[doc(hidden)]

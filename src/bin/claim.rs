@@ -38,12 +38,18 @@ mod aha;
 mod bullseye;
 #[path = "claim/demo.rs"]
 mod demo;
+#[path = "claim/eval.rs"]
+mod eval;
+#[path = "claim/import.rs"]
+mod import;
 #[path = "claim/info.rs"]
 mod info;
 #[path = "claim/label_maps.rs"]
 mod label_maps;
 #[path = "claim/phantom.rs"]
 mod phantom;
+#[path = "claim/segment.rs"]
+mod segment;
 #[path = "claim/smile.rs"]
 mod smile;
 #[path = "claim/stats.rs"]
@@ -80,6 +86,12 @@ enum Command {
     Bullseye(bullseye::Args),
     /// Paint a realistic scar into an LGE image inside its scar labels (RePaint).
     Synth(synth::Args),
+    /// Segment LV cavity, myocardium, scar and MVO with an nnU-Net model (no Python).
+    Segment(segment::Args),
+    /// Compare predicted label maps with ground truth: Dice, HD95, volumes, scar burden.
+    Eval(eval::Args),
+    /// Convert a PyTorch checkpoint or nnU-Net results folder to safetensors (no Python).
+    Import(import::Args),
     /// Run everything claim can do on the built-in phantom.
     Demo(demo::Args),
 }
@@ -93,6 +105,9 @@ fn run(command: Command) -> claim::Result<()> {
         Command::Stats(args) => stats::run(&args),
         Command::Bullseye(args) => bullseye::run(&args),
         Command::Synth(args) => synth::run(&args),
+        Command::Segment(args) => segment::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

@@ -9,6 +9,7 @@ pub mod distance;
 pub mod fill;
 pub mod morphology;
 pub mod region;
+pub mod resample;
 pub mod smooth;
 
 pub use components::{label_components, largest_component, Components, Connectivity};

@@ -3,5 +3,6 @@
 //! Each model is a plain struct whose parameter paths are the upstream
 //! PyTorch `state_dict` keys, loaded through [`crate::nn::VarBuilder`].
 pub mod denoiser;
+pub mod plain_unet;
 
 pub use denoiser::{Denoiser, DenoiserConfig};

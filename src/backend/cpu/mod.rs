@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod conv3d;
 pub mod elementwise;
 pub mod gemm;
 pub mod norm;

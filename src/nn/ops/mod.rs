@@ -6,6 +6,7 @@ mod activation;
 mod attention;
 mod binary;
 mod conv;
+mod conv3d;
 mod embedding;
 mod linear;
 mod norm;

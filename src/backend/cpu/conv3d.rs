@@ -1,0 +1,1 @@
+//! CPU kernels for full 3-D convolutions (being built).

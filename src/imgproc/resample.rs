@@ -1,0 +1,1 @@
+//! Resampling of volumes (being built).

@@ -1,0 +1,1 @@
+//! PyTorch `torch.save` files (zip archive + pickle), read safely without Python.

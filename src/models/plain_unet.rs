@@ -1,0 +1,1 @@
+//! nnU-Net's PlainConvUNet (being built).

@@ -1,0 +1,1 @@
+//! Full 3-D convolutions (being built).

@@ -1,0 +1,1 @@
+//! nnU-Net-compatible scar segmentation (being built).
