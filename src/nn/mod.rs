@@ -13,5 +13,6 @@ pub mod tensor;
 pub mod weights;
 
 pub use ops::ConvParams;
+pub use ops::Conv3dParams;
 pub use tensor::{DType, Device, Storage, Tensor};
 pub use weights::{VarBuilder, Weights};

@@ -1,1 +1,276 @@
-//! Full 3-D convolutions (being built).
+//! Full 3-D convolutions (PyTorch `Conv3d` and `ConvTranspose3d`) on
+//! `[B, C, D, H, W]` tensors, for any kernel, stride and padding.
+
+use crate::backend::cpu::conv3d::{self as cpu, Conv3dGeometry};
+use crate::nn::tensor::checked_count;
+use crate::nn::{Storage, Tensor};
+use crate::{Error, Result};
+
+/// Stride and zero padding of a 3-D convolution (depth, rows, columns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv3dParams {
+    /// Step between kernel applications.
+    pub stride: (usize, usize, usize),
+    /// Zeros added on both sides of each spatial axis.
+    pub pad: (usize, usize, usize),
+}
+
+impl Conv3dParams {
+    /// Stride `s` and padding `p` on all three axes.
+    pub fn new(stride: usize, pad: usize) -> Conv3dParams {
+        Conv3dParams {
+            stride: (stride, stride, stride),
+            pad: (pad, pad, pad),
+        }
+    }
+}
+
+/// Validates a 3-D (transposed) convolution's operands and returns its
+/// geometry. `weight` is `[O, C, kd, kh, kw]` for a convolution and
+/// `[C, O, kd, kh, kw]` for a transposed one, as in PyTorch.
+fn conv3d_geometry(
+    op: &str,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv3dParams,
+    transposed: bool,
+) -> Result<Conv3dGeometry> {
+    let &[batch, c, d, h, w] = x.dims() else {
+        return Err(Error::invalid(format!(
+            "{op}: input must be [B,C,D,H,W], got {:?}",
+            x.dims()
+        )));
+    };
+    let &[k0, k1, kd, kh, kw] = weight.dims() else {
+        return Err(Error::invalid(format!(
+            "{op}: weight must be [{},kd,kh,kw], got {:?}",
+            if transposed { "C,O" } else { "O,C" },
+            weight.dims()
+        )));
+    };
+    let (c_in, c_out) = if transposed { (k0, k1) } else { (k1, k0) };
+    if c_in != c {
+        return Err(Error::invalid(format!(
+            "{op}: input has {c} channels, weight {:?} expects {c_in}",
+            weight.dims()
+        )));
+    }
+    if let Some(b) = bias {
+        if b.dims() != [c_out] {
+            return Err(Error::invalid(format!(
+                "{op}: bias must be [{c_out}], got {:?}",
+                b.dims()
+            )));
+        }
+    }
+    if x.elem_count() == 0 || weight.elem_count() == 0 {
+        return Err(Error::invalid(format!(
+            "{op}: empty input {:?} or weight {:?}",
+            x.dims(),
+            weight.dims()
+        )));
+    }
+    Ok(Conv3dGeometry {
+        batch,
+        c_in,
+        c_out,
+        input: [d, h, w],
+        kernel: [kd, kh, kw],
+        stride: [p.stride.0, p.stride.1, p.stride.2],
+        pad: [p.pad.0, p.pad.1, p.pad.2],
+    })
+}
+
+/// The output shape `[B, O, Do, Ho, Wo]`, after refusing sizes whose output
+/// or working buffers cannot be allocated — before the kernel multiplies them
+/// out. The column buffers are chunked by the kernel, but it always needs the
+/// columns of one output frame (`C·kd·kh·kw` by `Ho·Wo`, the per-frame path)
+/// or one input row (`O·kd·kh·kw` by `W`, the transposed convolution), and
+/// the depth-tap path holds one `[B, O, D, Ho, Wo]` partial sum.
+fn checked_output_shape(
+    g: &Conv3dGeometry,
+    out: [usize; 3],
+    transposed: bool,
+) -> Result<Vec<usize>> {
+    let shape = vec![g.batch, g.c_out, out[0], out[1], out[2]];
+    checked_count(&shape)?;
+    let [kd, kh, kw] = g.kernel;
+    if transposed {
+        checked_count(&[g.c_out, kd, kh, kw, g.input[2]])?;
+    } else {
+        checked_count(&[g.c_in, kd, kh, kw, out[1], out[2]])?;
+        checked_count(&[g.batch, g.c_out, g.input[0], out[1], out[2]])?;
+    }
+    Ok(shape)
+}
+
+impl Tensor {
+    /// 3-D convolution (PyTorch `Conv3d`): `self` `[B, C, D, H, W]`, `weight`
+    /// `[O, C, kd, kh, kw]`, `bias` `[O]`; output `[B, O, Do, Ho, Wo]` with
+    /// `Do = (D + 2·pad − kd) / stride + 1` per axis.
+    pub fn conv3d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv3dParams,
+    ) -> Result<Tensor> {
+        let g = conv3d_geometry("conv3d", self, weight, bias, p, false)?;
+        let out = g.conv_out().ok_or_else(|| {
+            Error::invalid(format!(
+                "conv3d: kernel {:?} with {p:?} does not fit input {:?}",
+                g.kernel,
+                self.dims()
+            ))
+        })?;
+        let shape = checked_output_shape(&g, out, false)?;
+        match (self.storage(), weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => {
+                let bias = bias.map(Tensor::as_slice).transpose()?;
+                Tensor::from_cpu(cpu::conv3d(x, wt, bias, &g), shape)
+            }
+        }
+    }
+
+    /// Transposed 3-D convolution (PyTorch `ConvTranspose3d`, no output
+    /// padding): `self` `[B, C, D, H, W]`, `weight` `[C, O, kd, kh, kw]`,
+    /// `bias` `[O]`; output size `(D − 1)·stride − 2·pad + k` per axis.
+    pub fn conv_transpose3d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv3dParams,
+    ) -> Result<Tensor> {
+        let g = conv3d_geometry("conv_transpose3d", self, weight, bias, p, true)?;
+        let out = g.transposed_out().ok_or_else(|| {
+            Error::invalid(format!(
+                "conv_transpose3d: kernel {:?} with {p:?} gives an empty output for {:?}",
+                g.kernel,
+                self.dims()
+            ))
+        })?;
+        let shape = checked_output_shape(&g, out, true)?;
+        match (self.storage(), weight.storage()) {
+            (Storage::Cpu(x), Storage::Cpu(wt)) => {
+                let bias = bias.map(Tensor::as_slice).transpose()?;
+                Tensor::from_cpu(cpu::conv_transpose3d(x, wt, bias, &g), shape)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ConvParams;
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::rng::Rng::new(seed);
+        let n = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| rng.normal() as f32).collect(), shape).unwrap()
+    }
+
+    #[test]
+    fn shapes_of_nnunet_down_and_up_sampling() -> Result<()> {
+        let x = random(&[2, 4, 5, 7, 9], 1);
+        let w = random(&[6, 4, 3, 3, 3], 2);
+        let b = random(&[6], 3);
+        let same = x.conv3d(&w, Some(&b), Conv3dParams::new(1, 1))?;
+        assert_eq!(same.dims(), &[2, 6, 5, 7, 9]);
+        let down = Conv3dParams {
+            stride: (1, 2, 2),
+            pad: (1, 1, 1),
+        };
+        assert_eq!(x.conv3d(&w, None, down)?.dims(), &[2, 6, 5, 4, 5]);
+        let down = x.conv3d(&w, None, Conv3dParams::new(2, 1))?;
+        assert_eq!(down.dims(), &[2, 6, 3, 4, 5]);
+        // nnU-Net's upsampling: kernel = stride, weight [C, O, k…].
+        let up_w = random(&[6, 4, 2, 2, 2], 4);
+        let up = down.conv_transpose3d(&up_w, Some(&random(&[4], 5)), Conv3dParams::new(2, 0))?;
+        assert_eq!(up.dims(), &[2, 4, 6, 8, 10]);
+        let up_w = random(&[6, 4, 3, 3, 3], 6);
+        let up = down.conv_transpose3d(&up_w, None, Conv3dParams::new(2, 1))?;
+        assert_eq!(up.dims(), &[2, 4, 5, 7, 9]);
+        Ok(())
+    }
+
+    #[test]
+    fn depth_one_kernel_equals_conv2d_per_frame() -> Result<()> {
+        let x = random(&[1, 3, 4, 9, 10], 7);
+        let w = random(&[5, 3, 1, 3, 3], 8);
+        let b = random(&[5], 9);
+        let p3 = Conv3dParams {
+            stride: (1, 2, 1),
+            pad: (0, 1, 1),
+        };
+        let p2 = ConvParams {
+            stride: (2, 1),
+            pad: (1, 1),
+        };
+        let a = x.conv3d(&w, Some(&b), p3)?;
+        let c = x.conv2d(&w, Some(&b), p2)?;
+        assert_eq!(a.dims(), c.dims());
+        assert_eq!(a.to_vec()?, c.to_vec()?);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_bad_operands() {
+        let x = random(&[1, 4, 3, 5, 5], 10);
+        let p = Conv3dParams::new(1, 1);
+        let bad = |r: Result<Tensor>| matches!(r, Err(Error::InvalidArgument(_)));
+        // Wrong ranks, channel counts, bias shape, kernel larger than the input.
+        assert!(bad(x.conv3d(&random(&[6, 4, 3, 3], 1), None, p)));
+        assert!(bad(x.reshape(&[4, 3, 5, 5]).unwrap().conv3d(
+            &random(&[6, 4, 3, 3, 3], 1),
+            None,
+            p
+        )));
+        assert!(bad(x.conv3d(&random(&[6, 3, 3, 3, 3], 1), None, p)));
+        assert!(bad(x.conv3d(
+            &random(&[6, 4, 3, 3, 3], 1),
+            Some(&random(&[4], 2)),
+            p
+        )));
+        assert!(bad(x.conv3d(&random(&[6, 4, 7, 3, 3], 1), None, p)));
+        assert!(bad(x.conv3d(
+            &random(&[6, 4, 3, 3, 3], 1),
+            None,
+            Conv3dParams::new(0, 1)
+        )));
+        assert!(bad(x.conv_transpose3d(
+            &random(&[6, 4, 2, 2, 2], 1),
+            None,
+            Conv3dParams::new(2, 0)
+        )));
+        assert!(bad(x.conv_transpose3d(
+            &random(&[4, 6, 1, 1, 1], 1),
+            None,
+            Conv3dParams::new(1, 2)
+        )));
+        // Empty operands.
+        let empty = Tensor::zeros(&[1, 4, 0, 5, 5]).unwrap();
+        assert!(bad(empty.conv3d(
+            &random(&[6, 4, 1, 1, 1], 1),
+            None,
+            Conv3dParams::new(1, 0)
+        )));
+    }
+
+    #[test]
+    fn refuses_outputs_too_large_to_allocate() {
+        // A huge stride makes the transposed output's element count overflow;
+        // it is refused before anything is allocated.
+        let w = Tensor::zeros(&[1, 1, 1, 1, 1]).unwrap();
+        let big = usize::MAX / 4;
+        let x = random(&[2, 1, 2, 2, 2], 12);
+        let p = Conv3dParams {
+            stride: (big, big, big),
+            pad: (0, 0, 0),
+        };
+        assert!(matches!(
+            x.conv_transpose3d(&w, None, p),
+            Err(Error::OutOfMemory(_))
+        ));
+    }
+}

@@ -12,6 +12,7 @@ mod linear;
 mod norm;
 
 pub use conv::ConvParams;
+pub use conv3d::Conv3dParams;
 
 use crate::nn::Tensor;
 use crate::{Error, Result};
