@@ -17,6 +17,7 @@ pub use distance::euclidean_distance_map;
 pub use fill::fill_holes;
 pub use morphology::{dilate_box, erode_box};
 pub use region::{bounding_box, crop, BoundingBox};
+pub use resample::{resample_data_or_seg_to_shape, ResampleOrder, ResamplePlan, ResampleSettings};
 pub use smooth::{gaussian_smooth_mm, gaussian_smooth_voxels};
 
 use crate::error::{Error, Result};
