@@ -1,12 +1,274 @@
-//! `claim import` (being built).
+//! `claim import`: a PyTorch checkpoint (or an nnU-Net results folder) to
+//! safetensors, without Python.
+//!
+//! Diffusion checkpoints (LeFusion/CLAIM training saves `{'model': …,
+//! 'ema': …, 'step': …}`; a bare state dict works too) are written as f32
+//! with their keys unchanged, as `tools/convert_torch_checkpoint.py` does:
+//! the model loader strips the `module.`/`denoise_fn.` prefixes and ignores
+//! the schedule buffers. Integer tensors (BatchNorm's
+//! `num_batches_tracked`) are not weights and are left out. nnU-Net
+//! checkpoints and results folders go through the segmentation bundle.
 
+use crate::label_maps::in_file;
+use claim::io::torch::{read_torch_file, state_dict_tensors, PickleValue};
+use claim::segmentation::{fold_name, NnunetBundle, FOLD_ALL};
 use claim::{Error, Result};
+use safetensors::{Dtype, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Arguments of `claim import`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    after_help = "The checkpoint is read without executing anything in it: classes and \
+functions it names are recorded, never run. Tensors are written as f32; the output is \
+written to a temporary file and renamed into place."
+)]
+pub struct Args {
+    /// A torch.save checkpoint (.pt / .pth: a LeFusion/CLAIM diffusion
+    /// checkpoint, a bare state dict, or nnU-Net's checkpoint_final.pth) or an
+    /// nnU-Net results folder (…/Trainer__Plans__configuration).
+    #[arg(value_name = "SRC")]
+    src: PathBuf,
+    /// Output .safetensors file.
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Diffusion checkpoints: take the EMA weights (`ema`) instead of `model`.
+    #[arg(long)]
+    ema: bool,
+    /// nnU-Net: the folds to import (`--fold 0 1`, `--fold 0,1`, `--fold all`
+    /// for fold_all; default every numbered fold found).
+    #[arg(long = "fold", value_name = "N", num_args = 1.., value_delimiter = ',', value_parser = parse_fold)]
+    folds: Vec<usize>,
+}
 
 /// Runs `claim import`.
-pub fn run(_args: &Args) -> Result<()> {
-    Err(Error::Unsupported("claim import is being built".into()))
+pub fn run(args: &Args) -> Result<()> {
+    if same_file(&args.src, &args.output) {
+        return Err(Error::invalid(format!(
+            "refusing to overwrite the source {} with the output",
+            args.src.display()
+        )));
+    }
+    if args.src.is_dir() {
+        return import_nnunet(args);
+    }
+    let checkpoint = read_torch_file(&args.src)?;
+    if checkpoint.get("network_weights").is_some() {
+        return import_nnunet(args);
+    }
+    if !args.folds.is_empty() {
+        return Err(Error::invalid(
+            "--fold applies to nnU-Net checkpoints and results folders only",
+        ));
+    }
+    import_diffusion(args, &checkpoint)
+}
+
+/// An nnU-Net checkpoint or results folder, through the segmentation bundle.
+fn import_nnunet(args: &Args) -> Result<()> {
+    if args.ema {
+        return Err(Error::invalid(
+            "--ema applies to diffusion checkpoints; nnU-Net checkpoints hold one set of weights",
+        ));
+    }
+    let folds = (!args.folds.is_empty()).then_some(args.folds.as_slice());
+    let bundle = NnunetBundle::load(&args.src, folds)?;
+    write_atomically(&args.output, |temp| bundle.write_safetensors(temp))?;
+    let fold_names: Vec<String> = bundle.fold_numbers().into_iter().map(fold_name).collect();
+    let tensors: usize = bundle.folds.iter().map(|(_, sd)| sd.len()).sum();
+    outln!(
+        "{}: nnU-Net model from {} (trainer {}, configuration {}), fold(s) {}, {tensors} tensors",
+        args.output.display(),
+        args.src.display(),
+        bundle.trainer,
+        bundle.configuration,
+        fold_names.join(", ")
+    );
+    Ok(())
+}
+
+/// A fold number, or `all` for nnU-Net's `fold_all`.
+fn parse_fold(text: &str) -> std::result::Result<usize, String> {
+    if text == "all" {
+        return Ok(FOLD_ALL);
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a fold number or `all`"))
+}
+
+/// A diffusion checkpoint (or bare state dict) as f32 safetensors.
+fn import_diffusion(args: &Args, checkpoint: &PickleValue) -> Result<()> {
+    let (state_dict, origin) =
+        pick_state_dict(checkpoint, args.ema).map_err(|e| in_file(&args.src, e))?;
+    let tensors = state_dict_tensors(state_dict).map_err(|e| in_file(&args.src, e))?;
+    let skipped: Vec<&str> = state_dict
+        .as_dict()
+        .unwrap_or(&[])
+        .iter()
+        .filter(|(_, v)| v.as_tensor().is_some_and(|t| !t.dtype.is_float()))
+        .filter_map(|(k, _)| k.as_str())
+        .collect();
+    if tensors.is_empty() {
+        return Err(Error::format(format!(
+            "{}: {origin} holds no floating-point tensors",
+            args.src.display()
+        )));
+    }
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, tensor) in &tensors {
+        views.push((
+            name.as_str(),
+            F32View {
+                shape: tensor.dims(),
+                values: tensor.as_slice()?,
+            },
+        ));
+    }
+    let source_name = args
+        .src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let metadata = HashMap::from([
+        ("format".to_string(), "claim-diffusion".to_string()),
+        ("source".to_string(), source_name),
+        (
+            "part".to_string(),
+            if args.ema { "ema" } else { "model" }.to_string(),
+        ),
+    ]);
+    write_atomically(&args.output, |temp| {
+        safetensors::serialize_to_file(views, Some(metadata), temp)
+            .map_err(|e| Error::Io(format!("{}: {e}", temp.display())))
+    })?;
+    let values: usize = tensors.iter().map(|(_, t)| t.elem_count()).sum();
+    outln!(
+        "{}: {} tensors, {:.2} M values from {origin} of {}{}",
+        args.output.display(),
+        tensors.len(),
+        values as f64 / 1e6,
+        args.src.display(),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; left out integer tensors {skipped:?}")
+        }
+    );
+    Ok(())
+}
+
+/// The state dict to convert and where it came from (as the Python
+/// converter chooses): `ema` with `--ema`, else `model`, else the whole
+/// checkpoint when it is a dict holding tensors.
+fn pick_state_dict(checkpoint: &PickleValue, ema: bool) -> Result<(&PickleValue, String)> {
+    let part = if ema { "ema" } else { "model" };
+    if let Some(sd @ PickleValue::Dict(_)) = checkpoint.get(part) {
+        return Ok((sd, format!("'{part}'")));
+    }
+    let top_level = || match checkpoint.as_dict() {
+        Some(entries) => {
+            let keys: Vec<String> = entries
+                .iter()
+                .map(|(k, _)| k.to_json().to_string())
+                .collect();
+            format!("top level: {}", keys.join(", "))
+        }
+        None => format!("top level is a {}", checkpoint.kind()),
+    };
+    if ema {
+        return Err(Error::format(format!(
+            "no 'ema' state dict in the checkpoint ({})",
+            top_level()
+        )));
+    }
+    let has_tensors = checkpoint
+        .as_dict()
+        .is_some_and(|entries| entries.iter().any(|(_, v)| v.as_tensor().is_some()));
+    if has_tensors {
+        return Ok((checkpoint, "the bare state dict".to_string()));
+    }
+    let hint = if checkpoint.get("ema").is_some() {
+        "; pass --ema for the EMA weights"
+    } else {
+        ""
+    };
+    Err(Error::format(format!(
+        "the checkpoint holds neither a 'model' state dict nor tensors ({}){hint}",
+        top_level()
+    )))
+}
+
+/// An f32 tensor as the safetensors serializer sees it.
+struct F32View<'a> {
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    fn data_len(&self) -> usize {
+        self.values.len() * 4
+    }
+}
+
+/// Whether `output` names the same file (or folder) as `src`.
+fn same_file(src: &Path, output: &Path) -> bool {
+    let Ok(src) = std::fs::canonicalize(src) else {
+        return false;
+    };
+    let target = match std::fs::canonicalize(output) {
+        Ok(path) => path,
+        Err(_) => {
+            let parent = match output.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match (std::fs::canonicalize(parent), output.file_name()) {
+                (Ok(dir), Some(name)) => dir.join(name),
+                _ => return false,
+            }
+        }
+    };
+    src == target
+}
+
+/// Writes `path` through `fill(temp)` on a temporary file beside it, flushed
+/// to disk and then renamed into place: a failure leaves no partial output
+/// and any earlier file untouched.
+fn write_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
+    let temp = path.with_file_name(format!(
+        ".{}.claim-tmp-{}-{}.safetensors",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = fill(&temp).and_then(|()| {
+        std::fs::File::open(&temp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&temp, path))
+            .map_err(|e| Error::io_at(path, &e))
+    });
+    if result.is_err() {
+        // Best effort: the temporary file is ours and useless now.
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
