@@ -62,6 +62,23 @@
 #define CLAIM_HISTOGRAM_MAX 32
 
 /**
+ * Room for fold numbers in `claim_segmenter_options` and
+ * `claim_segmenter_info`.
+ */
+#define CLAIM_SEGMENTER_MAX_FOLDS 16
+
+/**
+ * The fold number standing for nnU-Net's `fold_all` (a model trained on
+ * every case).
+ */
+#define CLAIM_FOLD_ALL -1
+
+/**
+ * Bytes of the name buffers (configuration, trainer), NUL included.
+ */
+#define CLAIM_SEGMENTER_NAME_MAX 64
+
+/**
  * A loaded LeFusion/CLAIM denoiser. Opaque.
  *
  * Immutable once loaded: several threads may call `claim_synthesize` and
@@ -79,6 +96,14 @@ typedef struct claim_diffusion_model claim_diffusion_model;
  * call reads the image.
  */
 typedef struct claim_image claim_image;
+
+/**
+ * A loaded nnU-Net model (one network per fold, plus its plans). Opaque.
+ *
+ * Immutable once loaded: several threads may call `claim_segment` and
+ * `claim_segmenter_predict_logits` on one segmenter at once (no locking).
+ */
+typedef struct claim_segmenter claim_segmenter;
 
 /**
  * One heart prepared for many SMILE draws: its parcellation, depth map and
@@ -650,6 +675,132 @@ typedef struct claim_synthesis_params {
  * the call then stops and returns `CLAIM_ERR_CANCELLED`.
  */
 typedef int32_t (*claim_progress_fn)(void *user_data, uint64_t done, uint64_t total);
+
+/**
+ * Which parts of an nnU-Net model `claim_segmenter_load` loads. Initialise
+ * with `claim_segmenter_options_default()` and change what differs.
+ */
+typedef struct claim_segmenter_options {
+    /**
+     * `sizeof(claim_segmenter_options)`, set by the default function.
+     */
+    uint32_t struct_size;
+    /**
+     * Folds in use in `folds`, 0–16. 0 (the default): every numbered
+     * `fold_<k>` present, as nnU-Net's predictor (`fold_all` only when
+     * there is no numbered fold). Several folds are an ensemble: their
+     * logits are averaged.
+     */
+    uint32_t fold_count;
+    /**
+     * Fold numbers (≥ 0, or `CLAIM_FOLD_ALL`), distinct; the first is the
+     * one `claim_segmenter_predict_logits` evaluates.
+     */
+    int32_t folds[16];
+    /**
+     * NUL-terminated UTF-8 name of the plans configuration to use (e.g.
+     * "2d"); "" (the default): the one the checkpoints were trained with.
+     */
+    char configuration[64];
+} claim_segmenter_options;
+
+/**
+ * What a loaded segmenter is, from its plans, `dataset.json` and
+ * checkpoints.
+ *
+ * Array axes (`patch_size`, `spacing`, `mirroring_axes`) are those of the
+ * network's input after the plans' `transpose_forward`, slowest first, as
+ * in nnU-Net's plans: for an untransposed volume (z, y, x), the reverse of
+ * `claim_volume`'s (i, j, k). 2-D models list the two in-plane axes.
+ */
+typedef struct claim_segmenter_info {
+    /**
+     * `sizeof(claim_segmenter_info)`, set by the caller.
+     */
+    uint32_t struct_size;
+    /**
+     * 2 (slice by slice) or 3: the network's convolutions.
+     */
+    uint32_t spatial_dims;
+    /**
+     * Image channels C of the network input (claim_segment takes 1).
+     */
+    uint32_t input_channels;
+    /**
+     * Output classes (= labels of `dataset.json`, background included).
+     */
+    uint32_t num_classes;
+    /**
+     * Sliding-window patch; entries past `spatial_dims` are 0.
+     */
+    uint32_t patch_size[3];
+    /**
+     * Folds loaded, 1–16; listed in `folds`.
+     */
+    uint32_t fold_count;
+    /**
+     * Target spacing (mm) the image is resampled to before the network;
+     * entries past `spatial_dims` are 0.
+     */
+    double spacing[3];
+    /**
+     * Network parameters per fold.
+     */
+    uint64_t parameters;
+    /**
+     * Fold numbers in ensemble order (`CLAIM_FOLD_ALL` for `fold_all`).
+     */
+    int32_t folds[16];
+    /**
+     * Axes mirrored at test time (0 when the checkpoint allows none).
+     */
+    uint32_t mirroring_axis_count;
+    /**
+     * Those axes, indices into the patch axes.
+     */
+    uint32_t mirroring_axes[3];
+    /**
+     * Plans configuration in use, NUL-terminated (e.g. "2d").
+     */
+    char configuration[64];
+    /**
+     * Trainer class name, NUL-terminated (cut to 63 bytes if longer).
+     */
+    char trainer[64];
+} claim_segmenter_info;
+
+/**
+ * How `claim_segment` predicts. Initialise with
+ * `claim_segment_params_default()` and change what differs.
+ */
+typedef struct claim_segment_params {
+    /**
+     * `sizeof(claim_segment_params)`, set by the default function.
+     */
+    uint32_t struct_size;
+    /**
+     * 1 (default, nnU-Net's): average the network over every flip of the
+     * axes the checkpoint allows; 0: no test-time mirroring (2^axes times
+     * faster).
+     */
+    int32_t mirroring;
+    /**
+     * Sliding-window step as a fraction of the patch, in (0, 1] (default
+     * 0.5, nnU-Net's); larger is faster with fewer overlapping windows.
+     */
+    float step_size;
+    /**
+     * 1 (default): scar and MVO only where they touch predicted
+     * myocardium, MVO only inside scar; 0: the network's labels as they are.
+     */
+    int32_t postprocess;
+    /**
+     * Values written for LV cavity, myocardium, scar, MVO and RV (default
+     * EMIDEC). Classes are matched to tissues by their `dataset.json`
+     * names; a class with an unknown name keeps its value.
+     */
+    struct claim_label_scheme labels;
+} claim_segment_params;
 
 /**
  * Success.
@@ -1268,6 +1419,123 @@ claim_status claim_histogram_measure(const struct claim_volume *image,
                                      const struct claim_label_scheme *scheme,
                                      uint32_t crop_size,
                                      float *out_histogram);
+
+/**
+ * Fills `*out` with the default options: every numbered fold present, the
+ * checkpoints' configuration; `struct_size = sizeof(claim_segmenter_options)`.
+ * Does nothing when `out` is NULL. Thread-safe; does not change
+ * `claim_last_error_message()`.
+ */
+void claim_segmenter_options_default(struct claim_segmenter_options *out);
+
+/**
+ * Loads a trained nnU-Net v2 model, without Python:
+ *
+ * - a results folder `<Trainer>__<Plans>__<configuration>/` with
+ *   `plans.json`, `dataset.json` and `fold_<k>/checkpoint_final.pth`;
+ * - one `checkpoint_final.pth` (plans and dataset JSON beside it, two
+ *   levels up, or inside the checkpoint);
+ * - a safetensors bundle written by `claim import`.
+ *
+ * Only PlainConvUNet models (nnU-Net's default plans) are supported.
+ * Checkpoints are read by a minimal pickle reader that never executes
+ * anything.
+ *
+ * `path`: UTF-8. `load_options`: NULL for the defaults (CPU), else see
+ * `claim_load_options`. `segmenter_options`: NULL for the defaults (every
+ * numbered fold, the trained configuration), else see
+ * `claim_segmenter_options`. `out`: receives the segmenter, freed with
+ * `claim_segmenter_free`; set to NULL on every failure.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL path or `out`, bad options, a
+ * requested fold that is not there: the message lists those that are),
+ * `CLAIM_ERR_IO` (missing or unreadable files), `CLAIM_ERR_FORMAT` (not a
+ * checkpoint, bundle or valid plans / dataset JSON), `CLAIM_ERR_MODEL`
+ * (weights that do not fit the plans: the message names fold and tensor),
+ * `CLAIM_ERR_UNSUPPORTED` (another architecture, a cascade stage,
+ * region-based labels, FP16 on the CPU), `CLAIM_ERR_DEVICE` (CUDA asked:
+ * this build has no CUDA backend). Thread-safe.
+ */
+claim_status claim_segmenter_load(const char *path,
+                                  const struct claim_load_options *load_options,
+                                  const struct claim_segmenter_options *segmenter_options,
+                                  struct claim_segmenter **out);
+
+/**
+ * Frees a segmenter. `segmenter` may be NULL (nothing happens). Must not
+ * be called while another call uses it, nor twice. Does not change
+ * `claim_last_error_message()`.
+ */
+void claim_segmenter_free(struct claim_segmenter *segmenter);
+
+/**
+ * Describes a loaded segmenter into the caller's `*out` (its
+ * `struct_size` set). Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad
+ * `struct_size`). Thread-safe.
+ */
+claim_status claim_segmenter_info_get(const struct claim_segmenter *segmenter,
+                                      struct claim_segmenter_info *out);
+
+/**
+ * Evaluates the network of the first loaded fold once: raw logits, no
+ * preprocessing, no mirroring. For harnesses and parity tests against
+ * PyTorch.
+ *
+ * `x`: `[B, C, H, W]` (2-D models) or `[B, C, D, H, W]` (3-D), C the
+ * model's `input_channels`, each spatial size a multiple of the product of
+ * the plans' strides along it (any multiple of the patch size works).
+ * `out_logits`: the caller's tensor of shape `[B, num_classes, <spatial
+ * sizes of x>]`; receives the logits. Both borrowed for the call;
+ * `out_logits->data` may alias `x->data` when the sizes agree.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, wrong
+ * rank, channels, spatial sizes or output shape), `CLAIM_ERR_OUT_OF_MEMORY`.
+ * Thread-safe, also on one segmenter.
+ */
+claim_status claim_segmenter_predict_logits(const struct claim_segmenter *segmenter,
+                                            const struct claim_tensor *x,
+                                            struct claim_tensor *out_logits);
+
+/**
+ * Fills `*out` with the defaults: mirroring on, step 0.5, post-processing
+ * on, EMIDEC labels; `struct_size = sizeof(claim_segment_params)`. Does
+ * nothing when `out` is NULL. Thread-safe; does not change
+ * `claim_last_error_message()`.
+ */
+void claim_segment_params_default(struct claim_segment_params *out);
+
+/**
+ * Segments LV cavity, myocardium, scar and MVO in `image` the way nnU-Net's
+ * predictor does: transpose per plans, crop to the non-zero box,
+ * normalise, resample to the plans' spacing, sliding window with Gaussian
+ * weighting, test-time mirroring, fold ensemble, back to the input grid,
+ * argmax; then (optionally) post-processing and the caller's label values.
+ * Without post-processing the labels are nnU-Net's own, except where two
+ * classes tie to within float rounding.
+ *
+ * `segmenter`: borrowed; may be used by several threads at once. `image`:
+ * one channel (the model must take one), any dtype, finite values; its
+ * geometry gives the spacing. `params`: see `claim_segment_params`.
+ * `progress`: NULL, or called with (`user_data`, done, total) on the
+ * calling thread with done = 0 once the total is known and after each
+ * network evaluation; `total` = windows × mirror passes × folds;
+ * non-zero cancels. `out_labels`: the caller's volume with the dims of
+ * `image` and any dtype (`CLAIM_DTYPE_U8` suggested); receives the labels
+ * and the geometry of `image`. It may be the same buffer as `image` (the
+ * input is copied first). On failure it is left untouched.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, bad
+ * volume, non-finite voxels, step size outside (0, 1], flags other than
+ * 0/1, a bad scheme or one whose labels exceed 255, output dims),
+ * `CLAIM_ERR_UNSUPPORTED` (a model taking several channels),
+ * `CLAIM_ERR_CANCELLED`, `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
+ */
+claim_status claim_segment(const struct claim_segmenter *segmenter,
+                           const struct claim_volume *image,
+                           const struct claim_segment_params *params,
+                           claim_progress_fn progress,
+                           void *user_data,
+                           struct claim_volume *out_labels);
 
 #ifdef __cplusplus
 }  // extern "C"

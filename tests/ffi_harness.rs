@@ -88,8 +88,27 @@ fn compile(compiler: &str, flags: &[&str], source: &str, out_dir: &Path) -> Path
 /// exit status 0, printing its output either way (shown by the test runner
 /// on failure or with `--nocapture`).
 fn run(exe: &Path, scratch: &Path) {
+    run_with_args(exe, scratch, &[]);
+}
+
+/// [`run`] with more arguments after the scratch directory.
+fn run_with_args(exe: &Path, scratch: &Path, args: &[&Path]) {
     let mut cmd = Command::new(exe);
-    cmd.arg(scratch).env_remove("CLAIM_ATLAS_DIR");
+    cmd.arg(scratch).args(args).env_remove("CLAIM_ATLAS_DIR");
+    // `cargo test` puts target/<profile> on the library path, and the loader
+    // searches it before the program's RUNPATH: a stale libclaim.so there
+    // (refreshed only by `cargo build`) would be the one tested. Put the
+    // freshly built library's directory first.
+    let path_var = if cfg!(target_os = "macos") {
+        "DYLD_LIBRARY_PATH"
+    } else {
+        "LD_LIBRARY_PATH"
+    };
+    let mut dirs = vec![library_dir()];
+    if let Some(old) = std::env::var_os(path_var) {
+        dirs.extend(std::env::split_paths(&old));
+    }
+    cmd.env(path_var, std::env::join_paths(dirs).expect("library path"));
     match claim::testing::atlas_dir() {
         Some(dir) => {
             cmd.env("CLAIM_ATLAS_DIR", dir);
@@ -214,6 +233,139 @@ fn cpp_synthesis() {
         scratch.path(),
     );
     run(&exe, scratch.path());
+}
+
+/// The committed nnU-Net fixtures of `tools/nnunet_reference.py`
+/// (`$CLAIM_NNUNET_FIXTURES` instead, as in `tests/segmentation.rs`, to try
+/// freshly generated ones).
+fn nnunet_fixture(name: &str) -> PathBuf {
+    std::env::var_os("CLAIM_NNUNET_FIXTURES")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("tests/fixtures/nnunet"))
+        .join(name)
+}
+
+/// The 2-D results folder (folds 0 and 1, PyTorch-saved, random weights).
+fn nnunet_results_2d() -> PathBuf {
+    nnunet_fixture("Dataset990_ClaimTiny/nnUNetTrainer__nnUNetPlans__2d")
+}
+
+/// A non-square phantom stack (96 × 80 × 3 voxels of 1.5625 × 1.5625 × 9 mm,
+/// the 2-D plans' spacing, so nothing is resampled) with an oblique
+/// geometry and no zero voxel (so nothing is cropped), as NIfTI in
+/// `path`; returns the image as read back (f32 geometry of the file).
+fn write_segment_test_image(path: &Path) -> claim::Image {
+    use claim::phantom::{generate, PhantomParams};
+    let case = generate(&PhantomParams {
+        seed: 11,
+        with_scar: true,
+        matrix_size: 96,
+        slice_count: 3,
+        pixel_spacing_mm: 1.5625,
+        slice_spacing_mm: 9.0,
+        ..PhantomParams::default()
+    })
+    .unwrap();
+    let (s, c) = (0.4f64.sin(), 0.4f64.cos());
+    let geometry = claim::Geometry {
+        spacing: [1.5625, 1.5625, 9.0],
+        origin: [-70.0, 55.5, -20.25],
+        direction: [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
+    };
+    let rows = case.image.data.slice(ndarray::s![.., 8..88, ..]);
+    let data = rows.mapv(|v| v.abs() + 1.0);
+    let image = claim::Image::F32(claim::Volume { data, geometry });
+    claim::io::write_image(&image, path).unwrap();
+    claim::io::read_image(path).unwrap()
+}
+
+/// Writes what `tests/c/segment.c` reads from its scratch directory (see
+/// its header comment): reference logits as text, the test image, the Rust
+/// library's labels for it, a file that is no model and a results folder
+/// naming an unsupported architecture.
+fn write_segment_inputs(scratch: &Path) {
+    use claim::segmentation::{SegmentParams, Segmenter, SegmenterOptions};
+    use std::fmt::Write;
+
+    let io = claim::nn::Weights::load(&nnunet_fixture("logits_2d.safetensors")).unwrap();
+    let mut text = String::new();
+    for key in ["input", "logits"] {
+        let t = io.peek(key).unwrap_or_else(|| panic!("{key} in logits_2d"));
+        let dims: Vec<String> = t.dims().iter().map(|d| d.to_string()).collect();
+        writeln!(text, "{key} {} {}", dims.len(), dims.join(" ")).unwrap();
+        for v in t.as_slice().unwrap() {
+            // Rust prints the shortest text that reads back as the same f32.
+            writeln!(text, "{v:e}").unwrap();
+        }
+    }
+    std::fs::write(scratch.join("logits_2d.txt"), text).unwrap();
+
+    let image = write_segment_test_image(&scratch.join("image.nii.gz"));
+    let model = Segmenter::load(&nnunet_results_2d(), &SegmenterOptions::default()).unwrap();
+    let params = SegmentParams {
+        label_scheme: claim::LabelScheme {
+            lv_cavity: 11,
+            myocardium: 12,
+            scar: 13,
+            mvo: 14,
+            rv: None,
+        },
+        ..SegmentParams::default()
+    };
+    let labels = model.segment(&image, &params, &mut |_, _| true).unwrap();
+    claim::io::write_image(&labels.into(), &scratch.join("expected_labels.nii.gz")).unwrap();
+
+    std::fs::write(
+        scratch.join("not_a_model.pth"),
+        b"PK\x03\x04 is where a zip archive would begin; this one ends here",
+    )
+    .unwrap();
+
+    let resenc = scratch.join("resenc");
+    std::fs::create_dir_all(resenc.join("fold_0")).unwrap();
+    let folder = nnunet_results_2d();
+    std::fs::copy(folder.join("dataset.json"), resenc.join("dataset.json")).unwrap();
+    std::fs::copy(
+        folder.join("fold_0/checkpoint_final.pth"),
+        resenc.join("fold_0/checkpoint_final.pth"),
+    )
+    .unwrap();
+    let mut plans: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("plans.json")).unwrap()).unwrap();
+    plans["configurations"]["2d"]["architecture"]["network_class_name"] =
+        "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet".into();
+    std::fs::write(resenc.join("plans.json"), plans.to_string()).unwrap();
+}
+
+/// nnU-Net segmentation through the C API: loading the PyTorch-saved
+/// results folder, PyTorch parity of `claim_segmenter_predict_logits`,
+/// `claim_segment` against the Rust library with progress and cancel, and
+/// the refusals.
+#[test]
+fn c_segment() {
+    let scratch = tempfile::tempdir().unwrap();
+    write_segment_inputs(scratch.path());
+    let exe = compile(
+        &tool("CC", "cc"),
+        C_FLAGS,
+        "tests/c/segment.c",
+        scratch.path(),
+    );
+    run_with_args(&exe, scratch.path(), &[&nnunet_results_2d()]);
+}
+
+/// The segmentation part of the C++ wrapper.
+#[test]
+fn cpp_segment() {
+    let scratch = tempfile::tempdir().unwrap();
+    let exe = compile(
+        &tool("CXX", "c++"),
+        CXX_FLAGS,
+        "tests/cpp/segment_test.cpp",
+        scratch.path(),
+    );
+    run_with_args(&exe, scratch.path(), &[&nnunet_results_2d()]);
 }
 
 /// The header compiles on its own as pedantic C99 and as C++17, so

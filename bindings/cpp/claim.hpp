@@ -8,17 +8,20 @@
 // handle in a Handle<...>. Areas: versions and labels, Image (NIfTI I/O),
 // SMILE (aha_segment(s), SmileParams, smile_generate, SmileContext,
 // segment_stats, bullseye_svg / bullseye_png), diffusion (DiffusionModel,
-// SynthesisParams, synthesize, measure_histogram).
+// SynthesisParams, synthesize, measure_histogram), segmentation (Segmenter,
+// SegmenterOptions, SegmentParams, segment).
 #ifndef CLAIM_HPP
 #define CLAIM_HPP
 
 #include "claim.h"
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -556,6 +559,156 @@ inline std::vector<float> measure_histogram(const claim_volume& image, const cla
     std::vector<float> histogram(CLAIM_HISTOGRAM_BINS);
     check(claim_histogram_measure(&image, &labels, &scheme, crop_size, histogram.data()));
     return histogram;
+}
+
+// ---- nnU-Net segmentation ----
+
+/// claim_segmenter_options with chainable setters, starting from the
+/// defaults (every numbered fold, the checkpoints' configuration):
+///
+///     const auto model = claim::Segmenter::load(folder, claim::SegmenterOptions().folds({0, 1}));
+class SegmenterOptions {
+public:
+    SegmenterOptions() { claim_segmenter_options_default(&options_); }
+
+    /// Folds to ensemble (CLAIM_FOLD_ALL for fold_all); empty = every
+    /// numbered fold. The first is the one predict_logits() evaluates.
+    SegmenterOptions& folds(const std::vector<std::int32_t>& folds) {
+        if (folds.size() > CLAIM_SEGMENTER_MAX_FOLDS)
+            throw Error(CLAIM_ERR_INVALID_ARGUMENT, "claim::SegmenterOptions::folds: more than 16 folds");
+        options_.fold_count = static_cast<std::uint32_t>(folds.size());
+        for (std::size_t k = 0; k < folds.size(); ++k) options_.folds[k] = folds[k];
+        return *this;
+    }
+    /// Plans configuration (e.g. "2d"); "" = the checkpoints' own.
+    SegmenterOptions& configuration(const std::string& name) {
+        if (name.size() >= CLAIM_SEGMENTER_NAME_MAX || name.find('\0') != std::string::npos)
+            throw Error(CLAIM_ERR_INVALID_ARGUMENT,
+                        "claim::SegmenterOptions::configuration: a name of at most 63 bytes without NUL");
+        std::fill(std::begin(options_.configuration), std::end(options_.configuration), '\0');
+        name.copy(options_.configuration, name.size());
+        return *this;
+    }
+
+    const claim_segmenter_options& c() const noexcept { return options_; }
+    claim_segmenter_options& c() noexcept { return options_; }
+    operator const claim_segmenter_options&() const noexcept { return options_; }
+
+private:
+    claim_segmenter_options options_{};
+};
+
+/// A loaded nnU-Net model (results folder, checkpoint or safetensors
+/// bundle). Move-only; one segmenter may serve several threads at once.
+class Segmenter {
+public:
+    Segmenter() noexcept = default;
+
+    /// Loads `path` (see claim_segmenter_load).
+    static Segmenter load(const std::string& path,
+                          const claim_segmenter_options& options = SegmenterOptions(),
+                          const claim_load_options& load_options = default_load_options()) {
+        claim_segmenter* raw = nullptr;
+        check(claim_segmenter_load(path.c_str(), &load_options, &options, &raw));
+        return Segmenter(raw);
+    }
+
+    /// Dims, channels, classes, patch, spacing, folds and names.
+    claim_segmenter_info info() const {
+        claim_segmenter_info info{};
+        info.struct_size = sizeof(claim_segmenter_info);
+        check(claim_segmenter_info_get(handle_.get(), &info));
+        return info;
+    }
+
+    /// Configuration name, e.g. "2d".
+    std::string configuration() const { return info().configuration; }
+
+    /// Raw logits of the first fold's network for x `[B, C, H, W]` (or
+    /// `[B, C, D, H, W]`): `[B, classes, <spatial sizes of x>]`, row-major.
+    std::vector<float> predict_logits(std::vector<float> x, const std::vector<std::uint64_t>& shape) const {
+        if (shape.size() < 2) throw Error(CLAIM_ERR_INVALID_ARGUMENT, "predict_logits: shape needs [B, C, ...]");
+        std::vector<std::uint64_t> out_shape = shape;
+        out_shape[1] = info().num_classes;
+        std::size_t count = 1;
+        for (const std::uint64_t d : out_shape) {
+            if (d != 0 && count > std::numeric_limits<std::size_t>::max() / d)
+                throw Error(CLAIM_ERR_INVALID_ARGUMENT, "predict_logits: shape overflows size_t");
+            count *= static_cast<std::size_t>(d);
+        }
+        const claim_tensor xt = make_tensor(x.data(), shape);
+        std::vector<float> out(count);
+        claim_tensor ot = make_tensor(out.data(), out_shape);
+        check(claim_segmenter_predict_logits(handle_.get(), &xt, &ot));
+        return out;
+    }
+
+    const claim_segmenter* get() const noexcept { return handle_.get(); }
+    explicit operator bool() const noexcept { return static_cast<bool>(handle_); }
+
+private:
+    explicit Segmenter(claim_segmenter* raw) noexcept : handle_(raw) {}
+    Handle<claim_segmenter, claim_segmenter_free> handle_;
+};
+
+/// claim_segment_params with chainable setters, starting from the defaults
+/// (mirroring, step 0.5, post-processing, EMIDEC labels).
+class SegmentParams {
+public:
+    SegmentParams() { claim_segment_params_default(&params_); }
+
+    SegmentParams& mirroring(bool on) { params_.mirroring = on ? 1 : 0; return *this; }
+    /// Sliding-window step, fraction of the patch in (0, 1].
+    SegmentParams& step_size(float fraction) { params_.step_size = fraction; return *this; }
+    SegmentParams& postprocess(bool on) { params_.postprocess = on ? 1 : 0; return *this; }
+    /// Values written for the tissues.
+    SegmentParams& labels(const claim_label_scheme& scheme) { params_.labels = scheme; return *this; }
+
+    const claim_segment_params& c() const noexcept { return params_; }
+    claim_segment_params& c() noexcept { return params_; }
+    operator const claim_segment_params&() const noexcept { return params_; }
+
+private:
+    claim_segment_params params_{};
+};
+
+/// Segments `image` into the caller's `out_labels` (dims of `image`, any
+/// dtype; may alias `image`). `progress` gets (done, total) network
+/// evaluations; returning false cancels (claim::Error with
+/// CLAIM_ERR_CANCELLED); an exception it throws cancels and is rethrown.
+inline void segment(const Segmenter& model, const claim_volume& image, const claim_segment_params& params,
+                    claim_volume& out_labels, const Progress& progress = Progress()) {
+    struct Context {
+        const Progress* progress;
+        std::exception_ptr error;
+    } context{&progress, nullptr};
+    auto trampoline = [](void* user, std::uint64_t done, std::uint64_t total) -> std::int32_t {
+        auto* ctx = static_cast<Context*>(user);
+        try {
+            return (*ctx->progress)(done, total) ? 0 : 1;
+        } catch (...) {
+            ctx->error = std::current_exception();
+            return 1;
+        }
+    };
+    const claim_status status =
+        claim_segment(model.get(), &image, &params, progress ? static_cast<claim_progress_fn>(trampoline) : nullptr,
+                      &context, &out_labels);
+    if (context.error) std::rethrow_exception(context.error);
+    check(status);
+}
+
+/// The label map of `image` as a new u8 buffer, i fastest (geometry: that
+/// of `image`).
+inline std::vector<std::uint8_t> segment(const Segmenter& model, const claim_volume& image,
+                                         const claim_segment_params& params = SegmentParams(),
+                                         const Progress& progress = Progress()) {
+    std::vector<std::uint8_t> labels(voxel_count(image));
+    claim_volume out = image;
+    out.dtype = CLAIM_DTYPE_U8;
+    out.data = labels.data();
+    segment(model, image, params, out, progress);
+    return labels;
 }
 
 }  // namespace claim

@@ -169,7 +169,7 @@ unsafe impl CStruct for claim_tensor {
 }
 
 /// The checked shape and element count of a caller's tensor.
-fn tensor_shape(t: &claim_tensor, name: &str) -> Result<(Vec<usize>, usize)> {
+pub(crate) fn tensor_shape(t: &claim_tensor, name: &str) -> Result<(Vec<usize>, usize)> {
     if t.ndim == 0 || t.ndim > CLAIM_TENSOR_MAX_DIMS {
         return Err(Error::invalid(format!(
             "{name}.ndim: expected 1–{CLAIM_TENSOR_MAX_DIMS}, got {}",
@@ -208,7 +208,7 @@ fn tensor_shape(t: &claim_tensor, name: &str) -> Result<(Vec<usize>, usize)> {
 ///
 /// `ptr` must be NULL or point to a `claim_tensor` of `struct_size` bytes
 /// whose `data` (if not NULL) holds the product of its shape in floats.
-unsafe fn tensor_from_c(ptr: *const claim_tensor, name: &str) -> Result<Tensor> {
+pub(crate) unsafe fn tensor_from_c(ptr: *const claim_tensor, name: &str) -> Result<Tensor> {
     // SAFETY: forwarded contract.
     let t = unsafe { read_struct(ptr, name) }?;
     let (shape, count) = tensor_shape(&t, name)?;

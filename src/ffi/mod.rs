@@ -19,7 +19,10 @@
 //! - [`diffusion`]: `claim_load_options`, `claim_tensor` and the denoiser
 //!   handle (`claim_diffusion_load`, `_free`, `_info_get`, `_predict_noise`);
 //! - [`synthesis`]: `claim_progress_fn`, `claim_synthesis_params`,
-//!   `claim_synthesize` and `claim_histogram_measure`.
+//!   `claim_synthesize` and `claim_histogram_measure`;
+//! - [`segmentation`]: `claim_segmenter_options` and the nnU-Net segmenter
+//!   handle (`claim_segmenter_load`, `_free`, `_info_get`,
+//!   `_predict_logits`), `claim_segment_params` and `claim_segment`.
 //!
 //! Shared machinery, not exported: `boundary` (panic catching, status and
 //! thread-local message) and `args` (NULL, `struct_size`, string and
@@ -57,6 +60,8 @@ pub mod stats;
 pub mod diffusion;
 
 pub mod synthesis;
+
+pub mod segmentation;
 
 pub(crate) mod args;
 pub(crate) mod boundary;

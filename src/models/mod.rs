@@ -1,4 +1,5 @@
-//! Networks built from [`crate::nn`] layers.
+//! Networks built from [`crate::nn`] layers: the LeFusion/CLAIM denoiser
+//! and nnU-Net's PlainConvUNet.
 //!
 //! Each model is a plain struct whose parameter paths are the upstream
 //! PyTorch `state_dict` keys, loaded through [`crate::nn::VarBuilder`].
@@ -6,3 +7,4 @@ pub mod denoiser;
 pub mod plain_unet;
 
 pub use denoiser::{Denoiser, DenoiserConfig};
+pub use plain_unet::{PlainConvUNet, PlainUNetConfig};

@@ -1,1 +1,1008 @@
-//! nnU-Net's PlainConvUNet (being built).
+//! nnU-Net's `PlainConvUNet` (package `dynamic_network_architectures`) in
+//! 2-D and 3-D.
+//!
+//! Implemented from `shared/reference/segmentation.md` ("PlainConvUNet"):
+//!
+//! - encoder stage `s`: `n_conv_per_stage[s]` × (conv `kernel_sizes[s]`,
+//!   padding `(k − 1) / 2`, stride `strides[s]` on the stage's first conv
+//!   only → InstanceNorm → LeakyReLU);
+//! - decoder stage `s` (from the bottleneck up): transposed conv with
+//!   kernel = stride = `strides[-(s+1)]` (bias iff `conv_bias`), concat with
+//!   the encoder skip (upsampled features first), `n_conv_per_stage_decoder[s]`
+//!   × (conv → norm → nonlin) with `kernel_sizes[-(s+2)]`;
+//! - a 1×1 segmentation head per decoder stage; only the last (full
+//!   resolution) one is evaluated, the deep-supervision heads are loaded
+//!   and shape-checked so a training checkpoint loads unchanged.
+//!
+//! Parameter paths are the upstream `state_dict` keys
+//! (`encoder.stages.<s>.0.convs.<c>.conv.weight`, `…norm.weight`,
+//! `decoder.transpconvs.<s>.weight`, `decoder.stages.<s>.convs.<c>.…`,
+//! `decoder.seg_layers.<s>.…`). The upstream module exposes the same tensors
+//! again under `….all_modules.<i>.…` and `decoder.encoder.…`; those aliases
+//! are dropped by [`PlainConvUNet::from_state_dict`] (see [`is_alias_key`]).
+//!
+//! Inputs are `[B, C, H, W]` for 2-D and `[B, C, D, H, W]` for 3-D networks;
+//! [`PlainConvUNet::forward`] returns full-resolution logits
+//! `[B, classes, …]`.
+
+use crate::nn::{Conv3dParams, ConvParams, Tensor, VarBuilder, Weights};
+use crate::rng::Rng;
+use crate::{Error, Result};
+use rayon::prelude::*;
+use serde_json::Value;
+
+/// Architecture hyper-parameters, as in a plans file's `arch_kwargs` plus
+/// the channel counts nnU-Net derives from `dataset.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlainUNetConfig {
+    /// 2 (`Conv2d`) or 3 (`Conv3d`).
+    pub spatial_dims: usize,
+    /// Image channels fed to the network.
+    pub input_channels: usize,
+    /// Output channels (segmentation heads / classes).
+    pub num_classes: usize,
+    /// Feature width of each resolution stage.
+    pub features_per_stage: Vec<usize>,
+    /// Kernel size per stage and spatial axis (odd sizes keep the shape).
+    pub kernel_sizes: Vec<Vec<usize>>,
+    /// Downsampling stride per stage and spatial axis (first stage usually 1).
+    pub strides: Vec<Vec<usize>>,
+    /// Convolutions per encoder stage.
+    pub n_conv_per_stage: Vec<usize>,
+    /// Convolutions per decoder stage (one entry fewer than stages).
+    pub n_conv_per_stage_decoder: Vec<usize>,
+    /// Whether convolutions and transposed convolutions carry a bias.
+    pub conv_bias: bool,
+    /// Whether a normalisation follows each convolution (InstanceNorm).
+    pub norm: bool,
+    /// InstanceNorm epsilon.
+    pub norm_eps: f64,
+    /// Whether the InstanceNorm has a learnt scale and shift.
+    pub norm_affine: bool,
+    /// Negative slope of the LeakyReLU (0 for a ReLU); `None`: no
+    /// non-linearity.
+    pub negative_slope: Option<f32>,
+    /// `conv → nonlin → norm` instead of `conv → norm → nonlin`.
+    pub nonlin_first: bool,
+}
+
+impl PlainUNetConfig {
+    /// Reads `arch_kwargs` of a plans configuration's `architecture`.
+    ///
+    /// Scalars are broadcast as upstream does (one kernel size for every
+    /// stage, …). Dropout is ignored (identity at inference). Anything but
+    /// `Conv2d`/`Conv3d`, InstanceNorm (or none) and LeakyReLU/ReLU (or none)
+    /// is [`Error::Unsupported`]; malformed values are [`Error::Format`].
+    pub fn from_arch_kwargs(
+        arch_kwargs: &Value,
+        input_channels: usize,
+        num_classes: usize,
+    ) -> Result<PlainUNetConfig> {
+        let kw = arch_kwargs
+            .as_object()
+            .ok_or_else(|| Error::format("arch_kwargs is not a JSON object"))?;
+        let field = |name: &str| {
+            kw.get(name)
+                .ok_or_else(|| Error::format(format!("arch_kwargs lacks `{name}`")))
+        };
+        let conv_op = field("conv_op")?.as_str().unwrap_or_default();
+        let spatial_dims = if conv_op.ends_with("Conv2d") {
+            2
+        } else if conv_op.ends_with("Conv3d") {
+            3
+        } else {
+            return Err(Error::Unsupported(format!(
+                "conv_op `{conv_op}`: only torch Conv2d and Conv3d networks are supported"
+            )));
+        };
+        let n_stages = json_usize(field("n_stages")?, "n_stages")?;
+        if n_stages == 0 {
+            return Err(Error::format("arch_kwargs: n_stages must be at least 1"));
+        }
+        let features_per_stage =
+            per_stage(field("features_per_stage")?, n_stages, "features_per_stage")?;
+        let kernel_sizes = per_stage_axes(
+            field("kernel_sizes")?,
+            n_stages,
+            spatial_dims,
+            "kernel_sizes",
+        )?;
+        let strides = per_stage_axes(field("strides")?, n_stages, spatial_dims, "strides")?;
+        // Upstream accepts either spelling for the encoder's convolution count.
+        let enc = kw
+            .get("n_conv_per_stage")
+            .or_else(|| kw.get("n_blocks_per_stage"))
+            .ok_or_else(|| Error::format("arch_kwargs lacks `n_conv_per_stage`"))?;
+        let n_conv_per_stage = per_stage(enc, n_stages, "n_conv_per_stage")?;
+        let n_conv_per_stage_decoder = per_stage(
+            field("n_conv_per_stage_decoder")?,
+            n_stages - 1,
+            "n_conv_per_stage_decoder",
+        )?;
+        let conv_bias = match kw.get("conv_bias") {
+            None | Some(Value::Null) => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                Error::format(format!("arch_kwargs: conv_bias {v} is not a bool"))
+            })?,
+        };
+        let norm_op = kw.get("norm_op").and_then(Value::as_str);
+        let norm = match norm_op {
+            None => false,
+            Some(n) if n.contains("InstanceNorm") => true,
+            Some(n) => {
+                return Err(Error::Unsupported(format!(
+                    "norm_op `{n}`: only InstanceNorm is supported"
+                )))
+            }
+        };
+        let norm_kwargs = kw.get("norm_op_kwargs").and_then(Value::as_object);
+        let norm_eps = match norm_kwargs.and_then(|o| o.get("eps")) {
+            None | Some(Value::Null) => 1e-5,
+            Some(v) => v
+                .as_f64()
+                .filter(|e| e.is_finite() && *e >= 0.0)
+                .ok_or_else(|| {
+                    Error::format(format!("norm_op_kwargs.eps {v} is not a number ≥ 0"))
+                })?,
+        };
+        // torch's InstanceNorm defaults to affine=False; nnU-Net plans say true.
+        let norm_affine = match norm_kwargs.and_then(|o| o.get("affine")) {
+            None | Some(Value::Null) => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| Error::format(format!("norm_op_kwargs.affine {v} is not a bool")))?,
+        };
+        let nonlin = kw.get("nonlin").and_then(Value::as_str);
+        let negative_slope = match nonlin {
+            None => None,
+            Some(n) if n.ends_with("LeakyReLU") => {
+                let slope = kw
+                    .get("nonlin_kwargs")
+                    .and_then(|o| o.get("negative_slope"))
+                    .filter(|v| !v.is_null());
+                Some(match slope {
+                    None => 0.01,
+                    Some(v) => v.as_f64().ok_or_else(|| {
+                        Error::format(format!("nonlin_kwargs.negative_slope {v} is not a number"))
+                    })? as f32,
+                })
+            }
+            Some(n) if n.ends_with("ReLU") => Some(0.0),
+            Some(n) => {
+                return Err(Error::Unsupported(format!(
+                    "nonlin `{n}`: only LeakyReLU and ReLU are supported"
+                )))
+            }
+        };
+        let nonlin_first = kw
+            .get("nonlin_first")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let cfg = PlainUNetConfig {
+            spatial_dims,
+            input_channels,
+            num_classes,
+            features_per_stage,
+            kernel_sizes,
+            strides,
+            n_conv_per_stage,
+            n_conv_per_stage_decoder,
+            conv_bias,
+            norm,
+            norm_eps,
+            norm_affine,
+            negative_slope,
+            nonlin_first,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Number of resolution stages.
+    pub fn n_stages(&self) -> usize {
+        self.features_per_stage.len()
+    }
+
+    /// Checks list lengths and that every size is ≥ 1.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.n_stages();
+        let bad = |m: String| Err(Error::invalid(format!("PlainUNetConfig: {m}")));
+        if !(2..=3).contains(&self.spatial_dims) {
+            return bad(format!("spatial_dims {} is not 2 or 3", self.spatial_dims));
+        }
+        if n == 0 || self.input_channels == 0 || self.num_classes == 0 {
+            return bad("stages, input channels and classes must be ≥ 1".into());
+        }
+        let lens = [
+            ("kernel_sizes", self.kernel_sizes.len(), n),
+            ("strides", self.strides.len(), n),
+            ("n_conv_per_stage", self.n_conv_per_stage.len(), n),
+            (
+                "n_conv_per_stage_decoder",
+                self.n_conv_per_stage_decoder.len(),
+                n - 1,
+            ),
+        ];
+        for (name, got, want) in lens {
+            if got != want {
+                return bad(format!("{name} has {got} entries, expected {want}"));
+            }
+        }
+        for (name, per_axis) in [
+            ("kernel_sizes", &self.kernel_sizes),
+            ("strides", &self.strides),
+        ] {
+            for (s, v) in per_axis.iter().enumerate() {
+                if v.len() != self.spatial_dims || v.contains(&0) {
+                    return bad(format!(
+                        "{name}[{s}] = {v:?}; expected {} sizes ≥ 1",
+                        self.spatial_dims
+                    ));
+                }
+            }
+        }
+        if self.features_per_stage.contains(&0)
+            || self.n_conv_per_stage.contains(&0)
+            || self.n_conv_per_stage_decoder.contains(&0)
+        {
+            return bad("feature widths and convolution counts must be ≥ 1".into());
+        }
+        if let Some(s) = self.negative_slope {
+            if !s.is_finite() {
+                return bad(format!("negative slope {s} is not finite"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Per spatial axis, the product of all strides: input sizes must be
+    /// multiples of it for the decoder's upsampled features to meet the skips.
+    pub fn size_divisor(&self) -> Vec<usize> {
+        (0..self.spatial_dims)
+            .map(|a| self.strides.iter().map(|s| s[a]).product())
+            .collect()
+    }
+}
+
+/// A JSON value as a non-negative integer.
+fn json_usize(v: &Value, name: &str) -> Result<usize> {
+    v.as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| Error::format(format!("arch_kwargs: `{name}` = {v} is not a count")))
+}
+
+/// An int (broadcast) or a list of `n` ints.
+fn per_stage(v: &Value, n: usize, name: &str) -> Result<Vec<usize>> {
+    match v {
+        Value::Array(items) => {
+            if items.len() != n {
+                return Err(Error::format(format!(
+                    "arch_kwargs: `{name}` has {} entries, expected {n}",
+                    items.len()
+                )));
+            }
+            items.iter().map(|x| json_usize(x, name)).collect()
+        }
+        other => Ok(vec![json_usize(other, name)?; n]),
+    }
+}
+
+/// An int (broadcast to all stages and axes) or a list of `n` entries, each
+/// an int (broadcast to all axes) or a list of `dims` ints.
+fn per_stage_axes(v: &Value, n: usize, dims: usize, name: &str) -> Result<Vec<Vec<usize>>> {
+    let axes = |x: &Value| -> Result<Vec<usize>> {
+        match x {
+            Value::Array(a) if a.len() == dims => a.iter().map(|y| json_usize(y, name)).collect(),
+            Value::Array(a) => Err(Error::format(format!(
+                "arch_kwargs: `{name}` entry {x} has {} axes, expected {dims}",
+                a.len()
+            ))),
+            other => Ok(vec![json_usize(other, name)?; dims]),
+        }
+    };
+    match v {
+        Value::Array(items) => {
+            if items.len() != n {
+                return Err(Error::format(format!(
+                    "arch_kwargs: `{name}` has {} entries, expected {n}",
+                    items.len()
+                )));
+            }
+            items.iter().map(axes).collect()
+        }
+        other => Ok(vec![axes(other)?; n]),
+    }
+}
+
+/// Prefixes added by training wrappers (DataParallel, torch.compile).
+const WRAPPER_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
+
+/// `key` without wrapper prefixes.
+fn strip_wrappers(key: &str) -> &str {
+    let mut k = key;
+    while let Some(rest) = WRAPPER_PREFIXES.iter().find_map(|p| k.strip_prefix(p)) {
+        k = rest;
+    }
+    k
+}
+
+/// Whether `key` (after wrapper prefixes) is one of the duplicate names under
+/// which the upstream module exposes tensors a second time: the
+/// `ConvDropoutNormReLU.all_modules` sequence and the decoder's reference to
+/// the encoder (`decoder.encoder.…`).
+pub fn is_alias_key(key: &str) -> bool {
+    let k = strip_wrappers(key);
+    k.starts_with("decoder.encoder.") || k.contains(".all_modules.")
+}
+
+/// A convolution or transposed convolution over 2 or 3 spatial axes.
+#[derive(Debug)]
+struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: Vec<usize>,
+    pad: Vec<usize>,
+    transposed: bool,
+}
+
+impl Conv {
+    /// `Conv{2,3}d(c_in, c_out, kernel, stride, padding (k − 1)/2)`.
+    fn load(
+        vb: &VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        kernel: &[usize],
+        stride: &[usize],
+        bias: bool,
+    ) -> Result<Conv> {
+        let mut shape = vec![c_out, c_in];
+        shape.extend_from_slice(kernel);
+        Ok(Conv {
+            weight: vb.get("weight", &shape)?,
+            bias: if bias {
+                Some(vb.get("bias", &[c_out])?)
+            } else {
+                None
+            },
+            stride: stride.to_vec(),
+            pad: kernel.iter().map(|k| (k - 1) / 2).collect(),
+            transposed: false,
+        })
+    }
+
+    /// `ConvTranspose{2,3}d(c_in, c_out, kernel = stride, stride)`; the
+    /// weight is `[c_in, c_out, …]` as in PyTorch.
+    fn load_transposed(
+        vb: &VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        stride: &[usize],
+        bias: bool,
+    ) -> Result<Conv> {
+        let mut shape = vec![c_in, c_out];
+        shape.extend_from_slice(stride);
+        Ok(Conv {
+            weight: vb.get("weight", &shape)?,
+            bias: if bias {
+                Some(vb.get("bias", &[c_out])?)
+            } else {
+                None
+            },
+            stride: stride.to_vec(),
+            pad: vec![0; stride.len()],
+            transposed: true,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match (&self.stride[..], &self.pad[..]) {
+            (&[sh, sw], &[ph, pw]) => {
+                let p = ConvParams {
+                    stride: (sh, sw),
+                    pad: (ph, pw),
+                };
+                if self.transposed {
+                    x.conv_transpose2d(&self.weight, self.bias.as_ref(), p)
+                } else {
+                    x.conv2d(&self.weight, self.bias.as_ref(), p)
+                }
+            }
+            (&[sd, sh, sw], &[pd, ph, pw]) => {
+                let p = Conv3dParams {
+                    stride: (sd, sh, sw),
+                    pad: (pd, ph, pw),
+                };
+                if self.transposed {
+                    x.conv_transpose3d(&self.weight, self.bias.as_ref(), p)
+                } else {
+                    x.conv3d(&self.weight, self.bias.as_ref(), p)
+                }
+            }
+            _ => Err(Error::Internal(format!(
+                "convolution with {} spatial axes",
+                self.stride.len()
+            ))),
+        }
+    }
+}
+
+/// `ConvDropoutNormReLU`: conv → InstanceNorm → LeakyReLU (dropout is the
+/// identity at inference).
+#[derive(Debug)]
+struct ConvNormAct {
+    conv: Conv,
+    norm: Option<(Option<Tensor>, Option<Tensor>)>,
+    eps: f64,
+    slope: Option<f32>,
+    nonlin_first: bool,
+}
+
+impl ConvNormAct {
+    fn load(
+        vb: &VarBuilder,
+        cfg: &PlainUNetConfig,
+        c_in: usize,
+        c_out: usize,
+        kernel: &[usize],
+        stride: &[usize],
+    ) -> Result<ConvNormAct> {
+        let conv = Conv::load(&vb.pp("conv"), c_in, c_out, kernel, stride, cfg.conv_bias)?;
+        let norm = if cfg.norm {
+            let nvb = vb.pp("norm");
+            Some(if cfg.norm_affine {
+                (
+                    Some(nvb.get("weight", &[c_out])?),
+                    Some(nvb.get("bias", &[c_out])?),
+                )
+            } else {
+                (None, None)
+            })
+        } else {
+            None
+        };
+        Ok(ConvNormAct {
+            conv,
+            norm,
+            eps: cfg.norm_eps,
+            slope: cfg.negative_slope,
+            nonlin_first: cfg.nonlin_first,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv.forward(x)?;
+        match (&self.norm, self.slope) {
+            (Some((w, b)), Some(slope)) if !self.nonlin_first => {
+                instance_norm_leaky_relu(&y, w.as_ref(), b.as_ref(), self.eps, slope)
+            }
+            (Some((w, b)), slope) => {
+                let y = match slope {
+                    Some(s) => y.leaky_relu(s)?,
+                    None => y,
+                };
+                y.instance_norm(w.as_ref(), b.as_ref(), self.eps)
+            }
+            (None, Some(s)) => y.leaky_relu(s),
+            (None, None) => Ok(y),
+        }
+    }
+}
+
+/// InstanceNorm (population variance, optional affine) followed by a
+/// LeakyReLU, in one pass over the output: the two ops that follow every
+/// convolution of the network, fused so the activation is written once.
+fn instance_norm_leaky_relu(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    slope: f32,
+) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() < 3 {
+        return Err(Error::invalid(format!(
+            "instance norm: expected [B, C, ...], got {dims:?}"
+        )));
+    }
+    let c = dims[1];
+    let s: usize = dims[2..].iter().product();
+    for t in [weight, bias].into_iter().flatten() {
+        if t.dims() != [c] {
+            return Err(Error::invalid(format!(
+                "instance norm: affine parameter {:?} for {c} channels",
+                t.dims()
+            )));
+        }
+    }
+    let w = weight.map(Tensor::as_slice).transpose()?;
+    let b = bias.map(Tensor::as_slice).transpose()?;
+    let src = x.as_slice()?;
+    let mut out = vec![0f32; src.len()];
+    if s > 0 {
+        out.par_chunks_mut(s)
+            .zip(src.par_chunks(s))
+            .enumerate()
+            .for_each(|(bc, (dst, plane))| {
+                let ch = bc % c;
+                let (mean, rstd) = plane_moments(plane, eps);
+                let a = rstd * w.map_or(1.0, |w| w[ch]);
+                let shift = b.map_or(0.0, |b| b[ch]) - mean * a;
+                scale_shift_leaky(dst, plane, a, shift, slope);
+            });
+    }
+    Tensor::from_vec(out, dims)
+}
+
+/// `dst = leaky_relu(src·a + shift)`. For slopes in [0, 1] the activation
+/// is `max(y, slope·y)`, which is branch-free and vectorises; taking the
+/// scalars by value keeps them in registers.
+#[inline]
+fn scale_shift_leaky(dst: &mut [f32], src: &[f32], a: f32, shift: f32, slope: f32) {
+    if (0.0..=1.0).contains(&slope) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            let y = v * a + shift;
+            *d = y.max(y * slope);
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            let y = v * a + shift;
+            *d = if y >= 0.0 { y } else { y * slope };
+        }
+    }
+}
+
+/// Mean and `1/sqrt(var + eps)` of one channel plane. Sums run in f32 over
+/// short blocks (vectorisable) and are gathered in f64, so a plane of 10⁶
+/// values keeps ~1e-7 relative accuracy.
+fn plane_moments(v: &[f32], eps: f64) -> (f32, f32) {
+    const BLOCK: usize = 256;
+    let n = v.len().max(1) as f64;
+    let sum: f64 = v.chunks(BLOCK).map(|c| f64::from(lane_sum(c, |x| x))).sum();
+    let mean = sum / n;
+    let m32 = mean as f32;
+    // Deviations from the f32 mean, corrected for its rounding (the
+    // residual term), keep the two-pass variance exact to f64 level.
+    let (sq, lin) = v.chunks(BLOCK).fold((0f64, 0f64), |(sq, lin), c| {
+        let s2 = lane_sum(c, |x| (x - m32) * (x - m32));
+        let s1 = lane_sum(c, |x| x - m32);
+        (sq + f64::from(s2), lin + f64::from(s1))
+    });
+    let var = ((sq - lin * lin / n) / n).max(0.0);
+    (m32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+/// `Σ f(x)` over a short slice in eight independent f32 lanes, which the
+/// compiler turns into SIMD adds (a single running sum cannot be
+/// vectorised without reordering).
+#[inline]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f(x);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The PlainConvUNet: encoder stages, transposed convolutions, decoder
+/// stages and the full-resolution segmentation head.
+pub struct PlainConvUNet {
+    cfg: PlainUNetConfig,
+    encoder: Vec<Vec<ConvNormAct>>,
+    transpconvs: Vec<Conv>,
+    decoder: Vec<Vec<ConvNormAct>>,
+    seg_head: Conv,
+}
+
+impl std::fmt::Debug for PlainConvUNet {
+    // The configuration says what the network is; its weights would print
+    // millions of numbers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainConvUNet")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlainConvUNet {
+    /// Builds the network from `vb` (rooted at the `state_dict` root), taking
+    /// every parameter by its upstream key with its exact shape. Alias keys
+    /// must already be gone (see [`PlainConvUNet::from_state_dict`]).
+    pub fn new(vb: &VarBuilder, cfg: &PlainUNetConfig) -> Result<PlainConvUNet> {
+        cfg.validate()?;
+        let n = cfg.n_stages();
+        let f = &cfg.features_per_stage;
+        let mut encoder = Vec::with_capacity(n);
+        let mut c_in = cfg.input_channels;
+        for (s, &width) in f.iter().enumerate() {
+            let svb = vb.pp("encoder.stages").pp(s).pp("0.convs");
+            let mut blocks = Vec::with_capacity(cfg.n_conv_per_stage[s]);
+            for c in 0..cfg.n_conv_per_stage[s] {
+                let stride = if c == 0 {
+                    cfg.strides[s].clone()
+                } else {
+                    vec![1; cfg.spatial_dims]
+                };
+                blocks.push(ConvNormAct::load(
+                    &svb.pp(c),
+                    cfg,
+                    if c == 0 { c_in } else { width },
+                    width,
+                    &cfg.kernel_sizes[s],
+                    &stride,
+                )?);
+            }
+            encoder.push(blocks);
+            c_in = width;
+        }
+        let mut transpconvs = Vec::with_capacity(n - 1);
+        let mut decoder = Vec::with_capacity(n - 1);
+        let mut heads = Vec::with_capacity(n - 1);
+        let ones = vec![1; cfg.spatial_dims];
+        for s in 0..n - 1 {
+            let below = f[n - 1 - s];
+            let skip = f[n - 2 - s];
+            transpconvs.push(Conv::load_transposed(
+                &vb.pp("decoder.transpconvs").pp(s),
+                below,
+                skip,
+                &cfg.strides[n - 1 - s],
+                cfg.conv_bias,
+            )?);
+            let svb = vb.pp("decoder.stages").pp(s).pp("convs");
+            let mut blocks = Vec::with_capacity(cfg.n_conv_per_stage_decoder[s]);
+            for c in 0..cfg.n_conv_per_stage_decoder[s] {
+                blocks.push(ConvNormAct::load(
+                    &svb.pp(c),
+                    cfg,
+                    if c == 0 { 2 * skip } else { skip },
+                    skip,
+                    &cfg.kernel_sizes[n - 2 - s],
+                    &ones,
+                )?);
+            }
+            decoder.push(blocks);
+            heads.push(Conv::load(
+                &vb.pp("decoder.seg_layers").pp(s),
+                skip,
+                cfg.num_classes,
+                &ones,
+                &ones,
+                true,
+            )?);
+        }
+        let seg_head = match heads.pop() {
+            Some(h) => h,
+            // One stage: no decoder; upstream builds no head either, so the
+            // network cannot produce logits.
+            None => {
+                return Err(Error::Unsupported(
+                    "a PlainConvUNet with a single stage has no segmentation head".into(),
+                ))
+            }
+        };
+        Ok(PlainConvUNet {
+            cfg: cfg.clone(),
+            encoder,
+            transpconvs,
+            decoder,
+            seg_head,
+        })
+    }
+
+    /// Builds the network from a state dict: wrapper prefixes (`module.`,
+    /// `_orig_mod.`) are stripped and alias keys dropped; then every
+    /// remaining tensor must be taken, so a missing, misshapen or unknown
+    /// key is an [`Error::Model`] naming it.
+    pub fn from_state_dict(
+        named: impl IntoIterator<Item = (String, Tensor)>,
+        cfg: &PlainUNetConfig,
+    ) -> Result<PlainConvUNet> {
+        let weights = Weights::from_tensors(named.into_iter().filter(|(k, _)| !is_alias_key(k)))?;
+        let net = PlainConvUNet::new(&weights.root(), cfg)?;
+        weights.check_all_used()?;
+        Ok(net)
+    }
+
+    /// The configuration the network was built with.
+    pub fn config(&self) -> &PlainUNetConfig {
+        &self.cfg
+    }
+
+    /// Logits `[B, classes, …]` at the input's resolution for `x`
+    /// `[B, C, H, W]` (2-D) or `[B, C, D, H, W]` (3-D). Spatial sizes must be
+    /// multiples of [`PlainUNetConfig::size_divisor`].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let dims = x.dims();
+        if dims.len() != cfg.spatial_dims + 2 || dims[1] != cfg.input_channels {
+            let spatial = if cfg.spatial_dims == 2 {
+                "H, W"
+            } else {
+                "D, H, W"
+            };
+            return Err(Error::invalid(format!(
+                "PlainConvUNet input: expected [B, {}, {spatial}], got {dims:?}",
+                cfg.input_channels
+            )));
+        }
+        let divisor = cfg.size_divisor();
+        if dims[2..]
+            .iter()
+            .zip(&divisor)
+            .any(|(&d, &m)| d == 0 || d % m != 0)
+        {
+            return Err(Error::invalid(format!(
+                "PlainConvUNet input: spatial size {:?} must be a positive multiple of {divisor:?} \
+                 (the product of the strides)",
+                &dims[2..]
+            )));
+        }
+        let mut skips = Vec::with_capacity(self.encoder.len());
+        let mut h = x.clone();
+        for stage in &self.encoder {
+            for block in stage {
+                h = block.forward(&h)?;
+            }
+            skips.push(h.clone());
+        }
+        let mut low = skips
+            .pop()
+            .ok_or_else(|| Error::Internal("PlainConvUNet without stages".into()))?;
+        for (s, (up, stage)) in self.transpconvs.iter().zip(&self.decoder).enumerate() {
+            let skip = skips
+                .pop()
+                .ok_or_else(|| Error::Internal(format!("no skip for decoder stage {s}")))?;
+            let upsampled = up.forward(&low)?;
+            if upsampled.dims()[2..] != skip.dims()[2..] {
+                return Err(Error::invalid(format!(
+                    "PlainConvUNet decoder stage {s}: upsampled {:?} does not meet skip {:?}",
+                    upsampled.dims(),
+                    skip.dims()
+                )));
+            }
+            let mut h = Tensor::cat(&[&upsampled, &skip], 1)?;
+            for block in stage {
+                h = block.forward(&h)?;
+            }
+            low = h;
+        }
+        self.seg_head.forward(&low)
+    }
+}
+
+/// Random weights under the upstream `state_dict` keys of `cfg` (no alias
+/// keys): normal draws scaled by `1/sqrt(fan_in)`, seeded. For tests and
+/// benchmarks that need a network of a given shape without a checkpoint.
+pub fn random_state_dict(cfg: &PlainUNetConfig, seed: u64) -> Vec<(String, Tensor)> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    let mut push = |key: String, shape: Vec<usize>, rng: &mut Rng| {
+        let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+        let std = (1.0 / fan_in as f64).sqrt();
+        let data = (0..shape.iter().product())
+            .map(|_| (rng.normal() * std) as f32)
+            .collect();
+        out.push((key, Tensor::from_vec(data, &shape).unwrap()));
+    };
+    let n = cfg.n_stages();
+    let f = &cfg.features_per_stage;
+    let block = |prefix: String,
+                 c_in: usize,
+                 c_out: usize,
+                 k: &[usize],
+                 push: &mut dyn FnMut(String, Vec<usize>, &mut Rng),
+                 rng: &mut Rng| {
+        let mut shape = vec![c_out, c_in];
+        shape.extend_from_slice(k);
+        push(format!("{prefix}.conv.weight"), shape, rng);
+        if cfg.conv_bias {
+            push(format!("{prefix}.conv.bias"), vec![c_out], rng);
+        }
+        if cfg.norm && cfg.norm_affine {
+            push(format!("{prefix}.norm.weight"), vec![c_out], rng);
+            push(format!("{prefix}.norm.bias"), vec![c_out], rng);
+        }
+    };
+    let mut c_in = cfg.input_channels;
+    for (s, &width) in f.iter().enumerate() {
+        for c in 0..cfg.n_conv_per_stage[s] {
+            let ci = if c == 0 { c_in } else { width };
+            block(
+                format!("encoder.stages.{s}.0.convs.{c}"),
+                ci,
+                width,
+                &cfg.kernel_sizes[s],
+                &mut push,
+                &mut rng,
+            );
+        }
+        c_in = width;
+    }
+    for s in 0..n - 1 {
+        let (below, skip) = (f[n - 1 - s], f[n - 2 - s]);
+        let mut shape = vec![below, skip];
+        shape.extend_from_slice(&cfg.strides[n - 1 - s]);
+        push(format!("decoder.transpconvs.{s}.weight"), shape, &mut rng);
+        if cfg.conv_bias {
+            push(
+                format!("decoder.transpconvs.{s}.bias"),
+                vec![skip],
+                &mut rng,
+            );
+        }
+        for c in 0..cfg.n_conv_per_stage_decoder[s] {
+            block(
+                format!("decoder.stages.{s}.convs.{c}"),
+                if c == 0 { 2 * skip } else { skip },
+                skip,
+                &cfg.kernel_sizes[n - 2 - s],
+                &mut push,
+                &mut rng,
+            );
+        }
+        let mut shape = vec![cfg.num_classes, skip];
+        shape.extend(std::iter::repeat(1).take(cfg.spatial_dims));
+        push(format!("decoder.seg_layers.{s}.weight"), shape, &mut rng);
+        push(
+            format!("decoder.seg_layers.{s}.bias"),
+            vec![cfg.num_classes],
+            &mut rng,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn arch_2d() -> Value {
+        json!({
+            "n_stages": 3,
+            "features_per_stage": [4, 8, 16],
+            "conv_op": "torch.nn.modules.conv.Conv2d",
+            "kernel_sizes": [[3, 3], [3, 1], [1, 3]],
+            "strides": [[1, 1], [2, 1], [2, 2]],
+            "n_conv_per_stage": [2, 1, 2],
+            "n_conv_per_stage_decoder": [1, 2],
+            "conv_bias": true,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+            "norm_op_kwargs": {"eps": 1e-5, "affine": true},
+            "dropout_op": null,
+            "dropout_op_kwargs": null,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": true}
+        })
+    }
+
+    #[test]
+    fn config_from_arch_kwargs_broadcasts_and_defaults() {
+        let cfg = PlainUNetConfig::from_arch_kwargs(&arch_2d(), 1, 4).unwrap();
+        assert_eq!(cfg.spatial_dims, 2);
+        assert_eq!(cfg.kernel_sizes[1], vec![3, 1]);
+        assert_eq!(cfg.negative_slope, Some(0.01));
+        assert_eq!(cfg.size_divisor(), vec![4, 2]);
+        let mut a = arch_2d();
+        a["kernel_sizes"] = json!(3);
+        a["n_conv_per_stage"] = json!(2);
+        a["conv_op"] = json!("torch.nn.modules.conv.Conv3d");
+        a["strides"] = json!([1, 2, [1, 2, 2]]);
+        let cfg = PlainUNetConfig::from_arch_kwargs(&a, 2, 3).unwrap();
+        assert_eq!(cfg.spatial_dims, 3);
+        assert_eq!(cfg.kernel_sizes, vec![vec![3, 3, 3]; 3]);
+        assert_eq!(cfg.strides[2], vec![1, 2, 2]);
+        assert_eq!(cfg.n_conv_per_stage, vec![2, 2, 2]);
+        let mut bad = arch_2d();
+        bad["norm_op"] = json!("torch.nn.BatchNorm2d");
+        assert!(matches!(
+            PlainUNetConfig::from_arch_kwargs(&bad, 1, 4),
+            Err(Error::Unsupported(_))
+        ));
+        let mut bad = arch_2d();
+        bad["strides"] = json!([[1, 1], [2, 2]]);
+        assert!(matches!(
+            PlainUNetConfig::from_arch_kwargs(&bad, 1, 4),
+            Err(Error::Format(_))
+        ));
+    }
+
+    #[test]
+    fn loads_upstream_keys_and_rejects_bad_state_dicts() {
+        let cfg = PlainUNetConfig::from_arch_kwargs(&arch_2d(), 1, 4).unwrap();
+        let sd = random_state_dict(&cfg, 1);
+        // The upstream state dict repeats tensors under alias keys.
+        let mut with_aliases = sd.clone();
+        for (k, t) in &sd {
+            let alias = k
+                .replace(".conv.", ".all_modules.0.")
+                .replace(".norm.", ".all_modules.1.");
+            if alias != *k {
+                with_aliases.push((alias, t.clone()));
+            }
+            if k.starts_with("encoder.") {
+                with_aliases.push((format!("decoder.{k}"), t.clone()));
+            }
+        }
+        assert!(is_alias_key(
+            "module.decoder.encoder.stages.0.0.convs.0.conv.weight"
+        ));
+        let prefixed = with_aliases
+            .iter()
+            .map(|(k, t)| (format!("module.{k}"), t.clone()));
+        let net = PlainConvUNet::from_state_dict(prefixed, &cfg).unwrap();
+        let x = Tensor::from_vec(
+            (0..2 * 16 * 12).map(|v| (v as f32 * 0.37).sin()).collect(),
+            &[2, 1, 16, 12],
+        )
+        .unwrap();
+        let y = net.forward(&x).unwrap();
+        assert_eq!(y.dims(), &[2, 4, 16, 12]);
+        assert!(y.as_slice().unwrap().iter().all(|v| v.is_finite()));
+        // Sizes that the strides do not divide, and wrong channel counts.
+        assert!(net
+            .forward(&Tensor::zeros(&[1, 1, 15, 12]).unwrap())
+            .is_err());
+        assert!(net
+            .forward(&Tensor::zeros(&[1, 2, 16, 12]).unwrap())
+            .is_err());
+
+        let missing: Vec<_> = sd
+            .iter()
+            .filter(|(k, _)| k != "decoder.seg_layers.0.bias")
+            .cloned()
+            .collect();
+        let e = PlainConvUNet::from_state_dict(missing, &cfg).unwrap_err();
+        assert!(e.to_string().contains("decoder.seg_layers.0.bias"), "{e}");
+        let mut extra = sd.clone();
+        extra.push((
+            "decoder.unknown.weight".into(),
+            Tensor::zeros(&[1]).unwrap(),
+        ));
+        let e = PlainConvUNet::from_state_dict(extra, &cfg).unwrap_err();
+        assert!(e.to_string().contains("decoder.unknown.weight"), "{e}");
+        let mut wrong = sd.clone();
+        for (k, t) in wrong.iter_mut() {
+            if k == "encoder.stages.1.0.convs.0.conv.weight" {
+                *t = Tensor::zeros(&[8, 4, 3, 3]).unwrap();
+            }
+        }
+        let e = PlainConvUNet::from_state_dict(wrong, &cfg).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("encoder.stages.1.0.convs.0.conv.weight"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fused_norm_matches_separate_ops() {
+        let mut rng = Rng::new(4);
+        let x = Tensor::from_vec(
+            (0..2 * 3 * 700)
+                .map(|_| 2.0 + 3.0 * rng.normal() as f32)
+                .collect(),
+            &[2, 3, 700],
+        )
+        .unwrap();
+        let w = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3]).unwrap();
+        let b = Tensor::from_vec(vec![0.1, 0.0, -0.3], &[3]).unwrap();
+        let fused = instance_norm_leaky_relu(&x, Some(&w), Some(&b), 1e-5, 0.01).unwrap();
+        let separate = x
+            .instance_norm(Some(&w), Some(&b), 1e-5)
+            .unwrap()
+            .leaky_relu(0.01)
+            .unwrap();
+        let err = fused
+            .as_slice()
+            .unwrap()
+            .iter()
+            .zip(separate.as_slice().unwrap())
+            .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+        assert!(err < 1e-5, "{err}");
+    }
+}

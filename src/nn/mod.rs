@@ -12,7 +12,7 @@ pub mod ops;
 pub mod tensor;
 pub mod weights;
 
-pub use ops::ConvParams;
 pub use ops::Conv3dParams;
+pub use ops::ConvParams;
 pub use tensor::{DType, Device, Storage, Tensor};
 pub use weights::{VarBuilder, Weights};
