@@ -2,7 +2,9 @@
 //! the exact CLAIM key list: one forward at batch 1 and at batch 8
 //! (1×1×72×72 items), and one RePaint step at batch 1 (re-noise the known
 //! region, predict the noise, ancestral step, with its normal draws).
-//! Compare with `python tools/bench_torch_denoiser.py` on the same machine.
+//! Compare with `python tools/bench_torch_denoiser.py` on the same machine
+//! and thread count (`RAYON_NUM_THREADS=N` here, `--threads N` there);
+//! `cargo bench --bench denoiser -- 'batch 1'` runs the batch-1 cases only.
 
 use claim::models::Denoiser;
 use claim::nn::{Tensor, Weights};
@@ -58,7 +60,7 @@ fn bench_forward(c: &mut Criterion) {
             Tensor::from_vec(normals(batch * pixels, &mut rng), &[batch, 1, 1, 72, 72]).expect("x");
         let cond = Tensor::full(1.0 / 16.0, &[batch, 16]).expect("cond");
         let t = vec![150.0; batch];
-        group.bench_function(format!("claim_forward_{batch}x1x1x72x72"), |b| {
+        group.bench_function(format!("forward batch {batch}"), |b| {
             b.iter(|| model.predict_noise(&x, &t, Some(&cond)).expect("forward"))
         });
     }
@@ -83,7 +85,7 @@ fn bench_forward(c: &mut Criterion) {
         .collect();
     let start = normals(pixels, &mut rng);
     let cond = Tensor::full(1.0 / 16.0, &[1, 16]).expect("cond");
-    group.bench_function("claim_repaint_step_1x1x1x72x72", |b| {
+    group.bench_function("repaint step batch 1", |b| {
         b.iter(|| {
             let mut x = start.clone();
             let z_known = normals(pixels, &mut rng);

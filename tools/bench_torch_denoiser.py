@@ -5,8 +5,10 @@ and batch 8 (1x1x72x72 items, t = 150, a histogram condition) and one
 RePaint step at batch 1 (re-noise the known region, predict the noise,
 ancestral step, normal draws included). Prints median and minimum over
 --reps runs after two warm-up runs, and the peak resident memory.
+`--batches 1` skips batch 8, so the peak memory is that of the batch-1
+forward (compare with the Rust bench run as `-- 'batch 1'`).
 
-Usage: python3 tools/bench_torch_denoiser.py [--threads N] [--reps R]
+Usage: python3 tools/bench_torch_denoiser.py [--threads N] [--reps R] [--batches 1,8]
 Requirements: torch, numpy (from PyPI).
 """
 import argparse
@@ -39,14 +41,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--reps", type=int, default=10, help="timed runs per case")
+    ap.add_argument("--batches", default="1,8", help="forward batch sizes, comma-separated (default 1,8)")
     args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",") if b]
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = claim_model().eval()
     print(f"pytorch {torch.__version__}, {torch.get_num_threads()} threads")
     with torch.no_grad():
-        for batch in (1, 8):
+        for batch in batches:
             x = torch.randn(batch, 1, 1, 72, 72)
             t = torch.full((batch,), 150, dtype=torch.int64)
             cond = torch.full((batch, 16), 1.0 / 16.0)
@@ -66,7 +70,7 @@ def main():
         return repaint_step(model, sch, start, gt, known, cond, 150, z_known, z_step)
 
     timed("CLAIM RePaint step 1x1x1x72x72", step, args.reps)
-    # Peak resident memory of this process (torch runtime, weights, the batch-8 forward); Linux reports KiB.
+    # Peak resident memory of this process (torch runtime, weights, the largest forward); Linux reports KiB.
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -197,6 +197,16 @@ impl Conv {
             x.conv2d(&self.weight, self.bias.as_ref(), self.params)
         }
     }
+
+    /// `forward(x) + residual` (forward convolutions only), the sum fused
+    /// into the convolution.
+    fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if self.transposed {
+            self.forward(x)?.add(residual)
+        } else {
+            x.conv2d_add(&self.weight, self.bias.as_ref(), self.params, residual)
+        }
+    }
 }
 
 /// `nn.Linear` with optional bias.
@@ -223,7 +233,9 @@ impl Linear {
     }
 }
 
-/// `Block`: conv (1,3,3) → GroupNorm → optional `x·(scale+1)+shift` → SiLU.
+/// `Block`: conv (1,3,3) → GroupNorm → optional `x·(scale+1)+shift` → SiLU
+/// (the last three fused into one pass, which also adds the ResnetBlock's
+/// residual when given).
 #[derive(Debug)]
 struct Block {
     proj: Conv,
@@ -250,18 +262,20 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, scale_shift: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
-        let h = self.proj.forward(x)?;
-        let mut h = h.group_norm(
+    fn forward(
+        &self,
+        x: &Tensor,
+        scale_shift: Option<(&Tensor, &Tensor)>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.proj.forward(x)?.group_norm_silu(
             self.groups,
             Some(&self.norm_weight),
             Some(&self.norm_bias),
             EPS,
-        )?;
-        if let Some((scale, shift)) = scale_shift {
-            h = h.scale_shift(scale, shift)?;
-        }
-        h.silu()
+            scale_shift,
+            residual,
+        )
     }
 }
 
@@ -318,12 +332,14 @@ impl ResnetBlock {
             }
             _ => None,
         };
-        let h = self.block1.forward(x, ss.as_ref().map(|(a, b)| (a, b)))?;
-        let h = self.block2.forward(&h, None)?;
-        match &self.res_conv {
-            Some(conv) => h.add(&conv.forward(x)?),
-            None => h.add(x),
-        }
+        let h = self
+            .block1
+            .forward(x, ss.as_ref().map(|(a, b)| (a, b)), None)?;
+        let residual = match &self.res_conv {
+            Some(conv) => conv.forward(x)?,
+            None => x.clone(),
+        };
+        self.block2.forward(&h, None, Some(&residual))
     }
 }
 
@@ -368,8 +384,8 @@ impl SpatialLinearAttention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = x.layer_norm_channels(&self.gamma, EPS)?;
         let qkv = self.to_qkv.forward(&h)?;
-        let out = self.to_out.forward(&qkv.linear_attention(self.heads)?)?;
-        out.add(x)
+        self.to_out
+            .forward_add(&qkv.linear_attention(self.heads)?, x)
     }
 }
 
@@ -382,6 +398,18 @@ enum Axis {
     Spatial,
 }
 
+/// With one frame the temporal attention's softmax has a single key, so the
+/// block is exactly `to_out(to_v(x))`: two 1×1 convolutions without a
+/// nonlinearity between them.
+#[derive(Debug)]
+enum SingleFrame {
+    /// Both as one `[C, C]` 1×1 convolution, `W_out·W_v` (fewer
+    /// multiply-adds than the pair when C < 2·hidden).
+    Fused(Tensor),
+    /// The value rows of `to_qkv` (`[hidden, C]`) and `to_out` (`[C, hidden]`).
+    Pair(Tensor, Tensor),
+}
+
 /// `Residual(PreNorm(c, EinopsToAndFrom(..., Attention(c))))`.
 #[derive(Debug)]
 struct Attention {
@@ -390,9 +418,8 @@ struct Attention {
     to_out: Linear,
     /// Rotary frequencies (temporal attention only).
     freqs: Option<Tensor>,
-    /// The value rows of `to_qkv` as a 1×1 conv and `to_out` likewise: with a
-    /// single frame the temporal attention is exactly `to_out(v)`.
-    single_frame: Option<(Tensor, Tensor)>,
+    /// Temporal attention's exact form for a single frame, `to_out(v)`.
+    single_frame: Option<SingleFrame>,
     heads: usize,
     dim_head: usize,
     axis: Axis,
@@ -407,18 +434,24 @@ impl Attention {
         let to_out = Linear::load(&inner.pp("to_out"), hid, c, false)?;
         let (freqs, single_frame) = match axis {
             Axis::Temporal => {
-                let v = to_qkv
-                    .weight
-                    .narrow(0, 2 * hid, hid)?
-                    .reshape(&[hid, c, 1, 1])?;
-                let o = to_out.weight.reshape(&[c, hid, 1, 1])?;
+                let v = to_qkv.weight.narrow(0, 2 * hid, hid)?;
+                let single = if c < 2 * hid {
+                    // W_out·W_v = W_out·((W_vᵀ)ᵀ), with `linear` computing x·Wᵀ.
+                    let vt = v.permute(&[1, 0])?;
+                    SingleFrame::Fused(to_out.weight.linear(&vt, None)?.reshape(&[c, c, 1, 1])?)
+                } else {
+                    SingleFrame::Pair(
+                        v.reshape(&[hid, c, 1, 1])?,
+                        to_out.weight.reshape(&[c, hid, 1, 1])?,
+                    )
+                };
                 (
                     Some(
                         inner
                             .pp("rotary_emb")
                             .get("freqs", &[cfg.attn_dim_head / 2])?,
                     ),
-                    Some((v, o)),
+                    Some(single),
                 )
             }
             Axis::Spatial => (None, None),
@@ -468,11 +501,14 @@ impl Attention {
         let xn = x.layer_norm_channels(&self.gamma, EPS)?;
         let out = match self.axis {
             Axis::Temporal => {
-                if let (1, Some((v, o))) = (f, &self.single_frame) {
+                if let (1, Some(single)) = (f, &self.single_frame) {
                     // Spec: with F = 1 the softmax has one key, so the block
                     // is exactly to_out(v) at every position.
                     let p = ConvParams::new(1, 0);
-                    xn.conv2d(v, None, p)?.conv2d(o, None, p)?
+                    return match single {
+                        SingleFrame::Fused(w) => xn.conv2d_add(w, None, p, x),
+                        SingleFrame::Pair(v, o) => xn.conv2d(v, None, p)?.conv2d_add(o, None, p, x),
+                    };
                 } else {
                     let tokens = xn
                         .permute(&[0, 3, 4, 2, 1])?

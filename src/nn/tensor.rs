@@ -28,6 +28,16 @@ pub enum Storage {
     Cpu(Vec<f32>),
 }
 
+impl Drop for Storage {
+    /// Hands host buffers back to the CPU back-end, which reuses large ones
+    /// for kernel outputs instead of allocating and zeroing new memory.
+    fn drop(&mut self) {
+        match self {
+            Storage::Cpu(v) => crate::backend::cpu::recycle(std::mem::take(v)),
+        }
+    }
+}
+
 /// An n-dimensional array: contiguous row-major data shared by reference
 /// count, so `clone` and [`Tensor::reshape`] are free.
 #[derive(Clone, Debug)]

@@ -1,9 +1,9 @@
 //! Attention kernels: the spatial linear attention and softmax attention of
 //! the LeFusion denoiser (`shared/reference/denoiser.md`, building blocks).
 
-use super::elementwise::{exp, softmax_in_place};
-use super::gemm::gemm;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use super::elementwise::{exp, softmax_in_place, softmax_into};
+use super::gemm::{matmul, matmul_seq, view, view_mut};
+use super::{output_buffer, simd, with_scratch};
 use rayon::prelude::*;
 
 /// Linear attention per frame. `qkv`: `[B, 3·heads·d, F, N]` (q, k, v stacked
@@ -11,7 +11,8 @@ use rayon::prelude::*;
 ///
 /// Per (b, f, head): q is softmaxed over its d features and scaled by
 /// d^-½, k is softmaxed over the N positions, `context = k·vᵀ` (`[d, d]`),
-/// `out = contextᵀ·q`.
+/// `out = contextᵀ·q`. The softmaxes are written to scratch buffers, v is
+/// read in place, and each head's result goes straight to the output.
 pub fn linear_attention(
     qkv: &[f32],
     batch: usize,
@@ -22,78 +23,76 @@ pub fn linear_attention(
 ) -> Vec<f32> {
     let hid = heads * d;
     let scale = (d as f32).powf(-0.5);
-    let tasks: Vec<(usize, usize, usize)> = (0..batch)
-        .flat_map(|b| (0..frames).flat_map(move |f| (0..heads).map(move |h| (b, f, h))))
-        .collect();
-    let results: Vec<Vec<f32>> = tasks
-        .par_iter()
-        .map(|&(b, f, h)| {
-            let row = |part: usize, c: usize| {
-                let off = ((b * 3 * hid + part * hid + h * d + c) * frames + f) * n;
-                &qkv[off..off + n]
-            };
-            let mut q = vec![0f32; d * n];
-            let mut k = vec![0f32; d * n];
-            let mut v = vec![0f32; d * n];
-            for c in 0..d {
-                q[c * n..(c + 1) * n].copy_from_slice(row(0, c));
-                k[c * n..(c + 1) * n].copy_from_slice(row(1, c));
-                v[c * n..(c + 1) * n].copy_from_slice(row(2, c));
-            }
-            for kr in k.chunks_mut(n) {
-                softmax_in_place(kr);
-            }
-            // Softmax of q over the feature axis, all positions at once so
-            // the loops run along contiguous rows.
-            let mut max = q[..n].to_vec();
-            for qr in q.chunks(n).skip(1) {
-                for (m, &v) in max.iter_mut().zip(qr) {
-                    *m = m.max(v);
+    let row_stride = frames * n;
+    let mut out = output_buffer(batch * hid * frames * n);
+    // One task per (sample, head): its d output channels over all frames
+    // are one contiguous chunk.
+    out.par_chunks_mut((d * row_stride).max(1))
+        .enumerate()
+        .for_each(|(bh, chunk)| {
+            let (b, h) = (bh / heads, bh % heads);
+            // Offset of channel 0 of this head in part (q 0, k 1, v 2).
+            let part = |p: usize| (b * 3 * hid + p * hid + h * d) * row_stride;
+            with_scratch(2 * d * n + d * d + 2 * n, |buf| {
+                let (q, rest) = buf.split_at_mut(d * n);
+                let (k, rest) = rest.split_at_mut(d * n);
+                let (context, rest) = rest.split_at_mut(d * d);
+                let (max, sum) = rest.split_at_mut(n);
+                for f in 0..frames {
+                    let src = |p: usize, c: usize| {
+                        let off = part(p) + c * row_stride + f * n;
+                        &qkv[off..off + n]
+                    };
+                    simd(
+                        #[inline(always)]
+                        || {
+                            for (c, kr) in k.chunks_mut(n).enumerate() {
+                                softmax_into(src(1, c), kr);
+                            }
+                            // Softmax of q over the feature axis, all positions at
+                            // once so the loops run along contiguous rows.
+                            max.copy_from_slice(src(0, 0));
+                            for c in 1..d {
+                                for (m, &v) in max.iter_mut().zip(src(0, c)) {
+                                    *m = m.max(v);
+                                }
+                            }
+                            sum.fill(0.0);
+                            for (c, qr) in q.chunks_mut(n).enumerate() {
+                                for (((o, &v), &m), s) in
+                                    qr.iter_mut().zip(src(0, c)).zip(&*max).zip(sum.iter_mut())
+                                {
+                                    *o = exp(v - m);
+                                    *s += *o;
+                                }
+                            }
+                            for s in sum.iter_mut() {
+                                *s = scale / *s;
+                            }
+                            for qr in q.chunks_mut(n) {
+                                for (o, &i) in qr.iter_mut().zip(&*sum) {
+                                    *o *= i;
+                                }
+                            }
+                        },
+                    );
+                    let v = view(qkv, part(2) + f * n, d, n, row_stride);
+                    matmul_seq(
+                        view_mut(context, 0, d, d, d),
+                        view(k, 0, d, n, n),
+                        v.transpose(),
+                        false,
+                    );
+                    matmul_seq(
+                        view_mut(chunk, f * n, d, n, row_stride),
+                        view(context, 0, d, d, d).transpose(),
+                        view(q, 0, d, n, n),
+                        false,
+                    );
                 }
-            }
-            let mut sum = vec![0f32; n];
-            for qr in q.chunks_mut(n) {
-                for ((v, &m), s) in qr.iter_mut().zip(&max).zip(sum.iter_mut()) {
-                    *v = exp(*v - m);
-                    *s += *v;
-                }
-            }
-            let inv: Vec<f32> = sum.iter().map(|s| scale / s).collect();
-            for qr in q.chunks_mut(n) {
-                for (v, &i) in qr.iter_mut().zip(&inv) {
-                    *v *= i;
-                }
-            }
-            let (kv, vv, qv) = (view(&k, d, n), view(&v, d, n), view(&q, d, n));
-            let mut context = vec![0f32; d * d];
-            gemm(kv, vv.t(), 0.0, view_mut(&mut context, d, d));
-            let mut out = vec![0f32; d * n];
-            gemm(view(&context, d, d).t(), qv, 0.0, view_mut(&mut out, d, n));
-            out
-        })
-        .collect();
-    let mut out = vec![0f32; batch * hid * frames * n];
-    for (&(b, f, h), res) in tasks.iter().zip(&results) {
-        for c in 0..d {
-            let off = ((b * hid + h * d + c) * frames + f) * n;
-            out[off..off + n].copy_from_slice(&res[c * n..(c + 1) * n]);
-        }
-    }
+            });
+        });
     out
-}
-
-fn view(x: &[f32], r: usize, c: usize) -> ArrayView2<'_, f32> {
-    match ArrayView2::from_shape((r, c), &x[..r * c]) {
-        Ok(v) => v,
-        Err(_) => unreachable!("buffer sized r·c above"),
-    }
-}
-
-fn view_mut(x: &mut [f32], r: usize, c: usize) -> ArrayViewMut2<'_, f32> {
-    match ArrayViewMut2::from_shape((r, c), &mut x[..r * c]) {
-        Ok(v) => v,
-        Err(_) => unreachable!("buffer sized r·c above"),
-    }
 }
 
 /// Softmax attention. `q`, `k`, `v`: `[G, T, d]` with G = groups·heads
@@ -110,29 +109,34 @@ pub fn attention(
     heads: usize,
     bias: Option<&[f32]>,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; g * t * d];
+    let mut out = output_buffer(g * t * d);
     out.par_chunks_mut(t * d).enumerate().for_each(|(gi, dst)| {
         let span = gi * t * d..(gi + 1) * t * d;
         let (qv, kv, vv) = (
-            view(&q[span.clone()], t, d),
-            view(&k[span.clone()], t, d),
-            view(&v[span], t, d),
+            view(&q[span.clone()], 0, t, d, d),
+            view(&k[span.clone()], 0, t, d, d),
+            view(&v[span], 0, t, d, d),
         );
         let mut sim = vec![0f32; t * t];
         if let Some(bias) = bias {
             let h = gi % heads;
             sim.copy_from_slice(&bias[h * t * t..(h + 1) * t * t]);
         }
-        gemm(
+        matmul(
+            view_mut(&mut sim, 0, t, t, t),
             qv,
-            kv.t(),
-            if bias.is_some() { 1.0 } else { 0.0 },
-            view_mut(&mut sim, t, t),
+            kv.transpose(),
+            bias.is_some(),
         );
-        for row in sim.chunks_mut(t) {
-            softmax_in_place(row);
-        }
-        gemm(view(&sim, t, t), vv, 0.0, view_mut(dst, t, d));
+        simd(
+            #[inline(always)]
+            || {
+                for row in sim.chunks_mut(t) {
+                    softmax_in_place(row);
+                }
+            },
+        );
+        matmul(view_mut(dst, 0, t, d, d), view(&sim, 0, t, t, t), vv, false);
     });
     out
 }
@@ -145,7 +149,7 @@ pub fn rotary_interleaved(x: &[f32], t: usize, d: usize, freqs: &[f32]) -> Vec<f
     let table: Vec<(f32, f32)> = (0..t)
         .flat_map(|p| freqs.iter().map(move |&fr| ((p as f32) * fr).sin_cos()))
         .collect();
-    let mut out = vec![0f32; x.len()];
+    let mut out = output_buffer(x.len());
     out.par_chunks_mut(t * d)
         .zip(x.par_chunks(t * d))
         .for_each(|(dst, src)| {
@@ -164,6 +168,63 @@ pub fn rotary_interleaved(x: &[f32], t: usize, d: usize, freqs: &[f32]) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Linear attention against its definition computed head by head with
+    /// plain loops, for two samples and three frames.
+    #[test]
+    fn linear_attention_matches_its_definition() {
+        let (batch, frames, n, heads, d) = (2, 3, 37, 2, 4);
+        let hid = heads * d;
+        let qkv = crate::backend::cpu::random_normal(batch * 3 * hid * frames * n, 7);
+        let got = linear_attention(&qkv, batch, frames, n, heads, d);
+        let at = |b: usize, ch: usize, f: usize, i: usize| {
+            qkv[((b * 3 * hid + ch) * frames + f) * n + i] as f64
+        };
+        for b in 0..batch {
+            for f in 0..frames {
+                for h in 0..heads {
+                    // k softmaxed over positions, q over features (·d^-½).
+                    let k: Vec<Vec<f64>> = (0..d)
+                        .map(|c| {
+                            let row: Vec<f64> =
+                                (0..n).map(|i| at(b, hid + h * d + c, f, i)).collect();
+                            let m = row.iter().cloned().fold(f64::MIN, f64::max);
+                            let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+                            let s: f64 = e.iter().sum();
+                            e.iter().map(|v| v / s).collect()
+                        })
+                        .collect();
+                    let q: Vec<Vec<f64>> = (0..n)
+                        .map(|i| {
+                            let col: Vec<f64> = (0..d).map(|c| at(b, h * d + c, f, i)).collect();
+                            let m = col.iter().cloned().fold(f64::MIN, f64::max);
+                            let e: Vec<f64> = col.iter().map(|v| (v - m).exp()).collect();
+                            let s: f64 = e.iter().sum();
+                            e.iter().map(|v| v / s / (d as f64).sqrt()).collect()
+                        })
+                        .collect();
+                    for e in 0..d {
+                        for i in 0..n {
+                            // out[e, i] = Σ_c context[c, e] q[c, i], context = k·vᵀ.
+                            let want: f64 = (0..d)
+                                .map(|c| {
+                                    let ctx: f64 = (0..n)
+                                        .map(|j| k[c][j] * at(b, 2 * hid + h * d + e, f, j))
+                                        .sum();
+                                    ctx * q[i][c]
+                                })
+                                .sum();
+                            let o = got[((b * hid + h * d + e) * frames + f) * n + i] as f64;
+                            assert!(
+                                (o - want).abs() < 1e-5,
+                                "b{b} f{f} h{h} e{e} i{i}: {o} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn attention_with_one_key_returns_the_value() {

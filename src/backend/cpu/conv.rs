@@ -5,9 +5,9 @@
 //! lowered to im2col columns and multiplied by the weight matrix; frames are
 //! read and written through strided views so no permutation is needed.
 
-use super::gemm::gemm;
-use super::winograd;
-use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
+use super::gemm::{matmul, matmul_seq, view, view_mut, MatMut};
+use super::{output_buffer, simd, winograd, with_scratch};
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
 
 /// Sizes of a per-frame convolution.
@@ -61,8 +61,9 @@ impl ConvGeometry {
     }
 }
 
-/// A `[rows, cols]` view of channel-major frame data starting at `offset`,
-/// rows `row_stride` apart.
+/// A `[rows, cols]` ndarray view of channel-major frame data starting at
+/// `offset`, rows `row_stride` apart (the kernels here use the faer views of
+/// [`super::gemm::view`]; this form serves ndarray-based callers).
 pub(super) fn frame_view(
     data: &[f32],
     offset: usize,
@@ -75,6 +76,7 @@ pub(super) fn frame_view(
         .unwrap_or_else(|_| unreachable_view())
 }
 
+/// Mutable counterpart of [`frame_view`].
 pub(super) fn frame_view_mut(
     data: &mut [f32],
     offset: usize,
@@ -108,29 +110,52 @@ pub fn conv2d_frames(
     bias: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
+    conv2d_frames_add(x, weight, bias, None, g)
+}
+
+/// [`conv2d_frames`] plus `residual` (the output's layout), which seeds the
+/// accumulator of the matrix products instead of costing another pass.
+pub fn conv2d_frames_add(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
     let Some((ho, wo)) = g.conv_out() else {
         return Vec::new();
     };
     if winograd::applies(g) {
-        return winograd::conv3x3_frames(x, weight, bias, g);
+        let mut out = winograd::conv3x3_frames(x, weight, bias, g);
+        if let Some(r) = residual {
+            super::elementwise::add_assign(&mut out, r);
+        }
+        return out;
     }
-    conv2d_im2col(x, weight, bias, g, ho, wo)
+    conv2d_im2col(x, weight, bias, residual, g, ho, wo)
 }
 
-/// [`conv2d_frames`] by im2col columns and one matrix product per frame (or
-/// per tile of output rows), for any kernel, stride and padding.
+/// [`conv2d_frames_add`] by im2col columns and one matrix product per frame
+/// (or per tile of output rows), for any kernel, stride and padding.
 pub(super) fn conv2d_im2col(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     g: &ConvGeometry,
     ho: usize,
     wo: usize,
 ) -> Vec<f32> {
     let (hw, howo) = (g.h * g.w, ho * wo);
     let kk = g.c_in * g.kh * g.kw;
-    let mut out = vec![0f32; g.batch * g.c_out * g.frames * howo];
-    let wmat = frame_view(weight, 0, g.c_out, kk, kk);
+    // The accumulator starts as residual + bias (either may be absent).
+    let mut out = output_buffer(g.batch * g.c_out * g.frames * howo);
+    if let Some(r) = residual {
+        out.par_chunks_mut(1 << 14)
+            .zip(r.par_chunks(1 << 14))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+    }
+    let wmat = view(weight, 0, g.c_out, kk, kk);
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.pad == (0, 0);
     // Output rows per im2col tile so that a tile's columns (~1 MiB) stay in
     // cache between being written and being packed by the GEMM.
@@ -142,57 +167,79 @@ pub(super) fn conv2d_im2col(
     let tiled = !pointwise
         && tiles >= 2 * rayon::current_num_threads()
         && (tile_rows * wo >= MIN_TILE_COLS || kk * howo > MAX_UNTILED_FLOATS);
-    let mut cols = if pointwise || tiled {
-        Vec::new()
-    } else {
-        vec![0f32; kk * howo]
-    };
-    for b in 0..g.batch {
-        for f in 0..g.frames {
-            let x_off = (b * g.c_in * g.frames + f) * hw;
-            let o_off = (b * g.c_out * g.frames + f) * howo;
-            let mut dst = frame_view_mut(&mut out, o_off, g.c_out, howo, g.frames * howo);
-            let beta = match bias {
-                Some(bias) => {
-                    for (mut row, &bv) in dst.rows_mut().into_iter().zip(bias) {
-                        row.fill(bv);
+    let cols_len = if pointwise || tiled { 0 } else { kk * howo };
+    with_scratch(cols_len, |cols| {
+        for b in 0..g.batch {
+            for f in 0..g.frames {
+                let x_off = (b * g.c_in * g.frames + f) * hw;
+                let o_off = (b * g.c_out * g.frames + f) * howo;
+                if let Some(bias) = bias {
+                    for (co, &bv) in bias.iter().enumerate() {
+                        let start = o_off + co * g.frames * howo;
+                        let row = &mut out[start..start + howo];
+                        if residual.is_some() {
+                            row.iter_mut().for_each(|v| *v += bv);
+                        } else {
+                            row.fill(bv);
+                        }
                     }
-                    1.0
                 }
-                None => 0.0,
-            };
-            if tiled {
-                // Independent tiles of output rows, one task each: im2col of
-                // the tile, then a single-threaded product into its columns.
-                let parts: Vec<_> = dst
-                    .axis_chunks_iter_mut(Axis(1), tile_rows * wo)
-                    .enumerate()
-                    .collect();
-                parts.into_par_iter().for_each(|(t, dst)| {
-                    let oy0 = t * tile_rows;
-                    let oy1 = (oy0 + tile_rows).min(ho);
-                    let n = (oy1 - oy0) * wo;
-                    let mut cols = vec![0f32; kk * n];
-                    for (row, line) in cols.chunks_mut(n).enumerate() {
-                        im2col_row(x, x_off, g, wo, row, oy0..oy1, line);
-                    }
-                    let mut dst = dst;
-                    general_mat_mul(1.0, &wmat, &frame_view(&cols, 0, kk, n, n), beta, &mut dst);
-                });
-                continue;
+                let dst = view_mut(&mut out, o_off, g.c_out, howo, g.frames * howo);
+                let accumulate = bias.is_some() || residual.is_some();
+                if tiled {
+                    // Independent tiles of output rows, one task each: im2col of
+                    // the tile, then a single-threaded product into its columns.
+                    let parts = split_cols(dst, tile_rows * wo);
+                    parts.into_par_iter().enumerate().for_each(|(t, dst)| {
+                        let oy0 = t * tile_rows;
+                        let oy1 = (oy0 + tile_rows).min(ho);
+                        let n = (oy1 - oy0) * wo;
+                        with_scratch(kk * n, |cols| {
+                            simd(
+                                #[inline(always)]
+                                || {
+                                    for (row, line) in cols.chunks_mut(n).enumerate() {
+                                        im2col_row(x, x_off, g, wo, row, oy0..oy1, line);
+                                    }
+                                },
+                            );
+                            matmul_seq(dst, wmat, view(cols, 0, kk, n, n), accumulate);
+                        });
+                    });
+                    continue;
+                }
+                let rhs = if pointwise {
+                    view(x, x_off, g.c_in, hw, g.frames * hw)
+                } else {
+                    cols.par_chunks_mut(howo)
+                        .enumerate()
+                        .for_each(|(row, line)| {
+                            simd(
+                                #[inline(always)]
+                                || im2col_row(x, x_off, g, wo, row, 0..ho, line),
+                            )
+                        });
+                    view(cols, 0, kk, howo, howo)
+                };
+                matmul(dst, wmat, rhs, accumulate);
             }
-            let rhs = if pointwise {
-                frame_view(x, x_off, g.c_in, hw, g.frames * hw)
-            } else {
-                cols.par_chunks_mut(howo)
-                    .enumerate()
-                    .for_each(|(row, line)| im2col_row(x, x_off, g, wo, row, 0..ho, line));
-                frame_view(&cols, 0, kk, howo, howo)
-            };
-            gemm(wmat, rhs, beta, dst);
         }
-    }
+    });
     out
+}
+
+/// `m` cut into blocks of `width` columns (the last one narrower).
+pub(super) fn split_cols(m: MatMut<'_, f32>, width: usize) -> Vec<MatMut<'_, f32>> {
+    let width = width.max(1);
+    let mut parts = Vec::with_capacity(m.ncols().div_ceil(width));
+    let mut rest = m;
+    while rest.ncols() > width {
+        let (head, tail) = rest.split_at_col_mut(width);
+        parts.push(head);
+        rest = tail;
+    }
+    parts.push(rest);
+    parts
 }
 
 /// Floats in one im2col tile (1 MiB).
@@ -208,6 +255,7 @@ const MAX_UNTILED_FLOATS: usize = 1 << 22;
 /// Fills one im2col row — input channel and kernel offset `row` =
 /// `(c, ky, kx)` — for output rows `oys`: `dst[(oy − oys.start)·wo + ox]` is
 /// the zero-padded input pixel under that kernel tap.
+#[inline(always)]
 fn im2col_row(
     x: &[f32],
     x_off: usize,
@@ -268,47 +316,51 @@ pub fn conv_transpose2d_frames(
     };
     let (hw, howo) = (g.h * g.w, ho * wo);
     let kk = g.c_out * g.kh * g.kw;
-    let mut out = vec![0f32; g.batch * g.c_out * g.frames * howo];
+    let mut out = output_buffer(g.batch * g.c_out * g.frames * howo);
     // cols[(co, ky, kx), (iy, ix)] = Σ_ci W[ci, co, ky, kx] · x[ci, iy, ix]
-    let wt = frame_view(weight, 0, g.c_in, kk, kk).reversed_axes();
-    let mut cols = vec![0f32; kk * hw];
+    let wt = view(weight, 0, g.c_in, kk, kk).transpose();
     let (sh, sw) = g.stride;
     let (ph, pw) = g.pad;
-    for b in 0..g.batch {
-        for f in 0..g.frames {
-            let x_off = (b * g.c_in * g.frames + f) * hw;
-            let rhs = frame_view(x, x_off, g.c_in, hw, g.frames * hw);
-            gemm(wt, rhs, 0.0, frame_view_mut(&mut cols, 0, kk, hw, hw));
-            // col2im: every output plane is owned by one task.
-            let o_off = b * g.c_out * g.frames * howo;
-            let cols = &cols;
-            out[o_off..o_off + g.c_out * g.frames * howo]
-                .par_chunks_mut(g.frames * howo)
-                .enumerate()
-                .for_each(|(co, chan)| {
-                    let plane = &mut chan[f * howo..(f + 1) * howo];
-                    plane.fill(bias.map_or(0.0, |bv| bv[co]));
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let src = &cols[((co * g.kh + ky) * g.kw + kx) * hw..][..hw];
-                            for iy in 0..g.h {
-                                let oy = (iy * sh + ky) as isize - ph as isize;
-                                if oy < 0 || oy >= ho as isize {
-                                    continue;
-                                }
-                                let dst = &mut plane[oy as usize * wo..(oy as usize + 1) * wo];
-                                for ix in 0..g.w {
-                                    let ox = (ix * sw + kx) as isize - pw as isize;
-                                    if ox >= 0 && ox < wo as isize {
-                                        dst[ox as usize] += src[iy * g.w + ix];
+    with_scratch(kk * hw, |cols| {
+        for b in 0..g.batch {
+            for f in 0..g.frames {
+                let x_off = (b * g.c_in * g.frames + f) * hw;
+                let rhs = view(x, x_off, g.c_in, hw, g.frames * hw);
+                matmul(view_mut(cols, 0, kk, hw, hw), wt, rhs, false);
+                // col2im: every output plane is owned by one task.
+                let o_off = b * g.c_out * g.frames * howo;
+                let cols = &*cols;
+                out[o_off..o_off + g.c_out * g.frames * howo]
+                    .par_chunks_mut(g.frames * howo)
+                    .enumerate()
+                    .for_each(|(co, chan)| {
+                        let plane = &mut chan[f * howo..(f + 1) * howo];
+                        plane.fill(bias.map_or(0.0, |bv| bv[co]));
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let src = &cols[((co * g.kh + ky) * g.kw + kx) * hw..][..hw];
+                                for iy in 0..g.h {
+                                    let oy = (iy * sh + ky) as isize - ph as isize;
+                                    if oy < 0 || oy >= ho as isize {
+                                        continue;
+                                    }
+                                    let dst = &mut plane[oy as usize * wo..(oy as usize + 1) * wo];
+                                    // Input columns landing inside the output row
+                                    // form one contiguous range.
+                                    let first = pw.saturating_sub(kx).div_ceil(sw).min(g.w);
+                                    let last =
+                                        (wo + pw).saturating_sub(kx).div_ceil(sw).clamp(first, g.w);
+                                    let row = &src[iy * g.w..(iy + 1) * g.w];
+                                    for ix in first..last {
+                                        dst[ix * sw + kx - pw] += row[ix];
                                     }
                                 }
                             }
                         }
-                    }
-                });
+                    });
+            }
         }
-    }
+    });
     out
 }
 
@@ -418,7 +470,7 @@ mod tests {
         let w = random(g.c_out * g.c_in * 9, 8);
         let bias = random(g.c_out, 9);
         // Called directly: conv2d_frames sends this geometry to Winograd.
-        let got = conv2d_im2col(&x, &w, Some(&bias), &g, ho, wo);
+        let got = conv2d_im2col(&x, &w, Some(&bias), None, &g, ho, wo);
         let want = naive_conv(&x, &w, &bias, &g);
         let err = got
             .iter()

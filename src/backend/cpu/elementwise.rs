@@ -1,30 +1,54 @@
 //! Element-wise kernels: activations, broadcasting binary ops, softmax.
 
+use super::{output_buffer, simd};
 use rayon::prelude::*;
 
 /// Elements per rayon task for element-wise maps.
 const CHUNK: usize = 1 << 14;
 
-/// `f` applied to every element, in parallel.
+/// `f` applied to every element, in parallel (vectorised when `f` inlines).
 pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = output_buffer(x.len());
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(d, s)| {
-            for (d, &v) in d.iter_mut().zip(s) {
-                *d = f(v);
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    for (d, &v) in d.iter_mut().zip(s) {
+                        *d = f(v);
+                    }
+                },
+            )
         });
     out
 }
 
+/// `acc += x` element-wise, in parallel; the lengths are equal.
+pub fn add_assign(acc: &mut [f32], x: &[f32]) {
+    acc.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(d, s)| {
+            simd(
+                #[inline(always)]
+                || {
+                    for (d, &v) in d.iter_mut().zip(s) {
+                        *d += v;
+                    }
+                },
+            )
+        });
+}
+
 /// SiLU `x·σ(x)`.
+#[inline(always)]
 pub fn silu(v: f32) -> f32 {
     v / (1.0 + exp(-v))
 }
 
-/// `eˣ` in f32 with relative error below 3e-7, written branch-free so that
-/// loops over slices vectorise (libm's `expf` is a scalar call).
+/// `eˣ` in f32 with relative error below 3e-7, written branch-free and
+/// without float-to-int conversions so that loops over slices vectorise
+/// (libm's `expf` is a scalar call).
 ///
 /// `x = n·ln2 + r` with |r| ≤ ln2/2, `eʳ` by its degree-6 Taylor polynomial
 /// (truncation < 7e-8), `2ⁿ` assembled in the exponent bits. Inputs are
@@ -36,16 +60,24 @@ pub fn exp(x: f32) -> f32 {
     // ln 2 split so that n·LN2_HI is exact (Cephes).
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer.
+    // Adding 1.5·2²³ rounds to the nearest integer n and leaves n in the
+    // low mantissa bits of the sum.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // Bits of `shifted` minus those of ROUND are n (two's complement); the
+    // biased exponent n + 127 lies in 1..=254 for the clamped range.
+    let biased = shifted
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// GELU, exact form `x·Φ(x) = ½x(1 + erf(x/√2))` (PyTorch's default).
@@ -97,13 +129,18 @@ pub fn broadcast_binary(
 ) -> Vec<f32> {
     let n: usize = out_shape.iter().product();
     if a_shape == b_shape {
-        let mut out = vec![0f32; n];
+        let mut out = output_buffer(n);
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
             .for_each(|(d, (x, y))| {
-                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
-                    *d = f(x, y);
-                }
+                simd(
+                    #[inline(always)]
+                    || {
+                        for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                            *d = f(x, y);
+                        }
+                    },
+                )
             });
         return out;
     }
@@ -122,7 +159,7 @@ pub fn broadcast_binary(
         sa.last().copied().unwrap_or(0),
         sb.last().copied().unwrap_or(0),
     );
-    let mut out = vec![0f32; n];
+    let mut out = output_buffer(n);
     out.par_chunks_mut(inner)
         .enumerate()
         .for_each(|(row, dst)| {
@@ -134,9 +171,36 @@ pub fn broadcast_binary(
                 oa += i * sa[d];
                 ob += i * sb[d];
             }
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = f(a[oa + j * ia], b[ob + j * ib]);
-            }
+            // Contiguous and broadcast rows get plain slice loops.
+            let n = dst.len();
+            simd(
+                #[inline(always)]
+                || match (ia, ib) {
+                    (1, 1) => {
+                        for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n])
+                        {
+                            *d = f(x, y);
+                        }
+                    }
+                    (1, 0) => {
+                        let y = b[ob];
+                        for (d, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (0, 1) => {
+                        let x = a[oa];
+                        for (d, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
+                            *d = f(x, y);
+                        }
+                    }
+                    _ => {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = f(a[oa + j * ia], b[ob + j * ib]);
+                        }
+                    }
+                },
+            );
         });
     out
 }
@@ -144,7 +208,12 @@ pub fn broadcast_binary(
 /// Softmax over consecutive rows of length `n` (max subtracted first).
 pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
     let mut out = x.to_vec();
-    out.par_chunks_mut(n.max(1)).for_each(softmax_in_place);
+    out.par_chunks_mut(n.max(1)).for_each(|row| {
+        simd(
+            #[inline(always)]
+            || softmax_in_place(row),
+        )
+    });
     out
 }
 
@@ -154,45 +223,98 @@ pub fn softmax_axis(x: &[f32], n: usize, inner: usize) -> Vec<f32> {
     if inner == 1 {
         return softmax_rows(x, n);
     }
-    let mut out = vec![0f32; x.len()];
+    let mut out = output_buffer(x.len());
     out.par_chunks_mut((n * inner).max(1))
         .zip(x.par_chunks((n * inner).max(1)))
         .for_each(|(dst, src)| {
-            // Row-wise passes over the n slices keep memory access contiguous.
-            let mut max = vec![f32::NEG_INFINITY; inner];
-            for row in src.chunks(inner) {
-                for (m, &v) in max.iter_mut().zip(row) {
-                    *m = m.max(v);
-                }
-            }
-            let mut sum = vec![0f32; inner];
-            for (drow, srow) in dst.chunks_mut(inner).zip(src.chunks(inner)) {
-                for (((d, &v), &m), s) in drow.iter_mut().zip(srow).zip(&max).zip(sum.iter_mut()) {
-                    *d = exp(v - m);
-                    *s += *d;
-                }
-            }
-            for drow in dst.chunks_mut(inner) {
-                for (d, s) in drow.iter_mut().zip(&sum) {
-                    *d /= s;
-                }
-            }
+            simd(
+                #[inline(always)]
+                || {
+                    // Row-wise passes over the n slices keep memory access contiguous.
+                    let mut max = vec![f32::NEG_INFINITY; inner];
+                    for row in src.chunks(inner) {
+                        for (m, &v) in max.iter_mut().zip(row) {
+                            *m = m.max(v);
+                        }
+                    }
+                    let mut sum = vec![0f32; inner];
+                    for (drow, srow) in dst.chunks_mut(inner).zip(src.chunks(inner)) {
+                        for (((d, &v), &m), s) in
+                            drow.iter_mut().zip(srow).zip(&max).zip(sum.iter_mut())
+                        {
+                            *d = exp(v - m);
+                            *s += *d;
+                        }
+                    }
+                    for drow in dst.chunks_mut(inner) {
+                        for (d, s) in drow.iter_mut().zip(&sum) {
+                            *d /= s;
+                        }
+                    }
+                },
+            )
         });
     out
 }
 
+/// Softmax of `src` written to `dst` (same length), max subtracted first.
+#[inline(always)]
+pub fn softmax_into(src: &[f32], dst: &mut [f32]) {
+    let max = max_lanes(src);
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = exp(v - max);
+    }
+    let inv = 1.0 / sum_lanes(dst);
+    for d in dst.iter_mut() {
+        *d *= inv;
+    }
+}
+
 /// Softmax of one row, in place.
+#[inline(always)]
 pub fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0f32;
+    let max = max_lanes(row);
     for v in row.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum_lanes(row);
     for v in row.iter_mut() {
         *v *= inv;
     }
+}
+
+/// Lanes of the reductions below: independent partial results, so the
+/// loops vectorise (one running value would be a serial chain).
+const LANES: usize = 16;
+
+/// Sum of `v` in [`LANES`] interleaved partial sums (a fixed order).
+#[inline(always)]
+pub fn sum_lanes(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Maximum of `v` (−∞ when empty) in [`LANES`] interleaved partial maxima.
+#[inline(always)]
+pub fn max_lanes(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }
 
 /// Permutes a row-major buffer: output dimension `i` is input dimension
@@ -204,7 +326,7 @@ pub fn permute(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
     let rank = out_shape.len();
     let inner = out_shape.last().copied().unwrap_or(1).max(1);
     let is = src_strides.last().copied().unwrap_or(0);
-    let mut out = vec![0f32; x.len()];
+    let mut out = output_buffer(x.len());
     out.par_chunks_mut(inner)
         .enumerate()
         .for_each(|(row, dst)| {
@@ -248,6 +370,32 @@ mod tests {
         assert!(worst < 3e-7, "{worst}");
         assert!(exp(f32::NAN).is_nan());
         assert!(exp(-1e30) < 1e-37 && exp(1e30).is_finite());
+    }
+
+    /// The lane-wise reductions and softmaxes agree with plain loops on
+    /// lengths around the lane count.
+    #[test]
+    fn lane_reductions_and_softmax() {
+        for n in [0, 1, 15, 16, 17, 100] {
+            let v = crate::backend::cpu::random_normal(n, n as u64);
+            let sum: f32 = v.iter().sum();
+            assert!((sum_lanes(&v) - sum).abs() < 1e-4, "sum {n}");
+            let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            assert_eq!(max_lanes(&v), max, "max {n}");
+            if n == 0 {
+                continue;
+            }
+            let mut out = vec![0f32; n];
+            softmax_into(&v, &mut out);
+            let mut inplace = v.clone();
+            softmax_in_place(&mut inplace);
+            assert_eq!(out, inplace);
+            let denom: f64 = v.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            for (o, &x) in out.iter().zip(&v) {
+                let want = ((x - max) as f64).exp() / denom;
+                assert!((*o as f64 - want).abs() < 1e-6, "softmax {n}");
+            }
+        }
     }
 
     #[test]

@@ -4,14 +4,37 @@
 //! variance, as PyTorch's GroupNorm, InstanceNorm and the denoiser's channel
 //! LayerNorm do.
 
+use super::elementwise::silu;
+use super::{output_buffer, simd};
 use rayon::prelude::*;
 
-/// Mean and 1/sqrt(var + eps) of a slice (population variance).
+/// Sum of `v` in f64, in eight interleaved lanes so that the loop
+/// vectorises (a single running sum is one long dependency chain). The
+/// order is fixed, so the result does not depend on the thread count.
+#[inline(always)]
+fn sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &a) in lanes.iter_mut().zip(c) {
+            *l += f(a as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + tail.iter().map(|&a| f(a as f64)).sum::<f64>()
+}
+
+/// Mean and 1/sqrt(var + eps) of a slice (population variance, two passes).
 fn moments(v: &[f32], eps: f64) -> (f32, f32) {
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().map(|&a| a as f64).sum::<f64>() / n;
-    let var = v.iter().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+    simd(
+        #[inline(always)]
+        || {
+            let n = v.len().max(1) as f64;
+            let mean = sum_f64(v, |a| a) / n;
+            let var = sum_f64(v, |a| (a - mean) * (a - mean)) / n;
+            (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+        },
+    )
 }
 
 /// GroupNorm: per sample and group of `C/groups` consecutive channels,
@@ -29,21 +52,103 @@ pub fn group_norm(
     bias: Option<&[f32]>,
     eps: f64,
 ) -> Vec<f32> {
+    normalise_groups(x, batch, c, s, groups, weight, bias, eps, None, None, false)
+}
+
+/// The denoiser's `Block` tail in one pass: GroupNorm as [`group_norm`],
+/// then `·(scale[b, c] + 1) + shift[b, c]` when `scale_shift` is given
+/// (each `batch·c` values), then SiLU, then `+ residual` (same layout as
+/// `x`) when given. The caller checked all lengths.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_silu(
+    x: &[f32],
+    batch: usize,
+    c: usize,
+    s: usize,
+    groups: usize,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f64,
+    scale_shift: Option<(&[f32], &[f32])>,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    normalise_groups(
+        x,
+        batch,
+        c,
+        s,
+        groups,
+        weight,
+        bias,
+        eps,
+        scale_shift,
+        residual,
+        true,
+    )
+}
+
+/// Shared body of [`group_norm`] and [`group_norm_silu`]: statistics per
+/// (sample, group), then one pass per channel computing
+/// `act(x·a + b) (+ residual)`, with the normalisation, affine and
+/// modulation folded into the per-channel `a` and `b`.
+#[allow(clippy::too_many_arguments)]
+fn normalise_groups(
+    x: &[f32],
+    batch: usize,
+    c: usize,
+    s: usize,
+    groups: usize,
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    eps: f64,
+    scale_shift: Option<(&[f32], &[f32])>,
+    residual: Option<&[f32]>,
+    with_silu: bool,
+) -> Vec<f32> {
     let cg = c / groups;
-    let mut out = vec![0f32; batch * c * s];
+    let mut out = output_buffer(batch * c * s);
     out.par_chunks_mut(cg * s)
         .zip(x.par_chunks(cg * s))
         .enumerate()
         .for_each(|(bg, (dst, src))| {
-            let g = bg % groups;
+            let (sample, g) = (bg / groups, bg % groups);
             let (mean, rstd) = moments(src, eps);
             for (j, (drow, srow)) in dst.chunks_mut(s).zip(src.chunks(s)).enumerate() {
                 let ch = g * cg + j;
-                let a = rstd * weight.map_or(1.0, |w| w[ch]);
-                let b = bias.map_or(0.0, |b| b[ch]) - mean * a;
-                for (d, &v) in drow.iter_mut().zip(srow) {
-                    *d = v * a + b;
+                let mut a = rstd * weight.map_or(1.0, |w| w[ch]);
+                let mut b = bias.map_or(0.0, |b| b[ch]) - mean * a;
+                if let Some((scale, shift)) = scale_shift {
+                    let k = scale[sample * c + ch] + 1.0;
+                    a *= k;
+                    b = b * k + shift[sample * c + ch];
                 }
+                let start = (bg * cg + j) * s;
+                let res = residual.map(|r| &r[start..start + s]);
+                simd(
+                    #[inline(always)]
+                    || match (with_silu, res) {
+                        (true, Some(r)) => {
+                            for ((d, &v), &r) in drow.iter_mut().zip(srow).zip(r) {
+                                *d = silu(v * a + b) + r;
+                            }
+                        }
+                        (true, None) => {
+                            for (d, &v) in drow.iter_mut().zip(srow) {
+                                *d = silu(v * a + b);
+                            }
+                        }
+                        (false, Some(r)) => {
+                            for ((d, &v), &r) in drow.iter_mut().zip(srow).zip(r) {
+                                *d = v * a + b + r;
+                            }
+                        }
+                        (false, None) => {
+                            for (d, &v) in drow.iter_mut().zip(srow) {
+                                *d = v * a + b;
+                            }
+                        }
+                    },
+                );
             }
         });
     out
@@ -59,7 +164,7 @@ pub fn layer_norm_channels(
     gamma: &[f32],
     eps: f64,
 ) -> Vec<f32> {
-    let mut out = vec![0f32; batch * c * s];
+    let mut out = output_buffer(batch * c * s);
     // Positions are split into blocks; each block's statistics are gathered
     // channel by channel so the inner loops run over contiguous memory.
     const BLOCK: usize = 256;
@@ -68,30 +173,36 @@ pub fn layer_norm_channels(
         let stats: Vec<(Vec<f32>, Vec<f32>)> = (0..s.div_ceil(BLOCK))
             .into_par_iter()
             .map(|blk| {
-                let lo = blk * BLOCK;
-                let n = BLOCK.min(s - lo);
-                let mut sum = vec![0f64; n];
-                for ch in 0..c {
-                    for (acc, &v) in sum.iter_mut().zip(&src[ch * s + lo..ch * s + lo + n]) {
-                        *acc += v as f64;
-                    }
-                }
-                let mean: Vec<f64> = sum.iter().map(|v| v / c as f64).collect();
-                let mut var = vec![0f64; n];
-                for ch in 0..c {
-                    for ((acc, &v), m) in var
-                        .iter_mut()
-                        .zip(&src[ch * s + lo..ch * s + lo + n])
-                        .zip(&mean)
-                    {
-                        *acc += (v as f64 - m).powi(2);
-                    }
-                }
-                let rstd = var
-                    .iter()
-                    .map(|v| (1.0 / (v / c as f64 + eps).sqrt()) as f32)
-                    .collect();
-                (mean.iter().map(|&m| m as f32).collect(), rstd)
+                simd(
+                    #[inline(always)]
+                    || {
+                        let lo = blk * BLOCK;
+                        let n = BLOCK.min(s - lo);
+                        let mut sum = vec![0f64; n];
+                        for ch in 0..c {
+                            for (acc, &v) in sum.iter_mut().zip(&src[ch * s + lo..ch * s + lo + n])
+                            {
+                                *acc += v as f64;
+                            }
+                        }
+                        let mean: Vec<f64> = sum.iter().map(|v| v / c as f64).collect();
+                        let mut var = vec![0f64; n];
+                        for ch in 0..c {
+                            for ((acc, &v), m) in var
+                                .iter_mut()
+                                .zip(&src[ch * s + lo..ch * s + lo + n])
+                                .zip(&mean)
+                            {
+                                *acc += (v as f64 - m).powi(2);
+                            }
+                        }
+                        let rstd = var
+                            .iter()
+                            .map(|v| (1.0 / (v / c as f64 + eps).sqrt()) as f32)
+                            .collect();
+                        (mean.iter().map(|&m| m as f32).collect(), rstd)
+                    },
+                )
             })
             .collect();
         out[b * c * s..(b + 1) * c * s]
@@ -99,12 +210,24 @@ pub fn layer_norm_channels(
             .enumerate()
             .for_each(|(ch, dst)| {
                 let srow = &src[ch * s..(ch + 1) * s];
-                for (blk, (mean, rstd)) in stats.iter().enumerate() {
-                    let lo = blk * BLOCK;
-                    for i in 0..mean.len() {
-                        dst[lo + i] = (srow[lo + i] - mean[i]) * rstd[i] * gamma[ch];
-                    }
-                }
+                let g = gamma[ch];
+                simd(
+                    #[inline(always)]
+                    || {
+                        for (blk, (mean, rstd)) in stats.iter().enumerate() {
+                            let lo = blk * BLOCK;
+                            let n = mean.len();
+                            for (((d, &v), &m), &r) in dst[lo..lo + n]
+                                .iter_mut()
+                                .zip(&srow[lo..lo + n])
+                                .zip(mean)
+                                .zip(rstd)
+                            {
+                                *d = (v - m) * r * g;
+                            }
+                        }
+                    },
+                )
             });
     }
     out

@@ -12,11 +12,12 @@
 //! and `M` `[C_out, a², T]` (T tiles, raster order), so one channel's
 //! transform writes one contiguous chunk.
 
-use super::conv::{frame_view, frame_view_mut, unreachable_view, ConvGeometry};
-use super::gemm::gemm;
-use ndarray::{linalg::general_mat_mul, Axis};
+use super::conv::{split_cols, ConvGeometry};
+use super::gemm::{matmul, matmul_seq, view, view_mut};
+use super::{output_buffer, simd, with_scratch};
 use rayon::prelude::*;
 use std::array::from_fn;
+use std::ops::{Add, Div, Mul, Sub};
 
 /// Floats of `V` and `M` together in one block of tile rows (2 MiB), so a
 /// block's transforms and products stay in the L2 cache.
@@ -39,28 +40,136 @@ pub fn applies(g: &ConvGeometry) -> bool {
     g.kh == 3 && g.kw == 3 && g.stride == (1, 1) && g.pad == (1, 1) && g.h * g.w >= MIN_PIXELS
 }
 
+/// Values the input and output transforms combine: one f32, or [`Lanes`]
+/// of several tiles at once.
+trait Lane:
+    Copy + Add<Output = Self> + Sub<Output = Self> + Mul<f32, Output = Self> + Div<f32, Output = Self>
+{
+}
+
+impl Lane for f32 {}
+
+/// Tiles handled together by the transform passes: one AVX-512 register of
+/// f32, two AVX2 ones.
+const LANES: usize = 16;
+
+/// The same transform entry of [`LANES`] consecutive tiles. Its operators
+/// are element-wise loops over a fixed-size array, which vectorise.
+#[derive(Clone, Copy)]
+struct Lanes([f32; LANES]);
+
+impl Add for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn add(mut self, o: Lanes) -> Lanes {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        self
+    }
+}
+
+impl Sub for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn sub(mut self, o: Lanes) -> Lanes {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        self
+    }
+}
+
+impl Mul<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn mul(mut self, k: f32) -> Lanes {
+        for a in self.0.iter_mut() {
+            *a *= k;
+        }
+        self
+    }
+}
+
+impl Div<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn div(mut self, k: f32) -> Lanes {
+        for a in self.0.iter_mut() {
+            *a /= k;
+        }
+        self
+    }
+}
+
+impl Lane for Lanes {}
+
+impl Lanes {
+    /// `src[start..start + LANES]`.
+    #[inline(always)]
+    fn load(src: &[f32], start: usize) -> Lanes {
+        let mut v = [0f32; LANES];
+        v.copy_from_slice(&src[start..start + LANES]);
+        Lanes(v)
+    }
+
+    /// Writes the lanes to `dst[start..start + LANES]`.
+    #[inline(always)]
+    fn store(self, dst: &mut [f32], start: usize) {
+        dst[start..start + LANES].copy_from_slice(&self.0);
+    }
+}
+
+/// `dst[o][t] = f(src[0][t], …, src[I−1][t])[o]` for t in 0..n (a multiple
+/// of [`LANES`], see [`padded_tiles`]), [`LANES`] tiles at a time: one pass
+/// of a transform over rows that run across tiles. (Plain loops rather than
+/// `from_fn`/`map`, whose closures are not always inlined, so the lanes stay
+/// in registers.)
+#[inline(always)]
+fn across_tiles<const I: usize, const O: usize>(
+    src: [&[f32]; I],
+    dst: [&mut [f32]; O],
+    n: usize,
+    f: impl Fn([Lanes; I]) -> [Lanes; O],
+) {
+    let mut dst = dst;
+    for start in (0..n).step_by(LANES) {
+        let mut x = [Lanes([0.0; LANES]); I];
+        for (x, s) in x.iter_mut().zip(src) {
+            *x = Lanes::load(s, start);
+        }
+        let y = f(x);
+        for (d, v) in dst.iter_mut().zip(y) {
+            v.store(d, start);
+        }
+    }
+}
+
 /// The three transforms of one Winograd variant, F(M×M, 3×3) with A = M + 2
 /// interpolation points per axis, each acting on one row or column.
 trait Tiling<const A: usize, const M: usize> {
     /// `G·g` for one 3-tap kernel column.
-    fn lift(g: [f32; 3]) -> [f32; A];
+    fn lift<T: Lane>(g: [T; 3]) -> [T; A];
     /// `Bᵀ·d` for one column of an input patch.
-    fn bt(d: [f32; A]) -> [f32; A];
+    fn bt<T: Lane>(d: [T; A]) -> [T; A];
     /// `Aᵀ·m` for one column of a product tile.
-    fn at(m: [f32; A]) -> [f32; M];
+    fn at<T: Lane>(m: [T; A]) -> [T; M];
 }
 
 /// F(2×2, 3×3), points 0, ±1, ∞.
 struct F2;
 
 impl Tiling<4, 2> for F2 {
-    fn lift([a, b, c]: [f32; 3]) -> [f32; 4] {
-        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c]
+    #[inline(always)]
+    fn lift<T: Lane>([a, b, c]: [T; 3]) -> [T; 4] {
+        [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c]
     }
-    fn bt(d: [f32; 4]) -> [f32; 4] {
+    #[inline(always)]
+    fn bt<T: Lane>(d: [T; 4]) -> [T; 4] {
         [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
     }
-    fn at(v: [f32; 4]) -> [f32; 2] {
+    #[inline(always)]
+    fn at<T: Lane>(v: [T; 4]) -> [T; 2] {
         [v[0] + v[1] + v[2], v[1] - v[2] - v[3]]
     }
 }
@@ -70,67 +179,126 @@ impl Tiling<4, 2> for F2 {
 struct F4;
 
 impl Tiling<6, 4> for F4 {
-    fn lift([a, b, c]: [f32; 3]) -> [f32; 6] {
+    #[inline(always)]
+    fn lift<T: Lane>([a, b, c]: [T; 3]) -> [T; 6] {
         let s = a + c;
-        let t = a + 4.0 * c;
+        let t = a + c * 4.0;
         [
-            0.25 * a,
-            -(s + b) / 6.0,
-            -(s - b) / 6.0,
-            (t + 2.0 * b) / 24.0,
-            (t - 2.0 * b) / 24.0,
+            a * 0.25,
+            (s + b) / -6.0,
+            (s - b) / -6.0,
+            (t + b * 2.0) / 24.0,
+            (t - b * 2.0) / 24.0,
             c,
         ]
     }
-    fn bt(d: [f32; 6]) -> [f32; 6] {
+    #[inline(always)]
+    fn bt<T: Lane>(d: [T; 6]) -> [T; 6] {
         [
-            4.0 * d[0] - 5.0 * d[2] + d[4],
-            -4.0 * (d[1] + d[2]) + d[3] + d[4],
-            4.0 * (d[1] - d[2]) - d[3] + d[4],
-            2.0 * (d[3] - d[1]) - d[2] + d[4],
-            2.0 * (d[1] - d[3]) - d[2] + d[4],
-            4.0 * d[1] - 5.0 * d[3] + d[5],
+            d[0] * 4.0 - d[2] * 5.0 + d[4],
+            (d[1] + d[2]) * -4.0 + d[3] + d[4],
+            (d[1] - d[2]) * 4.0 - d[3] + d[4],
+            (d[3] - d[1]) * 2.0 - d[2] + d[4],
+            (d[1] - d[3]) * 2.0 - d[2] + d[4],
+            d[1] * 4.0 - d[3] * 5.0 + d[5],
         ]
     }
-    fn at(v: [f32; 6]) -> [f32; 4] {
+    #[inline(always)]
+    fn at<T: Lane>(v: [T; 6]) -> [T; 4] {
         let (s1, d1) = (v[1] + v[2], v[1] - v[2]);
         let (s2, d2) = (v[3] + v[4], v[3] - v[4]);
         [
             v[0] + s1 + s2,
-            d1 + 2.0 * d2,
-            s1 + 4.0 * s2,
-            d1 + 8.0 * d2 + v[5],
+            d1 + d2 * 2.0,
+            s1 + s2 * 4.0,
+            d1 + d2 * 8.0 + v[5],
         ]
     }
 }
 
-/// `G·g·Gᵀ` for every `[C_out, C_in, 3, 3]` kernel, as `[C_out, A², C_in]`:
-/// one output channel's A² rows lie together, so the writes stay in cache.
+/// `G·g·Gᵀ` for every `[C_out, C_in, 3, 3]` kernel, written to `u` as
+/// `[C_out, A², C_in]`: one output channel's A² rows lie together, so the
+/// writes stay in cache.
 fn transform_weights<const A: usize, const M: usize, K: Tiling<A, M>>(
     weight: &[f32],
-    c_out: usize,
     c_in: usize,
-) -> Vec<f32> {
-    let mut u = vec![0f32; A * A * c_out * c_in];
+    u: &mut [f32],
+) {
     u.par_chunks_mut(A * A * c_in)
         .zip(weight.par_chunks(9 * c_in))
         .for_each(|(dst, kernels)| {
-            for (ci, g) in kernels.chunks_exact(9).enumerate() {
-                let cols: [[f32; A]; 3] = from_fn(|c| K::lift([g[c], g[3 + c], g[6 + c]]));
-                for i in 0..A {
-                    let row = K::lift([cols[0][i], cols[1][i], cols[2][i]]);
-                    for (j, &v) in row.iter().enumerate() {
-                        dst[(A * i + j) * c_in + ci] = v;
+            simd(
+                #[inline(always)]
+                || {
+                    // [`LANES`] input channels at a time, so the lifts are
+                    // vector operations and the stores contiguous.
+                    let groups = kernels.chunks_exact(9 * LANES);
+                    let rest = groups.remainder();
+                    for (grp, taps) in groups.enumerate() {
+                        let mut t = [Lanes([0.0; LANES]); 9];
+                        for (l, g) in taps.chunks_exact(9).enumerate() {
+                            for (k, &v) in g.iter().enumerate() {
+                                t[k].0[l] = v;
+                            }
+                        }
+                        let c0 = K::lift([t[0], t[3], t[6]]);
+                        let c1 = K::lift([t[1], t[4], t[7]]);
+                        let c2 = K::lift([t[2], t[5], t[8]]);
+                        for i in 0..A {
+                            let row = K::lift([c0[i], c1[i], c2[i]]);
+                            for (j, v) in row.into_iter().enumerate() {
+                                v.store(dst, (A * i + j) * c_in + grp * LANES);
+                            }
+                        }
                     }
-                }
-            }
+                    let ci0 = c_in - rest.len() / 9;
+                    for (ci, g) in (ci0..).zip(rest.chunks_exact(9)) {
+                        let c0 = K::lift([g[0], g[3], g[6]]);
+                        let c1 = K::lift([g[1], g[4], g[7]]);
+                        let c2 = K::lift([g[2], g[5], g[8]]);
+                        for i in 0..A {
+                            let row = K::lift([c0[i], c1[i], c2[i]]);
+                            for (j, v) in row.into_iter().enumerate() {
+                                dst[(A * i + j) * c_in + ci] = v;
+                            }
+                        }
+                    }
+                },
+            )
         });
-    u
+}
+
+/// Row length of the transform buffers for `nt` tiles: a whole number of
+/// [`LANES`], so every transform pass runs on full vectors (the padding
+/// entries are computed but never read back).
+fn padded_tiles(nt: usize) -> usize {
+    nt.next_multiple_of(LANES)
+}
+
+/// Floats of scratch that [`transform_input`] and [`transform_output`] need
+/// for `nt` tiles, `tw` per tile row.
+fn transform_scratch_len<const A: usize, const M: usize>(nt: usize, tw: usize) -> usize {
+    let ts = padded_tiles(nt);
+    (A * A * ts + M * tw + A).max((A + M) * M * ts)
+}
+
+/// `A` slices of length `n` (consecutive in `buf`), for loops that write
+/// one element of each per iteration.
+#[inline(always)]
+fn split_n<const A: usize>(buf: &mut [f32], n: usize) -> [&mut [f32]; A] {
+    let mut parts = buf.chunks_exact_mut(n.max(1));
+    from_fn(|_| parts.next().unwrap_or_default())
 }
 
 /// `Bᵀ·d·B` of every A×A patch of one input channel `plane` (`h × w`) for
 /// the tiles in tile rows `tys` (`tw` tiles per row): position p of tile t
-/// goes to `dst[p·T + t]`, T = tiles in `tys`.
+/// goes to `dst[p·T + t]`, T = [`padded_tiles`] of the tiles in `tys`.
+///
+/// The patches are first gathered into `dst` as `d[r][c]` rows over the
+/// tiles; both transform passes then run along those rows, i.e. across
+/// tiles, so they vectorise. Inlined so that callers can compile it inside
+/// [`simd`]; `scratch` holds [`transform_scratch_len`] floats.
+#[inline(always)]
 fn transform_input<const A: usize, const M: usize, K: Tiling<A, M>>(
     plane: &[f32],
     h: usize,
@@ -138,47 +306,79 @@ fn transform_input<const A: usize, const M: usize, K: Tiling<A, M>>(
     tw: usize,
     tys: std::ops::Range<usize>,
     dst: &mut [f32],
+    scratch: &mut [f32],
 ) {
-    let nt = tys.len() * tw;
+    let ts = padded_tiles(tys.len() * tw);
     let ty0 = tys.start;
+    let dst = &mut dst[..A * A * ts];
+    // One input row with a zero column on the left and zeros past the
+    // right edge: tile tx reads columns M·tx .. M·tx + A of it.
+    let (padded, t) = scratch.split_at_mut(M * tw + A);
+    let t = &mut t[..A * A * ts];
+    padded.fill(0.0);
     for ty in tys {
-        // The A input rows of this tile row (None outside the image).
-        let src: [Option<&[f32]>; A] = from_fn(|r| {
-            let iy = (M * ty + r).checked_sub(1)?;
-            plane.get(iy * w..(iy + 1) * w).filter(|_| iy < h)
-        });
-        for tx in 0..tw {
-            let mut d = [[0f32; A]; A];
-            let interior = tx >= 1 && M * tx + A - 1 <= w;
-            for (drow, srow) in d.iter_mut().zip(&src) {
-                let Some(srow) = srow else { continue };
-                if interior {
-                    drow.copy_from_slice(&srow[M * tx - 1..M * tx - 1 + A]);
-                } else {
-                    for (c, v) in drow.iter_mut().enumerate() {
-                        if let Some(ix) = (M * tx + c).checked_sub(1) {
-                            *v = srow.get(ix).copied().unwrap_or(0.0);
-                        }
-                    }
+        let base = (ty - ty0) * tw;
+        for r in 0..A {
+            let row = (M * ty + r)
+                .checked_sub(1)
+                .filter(|&iy| iy < h)
+                .and_then(|iy| plane.get(iy * w..(iy + 1) * w));
+            let Some(row) = row else {
+                for c in 0..A {
+                    dst[(A * r + c) * ts + base..][..tw].fill(0.0);
                 }
+                continue;
+            };
+            padded[1..1 + w].copy_from_slice(row);
+            // Column c of tile tx is padded[M·tx + c]: entry c mod M of the
+            // tile's M-wide group (c < M) or of the next one (c ≥ M). One
+            // loop over the groups lets the compiler de-interleave them with
+            // vector shuffles.
+            let mut outs = split_n::<A>(&mut dst[A * r * ts..(A * r + A) * ts], ts);
+            for o in outs.iter_mut() {
+                *o = &mut std::mem::take(o)[base..base + tw];
             }
-            // Bᵀ·d on columns (cols[c][r] is row r of column c), then ·B
-            // on the rows.
-            let cols: [[f32; A]; A] = from_fn(|c| K::bt(from_fn(|r| d[r][c])));
-            let tile = (ty - ty0) * tw + tx;
-            for r in 0..A {
-                let row = K::bt(from_fn(|c| cols[c][r]));
-                for (c, v) in row.into_iter().enumerate() {
-                    dst[(A * r + c) * nt + tile] = v;
+            let groups = padded.chunks_exact(M).zip(padded[M..].chunks_exact(M));
+            for (tx, (group, next)) in groups.take(tw).enumerate() {
+                for (c, o) in outs.iter_mut().enumerate() {
+                    o[tx] = if c < M { group[c] } else { next[c - M] };
                 }
             }
         }
     }
+    // Bᵀ·d on the columns: t[(A·c + i)·T + tile] = (Bᵀ·d)[i][c].
+    for c in 0..A {
+        let src: [&[f32]; A] = from_fn(|r| &dst[(A * r + c) * ts..][..ts]);
+        let outs = split_n::<A>(&mut t[A * c * ts..(A * c + A) * ts], ts);
+        across_tiles(
+            src,
+            outs,
+            ts,
+            #[inline(always)]
+            |x| K::bt(x),
+        );
+    }
+    // ·B on the rows: dst[(A·i + j)·T + tile] = (Bᵀ·d·B)[i][j].
+    for i in 0..A {
+        let src: [&[f32]; A] = from_fn(|c| &t[(A * c + i) * ts..][..ts]);
+        let outs = split_n::<A>(&mut dst[A * i * ts..(A * i + A) * ts], ts);
+        across_tiles(
+            src,
+            outs,
+            ts,
+            #[inline(always)]
+            |x| K::bt(x),
+        );
+    }
 }
 
 /// `Aᵀ·M·A + bias` for the tiles of one output channel: `m[p·T + t]` is
-/// position p of tile t; writes the M×M outputs into `rows`, the plane's
+/// position p of tile t (T as in [`transform_input`]); writes the M×M outputs into `rows`, the plane's
 /// rows from `M·tys.start` on (row length `w`, at most `h` rows in all).
+/// Both passes run across tiles as in [`transform_input`]; `scratch` holds
+/// [`transform_scratch_len`] floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn transform_output<const A: usize, const M: usize, K: Tiling<A, M>>(
     m: &[f32],
     bias: f32,
@@ -187,33 +387,74 @@ fn transform_output<const A: usize, const M: usize, K: Tiling<A, M>>(
     tw: usize,
     tys: std::ops::Range<usize>,
     rows: &mut [f32],
+    scratch: &mut [f32],
 ) {
-    let nt = tys.len() * tw;
+    let ts = padded_tiles(tys.len() * tw);
     let ty0 = tys.start;
-    for ty in tys {
-        for tx in 0..tw {
-            let tile = (ty - ty0) * tw + tx;
-            // Aᵀ·M on columns: cols[c][i] is row i, column c of Aᵀ·M.
-            let cols: [[f32; M]; A] = from_fn(|c| K::at(from_fn(|r| m[(A * r + c) * nt + tile])));
-            let s: [[f32; A]; M] = from_fn(|i| from_fn(|c| cols[c][i]));
-            for (i, srow) in s.into_iter().enumerate() {
-                let oy = M * ty + i;
-                if oy >= h {
-                    continue;
+    let (t, y) = scratch.split_at_mut(A * M * ts);
+    let y = &mut y[..M * M * ts];
+    // Aᵀ·M on the columns: t[(M·c + i)·T + tile] = (Aᵀ·M)[i][c].
+    for c in 0..A {
+        let src: [&[f32]; A] = from_fn(|r| &m[(A * r + c) * ts..][..ts]);
+        let outs = split_n::<M>(&mut t[M * c * ts..(M * c + M) * ts], ts);
+        across_tiles(
+            src,
+            outs,
+            ts,
+            #[inline(always)]
+            |x| K::at(x),
+        );
+    }
+    // ·A on the rows, plus bias: y[(M·i + j)·T + tile].
+    let bias = Lanes([bias; LANES]);
+    for i in 0..M {
+        let src: [&[f32]; A] = from_fn(|c| &t[(M * c + i) * ts..][..ts]);
+        let outs = split_n::<M>(&mut y[M * i * ts..(M * i + M) * ts], ts);
+        across_tiles(
+            src,
+            outs,
+            ts,
+            #[inline(always)]
+            |row| {
+                let mut y = K::at(row);
+                for v in y.iter_mut() {
+                    *v = *v + bias;
                 }
-                let y = K::at(srow);
-                let line = &mut rows[(oy - M * ty0) * w..(oy - M * ty0 + 1) * w];
-                for (j, v) in y.into_iter().enumerate() {
-                    if let Some(o) = line.get_mut(M * tx + j) {
-                        *o = v + bias;
-                    }
+                y
+            },
+        );
+    }
+    // Scatter: output row M·ty + i, column M·tx + j.
+    for ty in tys {
+        let base = (ty - ty0) * tw;
+        for i in 0..M {
+            let oy = M * ty + i;
+            if oy >= h {
+                break;
+            }
+            let line = &mut rows[(oy - M * ty0) * w..(oy - M * ty0 + 1) * w];
+            let src: [&[f32]; M] = from_fn(|j| &y[(M * i + j) * ts + base..][..tw]);
+            // Whole M-wide groups of the row, then the columns of a last
+            // partial tile.
+            let mut groups = line.chunks_exact_mut(M);
+            let mut full = 0;
+            for (tx, group) in groups.by_ref().take(tw).enumerate() {
+                for (o, s) in group.iter_mut().zip(&src) {
+                    *o = s[tx];
+                }
+                full = tx + 1;
+            }
+            for (o, s) in groups.into_remainder().iter_mut().zip(&src) {
+                if let Some(&v) = s.get(full) {
+                    *o = v;
                 }
             }
         }
     }
 }
 
-/// The A² products `M[p] = U[p]·V[p]` for a block of `nt` tiles.
+/// The A² products `M[p] = U[p]·V[p]` for a block of `nt` tiles (rows of
+/// [`padded_tiles`] length in `v` and `m`).
 fn products<const A: usize>(
     u: &[f32],
     v: &[f32],
@@ -223,15 +464,15 @@ fn products<const A: usize>(
     threaded: bool,
 ) {
     let positions = A * A;
+    let ts = padded_tiles(nt);
     for p in 0..positions {
-        let a = frame_view(u, p * g.c_in, g.c_out, g.c_in, positions * g.c_in);
-        let b = frame_view(v, p * nt, g.c_in, nt, positions * nt);
-        let c = frame_view_mut(m, p * nt, g.c_out, nt, positions * nt);
+        let a = view(u, p * g.c_in, g.c_out, g.c_in, positions * g.c_in);
+        let b = view(v, p * ts, g.c_in, nt, positions * ts);
+        let c = view_mut(m, p * ts, g.c_out, nt, positions * ts);
         if threaded {
-            gemm(a, b, 0.0, c);
+            matmul(c, a, b, false);
         } else {
-            let mut c = c;
-            general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+            matmul_seq(c, a, b, false);
         }
     }
 }
@@ -264,88 +505,167 @@ fn winograd_frames<const A: usize, const M: usize, K: Tiling<A, M>>(
     let hw = h * w;
     let positions = A * A;
     let (th, tw) = (h.div_ceil(M), w.div_ceil(M));
-    let u = transform_weights::<A, M, K>(weight, g.c_out, g.c_in);
-    let mut out = vec![0f32; g.batch * g.c_out * g.frames * hw];
-    let threads = rayon::current_num_threads();
-    let row_floats = positions * (g.c_in + g.c_out) * tw;
-    let tile_rows = (BLOCK_FLOATS / row_floats.max(1)).clamp(1, th);
-    // Blocks of tile rows run as independent tasks when there are enough
-    // of them to keep every thread busy; otherwise one block spans the
-    // frame and the transforms and products are split across threads.
-    let blocked = threads == 1 || th.div_ceil(tile_rows) >= 2 * threads;
-    let tile_rows = if !blocked {
-        th
-    } else if threads == 1 {
-        // Equal blocks: a short last block would be a narrow product.
-        th.div_ceil(th.div_ceil(tile_rows))
-    } else {
-        // The largest block height whose block count is a multiple of the
-        // thread count, so the threads finish together.
-        let most = tile_rows.min(th.div_ceil(2 * threads));
-        (1..=most)
-            .rev()
-            .find(|&r| th.div_ceil(r) % threads == 0)
-            .unwrap_or(most)
-    };
-    let bias_of = |co: usize| bias.map_or(0.0, |b| b[co]);
-    for b in 0..g.batch {
-        for f in 0..g.frames {
-            let x_off = (b * g.c_in * g.frames + f) * hw;
-            let plane = |ci: usize| {
-                let off = x_off + ci * g.frames * hw;
-                &x[off..off + hw]
-            };
-            if blocked {
-                let o_off = (b * g.c_out * g.frames + f) * hw;
-                let mut dst = frame_view_mut(&mut out, o_off, g.c_out, hw, g.frames * hw);
-                let parts: Vec<_> = dst
-                    .axis_chunks_iter_mut(Axis(1), M * tile_rows * w)
-                    .enumerate()
-                    .collect();
-                parts.into_par_iter().for_each(|(blk, mut dst)| {
-                    let ty0 = blk * tile_rows;
-                    let tys = ty0..(ty0 + tile_rows).min(th);
-                    let nt = tys.len() * tw;
-                    let mut v = vec![0f32; positions * g.c_in * nt];
-                    for (ci, chunk) in v.chunks_mut(positions * nt).enumerate() {
-                        transform_input::<A, M, K>(plane(ci), h, w, tw, tys.clone(), chunk);
-                    }
-                    let mut m = vec![0f32; positions * g.c_out * nt];
-                    products::<A>(&u, &v, &mut m, g, nt, false);
-                    for (co, (chunk, mut row)) in
-                        m.chunks(positions * nt).zip(dst.rows_mut()).enumerate()
-                    {
-                        // Frame rows are contiguous (unit column stride).
-                        let Some(rows) = row.as_slice_mut() else {
-                            unreachable_view()
-                        };
-                        let bias = bias_of(co);
-                        transform_output::<A, M, K>(chunk, bias, h, w, tw, tys.clone(), rows);
-                    }
-                });
-            } else {
-                let nt = th * tw;
-                let mut v = vec![0f32; positions * g.c_in * nt];
-                v.par_chunks_mut(positions * nt)
-                    .enumerate()
-                    .for_each(|(ci, chunk)| {
-                        transform_input::<A, M, K>(plane(ci), h, w, tw, 0..th, chunk)
+    with_scratch(positions * g.c_out * g.c_in, |u| {
+        transform_weights::<A, M, K>(weight, g.c_in, u);
+        let u = &*u;
+        let mut out = output_buffer(g.batch * g.c_out * g.frames * hw);
+        let threads = rayon::current_num_threads();
+        let row_floats = positions * (g.c_in + g.c_out) * tw;
+        // Every block's products stream all of U, so when U outgrows a block
+        // of tiles (many channels, small frames) blocks grow with it and U is
+        // read fewer times.
+        let budget = BLOCK_FLOATS.max(positions * g.c_in * g.c_out);
+        let tile_rows = (budget / row_floats.max(1)).clamp(1, th);
+        // Blocks of tile rows run as independent tasks (transforms and
+        // products of a block on one thread, no synchronisation inside a
+        // convolution) whenever every thread can get one; only frames with
+        // fewer tile rows than threads are transformed and multiplied
+        // frame-wide, with each step split across threads.
+        let blocked = threads == 1 || th >= threads;
+        let tile_rows = if !blocked {
+            th
+        } else if threads == 1 {
+            // Equal blocks: a short last block would be a narrow product.
+            th.div_ceil(th.div_ceil(tile_rows))
+        } else {
+            // The largest block height (at most the cache budget, and at
+            // least one block per thread) whose block count is a multiple
+            // of the thread count, so the threads finish together.
+            let most = tile_rows.min(th.div_ceil(threads));
+            (1..=most)
+                .rev()
+                .find(|&r| th.div_ceil(r) % threads == 0)
+                .unwrap_or(most)
+        };
+        let bias_of = |co: usize| bias.map_or(0.0, |b| b[co]);
+        for b in 0..g.batch {
+            for f in 0..g.frames {
+                let x_off = (b * g.c_in * g.frames + f) * hw;
+                let plane = |ci: usize| {
+                    let off = x_off + ci * g.frames * hw;
+                    &x[off..off + hw]
+                };
+                if blocked {
+                    let o_off = (b * g.c_out * g.frames + f) * hw;
+                    let dst = view_mut(&mut out, o_off, g.c_out, hw, g.frames * hw);
+                    let parts = split_cols(dst, M * tile_rows * w);
+                    parts.into_par_iter().enumerate().for_each(|(blk, dst)| {
+                        let ty0 = blk * tile_rows;
+                        let tys = ty0..(ty0 + tile_rows).min(th);
+                        let nt = tys.len() * tw;
+                        let ts = padded_tiles(nt);
+                        with_scratch(transform_scratch_len::<A, M>(nt, tw), |tmp| {
+                            with_scratch(positions * g.c_in * ts, |v| {
+                                simd(
+                                    #[inline(always)]
+                                    || {
+                                        for (ci, chunk) in v.chunks_mut(positions * ts).enumerate()
+                                        {
+                                            transform_input::<A, M, K>(
+                                                plane(ci),
+                                                h,
+                                                w,
+                                                tw,
+                                                tys.clone(),
+                                                chunk,
+                                                tmp,
+                                            );
+                                        }
+                                    },
+                                );
+                                with_scratch(positions * g.c_out * ts, |m| {
+                                    products::<A>(u, v, m, g, nt, false);
+                                    for (co, (chunk, row)) in
+                                        m.chunks(positions * ts).zip(dst.row_iter_mut()).enumerate()
+                                    {
+                                        // Frame rows are contiguous (unit column stride).
+                                        let Some(rows) =
+                                            row.try_as_row_major_mut().map(|r| r.as_slice_mut())
+                                        else {
+                                            unreachable!(
+                                                "output frame rows have unit column stride"
+                                            )
+                                        };
+                                        let bias = bias_of(co);
+                                        simd(
+                                            #[inline(always)]
+                                            || {
+                                                transform_output::<A, M, K>(
+                                                    chunk,
+                                                    bias,
+                                                    h,
+                                                    w,
+                                                    tw,
+                                                    tys.clone(),
+                                                    rows,
+                                                    tmp,
+                                                )
+                                            },
+                                        );
+                                    }
+                                });
+                            });
+                        });
                     });
-                let mut m = vec![0f32; positions * g.c_out * nt];
-                products::<A>(&u, &v, &mut m, g, nt, true);
-                let o_off = b * g.c_out * g.frames * hw;
-                out[o_off..o_off + g.c_out * g.frames * hw]
-                    .par_chunks_mut(g.frames * hw)
-                    .zip(m.par_chunks(positions * nt))
-                    .enumerate()
-                    .for_each(|(co, (chan, chunk))| {
-                        let rows = &mut chan[f * hw..(f + 1) * hw];
-                        transform_output::<A, M, K>(chunk, bias_of(co), h, w, tw, 0..th, rows);
+                } else {
+                    let nt = th * tw;
+                    let ts = padded_tiles(nt);
+                    with_scratch(positions * g.c_in * ts, |v| {
+                        v.par_chunks_mut(positions * ts)
+                            .enumerate()
+                            .for_each(|(ci, chunk)| {
+                                with_scratch(transform_scratch_len::<A, M>(nt, tw), |tmp| {
+                                    simd(
+                                        #[inline(always)]
+                                        || {
+                                            transform_input::<A, M, K>(
+                                                plane(ci),
+                                                h,
+                                                w,
+                                                tw,
+                                                0..th,
+                                                chunk,
+                                                tmp,
+                                            )
+                                        },
+                                    )
+                                })
+                            });
+                        with_scratch(positions * g.c_out * ts, |m| {
+                            products::<A>(u, v, m, g, nt, true);
+                            let o_off = b * g.c_out * g.frames * hw;
+                            out[o_off..o_off + g.c_out * g.frames * hw]
+                                .par_chunks_mut(g.frames * hw)
+                                .zip(m.par_chunks(positions * ts))
+                                .enumerate()
+                                .for_each(|(co, (chan, chunk))| {
+                                    let rows = &mut chan[f * hw..(f + 1) * hw];
+                                    let bias = bias_of(co);
+                                    with_scratch(transform_scratch_len::<A, M>(nt, tw), |tmp| {
+                                        simd(
+                                            #[inline(always)]
+                                            || {
+                                                transform_output::<A, M, K>(
+                                                    chunk,
+                                                    bias,
+                                                    h,
+                                                    w,
+                                                    tw,
+                                                    0..th,
+                                                    rows,
+                                                    tmp,
+                                                )
+                                            },
+                                        )
+                                    });
+                                });
+                        });
                     });
+                }
             }
         }
-    }
-    out
+        out
+    })
 }
 
 #[cfg(test)]
@@ -410,7 +730,7 @@ mod tests {
                 let wt = random(c_out * c_in * 9, seed + 1);
                 let bias = random(c_out, seed + 2);
                 let bias = (i % 2 == 0).then_some(bias.as_slice());
-                let want = conv2d_im2col(&x, &wt, bias, &g, h, w);
+                let want = conv2d_im2col(&x, &wt, bias, None, &g, h, w);
                 for (name, kernel) in kernels {
                     let got = pool.install(|| kernel(&x, &wt, bias, &g));
                     let err = relative_error(&got, &want);

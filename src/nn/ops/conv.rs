@@ -115,6 +115,29 @@ impl Tensor {
     /// Convolution applied to every frame: `self` `[B, C, H, W]` or
     /// `[B, C, F, H, W]`, `weight` `[O, C, kh, kw]` or `[O, C, 1, kh, kw]`.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: ConvParams) -> Result<Tensor> {
+        self.conv2d_with_residual(weight, bias, p, None)
+    }
+
+    /// `conv2d(self) + residual`, with `residual` (the output's shape)
+    /// seeding the convolution's accumulator instead of a separate sum: the
+    /// residual connections after the denoiser's attention projections.
+    pub fn conv2d_add(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: ConvParams,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.conv2d_with_residual(weight, bias, p, Some(residual))
+    }
+
+    fn conv2d_with_residual(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: ConvParams,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let g = conv_geometry("conv2d", self, weight, bias, p, false)?;
         let (ho, wo) = g
             .conv_out()
@@ -128,10 +151,19 @@ impl Tensor {
                 ))
             })?;
         let shape = checked_output_shape(self, &g, ho, wo)?;
+        if let Some(r) = residual {
+            if r.dims() != shape {
+                return Err(Error::invalid(format!(
+                    "conv2d_add: residual {:?} is not the output shape {shape:?}",
+                    r.dims()
+                )));
+            }
+        }
         match (self.storage(), weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(wt)) => {
                 let bias = bias.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(cpu::conv2d_frames(x, wt, bias, &g), shape)
+                let residual = residual.map(Tensor::as_slice).transpose()?;
+                Tensor::from_cpu(cpu::conv2d_frames_add(x, wt, bias, residual, &g), shape)
             }
         }
     }
@@ -168,6 +200,42 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `conv2d_add` equals the convolution plus the residual on each path:
+    /// pointwise, im2col (7×7, stride 2) and Winograd (3×3 on a 20×20 frame).
+    #[test]
+    fn conv2d_add_adds_the_residual() -> Result<()> {
+        use crate::backend::cpu::random_normal;
+        let x = Tensor::from_vec(random_normal(2 * 4 * 2 * 20 * 20, 1), &[2, 4, 2, 20, 20])?;
+        for (k, p) in [
+            (1, ConvParams::new(1, 0)),
+            (7, ConvParams::new(2, 3)),
+            (3, ConvParams::new(1, 1)),
+        ] {
+            let w = Tensor::from_vec(random_normal(3 * 4 * k * k, 2), &[3, 4, 1, k, k])?;
+            let b = Tensor::from_vec(random_normal(3, 3), &[3])?;
+            let plain = x.conv2d(&w, Some(&b), p)?;
+            let r = Tensor::from_vec(random_normal(plain.elem_count(), 4), plain.dims())?;
+            let got = x.conv2d_add(&w, Some(&b), p, &r)?.to_vec()?;
+            let want = plain.add(&r)?.to_vec()?;
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err < 1e-4, "k{k}: {err}");
+            let no_bias = x
+                .conv2d_add(&w, None, p, &r)?
+                .sub(&x.conv2d(&w, None, p)?)?;
+            let err = no_bias
+                .sub(&r)?
+                .to_vec()?
+                .iter()
+                .fold(0f32, |m, v| m.max(v.abs()));
+            assert!(err < 1e-4, "k{k} without bias: {err}");
+            assert!(x.conv2d_add(&w, Some(&b), p, &x).is_err());
+        }
+        Ok(())
+    }
 
     #[test]
     fn shapes_of_down_and_up_sampling() -> Result<()> {

@@ -1,10 +1,9 @@
 //! Fully connected layers.
 
 use super::expect_rank;
-use crate::backend::cpu::gemm::gemm;
+use crate::backend::cpu::gemm::{matmul, view, view_mut};
 use crate::nn::{Storage, Tensor};
 use crate::{Error, Result};
-use ndarray::{ArrayView2, ArrayViewMut2};
 
 impl Tensor {
     /// `y = x·Wᵀ + b` over the last dimension: `self` `[..., in]`, `weight`
@@ -29,24 +28,21 @@ impl Tensor {
         }
         match (self.storage(), weight.storage()) {
             (Storage::Cpu(x), Storage::Cpu(w)) => {
-                let mut out = vec![0f32; rows * n_out];
-                let beta = match bias {
-                    Some(b) => {
-                        let b = b.as_slice()?;
-                        for row in out.chunks_mut(n_out.max(1)) {
-                            row.copy_from_slice(b);
-                        }
-                        1.0
+                // Filled with the bias or overwritten by the product.
+                let mut out = crate::backend::cpu::output_buffer(rows * n_out);
+                if let Some(b) = bias {
+                    let b = b.as_slice()?;
+                    for row in out.chunks_mut(n_out.max(1)) {
+                        row.copy_from_slice(b);
                     }
-                    None => 0.0,
-                };
-                let shape_err =
-                    |e: ndarray::ShapeError| Error::Internal(format!("linear view: {e}"));
-                let xv = ArrayView2::from_shape((rows, n_in), x.as_slice()).map_err(shape_err)?;
-                let wv = ArrayView2::from_shape((n_out, n_in), w.as_slice()).map_err(shape_err)?;
-                let ov = ArrayViewMut2::from_shape((rows, n_out), out.as_mut_slice())
-                    .map_err(shape_err)?;
-                gemm(xv, wv.t(), beta, ov);
+                }
+                // Sizes were checked above: x is rows × n_in, w is n_out × n_in.
+                matmul(
+                    view_mut(&mut out, 0, rows, n_out, n_out),
+                    view(x, 0, rows, n_in, n_in),
+                    view(w, 0, n_out, n_in, n_in).transpose(),
+                    bias.is_some(),
+                );
                 Tensor::from_cpu(out, shape)
             }
         }
