@@ -280,7 +280,7 @@ pub(crate) fn size_multiple(model: &Denoiser) -> usize {
 /// keys as the upstream PyTorch `state_dict`, optionally under `module.`,
 /// `_orig_mod.` or `denoise_fn.` prefixes; diffusion schedule buffers are
 /// ignored). The configuration is read off the tensor shapes. Convert an
-/// upstream `.pt` checkpoint with `tools/convert_torch_checkpoint.py`.
+/// upstream `.pt` checkpoint with `claim import CKPT.pt -o MODEL.safetensors`.
 ///
 /// `weights_path`: UTF-8 path. `options`: NULL for the defaults, else see
 /// `claim_load_options`. `out`: receives the model, freed with

@@ -40,8 +40,8 @@ pub const BULLSEYE_PNG: &str = "bullseye.png";
 
 /// What the demo cannot show yet, said on the console and in the report.
 const NOT_BUILT_YET: &[&str] = &[
-    "diffusion scar synthesis: built, but no trained model ships yet (training is a later issue); with a checkpoint converted by tools/convert_torch_checkpoint.py run `claim synth --model M.safetensors --image I --labels L -o OUT`",
-    "nnU-Net segmentation of LV cavity, myocardium, scar and MVO: a later issue",
+    "diffusion scar synthesis: built, but no trained model ships yet (training is a later issue); convert an upstream checkpoint with `claim import CKPT.pt -o M.safetensors [--ema]`, then run `claim synth --model M.safetensors --image I --labels L -o OUT`",
+    "nnU-Net segmentation: built, but no trained CLAIM segmenter ships yet (training is a later issue); with an nnU-Net v2 results folder run `claim segment --model RESULTS_DIR --image I -o OUT`, then `claim eval OUT GT`",
     "training (diffusion model, segmenter, CLAIM joint loop): a later issue",
     "CUDA backend: a later issue (CPU only today)",
 ];

@@ -16,7 +16,7 @@ use std::time::Instant;
     after_help = "Only voxels labelled scar or MVO change unless --keep-network-output; \
 every other voxel is copied bit for bit. 300/5/5 (the defaults, CLAIM's inference setting) run \
 1480 network evaluations per batch of slices. Convert an upstream .pt checkpoint with \
-tools/convert_torch_checkpoint.py."
+`claim import CKPT.pt -o MODEL.safetensors [--ema]` (no Python needed)."
 )]
 pub struct Args {
     /// Denoiser weights (.safetensors; upstream keys, any wrapper prefix).
