@@ -1,43 +1,11 @@
 //! `claim eval` end to end: real processes on files `claim phantom` writes.
 
+mod common;
+
+use common::{assert_fails, assert_ok, claim, stdout};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn claim(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_claim"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the claim binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "claim failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(out),
-        stderr(out)
-    );
-}
-
-/// A clean failure: the status, one `error:` line mentioning `mentions`.
-fn assert_fails(out: &Output, status: i32, mentions: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(status), "stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    assert!(err.contains(mentions), "stderr lacks {mentions:?}: {err}");
-    assert!(!err.contains("panicked"), "stderr: {err}");
-}
+use std::process::Output;
 
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)

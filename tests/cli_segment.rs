@@ -2,45 +2,12 @@
 //! phantom` writes and the committed nnU-Net results folder
 //! (`tests/fixtures/nnunet`, written by `tools/nnunet_reference.py`).
 
+mod common;
+
 use claim::segmentation::{SegmentParams, Segmenter, SegmenterOptions};
 use claim::LabelScheme;
+use common::{assert_fails, assert_ok, claim, stdout};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn claim(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_claim"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("the claim binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "claim failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(out),
-        stderr(out)
-    );
-}
-
-/// A clean failure: the status, one `error:` line mentioning `mentions`.
-fn assert_fails(out: &Output, status: i32, mentions: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(status), "stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    assert!(err.contains(mentions), "stderr lacks {mentions:?}: {err}");
-    assert!(!err.contains("panicked"), "stderr: {err}");
-}
 
 /// A committed nnU-Net fixture (`$CLAIM_NNUNET_FIXTURES` instead, as in
 /// `tests/segmentation.rs`, to try freshly generated ones).
