@@ -2,6 +2,7 @@
 
 use crate::backend::cpu::elementwise;
 use crate::{Error, Result};
+use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Element type of a tensor.
@@ -258,13 +259,25 @@ impl Tensor {
         }
         let outer: usize = first.shape[..dim].iter().product();
         let inner: usize = first.shape[dim + 1..].iter().product();
-        let mut out = Vec::with_capacity(checked_count(&shape)?);
+        // Every element is written by exactly one of the copies below.
+        let mut out = crate::backend::cpu::output_buffer(checked_count(&shape)?);
+        let mut pieces = Vec::with_capacity(outer * tensors.len());
+        let mut rest = out.as_mut_slice();
         for o in 0..outer {
             for t in tensors {
                 let rows = t.shape[dim] * inner;
-                out.extend_from_slice(&t.as_slice()?[o * rows..(o + 1) * rows]);
+                let (dst, tail) = std::mem::take(&mut rest).split_at_mut(rows);
+                pieces.push((dst, &t.as_slice()?[o * rows..(o + 1) * rows]));
+                rest = tail;
             }
         }
+        // Large concatenations (the U-Net's skip connections) are copied by
+        // all threads.
+        pieces.into_par_iter().for_each(|(dst, src)| {
+            dst.par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+        });
         Tensor::from_cpu(out, shape)
     }
 }
