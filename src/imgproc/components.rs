@@ -87,7 +87,7 @@ impl Components {
     pub fn largest(&self) -> Option<u32> {
         let mut best: Option<(usize, u32)> = None;
         for (n, &size) in self.sizes.iter().enumerate() {
-            if best.map_or(true, |(s, _)| size > s) {
+            if best.is_none_or(|(s, _)| size > s) {
                 best = Some((size, n as u32 + 1));
             }
         }

@@ -845,7 +845,7 @@ pub fn random_state_dict(cfg: &PlainUNetConfig, seed: u64) -> Vec<(String, Tenso
             );
         }
         let mut shape = vec![cfg.num_classes, skip];
-        shape.extend(std::iter::repeat(1).take(cfg.spatial_dims));
+        shape.extend(std::iter::repeat_n(1, cfg.spatial_dims));
         push(format!("decoder.seg_layers.{s}.weight"), shape, &mut rng);
         push(
             format!("decoder.seg_layers.{s}.bias"),

@@ -198,7 +198,7 @@ impl Tensor {
     /// `len` entries of dimension `dim` starting at `start`.
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
         let size = self.dim(dim)?;
-        if start.checked_add(len).map_or(true, |end| end > size) {
+        if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::invalid(format!(
                 "narrow {start}..+{len} out of range for dim {dim} of {:?}",
                 self.shape

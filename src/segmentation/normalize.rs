@@ -43,7 +43,7 @@ pub fn normalize_channel(
             } else {
                 None
             };
-            let selected = |i: usize| mask.map_or(true, |m| m[i]);
+            let selected = |i: usize| mask.is_none_or(|m| m[i]);
             let (mut n, mut sum) = (0usize, 0f64);
             for (i, &v) in values.iter().enumerate() {
                 if selected(i) {

@@ -1352,7 +1352,7 @@ mod tests {
         assert_eq!(d[99].1.as_i64(), Some(0));
         // A key too big to compare cheaply is still the same key by identity.
         let mut p = b"}X\x00\x04\x00\x00".to_vec();
-        p.extend(std::iter::repeat(b'k').take(1024));
+        p.extend(std::iter::repeat_n(b'k', 1024));
         p.extend_from_slice(b"q\x00K\x01sh\x00K\x02s.");
         let v = run(&p).unwrap();
         assert_eq!(v.as_dict().unwrap().len(), 1);
@@ -1418,7 +1418,7 @@ mod tests {
         let err = run(b"]q\x00h\x00a.").unwrap_err().to_string();
         assert!(err.contains("nested deeper"), "{err}");
         let mut deep = vec![b']'; 1000];
-        deep.extend(std::iter::repeat(b'a').take(999));
+        deep.extend(std::iter::repeat_n(b'a', 999));
         deep.push(b'.');
         assert!(run(&deep)
             .unwrap_err()

@@ -80,7 +80,7 @@ impl ArchiveSource {
     /// (the archive claimed data it does not have).
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let end = offset.checked_add(buf.len() as u64);
-        if end.map_or(true, |end| end > self.len()) {
+        if end.is_none_or(|end| end > self.len()) {
             return Err(Error::format(format!(
                 "archive truncated: {} bytes wanted at offset {offset}, file is {} bytes",
                 buf.len(),
@@ -121,7 +121,7 @@ impl ArchiveSource {
     /// `len` bytes at `offset` in a new buffer (`len` already validated).
     fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let end = offset.checked_add(len);
-        if end.map_or(true, |end| end > self.len()) {
+        if end.is_none_or(|end| end > self.len()) {
             return Err(Error::format(format!(
                 "archive truncated: {len} bytes wanted at offset {offset}, file is {} bytes",
                 self.len()
@@ -325,7 +325,7 @@ impl Archive {
             }
             entry.data_offset = name_offset + name_len + extra_len;
             let end = entry.data_offset.checked_add(entry.compressed_size);
-            if end.map_or(true, |end| end > directory_offset) {
+            if end.is_none_or(|end| end > directory_offset) {
                 return Err(Error::format(format!(
                     "zip entry {:?}: {} bytes at offset {} run past the data area ({} bytes)",
                     entry.name, entry.compressed_size, entry.data_offset, directory_offset
@@ -394,10 +394,7 @@ impl Archive {
                         .map_err(|_| Error::format("offset overflow"))?;
                     let len = usize::try_from(entry.size)
                         .map_err(|_| Error::format("entry too large"))?;
-                    if start
-                        .checked_add(len)
-                        .map_or(true, |end| end > buffer.len())
-                    {
+                    if start.checked_add(len).is_none_or(|end| end > buffer.len()) {
                         return Err(Error::format("data past the end of the archive"));
                     }
                     Ok(EntryBytes::Shared {
@@ -499,7 +496,7 @@ fn find_directory(source: &ArchiveSource) -> Result<Directory> {
             let record_offset = l.u64()?;
             if record_offset
                 .checked_add(ZIP64_EOCD_LEN)
-                .map_or(true, |e| e > eocd_pos - ZIP64_LOCATOR_LEN)
+                .is_none_or(|e| e > eocd_pos - ZIP64_LOCATOR_LEN)
             {
                 return Err(Error::format(format!(
                     "zip64 end record offset {record_offset} is outside the archive"
@@ -535,11 +532,7 @@ fn find_directory(source: &ArchiveSource) -> Result<Directory> {
             dir.size, dir.entries
         )));
     }
-    if dir
-        .offset
-        .checked_add(dir.size)
-        .map_or(true, |e| e > dir.end)
-    {
+    if dir.offset.checked_add(dir.size).is_none_or(|e| e > dir.end) {
         return Err(Error::format(format!(
             "zip directory ({} bytes at offset {}) runs past its end record at {}",
             dir.size, dir.offset, dir.end

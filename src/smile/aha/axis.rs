@@ -298,7 +298,7 @@ mod tests {
     fn profile_measures_area_and_extent() {
         // Ten 2 mm slices of 100 voxels of 1×1×2 mm: 100 mm² between 0 and 20 mm.
         let ts: Vec<f64> = (0..10)
-            .flat_map(|k| std::iter::repeat(1.0 + 2.0 * k as f64).take(100))
+            .flat_map(|k| std::iter::repeat_n(1.0 + 2.0 * k as f64, 100))
             .collect();
         let p = Profile::build(&ts, 2.0, 2.0);
         assert!((p.max_area() - 100.0).abs() < 1e-9, "{}", p.max_area());
