@@ -8,11 +8,13 @@
 //! parameters through [`weights::VarBuilder`], whose paths are the PyTorch
 //! `state_dict` keys.
 
+pub mod device;
 pub mod ops;
 pub mod tensor;
 pub mod weights;
 
 pub use ops::Conv3dParams;
 pub use ops::ConvParams;
-pub use tensor::{DType, Device, Storage, Tensor};
+pub use device::{DType, Device, DeviceKind, DeviceSpec, LoadOptions, Precision};
+pub use tensor::{Storage, Tensor};
 pub use weights::{VarBuilder, Weights};

@@ -1,23 +1,10 @@
 //! [`Tensor`]: shape + dtype + storage, and the shape-only operations.
 
 use crate::backend::cpu::elementwise;
+use crate::nn::{DType, Device};
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::sync::Arc;
-
-/// Element type of a tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
-    /// 32-bit IEEE float (the CPU back-end's only type).
-    F32,
-}
-
-/// Where a tensor's data lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    /// Host memory, computed by `backend::cpu`.
-    Cpu,
-}
 
 /// The data of a tensor, one variant per device back-end.
 ///
