@@ -1,11 +1,35 @@
-//! The CUDA back-end. Without the `cuda` feature this is a stub whose
-//! device never opens (the error says the build has no CUDA back-end) and
-//! whose storage type has no values, so every op's CUDA arm is unreachable.
+//! The CUDA back-end: fp16/f32 device storage and the embedded kernels of
+//! `kernels/`, driven through cudarc's driver API.
+//!
+//! With the `cuda` feature the real back-end is compiled: [`CudaDevice`]
+//! (a context per GPU, a stream and a caching allocator per handle),
+//! [`CudaStorage`] (a device buffer) and the launch wrappers of every
+//! kernel. The driver is loaded at run time, so such a build still runs on
+//! a machine without one: opening a device then fails with
+//! [`crate::Error::Device`] saying what is missing. Without the feature,
+//! a stub with the same API never opens and its storage type has no values,
+//! so every op's CUDA arm is unreachable.
 
 #[cfg(not(feature = "cuda"))]
 mod stub;
 #[cfg(not(feature = "cuda"))]
 pub use stub::{kernel_archs, runtime_info, CudaDevice, CudaStorage};
+
+#[cfg(feature = "cuda")]
+mod device;
+#[cfg(feature = "cuda")]
+mod driver;
+#[cfg(feature = "cuda")]
+mod kernels;
+#[cfg(feature = "cuda")]
+mod storage;
+#[cfg(all(test, feature = "cuda"))]
+mod tests;
+
+#[cfg(feature = "cuda")]
+pub use device::{kernel_archs, runtime_info, CudaDevice};
+#[cfg(feature = "cuda")]
+pub use storage::CudaStorage;
 
 /// What the CUDA driver reported at run time.
 #[derive(Clone, Debug, PartialEq, Eq)]

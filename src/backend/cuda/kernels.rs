@@ -1,0 +1,591 @@
+//! Typed launch wrappers, one per kernel of `kernels/*.cu` (signatures in
+//! `kernels/README.md`). Each wrapper takes device addresses and sizes,
+//! computes a bounded launch configuration and checks the launch.
+//!
+//! Every kernel is correct for any grid (grid-stride loops bounded by its
+//! size arguments), so grids here are capped for speed only; block sizes
+//! are multiples of 32 (the block reductions need whole warps), and the
+//! GEMM kernels get exactly the block size their warp layout assumes.
+
+use super::device::CudaDevice;
+use crate::{Error, Result};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+
+/// Largest grid along y and z (CUDA's limit).
+const MAX_GRID_YZ: u64 = 65_535;
+/// Cap on grid-stride grids along x: plenty of blocks to fill any GPU.
+const MAX_GRID_X: u64 = 1 << 16;
+/// Threads per block of the element-wise and layout kernels.
+pub(super) const BLOCK: u32 = 256;
+
+/// Most axes a strided gather or broadcast handles (`[i64; 8]` in the .cu
+/// argument structs).
+pub(super) const MAX_RANK: usize = 8;
+
+/// Blocks for a grid-stride loop over `n` items with `block` threads each.
+fn blocks_for(n: u64, block: u32) -> u32 {
+    n.div_ceil(u64::from(block)).clamp(1, MAX_GRID_X) as u32
+}
+
+fn cfg_1d(n: u64) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks_for(n, BLOCK), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// x over `per_row` elements, y over `rows`.
+fn cfg_rows(rows: u64, per_row: u64) -> LaunchConfig {
+    let gy = rows.clamp(1, MAX_GRID_YZ) as u32;
+    // Enough x blocks for the rows' length, fewer when y is already wide.
+    let gx = blocks_for(per_row, BLOCK).min(((MAX_GRID_X * 16) / u64::from(gy)).max(1) as u32);
+    LaunchConfig {
+        grid_dim: (gx, gy, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block per item of `items`, at most [`MAX_GRID_YZ`]·… along x.
+fn cfg_blocks(items: u64, block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (items.clamp(1, MAX_GRID_X) as u32, 1, 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Converts a size to the kernels' `long long`.
+fn i64_of(v: usize, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::OutOfMemory(format!("{what} = {v} is too large")))
+}
+
+/// Launches `$name` of module `$family` on `$dev`'s stream with the given
+/// locals as arguments (locals only: the builder keeps pointers to them
+/// until the launch), mapping any driver error.
+macro_rules! launch {
+    ($dev:expr, $family:literal, $name:expr, $cfg:expr; $($arg:ident),+ $(,)?) => {{
+        let dev: &CudaDevice = $dev;
+        let name: &'static str = $name;
+        let func = dev.function($family, name)?;
+        let cfg: LaunchConfig = $cfg;
+        dev.guard(&format!("launching CUDA kernel `{name}`"), |stream| {
+            let mut builder = stream.launch_builder(&func);
+            $( builder.arg(&$arg); )+
+            // SAFETY: the arguments are, in order and by type, those of the
+            // kernel's C signature (kernels/README.md; by-value structs are
+            // `#[repr(C)]` mirrors of the .cu structs), every device address
+            // points into a live pooled buffer of at least the size the
+            // kernel indexes (callers size outputs from the same numbers
+            // they pass), the buffers stay alive until the kernel has run
+            // (they return to the pool in stream order), and each kernel
+            // bounds every loop by its size arguments.
+            unsafe { builder.launch(cfg) }.map(|_| ())
+        })
+    }};
+}
+
+// ---------------------------------------------------------------- elementwise
+
+/// `y = op(x)` (`unary_f16` / `unary_f32`); `op`, `p0`, `p1` as
+/// `UnaryOp::kernel_code` (0 is a copy).
+pub(super) fn unary(
+    dev: &CudaDevice,
+    f16: bool,
+    x: u64,
+    y: u64,
+    n: usize,
+    (op, p0, p1): (i32, f32, f32),
+) -> Result<()> {
+    let n = n as u64;
+    let name = if f16 { "unary_f16" } else { "unary_f32" };
+    launch!(dev, "elementwise", name, cfg_1d(n); x, y, n, op, p0, p1)
+}
+
+/// The `BroadcastArgs` struct of `elementwise.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct BroadcastArgs {
+    pub rank: i32,
+    pub dims: [i64; MAX_RANK],
+    pub a_strides: [i64; MAX_RANK],
+    pub b_strides: [i64; MAX_RANK],
+    pub n: u64,
+}
+
+// SAFETY: `#[repr(C)]` plain integers in the order and with the types of the
+// C struct (`int`, then 8-byte aligned `long long`/`unsigned long long`
+// members), so its bytes are what the kernel reads by value.
+unsafe impl DeviceRepr for BroadcastArgs {}
+
+/// `y = op(a, b)` with broadcasting (`binary_f16` / `binary_f32`).
+pub(super) fn binary(
+    dev: &CudaDevice,
+    f16: bool,
+    a: u64,
+    b: u64,
+    y: u64,
+    args: BroadcastArgs,
+    op: i32,
+) -> Result<()> {
+    let name = if f16 { "binary_f16" } else { "binary_f32" };
+    let cfg = cfg_1d(args.n);
+    launch!(dev, "elementwise", name, cfg; a, b, y, args, op)
+}
+
+/// `y = α·a + β·b` (`lincomb_f16` / `lincomb_f32`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn lincomb(
+    dev: &CudaDevice,
+    f16: bool,
+    a: u64,
+    b: u64,
+    y: u64,
+    n: usize,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    let n = n as u64;
+    let name = if f16 { "lincomb_f16" } else { "lincomb_f32" };
+    launch!(dev, "elementwise", name, cfg_1d(n); a, b, y, n, alpha, beta)
+}
+
+/// `y = x` converted (`cast_f16_to_f32` when `from_f16`, else
+/// `cast_f32_to_f16`).
+pub(super) fn cast(dev: &CudaDevice, from_f16: bool, x: u64, y: u64, n: usize) -> Result<()> {
+    let n = n as u64;
+    let name = if from_f16 {
+        "cast_f16_to_f32"
+    } else {
+        "cast_f32_to_f16"
+    };
+    launch!(dev, "elementwise", name, cfg_1d(n); x, y, n)
+}
+
+/// `y[..n] = v` (`fill_f16` / `fill_f32`).
+pub(super) fn fill(dev: &CudaDevice, f16: bool, y: u64, n: usize, v: f32) -> Result<()> {
+    let n = n as u64;
+    let name = if f16 { "fill_f16" } else { "fill_f32" };
+    launch!(dev, "elementwise", name, cfg_1d(n); y, n, v)
+}
+
+// --------------------------------------------------------------------- layout
+
+/// The `GatherArgs` struct of `layout.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct GatherArgs {
+    pub rank: i32,
+    pub out_dims: [i64; MAX_RANK],
+    pub src_strides: [i64; MAX_RANK],
+    pub src_offset: i64,
+    pub n: u64,
+}
+
+// SAFETY: `#[repr(C)]` plain integers in the order and with the types of the
+// C struct, as for `BroadcastArgs`.
+unsafe impl DeviceRepr for GatherArgs {}
+
+/// `y[i] = x[src_offset + Σ idx_d·src_strides[d]]`
+/// (`gather_strided_u16` / `gather_strided_u32` by element size).
+pub(super) fn gather_strided(
+    dev: &CudaDevice,
+    two_bytes: bool,
+    x: u64,
+    y: u64,
+    args: GatherArgs,
+) -> Result<()> {
+    let name = if two_bytes {
+        "gather_strided_u16"
+    } else {
+        "gather_strided_u32"
+    };
+    let cfg = cfg_1d(args.n);
+    launch!(dev, "layout", name, cfg; x, y, args)
+}
+
+/// `dst[o·dst_stride + dst_offset + i] = src[o·src_stride + i]` for
+/// `o < outer`, `i < row` (`copy_rows_u16` / `copy_rows_u32`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn copy_rows(
+    dev: &CudaDevice,
+    two_bytes: bool,
+    src: u64,
+    dst: u64,
+    outer: usize,
+    row: usize,
+    src_stride: usize,
+    dst_stride: usize,
+    dst_offset: usize,
+) -> Result<()> {
+    let (outer, row) = (outer as u64, row as u64);
+    let (src_stride, dst_stride, dst_offset) =
+        (src_stride as u64, dst_stride as u64, dst_offset as u64);
+    let name = if two_bytes {
+        "copy_rows_u16"
+    } else {
+        "copy_rows_u32"
+    };
+    launch!(dev, "layout", name, cfg_rows(outer, row);
+        src, dst, outer, row, src_stride, dst_stride, dst_offset)
+}
+
+/// `y[j, :] = table[ids[j], :]` with `ids` a device array of `i64`
+/// (`index_rows_u16` / `index_rows_u32`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn index_rows(
+    dev: &CudaDevice,
+    two_bytes: bool,
+    table: u64,
+    ids: u64,
+    y: u64,
+    n_ids: usize,
+    cols: usize,
+    table_rows: usize,
+) -> Result<()> {
+    let (n_ids, cols, table_rows) = (n_ids as u64, cols as u64, table_rows as u64);
+    let name = if two_bytes {
+        "index_rows_u16"
+    } else {
+        "index_rows_u32"
+    };
+    launch!(dev, "layout", name, cfg_rows(n_ids, cols); table, ids, y, n_ids, cols, table_rows)
+}
+
+// ----------------------------------------------------------------------- norm
+
+/// Device addresses of a fused normalisation's operands (0 when absent).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NormPointers {
+    pub x: u64,
+    pub y: u64,
+    pub weight: u64,
+    pub bias: u64,
+    pub scale: u64,
+    pub shift: u64,
+    pub residual: u64,
+}
+
+/// Sizes and parameters of a fused normalisation.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NormSizes {
+    pub batch: usize,
+    pub channels: usize,
+    pub spatial: usize,
+    pub groups: usize,
+    pub eps: f32,
+    pub act: i32,
+    pub act_p: f32,
+}
+
+/// Threads per block of the normalisation kernels.
+const NORM_BLOCK: u32 = 256;
+
+/// How many ranges to cut each group into for the two-pass design: one
+/// (the single-kernel design) when there are enough (sample, group) pairs
+/// to fill the GPU or the groups are small.
+pub(super) fn norm_chunks(pairs: usize, group_len: usize) -> usize {
+    const PAIRS_TO_FILL: usize = 512;
+    const MIN_CHUNK: usize = 16_384;
+    if pairs >= PAIRS_TO_FILL || group_len < 2 * MIN_CHUNK {
+        return 1;
+    }
+    // Aim at ~4 blocks per SM over all pairs, each with ≥ MIN_CHUNK values.
+    let want = (PAIRS_TO_FILL * 2).div_ceil(pairs);
+    want.min(group_len / MIN_CHUNK).clamp(1, 4096)
+}
+
+/// `group_norm_f16` (one block per (sample, group)).
+pub(super) fn group_norm(dev: &CudaDevice, p: NormPointers, s: NormSizes) -> Result<()> {
+    let NormPointers {
+        x,
+        y,
+        weight,
+        bias,
+        scale,
+        shift,
+        residual,
+    } = p;
+    let batch = i64_of(s.batch, "batch")?;
+    let channels = i64_of(s.channels, "channels")?;
+    let spatial = i64_of(s.spatial, "spatial size")?;
+    let groups = i64_of(s.groups, "groups")?;
+    let (eps, act, act_p) = (s.eps, s.act, s.act_p);
+    let pairs = (s.batch as u64).saturating_mul(s.groups as u64);
+    launch!(dev, "norm", "group_norm_f16", cfg_blocks(pairs, NORM_BLOCK);
+        x, y, weight, bias, scale, shift, residual, batch, channels, spatial, groups, eps, act, act_p)
+}
+
+/// The two-pass design: `group_norm_stats_f16` into `partials` (a device
+/// buffer of `batch·groups·chunks·3` floats), then `group_norm_apply_f16`.
+pub(super) fn group_norm_chunked(
+    dev: &CudaDevice,
+    p: NormPointers,
+    s: NormSizes,
+    partials: u64,
+    chunks: usize,
+) -> Result<()> {
+    let NormPointers {
+        x,
+        y,
+        weight,
+        bias,
+        scale,
+        shift,
+        residual,
+    } = p;
+    let batch = i64_of(s.batch, "batch")?;
+    let channels = i64_of(s.channels, "channels")?;
+    let spatial = i64_of(s.spatial, "spatial size")?;
+    let groups = i64_of(s.groups, "groups")?;
+    let n_chunks = i64_of(chunks, "chunks")?;
+    let (eps, act, act_p) = (s.eps, s.act, s.act_p);
+    let pairs = (s.batch as u64).saturating_mul(s.groups as u64);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            (chunks as u64).clamp(1, MAX_GRID_X) as u32,
+            pairs.clamp(1, MAX_GRID_YZ) as u32,
+            1,
+        ),
+        block_dim: (NORM_BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(dev, "norm", "group_norm_stats_f16", cfg;
+        x, partials, batch, channels, spatial, groups, n_chunks)?;
+    launch!(dev, "norm", "group_norm_apply_f16", cfg;
+        x, y, partials, n_chunks, weight, bias, scale, shift, residual,
+        batch, channels, spatial, groups, eps, act, act_p)
+}
+
+/// `layer_norm_channels_f16`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn layer_norm_channels(
+    dev: &CudaDevice,
+    x: u64,
+    y: u64,
+    gamma: u64,
+    batch: usize,
+    channels: usize,
+    spatial: usize,
+    eps: f32,
+) -> Result<()> {
+    let positions = (batch as u64).saturating_mul(spatial as u64);
+    let batch = i64_of(batch, "batch")?;
+    let channels = i64_of(channels, "channels")?;
+    let spatial = i64_of(spatial, "spatial size")?;
+    launch!(dev, "norm", "layer_norm_channels_f16", cfg_1d(positions);
+        x, y, gamma, batch, channels, spatial, eps)
+}
+
+// -------------------------------------------------------------------- softmax
+
+/// Softmax over the middle axis of `[outer, n, inner]` (`softmax_f16` /
+/// `softmax_f32`).
+pub(super) fn softmax(
+    dev: &CudaDevice,
+    f16: bool,
+    x: u64,
+    y: u64,
+    outer: usize,
+    n: usize,
+    inner: usize,
+) -> Result<()> {
+    // Rows (inner 1): a block per row; columns: a thread per column.
+    let cfg = if inner == 1 {
+        cfg_blocks(outer as u64, BLOCK)
+    } else {
+        cfg_1d((outer as u64).saturating_mul(inner as u64))
+    };
+    let outer = i64_of(outer, "softmax outer size")?;
+    let n = i64_of(n, "softmax axis")?;
+    let inner = i64_of(inner, "softmax inner size")?;
+    let name = if f16 { "softmax_f16" } else { "softmax_f32" };
+    launch!(dev, "softmax", name, cfg; x, y, outer, n, inner)
+}
+
+// ------------------------------------------------------------------ embedding
+
+/// Sinusoidal embedding of the f32 timesteps at `t` (`len` of them) into
+/// `[len, dim]` (`sinusoidal_f16` / `sinusoidal_f32`).
+pub(super) fn sinusoidal(
+    dev: &CudaDevice,
+    f16: bool,
+    t: u64,
+    y: u64,
+    len: usize,
+    dim: usize,
+) -> Result<()> {
+    let total = (len as u64).saturating_mul(dim as u64 / 2);
+    let len = i64_of(len, "timesteps")?;
+    let dim = i64_of(dim, "embedding size")?;
+    let name = if f16 { "sinusoidal_f16" } else { "sinusoidal_f32" };
+    launch!(dev, "embedding", name, cfg_1d(total); t, y, len, dim)
+}
+
+// -------------------------------------------------------------------- repaint
+
+/// `repaint_known_blend_f32`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn known_blend(
+    dev: &CudaDevice,
+    x: u64,
+    gt: u64,
+    known: u64,
+    noise: u64,
+    y: u64,
+    n: usize,
+    sqrt_abar: f32,
+    sqrt_one_minus_abar: f32,
+) -> Result<()> {
+    let n = n as u64;
+    launch!(dev, "repaint", "repaint_known_blend_f32", cfg_1d(n);
+        x, gt, known, noise, y, n, sqrt_abar, sqrt_one_minus_abar)
+}
+
+/// The scalar coefficients of `repaint_ancestral_f32`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AncestralCoefficients {
+    pub sqrt_recip_abar: f32,
+    pub sqrt_recipm1_abar: f32,
+    pub coef1: f32,
+    pub coef2: f32,
+    pub sigma: f32,
+}
+
+/// `repaint_ancestral_f32`.
+pub(super) fn ancestral(
+    dev: &CudaDevice,
+    (x, eps, noise, y): (u64, u64, u64, u64),
+    n: usize,
+    c: AncestralCoefficients,
+) -> Result<()> {
+    let n = n as u64;
+    let AncestralCoefficients {
+        sqrt_recip_abar,
+        sqrt_recipm1_abar,
+        coef1,
+        coef2,
+        sigma,
+    } = c;
+    launch!(dev, "repaint", "repaint_ancestral_f32", cfg_1d(n);
+        x, eps, noise, y, n, sqrt_recip_abar, sqrt_recipm1_abar, coef1, coef2, sigma)
+}
+
+// --------------------------------------------------------------------- philox
+
+/// `philox_normal_f32`: `items` is a device array of `u32`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn philox_normal(
+    dev: &CudaDevice,
+    y: u64,
+    items: u64,
+    n_items: usize,
+    per_item: usize,
+    seed: u64,
+    stream: u32,
+    step: u32,
+) -> Result<()> {
+    let (n_items, per_item) = (n_items as u64, per_item as u64);
+    let cfg = cfg_rows(n_items, per_item.div_ceil(4));
+    launch!(dev, "philox", "philox_normal_f32", cfg; y, items, n_items, per_item, seed, stream, step)
+}
+
+// ----------------------------------------------------------------------- gemm
+
+/// The `GemmArgs` struct of `gemm.cu`:
+/// `C_z = alpha·A_z·B_z + bias + R_z` over `batch` items.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct GemmArgs {
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub m: i64,
+    pub n: i64,
+    pub k: i64,
+    pub lda: i64,
+    pub ldb: i64,
+    pub ldc: i64,
+    pub batch: i64,
+    pub stride_a: i64,
+    pub stride_b: i64,
+    pub stride_c: i64,
+    pub trans_a: i32,
+    pub trans_b: i32,
+    /// 0 none, 1 per row (`bias[m]`), 2 per column (`bias[n]`).
+    pub bias_mode: i32,
+    pub alpha: f32,
+}
+
+// SAFETY: `#[repr(C)]` with the members, order and types of the C struct
+// (five `u64`, ten `long long`, three `int`, one `float`), so the bytes
+// passed by value are exactly what the kernel reads.
+unsafe impl DeviceRepr for GemmArgs {}
+
+/// Runs a GEMM with the tile shape that suits its size: 128×128 tiles
+/// (`gemm_f16`, 256 threads) when they are enough to fill the GPU, else
+/// 64×64 (`gemm_f16_64x64`, 128 threads).
+pub(super) fn gemm(dev: &CudaDevice, args: GemmArgs) -> Result<()> {
+    if args.m <= 0 || args.n <= 0 || args.batch <= 0 {
+        return Ok(());
+    }
+    let (m, n) = (args.m as u64, args.n as u64);
+    let tiles_of = |t: u64| m.div_ceil(t).saturating_mul(n.div_ceil(t));
+    let work = tiles_of(128).saturating_mul(args.batch as u64);
+    // ~2 CTAs per SM of an H100/H200 (132 SMs) at 128×128.
+    let (name, tile, threads) = if work >= 264 {
+        ("gemm_f16", 128, 256)
+    } else {
+        ("gemm_f16_64x64", 64, 128)
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (
+            tiles_of(tile).clamp(1, i32::MAX as u64) as u32,
+            (args.batch as u64).clamp(1, MAX_GRID_YZ) as u32,
+            1,
+        ),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(dev, "gemm", name, cfg; args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The argument structs have the C layout the kernels read.
+    #[test]
+    fn argument_structs_match_the_c_layout() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(offset_of!(BroadcastArgs, dims), 8);
+        assert_eq!(offset_of!(BroadcastArgs, a_strides), 72);
+        assert_eq!(offset_of!(BroadcastArgs, b_strides), 136);
+        assert_eq!(offset_of!(BroadcastArgs, n), 200);
+        assert_eq!(size_of::<BroadcastArgs>(), 208);
+        assert_eq!(offset_of!(GatherArgs, src_strides), 72);
+        assert_eq!(offset_of!(GatherArgs, src_offset), 136);
+        assert_eq!(size_of::<GatherArgs>(), 152);
+        assert_eq!(offset_of!(GemmArgs, m), 40);
+        assert_eq!(offset_of!(GemmArgs, trans_a), 120);
+        assert_eq!(offset_of!(GemmArgs, bias_mode), 128);
+        assert_eq!(offset_of!(GemmArgs, alpha), 132);
+        assert_eq!(size_of::<GemmArgs>(), 136);
+        assert_eq!(align_of::<GemmArgs>(), 8);
+    }
+
+    #[test]
+    fn launch_configurations_are_bounded() {
+        assert_eq!(cfg_1d(0).grid_dim.0, 1);
+        assert_eq!(cfg_1d(u64::MAX).grid_dim.0 as u64, MAX_GRID_X);
+        let r = cfg_rows(1 << 40, 1 << 40);
+        assert!(u64::from(r.grid_dim.1) <= MAX_GRID_YZ && r.grid_dim.0 >= 1);
+        assert_eq!(norm_chunks(4096, 1 << 20), 1);
+        assert_eq!(norm_chunks(2, 1000), 1);
+        let c = norm_chunks(2, 1 << 22);
+        assert!(c > 1 && (1 << 22) / c >= 16_384, "{c}");
+    }
+}

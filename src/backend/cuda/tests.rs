@@ -1,0 +1,610 @@
+//! Tests of the CUDA back-end against the CPU engine. Those that need a GPU
+//! print `skipped: no CUDA device (<reason>)` and return when none opens.
+//!
+//! Every GPU test runs on its own handle with output poisoning on (each
+//! buffer handed out is NaN-filled first), so an element a kernel fails to
+//! write shows up as NaN. Inputs are random, never zeros; fp16 inputs are
+//! rounded to f16 before the CPU sees them, so a comparison measures the
+//! kernel's error, not the input's rounding.
+
+use super::{CudaDevice, CudaStorage};
+use crate::backend::cpu::{CpuDevice, CpuStorage};
+use crate::backend::desc::{
+    AncestralStep, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry, KnownBlend,
+    LinearDesc, NormActivation, NormDesc, NormOperands, UnaryOp,
+};
+use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
+use crate::nn::DType;
+use crate::{Error, Result};
+
+/// A fresh handle on the first GPU with poisoned outputs, or `None` after
+/// printing why the test is skipped.
+fn gpu() -> Option<CudaDevice> {
+    let dev = CudaDevice::open(0).and_then(|d| d.with_new_stream());
+    match dev {
+        Ok(d) => {
+            d.poison_outputs(true);
+            Some(d)
+        }
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+/// `n` random values: normal × `scale` + `shift`, never exactly zero.
+fn random(n: usize, seed: u64, scale: f32, shift: f32) -> Vec<f32> {
+    let mut rng = crate::rng::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let v = rng.normal() as f32 * scale + shift;
+            if v == 0.0 {
+                1e-3
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// Rounds values to what a storage of `dtype` holds.
+fn rounded(data: &[f32], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F32 => data.to_vec(),
+        DType::F16 => data
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect(),
+    }
+}
+
+/// The same values on the GPU (as `dtype`) and on the CPU (rounded alike).
+fn pair(dev: &CudaDevice, data: &[f32], dtype: DType) -> Result<(CudaStorage, CpuStorage)> {
+    Ok((
+        dev.storage_from_f32(data, dtype)?,
+        CpuStorage::new(rounded(data, dtype)),
+    ))
+}
+
+/// ‖got − want‖ / ‖want‖, with any non-finite value in `got` (an unwritten,
+/// poisoned element) counted as infinite.
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    if got.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let (mut num, mut den) = (0f64, 0f64);
+    for (g, w) in got.iter().zip(want) {
+        num += (*g as f64 - *w as f64).powi(2);
+        den += (*w as f64).powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// Asserts the GPU result is within `tol` of the CPU's (relative L2).
+fn assert_close(what: &str, got: &CudaStorage, want: &CpuStorage, tol: f64) -> Result<()> {
+    let (g, w) = (got.to_host_f32()?, want.to_host_f32()?);
+    let err = rel_l2(&g, &w);
+    assert!(err <= tol, "{what}: relative L2 error {err:e} > {tol:e}");
+    Ok(())
+}
+
+/// Asserts bit-identical results.
+fn assert_exact(what: &str, got: &CudaStorage, want: &[f32]) -> Result<()> {
+    let g = got.to_host_f32()?;
+    assert_eq!(g.len(), want.len(), "{what}: lengths differ");
+    for (i, (a, b)) in g.iter().zip(want).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: {a} vs {b}");
+    }
+    Ok(())
+}
+
+/// Tolerance of an fp16 path (GPU.md: < 1e-2) and of an f32 one.
+fn tol(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 1e-2,
+        DType::F32 => 1e-5,
+    }
+}
+
+const DTYPES: [DType; 2] = [DType::F16, DType::F32];
+
+#[test]
+fn open_without_driver_names_the_missing_driver() {
+    if super::driver::driver_present() {
+        eprintln!("skipped: libcuda is present, so the no-driver message cannot be checked");
+        return;
+    }
+    match CudaDevice::open(0) {
+        Err(Error::Device(m)) => {
+            assert!(m.contains("libcuda.so.1 not found"), "{m}");
+            assert!(m.contains("no NVIDIA driver"), "{m}");
+        }
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    let info = super::runtime_info();
+    assert!(
+        matches!(&info, Err(m) if m.contains("libcuda.so.1 not found")),
+        "{info:?}"
+    );
+    // A second try answers the same from the cached probe.
+    assert!(matches!(CudaDevice::open(3), Err(Error::Device(_))));
+}
+
+#[test]
+fn device_reports_itself() {
+    let Some(dev) = gpu() else { return };
+    let (major, _) = dev.compute_capability();
+    assert!(major >= 7, "{dev:?}");
+    assert!(!dev.name().is_empty());
+    assert_eq!(dev.ordinal(), 0);
+    let info = super::runtime_info().expect("runtime info with a device");
+    assert!(info.driver_version >= 11000 && !info.devices.is_empty(), "{info:?}");
+    assert!(!super::kernel_archs().is_empty());
+    // The default handle is shared; a new stream is a new handle.
+    let a = CudaDevice::open(0).unwrap();
+    let b = CudaDevice::open(0).unwrap();
+    assert!(a.same_stream(&b) && a.same_gpu(&dev) && !a.same_stream(&dev));
+    // An ordinal past the last device names the count.
+    match CudaDevice::open(1000) {
+        Err(Error::Device(m)) => assert!(m.contains("visible"), "{m}"),
+        other => panic!("expected a device error, got {other:?}"),
+    }
+}
+
+#[test]
+fn upload_download_round_trip() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let data = random(1001, 1, 3.0, 0.0);
+    let s = CudaStorage::from_host_f32(&dev, &data, DType::F32)?;
+    assert_exact("f32 round trip", &s, &data)?;
+    let h = CudaStorage::from_host_f32(&dev, &data, DType::F16)?;
+    assert_eq!(h.byte_len(), 2002);
+    assert_exact("f16 round trip", &h, &rounded(&data, DType::F16))?;
+    // Casts on the device round as the host does.
+    assert_exact("f32→f16", &s.to_dtype(DType::F16)?, &rounded(&data, DType::F16))?;
+    assert_exact("f16→f32", &h.to_dtype(DType::F32)?, &rounded(&data, DType::F16))?;
+    assert_exact("f16 copy", &h.to_dtype(DType::F16)?, &rounded(&data, DType::F16))?;
+    let empty = CudaStorage::from_host_f32(&dev, &[], DType::F16)?;
+    assert!(empty.is_empty() && empty.to_host_f32()?.is_empty());
+    for dtype in DTYPES {
+        let full = dev.storage_full(-2.5, 777, dtype)?;
+        assert_exact("fill", &full, &[-2.5; 777])?;
+    }
+    Ok(())
+}
+
+#[test]
+fn allocator_reuses_freed_buffers() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    dev.empty_cache();
+    assert_eq!(dev.cached_bytes(), 0);
+    let a = CudaStorage::from_host_f32(&dev, &random(5000, 2, 1.0, 0.0), DType::F16)?;
+    let addr = a.address()?;
+    drop(a);
+    let cached = dev.cached_bytes();
+    assert!(cached >= 10_000, "{cached}");
+    // A same-bucket request gets the same buffer back.
+    let b = dev.storage_full(1.0, 4990, DType::F16)?;
+    assert_eq!(b.address()?, addr);
+    assert_eq!(dev.cached_bytes(), 0, "the only cached buffer was taken");
+    assert_exact("reused buffer", &b, &[1.0; 4990])?;
+    drop(b);
+    dev.empty_cache();
+    assert_eq!(dev.cached_bytes(), 0);
+    Ok(())
+}
+
+#[test]
+fn philox_noise_is_bit_identical_to_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let keys = [
+        NoiseKey { seed: 42, stream: 1, step: 7 },
+        NoiseKey { seed: 0, stream: 0, step: 0 },
+        NoiseKey { seed: u64::MAX, stream: 3, step: 999 },
+        NoiseKey { seed: 0x1234_5678_9abc_def0, stream: 2, step: 11 },
+    ];
+    for key in keys {
+        for (items, per_item) in [(vec![3u32], 8usize), (vec![0, 5, 9], 1001), (vec![7], 65_539)] {
+            let got = dev.normal_noise(key, &items, per_item, DType::F32)?;
+            let want = CpuDevice.normal_noise(key, &items, per_item, DType::F32)?;
+            assert_exact(
+                &format!("noise {key:?} items {items:?} × {per_item}"),
+                &got,
+                want.as_slice(),
+            )?;
+        }
+    }
+    // F16 noise is the F32 noise rounded.
+    let key = keys[0];
+    let h = dev.normal_noise(key, &[1, 2], 333, DType::F16)?;
+    let want = CpuDevice.normal_noise(key, &[1, 2], 333, DType::F32)?;
+    assert_exact("f16 noise", &h, &rounded(want.as_slice(), DType::F16))?;
+    Ok(())
+}
+
+#[test]
+fn unary_ops_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let ops = [
+        UnaryOp::Silu,
+        UnaryOp::Gelu,
+        UnaryOp::LeakyRelu(0.01),
+        UnaryOp::Affine(1.5, -0.25),
+        UnaryOp::Exp,
+        UnaryOp::Neg,
+        UnaryOp::Square,
+        UnaryOp::Sqrt,
+        UnaryOp::Recip,
+    ];
+    for dtype in DTYPES {
+        for op in ops {
+            // Positive inputs where the op needs them.
+            let data = match op {
+                UnaryOp::Sqrt | UnaryOp::Recip => random(4099, 3, 0.3, 2.0)
+                    .into_iter()
+                    .map(f32::abs)
+                    .collect(),
+                _ => random(4099, 3, 2.0, 0.0),
+            };
+            let (g, c) = pair(&dev, &data, dtype)?;
+            assert_close(&format!("{op:?} {dtype:?}"), &g.unary(op)?, &c.unary(op)?, tol(dtype))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn binary_ops_broadcast_like_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let cases: [(&[usize], &[usize], &[usize]); 4] = [
+        (&[2, 3, 4, 5], &[2, 3, 4, 5], &[2, 3, 4, 5]),
+        (&[2, 3, 4, 5], &[1, 3, 1, 5], &[2, 3, 4, 5]),
+        (&[2, 1, 4, 1], &[1, 3, 1, 5], &[2, 3, 4, 5]),
+        (&[7, 1], &[1, 1], &[7, 1]),
+    ];
+    let ops = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ];
+    for dtype in DTYPES {
+        for (i, (l, r, o)) in cases.iter().enumerate() {
+            let desc = BroadcastDesc {
+                lhs: l.to_vec(),
+                rhs: r.to_vec(),
+                out: o.to_vec(),
+            };
+            let a = random(l.iter().product(), 10 + i as u64, 1.0, 0.0);
+            // Away from zero, for the division.
+            let b = random(r.iter().product(), 20 + i as u64, 0.2, 1.5);
+            let (ga, ca) = pair(&dev, &a, dtype)?;
+            let (gb, cb) = pair(&dev, &b, dtype)?;
+            for op in ops {
+                assert_close(
+                    &format!("{op:?} {l:?}·{r:?} {dtype:?}"),
+                    &ga.binary(&gb, op, &desc)?,
+                    &ca.binary(&cb, op, &desc)?,
+                    tol(dtype),
+                )?;
+            }
+        }
+        let a = random(3000, 30, 1.0, 0.0);
+        let b = random(3000, 31, 1.0, 0.0);
+        let (ga, ca) = pair(&dev, &a, dtype)?;
+        let (gb, cb) = pair(&dev, &b, dtype)?;
+        assert_close(
+            &format!("lincomb {dtype:?}"),
+            &ga.lincomb(0.7, &gb, -1.3)?,
+            &ca.lincomb(0.7, &cb, -1.3)?,
+            tol(dtype),
+        )?;
+    }
+    // The sampler's f32 lincomb is bit-identical to the CPU's.
+    let a = random(3000, 32, 1.0, 0.0);
+    let b = random(3000, 33, 1.0, 0.0);
+    let (ga, ca) = pair(&dev, &a, DType::F32)?;
+    let (gb, cb) = pair(&dev, &b, DType::F32)?;
+    let want = ca.lincomb(0.9, &cb, 0.43)?;
+    assert_exact("f32 lincomb", &ga.lincomb(0.9, &gb, 0.43)?, want.as_slice())?;
+    Ok(())
+}
+
+#[test]
+fn layout_ops_move_bits_like_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let shape = [2usize, 3, 4, 5];
+    let n: usize = shape.iter().product();
+    for dtype in DTYPES {
+        let data = random(n, 40, 1.0, 0.0);
+        let (g, c) = pair(&dev, &data, dtype)?;
+        for perm in [[0usize, 2, 3, 1], [3, 2, 1, 0], [0, 1, 3, 2], [1, 0, 2, 3]] {
+            let want = c.permute(&shape, &perm)?;
+            assert_exact(&format!("permute {perm:?}"), &g.permute(&shape, &perm)?, want.as_slice())?;
+        }
+        for axes in [&[1usize, 3][..], &[0], &[2, 2], &[0, 1, 2, 3]] {
+            let want = c.flip(&shape, axes)?;
+            assert_exact(&format!("flip {axes:?}"), &g.flip(&shape, axes)?, want.as_slice())?;
+        }
+        let axis = AxisDesc {
+            outer: 6,
+            size: 4,
+            inner: 5,
+        };
+        for (start, len) in [(0, 4), (1, 2), (3, 1)] {
+            let want = c.narrow(axis, start, len)?;
+            assert_exact("narrow", &g.narrow(axis, start, len)?, want.as_slice())?;
+        }
+        // Concatenation of three parts along a middle axis.
+        let sizes = [2usize, 5, 1];
+        let (outer, inner) = (3, 7);
+        let parts: Vec<Vec<f32>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| random(outer * s * inner, 50 + i as u64, 1.0, 0.0))
+            .collect();
+        let mut gp = Vec::new();
+        let mut cp = Vec::new();
+        for p in &parts {
+            let (g, c) = pair(&dev, p, dtype)?;
+            gp.push(g);
+            cp.push(c);
+        }
+        let want = CpuStorage::cat(&cp.iter().collect::<Vec<_>>(), outer, &sizes, inner)?;
+        let got = CudaStorage::cat(&gp.iter().collect::<Vec<_>>(), outer, &sizes, inner)?;
+        assert_exact("cat", &got, want.as_slice())?;
+        // Rows of an embedding table.
+        let table = random(10 * 6, 60, 1.0, 0.0);
+        let (gt, ct) = pair(&dev, &table, dtype)?;
+        let ids = [3usize, 0, 9, 3, 7];
+        let want = ct.index_rows(6, &ids)?;
+        assert_exact("index_rows", &gt.index_rows(6, &ids)?, want.as_slice())?;
+        assert!(matches!(gt.index_rows(6, &[10]), Err(Error::InvalidArgument(_))));
+    }
+    Ok(())
+}
+
+#[test]
+fn softmax_matches_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    for dtype in DTYPES {
+        for axis in [
+            AxisDesc { outer: 37, size: 300, inner: 1 },
+            AxisDesc { outer: 2, size: 5, inner: 4096 },
+            AxisDesc { outer: 3, size: 1, inner: 9 },
+        ] {
+            let n = axis.outer * axis.size * axis.inner;
+            let (g, c) = pair(&dev, &random(n, 70, 3.0, 0.0), dtype)?;
+            assert_close(&format!("softmax {axis:?} {dtype:?}"), &g.softmax(axis)?, &c.softmax(axis)?, tol(dtype))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one fused normalisation on both devices and compares.
+fn check_norm(dev: &CudaDevice, d: NormDesc, weight: bool, film: bool, residual: bool) -> Result<()> {
+    let n = d.batch * d.channels * d.spatial;
+    let dtype = DType::F16;
+    let (x, cx) = pair(dev, &random(n, 80, 2.0, 0.5), dtype)?;
+    let (w, cw) = pair(dev, &random(d.channels, 81, 0.3, 1.0), dtype)?;
+    let (b, cb) = pair(dev, &random(d.channels, 82, 0.3, 0.0), dtype)?;
+    let (sc, csc) = pair(dev, &random(d.batch * d.channels, 83, 0.2, 0.0), dtype)?;
+    let (sh, csh) = pair(dev, &random(d.batch * d.channels, 84, 0.2, 0.0), dtype)?;
+    let (r, cr) = pair(dev, &random(n, 85, 1.0, 0.0), dtype)?;
+    let got = x.group_norm(
+        &d,
+        NormOperands {
+            weight: weight.then_some(&w),
+            bias: weight.then_some(&b),
+            scale_shift: film.then_some((&sc, &sh)),
+            residual: residual.then_some(&r),
+        },
+    )?;
+    let want = cx.group_norm(
+        &d,
+        NormOperands {
+            weight: weight.then_some(&cw),
+            bias: weight.then_some(&cb),
+            scale_shift: film.then_some((&csc, &csh)),
+            residual: residual.then_some(&cr),
+        },
+    )?;
+    assert_close(&format!("group_norm {d:?}"), &got, &want, 1e-2)
+}
+
+#[test]
+fn fused_norms_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let base = NormDesc {
+        batch: 2,
+        channels: 16,
+        spatial: 300,
+        groups: 8,
+        eps: 1e-5,
+        activation: NormActivation::Identity,
+    };
+    check_norm(&dev, base, true, false, false)?;
+    check_norm(&dev, base, false, false, false)?;
+    let silu = NormDesc {
+        activation: NormActivation::Silu,
+        ..base
+    };
+    check_norm(&dev, silu, true, true, true)?;
+    check_norm(&dev, silu, true, false, false)?;
+    // InstanceNorm + LeakyReLU (nnU-Net).
+    let instance = NormDesc {
+        groups: 16,
+        activation: NormActivation::LeakyRelu(0.01),
+        ..base
+    };
+    check_norm(&dev, instance, true, false, false)?;
+    // Few, large groups: the two-pass (chunked) design.
+    let large = NormDesc {
+        batch: 1,
+        channels: 4,
+        spatial: 40_000,
+        groups: 2,
+        eps: 1e-5,
+        activation: NormActivation::Silu,
+    };
+    assert!(super::kernels::norm_chunks(2, 80_000) > 1);
+    check_norm(&dev, large, true, true, true)?;
+    // Channel LayerNorm.
+    let (b, c, s) = (2, 24, 333);
+    let (x, cx) = pair(&dev, &random(b * c * s, 90, 1.5, 0.3), DType::F16)?;
+    let (g, cg) = pair(&dev, &random(c, 91, 0.2, 1.0), DType::F16)?;
+    assert_close(
+        "layer_norm_channels",
+        &x.layer_norm_channels(&g, b, c, s, 1e-5)?,
+        &cx.layer_norm_channels(&cg, b, c, s, 1e-5)?,
+        1e-2,
+    )?;
+    // F32 storage is refused, not silently narrowed.
+    let x32 = dev.storage_from_f32(&random(b * c * s, 92, 1.0, 0.0), DType::F32)?;
+    let nd = NormDesc {
+        batch: b,
+        channels: c,
+        spatial: s,
+        groups: 4,
+        eps: 1e-5,
+        activation: NormActivation::Identity,
+    };
+    let none = NormOperands {
+        weight: None,
+        bias: None,
+        scale_shift: None,
+        residual: None,
+    };
+    assert!(matches!(x32.group_norm(&nd, none), Err(Error::Unsupported(_))));
+    Ok(())
+}
+
+#[test]
+fn products_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let dtype = DType::F16;
+    // Linear layers: odd sizes (64×64 tiles, guarded edges) and large ones
+    // (128×128 tiles).
+    for (rows, n_in, n_out, bias) in [(37, 70, 45, true), (3, 8, 5, false), (1024, 256, 512, true)] {
+        let d = LinearDesc { rows, n_in, n_out };
+        let (x, cx) = pair(&dev, &random(rows * n_in, 100, 1.0, 0.0), dtype)?;
+        let (w, cw) = pair(&dev, &random(n_out * n_in, 101, 0.1, 0.0), dtype)?;
+        let (b, cb) = pair(&dev, &random(n_out, 102, 0.5, 0.0), dtype)?;
+        assert_close(
+            &format!("linear {d:?}"),
+            &x.linear(&w, bias.then_some(&b), &d)?,
+            &cx.linear(&cw, bias.then_some(&cb), &d)?,
+            1e-2,
+        )?;
+    }
+    // 1×1 convolutions with bias and residual.
+    let g = ConvGeometry {
+        batch: 2,
+        c_in: 24,
+        c_out: 40,
+        frames: 3,
+        h: 9,
+        w: 11,
+        kh: 1,
+        kw: 1,
+        stride: (1, 1),
+        pad: (0, 0),
+    };
+    let s = g.frames * g.h * g.w;
+    let (x, cx) = pair(&dev, &random(g.batch * g.c_in * s, 110, 1.0, 0.0), dtype)?;
+    let (w, cw) = pair(&dev, &random(g.c_out * g.c_in, 111, 0.2, 0.0), dtype)?;
+    let (b, cb) = pair(&dev, &random(g.c_out, 112, 0.5, 0.0), dtype)?;
+    let (r, cr) = pair(&dev, &random(g.batch * g.c_out * s, 113, 1.0, 0.0), dtype)?;
+    assert_close(
+        "conv2d 1×1",
+        &x.conv2d(&w, Some(&b), Some(&r), &g)?,
+        &cx.conv2d(&cw, Some(&cb), Some(&cr), &g)?,
+        1e-2,
+    )?;
+    assert_close("conv2d 1×1, no bias", &x.conv2d(&w, None, None, &g)?, &cx.conv2d(&cw, None, None, &g)?, 1e-2)?;
+    let g3 = Conv3dGeometry {
+        batch: 2,
+        c_in: 24,
+        c_out: 40,
+        input: [3, 9, 11],
+        kernel: [1, 1, 1],
+        stride: [1, 1, 1],
+        pad: [0, 0, 0],
+    };
+    assert_close("conv3d 1×1×1", &x.conv3d(&w, Some(&b), &g3)?, &cx.conv3d(&cw, Some(&cb), &g3)?, 1e-2)?;
+    // Other kernels are not there yet, and say so.
+    let g33 = ConvGeometry {
+        kh: 3,
+        kw: 3,
+        pad: (1, 1),
+        ..g
+    };
+    let w33 = dev.storage_from_f32(&random(g.c_out * g.c_in * 9, 114, 0.1, 0.0), dtype)?;
+    match x.conv2d(&w33, None, None, &g33) {
+        Err(Error::Unsupported(m)) => assert!(m.contains("not implemented yet"), "{m}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn embedding_and_sampler_steps_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let t = [0.0f32, 1.0, 17.0, 999.0, 250.5];
+    for dtype in DTYPES {
+        let got = dev.sinusoidal_embedding(&t, 72, dtype)?;
+        let want = CpuDevice.sinusoidal_embedding(&t, 72, DType::F32)?;
+        assert_close(&format!("sinusoidal {dtype:?}"), &got, &want, if dtype == DType::F16 { 1e-3 } else { 1e-5 })?;
+    }
+    // The RePaint updates are bit-identical to the CPU's in f32.
+    let n = 5000;
+    let f32s = |seed| pair(&dev, &random(n, seed, 1.0, 0.0), DType::F32);
+    let (x, cx) = f32s(120)?;
+    let (gt, cgt) = f32s(121)?;
+    let (z, cz) = f32s(122)?;
+    let (e, ce) = f32s(123)?;
+    let mask: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { 1.0 } else { 0.0 }).collect();
+    let (k, ck) = pair(&dev, &mask, DType::F32)?;
+    let blend = KnownBlend {
+        sqrt_alpha_bar: 0.8,
+        sqrt_one_minus_alpha_bar: 0.6,
+    };
+    let want = cx.known_blend(&cgt, &ck, &cz, blend)?;
+    assert_exact("known_blend", &x.known_blend(&gt, &k, &z, blend)?, want.as_slice())?;
+    let step = AncestralStep {
+        sqrt_recip_alpha_bar: 1.3,
+        sqrt_recip_m1_alpha_bar: 0.83,
+        coef_x0: 0.21,
+        coef_xt: 0.77,
+        sigma: 0.05,
+    };
+    let want = cx.ancestral_step(&ce, &cz, step)?;
+    assert_exact("ancestral_step", &x.ancestral_step(&e, &z, step)?, want.as_slice())?;
+    // The sampler state must be F32.
+    let h = x.to_dtype(DType::F16)?;
+    assert!(matches!(h.ancestral_step(&e, &z, step), Err(Error::Unsupported(_))));
+    Ok(())
+}
+
+#[test]
+fn mismatched_operands_are_refused_and_streams_interoperate() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let data = random(64, 130, 1.0, 0.0);
+    let a16 = dev.storage_from_f32(&data, DType::F16)?;
+    let a32 = dev.storage_from_f32(&data, DType::F32)?;
+    assert!(matches!(a16.lincomb(1.0, &a32, 1.0), Err(Error::InvalidArgument(_))));
+    let short = dev.storage_from_f32(&data[..10], DType::F16)?;
+    assert!(matches!(a16.lincomb(1.0, &short, 1.0), Err(Error::InvalidArgument(_))));
+    // Operands of two handles (two streams) combine correctly.
+    let other = dev.with_new_stream()?;
+    other.poison_outputs(true);
+    let b = other.storage_from_f32(&data, DType::F32)?;
+    let sum = a32.lincomb(1.0, &b, 1.0)?;
+    let want: Vec<f32> = data.iter().map(|v| v + v).collect();
+    assert_exact("cross-stream lincomb", &sum, &want)?;
+    Ok(())
+}
