@@ -6,8 +6,9 @@
 //! and thread count (`RAYON_NUM_THREADS=N` here, `--threads N` there);
 //! `cargo bench --bench denoiser -- 'batch 1'` runs the batch-1 cases only.
 
+use claim::backend::NoiseKey;
 use claim::models::Denoiser;
-use claim::nn::{Tensor, Weights};
+use claim::nn::{DType, Device, Tensor, Weights};
 use claim::rng::Rng;
 use claim::synthesis::{Schedule, TIMESTEPS};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -83,27 +84,36 @@ fn bench_forward(c: &mut Criterion) {
             }
         })
         .collect();
-    let start = normals(pixels, &mut rng);
+    let shape = [1, 1, 1, 72, 72];
+    let start = Tensor::from_vec(normals(pixels, &mut rng), &shape).expect("x");
+    let ground_truth = Tensor::from_vec(ground_truth, &shape).expect("gt");
+    let known = Tensor::from_vec(known, &shape).expect("known");
     let cond = Tensor::full(1.0 / 16.0, &[1, 16]).expect("cond");
+    let (blend, ancestral) = (
+        schedule.known_blend(step_t).expect("blend"),
+        schedule.ancestral_step(step_t).expect("step"),
+    );
+    let mut step = 0u32;
+    // As the sampler runs it: counter-based noise, fused blend, network,
+    // fused ancestral step, all as tensor ops.
     group.bench_function("repaint step batch 1", |b| {
         b.iter(|| {
-            let mut x = start.clone();
-            let z_known = normals(pixels, &mut rng);
-            schedule
-                .renoise_known(&mut x, &ground_truth, &known, &z_known, step_t)
+            step += 1;
+            let noise = |stream| {
+                let key = NoiseKey {
+                    seed: 1,
+                    stream,
+                    step,
+                };
+                Tensor::normal_noise(key, &[0], &shape, &Device::Cpu, DType::F32).expect("noise")
+            };
+            let x = start
+                .known_blend(&ground_truth, &known, &noise(1), blend)
                 .expect("re-noise");
-            let input = Tensor::from_vec(x, &[1, 1, 1, 72, 72]).expect("x");
             let eps = model
-                .predict_noise(&input, &[step_t as f32], Some(&cond))
-                .expect("forward")
-                .to_vec()
-                .expect("eps");
-            let mut x = input.to_vec().expect("x");
-            let z_step = normals(pixels, &mut rng);
-            schedule
-                .reverse_step(&mut x, &eps, &z_step, step_t)
-                .expect("step");
-            x
+                .predict_noise(&x, &[step_t as f32], Some(&cond))
+                .expect("forward");
+            x.ancestral_step(&eps, &noise(2), ancestral).expect("step")
         })
     });
     group.finish();

@@ -8,7 +8,7 @@ use claim::models::Denoiser;
 use claim::nn::Tensor;
 use claim::phantom::{self, PhantomParams};
 use claim::rng::Rng;
-use claim::synthesis::repaint::{repaint, InpaintBatch, Progress, SamplerParams};
+use claim::synthesis::repaint::{repaint, BatchNoise, InpaintBatch, Progress, SamplerParams};
 use claim::synthesis::{
     jump_schedule, measure_histogram, synthesize, Condition, JumpParams, Schedule, SynthesisParams,
     TIMESTEPS,
@@ -137,23 +137,35 @@ fn repaint_steps_match_pytorch() {
         (0, 1.0, "step0"),
         (137, 3.0, "step137_guided"),
     ] {
-        let mut xs = x.clone();
-        s.renoise_known(&mut xs, &gt, &known, &fx.f32s("z_known"), t)
+        let tensor = |name: &str| Tensor::from_vec(fx.f32s(name), &shape).unwrap();
+        let xt = Tensor::from_vec(x.clone(), &shape)
+            .unwrap()
+            .known_blend(
+                &Tensor::from_vec(gt.clone(), &shape).unwrap(),
+                &Tensor::from_vec(known.clone(), &shape).unwrap(),
+                &tensor("z_known"),
+                s.known_blend(t).unwrap(),
+            )
             .unwrap();
-        let xt = Tensor::from_vec(xs.clone(), &shape).unwrap();
         let eps = model()
             .predict_noise_guided(&xt, &[t as f32; 2], &cond_t, guidance)
+            .unwrap();
+        let xs = xt
+            .ancestral_step(&eps, &tensor("z_step"), s.ancestral_step(t).unwrap())
             .unwrap()
             .to_vec()
-            .unwrap();
-        s.reverse_step(&mut xs, &eps, &fx.f32s("z_step"), t)
             .unwrap();
         let rel = rel_error(&xs, &fx.f32s(name));
         println!("{name}: relative error {rel:.2e}");
         assert!(rel < 1e-4, "{name}: {rel}");
     }
-    let mut up = x.clone();
-    s.jump_up(&mut up, &fx.f32s("z_up"), 137).unwrap();
+    let (a, b) = s.jump_up(137).unwrap();
+    let up = Tensor::from_vec(x.clone(), &shape)
+        .unwrap()
+        .lincomb(a, &Tensor::from_vec(fx.f32s("z_up"), &shape).unwrap(), b)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     let rel = rel_error(&up, &fx.f32s("up137"));
     assert!(rel < 1e-6, "up137: {rel}");
 }
@@ -446,7 +458,10 @@ fn repaint_items_are_independent_of_their_batch() {
             conditions: Some(cond.clone()),
         },
         &params,
-        &mut [Rng::new(1), Rng::new(2)],
+        &BatchNoise {
+            seed: 9,
+            items: vec![1, 2],
+        },
         &mut progress,
     )
     .unwrap();
@@ -460,7 +475,10 @@ fn repaint_items_are_independent_of_their_batch() {
             conditions: Some(cond[16..].to_vec()),
         },
         &params,
-        &mut [Rng::new(2)],
+        &BatchNoise {
+            seed: 9,
+            items: vec![2],
+        },
         &mut progress,
     )
     .unwrap();
@@ -515,7 +533,10 @@ fn claim_size_repaint_step_timing() {
         };
         let mut cb = |_: u64, _: u64| true;
         let mut progress = Progress::new(0, &mut cb);
-        let mut rngs: Vec<Rng> = (0..batch as u64).map(Rng::new).collect();
+        let noise = BatchNoise {
+            seed: 1,
+            items: (0..batch as u32).collect(),
+        };
         let start = std::time::Instant::now();
         repaint(
             &model,
@@ -527,7 +548,7 @@ fn claim_size_repaint_step_timing() {
                 conditions: Some(vec![1.0 / 16.0; 16 * batch]),
             },
             &params,
-            &mut rngs,
+            &noise,
             &mut progress,
         )
         .unwrap();

@@ -1,11 +1,162 @@
-//! Device back-ends: the numeric kernels behind [`crate::nn`] ops.
+//! Device back-ends and the seam between them and [`crate::nn`].
 //!
-//! Kernels here work on plain buffers plus explicit sizes; they know nothing
-//! about [`crate::nn::Tensor`]. Each `nn` op checks shapes once and then
-//! dispatches on the tensor's storage to the kernel of its device.
+//! [`BackendStorage`] lists every op the engine has. A device implements
+//! it for its storage type (`cpu::CpuStorage`, `cuda::CudaStorage`);
+//! [`crate::nn::Storage`] holds one of them and dispatches each op once.
+//! The tensor layer validates shapes and fills the descriptors of
+//! [`desc`] before calling in, so an implementation may assume consistent
+//! sizes; it still returns errors rather than panicking (a device can run
+//! out of memory, or not implement an op yet).
+//!
+//! Storages are contiguous and row-major. Operands of one call are on the
+//! same device (the dispatcher checks) and, for a device with several
+//! element types, the same type unless a method says otherwise.
 
 pub mod cpu;
 pub mod cuda;
+pub mod desc;
+pub mod philox;
+
+use crate::nn::DType;
+use crate::Result;
+use desc::{
+    AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
+    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
+};
+
+pub use desc::NoiseKey;
+
+/// The op list every device implements: what a new device must provide.
+pub trait BackendStorage: Sized + std::fmt::Debug {
+    /// Element type of the buffer.
+    fn dtype(&self) -> DType;
+    /// Number of elements.
+    fn len(&self) -> usize;
+    /// Whether there are no elements.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The values, widened to f32, in host memory (a device-to-host copy
+    /// for a GPU: only at pipeline edges).
+    fn to_host_f32(&self) -> Result<Vec<f32>>;
+    /// The values converted to `dtype` on the same device.
+    fn to_dtype(&self, dtype: DType) -> Result<Self>;
+
+    // ---- element-wise ----
+    /// `op(x)` for every element.
+    fn unary(&self, op: UnaryOp) -> Result<Self>;
+    /// `op(a, b)` with broadcasting.
+    fn binary(&self, rhs: &Self, op: BinaryOp, shapes: &BroadcastDesc) -> Result<Self>;
+    /// `α·self + β·rhs` for operands of equal length.
+    fn lincomb(&self, alpha: f32, rhs: &Self, beta: f32) -> Result<Self>;
+
+    // ---- layout ----
+    /// Output axis `i` is input axis `perm[i]` of `shape`.
+    fn permute(&self, shape: &[usize], perm: &[usize]) -> Result<Self>;
+    /// Reverses the listed axes of `shape`.
+    fn flip(&self, shape: &[usize], axes: &[usize]) -> Result<Self>;
+    /// Entries `start..start + len` of the axis described by `axis`.
+    fn narrow(&self, axis: AxisDesc, start: usize, len: usize) -> Result<Self>;
+    /// Concatenation along one axis: part `i` is `[outer, sizes[i], inner]`.
+    fn cat(parts: &[&Self], outer: usize, sizes: &[usize], inner: usize) -> Result<Self>;
+    /// Rows `ids` of a `[_, cols]` table (ids were checked in range).
+    fn index_rows(&self, cols: usize, ids: &[usize]) -> Result<Self>;
+
+    // ---- normalisation and softmax ----
+    /// Softmax over the middle axis of `[outer, size, inner]`.
+    fn softmax(&self, axis: AxisDesc) -> Result<Self>;
+    /// Fused group normalisation, see [`NormDesc`].
+    fn group_norm(&self, desc: &NormDesc, operands: NormOperands<'_, Self>) -> Result<Self>;
+    /// LayerNorm across channels of `[B, C, S]` at every position, times
+    /// `gamma[c]`, no bias.
+    fn layer_norm_channels(
+        &self,
+        gamma: &Self,
+        batch: usize,
+        channels: usize,
+        spatial: usize,
+        eps: f64,
+    ) -> Result<Self>;
+
+    // ---- products ----
+    /// `self·weightᵀ + bias` ([`LinearDesc`]).
+    fn linear(&self, weight: &Self, bias: Option<&Self>, desc: &LinearDesc) -> Result<Self>;
+    /// Per-frame 2-D convolution, plus `residual` (the output's shape) when given.
+    fn conv2d(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        residual: Option<&Self>,
+        geometry: &ConvGeometry,
+    ) -> Result<Self>;
+    /// Per-frame 2-D transposed convolution.
+    fn conv_transpose2d(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        geometry: &ConvGeometry,
+    ) -> Result<Self>;
+    /// Full 3-D convolution.
+    fn conv3d(&self, weight: &Self, bias: Option<&Self>, geometry: &Conv3dGeometry)
+        -> Result<Self>;
+    /// Full 3-D transposed convolution.
+    fn conv_transpose3d(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        geometry: &Conv3dGeometry,
+    ) -> Result<Self>;
+
+    // ---- attention ----
+    /// The denoiser's spatial linear attention.
+    fn linear_attention(&self, desc: &LinearAttentionDesc) -> Result<Self>;
+    /// `softmax(q·kᵀ + bias)·v` with `self` as q (already scaled).
+    fn attention(
+        q: &Self,
+        k: &Self,
+        v: &Self,
+        bias: Option<&Self>,
+        desc: &AttentionDesc,
+    ) -> Result<Self>;
+    /// Interleaved rotary embedding of `[G, T, d]` by `freqs` (`d/2`).
+    fn rotary(&self, freqs: &Self, tokens: usize, head_dim: usize) -> Result<Self>;
+
+    // ---- diffusion sampler (F32 state) ----
+    /// RePaint's known-region blend of `self` (x_t) with the noised ground truth.
+    fn known_blend(
+        &self,
+        ground_truth: &Self,
+        known: &Self,
+        noise: &Self,
+        p: KnownBlend,
+    ) -> Result<Self>;
+    /// One ancestral reverse step of `self` (x_t) given the predicted noise.
+    fn ancestral_step(&self, eps: &Self, noise: &Self, p: AncestralStep) -> Result<Self>;
+}
+
+/// Constructors that create a storage on a device from host values or
+/// from nothing: the other half of what a device implements.
+pub trait BackendDevice {
+    /// The device's storage type.
+    type Storage: BackendStorage;
+    /// Uploads (or copies) host values as `dtype`.
+    fn storage_from_f32(&self, data: &[f32], dtype: DType) -> Result<Self::Storage>;
+    /// `n` copies of `value`.
+    fn storage_full(&self, value: f32, n: usize, dtype: DType) -> Result<Self::Storage>;
+    /// Standard normal noise from the counter-based generator: item `i`
+    /// fills `per_item` values keyed by (`key`, `items[i]`, element).
+    /// Identical bits on every device.
+    fn normal_noise(
+        &self,
+        key: NoiseKey,
+        items: &[u32],
+        per_item: usize,
+        dtype: DType,
+    ) -> Result<Self::Storage>;
+    /// Sinusoidal timestep embedding `[t.len(), dim]` (see
+    /// [`crate::nn::Tensor::sinusoidal_embedding`]).
+    fn sinusoidal_embedding(&self, t: &[f32], dim: usize, dtype: DType) -> Result<Self::Storage>;
+}
 
 /// What this build of the library contains and what it found at run time:
 /// the answer to `claim info --build` and `claim_build_info`.

@@ -7,7 +7,7 @@
 //! channels, condition length, heads, head width) is inferred from tensor
 //! shapes, so a converted checkpoint loads with [`Denoiser::load`].
 
-use crate::nn::{ConvParams, Tensor, VarBuilder, Weights};
+use crate::nn::{ConvParams, DType, Device, Tensor, VarBuilder, Weights};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -736,6 +736,16 @@ impl Denoiser {
         &self.config
     }
 
+    /// The device holding the parameters (where the network runs).
+    pub fn device(&self) -> Device {
+        self.rel_pos_bias.device()
+    }
+
+    /// The parameters' element type (activations use it too).
+    pub fn dtype(&self) -> DType {
+        self.rel_pos_bias.dtype()
+    }
+
     /// Relative position bias `[heads, F, F]` (T5 buckets of key − query).
     fn position_bias(&self, frames: usize) -> Result<Tensor> {
         let num_buckets = self.rel_pos_bias.dim(0)?;
@@ -782,7 +792,12 @@ impl Denoiser {
                 t.len()
             )));
         }
-        let mut emb = Tensor::sinusoidal_embedding(t, cfg.dim)?;
+        // Inputs move to the model's device and type once, here.
+        let (device, dtype) = (self.device(), self.dtype());
+        let x = &x.to_device(&device, dtype)?;
+        let cond = cond.map(|c| c.to_device(&device, dtype)).transpose()?;
+        let cond = cond.as_ref();
+        let mut emb = Tensor::sinusoidal_embedding_on(t, cfg.dim, &device, dtype)?;
         emb = self
             .time_mlp2
             .forward(&self.time_mlp1.forward(&emb)?.gelu()?)?;

@@ -25,10 +25,10 @@
 //! [`PlainConvUNet::forward`] returns full-resolution logits
 //! `[B, classes, …]`.
 
+use crate::backend::desc::NormActivation;
 use crate::nn::{Conv3dParams, ConvParams, Tensor, VarBuilder, Weights};
 use crate::rng::Rng;
 use crate::{Error, Result};
-use rayon::prelude::*;
 use serde_json::Value;
 
 /// Architecture hyper-parameters, as in a plans file's `arch_kwargs` plus
@@ -472,9 +472,12 @@ impl ConvNormAct {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
         match (&self.norm, self.slope) {
-            (Some((w, b)), Some(slope)) if !self.nonlin_first => {
-                instance_norm_leaky_relu(&y, w.as_ref(), b.as_ref(), self.eps, slope)
-            }
+            (Some((w, b)), Some(slope)) if !self.nonlin_first => y.instance_norm_act(
+                w.as_ref(),
+                b.as_ref(),
+                self.eps,
+                NormActivation::LeakyRelu(slope),
+            ),
             (Some((w, b)), slope) => {
                 let y = match slope {
                     Some(s) => y.leaky_relu(s)?,
@@ -486,105 +489,6 @@ impl ConvNormAct {
             (None, None) => Ok(y),
         }
     }
-}
-
-/// InstanceNorm (population variance, optional affine) followed by a
-/// LeakyReLU, in one pass over the output: the two ops that follow every
-/// convolution of the network, fused so the activation is written once.
-fn instance_norm_leaky_relu(
-    x: &Tensor,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    eps: f64,
-    slope: f32,
-) -> Result<Tensor> {
-    let dims = x.dims();
-    if dims.len() < 3 {
-        return Err(Error::invalid(format!(
-            "instance norm: expected [B, C, ...], got {dims:?}"
-        )));
-    }
-    let c = dims[1];
-    let s: usize = dims[2..].iter().product();
-    for t in [weight, bias].into_iter().flatten() {
-        if t.dims() != [c] {
-            return Err(Error::invalid(format!(
-                "instance norm: affine parameter {:?} for {c} channels",
-                t.dims()
-            )));
-        }
-    }
-    let w = weight.map(Tensor::as_slice).transpose()?;
-    let b = bias.map(Tensor::as_slice).transpose()?;
-    let src = x.as_slice()?;
-    let mut out = vec![0f32; src.len()];
-    if s > 0 {
-        out.par_chunks_mut(s)
-            .zip(src.par_chunks(s))
-            .enumerate()
-            .for_each(|(bc, (dst, plane))| {
-                let ch = bc % c;
-                let (mean, rstd) = plane_moments(plane, eps);
-                let a = rstd * w.map_or(1.0, |w| w[ch]);
-                let shift = b.map_or(0.0, |b| b[ch]) - mean * a;
-                scale_shift_leaky(dst, plane, a, shift, slope);
-            });
-    }
-    Tensor::from_vec(out, dims)
-}
-
-/// `dst = leaky_relu(src·a + shift)`. For slopes in [0, 1] the activation
-/// is `max(y, slope·y)`, which is branch-free and vectorises; taking the
-/// scalars by value keeps them in registers.
-#[inline]
-fn scale_shift_leaky(dst: &mut [f32], src: &[f32], a: f32, shift: f32, slope: f32) {
-    if (0.0..=1.0).contains(&slope) {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            let y = v * a + shift;
-            *d = y.max(y * slope);
-        }
-    } else {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            let y = v * a + shift;
-            *d = if y >= 0.0 { y } else { y * slope };
-        }
-    }
-}
-
-/// Mean and `1/sqrt(var + eps)` of one channel plane. Sums run in f32 over
-/// short blocks (vectorisable) and are gathered in f64, so a plane of 10⁶
-/// values keeps ~1e-7 relative accuracy.
-fn plane_moments(v: &[f32], eps: f64) -> (f32, f32) {
-    const BLOCK: usize = 256;
-    let n = v.len().max(1) as f64;
-    let sum: f64 = v.chunks(BLOCK).map(|c| f64::from(lane_sum(c, |x| x))).sum();
-    let mean = sum / n;
-    let m32 = mean as f32;
-    // Deviations from the f32 mean, corrected for its rounding (the
-    // residual term), keep the two-pass variance exact to f64 level.
-    let (sq, lin) = v.chunks(BLOCK).fold((0f64, 0f64), |(sq, lin), c| {
-        let s2 = lane_sum(c, |x| (x - m32) * (x - m32));
-        let s1 = lane_sum(c, |x| x - m32);
-        (sq + f64::from(s2), lin + f64::from(s1))
-    });
-    let var = ((sq - lin * lin / n) / n).max(0.0);
-    (m32, (1.0 / (var + eps).sqrt()) as f32)
-}
-
-/// `Σ f(x)` over a short slice in eight independent f32 lanes, which the
-/// compiler turns into SIMD adds (a single running sum cannot be
-/// vectorised without reordering).
-#[inline]
-fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0f32; 8];
-    let chunks = v.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
-    for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l += f(x);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// The PlainConvUNet: encoder stages, transposed convolutions, decoder
@@ -991,7 +895,9 @@ mod tests {
         .unwrap();
         let w = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3]).unwrap();
         let b = Tensor::from_vec(vec![0.1, 0.0, -0.3], &[3]).unwrap();
-        let fused = instance_norm_leaky_relu(&x, Some(&w), Some(&b), 1e-5, 0.01).unwrap();
+        let fused = x
+            .instance_norm_act(Some(&w), Some(&b), 1e-5, NormActivation::LeakyRelu(0.01))
+            .unwrap();
         let separate = x
             .instance_norm(Some(&w), Some(&b), 1e-5)
             .unwrap()

@@ -10,11 +10,13 @@
 
 pub mod device;
 pub mod ops;
+pub mod storage;
 pub mod tensor;
 pub mod weights;
 
+pub use device::{DType, Device, DeviceKind, DeviceSpec, LoadOptions, Precision};
 pub use ops::Conv3dParams;
 pub use ops::ConvParams;
-pub use device::{DType, Device, DeviceKind, DeviceSpec, LoadOptions, Precision};
-pub use tensor::{Storage, Tensor};
+pub use storage::Storage;
+pub use tensor::Tensor;
 pub use weights::{VarBuilder, Weights};

@@ -1,30 +1,12 @@
 //! [`Tensor`]: shape + dtype + storage, and the shape-only operations.
 
-use crate::backend::cpu::elementwise;
+use crate::backend::cpu::CpuStorage;
+use crate::backend::desc::AxisDesc;
+use crate::backend::NoiseKey;
+use crate::nn::storage::Storage;
 use crate::nn::{DType, Device};
 use crate::{Error, Result};
-use rayon::prelude::*;
 use std::sync::Arc;
-
-/// The data of a tensor, one variant per device back-end.
-///
-/// A CUDA variant (fp16/f32 device buffers) is added beside `Cpu`; ops
-/// already dispatch with a `match` on this enum, so models do not change.
-#[derive(Debug)]
-pub enum Storage {
-    /// Contiguous row-major f32 values in host memory.
-    Cpu(Vec<f32>),
-}
-
-impl Drop for Storage {
-    /// Hands host buffers back to the CPU back-end, which reuses large ones
-    /// for kernel outputs instead of allocating and zeroing new memory.
-    fn drop(&mut self) {
-        match self {
-            Storage::Cpu(v) => crate::backend::cpu::recycle(std::mem::take(v)),
-        }
-    }
-}
 
 /// An n-dimensional array: contiguous row-major data shared by reference
 /// count, so `clone` and [`Tensor::reshape`] are free.
@@ -54,9 +36,57 @@ impl Tensor {
             )));
         }
         Ok(Tensor {
-            storage: Arc::new(Storage::Cpu(data)),
+            storage: Arc::new(Storage::Cpu(CpuStorage::new(data))),
             shape: shape.to_vec(),
         })
+    }
+
+    /// Host values uploaded to `device` as `dtype` (one copy).
+    pub fn from_slice_on(
+        data: &[f32],
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let n = checked_count(shape)?;
+        if n != data.len() {
+            return Err(Error::invalid(format!(
+                "tensor of shape {shape:?} needs {n} values, got {}",
+                data.len()
+            )));
+        }
+        Tensor::from_storage(Storage::from_f32(device, data, dtype)?, shape.to_vec())
+    }
+
+    /// A tensor of `value` on `device`.
+    pub fn full_on(value: f32, shape: &[usize], device: &Device, dtype: DType) -> Result<Tensor> {
+        let n = checked_count(shape)?;
+        Tensor::from_storage(Storage::full(device, value, n, dtype)?, shape.to_vec())
+    }
+
+    /// Standard normal noise of `shape` on `device` from the counter-based
+    /// generator: row `i` of dimension 0 is item `items[i]`, its elements
+    /// numbered from 0. The same (key, item, element) gives the same value
+    /// on every device and for any batching of the items.
+    pub fn normal_noise(
+        key: NoiseKey,
+        items: &[u32],
+        shape: &[usize],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let n = checked_count(shape)?;
+        if shape.first() != Some(&items.len()) {
+            return Err(Error::invalid(format!(
+                "normal_noise: {} items for shape {shape:?}",
+                items.len()
+            )));
+        }
+        let per_item = n / items.len().max(1);
+        Tensor::from_storage(
+            Storage::normal_noise(device, key, items, per_item, dtype)?,
+            shape.to_vec(),
+        )
     }
 
     /// A CPU tensor filled with `value`.
@@ -70,19 +100,24 @@ impl Tensor {
         Tensor::full(0.0, shape)
     }
 
-    /// Wraps a kernel result whose length the caller guarantees.
-    pub(crate) fn from_cpu(data: Vec<f32>, shape: Vec<usize>) -> Result<Tensor> {
+    /// Wraps a back-end result whose length must match `shape`.
+    pub(crate) fn from_storage(storage: Storage, shape: Vec<usize>) -> Result<Tensor> {
         let n = checked_count(&shape)?;
-        if n != data.len() {
+        if n != storage.len() {
             return Err(Error::Internal(format!(
-                "kernel returned {} values for shape {shape:?}",
-                data.len()
+                "back-end returned {} values for shape {shape:?}",
+                storage.len()
             )));
         }
         Ok(Tensor {
-            storage: Arc::new(Storage::Cpu(data)),
+            storage: Arc::new(storage),
             shape,
         })
+    }
+
+    /// The result of an op that keeps this tensor's shape.
+    pub(crate) fn same_shape(&self, storage: Storage) -> Result<Tensor> {
+        Tensor::from_storage(storage, self.shape.clone())
     }
 
     /// The dimensions.
@@ -102,16 +137,12 @@ impl Tensor {
 
     /// Element type.
     pub fn dtype(&self) -> DType {
-        match *self.storage {
-            Storage::Cpu(_) => DType::F32,
-        }
+        self.storage.dtype()
     }
 
     /// Device holding the data.
     pub fn device(&self) -> Device {
-        match *self.storage {
-            Storage::Cpu(_) => Device::Cpu,
-        }
+        self.storage.device()
     }
 
     /// The storage (for back-end dispatch).
@@ -119,16 +150,41 @@ impl Tensor {
         &self.storage
     }
 
-    /// The values as a host slice (CPU tensors only).
+    /// The values as a host slice: CPU tensors only (an error on other
+    /// devices). For code at the host edge (I/O, metrics); models, samplers
+    /// and predictors use ops instead.
     pub fn as_slice(&self) -> Result<&[f32]> {
         match &*self.storage {
-            Storage::Cpu(v) => Ok(v),
+            Storage::Cpu(v) => Ok(v.as_slice()),
+            other => Err(Error::invalid(format!(
+                "host slice of a tensor on {}: copy it with to_vec()",
+                other.device()
+            ))),
         }
     }
 
-    /// Copies the values to a host vector, row-major.
+    /// Copies the values to a host vector, row-major, as f32 (a download
+    /// for GPU tensors).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
-        Ok(self.as_slice()?.to_vec())
+        self.storage.to_host_f32()
+    }
+
+    /// This tensor on `device` as `dtype`: shared when nothing changes,
+    /// else one conversion/copy (through the host between devices).
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Tensor> {
+        if self.device().same(device) {
+            return self.to_dtype(dtype);
+        }
+        let host = self.to_vec()?;
+        Tensor::from_slice_on(&host, &self.shape, device, dtype)
+    }
+
+    /// This tensor with elements of `dtype` on the same device.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if self.dtype() == dtype {
+            return Ok(self.clone());
+        }
+        self.same_shape(self.storage.to_dtype(dtype)?)
     }
 
     /// Size of dimension `d`, with an error naming the op when out of range.
@@ -177,9 +233,7 @@ impl Tensor {
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return Ok(self.clone());
         }
-        match self.storage() {
-            Storage::Cpu(x) => Tensor::from_cpu(elementwise::permute(x, &self.shape, perm), shape),
-        }
+        Tensor::from_storage(self.storage.permute(&self.shape, perm)?, shape)
     }
 
     /// `len` entries of dimension `dim` starting at `start`.
@@ -191,20 +245,10 @@ impl Tensor {
                 self.shape
             )));
         }
-        let outer: usize = self.shape[..dim].iter().product();
-        let inner: usize = self.shape[dim + 1..].iter().product();
+        let axis = self.axis_desc(dim)?;
         let mut shape = self.shape.clone();
         shape[dim] = len;
-        match self.storage() {
-            Storage::Cpu(x) => {
-                let mut out = Vec::with_capacity(outer * len * inner);
-                for o in 0..outer {
-                    let base = (o * size + start) * inner;
-                    out.extend_from_slice(&x[base..base + len * inner]);
-                }
-                Tensor::from_cpu(out, shape)
-            }
-        }
+        Tensor::from_storage(self.storage.narrow(axis, start, len)?, shape)
     }
 
     /// Splits dimension `dim` into `n` equal parts.
@@ -246,26 +290,32 @@ impl Tensor {
         }
         let outer: usize = first.shape[..dim].iter().product();
         let inner: usize = first.shape[dim + 1..].iter().product();
-        // Every element is written by exactly one of the copies below.
-        let mut out = crate::backend::cpu::output_buffer(checked_count(&shape)?);
-        let mut pieces = Vec::with_capacity(outer * tensors.len());
-        let mut rest = out.as_mut_slice();
-        for o in 0..outer {
-            for t in tensors {
-                let rows = t.shape[dim] * inner;
-                let (dst, tail) = std::mem::take(&mut rest).split_at_mut(rows);
-                pieces.push((dst, &t.as_slice()?[o * rows..(o + 1) * rows]));
-                rest = tail;
-            }
+        checked_count(&shape)?;
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.shape[dim]).collect();
+        let parts: Vec<&Storage> = tensors.iter().map(|t| t.storage()).collect();
+        Tensor::from_storage(Storage::cat(&parts, outer, &sizes, inner)?, shape)
+    }
+
+    /// Reverses the order of entries along each of `axes` (test-time
+    /// mirroring).
+    pub fn flip(&self, axes: &[usize]) -> Result<Tensor> {
+        for &a in axes {
+            self.dim(a)?;
         }
-        // Large concatenations (the U-Net's skip connections) are copied by
-        // all threads.
-        pieces.into_par_iter().for_each(|(dst, src)| {
-            dst.par_chunks_mut(1 << 16)
-                .zip(src.par_chunks(1 << 16))
-                .for_each(|(d, s)| d.copy_from_slice(s));
-        });
-        Tensor::from_cpu(out, shape)
+        if axes.is_empty() {
+            return Ok(self.clone());
+        }
+        self.same_shape(self.storage.flip(&self.shape, axes)?)
+    }
+
+    /// This tensor as `[outer, size, inner]` around dimension `dim`.
+    pub(crate) fn axis_desc(&self, dim: usize) -> Result<AxisDesc> {
+        let size = self.dim(dim)?;
+        Ok(AxisDesc {
+            outer: self.shape[..dim].iter().product(),
+            size,
+            inner: self.shape[dim + 1..].iter().product(),
+        })
     }
 }
 

@@ -113,44 +113,6 @@ pub fn gaussian_importance_map(patch: &[usize]) -> Vec<f16> {
     map
 }
 
-/// `data` (row-major, `shape`) reversed along each axis in `axes`.
-pub(crate) fn flip(data: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f32> {
-    let rank = shape.len();
-    if axes.is_empty() || rank == 0 {
-        return data.to_vec();
-    }
-    let last = shape[rank - 1].max(1);
-    let reverse_rows = axes.contains(&(rank - 1));
-    let mut out = vec![0f32; data.len()];
-    let mut index = vec![0usize; rank];
-    for (row, dst) in out.chunks_mut(last).enumerate() {
-        // Multi-index of this row (all axes but the last), then its source.
-        let mut r = row;
-        for a in (0..rank - 1).rev() {
-            index[a] = r % shape[a];
-            r /= shape[a];
-        }
-        let mut src_row = 0;
-        for a in 0..rank - 1 {
-            let i = if axes.contains(&a) {
-                shape[a] - 1 - index[a]
-            } else {
-                index[a]
-            };
-            src_row = src_row * shape[a] + i;
-        }
-        let src = &data[src_row * last..(src_row + 1) * last];
-        if reverse_rows {
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
-            }
-        } else {
-            dst.copy_from_slice(src);
-        }
-    }
-    out
-}
-
 /// Every non-empty combination of `axes`, by size then lexicographically
 /// (Python's `itertools.combinations(axes, r)` for r = 1, 2, …).
 pub(crate) fn mirror_combinations(axes: &[usize]) -> Vec<Vec<usize>> {
@@ -413,7 +375,7 @@ pub fn predict_sliding_window(
         ]);
         let input: Vec<f32> = window.iter().copied().collect();
         let x = Tensor::from_vec(input, &input_shape)?;
-        let mut run = |x: &Tensor| -> Result<Vec<f32>> {
+        let mut run = |x: &Tensor| -> Result<Tensor> {
             let y = network(x)?;
             if y.dims() != output_shape {
                 return Err(Error::Internal(format!(
@@ -423,29 +385,25 @@ pub fn predict_sliding_window(
                 )));
             }
             after_each()?;
-            y.to_vec()
+            Ok(y)
         };
+        // Mirroring as tensor ops: flip the window, run, flip back, sum in
+        // the order nnU-Net does, then one division.
         let mut prediction = run(&x)?;
         for axes in &combos {
             // Patch axis a is tensor axis a + 2.
             let tensor_axes: Vec<usize> = axes.iter().map(|a| a + 2).collect();
-            let flipped = Tensor::from_vec(
-                flip(x.as_slice()?, &input_shape, &tensor_axes),
-                &input_shape,
-            )?;
-            let y = run(&flipped)?;
-            let back = flip(&y, &output_shape, &tensor_axes);
-            for (p, b) in prediction.iter_mut().zip(&back) {
-                *p += b;
-            }
+            let back = run(&x.flip(&tensor_axes)?)?.flip(&tensor_axes)?;
+            prediction = prediction.add(&back)?;
         }
         if !combos.is_empty() {
             let n = (combos.len() + 1) as f32;
-            for p in prediction.iter_mut() {
-                *p /= n;
-            }
+            prediction = prediction.binary(
+                &Tensor::full_on(n, &[1], &prediction.device(), prediction.dtype())?,
+                crate::backend::desc::BinaryOp::Div,
+            )?;
         }
-        acc.add(*start, extent, &prediction, &gaussian);
+        acc.add(*start, extent, &prediction.to_vec()?, &gaussian);
     }
     acc.finish(plan.pad_below, plan.shape)
 }
@@ -540,12 +498,20 @@ mod tests {
     #[test]
     fn flips_and_combinations() {
         let d: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let flip = |shape: &[usize], axes: &[usize]| {
+            Tensor::from_vec(d.clone(), shape)
+                .unwrap()
+                .flip(axes)
+                .unwrap()
+                .to_vec()
+                .unwrap()
+        };
         assert_eq!(
-            flip(&d, &[2, 3, 2], &[1]),
+            flip(&[2, 3, 2], &[1]),
             vec![4.0, 5.0, 2.0, 3.0, 0.0, 1.0, 10.0, 11.0, 8.0, 9.0, 6.0, 7.0]
         );
         assert_eq!(
-            flip(&d, &[3, 4], &[0, 1]),
+            flip(&[3, 4], &[0, 1]),
             (0..12).rev().map(|v| v as f32).collect::<Vec<_>>()
         );
         assert_eq!(

@@ -20,5 +20,5 @@ pub mod schedule;
 
 pub use condition::{Condition, CLAIM_EMIDEC_CENTRE, HISTOGRAM_BINS};
 pub use pipeline::{measure_histogram, synthesize, Synthesis, SynthesisParams, CLAIM_CROP_SIZE};
-pub use repaint::{InpaintBatch, Progress, SamplerParams};
+pub use repaint::{BatchNoise, InpaintBatch, Progress, SamplerParams};
 pub use schedule::{evaluation_count, jump_schedule, JumpParams, Schedule, TIMESTEPS};

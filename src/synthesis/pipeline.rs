@@ -12,7 +12,7 @@
 //! upstream).
 
 use super::condition::{lesion_histogram, perturb, Condition, PERTURBATION};
-use super::repaint::{repaint, InpaintBatch, Progress, SamplerParams};
+use super::repaint::{repaint, BatchNoise, InpaintBatch, Progress, SamplerParams};
 use super::schedule::{evaluation_count, JumpParams, Schedule, TIMESTEPS};
 use crate::models::Denoiser;
 use crate::rng::Rng;
@@ -449,33 +449,30 @@ pub fn synthesize(
     let item_len = params.frames * size * size;
     for first in (0..n_items).step_by(params.batch_size) {
         let last = (first + params.batch_size).min(n_items);
-        let mut noise_rngs = Vec::with_capacity(last - first);
         let mut conditions = base.as_ref().map(|_| Vec::new());
         for item in first..last {
-            let item_rng = root.fork(item as u64 + 1);
             if let (Some(base), Some(conds)) = (&base, conditions.as_mut()) {
                 if params.perturb_condition {
+                    let item_rng = root.fork(item as u64 + 1);
                     conds.extend(perturb(base, PERTURBATION, &mut item_rng.fork(1)));
                 } else {
                     conds.extend_from_slice(base);
                 }
             }
-            noise_rngs.push(item_rng.fork(2));
         }
+        let noise = BatchNoise {
+            seed: params.seed,
+            items: (first..last)
+                .map(|i| u32::try_from(i).map_err(|_| Error::invalid("more than 2³² items")))
+                .collect::<Result<_>>()?,
+        };
         let batch = InpaintBatch {
             shape: [last - first, 1, params.frames, size, size],
             ground_truth: prepared.windows[first..last].concat(),
             known: prepared.known[first..last].concat(),
             conditions,
         };
-        let sample = repaint(
-            model,
-            &schedule,
-            &batch,
-            &sampler,
-            &mut noise_rngs,
-            &mut progress,
-        )?;
+        let sample = repaint(model, &schedule, &batch, &sampler, &noise, &mut progress)?;
         for (b, item) in prepared.items[first..last].iter().enumerate() {
             let known = &prepared.known[first + b];
             let out = sample

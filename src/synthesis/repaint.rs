@@ -1,11 +1,23 @@
 //! RePaint inpainting with the jump schedule over one batch (spec:
 //! "RePaint inpainting with the jump schedule"), with progress reporting,
-//! cancellation and per-item noise streams.
+//! cancellation and counter-based noise.
+//!
+//! The sampler is a tensor program: the batch is uploaded to the model's
+//! device once, every step (noise, known-region blend, network, ancestral
+//! step, jump) runs there, and only the final sample comes back. The state
+//! `x_t` is kept in F32 on every device; the network runs in the model's
+//! type.
+//!
+//! Noise is drawn by Philox4x32-10 keyed by (seed, item, step, stream,
+//! element) ([`Tensor::normal_noise`]), so a seed gives the same numbers on
+//! the CPU and a GPU, and an item's sample does not depend on the batch it
+//! is in. This generator replaced per-item xoshiro streams in version 0.2:
+//! a seed's samples changed once then.
 
 use super::schedule::{jump_schedule, JumpParams, Schedule};
+use crate::backend::NoiseKey;
 use crate::models::Denoiser;
-use crate::nn::Tensor;
-use crate::rng::Rng;
+use crate::nn::{DType, Tensor};
 use crate::{Error, Result};
 
 /// Progress of a long call: counts network evaluations and asks the
@@ -97,7 +109,30 @@ impl SamplerParams {
     }
 }
 
-/// Predicted noise of `x` at `t`, with guidance, counting evaluations.
+/// The noise of one batch: the caller's seed and one item number per batch
+/// row (the item's index in the whole job, so batching does not change it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchNoise {
+    /// The seed of the job.
+    pub seed: u64,
+    /// Item number of each batch row.
+    pub items: Vec<u32>,
+}
+
+/// Independent noise streams drawn at one sampler step.
+mod stream {
+    /// The starting noise x_T.
+    pub const START: u32 = 0;
+    /// The noise of the known region's forward diffusion.
+    pub const KNOWN: u32 = 1;
+    /// The ancestral step's noise.
+    pub const REVERSE: u32 = 2;
+    /// The noise of a jump back up.
+    pub const JUMP: u32 = 3;
+}
+
+/// Predicted noise of `x` at `t` as F32 on the model's device, with
+/// guidance, counting evaluations.
 fn predict(
     model: &Denoiser,
     x: &Tensor,
@@ -105,45 +140,30 @@ fn predict(
     cond: Option<&Tensor>,
     guidance: f32,
     progress: &mut Progress,
-) -> Result<Vec<f32>> {
+) -> Result<Tensor> {
     let b = x.dim(0)?;
     let ts = vec![t as f32; b];
-    let out = model.predict_noise(x, &ts, cond)?;
+    let out = model.predict_noise(x, &ts, cond)?.to_dtype(DType::F32)?;
     progress.tick()?;
     if guidance == 1.0 {
-        return out.to_vec();
+        return Ok(out);
     }
-    let null = model.predict_noise(x, &ts, None)?;
+    let null = model.predict_noise(x, &ts, None)?.to_dtype(DType::F32)?;
     progress.tick()?;
-    let (c, n) = (out.as_slice()?, null.as_slice()?);
-    Ok(c.iter()
-        .zip(n)
-        .map(|(c, n)| n + (c - n) * guidance)
-        .collect())
+    // null + (cond − null)·g
+    null.lincomb(1.0 - guidance, &out, guidance)
 }
 
-/// Fills `out` with one standard normal draw per element, item by item,
-/// each item from its own generator (so results do not depend on how
-/// items are batched).
-fn normals(out: &mut [f32], rngs: &mut [Rng]) {
-    let per_item = out.len() / rngs.len().max(1);
-    for (chunk, rng) in out.chunks_mut(per_item.max(1)).zip(rngs.iter_mut()) {
-        for v in chunk {
-            *v = rng.normal() as f32;
-        }
-    }
-}
-
-/// Runs RePaint on `batch` and returns the final sample `[B, C, F, H, W]`.
-/// `rngs` holds one generator per batch item; `progress` counts every
-/// network evaluation and is consulted after each (and before the first
-/// when nothing was counted yet).
+/// Runs RePaint on `batch` and returns the final sample `[B, C, F, H, W]`
+/// (host values). `noise` names the seed and each row's item number;
+/// `progress` counts every network evaluation and is consulted after each
+/// (and before the first when nothing was counted yet).
 pub fn repaint(
     model: &Denoiser,
     schedule: &Schedule,
     batch: &InpaintBatch,
     params: &SamplerParams,
-    rngs: &mut [Rng],
+    noise: &BatchNoise,
     progress: &mut Progress,
 ) -> Result<Vec<f32>> {
     let [b, c, f, h, w] = batch.shape;
@@ -153,14 +173,14 @@ pub fn repaint(
         .and_then(|v| v.checked_mul(h))
         .and_then(|v| v.checked_mul(w))
         .ok_or_else(|| Error::invalid("RePaint: batch too large"))?;
-    if batch.ground_truth.len() != n || batch.known.len() != n || rngs.len() != b || b == 0 {
+    if batch.ground_truth.len() != n || batch.known.len() != n || noise.items.len() != b || b == 0 {
         return Err(Error::invalid(format!(
-            "RePaint: batch {:?} needs {n} ground-truth and known values and {b} generators, got \
-             {}, {} and {}",
+            "RePaint: batch {:?} needs {n} ground-truth and known values and {b} item numbers, \
+             got {}, {} and {}",
             batch.shape,
             batch.ground_truth.len(),
             batch.known.len(),
-            rngs.len()
+            noise.items.len()
         )));
     }
     if params.jump.t_start > schedule.len() {
@@ -176,6 +196,8 @@ pub fn repaint(
             params.guidance
         )));
     }
+    let device = model.device();
+    let shape = [b, c, f, h, w];
     let cond = match &batch.conditions {
         Some(v) => {
             let per = v.len() / b;
@@ -185,7 +207,7 @@ pub fn repaint(
                     v.len()
                 )));
             }
-            Some(Tensor::from_vec(v.clone(), &[b, per])?)
+            Some(Tensor::from_slice_on(v, &[b, per], &device, model.dtype())?)
         }
         None => {
             if params.guidance != 1.0 {
@@ -197,29 +219,37 @@ pub fn repaint(
         }
     };
     let times = jump_schedule(params.jump)?;
-    let shape = [b, c, f, h, w];
-    let mut x = vec![0f32; n];
-    normals(&mut x, rngs);
-    let mut z = vec![0f32; n];
+    let ground_truth = Tensor::from_slice_on(&batch.ground_truth, &shape, &device, DType::F32)?;
+    let known = Tensor::from_slice_on(&batch.known, &shape, &device, DType::F32)?;
+    let draw = |stream: u32, step: u32| {
+        let key = NoiseKey {
+            seed: noise.seed,
+            stream,
+            step,
+        };
+        Tensor::normal_noise(key, &noise.items, &shape, &device, DType::F32)
+    };
+    let mut x = draw(stream::START, 0)?;
     if progress.done() == 0 {
         progress.report()?;
     }
-    for pair in times.windows(2) {
+    for (i, pair) in times.windows(2).enumerate() {
         let (t_last, t_cur) = (pair[0], pair[1]);
         let t = usize::try_from(t_last)
             .map_err(|_| Error::Internal(format!("RePaint: negative step {t_last}")))?;
+        let step = u32::try_from(i + 1)
+            .map_err(|_| Error::invalid("RePaint: more than 2³² sampler steps"))?;
         if t_cur < t_last {
-            normals(&mut z, rngs);
-            schedule.renoise_known(&mut x, &batch.ground_truth, &batch.known, &z, t)?;
-            let xt = Tensor::from_vec(std::mem::take(&mut x), &shape)?;
-            let eps = predict(model, &xt, t, cond.as_ref(), params.guidance, progress)?;
-            x = xt.to_vec()?;
-            normals(&mut z, rngs);
-            schedule.reverse_step(&mut x, &eps, &z, t)?;
+            let z = draw(stream::KNOWN, step)?;
+            x = x.known_blend(&ground_truth, &known, &z, schedule.known_blend(t)?)?;
+            let eps = predict(model, &x, t, cond.as_ref(), params.guidance, progress)?;
+            let z = draw(stream::REVERSE, step)?;
+            x = x.ancestral_step(&eps, &z, schedule.ancestral_step(t)?)?;
         } else {
-            normals(&mut z, rngs);
-            schedule.jump_up(&mut x, &z, t)?;
+            let (a, s) = schedule.jump_up(t)?;
+            let z = draw(stream::JUMP, step)?;
+            x = x.lincomb(a, &z, s)?;
         }
     }
-    Ok(x)
+    x.to_vec()
 }

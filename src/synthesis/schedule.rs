@@ -2,6 +2,7 @@
 //! time list (spec: `shared/reference/diffusion.md`, "Noise schedule",
 //! "Reverse step", "RePaint inpainting with the jump schedule").
 
+use crate::backend::desc::{AncestralStep, KnownBlend};
 use crate::{Error, Result};
 
 /// Diffusion steps of CLAIM and LeFusion (`timesteps: 300`).
@@ -112,74 +113,40 @@ impl Schedule {
         Ok(())
     }
 
-    /// Replaces the known region of `x` by the ground truth noised to level
-    /// `t`: `x = K·(√ᾱ_t gt + √(1−ᾱ_t) z) + (1−K)·x`, with `known` 1 or 0.
-    pub fn renoise_known(
-        &self,
-        x: &mut [f32],
-        ground_truth: &[f32],
-        known: &[f32],
-        z: &[f32],
-        t: usize,
-    ) -> Result<()> {
+    /// The known-region blend at `t` (see [`KnownBlend`]).
+    pub fn known_blend(&self, t: usize) -> Result<KnownBlend> {
         self.check_t(t)?;
-        same_len(x.len(), &[ground_truth.len(), known.len(), z.len()])?;
-        let (a, b) = (
-            self.sqrt_alphas_cumprod[t],
-            self.sqrt_one_minus_alphas_cumprod[t],
-        );
-        for (((x, g), k), z) in x.iter_mut().zip(ground_truth).zip(known).zip(z) {
-            let noised = a * g + b * z;
-            *x = k * noised + (1.0 - k) * *x;
-        }
-        Ok(())
+        Ok(KnownBlend {
+            sqrt_alpha_bar: self.sqrt_alphas_cumprod[t],
+            sqrt_one_minus_alpha_bar: self.sqrt_one_minus_alphas_cumprod[t],
+        })
     }
 
-    /// One ancestral reverse step at `t` given the predicted noise `eps`:
-    /// `x̂_0 = clip(√(1/ᾱ_t) x − √(1/ᾱ_t − 1) ε̂)`, `μ = c1 x̂_0 + c2 x`,
-    /// `x ← μ + [t > 0]·exp(½ log σ²_t)·z`.
-    pub fn reverse_step(&self, x: &mut [f32], eps: &[f32], z: &[f32], t: usize) -> Result<()> {
+    /// The ancestral reverse step at `t`: `x̂_0 = clip(√(1/ᾱ_t) x −
+    /// √(1/ᾱ_t − 1) ε̂)`, `μ = c1 x̂_0 + c2 x`, `x ← μ + [t > 0]·exp(½ log
+    /// σ²_t)·z` (see [`AncestralStep`]).
+    pub fn ancestral_step(&self, t: usize) -> Result<AncestralStep> {
         self.check_t(t)?;
-        same_len(x.len(), &[eps.len(), z.len()])?;
-        let (r, rm1) = (
-            self.sqrt_recip_alphas_cumprod[t],
-            self.sqrt_recipm1_alphas_cumprod[t],
-        );
-        let (c1, c2) = (self.posterior_mean_coef1[t], self.posterior_mean_coef2[t]);
-        let sigma = if t > 0 {
-            (0.5 * self.posterior_log_variance_clipped[t]).exp()
-        } else {
-            0.0
-        };
-        for ((x, e), z) in x.iter_mut().zip(eps).zip(z) {
-            let x0 = (r * *x - rm1 * e).clamp(-1.0, 1.0);
-            let mean = c1 * x0 + c2 * *x;
-            *x = mean + sigma * z;
-        }
-        Ok(())
+        Ok(AncestralStep {
+            sqrt_recip_alpha_bar: self.sqrt_recip_alphas_cumprod[t],
+            sqrt_recip_m1_alpha_bar: self.sqrt_recipm1_alphas_cumprod[t],
+            coef_x0: self.posterior_mean_coef1[t],
+            coef_xt: self.posterior_mean_coef2[t],
+            sigma: if t > 0 {
+                (0.5 * self.posterior_log_variance_clipped[t]).exp()
+            } else {
+                0.0
+            },
+        })
     }
 
-    /// Goes back up one step from `t_last` to `t_last + 1`:
-    /// `x = √(1−β_{t_last+1}) x + √β_{t_last+1} z`.
-    pub fn jump_up(&self, x: &mut [f32], z: &[f32], t_last: usize) -> Result<()> {
+    /// The jump back up from `t_last` to `t_last + 1` as the factors
+    /// `(√(1−β), √β)` of `x = √(1−β_{t_last+1}) x + √β_{t_last+1} z`.
+    pub fn jump_up(&self, t_last: usize) -> Result<(f32, f32)> {
         let t = t_last + 1;
         self.check_t(t)?;
-        same_len(x.len(), &[z.len()])?;
-        let (a, b) = (self.sqrt_one_minus_betas[t], self.sqrt_betas[t]);
-        for (x, z) in x.iter_mut().zip(z) {
-            *x = a * *x + b * z;
-        }
-        Ok(())
+        Ok((self.sqrt_one_minus_betas[t], self.sqrt_betas[t]))
     }
-}
-
-fn same_len(n: usize, others: &[usize]) -> Result<()> {
-    if let Some(m) = others.iter().find(|&&m| m != n) {
-        return Err(Error::invalid(format!(
-            "sampler buffers differ in length: {n} vs {m}"
-        )));
-    }
-    Ok(())
 }
 
 /// RePaint's jump parameters.

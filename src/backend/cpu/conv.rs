@@ -10,56 +10,7 @@ use super::{output_buffer, simd, winograd, with_scratch};
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use rayon::prelude::*;
 
-/// Sizes of a per-frame convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    /// Batch size B.
-    pub batch: usize,
-    /// Input channels C.
-    pub c_in: usize,
-    /// Output channels.
-    pub c_out: usize,
-    /// Frames F (convolved independently).
-    pub frames: usize,
-    /// Input height and width.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Kernel height and width.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Stride (rows, columns).
-    pub stride: (usize, usize),
-    /// Zero padding (rows, columns) on both sides.
-    pub pad: (usize, usize),
-}
-
-impl ConvGeometry {
-    /// Output height and width of the forward convolution, `None` when the
-    /// kernel does not fit the padded input or the stride is zero.
-    pub fn conv_out(&self) -> Option<(usize, usize)> {
-        let (sh, sw) = self.stride;
-        if sh == 0 || sw == 0 {
-            return None;
-        }
-        let hp = self.h + 2 * self.pad.0;
-        let wp = self.w + 2 * self.pad.1;
-        if hp < self.kh || wp < self.kw {
-            return None;
-        }
-        Some(((hp - self.kh) / sh + 1, (wp - self.kw) / sw + 1))
-    }
-
-    /// Output height and width of the transposed convolution
-    /// (`(h − 1)·s − 2·pad + k`), `None` when that is not positive.
-    pub fn transposed_out(&self) -> Option<(usize, usize)> {
-        let (sh, sw) = self.stride;
-        let ho = ((self.h.checked_sub(1)?) * sh + self.kh).checked_sub(2 * self.pad.0)?;
-        let wo = ((self.w.checked_sub(1)?) * sw + self.kw).checked_sub(2 * self.pad.1)?;
-        (sh > 0 && sw > 0 && ho > 0 && wo > 0).then_some((ho, wo))
-    }
-}
+pub use crate::backend::desc::ConvGeometry;
 
 /// A `[rows, cols]` ndarray view of channel-major frame data starting at
 /// `offset`, rows `row_stride` apart (the kernels here use the faer views of

@@ -25,70 +25,10 @@ use ndarray::{linalg::general_mat_mul, s, Axis};
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Sizes of a 3-D convolution. For a transposed convolution `c_in` and
-/// `input` describe the tensor it is applied to, as for the forward one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv3dGeometry {
-    /// Batch size B.
-    pub batch: usize,
-    /// Input channels C.
-    pub c_in: usize,
-    /// Output channels.
-    pub c_out: usize,
-    /// Input size `[D, H, W]`.
-    pub input: [usize; 3],
-    /// Kernel size `[kd, kh, kw]`.
-    pub kernel: [usize; 3],
-    /// Stride `[depth, rows, columns]`.
-    pub stride: [usize; 3],
-    /// Zero padding on both sides of each axis.
-    pub pad: [usize; 3],
-}
+pub use crate::backend::desc::Conv3dGeometry;
 
+/// Geometry helpers used only by the CPU kernels.
 impl Conv3dGeometry {
-    /// Output size `[Do, Ho, Wo]` of the forward convolution, `None` when the
-    /// kernel does not fit the padded input or a stride is zero.
-    pub fn conv_out(&self) -> Option<[usize; 3]> {
-        let axis = |a: usize| {
-            let padded = self.input[a].checked_add(self.pad[a].checked_mul(2)?)?;
-            let (k, s) = (self.kernel[a], self.stride[a]);
-            (s > 0 && k > 0 && padded >= k).then(|| (padded - k) / s + 1)
-        };
-        Some([axis(0)?, axis(1)?, axis(2)?])
-    }
-
-    /// Output size of the transposed convolution, `(n − 1)·s − 2·pad + k` per
-    /// axis, `None` when that is not positive or a stride is zero.
-    pub fn transposed_out(&self) -> Option<[usize; 3]> {
-        let axis = |a: usize| {
-            let full = self.input[a]
-                .checked_sub(1)?
-                .checked_mul(self.stride[a])?
-                .checked_add(self.kernel[a])?;
-            let out = full.checked_sub(self.pad[a].checked_mul(2)?)?;
-            (self.stride[a] > 0 && out > 0).then_some(out)
-        };
-        Some([axis(0)?, axis(1)?, axis(2)?])
-    }
-
-    /// Rows of the vol2col matrix: `C·kd·kh·kw`.
-    pub fn col_rows(&self) -> usize {
-        self.c_in * self.kernel.iter().product::<usize>()
-    }
-
-    /// The forward convolution whose adjoint is this transposed convolution:
-    /// from the transposed output (`out`, `c_out` channels) back to this
-    /// geometry's input. Its weight layout `[c_in, c_out, k…]` is the
-    /// transposed convolution's own.
-    pub fn adjoint_of_transposed(&self, out: [usize; 3]) -> Conv3dGeometry {
-        Conv3dGeometry {
-            c_in: self.c_out,
-            c_out: self.c_in,
-            input: out,
-            ..*self
-        }
-    }
-
     /// The per-frame 2-D convolution over the `D` frames with the in-plane
     /// kernel, stride and padding.
     fn frames_geometry(&self) -> ConvGeometry {

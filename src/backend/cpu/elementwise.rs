@@ -107,6 +107,36 @@ pub fn erf(x: f64) -> f64 {
     }
 }
 
+/// Reverses the listed `axes` of a row-major `shape`.
+pub fn flip(x: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f32> {
+    let st = strides(shape);
+    let rank = shape.len();
+    let flipped: Vec<bool> = (0..rank).map(|d| axes.contains(&d)).collect();
+    let inner = shape.last().copied().unwrap_or(1).max(1);
+    let flip_last = rank > 0 && flipped[rank - 1];
+    let mut out = output_buffer(x.len());
+    out.par_chunks_mut(inner)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            // Source offset of this output row's first element.
+            let (mut off, mut rem) = (0, row);
+            for d in (0..rank.saturating_sub(1)).rev() {
+                let i = rem % shape[d];
+                rem /= shape[d];
+                off += if flipped[d] { shape[d] - 1 - i } else { i } * st[d];
+            }
+            let src = &x[off..off + dst.len()];
+            if flip_last {
+                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
+        });
+    out
+}
+
 /// Row-major strides of a shape.
 pub fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];

@@ -207,6 +207,32 @@ pub fn gemm(
     }
 }
 
+/// `x·Wᵀ + b` (PyTorch `nn.Linear`): `x` is `rows × n_in`, `w` is
+/// `n_out × n_in`, `bias` has `n_out` values; the caller checked the sizes.
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+) -> Vec<f32> {
+    // Filled with the bias or overwritten by the product.
+    let mut out = super::output_buffer(rows * n_out);
+    if let Some(b) = bias {
+        for row in out.chunks_mut(n_out.max(1)) {
+            row.copy_from_slice(b);
+        }
+    }
+    matmul(
+        view_mut(&mut out, 0, rows, n_out, n_out),
+        view(x, 0, rows, n_in, n_in),
+        view(w, 0, n_out, n_in, n_in).transpose(),
+        bias.is_some(),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,10 @@ pub mod conv3d;
 pub mod elementwise;
 pub mod gemm;
 pub mod norm;
+pub mod storage;
 pub mod winograd;
+
+pub use storage::{CpuDevice, CpuStorage};
 
 /// Runs `f` with the widest SIMD instruction set of this CPU enabled
 /// (AVX-512 or AVX2 + FMA on x86-64, detected at run time by `pulp`'s safe

@@ -38,3 +38,139 @@ pub fn kernel_archs() -> &'static [&'static str] {
 pub fn runtime_info() -> std::result::Result<CudaRuntimeInfo, String> {
     Err(NOT_COMPILED.to_string())
 }
+
+impl CudaStorage {
+    /// The device holding the buffer.
+    pub fn device(&self) -> &CudaDevice {
+        match *self {}
+    }
+}
+
+/// The stub's side of the seam: no value exists, so no method is ever
+/// called.
+mod seam {
+    use super::{CudaDevice, CudaStorage};
+    use crate::backend::desc::{
+        AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry,
+        ConvGeometry, KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
+    };
+    use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
+    use crate::nn::DType;
+    use crate::{Error, Result};
+
+    impl BackendStorage for CudaStorage {
+        fn dtype(&self) -> DType {
+            match *self {}
+        }
+        fn len(&self) -> usize {
+            match *self {}
+        }
+        fn to_host_f32(&self) -> Result<Vec<f32>> {
+            match *self {}
+        }
+        fn to_dtype(&self, _: DType) -> Result<Self> {
+            match *self {}
+        }
+        fn unary(&self, _: UnaryOp) -> Result<Self> {
+            match *self {}
+        }
+        fn binary(&self, _: &Self, _: BinaryOp, _: &BroadcastDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn lincomb(&self, _: f32, _: &Self, _: f32) -> Result<Self> {
+            match *self {}
+        }
+        fn permute(&self, _: &[usize], _: &[usize]) -> Result<Self> {
+            match *self {}
+        }
+        fn flip(&self, _: &[usize], _: &[usize]) -> Result<Self> {
+            match *self {}
+        }
+        fn narrow(&self, _: AxisDesc, _: usize, _: usize) -> Result<Self> {
+            match *self {}
+        }
+        fn cat(parts: &[&Self], _: usize, _: &[usize], _: usize) -> Result<Self> {
+            match parts.first() {
+                Some(p) => match **p {},
+                None => Err(Error::Internal("cat of no CUDA storages".into())),
+            }
+        }
+        fn index_rows(&self, _: usize, _: &[usize]) -> Result<Self> {
+            match *self {}
+        }
+        fn softmax(&self, _: AxisDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn group_norm(&self, _: &NormDesc, _: NormOperands<'_, Self>) -> Result<Self> {
+            match *self {}
+        }
+        fn layer_norm_channels(
+            &self,
+            _: &Self,
+            _: usize,
+            _: usize,
+            _: usize,
+            _: f64,
+        ) -> Result<Self> {
+            match *self {}
+        }
+        fn linear(&self, _: &Self, _: Option<&Self>, _: &LinearDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn conv2d(
+            &self,
+            _: &Self,
+            _: Option<&Self>,
+            _: Option<&Self>,
+            _: &ConvGeometry,
+        ) -> Result<Self> {
+            match *self {}
+        }
+        fn conv_transpose2d(&self, _: &Self, _: Option<&Self>, _: &ConvGeometry) -> Result<Self> {
+            match *self {}
+        }
+        fn conv3d(&self, _: &Self, _: Option<&Self>, _: &Conv3dGeometry) -> Result<Self> {
+            match *self {}
+        }
+        fn conv_transpose3d(&self, _: &Self, _: Option<&Self>, _: &Conv3dGeometry) -> Result<Self> {
+            match *self {}
+        }
+        fn linear_attention(&self, _: &LinearAttentionDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn attention(
+            q: &Self,
+            _: &Self,
+            _: &Self,
+            _: Option<&Self>,
+            _: &AttentionDesc,
+        ) -> Result<Self> {
+            match *q {}
+        }
+        fn rotary(&self, _: &Self, _: usize, _: usize) -> Result<Self> {
+            match *self {}
+        }
+        fn known_blend(&self, _: &Self, _: &Self, _: &Self, _: KnownBlend) -> Result<Self> {
+            match *self {}
+        }
+        fn ancestral_step(&self, _: &Self, _: &Self, _: AncestralStep) -> Result<Self> {
+            match *self {}
+        }
+    }
+
+    impl BackendDevice for CudaDevice {
+        type Storage = CudaStorage;
+        fn storage_from_f32(&self, _: &[f32], _: DType) -> Result<CudaStorage> {
+            match *self {}
+        }
+        fn storage_full(&self, _: f32, _: usize, _: DType) -> Result<CudaStorage> {
+            match *self {}
+        }
+        fn normal_noise(&self, _: NoiseKey, _: &[u32], _: usize, _: DType) -> Result<CudaStorage> {
+            match *self {}
+        }
+        fn sinusoidal_embedding(&self, _: &[f32], _: usize, _: DType) -> Result<CudaStorage> {
+            match *self {}
+        }
+    }
+}

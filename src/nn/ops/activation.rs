@@ -1,34 +1,33 @@
 //! Unary activations and softmax.
 
-use crate::backend::cpu::elementwise as cpu;
-use crate::nn::{Storage, Tensor};
+use crate::backend::desc::UnaryOp;
+use crate::nn::Tensor;
 use crate::Result;
 
 impl Tensor {
-    fn unary(&self, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
-        match self.storage() {
-            Storage::Cpu(x) => Tensor::from_cpu(cpu::map(x, f), self.dims().to_vec()),
-        }
+    /// `op(x)` for every element.
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        self.same_shape(self.storage().unary(op)?)
     }
 
     /// SiLU (swish): `x·σ(x)`.
     pub fn silu(&self) -> Result<Tensor> {
-        self.unary(cpu::silu)
+        self.unary(UnaryOp::Silu)
     }
 
     /// GELU with the exact erf form (PyTorch `nn.GELU()` default).
     pub fn gelu(&self) -> Result<Tensor> {
-        self.unary(cpu::gelu)
+        self.unary(UnaryOp::Gelu)
     }
 
     /// LeakyReLU with the given negative slope (nnU-Net uses 0.01).
     pub fn leaky_relu(&self, slope: f32) -> Result<Tensor> {
-        self.unary(move |v| if v >= 0.0 { v } else { v * slope })
+        self.unary(UnaryOp::LeakyRelu(slope))
     }
 
     /// `x·a + b` for scalars a, b.
     pub fn affine(&self, a: f32, b: f32) -> Result<Tensor> {
-        self.unary(move |v| v * a + b)
+        self.unary(UnaryOp::Affine(a, b))
     }
 
     /// Softmax over the last dimension.
@@ -39,13 +38,8 @@ impl Tensor {
     /// Softmax over dimension `dim` (e.g. 1 for class probabilities of
     /// `[B, classes, ...]` logits).
     pub fn softmax(&self, dim: usize) -> Result<Tensor> {
-        let n = self.dim(dim)?;
-        let inner: usize = self.dims()[dim + 1..].iter().product();
-        match self.storage() {
-            Storage::Cpu(x) => {
-                Tensor::from_cpu(cpu::softmax_axis(x, n, inner), self.dims().to_vec())
-            }
-        }
+        let axis = self.axis_desc(dim)?;
+        self.same_shape(self.storage().softmax(axis)?)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Attention ops of the LeFusion denoiser (spec: `denoiser.md`).
 
 use super::{expect_rank, expect_shape};
-use crate::backend::cpu::attention as cpu;
-use crate::nn::{Storage, Tensor};
+use crate::backend::desc::{AttentionDesc, LinearAttentionDesc};
+use crate::nn::Tensor;
 use crate::{Error, Result};
 
 impl Tensor {
@@ -25,12 +25,17 @@ impl Tensor {
             )));
         }
         let d = c3 / (3 * heads);
-        match self.storage() {
-            Storage::Cpu(x) => Tensor::from_cpu(
-                cpu::linear_attention(x, b, f, h * w, heads, d),
-                vec![b, heads * d, f, h, w],
-            ),
-        }
+        let desc = LinearAttentionDesc {
+            batch: b,
+            frames: f,
+            positions: h * w,
+            heads,
+            head_dim: d,
+        };
+        Tensor::from_storage(
+            self.storage().linear_attention(&desc)?,
+            vec![b, heads * d, f, h, w],
+        )
     }
 
     /// Softmax attention `softmax(q·kᵀ + bias)·v` with q already scaled.
@@ -55,15 +60,18 @@ impl Tensor {
         if let Some(b) = bias {
             expect_shape(b, &[heads, t, t], "attention bias")?;
         }
-        match (q.storage(), k.storage(), v.storage()) {
-            (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs)) => {
-                let bias = bias.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(
-                    cpu::attention(qs, ks, vs, g, t, d, heads, bias),
-                    vec![g, t, d],
-                )
-            }
-        }
+        let desc = AttentionDesc {
+            groups: g,
+            tokens: t,
+            head_dim: d,
+            heads,
+        };
+        q.same_shape(q.storage().attention(
+            k.storage(),
+            v.storage(),
+            bias.map(Tensor::storage),
+            &desc,
+        )?)
     }
 
     /// Rotary position embedding (interleaved pairs) on `[G, T, d]` with
@@ -78,10 +86,6 @@ impl Tensor {
                 freqs.dims()
             )));
         }
-        match (self.storage(), freqs.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(fr)) => {
-                Tensor::from_cpu(cpu::rotary_interleaved(x, t, d, fr), self.dims().to_vec())
-            }
-        }
+        self.same_shape(self.storage().rotary(freqs.storage(), t, d)?)
     }
 }

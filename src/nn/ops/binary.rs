@@ -1,16 +1,13 @@
 //! Broadcasting element-wise arithmetic.
 
-use crate::backend::cpu::elementwise as cpu;
-use crate::nn::{Storage, Tensor};
+use crate::backend::desc::{BinaryOp, BroadcastDesc};
+use crate::nn::Tensor;
 use crate::{Error, Result};
 
 impl Tensor {
-    fn binary(
-        &self,
-        rhs: &Tensor,
-        name: &str,
-        f: impl Fn(f32, f32) -> f32 + Sync,
-    ) -> Result<Tensor> {
+    /// `op(self, rhs)` with NumPy broadcasting.
+    pub fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        let name = format!("{op:?}").to_lowercase();
         let rank = self.rank().max(rhs.rank());
         let pad = |d: &[usize]| -> Vec<usize> {
             let mut v = vec![1; rank - d.len()];
@@ -29,27 +26,34 @@ impl Tensor {
             }
             out.push(if a == 1 { b } else { a });
         }
-        match (self.storage(), rhs.storage()) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => Tensor::from_cpu(
-                cpu::broadcast_binary(a, &a_shape, b, &b_shape, &out, f),
-                out,
-            ),
-        }
+        let desc = BroadcastDesc {
+            lhs: a_shape,
+            rhs: b_shape,
+            out: out.clone(),
+        };
+        Tensor::from_storage(self.storage().binary(rhs.storage(), op, &desc)?, out)
+    }
+
+    /// `alpha·self + beta·rhs` for tensors of one shape (the sampler's
+    /// jump step and classifier-free guidance).
+    pub fn lincomb(&self, alpha: f32, rhs: &Tensor, beta: f32) -> Result<Tensor> {
+        super::expect_shape(rhs, self.dims(), "lincomb")?;
+        self.same_shape(self.storage().lincomb(alpha, rhs.storage(), beta)?)
     }
 
     /// `self + rhs` with broadcasting.
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "add", |a, b| a + b)
+        self.binary(rhs, BinaryOp::Add)
     }
 
     /// `self − rhs` with broadcasting.
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "sub", |a, b| a - b)
+        self.binary(rhs, BinaryOp::Sub)
     }
 
     /// `self · rhs` (element-wise) with broadcasting.
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "mul", |a, b| a * b)
+        self.binary(rhs, BinaryOp::Mul)
     }
 
     /// `self · (scale + 1) + shift` with broadcasting: the FiLM-style

@@ -1,9 +1,9 @@
 //! Per-frame 2-D convolutions (PyTorch `Conv2d`, and `Conv3d` with kernel
 //! depth 1) and their transposes.
 
-use crate::backend::cpu::conv::{self as cpu, ConvGeometry};
+use crate::backend::desc::ConvGeometry;
 use crate::nn::tensor::checked_count;
-use crate::nn::{Storage, Tensor};
+use crate::nn::Tensor;
 use crate::{Error, Result};
 
 /// Stride and zero padding of a convolution (rows, columns).
@@ -159,13 +159,13 @@ impl Tensor {
                 )));
             }
         }
-        match (self.storage(), weight.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(wt)) => {
-                let bias = bias.map(Tensor::as_slice).transpose()?;
-                let residual = residual.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(cpu::conv2d_frames_add(x, wt, bias, residual, &g), shape)
-            }
-        }
+        let y = self.storage().conv2d(
+            weight.storage(),
+            bias.map(Tensor::storage),
+            residual.map(Tensor::storage),
+            &g,
+        )?;
+        Tensor::from_storage(y, shape)
     }
 
     /// Transposed convolution per frame (PyTorch `ConvTranspose2d`/`3d` with
@@ -188,12 +188,10 @@ impl Tensor {
                 ))
             })?;
         let shape = checked_output_shape(self, &g, ho, wo)?;
-        match (self.storage(), weight.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(wt)) => {
-                let bias = bias.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(cpu::conv_transpose2d_frames(x, wt, bias, &g), shape)
-            }
-        }
+        let y = self
+            .storage()
+            .conv_transpose2d(weight.storage(), bias.map(Tensor::storage), &g)?;
+        Tensor::from_storage(y, shape)
     }
 }
 

@@ -1,9 +1,9 @@
 //! Full 3-D convolutions (PyTorch `Conv3d` and `ConvTranspose3d`) on
 //! `[B, C, D, H, W]` tensors, for any kernel, stride and padding.
 
-use crate::backend::cpu::conv3d::{self as cpu, Conv3dGeometry};
+use crate::backend::desc::Conv3dGeometry;
 use crate::nn::tensor::checked_count;
-use crate::nn::{Storage, Tensor};
+use crate::nn::Tensor;
 use crate::{Error, Result};
 
 /// Stride and zero padding of a 3-D convolution (depth, rows, columns).
@@ -124,12 +124,10 @@ impl Tensor {
             ))
         })?;
         let shape = checked_output_shape(&g, out, false)?;
-        match (self.storage(), weight.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(wt)) => {
-                let bias = bias.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(cpu::conv3d(x, wt, bias, &g), shape)
-            }
-        }
+        let y = self
+            .storage()
+            .conv3d(weight.storage(), bias.map(Tensor::storage), &g)?;
+        Tensor::from_storage(y, shape)
     }
 
     /// Transposed 3-D convolution (PyTorch `ConvTranspose3d`, no output
@@ -150,12 +148,10 @@ impl Tensor {
             ))
         })?;
         let shape = checked_output_shape(&g, out, true)?;
-        match (self.storage(), weight.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(wt)) => {
-                let bias = bias.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(cpu::conv_transpose3d(x, wt, bias, &g), shape)
-            }
-        }
+        let y = self
+            .storage()
+            .conv_transpose3d(weight.storage(), bias.map(Tensor::storage), &g)?;
+        Tensor::from_storage(y, shape)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Fully connected layers.
 
 use super::expect_rank;
-use crate::backend::cpu::gemm::{matmul, view, view_mut};
-use crate::nn::{Storage, Tensor};
+use crate::backend::desc::LinearDesc;
+use crate::nn::Tensor;
 use crate::{Error, Result};
 
 impl Tensor {
@@ -26,26 +26,12 @@ impl Tensor {
         if let Some(l) = shape.last_mut() {
             *l = n_out;
         }
-        match (self.storage(), weight.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(w)) => {
-                // Filled with the bias or overwritten by the product.
-                let mut out = crate::backend::cpu::output_buffer(rows * n_out);
-                if let Some(b) = bias {
-                    let b = b.as_slice()?;
-                    for row in out.chunks_mut(n_out.max(1)) {
-                        row.copy_from_slice(b);
-                    }
-                }
-                // Sizes were checked above: x is rows × n_in, w is n_out × n_in.
-                matmul(
-                    view_mut(&mut out, 0, rows, n_out, n_out),
-                    view(x, 0, rows, n_in, n_in),
-                    view(w, 0, n_out, n_in, n_in).transpose(),
-                    bias.is_some(),
-                );
-                Tensor::from_cpu(out, shape)
-            }
-        }
+        let desc = LinearDesc { rows, n_in, n_out };
+        Tensor::from_storage(
+            self.storage()
+                .linear(weight.storage(), bias.map(Tensor::storage), &desc)?,
+            shape,
+        )
     }
 }
 

@@ -10,6 +10,7 @@ mod conv3d;
 mod embedding;
 mod linear;
 mod norm;
+mod sampler;
 
 pub use conv::ConvParams;
 pub use conv3d::Conv3dParams;

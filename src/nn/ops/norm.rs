@@ -1,8 +1,8 @@
 //! GroupNorm, InstanceNorm and the channel LayerNorm, over `[B, C, ...]`.
 
 use super::expect_shape;
-use crate::backend::cpu::norm as cpu;
-use crate::nn::{Storage, Tensor};
+use crate::backend::desc::{NormActivation, NormDesc, NormOperands};
+use crate::nn::Tensor;
 use crate::{Error, Result};
 
 /// `(B, C, S)` of a `[B, C, ...]` tensor, S the product of the rest.
@@ -46,18 +46,66 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
+        self.group_norm_fused(
+            groups,
+            weight,
+            bias,
+            eps,
+            NormActivation::Identity,
+            None,
+            None,
+        )
+    }
+
+    /// The one normalisation op every device implements (see
+    /// [`NormDesc`]): group statistics, affine `weight`/`bias`, optional
+    /// FiLM modulation `·(scale + 1) + shift` (B·C values each, ordered
+    /// (sample, channel)), the activation, then `+ residual` (the input's
+    /// shape). `groups == C` is InstanceNorm.
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_fused(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        activation: NormActivation,
+        scale_shift: Option<(&Tensor, &Tensor)>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, c, s) = bcs(self, "group_norm")?;
         check_groups(groups, c, weight, bias)?;
-        match self.storage() {
-            Storage::Cpu(x) => {
-                let w = weight.map(Tensor::as_slice).transpose()?;
-                let bi = bias.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(
-                    cpu::group_norm(x, b, c, s, groups, w, bi, eps),
-                    self.dims().to_vec(),
-                )
+        if let Some((scale, shift)) = scale_shift {
+            for (t, name) in [(scale, "scale"), (shift, "shift")] {
+                if t.elem_count() != b * c || t.dims().first() != Some(&b) {
+                    return Err(Error::invalid(format!(
+                        "group_norm: {name} {:?} is not [{b}, {c}, 1, ...]",
+                        t.dims()
+                    )));
+                }
             }
         }
+        if let Some(r) = residual {
+            expect_shape(r, self.dims(), "group_norm residual")?;
+        }
+        if !eps.is_finite() || eps < 0.0 {
+            return Err(Error::invalid(format!("group_norm: eps {eps} is not ≥ 0")));
+        }
+        let desc = NormDesc {
+            batch: b,
+            channels: c,
+            spatial: s,
+            groups,
+            eps,
+            activation,
+        };
+        let operands = NormOperands {
+            weight: weight.map(Tensor::storage),
+            bias: bias.map(Tensor::storage),
+            scale_shift: scale_shift.map(|(a, b)| (a.storage(), b.storage())),
+            residual: residual.map(Tensor::storage),
+        };
+        self.same_shape(self.storage().group_norm(&desc, operands)?)
     }
 
     /// `silu(group_norm(x)·(scale + 1) + shift) + residual` in one pass over
@@ -76,36 +124,15 @@ impl Tensor {
         scale_shift: Option<(&Tensor, &Tensor)>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (b, c, s) = bcs(self, "group_norm_silu")?;
-        check_groups(groups, c, weight, bias)?;
-        if let Some((scale, shift)) = scale_shift {
-            for (t, name) in [(scale, "scale"), (shift, "shift")] {
-                if t.elem_count() != b * c || t.dims().first() != Some(&b) {
-                    return Err(Error::invalid(format!(
-                        "group_norm_silu: {name} {:?} is not [{b}, {c}, 1, ...]",
-                        t.dims()
-                    )));
-                }
-            }
-        }
-        if let Some(r) = residual {
-            expect_shape(r, self.dims(), "group_norm_silu residual")?;
-        }
-        match self.storage() {
-            Storage::Cpu(x) => {
-                let w = weight.map(Tensor::as_slice).transpose()?;
-                let bi = bias.map(Tensor::as_slice).transpose()?;
-                let ss = match scale_shift {
-                    Some((sc, sh)) => Some((sc.as_slice()?, sh.as_slice()?)),
-                    None => None,
-                };
-                let res = residual.map(Tensor::as_slice).transpose()?;
-                Tensor::from_cpu(
-                    cpu::group_norm_silu(x, b, c, s, groups, w, bi, eps, ss, res),
-                    self.dims().to_vec(),
-                )
-            }
-        }
+        self.group_norm_fused(
+            groups,
+            weight,
+            bias,
+            eps,
+            NormActivation::Silu,
+            scale_shift,
+            residual,
+        )
     }
 
     /// InstanceNorm (per sample and channel) with optional affine parameters.
@@ -115,8 +142,20 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
+        self.instance_norm_act(weight, bias, eps, NormActivation::Identity)
+    }
+
+    /// InstanceNorm followed by an activation in one pass (nnU-Net's
+    /// norm → LeakyReLU after every convolution).
+    pub fn instance_norm_act(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        activation: NormActivation,
+    ) -> Result<Tensor> {
         let c = bcs(self, "instance_norm")?.1;
-        self.group_norm(c, weight, bias, eps)
+        self.group_norm_fused(c, weight, bias, eps, activation, None, None)
     }
 
     /// LayerNorm across the channel axis at every position, times `gamma`
@@ -129,12 +168,10 @@ impl Tensor {
                 gamma.dims()
             )));
         }
-        match (self.storage(), gamma.storage()) {
-            (Storage::Cpu(x), Storage::Cpu(g)) => Tensor::from_cpu(
-                cpu::layer_norm_channels(x, b, c, s, g, eps),
-                self.dims().to_vec(),
-            ),
-        }
+        self.same_shape(
+            self.storage()
+                .layer_norm_channels(gamma.storage(), b, c, s, eps)?,
+        )
     }
 }
 
