@@ -22,6 +22,8 @@ mod driver;
 #[cfg(feature = "cuda")]
 mod kernels;
 #[cfg(feature = "cuda")]
+mod seam;
+#[cfg(feature = "cuda")]
 mod storage;
 #[cfg(all(test, feature = "cuda"))]
 mod tests;
