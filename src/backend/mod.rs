@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod philox;
 
 /// What this build of the library contains and what it found at run time:
 /// the answer to `claim info --build` and `claim_build_info`.
