@@ -24,7 +24,8 @@ fn main() {
         return;
     }
     println!("cargo:rerun-if-changed=kernels");
-    for var in ["CLAIM_NVCC", "CLAIM_CUDA_ARCHS", "CLAIM_NVCC_CCBIN"] {
+    // PATH: a compiler installed later is found without a clean build.
+    for var in ["CLAIM_NVCC", "CLAIM_CUDA_ARCHS", "CLAIM_NVCC_CCBIN", "PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -212,13 +213,10 @@ fn compile_all(
                 .map(|(family, source)| {
                     let fatbin = out_dir.join(format!("{family}.fatbin"));
                     let mut cmd = Command::new(nvcc);
-                    cmd.arg("-fatbin").args(&gencode).args([
-                        "-O3",
-                        "-std=c++17",
-                        "-Xptxas",
-                        "-v",
-                        "-Ikernels",
-                    ]);
+                    cmd.arg("-fatbin")
+                        .args(&gencode)
+                        .args(["-O3", "-std=c++17", "-Xptxas", "-v"])
+                        .arg(format!("-I{}", kernel_dir.display()));
                     if let Some(cc) = &ccbin {
                         cmd.arg("-ccbin").arg(cc);
                     }
@@ -343,9 +341,11 @@ fn write_module(out_dir: &Path, archs: &[String], built: &[Built]) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    src.push_str(
-        "/// 16-byte aligned bytes.\n#[repr(C, align(16))]\npub struct AlignedBytes<T: ?Sized>(pub T);\n\n",
-    );
+    if !built.is_empty() {
+        src.push_str(
+            "/// 16-byte aligned bytes.\n#[repr(C, align(16))]\npub struct AlignedBytes<T: ?Sized>(pub T);\n\n",
+        );
+    }
     let mut entries = Vec::new();
     for (i, b) in built.iter().enumerate() {
         let len = fs::metadata(&b.fatbin)

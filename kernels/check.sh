@@ -56,14 +56,17 @@ find_tool() {
         command -v "$name"
         return 0
     fi
+    local dirs
+    dirs="$(site_dirs)"
     while IFS= read -r dir; do
+        [ -n "$dir" ] || continue
         for layout in nvidia/cu13/bin nvidia/cuda_nvcc/bin nvidia/cuda_cuobjdump/bin; do
             if [ -x "$dir/$layout/$name" ]; then
                 echo "$dir/$layout/$name"
                 return 0
             fi
         done
-    done < <(site_dirs)
+    done <<< "$dirs"
     return 1
 }
 
@@ -116,7 +119,7 @@ for line in sys.stdin:
         out = msg.get("out_dir", out)
 print(out)
 ')"
- -n "$OUT_DIR" ] && [ -f "$OUT_DIR/claim_kernels.rs" ] || { echo "check.sh: no claim_kernels.rs found (OUT_DIR '$OUT_DIR')"; exit 1; }
+[ -n "$OUT_DIR" ] && [ -f "$OUT_DIR/claim_kernels.rs" ] || { echo "check.sh: no claim_kernels.rs found (OUT_DIR '$OUT_DIR')"; exit 1; }
 echo "OUT_DIR: $OUT_DIR"
 
 echo "--> embedded fatbins"
