@@ -1,6 +1,6 @@
 //! `claim info`: what a NIfTI file holds, as text or JSON.
 
-use crate::volumes::{label_histogram, LabelVolume, MAX_LABELS};
+use claim::metrics::volumes::{label_histogram, LabelVolume, MAX_LABELS};
 use claim::{DType, Error, Image, Result};
 use serde::Serialize;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 
 use crate::eval::Labels;
 use crate::label_maps::in_file;
-use crate::volumes::tissue_volumes;
+use claim::metrics::volumes::tissue_volumes;
 use claim::io::{read_image, write_image};
 use claim::segmentation::{fold_name, SegmentParams, Segmenter, SegmenterOptions, FOLD_ALL};
 use claim::{Error, LabelScheme, Result};
