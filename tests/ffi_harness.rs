@@ -368,6 +368,28 @@ fn cpp_segment() {
     run_with_args(&exe, scratch.path(), &[&nnunet_results_2d()]);
 }
 
+/// No exported function reads or writes past a caller's `struct_size`:
+/// `tests/c/struct_bounds.c` fills guard-byte buffers through every
+/// `_default` and refused output, and passes every struct of every
+/// function at the end of a page followed by a `PROT_NONE` page (an
+/// over-read or over-write kills it).
+#[test]
+fn c_struct_bounds() {
+    let scratch = tempfile::tempdir().unwrap();
+    let fixtures = format!(
+        "-DCLAIM_FIXTURES=\"{}\"",
+        repo().join("tests/fixtures").display()
+    );
+    let flags: Vec<&str> = C_FLAGS.iter().copied().chain([fixtures.as_str()]).collect();
+    let exe = compile(
+        &tool("CC", "cc"),
+        &flags,
+        "tests/c/struct_bounds.c",
+        scratch.path(),
+    );
+    run_with_args(&exe, scratch.path(), &[&nnunet_results_2d()]);
+}
+
 /// The header compiles on its own as pedantic C99 and as C++17, so
 /// consumers need no other include before it.
 #[test]
