@@ -112,7 +112,7 @@
 /**
  * A loaded LeFusion/CLAIM denoiser. Opaque.
  *
- * Immutable once loaded: several threads may call `claim_synthesize` and
+ * Immutable once loaded: several threads may call `claim_diffusion_synthesize` and
  * `claim_diffusion_predict_noise` on one model at once (no locking).
  */
 typedef struct claim_diffusion_model claim_diffusion_model;
@@ -802,7 +802,7 @@ typedef struct claim_segmenter_info {
      */
     uint32_t spatial_dims;
     /**
-     * Image channels C of the network input (claim_segment takes 1).
+     * Image channels C of the network input (claim_segmenter_segment takes 1).
      */
     uint32_t input_channels;
     /**
@@ -1280,7 +1280,7 @@ claim_status claim_smile_generate(const struct claim_volume *labels,
  * or reuse it afterwards. `segments`: NULL to parcellate `labels` with
  * `params->aha`, or a segment map of the same dims and geometry (any
  * dtype, 0 = none, 1–17; only its values on the myocardium are used), e.g.
- * an atlas's own segments or the output of `claim_aha_segment`.
+ * an atlas's own segments or the output of `claim_aha_parcellate`.
  * `params`: see `claim_smile_params`; copied. `out`: receives the new
  * context, owned by the caller and freed with `claim_smile_context_free`;
  * set to NULL on every failure.

@@ -171,7 +171,7 @@ fn c_smile() {
 
 /// The diffusion model and scar synthesis: PyTorch parity of
 /// `claim_diffusion_predict_noise` on the committed fixtures, and
-/// `claim_synthesize` end to end.
+/// `claim_diffusion_synthesize` end to end.
 #[test]
 fn c_synthesis() {
     let scratch = tempfile::tempdir().unwrap();
@@ -340,7 +340,7 @@ fn write_segment_inputs(scratch: &Path) {
 
 /// nnU-Net segmentation through the C API: loading the PyTorch-saved
 /// results folder, PyTorch parity of `claim_segmenter_predict_logits`,
-/// `claim_segment` against the Rust library with progress and cancel, and
+/// `claim_segmenter_segment` against the Rust library with progress and cancel, and
 /// the refusals.
 #[test]
 fn c_segment() {

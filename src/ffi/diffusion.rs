@@ -272,7 +272,7 @@ pub(crate) unsafe fn tensor_from_c(ptr: *const claim_tensor, name: &str) -> Resu
 
 /// A loaded LeFusion/CLAIM denoiser. Opaque.
 ///
-/// Immutable once loaded: several threads may call `claim_synthesize` and
+/// Immutable once loaded: several threads may call `claim_diffusion_synthesize` and
 /// `claim_diffusion_predict_noise` on one model at once (no locking).
 pub struct claim_diffusion_model {
     pub(crate) model: Denoiser,

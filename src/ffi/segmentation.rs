@@ -184,7 +184,7 @@ pub struct claim_segmenter_info {
     pub struct_size: u32,
     /// 2 (slice by slice) or 3: the network's convolutions.
     pub spatial_dims: u32,
-    /// Image channels C of the network input (claim_segment takes 1).
+    /// Image channels C of the network input (claim_segmenter_segment takes 1).
     pub input_channels: u32,
     /// Output classes (= labels of `dataset.json`, background included).
     pub num_classes: u32,

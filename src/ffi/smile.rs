@@ -464,7 +464,7 @@ pub struct claim_smile_context {
 /// or reuse it afterwards. `segments`: NULL to parcellate `labels` with
 /// `params->aha`, or a segment map of the same dims and geometry (any
 /// dtype, 0 = none, 1–17; only its values on the myocardium are used), e.g.
-/// an atlas's own segments or the output of `claim_aha_segment`.
+/// an atlas's own segments or the output of `claim_aha_parcellate`.
 /// `params`: see `claim_smile_params`; copied. `out`: receives the new
 /// context, owned by the caller and freed with `claim_smile_context_free`;
 /// set to NULL on every failure.

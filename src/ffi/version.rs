@@ -3,9 +3,9 @@
 //!
 //! The ABI version is `major << 16 | minor`. Appending functions, codes or
 //! struct fields bumps the minor; anything that breaks a compiled caller
-//! bumps the major. A caller checks at run time that `claim_abi_version()
-//! >> 16 == CLAIM_ABI_VERSION_MAJOR` and that the library's minor is at
-//! least the header's.
+//! bumps the major. A caller checks at run time that the library's major
+//! (`claim_abi_version() >> 16`) is `CLAIM_ABI_VERSION_MAJOR` and that its
+//! minor is at least the header's.
 //!
 //! 2.0 is the one-time clean-up of the 0.x API (no released users): sized
 //! `_default(out, size)` initialisers, no struct nested by value, one

@@ -10,7 +10,7 @@
  * - claim_segmenter_predict_logits against the logits of the upstream
  *   PyTorch module (dynamic_network_architectures), within 1e-4 relative,
  *   and its shape refusals;
- * - claim_segment on a synthetic LGE-like stack: the labels equal the Rust
+ * - claim_segmenter_segment on a synthetic LGE-like stack: the labels equal the Rust
  *   library's (written by the driver), geometry is kept, progress is
  *   monotone with total = windows x mirror passes x folds computed here from
  *   the model's info, a cancel returns CLAIM_ERR_CANCELLED and leaves the

@@ -7,7 +7,7 @@
  *   `module.denoise_fn.`, f16; unet3d: plain keys, bf16, two channels,
  *   four frames), with a condition and with the NULL (learned null)
  *   condition, within 1e-3 relative;
- * - claim_synthesize on a small synthetic slice stack: only scar/MVO voxels
+ * - claim_diffusion_synthesize on a small synthetic slice stack: only scar/MVO voxels
  *   change, progress counts every network evaluation, cancelling works, a
  *   seed reproduces the image;
  * - the refusals: CUDA in a CPU build, shapes, condition length, labels
