@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Compile check of the CUDA kernels on a machine without a GPU (CI's
+# "CUDA kernels" step; kernels/README.md):
+#  1. finds nvcc (CLAIM_NVCC, PATH, pip packages) or installs the pinned
+#     CUDA 13.0 compiler packages from PyPI;
+#  2. cargo build --features cuda --lib, then clippy with the feature;
+#  3. checks with cuobjdump that every embedded fatbin holds SASS for each
+#     target of CLAIM_CUDA_ARCHS (default 80,90) and PTX for the first;
+#  4. prints the registers/spills of every kernel (ptxas -v, collected by
+#     build.rs) and fails on a spill in a GEMM/convolution kernel.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The 13.0 line: the GPU machines run driver 580 (CUDA 13.0), which JITs
+# only PTX of an ISA it knows (GPU.md).
+PIP_PACKAGES=(
+    nvidia-cuda-nvcc==13.0.88
+    nvidia-cuda-crt==13.0.88
+    nvidia-nvvm==13.0.88
+    nvidia-cuda-runtime==13.0.96
+    nvidia-cuda-cccl==13.0.85
+)
+# cuobjdump has no 13.0 wheel (the first is 13.2); it only reads fatbins,
+# and a newer reader lists older ones.
+CUOBJDUMP_PACKAGE=nvidia-cuda-cuobjdump==13.2.86
+
+PYTHON="$(command -v python3 || command -v python || true)"
+
+site_dirs() {
+    [ -n "$PYTHON" ] || return 0
+    "$PYTHON" - <<'EOF'
+import site, sys
+dirs = []
+try:
+    dirs += site.getsitepackages()
+except Exception:
+    pass
+try:
+    dirs.append(site.getusersitepackages())
+except Exception:
+    pass
+dirs += sys.path
+print("\n".join(d for d in dirs if d))
+EOF
+}
+
+# find_tool NAME: CLAIM_<NAME> (for nvcc), PATH, then the pip layouts.
+find_tool() {
+    local name="$1" dir
+    if [ "$name" = nvcc ] && [ -n "${CLAIM_NVCC:-}" ]; then
+        echo "$CLAIM_NVCC"
+        return 0
+    fi
+    if command -v "$name" >/dev/null 2>&1; then
+        command -v "$name"
+        return 0
+    fi
+    local dirs
+    dirs="$(site_dirs)"
+    while IFS= read -r dir; do
+        [ -n "$dir" ] || continue
+        for layout in nvidia/cu13/bin nvidia/cuda_nvcc/bin nvidia/cuda_cuobjdump/bin; do
+            if [ -x "$dir/$layout/$name" ]; then
+                echo "$dir/$layout/$name"
+                return 0
+            fi
+        done
+    done <<< "$dirs"
+    return 1
+}
+
+pip_install() {
+    [ -n "$PYTHON" ] || { echo "check.sh: no python to install $* with"; exit 1; }
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "$@"
+}
+
+echo "--> CUDA compiler"
+if ! NVCC="$(find_tool nvcc)"; then
+    echo "nvcc not found; installing ${PIP_PACKAGES[*]}"
+    pip_install "${PIP_PACKAGES[@]}"
+    NVCC="$(find_tool nvcc)" || { echo "check.sh: nvcc still not found after pip install"; exit 1; }
+fi
+"$NVCC" --version | tail -n 2
+if ! CUOBJDUMP="$(find_tool cuobjdump)"; then
+    echo "cuobjdump not found; installing $CUOBJDUMP_PACKAGE"
+    pip_install "$CUOBJDUMP_PACKAGE"
+    CUOBJDUMP="$(find_tool cuobjdump)" || { echo "check.sh: cuobjdump still not found"; exit 1; }
+fi
+export CLAIM_NVCC="$NVCC"
+
+echo "--> cargo build --features cuda --lib"
+start=$(date +%s)
+cargo build --features cuda --lib
+echo "build took $(( $(date +%s) - start )) s"
+
+echo "--> cargo clippy --features cuda --all-targets -- -D warnings"
+cargo clippy --features cuda --all-targets -- -D warnings
+
+# The build script's OUT_DIR (holds the fatbins, claim_kernels.rs and the
+# ptxas table); the build above is fresh, so this is a no-op rebuild.
+OUT_DIR="$(cargo build --features cuda --lib --message-format=json 2>/dev/null | "$PYTHON" -c '
+import json, sys
+
+def name_of(pid):
+    # "path+file:///dir#name@1.0", "path+file:///dir/name#1.0" or "name 1.0 (...)"
+    if "#" in pid:
+        frag = pid.rsplit("#", 1)[1]
+        return frag.split("@")[0] if "@" in frag else pid.rsplit("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return pid.split(" ")[0]
+
+out = ""
+for line in sys.stdin:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    if msg.get("reason") == "build-script-executed" and name_of(msg.get("package_id", "")) == "claim":
+        out = msg.get("out_dir", out)
+print(out)
+')"
+[ -n "$OUT_DIR" ] && [ -f "$OUT_DIR/claim_kernels.rs" ] || { echo "check.sh: no claim_kernels.rs found (OUT_DIR '$OUT_DIR')"; exit 1; }
+echo "OUT_DIR: $OUT_DIR"
+
+echo "--> embedded fatbins"
+IFS=', ' read -r -a ARCHS <<< "${CLAIM_CUDA_ARCHS:-80,90}"
+failed=0
+n_cu=0
+for cu in kernels/*.cu; do
+    n_cu=$((n_cu + 1))
+    family="$(basename "$cu" .cu)"
+    fatbin="$OUT_DIR/$family.fatbin"
+    if [ ! -s "$fatbin" ] || ! grep -q "include_bytes!(\"$fatbin\")" "$OUT_DIR/claim_kernels.rs"; then
+        echo "FAIL $family: no embedded fatbin"
+        failed=1
+        continue
+    fi
+    listing="$("$CUOBJDUMP" --list-elf --list-ptx "$fatbin")"
+    missing=""
+    for arch in "${ARCHS[@]}"; do
+        arch="${arch#sm_}"
+        grep -Eq "ELF file .*\.sm_${arch}\.cubin" <<< "$listing" || missing="$missing sm_${arch}(SASS)"
+    done
+    first="${ARCHS[0]#sm_}"
+    grep -Eq "PTX file .*\.sm_${first}\.ptx" <<< "$listing" || missing="$missing compute_${first}(PTX)"
+    if [ -n "$missing" ]; then
+        echo "FAIL $family: missing$missing"
+        echo "$listing"
+        failed=1
+    else
+        echo "ok   $family: $(tr '\n' ' ' <<< "$listing" | sed 's/  */ /g')"
+    fi
+done
+[ "$n_cu" -gt 0 ] || { echo "check.sh: no kernels/*.cu"; exit 1; }
+
+echo "--> registers and spills (ptxas -v)"
+table="$OUT_DIR/kernel_resources.tsv"
+[ -s "$table" ] || { echo "check.sh: no $table"; exit 1; }
+column -t -s $'\t' "$table" 2>/dev/null || cat "$table"
+spills="$(awk -F'\t' 'NR > 1 && ($6 + $7) > 0' "$table")"
+if [ -n "$spills" ]; then
+    echo "spilling kernels:"
+    echo "$spills"
+    if awk -F'\t' 'NR > 1 && ($6 + $7) > 0 && ($1 ~ /^(gemm|conv)/) { bad = 1 } END { exit !bad }' "$table"; then
+        echo "FAIL: a GEMM/convolution kernel spills"
+        failed=1
+    fi
+fi
+
+if [ "$failed" -ne 0 ]; then
+    echo "CUDA kernel check FAILED"
+    exit 1
+fi
+echo "CUDA kernel check passed"
