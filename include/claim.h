@@ -8,7 +8,13 @@
  *   on the calling thread. Results come back through out-parameters.
  * - No function panics, aborts, exits or prints.
  * - Every struct passed by pointer starts with uint32_t struct_size, set by
- *   the caller to sizeof; parameter structs have a claim_<name>_default().
+ *   the caller to sizeof; fields are only ever appended, and the library
+ *   never reads or writes past a caller's struct_size. Parameter structs
+ *   have claim_<name>_default(out, size), which writes at most size bytes:
+ *   call it as CLAIM_DEFAULT(claim_<name>, &p). No struct holds another by
+ *   value; a label scheme or AHA options are pointed to (NULL = defaults).
+ * - Functions are named claim_<noun>_<verb>. "segment" alone means
+ *   segmentation; AHA segments are always "aha_segment".
  * - Inputs are borrowed for the call only. Handles the library allocates are
  *   freed by the matching claim_*_free, which accepts NULL. Volume buffers
  *   for outputs are allocated by the caller.
@@ -23,11 +29,20 @@
 
 #include <stdint.h>
 #include <stddef.h>
+/**
+ * Initialises the parameter struct at p (a claim_<name> *) with its
+ * defaults, passing the caller's sizeof so that a struct compiled against
+ * an older, smaller header is never written past:
+ *     claim_aha_params params;
+ *     CLAIM_DEFAULT(claim_aha_params, &params);
+ * expands to claim_aha_params_default(&params, sizeof *(&params)).
+ */
+#define CLAIM_DEFAULT(name, p) name##_default((p), sizeof *(p))
 
 /**
  * Major ABI version of this header: changes only with an incompatible ABI.
  */
-#define CLAIM_ABI_VERSION_MAJOR 1
+#define CLAIM_ABI_VERSION_MAJOR 2
 
 /**
  * Minor ABI version of this header: grows when functions or struct fields
@@ -41,10 +56,26 @@
 #define CLAIM_ABI_VERSION ((CLAIM_ABI_VERSION_MAJOR << 16) | CLAIM_ABI_VERSION_MINOR)
 
 /**
+ * Bytes of `claim_build_info.kernel_archs`, NUL included.
+ */
+#define CLAIM_BUILD_ARCHS_MAX 128
+
+/**
+ * Bytes of `claim_build_info.cuda_status`, NUL included.
+ */
+#define CLAIM_BUILD_STATUS_MAX 512
+
+/**
  * Number of AHA segments: 1–16 in the basal, mid and apical rings, 17 the
  * apex cap.
  */
 #define CLAIM_AHA_SEGMENT_COUNT 17
+
+/**
+ * Entries of the per-segment arrays of `claim_aha_segment_stats`:
+ * index 0 (myocardium without a segment) and the AHA segments 1–17.
+ */
+#define CLAIM_AHA_STATS_ENTRIES 18
 
 /**
  * Most dimensions of a `claim_tensor`.
@@ -81,7 +112,7 @@
 /**
  * A loaded LeFusion/CLAIM denoiser. Opaque.
  *
- * Immutable once loaded: several threads may call `claim_synthesize` and
+ * Immutable once loaded: several threads may call `claim_diffusion_synthesize` and
  * `claim_diffusion_predict_noise` on one model at once (no locking).
  */
 typedef struct claim_diffusion_model claim_diffusion_model;
@@ -100,7 +131,7 @@ typedef struct claim_image claim_image;
 /**
  * A loaded nnU-Net model (one network per fold, plus its plans). Opaque.
  *
- * Immutable once loaded: several threads may call `claim_segment` and
+ * Immutable once loaded: several threads may call `claim_segmenter_segment` and
  * `claim_segmenter_predict_logits` on one segmenter at once (no locking).
  */
 typedef struct claim_segmenter claim_segmenter;
@@ -125,10 +156,53 @@ typedef struct claim_smile_context claim_smile_context;
 typedef int32_t claim_status;
 
 /**
+ * What this build of the library is and what it finds on this machine,
+ * filled by `claim_build_info_get`.
+ */
+typedef struct claim_build_info {
+    /**
+     * `sizeof(claim_build_info)`, set by the caller.
+     */
+    uint32_t struct_size;
+    /**
+     * 1 when the library was built with the CUDA back-end (the `cuda`
+     * feature), else 0.
+     */
+    int32_t cuda_feature;
+    /**
+     * 1 when a CUDA driver and at least one device were found at the time
+     * of the call, else 0 (always 0 without the CUDA back-end).
+     */
+    int32_t cuda_available;
+    /**
+     * The driver's CUDA version as `major * 1000 + minor * 10` (13000 for
+     * 13.0); 0 without a driver.
+     */
+    int32_t cuda_driver_version;
+    /**
+     * CUDA devices found.
+     */
+    uint32_t cuda_device_count;
+    /**
+     * GPU targets of the embedded kernels, comma-separated and
+     * NUL-terminated (e.g. "sm_80,sm_90,compute_80"); "" when none are
+     * embedded.
+     */
+    char kernel_archs[128];
+    /**
+     * NUL-terminated UTF-8: one line per device found ("0: <name>, ..."),
+     * or why CUDA is not usable (not built in, no driver, no device). Cut
+     * at a character boundary when longer.
+     */
+    char cuda_status[512];
+} claim_build_info;
+
+/**
  * Label conventions of a label map. Defaults to EMIDEC: 0 background,
  * 1 LV blood pool, 2 myocardium, 3 scar, 4 MVO, no RV.
  *
- * Initialise with `claim_label_scheme_default()` and change what differs.
+ * Initialise with `claim_label_scheme_default(&s, sizeof s)` (or
+ * `CLAIM_DEFAULT(claim_label_scheme, &s)`) and change what differs.
  * Labels must be positive (0 is background) and distinct. Outputs are
  * written in the same scheme as the input.
  */
@@ -164,7 +238,7 @@ typedef struct claim_label_scheme {
  * Voxel type of a `claim_volume` (a `typedef int32_t`; see `claim_status`
  * for why codes are not a C `enum`). The numbers never change.
  */
-typedef int32_t claim_dtype;
+typedef int32_t claim_voxel_type;
 
 /**
  * A 3-D volume in memory owned by someone else (a view): voxel buffer plus
@@ -173,12 +247,12 @@ typedef int32_t claim_dtype;
  * Set `struct_size = sizeof(claim_volume)`. World position (LPS, mm) of
  * voxel (i, j, k) is `origin + direction · diag(spacing) · (i, j, k)`.
  *
- * As an input, every field is checked: a known `dtype`, `dims` ≥ 1 with at
+ * As an input, every field is checked: a known `voxel_type`, `dims` ≥ 1 with at
  * most 2^32 voxels, finite `spacing` > 0, finite `origin`, finite
  * orthonormal `direction` (columns unit length and perpendicular within
- * 1e-4), `data` not NULL and aligned for `dtype`. The buffer is only read
+ * 1e-4), `data` not NULL and aligned for `voxel_type`. The buffer is only read
  * during the call. As an output, the caller allocates `data`; the library
- * checks `dtype`, `dims` and `data`, writes the voxels and sets `spacing`,
+ * checks `voxel_type`, `dims` and `data`, writes the voxels and sets `spacing`,
  * `origin` and `direction` to those of the result.
  */
 typedef struct claim_volume {
@@ -187,9 +261,9 @@ typedef struct claim_volume {
      */
     uint32_t struct_size;
     /**
-     * Voxel type, a `CLAIM_DTYPE_*` value.
+     * Voxel type, a `CLAIM_VOXEL_*` value.
      */
-    claim_dtype dtype;
+    claim_voxel_type voxel_type;
     /**
      * Number of voxels along i (fastest), j, k: ITK / NIfTI buffer order.
      */
@@ -208,7 +282,7 @@ typedef struct claim_volume {
      */
     double direction[9];
     /**
-     * Contiguous voxels, `dims[0] * dims[1] * dims[2]` elements of `dtype`,
+     * Contiguous voxels, `dims[0] * dims[1] * dims[2]` elements of `voxel_type`,
      * i fastest.
      */
     void *data;
@@ -216,21 +290,18 @@ typedef struct claim_volume {
 
 /**
  * Options of the AHA 17-segment parcellation (Cerqueira et al.,
- * Circulation 2002). Initialise with `claim_aha_params_default()` and
- * change what differs.
+ * Circulation 2002). Initialise with `CLAIM_DEFAULT(claim_aha_params, &p)`
+ * (`claim_aha_params_default(&p, sizeof p)`) and change what differs.
  *
  * The long axis, levels and sectors are found from the label map alone, in
  * LPS world millimetres through the volume's geometry, so any orientation
- * and slice thickness works. With an RV label (`labels.rv` ≠ -1) present in
+ * and slice thickness works. With an RV label (`labels->rv` ≠ -1) present in
  * the map, the septum is where the RV touches the LV and segments 1|2 and
  * 3|4 start at the RV insertion points; without one the septum is
  * approximated from the patient orientation in the geometry: the AHA wall
  * names (septum → patient right, anterior → front, inferior → feet) are
  * fitted to the body axes projected on the short-axis plane, then
  * `rotation_deg` is added. Give the RV for clinical use.
- *
- * Inside `claim_smile_params` this struct keeps its first-release layout;
- * options added later are appended to the outer struct.
  */
 typedef struct claim_aha_params {
     /**
@@ -238,9 +309,11 @@ typedef struct claim_aha_params {
      */
     uint32_t struct_size;
     /**
-     * Which label is which structure (default EMIDEC without RV).
+     * Which label is which structure: NULL (the default) for EMIDEC
+     * without RV, else a scheme borrowed for the call (the library keeps
+     * no pointer to it).
      */
-    struct claim_label_scheme labels;
+    const struct claim_label_scheme *labels;
     /**
      * Extra rotation of the angular origin in degrees, counter-clockwise as
      * seen from the apex (the bull's-eye view). Finite; default 0.
@@ -268,8 +341,8 @@ typedef int32_t claim_pattern;
 typedef int32_t claim_territory;
 
 /**
- * What a SMILE draw makes. Initialise with `claim_smile_params_default()`
- * and change what differs.
+ * What a SMILE draw makes. Initialise with
+ * `CLAIM_DEFAULT(claim_smile_params, &p)` and change what differs.
  *
  * Input scar and MVO voxels are reset to healthy myocardium first: a draw
  * replaces any lesion the map had. Scar is only ever written on
@@ -291,7 +364,7 @@ typedef struct claim_smile_params {
     claim_territory territory;
     /**
      * Ischaemic pattern only: 1 adds a microvascular-obstruction core
-     * (10–25 % of the lesion, label `labels.mvo`) at the scar's
+     * (10–25 % of the lesion, label `labels->mvo`) at the scar's
      * sub-endocardial centre; needs `transmurality` ≥ 0.5 when one is
      * given. 0 (default) or 1.
      */
@@ -314,16 +387,17 @@ typedef struct claim_smile_params {
      */
     double transmurality;
     /**
-     * Label scheme of the input and the output map (default EMIDEC
-     * without RV). With an RV label, the parcellation finds the septum
-     * from it.
+     * Label scheme of the input and the output map: NULL (the default) for
+     * EMIDEC without RV, else a scheme borrowed for the call. With an RV
+     * label, the parcellation finds the septum from it.
      */
-    struct claim_label_scheme labels;
+    const struct claim_label_scheme *labels;
     /**
-     * Options of the AHA parcellation run before the draw. Its `labels`
-     * member is ignored: `labels` above is used.
+     * Options of the AHA parcellation run before the draw: NULL (the
+     * default) for the defaults, else borrowed for the call. Its `labels`
+     * member is ignored (not read): `labels` above is used.
      */
-    struct claim_aha_params aha;
+    const struct claim_aha_params *aha;
 } claim_smile_params;
 
 /**
@@ -389,51 +463,41 @@ typedef struct claim_smile_info {
 } claim_smile_info;
 
 /**
- * Myocardium, scar and MVO of one AHA segment.
+ * Myocardium, scar and MVO per AHA segment and in total, filled by
+ * `claim_aha_segment_stats_measure`; also the input of the bull's-eye
+ * plots.
  *
- * "Scar" is the whole lesion including its MVO core, as in the SMILE
- * burden; the myocardium is healthy + scar + MVO. Volumes are voxel counts
- * times the voxel volume of the label map's geometry.
+ * Every per-segment array is indexed by the segment number: `[s]` is AHA
+ * segment `s` (1–17) and `[0]` the myocardium the segment map leaves
+ * without a segment (value 0). "Scar" is the whole lesion including its
+ * MVO core, as in the SMILE burden; the myocardium is healthy + scar +
+ * MVO. Volumes are voxel counts times the voxel volume of the label map's
+ * geometry.
  */
-typedef struct claim_segment_stat {
+typedef struct claim_aha_segment_stats {
     /**
-     * Myocardium (healthy + scar + MVO) in the segment, mL.
-     */
-    double myocardium_ml;
-    /**
-     * Scar including MVO, mL.
-     */
-    double scar_ml;
-    /**
-     * MVO, mL (part of `scar_ml`).
-     */
-    double mvo_ml;
-    /**
-     * `100 × scar_ml / myocardium_ml`, percent; 0 for a segment without
-     * myocardium.
-     */
-    double scar_percent;
-} claim_segment_stat;
-
-/**
- * Per-segment and total scar statistics of a label map, filled by
- * `claim_segment_stats`; also the input of the bull's-eye plots.
- */
-typedef struct claim_scar_stats {
-    /**
-     * `sizeof(claim_scar_stats)`, set by the caller.
+     * `sizeof(claim_aha_segment_stats)`, set by the caller.
      */
     uint32_t struct_size;
     /**
-     * AHA segments 1–17: `segments[s - 1]` is segment `s`.
+     * Myocardium (healthy + scar + MVO) per segment, mL.
      */
-    struct claim_segment_stat segments[CLAIM_AHA_SEGMENT_COUNT];
+    double myocardium_ml[18];
     /**
-     * Myocardium the segment map leaves without a segment (value 0).
+     * Scar including MVO per segment, mL.
      */
-    struct claim_segment_stat unassigned;
+    double scar_ml[18];
     /**
-     * Whole myocardium (all segments plus unassigned), mL.
+     * MVO per segment, mL (part of `scar_ml`).
+     */
+    double mvo_ml[18];
+    /**
+     * `100 × scar_ml / myocardium_ml` per segment, percent; 0 for a
+     * segment without myocardium.
+     */
+    double scar_percent[18];
+    /**
+     * Whole myocardium (all segments plus `[0]`), mL.
      */
     double total_myocardium_ml;
     /**
@@ -449,11 +513,11 @@ typedef struct claim_scar_stats {
      * myocardium), as `claim_smile_params.burden`.
      */
     double burden;
-} claim_scar_stats;
+} claim_aha_segment_stats;
 
 /**
  * How to draw a bull's-eye plot. Initialise with
- * `claim_bullseye_options_default()` and change what differs.
+ * `CLAIM_DEFAULT(claim_bullseye_options, &o)` and change what differs.
  *
  * The plot is the standard AHA layout seen from the apex: basal ring (1–6)
  * outside, then mid (7–12), apical (13–16) and the apex (17) in the
@@ -505,7 +569,8 @@ typedef int32_t claim_device;
 typedef int32_t claim_precision;
 
 /**
- * Where and how a model runs. Initialise with `claim_load_options_default()`.
+ * Where and how a model runs. Initialise with
+ * `CLAIM_DEFAULT(claim_load_options, &o)`.
  */
 typedef struct claim_load_options {
     /**
@@ -519,8 +584,8 @@ typedef struct claim_load_options {
      */
     claim_device device;
     /**
-     * Index of the GPU for `CLAIM_DEVICE_CUDA` (default 0); must be 0 for
-     * the CPU.
+     * Index of the GPU for `CLAIM_DEVICE_CUDA` (default 0), ≥ 0; must be 0
+     * for the CPU.
      */
     int32_t device_index;
     /**
@@ -560,8 +625,14 @@ typedef struct claim_diffusion_info {
 } claim_diffusion_info;
 
 /**
- * A dense f32 tensor in the caller's memory, row-major in PyTorch order
- * (the last dimension fastest). `[B, C, F, H, W]` for the denoiser.
+ * Element type of a `claim_tensor` (a `typedef int32_t`), distinct from a
+ * volume's `claim_voxel_type`. The numbers never change.
+ */
+typedef int32_t claim_tensor_dtype;
+
+/**
+ * A dense tensor in the caller's memory, row-major in PyTorch order (the
+ * last dimension fastest). `[B, C, F, H, W]` for the denoiser.
  *
  * As an input its `data` is read during the call only; as an output the
  * caller allocates `data` for the product of `shape[0..ndim]` floats and
@@ -584,17 +655,23 @@ typedef struct claim_tensor {
      * `shape[0] * … * shape[ndim-1]` floats, 4-byte aligned.
      */
     float *data;
+    /**
+     * Element type of `data`, a `CLAIM_TENSOR_*` value (0, F32, is the
+     * only one this release accepts). A caller whose struct ends before
+     * this field (`struct_size` 80) gets F32.
+     */
+    claim_tensor_dtype dtype;
 } claim_tensor;
 
 /**
- * Where the histogram condition of `claim_synthesize` comes from (a
+ * Where the histogram condition of `claim_diffusion_synthesize` comes from (a
  * `typedef int32_t`). The numbers never change.
  */
 typedef int32_t claim_histogram_source;
 
 /**
- * How `claim_synthesize` samples. Initialise with
- * `claim_synthesis_params_default()` and change what differs.
+ * How `claim_diffusion_synthesize` samples. Initialise with
+ * `CLAIM_DEFAULT(claim_synthesis_params, &p)` and change what differs.
  */
 typedef struct claim_synthesis_params {
     /**
@@ -663,14 +740,15 @@ typedef struct claim_synthesis_params {
      */
     uint32_t frames;
     /**
-     * Label scheme of `labels` (default EMIDEC without RV).
+     * Label scheme of `labels`: NULL (the default) for EMIDEC without RV,
+     * else a scheme borrowed for the call.
      */
-    struct claim_label_scheme labels;
+    const struct claim_label_scheme *labels;
 } claim_synthesis_params;
 
 /**
  * Progress callback of long calls: `done` of `total` units (network
- * evaluations for `claim_synthesize`) are finished. Called on the calling
+ * evaluations for `claim_diffusion_synthesize`) are finished. Called on the calling
  * thread, before the first unit and after each. Return non-zero to cancel:
  * the call then stops and returns `CLAIM_ERR_CANCELLED`.
  */
@@ -678,7 +756,8 @@ typedef int32_t (*claim_progress_fn)(void *user_data, uint64_t done, uint64_t to
 
 /**
  * Which parts of an nnU-Net model `claim_segmenter_load` loads. Initialise
- * with `claim_segmenter_options_default()` and change what differs.
+ * with `CLAIM_DEFAULT(claim_segmenter_options, &o)` and change what
+ * differs.
  */
 typedef struct claim_segmenter_options {
     /**
@@ -723,7 +802,7 @@ typedef struct claim_segmenter_info {
      */
     uint32_t spatial_dims;
     /**
-     * Image channels C of the network input (claim_segment takes 1).
+     * Image channels C of the network input (claim_segmenter_segment takes 1).
      */
     uint32_t input_channels;
     /**
@@ -770,12 +849,12 @@ typedef struct claim_segmenter_info {
 } claim_segmenter_info;
 
 /**
- * How `claim_segment` predicts. Initialise with
- * `claim_segment_params_default()` and change what differs.
+ * How `claim_segmenter_segment` predicts. Initialise with
+ * `CLAIM_DEFAULT(claim_segmentation_params, &p)` and change what differs.
  */
-typedef struct claim_segment_params {
+typedef struct claim_segmentation_params {
     /**
-     * `sizeof(claim_segment_params)`, set by the default function.
+     * `sizeof(claim_segmentation_params)`, set by the default function.
      */
     uint32_t struct_size;
     /**
@@ -795,12 +874,13 @@ typedef struct claim_segment_params {
      */
     int32_t postprocess;
     /**
-     * Values written for LV cavity, myocardium, scar, MVO and RV (default
-     * EMIDEC). Classes are matched to tissues by their `dataset.json`
-     * names; a class with an unknown name keeps its value.
+     * Values written for LV cavity, myocardium, scar, MVO and RV: NULL
+     * (the default) for EMIDEC, else a scheme borrowed for the call.
+     * Classes are matched to tissues by their `dataset.json` names; a
+     * class with an unknown name keeps its value.
      */
-    struct claim_label_scheme labels;
-} claim_segment_params;
+    const struct claim_label_scheme *labels;
+} claim_segmentation_params;
 
 /**
  * Success.
@@ -855,27 +935,27 @@ typedef struct claim_segment_params {
 /**
  * Unsigned 8-bit voxels (`uint8_t`).
  */
-#define CLAIM_DTYPE_U8 0
+#define CLAIM_VOXEL_U8 0
 
 /**
  * Signed 16-bit voxels (`int16_t`).
  */
-#define CLAIM_DTYPE_I16 1
+#define CLAIM_VOXEL_I16 1
 
 /**
  * Unsigned 16-bit voxels (`uint16_t`).
  */
-#define CLAIM_DTYPE_U16 2
+#define CLAIM_VOXEL_U16 2
 
 /**
  * Signed 32-bit voxels (`int32_t`).
  */
-#define CLAIM_DTYPE_I32 3
+#define CLAIM_VOXEL_I32 3
 
 /**
  * 32-bit float voxels (`float`).
  */
-#define CLAIM_DTYPE_F32 4
+#define CLAIM_VOXEL_F32 4
 
 /**
  * Infarct in one coronary territory, growing from the endocardium as a
@@ -929,8 +1009,9 @@ typedef struct claim_segment_params {
 #define CLAIM_DEVICE_CPU 0
 
 /**
- * An NVIDIA GPU through CUDA (not in this build: loading returns
- * `CLAIM_ERR_DEVICE`).
+ * An NVIDIA GPU through CUDA (`claim_build_info_get` says whether this
+ * build and machine have one; loading returns `CLAIM_ERR_DEVICE` with the
+ * reason when not).
  */
 #define CLAIM_DEVICE_CUDA 1
 
@@ -949,6 +1030,11 @@ typedef struct claim_segment_params {
  * The device's best: FP32 on the CPU (the default).
  */
 #define CLAIM_PRECISION_AUTO 2
+
+/**
+ * 32-bit floats (`float`): the only element type of this release.
+ */
+#define CLAIM_TENSOR_F32 0
 
 /**
  * CLAIM's EMIDEC k-means cluster centre, built in (the default; needs a
@@ -1013,14 +1099,31 @@ uint32_t claim_abi_version(void);
 const char *claim_version_string(void);
 
 /**
- * Fills `*out` with the EMIDEC scheme (1 LV cavity, 2 myocardium, 3 scar,
- * 4 MVO, rv = -1) and `struct_size = sizeof(claim_label_scheme)`.
+ * Describes this build and what it finds now into the caller's `*out`
+ * (its `struct_size` set to `sizeof(claim_build_info)`; an older, smaller
+ * struct is filled only up to its `struct_size`): whether the CUDA
+ * back-end is built in, the GPU targets of its embedded kernels, and the
+ * CUDA driver and devices found, or why none are usable. Probes the driver
+ * on every call (no device is opened); never fails for lack of CUDA.
  *
- * Writes all of `sizeof(claim_label_scheme)`, whatever `out->struct_size`
- * held before. Does nothing when `out` is NULL. Thread-safe; does not
- * change `claim_last_error_message()`.
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, `struct_size` smaller than
+ * `sizeof(claim_build_info)` of ABI 2.0). Thread-safe.
  */
-void claim_label_scheme_default(struct claim_label_scheme *out);
+claim_status claim_build_info_get(struct claim_build_info *out);
+
+/**
+ * Fills `*out` with the EMIDEC scheme (1 LV cavity, 2 myocardium, 3 scar,
+ * 4 MVO, rv = -1).
+ *
+ * `size`: the caller's `sizeof(claim_label_scheme)` (the
+ * `CLAIM_DEFAULT(claim_label_scheme, &s)` macro passes it). Writes the
+ * first `min(size, sizeof(claim_label_scheme))` bytes and sets
+ * `struct_size` to that number, so a caller built against an older,
+ * smaller struct is never overrun; writes nothing when `size` < 4. Does
+ * nothing when `out` is NULL. Thread-safe; does not change
+ * `claim_last_error_message()`.
+ */
+void claim_label_scheme_default(struct claim_label_scheme *out, size_t size);
 
 /**
  * Reads a NIfTI-1 file (`.nii`, or gzip-compressed `.nii.gz`) into a new
@@ -1050,12 +1153,12 @@ claim_status claim_image_read(const char *path, struct claim_image **out);
 claim_status claim_image_write(const struct claim_image *img, const char *path);
 
 /**
- * Creates a zero-filled image of `dtype` with the dims, spacing, origin and
+ * Creates a zero-filled image of `voxel_type` with the dims, spacing, origin and
  * direction of `like`.
  *
  * `like`: borrowed for the call; only `struct_size`, `dims` and the
- * geometry fields are read (`like->dtype` and `like->data` are ignored, so
- * `data` may be NULL). `dtype`: a `CLAIM_DTYPE_*` value. `out`: receives
+ * geometry fields are read (`like->voxel_type` and `like->data` are
+ * ignored, so `data` may be NULL). `voxel_type`: a `CLAIM_VOXEL_*` value. `out`: receives
  * the new image, owned by the caller and freed with `claim_image_free`; set
  * to NULL on every failure. Fill it through `claim_image_view`.
  *
@@ -1064,7 +1167,7 @@ claim_status claim_image_write(const struct claim_image *img, const char *path);
  * `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
  */
 claim_status claim_image_create(const struct claim_volume *like,
-                                claim_dtype dtype,
+                                claim_voxel_type voxel_type,
                                 struct claim_image **out);
 
 /**
@@ -1090,23 +1193,26 @@ claim_status claim_image_view(const struct claim_image *img, struct claim_volume
 void claim_image_free(struct claim_image *img);
 
 /**
- * Fills `*out` with the default AHA options: EMIDEC labels without RV,
- * rotation 0, long axis estimated; `struct_size = sizeof(claim_aha_params)`.
+ * Fills `*out` with the default AHA options: EMIDEC labels without RV
+ * (`labels` NULL), rotation 0, long axis estimated.
  *
- * Writes all of `sizeof(claim_aha_params)`, whatever `out->struct_size`
- * held before. Does nothing when `out` is NULL. Thread-safe; does not
- * change `claim_last_error_message()`.
+ * `size`: the caller's `sizeof(claim_aha_params)`; writes the first
+ * `min(size, sizeof(claim_aha_params))` bytes and sets `struct_size` to
+ * that number (nothing when `size` < 4), so a caller built against an
+ * older, smaller struct is never overrun. Does nothing when `out` is NULL.
+ * Thread-safe; does not change `claim_last_error_message()`.
  */
-void claim_aha_params_default(struct claim_aha_params *out);
+void claim_aha_params_default(struct claim_aha_params *out, size_t size);
 
 /**
  * Parcellates the LV myocardium of a label map into the 17 AHA segments.
  *
- * `labels`: the label map in `params->labels`' scheme; any dtype (float
- * labels must be integral); borrowed for the call. It must hold
+ * `labels`: the label map in `params->labels`' scheme; any voxel type
+ * (float labels must be integral); borrowed for the call. It must hold
  * myocardium and LV cavity, and no label the scheme does not name.
- * `params`: see `claim_aha_params`; borrowed. `out_segments`: caller's
- * volume with the dims of `labels` and any dtype (`CLAIM_DTYPE_U8`
+ * `params`: see `claim_aha_params`; borrowed.
+ * `out_segments`: caller's volume with the dims of `labels` and any
+ * voxel type (`CLAIM_VOXEL_U8`
  * suggested); receives 0 outside the myocardium and the segment 1–17 on
  * every myocardium voxel (healthy, scar and MVO labels), and its
  * spacing, origin and direction are set to those of `labels`. It may be
@@ -1119,22 +1225,22 @@ void claim_aha_params_default(struct claim_aha_params *out);
  * outside the scheme, no myocardium or no LV cavity, a degenerate LV),
  * `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
  */
-claim_status claim_aha_segment(const struct claim_volume *labels,
-                               const struct claim_aha_params *params,
-                               struct claim_volume *out_segments);
+claim_status claim_aha_parcellate(const struct claim_volume *labels,
+                                  const struct claim_aha_params *params,
+                                  struct claim_volume *out_segments);
 
 /**
  * Fills `*out` with the default draw: ischaemic pattern, territory and
  * burden and transmurality drawn at random (`CLAIM_TERRITORY_ANY`,
- * -1, -1), no MVO, EMIDEC labels without RV, default AHA options;
- * `struct_size = sizeof(claim_smile_params)` (and the nested structs'
- * `struct_size`s set).
+ * -1, -1), no MVO, EMIDEC labels without RV and default AHA options
+ * (`labels` and `aha` NULL).
  *
- * Writes all of `sizeof(claim_smile_params)`, whatever `out->struct_size`
- * held before. Does nothing when `out` is NULL. Thread-safe; does not
- * change `claim_last_error_message()`.
+ * `size`: the caller's `sizeof(claim_smile_params)`; writes the first
+ * `min(size, sizeof(claim_smile_params))` bytes and sets `struct_size` to
+ * that number (nothing when `size` < 4). Does nothing when `out` is NULL.
+ * Thread-safe; does not change `claim_last_error_message()`.
  */
-void claim_smile_params_default(struct claim_smile_params *out);
+void claim_smile_params_default(struct claim_smile_params *out, size_t size);
 
 /**
  * Draws one scar mask into a copy of a label map: parcellates the LV into
@@ -1174,7 +1280,7 @@ claim_status claim_smile_generate(const struct claim_volume *labels,
  * or reuse it afterwards. `segments`: NULL to parcellate `labels` with
  * `params->aha`, or a segment map of the same dims and geometry (any
  * dtype, 0 = none, 1–17; only its values on the myocardium are used), e.g.
- * an atlas's own segments or the output of `claim_aha_segment`.
+ * an atlas's own segments or the output of `claim_aha_parcellate`.
  * `params`: see `claim_smile_params`; copied. `out`: receives the new
  * context, owned by the caller and freed with `claim_smile_context_free`;
  * set to NULL on every failure.
@@ -1218,12 +1324,13 @@ void claim_smile_context_free(struct claim_smile_context *ctx);
 /**
  * Measures myocardium, scar and MVO per AHA segment of a label map.
  *
- * `labels`: the label map in `params->labels`' scheme; any dtype (float
- * labels must be integral); borrowed. Labels the scheme does not name
- * count as non-myocardium. `segments`: NULL to parcellate `labels` with
- * `params` first (then the map must hold myocardium and LV cavity and no
- * unnamed label), or a segment map with the dims and geometry of `labels`
- * (any dtype, 0 = none, 1–17), e.g. the output of `claim_aha_segment`;
+ * `labels`: the label map in `params->labels`' scheme; any voxel type
+ * (float labels must be integral); borrowed. Labels the scheme does not
+ * name count as non-myocardium. `segments`: NULL to parcellate `labels`
+ * with `params` first (then the map must hold myocardium and LV cavity and
+ * no unnamed label), or a segment map with the dims and geometry of
+ * `labels` (any voxel type, 0 = none, 1–17), e.g. the output of
+ * `claim_aha_parcellate`;
  * borrowed. `params`: the label scheme (`params->labels`) and, when
  * `segments` is NULL, the parcellation options; borrowed. `out`: caller's
  * struct with `struct_size` set; receives the statistics.
@@ -1233,29 +1340,30 @@ void claim_smile_context_free(struct claim_smile_context *ctx);
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL `labels`, `params` or `out`,
  * bad `struct_size`, bad volume or parameters, `segments` of other dims or
  * geometry or with values outside 0–17; with `segments` NULL, the errors
- * of `claim_aha_segment`), `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
+ * of `claim_aha_parcellate`), `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
  */
-claim_status claim_segment_stats(const struct claim_volume *labels,
-                                 const struct claim_volume *segments,
-                                 const struct claim_aha_params *params,
-                                 struct claim_scar_stats *out);
+claim_status claim_aha_segment_stats_measure(const struct claim_volume *labels,
+                                             const struct claim_volume *segments,
+                                             const struct claim_aha_params *params,
+                                             struct claim_aha_segment_stats *out);
 
 /**
  * Fills `*out` with the default plot options: 480 px, scale 0–100 %,
- * numbers and percentages shown, no title;
- * `struct_size = sizeof(claim_bullseye_options)`.
+ * numbers and percentages shown, no title.
  *
- * Writes all of `sizeof(claim_bullseye_options)`, whatever
- * `out->struct_size` held before. Does nothing when `out` is NULL.
- * Thread-safe; does not change `claim_last_error_message()`.
+ * `size`: the caller's `sizeof(claim_bullseye_options)`; writes the first
+ * `min(size, sizeof(claim_bullseye_options))` bytes and sets
+ * `struct_size` to that number (nothing when `size` < 4). Does nothing
+ * when `out` is NULL. Thread-safe; does not change
+ * `claim_last_error_message()`.
  */
-void claim_bullseye_options_default(struct claim_bullseye_options *out);
+void claim_bullseye_options_default(struct claim_bullseye_options *out, size_t size);
 
 /**
  * Renders the bull's-eye plot of `stats` as a standalone SVG document
  * (UTF-8, NUL-terminated) into the caller's buffer.
  *
- * `stats`: e.g. from `claim_segment_stats`; every value finite and ≥ 0;
+ * `stats`: e.g. from `claim_aha_segment_stats_measure`; every value finite and ≥ 0;
  * borrowed. `options`: see `claim_bullseye_options`; borrowed. `buf`,
  * `cap`: caller's buffer of `cap` bytes. `needed`: receives the size the
  * document needs, NUL included, on success and when `cap` is too small.
@@ -1268,31 +1376,35 @@ void claim_bullseye_options_default(struct claim_bullseye_options *out);
  * options, `buf` NULL with `cap` > 0, `cap` smaller than needed).
  * Thread-safe.
  */
-claim_status claim_bullseye_svg(const struct claim_scar_stats *stats,
-                                const struct claim_bullseye_options *options,
-                                char *buf,
-                                size_t cap,
-                                size_t *needed);
+claim_status claim_bullseye_render_svg(const struct claim_aha_segment_stats *stats,
+                                       const struct claim_bullseye_options *options,
+                                       char *buf,
+                                       size_t cap,
+                                       size_t *needed);
 
 /**
  * Renders the bull's-eye plot of `stats` as a PNG image (RGB, 8 bits)
  * into the caller's buffer; the title and percentages are SVG-only.
  *
- * Arguments, size query and errors as `claim_bullseye_svg`, except that
+ * Arguments, size query and errors as `claim_bullseye_render_svg`, except that
  * the bytes are a PNG file, not NUL-terminated. Thread-safe.
  */
-claim_status claim_bullseye_png(const struct claim_scar_stats *stats,
-                                const struct claim_bullseye_options *options,
-                                uint8_t *buf,
-                                size_t cap,
-                                size_t *needed);
+claim_status claim_bullseye_render_png(const struct claim_aha_segment_stats *stats,
+                                       const struct claim_bullseye_options *options,
+                                       uint8_t *buf,
+                                       size_t cap,
+                                       size_t *needed);
 
 /**
  * Fills `*out` with the default options: CPU, device 0, automatic
- * precision; `struct_size = sizeof(claim_load_options)`. Does nothing when
- * `out` is NULL. Thread-safe; does not change `claim_last_error_message()`.
+ * precision.
+ *
+ * `size`: the caller's `sizeof(claim_load_options)`; writes the first
+ * `min(size, sizeof(claim_load_options))` bytes and sets `struct_size` to
+ * that number (nothing when `size` < 4). Does nothing when `out` is NULL.
+ * Thread-safe; does not change `claim_last_error_message()`.
  */
-void claim_load_options_default(struct claim_load_options *out);
+void claim_load_options_default(struct claim_load_options *out, size_t size);
 
 /**
  * Loads a denoiser from a `.safetensors` file (f32, f16 or bf16 values;
@@ -1308,8 +1420,9 @@ void claim_load_options_default(struct claim_load_options *out);
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL path or `out`, bad options),
  * `CLAIM_ERR_IO` (cannot read), `CLAIM_ERR_FORMAT` (not safetensors),
  * `CLAIM_ERR_MODEL` (a tensor missing, misshapen or unexpected: the
- * message names the first), `CLAIM_ERR_DEVICE` (CUDA asked: this build has
- * no CUDA backend), `CLAIM_ERR_UNSUPPORTED` (FP16 on the CPU). Thread-safe.
+ * message names the first), `CLAIM_ERR_DEVICE` (CUDA asked where this build
+ * or machine has none: the message says why), `CLAIM_ERR_UNSUPPORTED`
+ * (FP16 on the CPU). Thread-safe.
  */
 claim_status claim_diffusion_load(const char *weights_path,
                                   const struct claim_load_options *options,
@@ -1354,11 +1467,15 @@ claim_status claim_diffusion_predict_noise(const struct claim_diffusion_model *m
 /**
  * Fills `*out` with the defaults: 300/5/5 (CLAIM inference), seed 0, no
  * guidance, CLAIM's EMIDEC histogram perturbed by up to 10 %, lesion-only
- * paste, batch 4, 72×72 windows, 1 frame, EMIDEC labels;
- * `struct_size = sizeof(claim_synthesis_params)`. Does nothing when `out`
- * is NULL. Thread-safe; does not change `claim_last_error_message()`.
+ * paste, batch 4, 72×72 windows, 1 frame, EMIDEC labels (`labels` NULL).
+ *
+ * `size`: the caller's `sizeof(claim_synthesis_params)`; writes the first
+ * `min(size, sizeof(claim_synthesis_params))` bytes and sets
+ * `struct_size` to that number (nothing when `size` < 4). Does nothing
+ * when `out` is NULL. Thread-safe; does not change
+ * `claim_last_error_message()`.
  */
-void claim_synthesis_params_default(struct claim_synthesis_params *out);
+void claim_synthesis_params_default(struct claim_synthesis_params *out, size_t size);
 
 /**
  * Synthesizes scar intensities into a copy of `image` inside the scar and
@@ -1379,7 +1496,7 @@ void claim_synthesis_params_default(struct claim_synthesis_params *out);
  * calling thread; `total` = evaluations per batch × batches (1480 per
  * batch at 300/5/5 without guidance); non-zero cancels. `out_image`: the
  * caller's volume with the dims of `image` and its dtype or
- * `CLAIM_DTYPE_F32`; receives the image and the geometry of `image`.
+ * `CLAIM_VOXEL_F32`; receives the image and the geometry of `image`.
  * Integer outputs are rounded and clamped to the type. It may be the same
  * buffer as `image` (inputs are copied first). On failure it is left
  * untouched.
@@ -1391,21 +1508,21 @@ void claim_synthesis_params_default(struct claim_synthesis_params *out);
  * `CLAIM_ERR_UNSUPPORTED` (a multi-channel model), `CLAIM_ERR_CANCELLED`,
  * `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
  */
-claim_status claim_synthesize(const struct claim_diffusion_model *model,
-                              const struct claim_volume *image,
-                              const struct claim_volume *labels,
-                              const struct claim_synthesis_params *params,
-                              claim_progress_fn progress,
-                              void *user_data,
-                              struct claim_volume *out_image);
+claim_status claim_diffusion_synthesize(const struct claim_diffusion_model *model,
+                                        const struct claim_volume *image,
+                                        const struct claim_volume *labels,
+                                        const struct claim_synthesis_params *params,
+                                        claim_progress_fn progress,
+                                        void *user_data,
+                                        struct claim_volume *out_image);
 
 /**
  * Measures a histogram condition from a reference case: the normalised
  * 16-bin histogram over [−1, 1] of the voxels labelled scar (as in
  * training), each slice holding scar cropped to a `crop_size`² window on
- * the LV cavity and scaled to [−1, 1] like `claim_synthesize` does.
+ * the LV cavity and scaled to [−1, 1] like `claim_diffusion_synthesize` does.
  *
- * `image`, `labels`: as in `claim_synthesize` (must hold scar). `scheme`:
+ * `image`, `labels`: as in `claim_diffusion_synthesize` (must hold scar). `scheme`:
  * NULL for EMIDEC, else the labels' scheme. `crop_size`: 1–1024 (72 for
  * CLAIM). `out_histogram`: room for `CLAIM_HISTOGRAM_BINS` (16) floats;
  * receives values summing to 1. Use it as `histogram` with
@@ -1422,11 +1539,15 @@ claim_status claim_histogram_measure(const struct claim_volume *image,
 
 /**
  * Fills `*out` with the default options: every numbered fold present, the
- * checkpoints' configuration; `struct_size = sizeof(claim_segmenter_options)`.
- * Does nothing when `out` is NULL. Thread-safe; does not change
+ * checkpoints' configuration.
+ *
+ * `size`: the caller's `sizeof(claim_segmenter_options)`; writes the first
+ * `min(size, sizeof(claim_segmenter_options))` bytes and sets
+ * `struct_size` to that number (nothing when `size` < 4). Does nothing
+ * when `out` is NULL. Thread-safe; does not change
  * `claim_last_error_message()`.
  */
-void claim_segmenter_options_default(struct claim_segmenter_options *out);
+void claim_segmenter_options_default(struct claim_segmenter_options *out, size_t size);
 
 /**
  * Loads a trained nnU-Net v2 model, without Python:
@@ -1453,8 +1574,9 @@ void claim_segmenter_options_default(struct claim_segmenter_options *out);
  * checkpoint, bundle or valid plans / dataset JSON), `CLAIM_ERR_MODEL`
  * (weights that do not fit the plans: the message names fold and tensor),
  * `CLAIM_ERR_UNSUPPORTED` (another architecture, a cascade stage,
- * region-based labels, FP16 on the CPU), `CLAIM_ERR_DEVICE` (CUDA asked:
- * this build has no CUDA backend). Thread-safe.
+ * region-based labels, FP16 on the CPU), `CLAIM_ERR_DEVICE` (CUDA asked
+ * where this build or machine has none: the message says why).
+ * Thread-safe.
  */
 claim_status claim_segmenter_load(const char *path,
                                   const struct claim_load_options *load_options,
@@ -1498,11 +1620,15 @@ claim_status claim_segmenter_predict_logits(const struct claim_segmenter *segmen
 
 /**
  * Fills `*out` with the defaults: mirroring on, step 0.5, post-processing
- * on, EMIDEC labels; `struct_size = sizeof(claim_segment_params)`. Does
- * nothing when `out` is NULL. Thread-safe; does not change
+ * on, EMIDEC labels (`labels` NULL).
+ *
+ * `size`: the caller's `sizeof(claim_segmentation_params)`; writes the
+ * first `min(size, sizeof(claim_segmentation_params))` bytes and sets
+ * `struct_size` to that number (nothing when `size` < 4). Does nothing
+ * when `out` is NULL. Thread-safe; does not change
  * `claim_last_error_message()`.
  */
-void claim_segment_params_default(struct claim_segment_params *out);
+void claim_segmentation_params_default(struct claim_segmentation_params *out, size_t size);
 
 /**
  * Segments LV cavity, myocardium, scar and MVO in `image` the way nnU-Net's
@@ -1515,12 +1641,12 @@ void claim_segment_params_default(struct claim_segment_params *out);
  *
  * `segmenter`: borrowed; may be used by several threads at once. `image`:
  * one channel (the model must take one), any dtype, finite values; its
- * geometry gives the spacing. `params`: see `claim_segment_params`.
+ * geometry gives the spacing. `params`: see `claim_segmentation_params`.
  * `progress`: NULL, or called with (`user_data`, done, total) on the
  * calling thread with done = 0 once the total is known and after each
  * network evaluation; `total` = windows × mirror passes × folds;
  * non-zero cancels. `out_labels`: the caller's volume with the dims of
- * `image` and any dtype (`CLAIM_DTYPE_U8` suggested); receives the labels
+ * `image` and any dtype (`CLAIM_VOXEL_U8` suggested); receives the labels
  * and the geometry of `image`. It may be the same buffer as `image` (the
  * input is copied first). On failure it is left untouched.
  *
@@ -1530,12 +1656,12 @@ void claim_segment_params_default(struct claim_segment_params *out);
  * `CLAIM_ERR_UNSUPPORTED` (a model taking several channels),
  * `CLAIM_ERR_CANCELLED`, `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
  */
-claim_status claim_segment(const struct claim_segmenter *segmenter,
-                           const struct claim_volume *image,
-                           const struct claim_segment_params *params,
-                           claim_progress_fn progress,
-                           void *user_data,
-                           struct claim_volume *out_labels);
+claim_status claim_segmenter_segment(const struct claim_segmenter *segmenter,
+                                     const struct claim_volume *image,
+                                     const struct claim_segmentation_params *params,
+                                     claim_progress_fn progress,
+                                     void *user_data,
+                                     struct claim_volume *out_labels);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -3,6 +3,8 @@
 //! Every variant maps 1:1 onto a `claim_status` code of the C ABI (see
 //! [`Error::status_code`]); the codes are part of the ABI and never change.
 
+use std::fmt::Display;
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -71,6 +73,45 @@ impl Error {
     pub fn io_at(path: &std::path::Path, err: &std::io::Error) -> Self {
         Error::Io(format!("{}: {err}", path.display()))
     }
+
+    /// The same error with `what` (an argument, file, case, tensor, ...)
+    /// in front of its message: `"<what>: <message>"`. The variant, and so
+    /// the `claim_status`, is kept; [`Error::Cancelled`] has no message and
+    /// is returned as it is. The one way to say where an error happened:
+    /// no hand-written `match` re-wrapping messages.
+    pub fn context(self, what: impl Display) -> Error {
+        let prefixed = |message: String| format!("{what}: {message}");
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(prefixed(m)),
+            Error::Io(m) => Error::Io(prefixed(m)),
+            Error::Format(m) => Error::Format(prefixed(m)),
+            Error::Model(m) => Error::Model(prefixed(m)),
+            Error::Device(m) => Error::Device(prefixed(m)),
+            Error::OutOfMemory(m) => Error::OutOfMemory(prefixed(m)),
+            Error::Cancelled => Error::Cancelled,
+            Error::Unsupported(m) => Error::Unsupported(prefixed(m)),
+            Error::Internal(m) => Error::Internal(prefixed(m)),
+        }
+    }
+}
+
+/// [`Error::context`] on the error of a [`Result`].
+pub trait ResultExt<T> {
+    /// Prefixes the error's message with `what`; see [`Error::context`].
+    fn context(self, what: impl Display) -> Result<T>;
+
+    /// As [`ResultExt::context`], with the prefix built only on failure.
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn context(self, what: impl Display) -> Result<T> {
+        self.map_err(|e| e.context(what))
+    }
+
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| e.context(what()))
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +133,37 @@ mod tests {
         ];
         let codes: Vec<i32> = all.iter().map(Error::status_code).collect();
         assert_eq!(codes, (1..=9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn context_prefixes_the_message_and_keeps_the_variant() {
+        let all = [
+            Error::invalid("a"),
+            Error::Io("b".into()),
+            Error::format("c"),
+            Error::Model("d".into()),
+            Error::Device("e".into()),
+            Error::OutOfMemory("f".into()),
+            Error::Unsupported("g".into()),
+            Error::Internal("h".into()),
+        ];
+        for err in all {
+            let code = err.status_code();
+            let before = err.to_string();
+            let after = err.context("params.labels");
+            assert_eq!(after.status_code(), code);
+            let (kind, message) = before.split_once(": ").unwrap();
+            assert_eq!(
+                after.to_string(),
+                format!("{kind}: params.labels: {message}")
+            );
+        }
+        assert!(matches!(Error::Cancelled.context("x"), Error::Cancelled));
+
+        let ok: Result<u8> = Ok(1);
+        assert_eq!(ok.context("unused").unwrap(), 1);
+        let failed: Result<u8> = Err(Error::format("bad magic"));
+        let msg = failed.with_context(|| format!("case {}", 7)).unwrap_err();
+        assert_eq!(msg.to_string(), "format error: case 7: bad magic");
     }
 }

@@ -30,7 +30,7 @@ pub mod volume;
 #[doc(hidden)]
 pub mod ffi;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, ResultExt};
 pub use volume::{DType, Geometry, Image, LabelScheme, Volume};
 
 /// The crate version, e.g. `"0.1.0"`.

@@ -974,3 +974,83 @@ fn synth_fails_cleanly_on_bad_input() {
         "a failed run wrote its output"
     );
 }
+
+/// `claim info --build` describes the build (text and JSON) as the library
+/// does; without the `cuda` feature it says so.
+#[test]
+fn info_build_reports_the_cuda_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = claim(&["info", "--build"], tmp.path());
+    assert_ok(&out);
+    let text = stdout(&out);
+    let library = claim::backend::build_info();
+    for needle in [
+        format!("claim {}", claim::VERSION),
+        "CUDA back-end built in:".to_string(),
+        "embedded GPU kernels:".to_string(),
+        "CUDA usable:".to_string(),
+    ] {
+        assert!(text.contains(&needle), "lacks {needle:?}:\n{text}");
+    }
+    let report = json(&claim(&["info", "--build", "--json"], tmp.path()));
+    assert_eq!(report["version"], claim::VERSION);
+    assert_eq!(report["cuda_feature"], library.cuda_feature);
+    assert_eq!(
+        report["kernel_archs"].as_array().unwrap().len(),
+        library.kernel_archs.len()
+    );
+    if !cfg!(feature = "cuda") {
+        assert!(text.contains("CUDA back-end built in: no"), "{text}");
+        assert_eq!(report["cuda_available"], false);
+        assert!(report["cuda_unavailable_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no CUDA back-end"));
+    }
+    // A file and --build are two different questions.
+    let out = claim(&["info", "--build", "x.nii"], tmp.path());
+    assert_fails(&out, 1, "--build");
+}
+
+/// `--device` is parsed by the library and resolved before anything is
+/// loaded: a device this build cannot open fails with the library's
+/// reason and the device status (5), a bad name as an invalid argument.
+#[test]
+fn model_commands_resolve_the_device_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let synth = [
+        "synth",
+        "--model",
+        "none.safetensors",
+        "--image",
+        "none.nii",
+        "--labels",
+        "none.nii",
+        "-o",
+        "out.nii",
+    ];
+    let segment = [
+        "segment", "--model", "none", "--image", "none.nii", "-o", "out.nii",
+    ];
+    for command in [&synth[..], &segment[..]] {
+        let with = |device: &str| {
+            let mut args = command.to_vec();
+            args.extend(["--device", device]);
+            claim(&args, tmp.path())
+        };
+        let out = with("tpu");
+        assert_fails(&out, 1, "expected `cpu`, `cuda` or `cuda:N`");
+        if !cfg!(feature = "cuda") {
+            let out = with("cuda:1");
+            assert_fails(&out, 5, "CUDA device 1 requested");
+            assert!(
+                stderr(&out).contains("no CUDA back-end"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        // The CPU resolves; the missing model is what fails then.
+        let out = with("cpu");
+        assert_fails(&out, 2, "none");
+    }
+}

@@ -171,7 +171,7 @@ fn c_smile() {
 
 /// The diffusion model and scar synthesis: PyTorch parity of
 /// `claim_diffusion_predict_noise` on the committed fixtures, and
-/// `claim_synthesize` end to end.
+/// `claim_diffusion_synthesize` end to end.
 #[test]
 fn c_synthesis() {
     let scratch = tempfile::tempdir().unwrap();
@@ -340,7 +340,7 @@ fn write_segment_inputs(scratch: &Path) {
 
 /// nnU-Net segmentation through the C API: loading the PyTorch-saved
 /// results folder, PyTorch parity of `claim_segmenter_predict_logits`,
-/// `claim_segment` against the Rust library with progress and cancel, and
+/// `claim_segmenter_segment` against the Rust library with progress and cancel, and
 /// the refusals.
 #[test]
 fn c_segment() {
@@ -363,6 +363,28 @@ fn cpp_segment() {
         &tool("CXX", "c++"),
         CXX_FLAGS,
         "tests/cpp/segment_test.cpp",
+        scratch.path(),
+    );
+    run_with_args(&exe, scratch.path(), &[&nnunet_results_2d()]);
+}
+
+/// No exported function reads or writes past a caller's `struct_size`:
+/// `tests/c/struct_bounds.c` fills guard-byte buffers through every
+/// `_default` and refused output, and passes every struct of every
+/// function at the end of a page followed by a `PROT_NONE` page (an
+/// over-read or over-write kills it).
+#[test]
+fn c_struct_bounds() {
+    let scratch = tempfile::tempdir().unwrap();
+    let fixtures = format!(
+        "-DCLAIM_FIXTURES=\"{}\"",
+        repo().join("tests/fixtures").display()
+    );
+    let flags: Vec<&str> = C_FLAGS.iter().copied().chain([fixtures.as_str()]).collect();
+    let exe = compile(
+        &tool("CC", "cc"),
+        &flags,
+        "tests/c/struct_bounds.c",
         scratch.path(),
     );
     run_with_args(&exe, scratch.path(), &[&nnunet_results_2d()]);

@@ -9,7 +9,7 @@
 // SMILE (aha_segment(s), SmileParams, smile_generate, SmileContext,
 // segment_stats, bullseye_svg / bullseye_png), diffusion (DiffusionModel,
 // SynthesisParams, synthesize, measure_histogram), segmentation (Segmenter,
-// SegmenterOptions, SegmentParams, segment).
+// SegmenterOptions, SegmentationParams, segment).
 #ifndef CLAIM_HPP
 #define CLAIM_HPP
 
@@ -74,26 +74,35 @@ inline bool abi_compatible() {
     return (v >> 16) == CLAIM_ABI_VERSION_MAJOR && library_minor >= long{CLAIM_ABI_VERSION_MINOR};
 }
 
+/// What this build is and finds on this machine (claim_build_info_get):
+/// the CUDA back-end, its kernels' GPU targets, the driver and devices.
+inline claim_build_info build_info() {
+    claim_build_info info{};
+    info.struct_size = sizeof(claim_build_info);
+    check(claim_build_info_get(&info));
+    return info;
+}
+
 /// The default (EMIDEC) label scheme: 1 LV cavity, 2 myocardium, 3 scar,
 /// 4 MVO, no RV (rv = -1). Change fields, then pass it in parameter structs.
 inline claim_label_scheme default_label_scheme() {
     claim_label_scheme scheme{};
-    claim_label_scheme_default(&scheme);
+    CLAIM_DEFAULT(claim_label_scheme, &scheme);
     return scheme;
 }
 
-/// The CLAIM_DTYPE_* of a voxel type (uint8_t, int16_t, uint16_t, int32_t, float).
+/// The CLAIM_VOXEL_* of a voxel type (uint8_t, int16_t, uint16_t, int32_t, float).
 template <typename T>
-constexpr claim_dtype dtype_of() {
+constexpr claim_voxel_type voxel_type_of() {
     static_assert(std::is_same_v<T, std::uint8_t> || std::is_same_v<T, std::int16_t> ||
                       std::is_same_v<T, std::uint16_t> || std::is_same_v<T, std::int32_t> ||
                       std::is_same_v<T, float>,
                   "claim volumes hold uint8_t, int16_t, uint16_t, int32_t or float");
-    if constexpr (std::is_same_v<T, std::uint8_t>) return CLAIM_DTYPE_U8;
-    else if constexpr (std::is_same_v<T, std::int16_t>) return CLAIM_DTYPE_I16;
-    else if constexpr (std::is_same_v<T, std::uint16_t>) return CLAIM_DTYPE_U16;
-    else if constexpr (std::is_same_v<T, std::int32_t>) return CLAIM_DTYPE_I32;
-    else return CLAIM_DTYPE_F32;
+    if constexpr (std::is_same_v<T, std::uint8_t>) return CLAIM_VOXEL_U8;
+    else if constexpr (std::is_same_v<T, std::int16_t>) return CLAIM_VOXEL_I16;
+    else if constexpr (std::is_same_v<T, std::uint16_t>) return CLAIM_VOXEL_U16;
+    else if constexpr (std::is_same_v<T, std::int32_t>) return CLAIM_VOXEL_I32;
+    else return CLAIM_VOXEL_F32;
 }
 
 /// Geometry of a voxel grid in LPS millimetres, as ITK: spacing, origin and
@@ -106,11 +115,11 @@ struct Geometry {
 
 /// A claim_volume viewing `data` (owned by the caller, not copied):
 /// dims i (fastest), j, k.
-inline claim_volume make_volume(claim_dtype dtype, const std::array<std::uint64_t, 3>& dims,
+inline claim_volume make_volume(claim_voxel_type voxel_type, const std::array<std::uint64_t, 3>& dims,
                                 void* data, const Geometry& geometry = Geometry{}) {
     claim_volume v{};
     v.struct_size = sizeof(claim_volume);
-    v.dtype = dtype;
+    v.voxel_type = voxel_type;
     for (int a = 0; a < 3; ++a) {
         v.dims[a] = dims[a];
         v.spacing[a] = geometry.spacing[a];
@@ -153,18 +162,18 @@ public:
         return Image(raw);
     }
 
-    /// A zero-filled image of `dtype` with the dims and geometry of `like`
+    /// A zero-filled image of `voxel_type` with the dims and geometry of `like`
     /// (`like.data` is not read).
-    static Image create(const claim_volume& like, claim_dtype dtype) {
+    static Image create(const claim_volume& like, claim_voxel_type voxel_type) {
         claim_image* raw = nullptr;
-        check(claim_image_create(&like, dtype, &raw));
+        check(claim_image_create(&like, voxel_type, &raw));
         return Image(raw);
     }
 
     /// A zero-filled image with the given dims and geometry.
-    static Image create(claim_dtype dtype, const std::array<std::uint64_t, 3>& dims,
+    static Image create(claim_voxel_type voxel_type, const std::array<std::uint64_t, 3>& dims,
                         const Geometry& geometry = Geometry{}) {
-        return create(make_volume(dtype, dims, nullptr, geometry), dtype);
+        return create(make_volume(voxel_type, dims, nullptr, geometry), voxel_type);
     }
 
     /// Writes a NIfTI-1 file, gzip-compressed when `path` ends in ".gz".
@@ -179,7 +188,7 @@ public:
         return v;
     }
 
-    claim_dtype dtype() const { return view().dtype; }
+    claim_voxel_type voxel_type() const { return view().voxel_type; }
 
     std::array<std::uint64_t, 3> dims() const {
         const claim_volume v = view();
@@ -210,15 +219,15 @@ public:
 
     Geometry geometry() const { return Geometry{spacing(), origin(), direction()}; }
 
-    /// The voxels as `T`, i fastest; throws unless `T` matches the dtype.
+    /// The voxels as `T`, i fastest; throws unless `T` matches the voxel type.
     template <typename T>
     T* data() {
         const claim_volume v = view();
-        if (v.dtype != dtype_of<T>()) {
+        if (v.voxel_type != voxel_type_of<T>()) {
             throw Error(CLAIM_ERR_INVALID_ARGUMENT,
-                        std::string("claim::Image::data: the image holds dtype ") +
-                            std::to_string(v.dtype) + ", not the requested " +
-                            std::to_string(dtype_of<T>()));
+                        std::string("claim::Image::data: the image holds voxel type ") +
+                            std::to_string(v.voxel_type) + ", not the requested " +
+                            std::to_string(voxel_type_of<T>()));
         }
         return static_cast<T*>(v.data);
     }
@@ -261,7 +270,7 @@ inline std::size_t voxel_count(const claim_volume& v) {
 /// estimated. Change fields (e.g. `labels.rv = 5`), then pass it on.
 inline claim_aha_params default_aha_params() {
     claim_aha_params params{};
-    claim_aha_params_default(&params);
+    CLAIM_DEFAULT(claim_aha_params, &params);
     return params;
 }
 
@@ -269,7 +278,7 @@ inline claim_aha_params default_aha_params() {
 /// percentages, no title.
 inline claim_bullseye_options default_bullseye_options() {
     claim_bullseye_options options{};
-    claim_bullseye_options_default(&options);
+    CLAIM_DEFAULT(claim_bullseye_options, &options);
     return options;
 }
 
@@ -281,7 +290,19 @@ inline claim_bullseye_options default_bullseye_options() {
 ///     claim::smile_generate(labels, params, seed, out);
 class SmileParams {
 public:
-    SmileParams() { claim_smile_params_default(&params_); }
+    SmileParams() { CLAIM_DEFAULT(claim_smile_params, &params_); }
+    // Copies point at their own copies of the scheme and AHA options.
+    SmileParams(const SmileParams& other)
+        : params_(other.params_), labels_(other.labels_), aha_(other.aha_) {
+        repoint(other);
+    }
+    SmileParams& operator=(const SmileParams& other) {
+        params_ = other.params_;
+        labels_ = other.labels_;
+        aha_ = other.aha_;
+        repoint(other);
+        return *this;
+    }
 
     SmileParams& pattern(claim_pattern value) { params_.pattern = value; return *this; }
     SmileParams& territory(claim_territory value) { params_.territory = value; return *this; }
@@ -295,24 +316,40 @@ public:
     SmileParams& random_transmurality() { params_.transmurality = -1.0; return *this; }
     /// An MVO core (ischaemic pattern).
     SmileParams& mvo(bool on) { params_.mvo = on ? 1 : 0; return *this; }
-    /// Label scheme of input and output (also used by the parcellation).
-    SmileParams& labels(const claim_label_scheme& scheme) { params_.labels = scheme; return *this; }
-    /// Parcellation options (their `labels` member is ignored).
-    SmileParams& aha(const claim_aha_params& options) { params_.aha = options; return *this; }
+    /// Label scheme of input and output (also used by the parcellation);
+    /// copied into this object, which `params.labels` then points to.
+    SmileParams& labels(const claim_label_scheme& scheme) {
+        labels_ = scheme;
+        params_.labels = &labels_;
+        return *this;
+    }
+    /// Parcellation options (their `labels` member is ignored); copied.
+    SmileParams& aha(const claim_aha_params& options) {
+        aha_ = options;
+        params_.aha = &aha_;
+        return *this;
+    }
 
+    /// The C struct; its pointers point into this object.
     const claim_smile_params& c() const noexcept { return params_; }
     claim_smile_params& c() noexcept { return params_; }
     operator const claim_smile_params&() const noexcept { return params_; }
 
 private:
+    void repoint(const SmileParams& other) {
+        if (other.params_.labels == &other.labels_) params_.labels = &labels_;
+        if (other.params_.aha == &other.aha_) params_.aha = &aha_;
+    }
     claim_smile_params params_{};
+    claim_label_scheme labels_{};
+    claim_aha_params aha_{};
 };
 
 /// Parcellates `labels` into AHA segments, written into the caller's
-/// `out_segments` (dims of `labels`, any dtype).
-inline void aha_segment(const claim_volume& labels, const claim_aha_params& params,
-                        claim_volume& out_segments) {
-    check(claim_aha_segment(&labels, &params, &out_segments));
+/// `out_segments` (dims of `labels`, any voxel type).
+inline void aha_parcellate(const claim_volume& labels, const claim_aha_params& params,
+                           claim_volume& out_segments) {
+    check(claim_aha_parcellate(&labels, &params, &out_segments));
 }
 
 /// The AHA segments (0, 1..17) of `labels` as a new buffer, i fastest.
@@ -320,14 +357,14 @@ inline std::vector<std::uint8_t> aha_segments(const claim_volume& labels,
                                               const claim_aha_params& params = default_aha_params()) {
     std::vector<std::uint8_t> segments(voxel_count(labels));
     claim_volume out = labels;
-    out.dtype = CLAIM_DTYPE_U8;
+    out.voxel_type = CLAIM_VOXEL_U8;
     out.data = segments.data();
-    aha_segment(labels, params, out);
+    aha_parcellate(labels, params, out);
     return segments;
 }
 
 /// Draws one scar mask of `labels` into the caller's `out_labels` (dims of
-/// `labels`, any dtype holding the scheme's labels; may alias `labels`).
+/// `labels`, any voxel type holding the scheme's labels; may alias `labels`).
 inline void smile_generate(const claim_volume& labels, const claim_smile_params& params,
                            std::uint64_t seed, claim_volume& out_labels) {
     check(claim_smile_generate(&labels, &params, seed, &out_labels));
@@ -339,41 +376,43 @@ std::vector<T> smile_generate(const claim_volume& labels, const claim_smile_para
                               std::uint64_t seed) {
     std::vector<T> voxels(voxel_count(labels));
     claim_volume out = labels;
-    out.dtype = dtype_of<T>();
+    out.voxel_type = voxel_type_of<T>();
     out.data = voxels.data();
     smile_generate(labels, params, seed, out);
     return voxels;
 }
 
 /// Per-AHA-segment myocardium, scar and MVO of `labels` (scheme in
-/// `params.labels`) over `segments`, or, with `segments` nullptr, over a
+/// `*params.labels`) over `segments`, or, with `segments` nullptr, over a
 /// parcellation with `params`.
-inline claim_scar_stats segment_stats(const claim_volume& labels, const claim_volume* segments,
-                                      const claim_aha_params& params = default_aha_params()) {
-    claim_scar_stats stats{};
-    stats.struct_size = sizeof(claim_scar_stats);
-    check(claim_segment_stats(&labels, segments, &params, &stats));
+inline claim_aha_segment_stats aha_segment_stats_measure(
+    const claim_volume& labels, const claim_volume* segments,
+    const claim_aha_params& params = default_aha_params()) {
+    claim_aha_segment_stats stats{};
+    stats.struct_size = sizeof(claim_aha_segment_stats);
+    check(claim_aha_segment_stats_measure(&labels, segments, &params, &stats));
     return stats;
 }
 
 /// The bull's-eye plot of `stats` as an SVG document.
-inline std::string bullseye_svg(const claim_scar_stats& stats,
-                                const claim_bullseye_options& options = default_bullseye_options()) {
+inline std::string bullseye_render_svg(
+    const claim_aha_segment_stats& stats,
+    const claim_bullseye_options& options = default_bullseye_options()) {
     std::size_t needed = 0;
-    check(claim_bullseye_svg(&stats, &options, nullptr, 0, &needed));
+    check(claim_bullseye_render_svg(&stats, &options, nullptr, 0, &needed));
     std::string svg(needed, '\0');
-    check(claim_bullseye_svg(&stats, &options, &svg[0], svg.size(), &needed));
+    check(claim_bullseye_render_svg(&stats, &options, &svg[0], svg.size(), &needed));
     svg.resize(needed - 1);  // drop the NUL
     return svg;
 }
 
 /// The bull's-eye plot of `stats` as the bytes of a PNG file.
-inline std::vector<std::uint8_t> bullseye_png(
-    const claim_scar_stats& stats, const claim_bullseye_options& options = default_bullseye_options()) {
+inline std::vector<std::uint8_t> bullseye_render_png(
+    const claim_aha_segment_stats& stats, const claim_bullseye_options& options = default_bullseye_options()) {
     std::size_t needed = 0;
-    check(claim_bullseye_png(&stats, &options, nullptr, 0, &needed));
+    check(claim_bullseye_render_png(&stats, &options, nullptr, 0, &needed));
     std::vector<std::uint8_t> png(needed);
-    check(claim_bullseye_png(&stats, &options, png.data(), png.size(), &needed));
+    check(claim_bullseye_render_png(&stats, &options, png.data(), png.size(), &needed));
     return png;
 }
 
@@ -413,7 +452,7 @@ private:
 /// claim_load_options with the defaults (CPU, device 0, automatic precision).
 inline claim_load_options default_load_options() {
     claim_load_options options{};
-    claim_load_options_default(&options);
+    CLAIM_DEFAULT(claim_load_options, &options);
     return options;
 }
 
@@ -421,6 +460,7 @@ inline claim_load_options default_load_options() {
 inline claim_tensor make_tensor(float* data, const std::vector<std::uint64_t>& shape) {
     claim_tensor t{};
     t.struct_size = sizeof(claim_tensor);
+    t.dtype = CLAIM_TENSOR_F32;
     if (shape.size() > CLAIM_TENSOR_MAX_DIMS) throw Error(CLAIM_ERR_INVALID_ARGUMENT, "tensor rank > 8");
     t.ndim = static_cast<std::uint32_t>(shape.size());
     for (std::size_t d = 0; d < shape.size(); ++d) t.shape[d] = shape[d];
@@ -485,7 +525,17 @@ private:
 ///     auto params = claim::SynthesisParams().seed(7).jumps(100, 2, 2);
 class SynthesisParams {
 public:
-    SynthesisParams() { claim_synthesis_params_default(&params_); }
+    SynthesisParams() { CLAIM_DEFAULT(claim_synthesis_params, &params_); }
+    // Copies point at their own copy of the scheme.
+    SynthesisParams(const SynthesisParams& other) : params_(other.params_), labels_(other.labels_) {
+        if (other.params_.labels == &other.labels_) params_.labels = &labels_;
+    }
+    SynthesisParams& operator=(const SynthesisParams& other) {
+        params_ = other.params_;
+        labels_ = other.labels_;
+        if (other.params_.labels == &other.labels_) params_.labels = &labels_;
+        return *this;
+    }
 
     SynthesisParams& seed(std::uint64_t value) { params_.seed = value; return *this; }
     /// RePaint's t_T, jump length and jump count.
@@ -509,25 +559,32 @@ public:
     SynthesisParams& batch_size(std::uint32_t value) { params_.batch_size = value; return *this; }
     SynthesisParams& crop_size(std::uint32_t value) { params_.crop_size = value; return *this; }
     SynthesisParams& frames(std::uint32_t value) { params_.frames = value; return *this; }
-    SynthesisParams& labels(const claim_label_scheme& scheme) { params_.labels = scheme; return *this; }
+    /// Label scheme of the label map; copied into this object.
+    SynthesisParams& labels(const claim_label_scheme& scheme) {
+        labels_ = scheme;
+        params_.labels = &labels_;
+        return *this;
+    }
 
+    /// The C struct; its `labels` points into this object.
     const claim_synthesis_params& c() const noexcept { return params_; }
     claim_synthesis_params& c() noexcept { return params_; }
     operator const claim_synthesis_params&() const noexcept { return params_; }
 
 private:
     claim_synthesis_params params_{};
+    claim_label_scheme labels_{};
 };
 
-/// Progress of synthesize(): (done, total) network evaluations; return
-/// false to cancel (synthesize then throws claim::Error with
-/// CLAIM_ERR_CANCELLED). An exception thrown by the callback cancels the
-/// call and is rethrown from synthesize().
+/// Progress of diffusion_synthesize() and segmenter_segment(): (done,
+/// total) network evaluations; return false to cancel (the call then
+/// throws claim::Error with CLAIM_ERR_CANCELLED). An exception thrown by
+/// the callback cancels the call and is rethrown.
 using Progress = std::function<bool(std::uint64_t done, std::uint64_t total)>;
 
-/// Synthesizes scar into `out_image` (dims of `image`, its dtype or float;
-/// may alias `image`) inside the scar/MVO labels of `labels`.
-inline void synthesize(const DiffusionModel& model, const claim_volume& image,
+/// Synthesizes scar into `out_image` (dims of `image`, its voxel type or
+/// float; may alias `image`) inside the scar/MVO labels of `labels`.
+inline void diffusion_synthesize(const DiffusionModel& model, const claim_volume& image,
                        const claim_volume& labels, const claim_synthesis_params& params,
                        claim_volume& out_image, const Progress& progress = Progress()) {
     struct Context {
@@ -544,7 +601,7 @@ inline void synthesize(const DiffusionModel& model, const claim_volume& image,
         }
     };
     const claim_status status =
-        claim_synthesize(model.get(), &image, &labels, &params,
+        claim_diffusion_synthesize(model.get(), &image, &labels, &params,
                          progress ? static_cast<claim_progress_fn>(trampoline) : nullptr, &context,
                          &out_image);
     if (context.error) std::rethrow_exception(context.error);
@@ -553,7 +610,7 @@ inline void synthesize(const DiffusionModel& model, const claim_volume& image,
 
 /// The normalised 16-bin scar histogram of a reference case (see
 /// claim_histogram_measure), for SynthesisParams::histogram().
-inline std::vector<float> measure_histogram(const claim_volume& image, const claim_volume& labels,
+inline std::vector<float> histogram_measure(const claim_volume& image, const claim_volume& labels,
                                             const claim_label_scheme& scheme = default_label_scheme(),
                                             std::uint32_t crop_size = 72) {
     std::vector<float> histogram(CLAIM_HISTOGRAM_BINS);
@@ -569,7 +626,7 @@ inline std::vector<float> measure_histogram(const claim_volume& image, const cla
 ///     const auto model = claim::Segmenter::load(folder, claim::SegmenterOptions().folds({0, 1}));
 class SegmenterOptions {
 public:
-    SegmenterOptions() { claim_segmenter_options_default(&options_); }
+    SegmenterOptions() { CLAIM_DEFAULT(claim_segmenter_options, &options_); }
 
     /// Folds to ensemble (CLAIM_FOLD_ALL for fold_all); empty = every
     /// numbered fold. The first is the one predict_logits() evaluates.
@@ -651,32 +708,49 @@ private:
     Handle<claim_segmenter, claim_segmenter_free> handle_;
 };
 
-/// claim_segment_params with chainable setters, starting from the defaults
+/// claim_segmentation_params with chainable setters, starting from the defaults
 /// (mirroring, step 0.5, post-processing, EMIDEC labels).
-class SegmentParams {
+class SegmentationParams {
 public:
-    SegmentParams() { claim_segment_params_default(&params_); }
+    SegmentationParams() { CLAIM_DEFAULT(claim_segmentation_params, &params_); }
+    // Copies point at their own copy of the scheme.
+    SegmentationParams(const SegmentationParams& other)
+        : params_(other.params_), labels_(other.labels_) {
+        if (other.params_.labels == &other.labels_) params_.labels = &labels_;
+    }
+    SegmentationParams& operator=(const SegmentationParams& other) {
+        params_ = other.params_;
+        labels_ = other.labels_;
+        if (other.params_.labels == &other.labels_) params_.labels = &labels_;
+        return *this;
+    }
 
-    SegmentParams& mirroring(bool on) { params_.mirroring = on ? 1 : 0; return *this; }
+    SegmentationParams& mirroring(bool on) { params_.mirroring = on ? 1 : 0; return *this; }
     /// Sliding-window step, fraction of the patch in (0, 1].
-    SegmentParams& step_size(float fraction) { params_.step_size = fraction; return *this; }
-    SegmentParams& postprocess(bool on) { params_.postprocess = on ? 1 : 0; return *this; }
-    /// Values written for the tissues.
-    SegmentParams& labels(const claim_label_scheme& scheme) { params_.labels = scheme; return *this; }
+    SegmentationParams& step_size(float fraction) { params_.step_size = fraction; return *this; }
+    SegmentationParams& postprocess(bool on) { params_.postprocess = on ? 1 : 0; return *this; }
+    /// Values written for the tissues; copied into this object.
+    SegmentationParams& labels(const claim_label_scheme& scheme) {
+        labels_ = scheme;
+        params_.labels = &labels_;
+        return *this;
+    }
 
-    const claim_segment_params& c() const noexcept { return params_; }
-    claim_segment_params& c() noexcept { return params_; }
-    operator const claim_segment_params&() const noexcept { return params_; }
+    /// The C struct; its `labels` points into this object.
+    const claim_segmentation_params& c() const noexcept { return params_; }
+    claim_segmentation_params& c() noexcept { return params_; }
+    operator const claim_segmentation_params&() const noexcept { return params_; }
 
 private:
-    claim_segment_params params_{};
+    claim_segmentation_params params_{};
+    claim_label_scheme labels_{};
 };
 
 /// Segments `image` into the caller's `out_labels` (dims of `image`, any
-/// dtype; may alias `image`). `progress` gets (done, total) network
+/// voxel type; may alias `image`). `progress` gets (done, total) network
 /// evaluations; returning false cancels (claim::Error with
 /// CLAIM_ERR_CANCELLED); an exception it throws cancels and is rethrown.
-inline void segment(const Segmenter& model, const claim_volume& image, const claim_segment_params& params,
+inline void segmenter_segment(const Segmenter& model, const claim_volume& image, const claim_segmentation_params& params,
                     claim_volume& out_labels, const Progress& progress = Progress()) {
     struct Context {
         const Progress* progress;
@@ -692,7 +766,7 @@ inline void segment(const Segmenter& model, const claim_volume& image, const cla
         }
     };
     const claim_status status =
-        claim_segment(model.get(), &image, &params, progress ? static_cast<claim_progress_fn>(trampoline) : nullptr,
+        claim_segmenter_segment(model.get(), &image, &params, progress ? static_cast<claim_progress_fn>(trampoline) : nullptr,
                       &context, &out_labels);
     if (context.error) std::rethrow_exception(context.error);
     check(status);
@@ -700,14 +774,14 @@ inline void segment(const Segmenter& model, const claim_volume& image, const cla
 
 /// The label map of `image` as a new u8 buffer, i fastest (geometry: that
 /// of `image`).
-inline std::vector<std::uint8_t> segment(const Segmenter& model, const claim_volume& image,
-                                         const claim_segment_params& params = SegmentParams(),
+inline std::vector<std::uint8_t> segmenter_segment(const Segmenter& model, const claim_volume& image,
+                                         const claim_segmentation_params& params = SegmentationParams(),
                                          const Progress& progress = Progress()) {
     std::vector<std::uint8_t> labels(voxel_count(image));
     claim_volume out = image;
-    out.dtype = CLAIM_DTYPE_U8;
+    out.voxel_type = CLAIM_VOXEL_U8;
     out.data = labels.data();
-    segment(model, image, params, out, progress);
+    segmenter_segment(model, image, params, out, progress);
     return labels;
 }
 

@@ -22,12 +22,8 @@
 //!   which nvcc never contracts either), so both devices round identically.
 //!   Their constants are given as bit patterns, the same ones in both files.
 
+use crate::backend::desc::NoiseKey;
 use rayon::prelude::*;
-
-/// Which noise to draw (seed, stream, step): one key type for the whole
-/// back-end, defined with the other op descriptors (merge of the seam and
-/// the kernels branches).
-pub use crate::backend::desc::NoiseKey;
 
 /// Philox4x32 multipliers and Weyl key increments (Random123's
 /// `PHILOX_M4x32_0/1`, `PHILOX_W32_0/1`).

@@ -3,7 +3,8 @@
 //! per-segment statistics, bull's-eye plots) and the end-to-end demo.
 //!
 //! One module per subcommand under `src/bin/claim/`, plus `label_maps`
-//! (what the SMILE commands share) and `volumes` (label volumes).
+//! (what the SMILE commands share). Logic other callers need (EMIDEC case
+//! discovery, label narrowing, tissue volumes) lives in the library.
 //!
 //! Every failure prints `error: <message>` to stderr and exits with the
 //! error's `claim_status` number (1 invalid argument — bad flags included —,
@@ -56,8 +57,6 @@ mod smile;
 mod stats;
 #[path = "claim/synth.rs"]
 mod synth;
-#[path = "claim/volumes.rs"]
-mod volumes;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,12 +1,12 @@
-//! `claim_aha_params` and `claim_aha_segment`: the AHA 17-segment
+//! `claim_aha_params` and `claim_aha_parcellate`: the AHA 17-segment
 //! parcellation of [`crate::smile::aha`].
 
-use super::args::{check_struct_size, read_struct, CStruct};
+use super::args::{check_struct_size, read_optional_struct, read_struct, write_default, CStruct};
 use super::boundary;
-use super::labels::{claim_label_scheme, label_scheme_from_c};
+use super::labels::{claim_label_scheme, label_scheme_from_ptr};
 use super::status::claim_status;
 use super::volume::{claim_volume, labels_from_c, out_volume_from_c};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::smile::aha::{aha_segments, AhaParams};
 use crate::volume::Image;
 use std::mem::size_of;
@@ -16,28 +16,27 @@ use std::mem::size_of;
 pub const CLAIM_AHA_SEGMENT_COUNT: usize = 17;
 
 /// Options of the AHA 17-segment parcellation (Cerqueira et al.,
-/// Circulation 2002). Initialise with `claim_aha_params_default()` and
-/// change what differs.
+/// Circulation 2002). Initialise with `CLAIM_DEFAULT(claim_aha_params, &p)`
+/// (`claim_aha_params_default(&p, sizeof p)`) and change what differs.
 ///
 /// The long axis, levels and sectors are found from the label map alone, in
 /// LPS world millimetres through the volume's geometry, so any orientation
-/// and slice thickness works. With an RV label (`labels.rv` ≠ -1) present in
+/// and slice thickness works. With an RV label (`labels->rv` ≠ -1) present in
 /// the map, the septum is where the RV touches the LV and segments 1|2 and
 /// 3|4 start at the RV insertion points; without one the septum is
 /// approximated from the patient orientation in the geometry: the AHA wall
 /// names (septum → patient right, anterior → front, inferior → feet) are
 /// fitted to the body axes projected on the short-axis plane, then
 /// `rotation_deg` is added. Give the RV for clinical use.
-///
-/// Inside `claim_smile_params` this struct keeps its first-release layout;
-/// options added later are appended to the outer struct.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct claim_aha_params {
     /// `sizeof(claim_aha_params)`, set by `claim_aha_params_default()`.
     pub struct_size: u32,
-    /// Which label is which structure (default EMIDEC without RV).
-    pub labels: claim_label_scheme,
+    /// Which label is which structure: NULL (the default) for EMIDEC
+    /// without RV, else a scheme borrowed for the call (the library keeps
+    /// no pointer to it).
+    pub labels: *const claim_label_scheme,
     /// Extra rotation of the angular origin in degrees, counter-clockwise as
     /// seen from the apex (the bull's-eye view). Finite; default 0.
     pub rotation_deg: f64,
@@ -52,18 +51,18 @@ impl Default for claim_aha_params {
     fn default() -> Self {
         claim_aha_params {
             struct_size: size_of::<claim_aha_params>() as u32,
-            labels: claim_label_scheme::default(),
+            labels: std::ptr::null(),
             rotation_deg: 0.0,
             long_axis: [0.0; 3],
         }
     }
 }
 
-// SAFETY: repr(C), starts with u32 struct_size; integers, doubles and a
-// nested struct of integers only, all valid for any bit pattern.
+// SAFETY: repr(C), starts with u32 struct_size; an integer, a raw pointer
+// and doubles, all valid for any bit pattern.
 unsafe impl CStruct for claim_aha_params {
     const C_NAME: &'static str = "claim_aha_params";
-    const FIRST_RELEASE_SIZE: usize = 64;
+    const FIRST_RELEASE_SIZE: usize = 48;
     fn with_struct_size(self, size: u32) -> Self {
         claim_aha_params {
             struct_size: size,
@@ -73,17 +72,23 @@ unsafe impl CStruct for claim_aha_params {
 }
 
 /// The checked Rust parameters of a caller's `claim_aha_params` (already
-/// copied; `name` names it, e.g. `"params"` or `"params.aha"`).
+/// copied; `name` names it, e.g. `"params"` or `"params->aha"`).
 /// `check_labels` is false where the caller's `labels` member is documented
-/// as ignored (inside `claim_smile_params`).
-pub(crate) fn aha_params_from_c(
+/// as ignored (inside `claim_smile_params`): it is then not even read.
+///
+/// # Safety
+///
+/// With `check_labels`, `value.labels` must be NULL or point to a
+/// `claim_label_scheme` of `struct_size` readable bytes.
+pub(crate) unsafe fn aha_params_from_c(
     value: &claim_aha_params,
     name: &str,
     check_labels: bool,
 ) -> Result<AhaParams> {
     check_struct_size::<claim_aha_params>(value.struct_size, name)?;
     let labels = if check_labels {
-        label_scheme_from_c(&value.labels, &format!("{name}.labels"))?
+        // SAFETY: forwarded contract.
+        unsafe { label_scheme_from_ptr(value.labels, &format!("{name}->labels")) }?
     } else {
         AhaParams::default().labels
     };
@@ -105,38 +110,52 @@ pub(crate) fn aha_params_from_c(
         rotation_deg: value.rotation_deg,
         long_axis,
     };
-    params.validate().map_err(|e| match e {
-        Error::InvalidArgument(msg) => Error::invalid(format!("{name}: {msg}")),
-        other => other,
-    })?;
+    params.validate().context(name)?;
     Ok(params)
 }
 
-/// Fills `*out` with the default AHA options: EMIDEC labels without RV,
-/// rotation 0, long axis estimated; `struct_size = sizeof(claim_aha_params)`.
+/// Reads the caller's optional `claim_aha_params` pointer (NULL: the
+/// defaults) and checks it; see [`aha_params_from_c`].
 ///
-/// Writes all of `sizeof(claim_aha_params)`, whatever `out->struct_size`
-/// held before. Does nothing when `out` is NULL. Thread-safe; does not
-/// change `claim_last_error_message()`.
+/// # Safety
+///
+/// `ptr` must be NULL or point to a `claim_aha_params` of `struct_size`
+/// readable bytes (and, with `check_labels`, its `labels` as there).
+pub(crate) unsafe fn aha_params_from_ptr(
+    ptr: *const claim_aha_params,
+    name: &str,
+    check_labels: bool,
+) -> Result<AhaParams> {
+    // SAFETY: forwarded contract.
+    let value = unsafe { read_optional_struct(ptr, name) }?;
+    // SAFETY: forwarded contract.
+    unsafe { aha_params_from_c(&value, name, check_labels) }
+}
+
+/// Fills `*out` with the default AHA options: EMIDEC labels without RV
+/// (`labels` NULL), rotation 0, long axis estimated.
+///
+/// `size`: the caller's `sizeof(claim_aha_params)`; writes the first
+/// `min(size, sizeof(claim_aha_params))` bytes and sets `struct_size` to
+/// that number (nothing when `size` < 4), so a caller built against an
+/// older, smaller struct is never overrun. Does nothing when `out` is NULL.
+/// Thread-safe; does not change `claim_last_error_message()`.
 #[no_mangle]
-pub extern "C" fn claim_aha_params_default(out: *mut claim_aha_params) {
+pub extern "C" fn claim_aha_params_default(out: *mut claim_aha_params, size: usize) {
     boundary::call_infallible("claim_aha_params_default", (), || {
-        if out.is_null() {
-            return;
-        }
-        // SAFETY: `out` is non-NULL and points to a writable
-        // claim_aha_params by the header contract.
-        unsafe { out.write_unaligned(claim_aha_params::default()) };
+        // SAFETY: `out` is NULL or writable for `size` bytes (header contract).
+        unsafe { write_default(out, size) }
     })
 }
 
 /// Parcellates the LV myocardium of a label map into the 17 AHA segments.
 ///
-/// `labels`: the label map in `params->labels`' scheme; any dtype (float
-/// labels must be integral); borrowed for the call. It must hold
+/// `labels`: the label map in `params->labels`' scheme; any voxel type
+/// (float labels must be integral); borrowed for the call. It must hold
 /// myocardium and LV cavity, and no label the scheme does not name.
-/// `params`: see `claim_aha_params`; borrowed. `out_segments`: caller's
-/// volume with the dims of `labels` and any dtype (`CLAIM_DTYPE_U8`
+/// `params`: see `claim_aha_params`; borrowed.
+/// `out_segments`: caller's volume with the dims of `labels` and any
+/// voxel type (`CLAIM_VOXEL_U8`
 /// suggested); receives 0 outside the myocardium and the segment 1–17 on
 /// every myocardium voxel (healthy, scar and MVO labels), and its
 /// spacing, origin and direction are set to those of `labels`. It may be
@@ -149,15 +168,16 @@ pub extern "C" fn claim_aha_params_default(out: *mut claim_aha_params) {
 /// outside the scheme, no myocardium or no LV cavity, a degenerate LV),
 /// `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
 #[no_mangle]
-pub extern "C" fn claim_aha_segment(
+pub extern "C" fn claim_aha_parcellate(
     labels: *const claim_volume,
     params: *const claim_aha_params,
     out_segments: *mut claim_volume,
 ) -> claim_status {
-    boundary::call("claim_aha_segment", || {
+    boundary::call("claim_aha_parcellate", || {
         // SAFETY: `params` is NULL or a claim_aha_params of struct_size bytes.
         let params = unsafe { read_struct(params, "params") }?;
-        let params = aha_params_from_c(&params, "params", true)?;
+        // SAFETY: its `labels` is NULL or a scheme of struct_size bytes.
+        let params = unsafe { aha_params_from_c(&params, "params", true) }?;
         // SAFETY: `labels` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
         let labels = unsafe { labels_from_c(labels, "labels") }?;
@@ -175,7 +195,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::ffi::boundary::last_error;
     use crate::ffi::status::{CLAIM_ERR_INVALID_ARGUMENT, CLAIM_OK};
-    use crate::ffi::volume::{CLAIM_DTYPE_I16, CLAIM_DTYPE_U8};
+    use crate::ffi::volume::{CLAIM_VOXEL_I16, CLAIM_VOXEL_U8};
     use crate::phantom::{self, PhantomParams};
     use crate::volume::{LabelScheme, Volume};
     use std::ptr::{null, null_mut};
@@ -197,10 +217,10 @@ pub(crate) mod tests {
     pub(crate) fn view<T>(
         like: &Volume<i32>,
         voxels: &mut [T],
-        dtype: super::super::volume::claim_dtype,
+        dtype: super::super::volume::claim_voxel_type,
     ) -> claim_volume {
         let mut volume = claim_volume {
-            dtype,
+            voxel_type: dtype,
             dims: like.dims().map(|d| d as u64),
             data: voxels.as_mut_ptr().cast(),
             ..claim_volume::default()
@@ -209,11 +229,28 @@ pub(crate) mod tests {
         volume
     }
 
+    /// EMIDEC with RV = 5, for `labels` pointers in tests.
+    pub(crate) static EMIDEC_WITH_RV: claim_label_scheme = claim_label_scheme {
+        struct_size: 24,
+        lv_cavity: 1,
+        myocardium: 2,
+        scar: 3,
+        mvo: 4,
+        rv: 5,
+    };
+
     pub(crate) fn with_rv() -> claim_aha_params {
         claim_aha_params {
-            labels: LabelScheme::EMIDEC_WITH_RV.into(),
+            labels: &EMIDEC_WITH_RV,
             ..claim_aha_params::default()
         }
+    }
+
+    /// `aha_params_from_c` on a value whose pointers are live (statics or
+    /// NULL in these tests).
+    fn convert(value: &claim_aha_params, name: &str, check_labels: bool) -> Result<AhaParams> {
+        // SAFETY: the tests' `labels` are NULL or point to live schemes.
+        unsafe { aha_params_from_c(value, name, check_labels) }
     }
 
     #[test]
@@ -224,24 +261,30 @@ pub(crate) mod tests {
             long_axis: [1.0; 3],
             ..claim_aha_params::default()
         };
-        claim_aha_params_default(&mut p);
+        claim_aha_params_default(&mut p, size_of::<claim_aha_params>());
         assert_eq!(p.struct_size as usize, size_of::<claim_aha_params>());
-        assert_eq!(size_of::<claim_aha_params>(), 64);
-        assert_eq!(
-            aha_params_from_c(&p, "params", true).unwrap(),
-            AhaParams::default()
-        );
-        claim_aha_params_default(null_mut());
+        assert_eq!(size_of::<claim_aha_params>(), 48);
+        assert!(p.labels.is_null());
+        assert_eq!(convert(&p, "params", true).unwrap(), AhaParams::default());
+        claim_aha_params_default(null_mut(), 48);
     }
 
     #[test]
     fn conversion_checks_every_field_and_names_it() {
+        static UNSET: claim_label_scheme = claim_label_scheme {
+            struct_size: 0,
+            lv_cavity: 1,
+            myocardium: 2,
+            scar: 3,
+            mvo: 4,
+            rv: 5,
+        };
         let given = claim_aha_params {
             rotation_deg: 30.0,
             long_axis: [0.0, 0.0, 2.0],
             ..with_rv()
         };
-        let p = aha_params_from_c(&given, "params", true).unwrap();
+        let p = convert(&given, "params", true).unwrap();
         assert_eq!(p.labels, LabelScheme::EMIDEC_WITH_RV);
         assert_eq!((p.rotation_deg, p.long_axis), (30.0, Some([0.0, 0.0, 2.0])));
 
@@ -265,54 +308,45 @@ pub(crate) mod tests {
                     struct_size: 8,
                     ..given
                 },
-                "params.struct_size: expected at least 64",
+                "params.struct_size: expected at least 48",
             ),
             (
                 claim_aha_params {
-                    labels: claim_label_scheme {
-                        struct_size: 0,
-                        ..given.labels
-                    },
+                    labels: &UNSET,
                     ..given
                 },
-                "params.labels.struct_size",
+                "params->labels.struct_size",
             ),
         ];
         for (value, expected) in cases {
-            let msg = aha_params_from_c(&value, "params", true)
-                .unwrap_err()
-                .to_string();
+            let msg = convert(&value, "params", true).unwrap_err().to_string();
             assert!(msg.contains(expected), "expected {expected:?} in {msg:?}");
         }
         // Inside claim_smile_params the labels member is ignored.
         let unset_labels = claim_aha_params {
-            labels: claim_label_scheme {
-                struct_size: 0,
-                ..given.labels
-            },
+            labels: &UNSET,
             ..given
         };
-        assert!(aha_params_from_c(&unset_labels, "params.aha", false).is_ok());
+        assert!(convert(&unset_labels, "params->aha", false).is_ok());
     }
 
     #[test]
     fn segments_a_phantom_heart_into_a_caller_buffer() {
         let heart = small_heart();
         let mut input: Vec<u8> = heart.data.iter().map(|l| *l as u8).collect();
-        let labels = view(&heart, &mut input, CLAIM_DTYPE_U8);
+        let labels = view(&heart, &mut input, CLAIM_VOXEL_U8);
         let mut segments = vec![-1i16; heart.len()];
-        let mut out = view(&heart, &mut segments, CLAIM_DTYPE_I16);
+        let mut out = view(&heart, &mut segments, CLAIM_VOXEL_I16);
         out.spacing = [0.0; 3];
         let params = with_rv();
         assert_eq!(
-            claim_aha_segment(&labels, &params, &mut out),
+            claim_aha_parcellate(&labels, &params, &mut out),
             CLAIM_OK,
             "{}",
             last_error()
         );
         assert_eq!(out.spacing, heart.geometry.spacing, "geometry written");
-        let expected =
-            aha_segments(&heart, &aha_params_from_c(&params, "params", true).unwrap()).unwrap();
+        let expected = aha_segments(&heart, &convert(&params, "params", true).unwrap()).unwrap();
         for ((s, e), l) in segments
             .iter()
             .zip(expected.data.iter())
@@ -325,10 +359,10 @@ pub(crate) mod tests {
 
         // The output may alias the input.
         let mut same = input.clone();
-        let in_place = view(&heart, &mut same, CLAIM_DTYPE_U8);
+        let in_place = view(&heart, &mut same, CLAIM_VOXEL_U8);
         let mut out_place = in_place;
         assert_eq!(
-            claim_aha_segment(&in_place, &params, &mut out_place),
+            claim_aha_parcellate(&in_place, &params, &mut out_place),
             CLAIM_OK
         );
         assert!(same.iter().zip(&segments).all(|(a, b)| i16::from(*a) == *b));
@@ -338,23 +372,23 @@ pub(crate) mod tests {
     fn refusals_leave_the_output_untouched() {
         let heart = small_heart();
         let mut input: Vec<u8> = heart.data.iter().map(|l| *l as u8).collect();
-        let labels = view(&heart, &mut input, CLAIM_DTYPE_U8);
+        let labels = view(&heart, &mut input, CLAIM_VOXEL_U8);
         let mut segments = vec![0xABu8; heart.len()];
-        let mut out = view(&heart, &mut segments, CLAIM_DTYPE_U8);
+        let mut out = view(&heart, &mut segments, CLAIM_VOXEL_U8);
         let params = with_rv();
 
         assert_eq!(
-            claim_aha_segment(null(), &params, &mut out),
+            claim_aha_parcellate(null(), &params, &mut out),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         assert!(last_error().contains("labels must not be NULL"));
         assert_eq!(
-            claim_aha_segment(&labels, null(), &mut out),
+            claim_aha_parcellate(&labels, null(), &mut out),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         assert!(last_error().contains("params must not be NULL"));
         assert_eq!(
-            claim_aha_segment(&labels, &params, null_mut()),
+            claim_aha_parcellate(&labels, &params, null_mut()),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         assert!(last_error().contains("out_segments must not be NULL"));
@@ -362,7 +396,7 @@ pub(crate) mod tests {
         // Without RV in the scheme, label 5 is unknown.
         let no_rv = claim_aha_params::default();
         assert_eq!(
-            claim_aha_segment(&labels, &no_rv, &mut out),
+            claim_aha_parcellate(&labels, &no_rv, &mut out),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         assert!(last_error().contains('5'), "{}", last_error());
@@ -374,7 +408,7 @@ pub(crate) mod tests {
             ..out
         };
         assert_eq!(
-            claim_aha_segment(&labels, &params, &mut wrong),
+            claim_aha_parcellate(&labels, &params, &mut wrong),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         let msg = last_error();

@@ -95,6 +95,44 @@ pub(crate) unsafe fn write_struct<T: CStruct>(ptr: *mut T, value: T, name: &str)
     Ok(())
 }
 
+/// What every `claim_<name>_default(out, size)` does: writes the first
+/// `min(size, sizeof(T))` bytes of `T::default()` with `struct_size` set to
+/// that number, so a caller compiled against an older, smaller struct
+/// (passing its own `sizeof`) is never written past. Writes nothing when
+/// `out` is NULL or `size` cannot hold the `u32` `struct_size` itself.
+///
+/// # Safety
+///
+/// `out` must be NULL or point to at least `size` writable bytes.
+pub(crate) unsafe fn write_default<T: CStruct>(out: *mut T, size: usize) {
+    if out.is_null() || size < size_of::<u32>() {
+        return;
+    }
+    let len = size.min(size_of::<T>());
+    // `len` ≤ size_of::<T>(), far below u32::MAX for every struct here.
+    let value = T::default().with_struct_size(len as u32);
+    // SAFETY: the caller promises `size` writable bytes at `out`; `len` is at
+    // most that and at most the size of `value`, a local (no overlap).
+    unsafe {
+        std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), out.cast::<u8>(), len);
+    }
+}
+
+/// Reads an optional struct argument: NULL gives `T::default()`, anything
+/// else goes through [`read_struct`]. For "NULL = the defaults" pointers
+/// such as `claim_aha_params.labels`.
+///
+/// # Safety
+///
+/// As [`read_struct`].
+pub(crate) unsafe fn read_optional_struct<T: CStruct>(ptr: *const T, name: &str) -> Result<T> {
+    if ptr.is_null() {
+        return Ok(T::default());
+    }
+    // SAFETY: forwarded contract.
+    unsafe { read_struct(ptr, name) }
+}
+
 /// Checks a caller's output struct (not NULL, a `struct_size` from a
 /// release) without writing it, so an export can refuse it before doing
 /// the work; [`write_struct`] fills it afterwards.
@@ -297,6 +335,46 @@ mod tests {
             .unwrap();
         assert_eq!((dst.v1.struct_size, dst.v1.first), (8, 9));
         assert_eq!(dst.guard, 0xDEAD_BEEF, "wrote past the caller's struct");
+    }
+
+    #[test]
+    fn defaults_stop_at_the_callers_size() {
+        #[repr(C)]
+        struct Guarded {
+            v1: ParamsV1,
+            guard: [u8; 16],
+        }
+        for size in [0usize, 3, 4, 8] {
+            let mut dst = Guarded {
+                v1: ParamsV1 {
+                    struct_size: 0xFFFF_FFFF,
+                    first: -5,
+                },
+                guard: [0xA5; 16],
+            };
+            // SAFETY: `dst` holds at least `size` ≤ 8 writable bytes.
+            unsafe { write_default::<Params>((&mut dst.v1 as *mut ParamsV1).cast(), size) };
+            assert_eq!(dst.guard, [0xA5; 16], "wrote past {size} bytes");
+            if size < 4 {
+                assert_eq!((dst.v1.struct_size, dst.v1.first), (0xFFFF_FFFF, -5));
+            } else {
+                assert_eq!(dst.v1.struct_size as usize, size);
+                assert_eq!(dst.v1.first, if size >= 8 { 1 } else { -5 });
+            }
+        }
+        let mut full = Params {
+            struct_size: 0,
+            first: 0,
+            added_later: 0.0,
+        };
+        // SAFETY: `full` is a whole Params; a larger size is clamped to it.
+        unsafe { write_default(&mut full, 1000) };
+        assert_eq!(full, Params::default());
+        // SAFETY: NULL is allowed by the contract.
+        unsafe { write_default::<Params>(std::ptr::null_mut(), 16) };
+        // SAFETY: NULL gives the defaults without reading.
+        let p = unsafe { read_optional_struct::<Params>(std::ptr::null(), "p") }.unwrap();
+        assert_eq!(p, Params::default());
     }
 
     #[test]

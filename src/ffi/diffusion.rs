@@ -1,13 +1,20 @@
 //! `claim_load_options`, `claim_tensor` and the diffusion model handle:
 //! `claim_diffusion_load`, `claim_diffusion_free`, `claim_diffusion_info`
 //! and the raw network evaluation `claim_diffusion_predict_noise`.
+//!
+//! Devices and precisions are the core library's ([`LoadOptions`]): this
+//! file only converts `claim_load_options` to them and lets
+//! [`LoadOptions::resolve`] open the device.
 
-use super::args::{c_str, handle_ref, read_struct, write_struct, CStruct, OutHandle};
+use super::args::{
+    c_str, handle_ref, read_optional_struct, read_struct, write_default, write_struct, CStruct,
+    OutHandle,
+};
 use super::boundary;
 use super::status::claim_status;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::models::Denoiser;
-use crate::nn::Tensor;
+use crate::nn::{DeviceSpec, LoadOptions, Precision, Tensor};
 use std::mem::{align_of, size_of};
 use std::path::Path;
 
@@ -17,8 +24,9 @@ pub type claim_device = i32;
 
 /// The CPU (the default; always available).
 pub const CLAIM_DEVICE_CPU: claim_device = 0;
-/// An NVIDIA GPU through CUDA (not in this build: loading returns
-/// `CLAIM_ERR_DEVICE`).
+/// An NVIDIA GPU through CUDA (`claim_build_info_get` says whether this
+/// build and machine have one; loading returns `CLAIM_ERR_DEVICE` with the
+/// reason when not).
 pub const CLAIM_DEVICE_CUDA: claim_device = 1;
 
 /// Arithmetic precision of a loaded model (a `typedef int32_t`). The
@@ -33,7 +41,8 @@ pub const CLAIM_PRECISION_FP16: claim_precision = 1;
 /// The device's best: FP32 on the CPU (the default).
 pub const CLAIM_PRECISION_AUTO: claim_precision = 2;
 
-/// Where and how a model runs. Initialise with `claim_load_options_default()`.
+/// Where and how a model runs. Initialise with
+/// `CLAIM_DEFAULT(claim_load_options, &o)`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct claim_load_options {
@@ -43,8 +52,8 @@ pub struct claim_load_options {
     /// device this build or machine cannot use returns `CLAIM_ERR_DEVICE`;
     /// the library never falls back to another device silently.
     pub device: claim_device,
-    /// Index of the GPU for `CLAIM_DEVICE_CUDA` (default 0); must be 0 for
-    /// the CPU.
+    /// Index of the GPU for `CLAIM_DEVICE_CUDA` (default 0), ≥ 0; must be 0
+    /// for the CPU.
     pub device_index: i32,
     /// A `CLAIM_PRECISION_*` value (default `CLAIM_PRECISION_AUTO`).
     pub precision: claim_precision,
@@ -73,61 +82,91 @@ unsafe impl CStruct for claim_load_options {
     }
 }
 
-/// Checks load options against what this build can run.
-pub(crate) fn check_load_options(options: &claim_load_options, name: &str) -> Result<()> {
-    match options.device {
-        CLAIM_DEVICE_CPU => {
-            if options.device_index != 0 {
-                return Err(Error::invalid(format!(
-                    "{name}.device_index: expected 0 for CLAIM_DEVICE_CPU, got {}",
-                    options.device_index
-                )));
-            }
-        }
-        CLAIM_DEVICE_CUDA => {
-            return Err(Error::Device(format!(
-                "{name}.device: CLAIM_DEVICE_CUDA requested, but this build has no CUDA backend \
-                 (use CLAIM_DEVICE_CPU)"
+/// The core library's options for a caller's `claim_load_options`
+/// (already copied; `name` names it). Only the numbers are checked here:
+/// whether the device exists is [`LoadOptions::resolve`]'s business.
+pub(crate) fn load_options_from_c(options: &claim_load_options, name: &str) -> Result<LoadOptions> {
+    let index = usize::try_from(options.device_index).map_err(|_| {
+        Error::invalid(format!(
+            "{name}.device_index: expected a GPU number ≥ 0, got {}",
+            options.device_index
+        ))
+    })?;
+    let device = match options.device {
+        CLAIM_DEVICE_CPU if index != 0 => {
+            return Err(Error::invalid(format!(
+                "{name}.device_index: expected 0 for CLAIM_DEVICE_CPU, got {index}"
             )))
         }
+        CLAIM_DEVICE_CPU => DeviceSpec::CPU,
+        CLAIM_DEVICE_CUDA => DeviceSpec::cuda(index),
         other => {
             return Err(Error::invalid(format!(
                 "{name}.device: expected a CLAIM_DEVICE_* value (0..=1), got {other}"
             )))
         }
-    }
-    match options.precision {
-        CLAIM_PRECISION_FP32 | CLAIM_PRECISION_AUTO => Ok(()),
-        CLAIM_PRECISION_FP16 => Err(Error::Unsupported(format!(
-            "{name}.precision: CLAIM_PRECISION_FP16 on the CPU (the CPU back-end computes in \
-             FP32; use CLAIM_PRECISION_FP32 or CLAIM_PRECISION_AUTO)"
-        ))),
-        other => Err(Error::invalid(format!(
-            "{name}.precision: expected a CLAIM_PRECISION_* value (0..=2), got {other}"
-        ))),
-    }
+    };
+    let precision = match options.precision {
+        CLAIM_PRECISION_FP32 => Precision::F32,
+        CLAIM_PRECISION_FP16 => Precision::F16,
+        CLAIM_PRECISION_AUTO => Precision::Auto,
+        other => {
+            return Err(Error::invalid(format!(
+                "{name}.precision: expected a CLAIM_PRECISION_* value (0..=2), got {other}"
+            )))
+        }
+    };
+    Ok(LoadOptions { device, precision })
+}
+
+/// Reads a caller's optional `claim_load_options` (NULL: the defaults),
+/// converts it and resolves it: the device is opened here, so CUDA on a
+/// build or machine without it fails with the library's reason
+/// ([`Error::Device`]) and FP16 on the CPU with [`Error::Unsupported`],
+/// before anything is loaded.
+///
+/// # Safety
+///
+/// `ptr` must be NULL or point to a `claim_load_options` of `struct_size`
+/// readable bytes.
+pub(crate) unsafe fn resolve_load_options(
+    ptr: *const claim_load_options,
+    name: &str,
+) -> Result<LoadOptions> {
+    // SAFETY: forwarded contract.
+    let value = unsafe { read_optional_struct(ptr, name) }?;
+    let options = load_options_from_c(&value, name)?;
+    options.resolve().context(name)?;
+    Ok(options)
 }
 
 /// Fills `*out` with the default options: CPU, device 0, automatic
-/// precision; `struct_size = sizeof(claim_load_options)`. Does nothing when
-/// `out` is NULL. Thread-safe; does not change `claim_last_error_message()`.
+/// precision.
+///
+/// `size`: the caller's `sizeof(claim_load_options)`; writes the first
+/// `min(size, sizeof(claim_load_options))` bytes and sets `struct_size` to
+/// that number (nothing when `size` < 4). Does nothing when `out` is NULL.
+/// Thread-safe; does not change `claim_last_error_message()`.
 #[no_mangle]
-pub extern "C" fn claim_load_options_default(out: *mut claim_load_options) {
+pub extern "C" fn claim_load_options_default(out: *mut claim_load_options, size: usize) {
     boundary::call_infallible("claim_load_options_default", (), || {
-        if out.is_null() {
-            return;
-        }
-        // SAFETY: non-NULL and writable for one claim_load_options by the
-        // header contract.
-        unsafe { out.write_unaligned(claim_load_options::default()) };
+        // SAFETY: `out` is NULL or writable for `size` bytes (header contract).
+        unsafe { write_default(out, size) }
     })
 }
 
 /// Most dimensions of a `claim_tensor`.
 pub const CLAIM_TENSOR_MAX_DIMS: u32 = 8;
 
-/// A dense f32 tensor in the caller's memory, row-major in PyTorch order
-/// (the last dimension fastest). `[B, C, F, H, W]` for the denoiser.
+/// Element type of a `claim_tensor` (a `typedef int32_t`), distinct from a
+/// volume's `claim_voxel_type`. The numbers never change.
+pub type claim_tensor_dtype = i32;
+
+/// 32-bit floats (`float`): the only element type of this release.
+pub const CLAIM_TENSOR_F32: claim_tensor_dtype = 0;
+
+/// A dense tensor in the caller's memory, row-major in PyTorch order (the
+/// last dimension fastest). `[B, C, F, H, W]` for the denoiser.
 ///
 /// As an input its `data` is read during the call only; as an output the
 /// caller allocates `data` for the product of `shape[0..ndim]` floats and
@@ -143,6 +182,10 @@ pub struct claim_tensor {
     pub shape: [u64; 8],
     /// `shape[0] * … * shape[ndim-1]` floats, 4-byte aligned.
     pub data: *mut f32,
+    /// Element type of `data`, a `CLAIM_TENSOR_*` value (0, F32, is the
+    /// only one this release accepts). A caller whose struct ends before
+    /// this field (`struct_size` 80) gets F32.
+    pub dtype: claim_tensor_dtype,
 }
 
 impl Default for claim_tensor {
@@ -152,11 +195,13 @@ impl Default for claim_tensor {
             ndim: 0,
             shape: [0; 8],
             data: std::ptr::null_mut(),
+            dtype: CLAIM_TENSOR_F32,
         }
     }
 }
 
 // SAFETY: repr(C), starts with u32 struct_size; integers and a raw pointer.
+// FIRST_RELEASE_SIZE stops before `dtype`, appended in ABI 2.0.
 unsafe impl CStruct for claim_tensor {
     const C_NAME: &'static str = "claim_tensor";
     const FIRST_RELEASE_SIZE: usize = 80;
@@ -170,6 +215,12 @@ unsafe impl CStruct for claim_tensor {
 
 /// The checked shape and element count of a caller's tensor.
 pub(crate) fn tensor_shape(t: &claim_tensor, name: &str) -> Result<(Vec<usize>, usize)> {
+    if t.dtype != CLAIM_TENSOR_F32 {
+        return Err(Error::invalid(format!(
+            "{name}.dtype: expected CLAIM_TENSOR_F32 (0), got {}",
+            t.dtype
+        )));
+    }
     if t.ndim == 0 || t.ndim > CLAIM_TENSOR_MAX_DIMS {
         return Err(Error::invalid(format!(
             "{name}.ndim: expected 1–{CLAIM_TENSOR_MAX_DIMS}, got {}",
@@ -221,7 +272,7 @@ pub(crate) unsafe fn tensor_from_c(ptr: *const claim_tensor, name: &str) -> Resu
 
 /// A loaded LeFusion/CLAIM denoiser. Opaque.
 ///
-/// Immutable once loaded: several threads may call `claim_synthesize` and
+/// Immutable once loaded: several threads may call `claim_diffusion_synthesize` and
 /// `claim_diffusion_predict_noise` on one model at once (no locking).
 pub struct claim_diffusion_model {
     pub(crate) model: Denoiser,
@@ -276,6 +327,15 @@ pub(crate) fn size_multiple(model: &Denoiser) -> usize {
     1usize << (levels - 1)
 }
 
+/// Loads the denoiser of a `claim_diffusion_load` call whose options have
+/// been resolved: the one place where `LoadOptions` will reach
+/// `Denoiser` loading once it can place weights on a device. Today the
+/// CPU in F32 is the only combination that resolves, which is what
+/// `Denoiser::from_file` loads.
+fn load_denoiser(path: &Path, _options: &LoadOptions) -> Result<Denoiser> {
+    Denoiser::from_file(path)
+}
+
 /// Loads a denoiser from a `.safetensors` file (f32, f16 or bf16 values;
 /// keys as the upstream PyTorch `state_dict`, optionally under `module.`,
 /// `_orig_mod.` or `denoise_fn.` prefixes; diffusion schedule buffers are
@@ -289,8 +349,9 @@ pub(crate) fn size_multiple(model: &Denoiser) -> usize {
 /// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL path or `out`, bad options),
 /// `CLAIM_ERR_IO` (cannot read), `CLAIM_ERR_FORMAT` (not safetensors),
 /// `CLAIM_ERR_MODEL` (a tensor missing, misshapen or unexpected: the
-/// message names the first), `CLAIM_ERR_DEVICE` (CUDA asked: this build has
-/// no CUDA backend), `CLAIM_ERR_UNSUPPORTED` (FP16 on the CPU). Thread-safe.
+/// message names the first), `CLAIM_ERR_DEVICE` (CUDA asked where this build
+/// or machine has none: the message says why), `CLAIM_ERR_UNSUPPORTED`
+/// (FP16 on the CPU). Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_diffusion_load(
     weights_path: *const std::ffi::c_char,
@@ -302,14 +363,9 @@ pub extern "C" fn claim_diffusion_load(
         let out = unsafe { OutHandle::new(out, "out") }?;
         // SAFETY: `weights_path` is NULL or a NUL-terminated string.
         let path = unsafe { c_str(weights_path, "weights_path") }?;
-        let options = if options.is_null() {
-            claim_load_options::default()
-        } else {
-            // SAFETY: a non-NULL `options` holds struct_size bytes.
-            unsafe { read_struct(options, "options") }?
-        };
-        check_load_options(&options, "options")?;
-        let model = Denoiser::from_file(Path::new(path))?;
+        // SAFETY: `options` is NULL or holds struct_size bytes.
+        let options = unsafe { resolve_load_options(options, "options") }?;
+        let model = load_denoiser(Path::new(path), &options)?;
         out.set(Box::new(claim_diffusion_model { model }));
         Ok(())
     })
@@ -473,13 +529,16 @@ pub extern "C" fn claim_diffusion_predict_noise(
 mod tests {
     use super::*;
     use crate::ffi::boundary::last_error;
-    use crate::ffi::status::{CLAIM_ERR_DEVICE, CLAIM_ERR_MODEL, CLAIM_ERR_UNSUPPORTED, CLAIM_OK};
+    use crate::ffi::status::{
+        CLAIM_ERR_DEVICE, CLAIM_ERR_INVALID_ARGUMENT, CLAIM_ERR_MODEL, CLAIM_ERR_UNSUPPORTED,
+        CLAIM_OK,
+    };
     use std::ptr::{null, null_mut};
 
     #[test]
     fn layouts_and_defaults() {
         assert_eq!(size_of::<claim_load_options>(), 16);
-        assert_eq!(size_of::<claim_tensor>(), 80);
+        assert_eq!(size_of::<claim_tensor>(), 88);
         assert_eq!(size_of::<claim_diffusion_info>(), 24);
         let mut o = claim_load_options {
             struct_size: 0,
@@ -487,9 +546,13 @@ mod tests {
             device_index: 3,
             precision: 9,
         };
-        claim_load_options_default(&mut o);
+        claim_load_options_default(&mut o, size_of::<claim_load_options>());
         assert_eq!(o, claim_load_options::default());
-        claim_load_options_default(null_mut());
+        claim_load_options_default(null_mut(), 16);
+        assert_eq!(
+            load_options_from_c(&o, "o").unwrap(),
+            LoadOptions::default()
+        );
         fn shareable<T: Send + Sync>() {}
         shareable::<claim_diffusion_model>();
     }
@@ -510,7 +573,37 @@ mod tests {
             CLAIM_ERR_DEVICE
         );
         assert!(m.is_null());
-        assert!(last_error().contains("this build has no CUDA backend"));
+        let msg = last_error();
+        assert!(
+            msg.starts_with("claim_diffusion_load: device error: options: CUDA device 0 requested"),
+            "{msg}"
+        );
+        let bad = claim_load_options {
+            device: 7,
+            ..claim_load_options::default()
+        };
+        assert_eq!(
+            claim_diffusion_load(path.as_ptr().cast(), &bad, &mut m),
+            CLAIM_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("options.device: expected a CLAIM_DEVICE_* value"));
+        let bad = claim_load_options {
+            precision: -1,
+            ..claim_load_options::default()
+        };
+        assert_eq!(
+            claim_diffusion_load(path.as_ptr().cast(), &bad, &mut m),
+            CLAIM_ERR_INVALID_ARGUMENT
+        );
+        let bad = claim_load_options {
+            device_index: 1,
+            ..claim_load_options::default()
+        };
+        assert_eq!(
+            claim_diffusion_load(path.as_ptr().cast(), &bad, &mut m),
+            CLAIM_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("expected 0 for CLAIM_DEVICE_CPU, got 1"));
         let fp16 = claim_load_options {
             precision: CLAIM_PRECISION_FP16,
             ..claim_load_options::default()

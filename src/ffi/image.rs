@@ -107,12 +107,12 @@ pub extern "C" fn claim_image_write(img: *const claim_image, path: *const c_char
     })
 }
 
-/// Creates a zero-filled image of `dtype` with the dims, spacing, origin and
+/// Creates a zero-filled image of `voxel_type` with the dims, spacing, origin and
 /// direction of `like`.
 ///
 /// `like`: borrowed for the call; only `struct_size`, `dims` and the
-/// geometry fields are read (`like->dtype` and `like->data` are ignored, so
-/// `data` may be NULL). `dtype`: a `CLAIM_DTYPE_*` value. `out`: receives
+/// geometry fields are read (`like->voxel_type` and `like->data` are
+/// ignored, so `data` may be NULL). `voxel_type`: a `CLAIM_VOXEL_*` value. `out`: receives
 /// the new image, owned by the caller and freed with `claim_image_free`; set
 /// to NULL on every failure. Fill it through `claim_image_view`.
 ///
@@ -122,7 +122,7 @@ pub extern "C" fn claim_image_write(img: *const claim_image, path: *const c_char
 #[no_mangle]
 pub extern "C" fn claim_image_create(
     like: *const claim_volume,
-    dtype: super::volume::claim_dtype,
+    voxel_type: super::volume::claim_voxel_type,
     out: *mut *mut claim_image,
 ) -> claim_status {
     boundary::call("claim_image_create", || {
@@ -130,7 +130,7 @@ pub extern "C" fn claim_image_create(
         let out = unsafe { OutHandle::new(out, "out") }?;
         // SAFETY: `like` is NULL or a claim_volume of struct_size bytes.
         let (dims, geometry) = unsafe { shape_from_c(like, "like") }?;
-        let dtype = dtype_from_c(dtype, "dtype")?;
+        let dtype = dtype_from_c(voxel_type, "voxel_type")?;
         out.set(new_handle(zeroed_image(dtype, dims, geometry)?));
         Ok(())
     })
@@ -180,7 +180,7 @@ mod tests {
     use super::*;
     use crate::ffi::boundary::last_error;
     use crate::ffi::status::{CLAIM_ERR_INVALID_ARGUMENT, CLAIM_OK};
-    use crate::ffi::volume::{CLAIM_DTYPE_F32, CLAIM_DTYPE_I16};
+    use crate::ffi::volume::{CLAIM_VOXEL_F32, CLAIM_VOXEL_I16};
     use std::ptr::{null, null_mut};
 
     fn like(dims: [u64; 3]) -> claim_volume {
@@ -198,7 +198,7 @@ mod tests {
         let shape = like([4, 3, 2]);
         let mut img: *mut claim_image = null_mut();
         assert_eq!(
-            claim_image_create(&shape, CLAIM_DTYPE_I16, &mut img),
+            claim_image_create(&shape, CLAIM_VOXEL_I16, &mut img),
             CLAIM_OK
         );
         assert!(!img.is_null());
@@ -209,7 +209,7 @@ mod tests {
             ..claim_volume::default()
         };
         assert_eq!(claim_image_view(img, &mut view), CLAIM_OK);
-        assert_eq!((view.dtype, view.dims), (CLAIM_DTYPE_I16, [4, 3, 2]));
+        assert_eq!((view.voxel_type, view.dims), (CLAIM_VOXEL_I16, [4, 3, 2]));
         assert_eq!(
             (view.spacing, view.origin, view.direction),
             (shape.spacing, shape.origin, shape.direction)
@@ -232,7 +232,7 @@ mod tests {
     fn bad_arguments_fail_cleanly_without_a_handle() {
         let mut img: *mut claim_image = std::ptr::NonNull::dangling().as_ptr();
         assert_eq!(
-            claim_image_create(null(), CLAIM_DTYPE_F32, &mut img),
+            claim_image_create(null(), CLAIM_VOXEL_F32, &mut img),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         assert!(img.is_null());
@@ -243,7 +243,7 @@ mod tests {
         let huge = like([1 << 40, 1 << 40, 1 << 40]);
         img = std::ptr::NonNull::dangling().as_ptr();
         assert_eq!(
-            claim_image_create(&huge, CLAIM_DTYPE_F32, &mut img),
+            claim_image_create(&huge, CLAIM_VOXEL_F32, &mut img),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         assert!(img.is_null());
@@ -254,15 +254,15 @@ mod tests {
             claim_image_create(&shape, 17, &mut img),
             CLAIM_ERR_INVALID_ARGUMENT
         );
-        assert!(last_error().contains("dtype: expected a CLAIM_DTYPE_* value"));
+        assert!(last_error().contains("voxel_type: expected a CLAIM_VOXEL_* value"));
         assert_eq!(
-            claim_image_create(&shape, CLAIM_DTYPE_F32, null_mut()),
+            claim_image_create(&shape, CLAIM_VOXEL_F32, null_mut()),
             CLAIM_ERR_INVALID_ARGUMENT
         );
         assert!(last_error().contains("out must not be NULL"));
 
         assert_eq!(
-            claim_image_create(&shape, CLAIM_DTYPE_F32, &mut img),
+            claim_image_create(&shape, CLAIM_VOXEL_F32, &mut img),
             CLAIM_OK
         );
         let mut view = claim_volume {

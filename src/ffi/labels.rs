@@ -1,15 +1,20 @@
 //! `claim_label_scheme`: which integer stands for which structure.
+//!
+//! Parameter structs never hold a scheme by value (it could never grow):
+//! they point to one (`const claim_label_scheme *labels`, NULL for the
+//! EMIDEC defaults), borrowed for the call.
 
-use super::args::{check_struct_size, CStruct};
+use super::args::{check_struct_size, read_optional_struct, write_default, CStruct};
 use super::boundary;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::volume::LabelScheme;
 use std::mem::size_of;
 
 /// Label conventions of a label map. Defaults to EMIDEC: 0 background,
 /// 1 LV blood pool, 2 myocardium, 3 scar, 4 MVO, no RV.
 ///
-/// Initialise with `claim_label_scheme_default()` and change what differs.
+/// Initialise with `claim_label_scheme_default(&s, sizeof s)` (or
+/// `CLAIM_DEFAULT(claim_label_scheme, &s)`) and change what differs.
 /// Labels must be positive (0 is background) and distinct. Outputs are
 /// written in the same scheme as the input.
 #[repr(C)]
@@ -83,28 +88,42 @@ pub(crate) fn label_scheme_from_c(value: &claim_label_scheme, name: &str) -> Res
         mvo: value.mvo,
         rv,
     };
-    scheme.validate().map_err(|e| match e {
-        Error::InvalidArgument(msg) => Error::invalid(format!("{name}: {msg}")),
-        other => other,
-    })?;
+    scheme.validate().context(name)?;
     Ok(scheme)
 }
 
-/// Fills `*out` with the EMIDEC scheme (1 LV cavity, 2 myocardium, 3 scar,
-/// 4 MVO, rv = -1) and `struct_size = sizeof(claim_label_scheme)`.
+/// The checked Rust scheme behind a caller's optional `labels` pointer:
+/// NULL gives the EMIDEC defaults, anything else is read (at most its
+/// `struct_size` bytes) and checked by [`label_scheme_from_c`].
 ///
-/// Writes all of `sizeof(claim_label_scheme)`, whatever `out->struct_size`
-/// held before. Does nothing when `out` is NULL. Thread-safe; does not
-/// change `claim_last_error_message()`.
+/// # Safety
+///
+/// `ptr` must be NULL or point to a `claim_label_scheme` of `struct_size`
+/// readable bytes.
+pub(crate) unsafe fn label_scheme_from_ptr(
+    ptr: *const claim_label_scheme,
+    name: &str,
+) -> Result<LabelScheme> {
+    // SAFETY: forwarded contract.
+    let value = unsafe { read_optional_struct(ptr, name) }?;
+    label_scheme_from_c(&value, name)
+}
+
+/// Fills `*out` with the EMIDEC scheme (1 LV cavity, 2 myocardium, 3 scar,
+/// 4 MVO, rv = -1).
+///
+/// `size`: the caller's `sizeof(claim_label_scheme)` (the
+/// `CLAIM_DEFAULT(claim_label_scheme, &s)` macro passes it). Writes the
+/// first `min(size, sizeof(claim_label_scheme))` bytes and sets
+/// `struct_size` to that number, so a caller built against an older,
+/// smaller struct is never overrun; writes nothing when `size` < 4. Does
+/// nothing when `out` is NULL. Thread-safe; does not change
+/// `claim_last_error_message()`.
 #[no_mangle]
-pub extern "C" fn claim_label_scheme_default(out: *mut claim_label_scheme) {
+pub extern "C" fn claim_label_scheme_default(out: *mut claim_label_scheme, size: usize) {
     boundary::call_infallible("claim_label_scheme_default", (), || {
-        if out.is_null() {
-            return;
-        }
-        // SAFETY: `out` is non-NULL and points to a writable
-        // claim_label_scheme by the header contract.
-        unsafe { out.write_unaligned(claim_label_scheme::default()) };
+        // SAFETY: `out` is NULL or writable for `size` bytes (header contract).
+        unsafe { write_default(out, size) }
     })
 }
 
@@ -122,7 +141,7 @@ mod tests {
             mvo: 9,
             rv: 9,
         };
-        claim_label_scheme_default(&mut s);
+        claim_label_scheme_default(&mut s, size_of::<claim_label_scheme>());
         assert_eq!(s.struct_size, 24);
         assert_eq!(
             (s.lv_cavity, s.myocardium, s.scar, s.mvo, s.rv),
@@ -132,7 +151,18 @@ mod tests {
             label_scheme_from_c(&s, "labels").unwrap(),
             LabelScheme::EMIDEC
         );
-        claim_label_scheme_default(std::ptr::null_mut());
+        claim_label_scheme_default(std::ptr::null_mut(), 24);
+        // SAFETY: NULL stands for the defaults; `s` is a live scheme.
+        unsafe {
+            assert_eq!(
+                label_scheme_from_ptr(std::ptr::null(), "labels").unwrap(),
+                LabelScheme::EMIDEC
+            );
+            assert_eq!(
+                label_scheme_from_ptr(&s, "labels").unwrap(),
+                LabelScheme::EMIDEC
+            );
+        }
     }
 
     #[test]

@@ -6,23 +6,38 @@
 //! header's sections:
 //!
 //! - [`status`]: `claim_status` codes, `claim_status_str`, `claim_last_error_message`;
-//! - [`version`]: `CLAIM_ABI_VERSION`, `claim_abi_version`, `claim_version_string`;
-//! - [`volume`]: `claim_dtype`, `claim_volume` and the checked conversions to and
+//! - [`version`]: `CLAIM_ABI_VERSION`, `claim_abi_version`, `claim_version_string`,
+//!   and `claim_build_info_get` (CUDA back-end, kernel targets, driver);
+//! - [`volume`]: `claim_voxel_type`, `claim_volume` and the checked conversions to and
 //!   from [`crate::Image`] that every area taking volumes uses;
 //! - [`labels`]: `claim_label_scheme` and its conversion to [`crate::LabelScheme`];
 //! - [`image`]: the owned `claim_image` handle (NIfTI read/write, create, view);
-//! - [`aha`]: `claim_aha_params` and `claim_aha_segment` (AHA-17 parcellation);
+//! - [`aha`]: `claim_aha_params` and `claim_aha_parcellate` (AHA-17 parcellation);
 //! - [`smile`]: `claim_smile_params`, `claim_smile_generate` and the reusable
 //!   `claim_smile_context` (scar masks);
-//! - [`stats`]: `claim_segment_stats` into a `claim_scar_stats`, and the
-//!   bull's-eye plots `claim_bullseye_svg` / `claim_bullseye_png`;
-//! - [`diffusion`]: `claim_load_options`, `claim_tensor` and the denoiser
-//!   handle (`claim_diffusion_load`, `_free`, `_info_get`, `_predict_noise`);
+//! - [`stats`]: `claim_aha_segment_stats_measure` into a `claim_aha_segment_stats`,
+//!   and the bull's-eye plots `claim_bullseye_render_svg` / `_png`;
+//! - [`diffusion`]: `claim_load_options`, `claim_tensor` (`claim_tensor_dtype`)
+//!   and the denoiser handle (`claim_diffusion_load`, `_free`, `_info_get`,
+//!   `_predict_noise`);
 //! - [`synthesis`]: `claim_progress_fn`, `claim_synthesis_params`,
-//!   `claim_synthesize` and `claim_histogram_measure`;
+//!   `claim_diffusion_synthesize` and `claim_histogram_measure`;
 //! - [`segmentation`]: `claim_segmenter_options` and the nnU-Net segmenter
 //!   handle (`claim_segmenter_load`, `_free`, `_info_get`,
-//!   `_predict_logits`), `claim_segment_params` and `claim_segment`.
+//!   `_predict_logits`), `claim_segmentation_params` and
+//!   `claim_segmenter_segment`.
+//!
+//! Naming: every function is `claim_<noun>_<verb>` (`claim_aha_parcellate`,
+//! `claim_diffusion_synthesize`, `claim_segmenter_segment`), except the
+//! four global queries (`claim_status_str`, `claim_last_error_message`,
+//! `claim_abi_version`, `claim_version_string`); "segment" alone means
+//! segmentation, AHA segments are always `aha_segment`.
+//!
+//! Structs: `struct_size` first; parameter structs have a
+//! `claim_<name>_default(out, size)` that writes at most `size` bytes (the
+//! header's `CLAIM_DEFAULT(name, p)` passes `sizeof *(p)`); no struct holds
+//! another by value: a label scheme or AHA options are pointed to (NULL =
+//! defaults), borrowed for the call.
 //!
 //! Shared machinery, not exported: `boundary` (panic catching, status and
 //! thread-local message) and `args` (NULL, `struct_size`, string and

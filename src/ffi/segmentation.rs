@@ -1,24 +1,25 @@
 //! nnU-Net segmentation of [`crate::segmentation`]: `claim_segmenter_options`,
 //! the segmenter handle (`claim_segmenter_load`, `claim_segmenter_free`,
 //! `claim_segmenter_info_get`, the raw network evaluation
-//! `claim_segmenter_predict_logits`), `claim_segment_params` and
-//! `claim_segment`.
+//! `claim_segmenter_predict_logits`), `claim_segmentation_params` and
+//! `claim_segmenter_segment`.
 //!
 //! Folds and configuration are chosen by an optional
 //! `claim_segmenter_options` argument of the one load function rather than
 //! by a second `_load_folds` entry point: NULL gives nnU-Net's defaults, and
 //! the struct can grow (e.g. a checkpoint name) without new functions.
 
-use super::args::{handle_ref, read_struct, write_struct, CStruct, OutHandle};
+use super::args::{handle_ref, read_struct, write_default, write_struct, CStruct, OutHandle};
 use super::boundary;
 use super::diffusion::{
-    check_load_options, claim_load_options, claim_tensor, tensor_from_c, tensor_shape,
+    claim_load_options, claim_tensor, resolve_load_options, tensor_from_c, tensor_shape,
 };
-use super::labels::{claim_label_scheme, label_scheme_from_c};
+use super::labels::{claim_label_scheme, label_scheme_from_ptr};
 use super::status::claim_status;
 use super::synthesis::claim_progress_fn;
 use super::volume::{claim_volume, image_from_c, out_volume_from_c};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
+use crate::nn::LoadOptions;
 use crate::segmentation::{SegmentParams, Segmenter, SegmenterOptions, FOLD_ALL};
 use crate::volume::Image;
 use std::ffi::{c_char, c_void};
@@ -35,7 +36,8 @@ pub const CLAIM_FOLD_ALL: i32 = -1;
 pub const CLAIM_SEGMENTER_NAME_MAX: u32 = 64;
 
 /// Which parts of an nnU-Net model `claim_segmenter_load` loads. Initialise
-/// with `claim_segmenter_options_default()` and change what differs.
+/// with `CLAIM_DEFAULT(claim_segmenter_options, &o)` and change what
+/// differs.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct claim_segmenter_options {
@@ -145,24 +147,24 @@ fn segmenter_options_from_c(
 }
 
 /// Fills `*out` with the default options: every numbered fold present, the
-/// checkpoints' configuration; `struct_size = sizeof(claim_segmenter_options)`.
-/// Does nothing when `out` is NULL. Thread-safe; does not change
+/// checkpoints' configuration.
+///
+/// `size`: the caller's `sizeof(claim_segmenter_options)`; writes the first
+/// `min(size, sizeof(claim_segmenter_options))` bytes and sets
+/// `struct_size` to that number (nothing when `size` < 4). Does nothing
+/// when `out` is NULL. Thread-safe; does not change
 /// `claim_last_error_message()`.
 #[no_mangle]
-pub extern "C" fn claim_segmenter_options_default(out: *mut claim_segmenter_options) {
+pub extern "C" fn claim_segmenter_options_default(out: *mut claim_segmenter_options, size: usize) {
     boundary::call_infallible("claim_segmenter_options_default", (), || {
-        if out.is_null() {
-            return;
-        }
-        // SAFETY: non-NULL and writable for one claim_segmenter_options by
-        // the header contract.
-        unsafe { out.write_unaligned(claim_segmenter_options::default()) };
+        // SAFETY: `out` is NULL or writable for `size` bytes (header contract).
+        unsafe { write_default(out, size) }
     })
 }
 
 /// A loaded nnU-Net model (one network per fold, plus its plans). Opaque.
 ///
-/// Immutable once loaded: several threads may call `claim_segment` and
+/// Immutable once loaded: several threads may call `claim_segmenter_segment` and
 /// `claim_segmenter_predict_logits` on one segmenter at once (no locking).
 pub struct claim_segmenter {
     pub(crate) model: Segmenter,
@@ -182,7 +184,7 @@ pub struct claim_segmenter_info {
     pub struct_size: u32,
     /// 2 (slice by slice) or 3: the network's convolutions.
     pub spatial_dims: u32,
-    /// Image channels C of the network input (claim_segment takes 1).
+    /// Image channels C of the network input (claim_segmenter_segment takes 1).
     pub input_channels: u32,
     /// Output classes (= labels of `dataset.json`, background included).
     pub num_classes: u32,
@@ -275,6 +277,19 @@ fn info_to_c(model: &Segmenter) -> claim_segmenter_info {
     out
 }
 
+/// Loads the segmenter of a `claim_segmenter_load` call whose load options
+/// have been resolved: the one place where `LoadOptions` will reach
+/// `Segmenter` loading once it can place weights on a device. Today the
+/// CPU in F32 is the only combination that resolves, which is what
+/// `Segmenter::load` loads.
+fn load_segmenter(
+    path: &Path,
+    options: &SegmenterOptions,
+    _load: &LoadOptions,
+) -> Result<Segmenter> {
+    Segmenter::load(path, options)
+}
+
 /// Loads a trained nnU-Net v2 model, without Python:
 ///
 /// - a results folder `<Trainer>__<Plans>__<configuration>/` with
@@ -299,8 +314,9 @@ fn info_to_c(model: &Segmenter) -> claim_segmenter_info {
 /// checkpoint, bundle or valid plans / dataset JSON), `CLAIM_ERR_MODEL`
 /// (weights that do not fit the plans: the message names fold and tensor),
 /// `CLAIM_ERR_UNSUPPORTED` (another architecture, a cascade stage,
-/// region-based labels, FP16 on the CPU), `CLAIM_ERR_DEVICE` (CUDA asked:
-/// this build has no CUDA backend). Thread-safe.
+/// region-based labels, FP16 on the CPU), `CLAIM_ERR_DEVICE` (CUDA asked
+/// where this build or machine has none: the message says why).
+/// Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_segmenter_load(
     path: *const c_char,
@@ -313,13 +329,8 @@ pub extern "C" fn claim_segmenter_load(
         let out = unsafe { OutHandle::new(out, "out") }?;
         // SAFETY: `path` is NULL or a NUL-terminated string.
         let path = unsafe { super::args::c_str(path, "path") }?;
-        let load = if load_options.is_null() {
-            claim_load_options::default()
-        } else {
-            // SAFETY: a non-NULL `load_options` holds struct_size bytes.
-            unsafe { read_struct(load_options, "load_options") }?
-        };
-        check_load_options(&load, "load_options")?;
+        // SAFETY: `load_options` is NULL or holds struct_size bytes.
+        let load = unsafe { resolve_load_options(load_options, "load_options") }?;
         let options = if segmenter_options.is_null() {
             SegmenterOptions::default()
         } else {
@@ -327,7 +338,7 @@ pub extern "C" fn claim_segmenter_load(
             let value = unsafe { read_struct(segmenter_options, "segmenter_options") }?;
             segmenter_options_from_c(&value, "segmenter_options")?
         };
-        let model = Segmenter::load(Path::new(path), &options)?;
+        let model = load_segmenter(Path::new(path), &options, &load)?;
         out.set(Box::new(claim_segmenter { model }));
         Ok(())
     })
@@ -421,10 +432,7 @@ pub extern "C" fn claim_segmenter_predict_logits(
                 info.num_classes
             )));
         }
-        let logits = segmenter.model.predict_logits(&x, 0).map_err(|e| match e {
-            Error::InvalidArgument(m) => Error::invalid(format!("x.shape: {m}")),
-            other => other,
-        })?;
+        let logits = segmenter.model.predict_logits(&x, 0).context("x.shape")?;
         let values = logits.as_slice()?;
         if values.len() != count {
             return Err(Error::Internal(format!(
@@ -440,12 +448,12 @@ pub extern "C" fn claim_segmenter_predict_logits(
     })
 }
 
-/// How `claim_segment` predicts. Initialise with
-/// `claim_segment_params_default()` and change what differs.
+/// How `claim_segmenter_segment` predicts. Initialise with
+/// `CLAIM_DEFAULT(claim_segmentation_params, &p)` and change what differs.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct claim_segment_params {
-    /// `sizeof(claim_segment_params)`, set by the default function.
+pub struct claim_segmentation_params {
+    /// `sizeof(claim_segmentation_params)`, set by the default function.
     pub struct_size: u32,
     /// 1 (default, nnU-Net's): average the network over every flip of the
     /// axes the checkpoint allows; 0: no test-time mirroring (2^axes times
@@ -457,32 +465,33 @@ pub struct claim_segment_params {
     /// 1 (default): scar and MVO only where they touch predicted
     /// myocardium, MVO only inside scar; 0: the network's labels as they are.
     pub postprocess: i32,
-    /// Values written for LV cavity, myocardium, scar, MVO and RV (default
-    /// EMIDEC). Classes are matched to tissues by their `dataset.json`
-    /// names; a class with an unknown name keeps its value.
-    pub labels: claim_label_scheme,
+    /// Values written for LV cavity, myocardium, scar, MVO and RV: NULL
+    /// (the default) for EMIDEC, else a scheme borrowed for the call.
+    /// Classes are matched to tissues by their `dataset.json` names; a
+    /// class with an unknown name keeps its value.
+    pub labels: *const claim_label_scheme,
 }
 
-impl Default for claim_segment_params {
+impl Default for claim_segmentation_params {
     fn default() -> Self {
         let rust = SegmentParams::default();
-        claim_segment_params {
-            struct_size: size_of::<claim_segment_params>() as u32,
+        claim_segmentation_params {
+            struct_size: size_of::<claim_segmentation_params>() as u32,
             mirroring: i32::from(rust.mirroring),
             step_size: rust.step_size,
             postprocess: i32::from(rust.postprocess),
-            labels: rust.label_scheme.into(),
+            labels: std::ptr::null(),
         }
     }
 }
 
 // SAFETY: repr(C), starts with u32 struct_size; integers, a float and a
-// nested struct of integers, all valid for any bit pattern.
-unsafe impl CStruct for claim_segment_params {
-    const C_NAME: &'static str = "claim_segment_params";
-    const FIRST_RELEASE_SIZE: usize = 40;
+// raw pointer, all valid for any bit pattern.
+unsafe impl CStruct for claim_segmentation_params {
+    const C_NAME: &'static str = "claim_segmentation_params";
+    const FIRST_RELEASE_SIZE: usize = 24;
     fn with_struct_size(self, size: u32) -> Self {
-        claim_segment_params {
+        claim_segmentation_params {
             struct_size: size,
             ..self
         }
@@ -499,8 +508,16 @@ fn flag(value: i32, name: &str) -> Result<bool> {
     }
 }
 
-/// The checked Rust parameters of a caller's `claim_segment_params`.
-fn segment_params_from_c(value: &claim_segment_params, name: &str) -> Result<SegmentParams> {
+/// The checked Rust parameters of a caller's `claim_segmentation_params`.
+///
+/// # Safety
+///
+/// `value.labels` must be NULL or point to a `claim_label_scheme` of
+/// `struct_size` readable bytes.
+unsafe fn segmentation_params_from_c(
+    value: &claim_segmentation_params,
+    name: &str,
+) -> Result<SegmentParams> {
     if !(value.step_size > 0.0 && value.step_size <= 1.0) {
         return Err(Error::invalid(format!(
             "{name}.step_size: expected a fraction of the patch in (0, 1], got {}",
@@ -511,23 +528,27 @@ fn segment_params_from_c(value: &claim_segment_params, name: &str) -> Result<Seg
         mirroring: flag(value.mirroring, &format!("{name}.mirroring"))?,
         step_size: value.step_size,
         postprocess: flag(value.postprocess, &format!("{name}.postprocess"))?,
-        label_scheme: label_scheme_from_c(&value.labels, &format!("{name}.labels"))?,
+        // SAFETY: forwarded contract.
+        label_scheme: unsafe { label_scheme_from_ptr(value.labels, &format!("{name}->labels")) }?,
     })
 }
 
 /// Fills `*out` with the defaults: mirroring on, step 0.5, post-processing
-/// on, EMIDEC labels; `struct_size = sizeof(claim_segment_params)`. Does
-/// nothing when `out` is NULL. Thread-safe; does not change
+/// on, EMIDEC labels (`labels` NULL).
+///
+/// `size`: the caller's `sizeof(claim_segmentation_params)`; writes the
+/// first `min(size, sizeof(claim_segmentation_params))` bytes and sets
+/// `struct_size` to that number (nothing when `size` < 4). Does nothing
+/// when `out` is NULL. Thread-safe; does not change
 /// `claim_last_error_message()`.
 #[no_mangle]
-pub extern "C" fn claim_segment_params_default(out: *mut claim_segment_params) {
-    boundary::call_infallible("claim_segment_params_default", (), || {
-        if out.is_null() {
-            return;
-        }
-        // SAFETY: non-NULL and writable for one claim_segment_params by the
-        // header contract.
-        unsafe { out.write_unaligned(claim_segment_params::default()) };
+pub extern "C" fn claim_segmentation_params_default(
+    out: *mut claim_segmentation_params,
+    size: usize,
+) {
+    boundary::call_infallible("claim_segmentation_params_default", (), || {
+        // SAFETY: `out` is NULL or writable for `size` bytes (header contract).
+        unsafe { write_default(out, size) }
     })
 }
 
@@ -568,12 +589,12 @@ impl ProgressReport {
 ///
 /// `segmenter`: borrowed; may be used by several threads at once. `image`:
 /// one channel (the model must take one), any dtype, finite values; its
-/// geometry gives the spacing. `params`: see `claim_segment_params`.
+/// geometry gives the spacing. `params`: see `claim_segmentation_params`.
 /// `progress`: NULL, or called with (`user_data`, done, total) on the
 /// calling thread with done = 0 once the total is known and after each
 /// network evaluation; `total` = windows × mirror passes × folds;
 /// non-zero cancels. `out_labels`: the caller's volume with the dims of
-/// `image` and any dtype (`CLAIM_DTYPE_U8` suggested); receives the labels
+/// `image` and any dtype (`CLAIM_VOXEL_U8` suggested); receives the labels
 /// and the geometry of `image`. It may be the same buffer as `image` (the
 /// input is copied first). On failure it is left untouched.
 ///
@@ -583,20 +604,21 @@ impl ProgressReport {
 /// `CLAIM_ERR_UNSUPPORTED` (a model taking several channels),
 /// `CLAIM_ERR_CANCELLED`, `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
 #[no_mangle]
-pub extern "C" fn claim_segment(
+pub extern "C" fn claim_segmenter_segment(
     segmenter: *const claim_segmenter,
     image: *const claim_volume,
-    params: *const claim_segment_params,
+    params: *const claim_segmentation_params,
     progress: claim_progress_fn,
     user_data: *mut c_void,
     out_labels: *mut claim_volume,
 ) -> claim_status {
-    boundary::call("claim_segment", || {
+    boundary::call("claim_segmenter_segment", || {
         // SAFETY: `segmenter` is NULL or a live handle (header contract).
         let segmenter = unsafe { handle_ref(segmenter, "segmenter") }?;
-        // SAFETY: `params` is NULL or a claim_segment_params of struct_size bytes.
+        // SAFETY: `params` is NULL or a claim_segmentation_params of struct_size bytes.
         let params = unsafe { read_struct(params, "params") }?;
-        let params = segment_params_from_c(&params, "params")?;
+        // SAFETY: its `labels` is NULL or a scheme of struct_size bytes.
+        let params = unsafe { segmentation_params_from_c(&params, "params") }?;
         // SAFETY: `image` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
         let image = unsafe { image_from_c(image, "image") }?;
@@ -614,7 +636,7 @@ pub extern "C" fn claim_segment(
         let info = segmenter.model.info();
         if info.input_channels != 1 {
             return Err(Error::Unsupported(format!(
-                "claim_segment takes single-channel models; this one takes {} channels ({})",
+                "claim_segmenter_segment takes single-channel models; this one takes {} channels ({})",
                 info.input_channels,
                 info.channel_names.join(", ")
             )));
@@ -641,30 +663,31 @@ mod tests {
     fn layouts_and_defaults_match_rust() {
         assert_eq!(size_of::<claim_segmenter_options>(), 136);
         assert_eq!(size_of::<claim_segmenter_info>(), 272);
-        assert_eq!(size_of::<claim_segment_params>(), 40);
-        let mut p = claim_segment_params {
+        assert_eq!(size_of::<claim_segmentation_params>(), 24);
+        let mut p = claim_segmentation_params {
             struct_size: 0,
             step_size: 9.0,
-            ..claim_segment_params::default()
+            ..claim_segmentation_params::default()
         };
-        claim_segment_params_default(&mut p);
-        assert_eq!(p, claim_segment_params::default());
+        claim_segmentation_params_default(&mut p, size_of::<claim_segmentation_params>());
+        assert_eq!(p, claim_segmentation_params::default());
         assert_eq!(
-            segment_params_from_c(&p, "params").unwrap(),
+            // SAFETY: `labels` is NULL.
+            unsafe { segmentation_params_from_c(&p, "params") }.unwrap(),
             SegmentParams::default()
         );
-        claim_segment_params_default(std::ptr::null_mut());
+        claim_segmentation_params_default(std::ptr::null_mut(), 24);
         let mut o = claim_segmenter_options {
             fold_count: 3,
             ..Default::default()
         };
-        claim_segmenter_options_default(&mut o);
+        claim_segmenter_options_default(&mut o, size_of::<claim_segmenter_options>());
         assert_eq!(o, claim_segmenter_options::default());
         assert_eq!(
             segmenter_options_from_c(&o, "o").unwrap(),
             SegmenterOptions::default()
         );
-        claim_segmenter_options_default(std::ptr::null_mut());
+        claim_segmenter_options_default(std::ptr::null_mut(), 136);
         fn shareable<T: Send + Sync>() {}
         shareable::<claim_segmenter>();
     }
@@ -721,55 +744,59 @@ mod tests {
                 .to_string();
             assert!(e.contains(needle), "{needle}: {e}");
         }
-        let base = claim_segment_params::default();
+        let base = claim_segmentation_params::default();
+        let duplicate_scar = claim_label_scheme {
+            scar: 2,
+            ..claim_label_scheme::default()
+        };
         for (p, needle) in [
             (
-                claim_segment_params {
+                claim_segmentation_params {
                     step_size: 0.0,
                     ..base
                 },
                 "params.step_size",
             ),
             (
-                claim_segment_params {
+                claim_segmentation_params {
                     step_size: f32::NAN,
                     ..base
                 },
                 "params.step_size",
             ),
             (
-                claim_segment_params {
+                claim_segmentation_params {
                     step_size: 1.01,
                     ..base
                 },
                 "params.step_size",
             ),
             (
-                claim_segment_params {
+                claim_segmentation_params {
                     mirroring: 2,
                     ..base
                 },
                 "params.mirroring: expected 0 or 1",
             ),
             (
-                claim_segment_params {
+                claim_segmentation_params {
                     postprocess: -1,
                     ..base
                 },
                 "params.postprocess",
             ),
             (
-                claim_segment_params {
-                    labels: claim_label_scheme {
-                        scar: 2,
-                        ..claim_label_scheme::default()
-                    },
+                claim_segmentation_params {
+                    labels: &duplicate_scar,
                     ..base
                 },
-                "params.labels",
+                "params->labels",
             ),
         ] {
-            let e = segment_params_from_c(&p, "params").unwrap_err().to_string();
+            // SAFETY: `labels` is NULL or points to a live local.
+            let e = unsafe { segmentation_params_from_c(&p, "params") }
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{needle}: {e}");
         }
     }
@@ -783,13 +810,13 @@ mod tests {
             .join("Dataset990_ClaimTiny/nnUNetTrainer__nnUNetPlans__2d")
     }
 
-    /// `claim_segment` takes one image, so a model of two channels (the
+    /// `claim_segmenter_segment` takes one image, so a model of two channels (the
     /// fixture's plans and labels, random weights) is refused as unsupported
     /// before any work, and the output is left alone.
     #[test]
-    fn multi_channel_models_are_unsupported_by_claim_segment() {
+    fn multi_channel_models_are_unsupported_by_claim_segmenter_segment() {
         use crate::ffi::status::CLAIM_ERR_UNSUPPORTED;
-        use crate::ffi::volume::{volume_to_c, CLAIM_DTYPE_U8};
+        use crate::ffi::volume::{volume_to_c, CLAIM_VOXEL_U8};
         use crate::models::plain_unet::random_state_dict;
         use crate::segmentation::{NnunetBundle, Plans};
         use crate::volume::{Geometry, Volume};
@@ -821,11 +848,11 @@ mod tests {
         let input = volume_to_c(&image, pixels.as_mut_ptr().cast());
         let mut labels = vec![0xABu8; 64];
         let mut out = claim_volume {
-            dtype: CLAIM_DTYPE_U8,
+            voxel_type: CLAIM_VOXEL_U8,
             ..volume_to_c(&image, labels.as_mut_ptr().cast())
         };
-        let params = claim_segment_params::default();
-        let status = claim_segment(
+        let params = claim_segmentation_params::default();
+        let status = claim_segmenter_segment(
             &handle,
             &input,
             &params,

@@ -2,13 +2,15 @@
 //! `claim_smile_context`: clinically guided scar masks of
 //! [`mod@crate::smile::generate`].
 
-use super::aha::{aha_params_from_c, claim_aha_params, CLAIM_AHA_SEGMENT_COUNT};
-use super::args::{check_out_struct, handle_ref, read_struct, write_struct, CStruct, OutHandle};
+use super::aha::{aha_params_from_ptr, claim_aha_params, CLAIM_AHA_SEGMENT_COUNT};
+use super::args::{
+    check_out_struct, handle_ref, read_struct, write_default, write_struct, CStruct, OutHandle,
+};
 use super::boundary;
-use super::labels::{claim_label_scheme, label_scheme_from_c};
+use super::labels::{claim_label_scheme, label_scheme_from_ptr};
 use super::status::claim_status;
 use super::volume::{claim_volume, labels_from_c, out_volume_from_c};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::smile::generate::{SmileContext, SmileParams, SmileResult};
 use crate::smile::pattern::Pattern;
 use crate::smile::territory::Territory;
@@ -92,14 +94,14 @@ fn territory_to_c(territory: Territory) -> claim_territory {
     }
 }
 
-/// What a SMILE draw makes. Initialise with `claim_smile_params_default()`
-/// and change what differs.
+/// What a SMILE draw makes. Initialise with
+/// `CLAIM_DEFAULT(claim_smile_params, &p)` and change what differs.
 ///
 /// Input scar and MVO voxels are reset to healthy myocardium first: a draw
 /// replaces any lesion the map had. Scar is only ever written on
 /// myocardium; every other voxel is copied unchanged.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct claim_smile_params {
     /// `sizeof(claim_smile_params)`, set by `claim_smile_params_default()`.
     pub struct_size: u32,
@@ -109,7 +111,7 @@ pub struct claim_smile_params {
     /// than ANY only with the ischaemic pattern.
     pub territory: claim_territory,
     /// Ischaemic pattern only: 1 adds a microvascular-obstruction core
-    /// (10–25 % of the lesion, label `labels.mvo`) at the scar's
+    /// (10–25 % of the lesion, label `labels->mvo`) at the scar's
     /// sub-endocardial centre; needs `transmurality` ≥ 0.5 when one is
     /// given. 0 (default) or 1.
     pub mvo: i32,
@@ -126,13 +128,14 @@ pub struct claim_smile_params {
     /// burden. Negative (default -1): drawn uniform in 0.3–1.0 (0.75–1.0
     /// with `mvo`). Must be finite.
     pub transmurality: f64,
-    /// Label scheme of the input and the output map (default EMIDEC
-    /// without RV). With an RV label, the parcellation finds the septum
-    /// from it.
-    pub labels: claim_label_scheme,
-    /// Options of the AHA parcellation run before the draw. Its `labels`
-    /// member is ignored: `labels` above is used.
-    pub aha: claim_aha_params,
+    /// Label scheme of the input and the output map: NULL (the default) for
+    /// EMIDEC without RV, else a scheme borrowed for the call. With an RV
+    /// label, the parcellation finds the septum from it.
+    pub labels: *const claim_label_scheme,
+    /// Options of the AHA parcellation run before the draw: NULL (the
+    /// default) for the defaults, else borrowed for the call. Its `labels`
+    /// member is ignored (not read): `labels` above is used.
+    pub aha: *const claim_aha_params,
 }
 
 impl Default for claim_smile_params {
@@ -144,17 +147,17 @@ impl Default for claim_smile_params {
             mvo: 0,
             burden: -1.0,
             transmurality: -1.0,
-            labels: claim_label_scheme::default(),
-            aha: claim_aha_params::default(),
+            labels: std::ptr::null(),
+            aha: std::ptr::null(),
         }
     }
 }
 
-// SAFETY: repr(C), starts with u32 struct_size; integers, doubles and
-// nested structs of those only, all valid for any bit pattern.
+// SAFETY: repr(C), starts with u32 struct_size; integers, doubles and raw
+// pointers only, all valid for any bit pattern.
 unsafe impl CStruct for claim_smile_params {
     const C_NAME: &'static str = "claim_smile_params";
-    const FIRST_RELEASE_SIZE: usize = 120;
+    const FIRST_RELEASE_SIZE: usize = 48;
     fn with_struct_size(self, size: u32) -> Self {
         claim_smile_params {
             struct_size: size,
@@ -177,7 +180,15 @@ fn optional_fraction(value: f64, name: &str, of_what: &str) -> Result<Option<f64
 
 /// The checked Rust parameters of a caller's `claim_smile_params` (already
 /// copied; `name` names it).
-pub(crate) fn smile_params_from_c(value: &claim_smile_params, name: &str) -> Result<SmileParams> {
+///
+/// # Safety
+///
+/// `value.labels` and `value.aha` must each be NULL or point to a struct
+/// of its `struct_size` readable bytes.
+pub(crate) unsafe fn smile_params_from_c(
+    value: &claim_smile_params,
+    name: &str,
+) -> Result<SmileParams> {
     let mvo = match value.mvo {
         0 => false,
         1 => true,
@@ -197,34 +208,29 @@ pub(crate) fn smile_params_from_c(value: &claim_smile_params, name: &str) -> Res
             "wall",
         )?,
         mvo,
-        labels: label_scheme_from_c(&value.labels, &format!("{name}.labels"))?,
-        aha: aha_params_from_c(&value.aha, &format!("{name}.aha"), false)?,
+        // SAFETY: forwarded contract.
+        labels: unsafe { label_scheme_from_ptr(value.labels, &format!("{name}->labels")) }?,
+        // SAFETY: forwarded contract; the aha labels are not read.
+        aha: unsafe { aha_params_from_ptr(value.aha, &format!("{name}->aha"), false) }?,
     };
-    params.validate().map_err(|e| match e {
-        Error::InvalidArgument(msg) => Error::invalid(format!("{name}: {msg}")),
-        other => other,
-    })?;
+    params.validate().context(name)?;
     Ok(params)
 }
 
 /// Fills `*out` with the default draw: ischaemic pattern, territory and
 /// burden and transmurality drawn at random (`CLAIM_TERRITORY_ANY`,
-/// -1, -1), no MVO, EMIDEC labels without RV, default AHA options;
-/// `struct_size = sizeof(claim_smile_params)` (and the nested structs'
-/// `struct_size`s set).
+/// -1, -1), no MVO, EMIDEC labels without RV and default AHA options
+/// (`labels` and `aha` NULL).
 ///
-/// Writes all of `sizeof(claim_smile_params)`, whatever `out->struct_size`
-/// held before. Does nothing when `out` is NULL. Thread-safe; does not
-/// change `claim_last_error_message()`.
+/// `size`: the caller's `sizeof(claim_smile_params)`; writes the first
+/// `min(size, sizeof(claim_smile_params))` bytes and sets `struct_size` to
+/// that number (nothing when `size` < 4). Does nothing when `out` is NULL.
+/// Thread-safe; does not change `claim_last_error_message()`.
 #[no_mangle]
-pub extern "C" fn claim_smile_params_default(out: *mut claim_smile_params) {
+pub extern "C" fn claim_smile_params_default(out: *mut claim_smile_params, size: usize) {
     boundary::call_infallible("claim_smile_params_default", (), || {
-        if out.is_null() {
-            return;
-        }
-        // SAFETY: `out` is non-NULL and points to a writable
-        // claim_smile_params by the header contract.
-        unsafe { out.write_unaligned(claim_smile_params::default()) };
+        // SAFETY: `out` is NULL or writable for `size` bytes (header contract).
+        unsafe { write_default(out, size) }
     })
 }
 
@@ -424,7 +430,9 @@ pub extern "C" fn claim_smile_generate(
     boundary::call("claim_smile_generate", || {
         // SAFETY: `params` is NULL or a claim_smile_params of struct_size bytes.
         let params = unsafe { read_struct(params, "params") }?;
-        let params = smile_params_from_c(&params, "params")?;
+        // SAFETY: its `labels` and `aha` are NULL or structs of their
+        // struct_size bytes (header contract).
+        let params = unsafe { smile_params_from_c(&params, "params") }?;
         // SAFETY: `labels` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
         let labels = unsafe { labels_from_c(labels, "labels") }?;
@@ -456,7 +464,7 @@ pub struct claim_smile_context {
 /// or reuse it afterwards. `segments`: NULL to parcellate `labels` with
 /// `params->aha`, or a segment map of the same dims and geometry (any
 /// dtype, 0 = none, 1–17; only its values on the myocardium are used), e.g.
-/// an atlas's own segments or the output of `claim_aha_segment`.
+/// an atlas's own segments or the output of `claim_aha_parcellate`.
 /// `params`: see `claim_smile_params`; copied. `out`: receives the new
 /// context, owned by the caller and freed with `claim_smile_context_free`;
 /// set to NULL on every failure.
@@ -475,7 +483,9 @@ pub extern "C" fn claim_smile_context_create(
         let out = unsafe { OutHandle::new(out, "out") }?;
         // SAFETY: `params` is NULL or a claim_smile_params of struct_size bytes.
         let params = unsafe { read_struct(params, "params") }?;
-        let params = smile_params_from_c(&params, "params")?;
+        // SAFETY: its `labels` and `aha` are NULL or structs of their
+        // struct_size bytes (header contract).
+        let params = unsafe { smile_params_from_c(&params, "params") }?;
         // SAFETY: `labels` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
         let labels = unsafe { labels_from_c(labels, "labels") }?;
@@ -564,42 +574,46 @@ pub extern "C" fn claim_smile_context_free(ctx: *mut claim_smile_context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::aha::tests::{small_heart, view};
+    use crate::ffi::aha::tests::{small_heart, view, EMIDEC_WITH_RV};
     use crate::ffi::boundary::last_error;
     use crate::ffi::status::{CLAIM_ERR_INVALID_ARGUMENT, CLAIM_OK};
-    use crate::ffi::volume::{CLAIM_DTYPE_F32, CLAIM_DTYPE_I32, CLAIM_DTYPE_U8};
+    use crate::ffi::volume::{CLAIM_VOXEL_F32, CLAIM_VOXEL_I32, CLAIM_VOXEL_U8};
     use std::ptr::{null, null_mut};
 
     fn lad_params() -> claim_smile_params {
-        let scheme: claim_label_scheme = LabelScheme::EMIDEC_WITH_RV.into();
         claim_smile_params {
             territory: CLAIM_TERRITORY_LAD,
             burden: 0.2,
-            labels: scheme,
+            labels: &EMIDEC_WITH_RV,
             ..claim_smile_params::default()
         }
     }
 
+    /// `smile_params_from_c` on a value whose pointers are NULL or point to
+    /// live values (statics and locals of these tests).
+    fn convert(value: &claim_smile_params, name: &str) -> Result<SmileParams> {
+        // SAFETY: the tests' `labels` and `aha` are NULL or live.
+        unsafe { smile_params_from_c(value, name) }
+    }
+
     #[test]
     fn defaults_match_the_rust_defaults_and_layout() {
-        assert_eq!(size_of::<claim_smile_params>(), 120);
+        assert_eq!(size_of::<claim_smile_params>(), 48);
         assert_eq!(size_of::<claim_smile_info>(), 96);
         let mut p = claim_smile_params {
             struct_size: 0,
             burden: 0.5,
             ..claim_smile_params::default()
         };
-        claim_smile_params_default(&mut p);
-        assert_eq!(p.struct_size, 120);
+        claim_smile_params_default(&mut p, size_of::<claim_smile_params>());
+        assert_eq!(p.struct_size, 48);
+        assert!(p.labels.is_null() && p.aha.is_null());
         assert_eq!(
             (p.pattern, p.territory, p.mvo, p.burden, p.transmurality),
             (CLAIM_PATTERN_ISCHEMIC, CLAIM_TERRITORY_ANY, 0, -1.0, -1.0)
         );
-        assert_eq!(
-            smile_params_from_c(&p, "params").unwrap(),
-            SmileParams::default()
-        );
-        claim_smile_params_default(null_mut());
+        assert_eq!(convert(&p, "params").unwrap(), SmileParams::default());
+        claim_smile_params_default(null_mut(), 48);
     }
 
     /// The header promises concurrent draws from one context without locks.
@@ -629,12 +643,12 @@ mod tests {
 
     #[test]
     fn conversion_maps_sentinels_and_names_bad_fields() {
-        let p = smile_params_from_c(
+        let p = convert(
             &claim_smile_params {
                 pattern: CLAIM_PATTERN_ISCHEMIC,
                 transmurality: 0.8,
                 mvo: 1,
-                aha: claim_aha_params {
+                aha: &claim_aha_params {
                     rotation_deg: 15.0,
                     ..claim_aha_params::default()
                 },
@@ -651,7 +665,7 @@ mod tests {
         assert_eq!(p.labels, LabelScheme::EMIDEC_WITH_RV);
         assert_eq!(p.aha_params().labels, LabelScheme::EMIDEC_WITH_RV);
         assert_eq!(p.aha.rotation_deg, 15.0);
-        let drawn = smile_params_from_c(
+        let drawn = convert(
             &claim_smile_params {
                 burden: -0.5,
                 transmurality: -3.0,
@@ -663,6 +677,14 @@ mod tests {
         assert_eq!((drawn.burden, drawn.transmurality), (None, None));
 
         let base = lad_params();
+        let bad_scheme = claim_label_scheme {
+            scar: 2,
+            ..EMIDEC_WITH_RV
+        };
+        let bad_aha = claim_aha_params {
+            long_axis: [f64::NAN; 3],
+            ..claim_aha_params::default()
+        };
         let cases = [
             (
                 claim_smile_params {
@@ -718,29 +740,21 @@ mod tests {
             ),
             (
                 claim_smile_params {
-                    labels: claim_label_scheme {
-                        scar: 2,
-                        ..base.labels
-                    },
+                    labels: &bad_scheme,
                     ..base
                 },
-                "params.labels: label scheme",
+                "params->labels: label scheme",
             ),
             (
                 claim_smile_params {
-                    aha: claim_aha_params {
-                        long_axis: [f64::NAN; 3],
-                        ..base.aha
-                    },
+                    aha: &bad_aha,
                     ..base
                 },
-                "params.aha.long_axis",
+                "params->aha.long_axis",
             ),
         ];
         for (value, expected) in cases {
-            let msg = smile_params_from_c(&value, "params")
-                .unwrap_err()
-                .to_string();
+            let msg = convert(&value, "params").unwrap_err().to_string();
             assert!(msg.contains(expected), "expected {expected:?} in {msg:?}");
         }
     }
@@ -749,12 +763,12 @@ mod tests {
     fn segment_maps_accept_0_to_17_in_any_dtype() {
         let heart = small_heart();
         let mut values = vec![17.0f32; heart.len()];
-        let v = view(&heart, &mut values, CLAIM_DTYPE_F32);
+        let v = view(&heart, &mut values, CLAIM_VOXEL_F32);
         // SAFETY: `v` describes the live `values`.
         let s = unsafe { segments_from_c(&v, "segments") }.unwrap();
         assert!(s.data.iter().all(|x| *x == 17));
         values[5] = 18.0;
-        let v = view(&heart, &mut values, CLAIM_DTYPE_F32);
+        let v = view(&heart, &mut values, CLAIM_VOXEL_F32);
         // SAFETY: as above.
         let msg = unsafe { segments_from_c(&v, "segments") }
             .unwrap_err()
@@ -772,18 +786,16 @@ mod tests {
         let heart = small_heart();
         let params = lad_params();
         let mut input: Vec<i16> = heart.data.iter().map(|l| *l as i16).collect();
-        let labels = view(&heart, &mut input, super::super::volume::CLAIM_DTYPE_I16);
+        let labels = view(&heart, &mut input, super::super::volume::CLAIM_VOXEL_I16);
         let mut output = vec![0u8; heart.len()];
-        let mut out = view(&heart, &mut output, CLAIM_DTYPE_U8);
+        let mut out = view(&heart, &mut output, CLAIM_VOXEL_U8);
         assert_eq!(
             claim_smile_generate(&labels, &params, 7, &mut out),
             CLAIM_OK,
             "{}",
             last_error()
         );
-        let rust =
-            crate::smile::generate(&heart, &smile_params_from_c(&params, "params").unwrap(), 7)
-                .unwrap();
+        let rust = crate::smile::generate(&heart, &convert(&params, "params").unwrap(), 7).unwrap();
         assert!(output
             .iter()
             .zip(rust.labels.data.iter())
@@ -792,7 +804,7 @@ mod tests {
 
         // In place, through the same struct: same result.
         let mut in_place = input.clone();
-        let shared = view(&heart, &mut in_place, super::super::volume::CLAIM_DTYPE_I16);
+        let shared = view(&heart, &mut in_place, super::super::volume::CLAIM_VOXEL_I16);
         let mut shared_out = shared;
         assert_eq!(
             claim_smile_generate(&shared, &params, 7, &mut shared_out),
@@ -810,7 +822,7 @@ mod tests {
             CLAIM_OK
         );
         let mut again = vec![0i32; heart.len()];
-        let mut out_again = view(&heart, &mut again, CLAIM_DTYPE_I32);
+        let mut out_again = view(&heart, &mut again, CLAIM_VOXEL_I32);
         let mut info = claim_smile_info {
             struct_size: size_of::<claim_smile_info>() as u32,
             ..claim_smile_info::default()
@@ -840,9 +852,9 @@ mod tests {
         let heart = small_heart();
         let base = lad_params();
         let mut input: Vec<u8> = heart.data.iter().map(|l| *l as u8).collect();
-        let labels = view(&heart, &mut input, CLAIM_DTYPE_U8);
+        let labels = view(&heart, &mut input, CLAIM_VOXEL_U8);
         let mut output = vec![0xABu8; heart.len()];
-        let mut out = view(&heart, &mut output, CLAIM_DTYPE_U8);
+        let mut out = view(&heart, &mut output, CLAIM_VOXEL_U8);
 
         let expect_refused = |status: claim_status, expected: &str| {
             assert_eq!(status, CLAIM_ERR_INVALID_ARGUMENT, "{expected}");
@@ -867,7 +879,7 @@ mod tests {
         };
         expect_refused(
             claim_smile_generate(&labels, &size_unset, 1, &mut out),
-            "params.struct_size: expected at least 120",
+            "params.struct_size: expected at least 48",
         );
         let too_much = claim_smile_params {
             burden: 1.5,
@@ -878,7 +890,7 @@ mod tests {
             "params.burden",
         );
         let no_rv = claim_smile_params {
-            labels: claim_label_scheme::default(),
+            labels: null(),
             ..base
         };
         expect_refused(
@@ -898,16 +910,17 @@ mod tests {
         assert_eq!(small, [0xAB; 8]);
 
         // A u8 output cannot take a scheme with label 300: refused up front.
+        let wide_scheme = claim_label_scheme {
+            rv: 300,
+            ..EMIDEC_WITH_RV
+        };
         let wide = claim_smile_params {
-            labels: claim_label_scheme {
-                rv: 300,
-                ..base.labels
-            },
+            labels: &wide_scheme,
             ..base
         };
         expect_refused(
             claim_smile_generate(&labels, &wide, 1, &mut out),
-            "out_labels.dtype: CLAIM_DTYPE_U8 cannot hold the value 300 of the label scheme",
+            "out_labels.voxel_type: CLAIM_VOXEL_U8 cannot hold the value 300 of the label scheme",
         );
 
         // No myocardium: cavity and background only.
@@ -916,7 +929,7 @@ mod tests {
             .iter()
             .map(|l| if *l == 2 { 1 } else { *l as u8 })
             .collect();
-        let hollow_view = view(&heart, &mut hollow, CLAIM_DTYPE_U8);
+        let hollow_view = view(&heart, &mut hollow, CLAIM_VOXEL_U8);
         expect_refused(
             claim_smile_generate(&hollow_view, &base, 1, &mut out),
             "myocardium",

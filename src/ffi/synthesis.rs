@@ -1,32 +1,32 @@
-//! `claim_progress_fn`, `claim_synthesis_params`, `claim_synthesize` and
+//! `claim_progress_fn`, `claim_synthesis_params`, `claim_diffusion_synthesize` and
 //! `claim_histogram_measure`: scar synthesis of
 //! [`crate::synthesis::synthesize`].
 
-use super::args::{read_struct, CStruct};
+use super::args::{read_struct, write_default, CStruct};
 use super::boundary;
 use super::diffusion::claim_diffusion_model;
-use super::labels::{claim_label_scheme, label_scheme_from_c};
+use super::labels::{claim_label_scheme, label_scheme_from_ptr};
 use super::status::claim_status;
 use super::volume::{
-    claim_volume, dtype_from_c, image_from_c, labels_from_c, out_volume_from_c, CLAIM_DTYPE_F32,
+    claim_volume, dtype_from_c, image_from_c, labels_from_c, out_volume_from_c, CLAIM_VOXEL_F32,
 };
 use crate::error::{Error, Result};
 use crate::synthesis::{
     measure_histogram, synthesize, Condition, JumpParams, SynthesisParams, CLAIM_CROP_SIZE,
     HISTOGRAM_BINS, TIMESTEPS,
 };
-use crate::volume::{Image, LabelScheme};
+use crate::volume::Image;
 use std::ffi::c_void;
 use std::mem::size_of;
 
 /// Progress callback of long calls: `done` of `total` units (network
-/// evaluations for `claim_synthesize`) are finished. Called on the calling
+/// evaluations for `claim_diffusion_synthesize`) are finished. Called on the calling
 /// thread, before the first unit and after each. Return non-zero to cancel:
 /// the call then stops and returns `CLAIM_ERR_CANCELLED`.
 pub type claim_progress_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, done: u64, total: u64) -> i32>;
 
-/// Where the histogram condition of `claim_synthesize` comes from (a
+/// Where the histogram condition of `claim_diffusion_synthesize` comes from (a
 /// `typedef int32_t`). The numbers never change.
 pub type claim_histogram_source = i32;
 
@@ -44,8 +44,8 @@ pub const CLAIM_HISTOGRAM_BINS: u32 = 16;
 /// Room in `claim_synthesis_params.histogram` (two channels' histograms).
 pub const CLAIM_HISTOGRAM_MAX: u32 = 32;
 
-/// How `claim_synthesize` samples. Initialise with
-/// `claim_synthesis_params_default()` and change what differs.
+/// How `claim_diffusion_synthesize` samples. Initialise with
+/// `CLAIM_DEFAULT(claim_synthesis_params, &p)` and change what differs.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct claim_synthesis_params {
@@ -86,8 +86,9 @@ pub struct claim_synthesis_params {
     /// Consecutive slices per item: 1 for 2-D models such as CLAIM's
     /// (default), F for 3-D models.
     pub frames: u32,
-    /// Label scheme of `labels` (default EMIDEC without RV).
-    pub labels: claim_label_scheme,
+    /// Label scheme of `labels`: NULL (the default) for EMIDEC without RV,
+    /// else a scheme borrowed for the call.
+    pub labels: *const claim_label_scheme,
 }
 
 impl Default for claim_synthesis_params {
@@ -108,16 +109,16 @@ impl Default for claim_synthesis_params {
             batch_size: 4,
             crop_size: CLAIM_CROP_SIZE as u32,
             frames: 1,
-            labels: claim_label_scheme::default(),
+            labels: std::ptr::null(),
         }
     }
 }
 
-// SAFETY: repr(C), starts with u32 struct_size; integers, floats and a
-// nested struct of integers, all valid for any bit pattern.
+// SAFETY: repr(C), starts with u32 struct_size; integers, floats and a raw
+// pointer, all valid for any bit pattern.
 unsafe impl CStruct for claim_synthesis_params {
     const C_NAME: &'static str = "claim_synthesis_params";
-    const FIRST_RELEASE_SIZE: usize = 216;
+    const FIRST_RELEASE_SIZE: usize = 200;
     fn with_struct_size(self, size: u32) -> Self {
         claim_synthesis_params {
             struct_size: size,
@@ -137,7 +138,12 @@ fn flag(value: i32, name: &str) -> Result<bool> {
 }
 
 /// The checked Rust parameters of a caller's `claim_synthesis_params`.
-pub(crate) fn synthesis_params_from_c(
+///
+/// # Safety
+///
+/// `value.labels` must be NULL or point to a `claim_label_scheme` of
+/// `struct_size` readable bytes.
+pub(crate) unsafe fn synthesis_params_from_c(
     value: &claim_synthesis_params,
     name: &str,
 ) -> Result<SynthesisParams> {
@@ -209,24 +215,25 @@ pub(crate) fn synthesis_params_from_c(
             value.keep_network_output,
             &format!("{name}.keep_network_output"),
         )?,
-        labels: label_scheme_from_c(&value.labels, &format!("{name}.labels"))?,
+        // SAFETY: forwarded contract.
+        labels: unsafe { label_scheme_from_ptr(value.labels, &format!("{name}->labels")) }?,
     })
 }
 
 /// Fills `*out` with the defaults: 300/5/5 (CLAIM inference), seed 0, no
 /// guidance, CLAIM's EMIDEC histogram perturbed by up to 10 %, lesion-only
-/// paste, batch 4, 72×72 windows, 1 frame, EMIDEC labels;
-/// `struct_size = sizeof(claim_synthesis_params)`. Does nothing when `out`
-/// is NULL. Thread-safe; does not change `claim_last_error_message()`.
+/// paste, batch 4, 72×72 windows, 1 frame, EMIDEC labels (`labels` NULL).
+///
+/// `size`: the caller's `sizeof(claim_synthesis_params)`; writes the first
+/// `min(size, sizeof(claim_synthesis_params))` bytes and sets
+/// `struct_size` to that number (nothing when `size` < 4). Does nothing
+/// when `out` is NULL. Thread-safe; does not change
+/// `claim_last_error_message()`.
 #[no_mangle]
-pub extern "C" fn claim_synthesis_params_default(out: *mut claim_synthesis_params) {
+pub extern "C" fn claim_synthesis_params_default(out: *mut claim_synthesis_params, size: usize) {
     boundary::call_infallible("claim_synthesis_params_default", (), || {
-        if out.is_null() {
-            return;
-        }
-        // SAFETY: non-NULL and writable for one claim_synthesis_params by
-        // the header contract.
-        unsafe { out.write_unaligned(claim_synthesis_params::default()) };
+        // SAFETY: `out` is NULL or writable for `size` bytes (header contract).
+        unsafe { write_default(out, size) }
     })
 }
 
@@ -248,7 +255,7 @@ pub extern "C" fn claim_synthesis_params_default(out: *mut claim_synthesis_param
 /// calling thread; `total` = evaluations per batch × batches (1480 per
 /// batch at 300/5/5 without guidance); non-zero cancels. `out_image`: the
 /// caller's volume with the dims of `image` and its dtype or
-/// `CLAIM_DTYPE_F32`; receives the image and the geometry of `image`.
+/// `CLAIM_VOXEL_F32`; receives the image and the geometry of `image`.
 /// Integer outputs are rounded and clamped to the type. It may be the same
 /// buffer as `image` (inputs are copied first). On failure it is left
 /// untouched.
@@ -260,7 +267,7 @@ pub extern "C" fn claim_synthesis_params_default(out: *mut claim_synthesis_param
 /// `CLAIM_ERR_UNSUPPORTED` (a multi-channel model), `CLAIM_ERR_CANCELLED`,
 /// `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
 #[no_mangle]
-pub extern "C" fn claim_synthesize(
+pub extern "C" fn claim_diffusion_synthesize(
     model: *const claim_diffusion_model,
     image: *const claim_volume,
     labels: *const claim_volume,
@@ -269,12 +276,13 @@ pub extern "C" fn claim_synthesize(
     user_data: *mut c_void,
     out_image: *mut claim_volume,
 ) -> claim_status {
-    boundary::call("claim_synthesize", || {
+    boundary::call("claim_diffusion_synthesize", || {
         // SAFETY: `model` is NULL or a live handle (header contract).
         let model = unsafe { super::args::handle_ref(model, "model") }?;
         // SAFETY: `params` is NULL or a claim_synthesis_params of struct_size bytes.
         let params = unsafe { read_struct(params, "params") }?;
-        let params = synthesis_params_from_c(&params, "params")?;
+        // SAFETY: its `labels` is NULL or a scheme of struct_size bytes.
+        let params = unsafe { synthesis_params_from_c(&params, "params") }?;
         // SAFETY: `image` / `labels` are NULL or claim_volumes whose data
         // hold dims voxels of dtype (header contract).
         let image = unsafe { image_from_c(image, "image") }?;
@@ -289,14 +297,15 @@ pub extern "C" fn claim_synthesize(
         }
         // SAFETY: `out_image` is NULL or a claim_volume of struct_size bytes.
         let out_view = unsafe { read_struct(out_image.cast_const(), "out_image") }?;
-        let out_dtype = dtype_from_c(out_view.dtype, "out_image.dtype")?;
+        let out_dtype = dtype_from_c(out_view.voxel_type, "out_image.voxel_type")?;
         let input = if out_dtype == image.dtype() {
             image
-        } else if out_view.dtype == CLAIM_DTYPE_F32 {
+        } else if out_view.voxel_type == CLAIM_VOXEL_F32 {
             Image::F32(image.to_f32())
         } else {
             return Err(Error::invalid(format!(
-                "out_image.dtype: expected the dtype of image ({:?}) or CLAIM_DTYPE_F32, got {:?}",
+                "out_image.voxel_type: expected the voxel type of image ({:?}) or CLAIM_VOXEL_F32, got \
+                 {:?}",
                 image.dtype(),
                 out_dtype
             )));
@@ -319,9 +328,9 @@ pub extern "C" fn claim_synthesize(
 /// Measures a histogram condition from a reference case: the normalised
 /// 16-bin histogram over [−1, 1] of the voxels labelled scar (as in
 /// training), each slice holding scar cropped to a `crop_size`² window on
-/// the LV cavity and scaled to [−1, 1] like `claim_synthesize` does.
+/// the LV cavity and scaled to [−1, 1] like `claim_diffusion_synthesize` does.
 ///
-/// `image`, `labels`: as in `claim_synthesize` (must hold scar). `scheme`:
+/// `image`, `labels`: as in `claim_diffusion_synthesize` (must hold scar). `scheme`:
 /// NULL for EMIDEC, else the labels' scheme. `crop_size`: 1–1024 (72 for
 /// CLAIM). `out_histogram`: room for `CLAIM_HISTOGRAM_BINS` (16) floats;
 /// receives values summing to 1. Use it as `histogram` with
@@ -338,13 +347,9 @@ pub extern "C" fn claim_histogram_measure(
     out_histogram: *mut f32,
 ) -> claim_status {
     boundary::call("claim_histogram_measure", || {
-        let scheme = if scheme.is_null() {
-            LabelScheme::default()
-        } else {
-            // SAFETY: a non-NULL `scheme` holds struct_size bytes.
-            let s = unsafe { read_struct(scheme, "scheme") }?;
-            label_scheme_from_c(&s, "scheme")?
-        };
+        // SAFETY: `scheme` is NULL or a claim_label_scheme of struct_size
+        // bytes (header contract).
+        let scheme = unsafe { label_scheme_from_ptr(scheme, "scheme") }?;
         if out_histogram.is_null() {
             return Err(Error::invalid("out_histogram must not be NULL"));
         }
@@ -375,17 +380,18 @@ mod tests {
 
     #[test]
     fn layout_and_defaults_match_rust() {
-        assert_eq!(size_of::<claim_synthesis_params>(), 216);
+        assert_eq!(size_of::<claim_synthesis_params>(), 200);
         let mut p = claim_synthesis_params {
             struct_size: 0,
             seed: 9,
             ..claim_synthesis_params::default()
         };
-        claim_synthesis_params_default(&mut p);
+        claim_synthesis_params_default(&mut p, size_of::<claim_synthesis_params>());
         assert_eq!(p, claim_synthesis_params::default());
-        let rust = synthesis_params_from_c(&p, "params").unwrap();
+        // SAFETY: `labels` is NULL.
+        let rust = unsafe { synthesis_params_from_c(&p, "params") }.unwrap();
         assert_eq!(rust, SynthesisParams::default());
-        claim_synthesis_params_default(std::ptr::null_mut());
+        claim_synthesis_params_default(std::ptr::null_mut(), 200);
     }
 
     #[test]
@@ -433,7 +439,8 @@ mod tests {
                 "params.guidance_scale",
             ),
         ] {
-            let e = synthesis_params_from_c(&p, "params")
+            // SAFETY: `labels` is NULL.
+            let e = unsafe { synthesis_params_from_c(&p, "params") }
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{needle}: {e}");

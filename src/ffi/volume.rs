@@ -1,27 +1,27 @@
-//! `claim_dtype` and `claim_volume`: volumes in the caller's memory, and the
+//! `claim_voxel_type` and `claim_volume`: volumes in the caller's memory, and the
 //! checked conversions between them and [`Image`] that every area taking or
 //! filling volumes uses.
 
 use super::args::{read_struct, write_struct, CStruct};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::volume::{checked_voxel_count, DType, Geometry, Image, Volume};
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
 
 /// Voxel type of a `claim_volume` (a `typedef int32_t`; see `claim_status`
 /// for why codes are not a C `enum`). The numbers never change.
-pub type claim_dtype = i32;
+pub type claim_voxel_type = i32;
 
 /// Unsigned 8-bit voxels (`uint8_t`).
-pub const CLAIM_DTYPE_U8: claim_dtype = 0;
+pub const CLAIM_VOXEL_U8: claim_voxel_type = 0;
 /// Signed 16-bit voxels (`int16_t`).
-pub const CLAIM_DTYPE_I16: claim_dtype = 1;
+pub const CLAIM_VOXEL_I16: claim_voxel_type = 1;
 /// Unsigned 16-bit voxels (`uint16_t`).
-pub const CLAIM_DTYPE_U16: claim_dtype = 2;
+pub const CLAIM_VOXEL_U16: claim_voxel_type = 2;
 /// Signed 32-bit voxels (`int32_t`).
-pub const CLAIM_DTYPE_I32: claim_dtype = 3;
+pub const CLAIM_VOXEL_I32: claim_voxel_type = 3;
 /// 32-bit float voxels (`float`).
-pub const CLAIM_DTYPE_F32: claim_dtype = 4;
+pub const CLAIM_VOXEL_F32: claim_voxel_type = 4;
 
 /// A 3-D volume in memory owned by someone else (a view): voxel buffer plus
 /// its physical geometry, as ITK defines it.
@@ -29,20 +29,20 @@ pub const CLAIM_DTYPE_F32: claim_dtype = 4;
 /// Set `struct_size = sizeof(claim_volume)`. World position (LPS, mm) of
 /// voxel (i, j, k) is `origin + direction · diag(spacing) · (i, j, k)`.
 ///
-/// As an input, every field is checked: a known `dtype`, `dims` ≥ 1 with at
+/// As an input, every field is checked: a known `voxel_type`, `dims` ≥ 1 with at
 /// most 2^32 voxels, finite `spacing` > 0, finite `origin`, finite
 /// orthonormal `direction` (columns unit length and perpendicular within
-/// 1e-4), `data` not NULL and aligned for `dtype`. The buffer is only read
+/// 1e-4), `data` not NULL and aligned for `voxel_type`. The buffer is only read
 /// during the call. As an output, the caller allocates `data`; the library
-/// checks `dtype`, `dims` and `data`, writes the voxels and sets `spacing`,
+/// checks `voxel_type`, `dims` and `data`, writes the voxels and sets `spacing`,
 /// `origin` and `direction` to those of the result.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct claim_volume {
     /// `sizeof(claim_volume)`, set by the caller.
     pub struct_size: u32,
-    /// Voxel type, a `CLAIM_DTYPE_*` value.
-    pub dtype: claim_dtype,
+    /// Voxel type, a `CLAIM_VOXEL_*` value.
+    pub voxel_type: claim_voxel_type,
     /// Number of voxels along i (fastest), j, k: ITK / NIfTI buffer order.
     pub dims: [u64; 3],
     /// Voxel size along i, j, k in mm.
@@ -52,7 +52,7 @@ pub struct claim_volume {
     /// Row-major 3×3; column c is the LPS unit vector of voxel axis c
     /// (i, j, k), as ITK's `GetDirection()`.
     pub direction: [f64; 9],
-    /// Contiguous voxels, `dims[0] * dims[1] * dims[2]` elements of `dtype`,
+    /// Contiguous voxels, `dims[0] * dims[1] * dims[2]` elements of `voxel_type`,
     /// i fastest.
     pub data: *mut c_void,
 }
@@ -61,7 +61,7 @@ impl Default for claim_volume {
     fn default() -> Self {
         claim_volume {
             struct_size: size_of::<claim_volume>() as u32,
-            dtype: CLAIM_DTYPE_U8,
+            voxel_type: CLAIM_VOXEL_U8,
             dims: [0; 3],
             spacing: [1.0; 3],
             origin: [0.0; 3],
@@ -85,39 +85,39 @@ unsafe impl CStruct for claim_volume {
 }
 
 /// The Rust voxel type of a C dtype code.
-pub(crate) fn dtype_from_c(dtype: claim_dtype, name: &str) -> Result<DType> {
+pub(crate) fn dtype_from_c(dtype: claim_voxel_type, name: &str) -> Result<DType> {
     Ok(match dtype {
-        CLAIM_DTYPE_U8 => DType::U8,
-        CLAIM_DTYPE_I16 => DType::I16,
-        CLAIM_DTYPE_U16 => DType::U16,
-        CLAIM_DTYPE_I32 => DType::I32,
-        CLAIM_DTYPE_F32 => DType::F32,
+        CLAIM_VOXEL_U8 => DType::U8,
+        CLAIM_VOXEL_I16 => DType::I16,
+        CLAIM_VOXEL_U16 => DType::U16,
+        CLAIM_VOXEL_I32 => DType::I32,
+        CLAIM_VOXEL_F32 => DType::F32,
         other => {
             return Err(Error::invalid(format!(
-                "{name}: expected a CLAIM_DTYPE_* value (0..=4), got {other}"
+                "{name}: expected a CLAIM_VOXEL_* value (0..=4), got {other}"
             )))
         }
     })
 }
 
 /// The C dtype code of a Rust voxel type.
-pub(crate) fn dtype_to_c(dtype: DType) -> claim_dtype {
+pub(crate) fn dtype_to_c(dtype: DType) -> claim_voxel_type {
     match dtype {
-        DType::U8 => CLAIM_DTYPE_U8,
-        DType::I16 => CLAIM_DTYPE_I16,
-        DType::U16 => CLAIM_DTYPE_U16,
-        DType::I32 => CLAIM_DTYPE_I32,
-        DType::F32 => CLAIM_DTYPE_F32,
+        DType::U8 => CLAIM_VOXEL_U8,
+        DType::I16 => CLAIM_VOXEL_I16,
+        DType::U16 => CLAIM_VOXEL_U16,
+        DType::I32 => CLAIM_VOXEL_I32,
+        DType::F32 => CLAIM_VOXEL_F32,
     }
 }
 
 fn dtype_name(dtype: DType) -> &'static str {
     match dtype {
-        DType::U8 => "CLAIM_DTYPE_U8",
-        DType::I16 => "CLAIM_DTYPE_I16",
-        DType::U16 => "CLAIM_DTYPE_U16",
-        DType::I32 => "CLAIM_DTYPE_I32",
-        DType::F32 => "CLAIM_DTYPE_F32",
+        DType::U8 => "CLAIM_VOXEL_U8",
+        DType::I16 => "CLAIM_VOXEL_I16",
+        DType::U16 => "CLAIM_VOXEL_U16",
+        DType::I32 => "CLAIM_VOXEL_I32",
+        DType::F32 => "CLAIM_VOXEL_F32",
     }
 }
 
@@ -136,10 +136,7 @@ pub(crate) fn dims_from_c(dims: [u64; 3], name: &str) -> Result<[usize; 3]> {
             ))
         })?;
     }
-    checked_voxel_count(out).map_err(|e| match e {
-        Error::InvalidArgument(msg) => Error::invalid(format!("{name}.dims: {msg}")),
-        other => other,
-    })?;
+    checked_voxel_count(out).with_context(|| format!("{name}.dims"))?;
     Ok(out)
 }
 
@@ -170,7 +167,7 @@ pub(crate) fn set_geometry(volume: &mut claim_volume, geometry: &Geometry) {
 /// `data`.
 pub(crate) fn volume_to_c(image: &Image, data: *mut c_void) -> claim_volume {
     let mut volume = claim_volume {
-        dtype: dtype_to_c(image.dtype()),
+        voxel_type: dtype_to_c(image.dtype()),
         dims: image.dims().map(|d| d as u64),
         data,
         ..claim_volume::default()
@@ -241,7 +238,7 @@ unsafe fn copy_voxels<T: Copy + Default>(
 pub(crate) unsafe fn image_from_c(ptr: *const claim_volume, name: &str) -> Result<Image> {
     // SAFETY: forwarded contract.
     let volume = unsafe { read_struct(ptr, name) }?;
-    let dtype = dtype_from_c(volume.dtype, &format!("{name}.dtype"))?;
+    let dtype = dtype_from_c(volume.voxel_type, &format!("{name}.voxel_type"))?;
     let dims = dims_from_c(volume.dims, name)?;
     let geometry = geometry_from_c(&volume, name)?;
     let data = volume.data as *const c_void;
@@ -263,10 +260,7 @@ pub(crate) unsafe fn image_from_c(ptr: *const claim_volume, name: &str) -> Resul
 pub(crate) unsafe fn labels_from_c(ptr: *const claim_volume, name: &str) -> Result<Volume<i32>> {
     // SAFETY: forwarded contract.
     let image = unsafe { image_from_c(ptr, name) }?;
-    image.to_labels().map_err(|e| match e {
-        Error::InvalidArgument(msg) => Error::invalid(format!("{name}: {msg}")),
-        other => other,
-    })
+    image.to_labels().context(name)
 }
 
 /// Reads dims and geometry of a caller's volume without looking at `dtype`
@@ -350,7 +344,7 @@ pub(crate) struct OutVolume {
 pub(crate) unsafe fn out_volume_from_c(ptr: *mut claim_volume, name: &str) -> Result<OutVolume> {
     // SAFETY: forwarded contract.
     let view = unsafe { read_struct(ptr.cast_const(), name) }?;
-    let dtype = dtype_from_c(view.dtype, &format!("{name}.dtype"))?;
+    let dtype = dtype_from_c(view.voxel_type, &format!("{name}.voxel_type"))?;
     let dims = dims_from_c(view.dims, name)?;
     match dtype {
         DType::U8 => check_data::<u8>(view.data, name)?,
@@ -394,7 +388,7 @@ impl OutVolume {
         };
         match values.iter().find(|v| !fits(f64::from(**v))) {
             Some(v) => Err(Error::invalid(format!(
-                "{}.dtype: {} cannot hold the value {v} of {source}",
+                "{}.voxel_type: {} cannot hold the value {v} of {source}",
                 self.name,
                 dtype_name(self.dtype)
             ))),
@@ -496,10 +490,10 @@ mod tests {
         }
     }
 
-    fn view_of<T>(voxels: &mut [T], dtype: claim_dtype, dims: [u64; 3]) -> claim_volume {
+    fn view_of<T>(voxels: &mut [T], dtype: claim_voxel_type, dims: [u64; 3]) -> claim_volume {
         let image = Image::zeros(DType::U8, [1, 1, 1], oblique()).unwrap();
         claim_volume {
-            dtype,
+            voxel_type: dtype,
             dims,
             ..volume_to_c(&image, voxels.as_mut_ptr().cast())
         }
@@ -515,7 +509,7 @@ mod tests {
     #[test]
     fn input_volumes_round_trip_with_geometry() {
         let mut voxels: Vec<i16> = (0..24).map(|x| x * 3 - 20).collect();
-        let v = view_of(&mut voxels, CLAIM_DTYPE_I16, [4, 3, 2]);
+        let v = view_of(&mut voxels, CLAIM_VOXEL_I16, [4, 3, 2]);
         // SAFETY: `v` describes the live `voxels`.
         let image = unsafe { image_from_c(&v, "image") }.unwrap();
         assert_eq!(image.dims(), [4, 3, 2]);
@@ -534,7 +528,7 @@ mod tests {
     #[test]
     fn bad_input_volumes_name_the_argument_and_the_fault() {
         let mut voxels = vec![0u8; 8];
-        let good = view_of(&mut voxels, CLAIM_DTYPE_U8, [2, 2, 2]);
+        let good = view_of(&mut voxels, CLAIM_VOXEL_U8, [2, 2, 2]);
 
         // SAFETY: NULL is part of the contract.
         let null = unsafe { image_from_c(std::ptr::null(), "labels") }
@@ -551,8 +545,11 @@ mod tests {
                 "labels.struct_size: expected at least 160",
             ),
             (
-                claim_volume { dtype: 9, ..good },
-                "labels.dtype: expected a CLAIM_DTYPE_* value (0..=4), got 9",
+                claim_volume {
+                    voxel_type: 9,
+                    ..good
+                },
+                "labels.voxel_type: expected a CLAIM_VOXEL_* value (0..=4), got 9",
             ),
             (
                 claim_volume {
@@ -625,7 +622,7 @@ mod tests {
 
         // Misaligned f32 data.
         let mut words = vec![0u32; 9];
-        let mut v = view_of(&mut words, CLAIM_DTYPE_F32, [2, 2, 2]);
+        let mut v = view_of(&mut words, CLAIM_VOXEL_F32, [2, 2, 2]);
         // SAFETY: one byte into a live buffer of 36 bytes.
         v.data = unsafe { v.data.cast::<u8>().add(1) }.cast();
         assert!(read_err(&v).contains("aligned to 4 bytes"));
@@ -634,12 +631,12 @@ mod tests {
     #[test]
     fn labels_accept_integral_floats_only() {
         let mut voxels = [0.0f32, 1.0, 2.0, 3.0];
-        let v = view_of(&mut voxels, CLAIM_DTYPE_F32, [2, 2, 1]);
+        let v = view_of(&mut voxels, CLAIM_VOXEL_F32, [2, 2, 1]);
         // SAFETY: `v` describes the live `voxels`.
         let labels = unsafe { labels_from_c(&v, "labels") }.unwrap();
         assert_eq!(labels.as_slice().unwrap(), &[0, 1, 2, 3]);
         voxels[2] = 2.5;
-        let v = view_of(&mut voxels, CLAIM_DTYPE_F32, [2, 2, 1]);
+        let v = view_of(&mut voxels, CLAIM_VOXEL_F32, [2, 2, 1]);
         // SAFETY: as above.
         let msg = unsafe { labels_from_c(&v, "labels") }
             .unwrap_err()
@@ -657,7 +654,7 @@ mod tests {
 
         // Same dims, u16 output: converts exactly, geometry written.
         let mut out16 = [7u16; 4];
-        let mut v = view_of(&mut out16, CLAIM_DTYPE_U16, [2, 2, 1]);
+        let mut v = view_of(&mut out16, CLAIM_VOXEL_U16, [2, 2, 1]);
         v.spacing = [0.0; 3];
         // SAFETY: `v` describes the live `out16`.
         let out = unsafe { out_volume_from_c(&mut v, "out_labels") }.unwrap();
@@ -669,7 +666,7 @@ mod tests {
             .to_string();
         assert!(
             msg.contains(
-                "out_labels.dtype: CLAIM_DTYPE_U16 cannot hold the value -1 of params.labels"
+                "out_labels.voxel_type: CLAIM_VOXEL_U16 cannot hold the value -1 of params.labels"
             ),
             "{msg}"
         );
@@ -679,19 +676,19 @@ mod tests {
 
         // u8 output cannot hold 300: refused, buffer untouched.
         let mut out8 = [7u8; 4];
-        let mut v = view_of(&mut out8, CLAIM_DTYPE_U8, [2, 2, 1]);
+        let mut v = view_of(&mut out8, CLAIM_VOXEL_U8, [2, 2, 1]);
         // SAFETY: `v` describes the live `out8`.
         let out = unsafe { out_volume_from_c(&mut v, "out_labels") }.unwrap();
         let msg = out.write(&source, "labels").unwrap_err().to_string();
         assert!(
-            msg.contains("out_labels: value 300 at voxel #3 does not fit CLAIM_DTYPE_U8"),
+            msg.contains("out_labels: value 300 at voxel #3 does not fit CLAIM_VOXEL_U8"),
             "{msg}"
         );
         assert_eq!(out8, [7; 4]);
 
         // Wrong dims: the message names both.
         let mut small = [0i32; 2];
-        let mut v = view_of(&mut small, CLAIM_DTYPE_I32, [2, 1, 1]);
+        let mut v = view_of(&mut small, CLAIM_VOXEL_I32, [2, 1, 1]);
         // SAFETY: `v` describes the live `small`.
         let out = unsafe { out_volume_from_c(&mut v, "out_labels") }.unwrap();
         let msg = out.write(&source, "labels").unwrap_err().to_string();
@@ -705,7 +702,7 @@ mod tests {
         let floats =
             Image::F32(Volume::from_vec([2, 1, 1], vec![f32::NAN, -0.0], oblique()).unwrap());
         let mut outf = [1.0f32; 2];
-        let mut v = view_of(&mut outf, CLAIM_DTYPE_F32, [2, 1, 1]);
+        let mut v = view_of(&mut outf, CLAIM_VOXEL_F32, [2, 1, 1]);
         // SAFETY: `v` describes the live `outf`.
         unsafe { out_volume_from_c(&mut v, "out_image") }
             .unwrap()
@@ -714,7 +711,7 @@ mod tests {
         assert!(outf[0].is_nan() && outf[1].to_bits() == (-0.0f32).to_bits());
 
         // NULL data is refused up front.
-        let mut v = view_of(&mut outf, CLAIM_DTYPE_F32, [2, 1, 1]);
+        let mut v = view_of(&mut outf, CLAIM_VOXEL_F32, [2, 1, 1]);
         v.data = std::ptr::null_mut();
         // SAFETY: `v` is live; data NULL is part of the contract.
         assert!(unsafe { out_volume_from_c(&mut v, "out_image") }.is_err());

@@ -1,5 +1,6 @@
 //! File formats: NIfTI-1 images (and later checkpoints).
 
+pub mod emidec;
 pub mod nifti;
 pub mod torch;
 

@@ -67,6 +67,7 @@
 
 mod summary;
 mod surface;
+pub mod volumes;
 
 pub use summary::{aggregate, columns, to_csv, Aggregate, MetricSummary};
 pub use surface::{

@@ -10,7 +10,7 @@
 //! checks the shape; [`Weights::check_all_used`] then reports leftovers.
 
 use crate::nn::Tensor;
-use crate::{Error, Result};
+use crate::{Error, Result, ResultExt};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -107,11 +107,7 @@ impl Weights {
     /// Reads a `.safetensors` file.
     pub fn load(path: &Path) -> Result<Weights> {
         let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, &e))?;
-        Weights::from_safetensors(&bytes).map_err(|e| match e {
-            Error::Format(m) => Error::Format(format!("{}: {m}", path.display())),
-            Error::Model(m) => Error::Model(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Weights::from_safetensors(&bytes).context(path.display())
     }
 
     /// The (normalised) keys, sorted.

@@ -15,7 +15,7 @@ use crate::imgproc::resample::{
 use crate::models::{PlainConvUNet, PlainUNetConfig};
 use crate::nn::Tensor;
 use crate::volume::{Geometry, Image, LabelScheme, Volume};
-use crate::{Error, Result};
+use crate::{Error, Result, ResultExt};
 use half::f16;
 use ndarray::{s, Array3, Array4, Axis};
 use std::path::Path;
@@ -143,13 +143,8 @@ impl Segmenter {
         let mut parameters = 0;
         for (fold, weights) in bundle.folds {
             parameters = weights.iter().map(|(_, t)| t.elem_count()).sum();
-            let net =
-                PlainConvUNet::from_state_dict(weights, &network_config).map_err(|e| match e {
-                    Error::Model(m) => {
-                        Error::Model(format!("fold {}: {m}", super::fold_name(fold)))
-                    }
-                    other => other,
-                })?;
+            let net = PlainConvUNet::from_state_dict(weights, &network_config)
+                .with_context(|| format!("fold {}", super::fold_name(fold)))?;
             networks.push((fold, net));
         }
         if networks.is_empty() {

@@ -1,5 +1,6 @@
 //! Label conventions of cardiac label maps.
 
+use super::{DType, Image, Volume};
 use crate::error::{Error, Result};
 
 /// Which integer stands for which structure in a label map.
@@ -116,9 +117,91 @@ impl LabelScheme {
     }
 }
 
+/// Largest integer an f32 holds exactly (and every integer below it).
+const F32_EXACT_INTEGER: i32 = 1 << 24;
+
+/// Whether voxels of `dtype` hold the label `label` exactly.
+pub fn voxel_type_holds(dtype: DType, label: i32) -> bool {
+    match dtype {
+        DType::U8 => u8::try_from(label).is_ok(),
+        DType::I16 => i16::try_from(label).is_ok(),
+        DType::U16 => u16::try_from(label).is_ok(),
+        DType::I32 => true,
+        DType::F32 => label.abs() <= F32_EXACT_INTEGER,
+    }
+}
+
+/// A label map as an image of `dtype` (e.g. the voxel type of the file it
+/// was read from), every label exactly; an [`Error::InvalidArgument`]
+/// naming the first label `dtype` cannot hold.
+pub fn narrow_labels(labels: &Volume<i32>, dtype: DType) -> Result<Image> {
+    fn narrow<T: TryFrom<i32> + Clone + Default>(
+        labels: &Volume<i32>,
+        dtype: DType,
+    ) -> Result<Volume<T>> {
+        let data = labels
+            .data
+            .iter()
+            .map(|&l| {
+                T::try_from(l).map_err(|_| {
+                    Error::invalid(format!(
+                        "label {l} does not fit the output voxel type {}",
+                        dtype.name()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<T>>>()?;
+        Volume::from_vec(labels.dims(), data, labels.geometry)
+    }
+    Ok(match dtype {
+        DType::U8 => Image::U8(narrow(labels, dtype)?),
+        DType::I16 => Image::I16(narrow(labels, dtype)?),
+        DType::U16 => Image::U16(narrow(labels, dtype)?),
+        DType::I32 => Image::I32(labels.clone()),
+        DType::F32 => {
+            if let Some(l) = labels
+                .data
+                .iter()
+                .find(|l| !voxel_type_holds(DType::F32, **l))
+            {
+                return Err(Error::invalid(format!(
+                    "label {l} is too large for the output voxel type f32"
+                )));
+            }
+            // Exact: every label is at most 2^24 in magnitude (checked above).
+            Image::F32(labels.map(|l| *l as f32))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::volume::Geometry;
+
+    #[test]
+    fn label_images_keep_the_type_or_refuse() {
+        let labels = Volume::from_vec([3, 1, 1], vec![0, 2, 300], Geometry::default()).unwrap();
+        let msg = narrow_labels(&labels, DType::U8).unwrap_err().to_string();
+        assert!(
+            msg.contains("label 300 does not fit the output voxel type u8"),
+            "{msg}"
+        );
+        let Image::I16(v) = narrow_labels(&labels, DType::I16).unwrap() else {
+            panic!("not i16");
+        };
+        assert_eq!(v.data.iter().copied().collect::<Vec<_>>(), vec![0, 2, 300]);
+        let Image::F32(v) = narrow_labels(&labels, DType::F32).unwrap() else {
+            panic!("not f32");
+        };
+        assert_eq!(v.data[[0, 0, 2]], 300.0);
+        let huge = Volume::from_vec([1, 1, 1], vec![(1 << 24) + 1], Geometry::default()).unwrap();
+        assert!(narrow_labels(&huge, DType::F32).is_err());
+        assert!(voxel_type_holds(DType::U8, 255) && !voxel_type_holds(DType::U8, 256));
+        assert!(!voxel_type_holds(DType::U16, -1));
+        assert!(!voxel_type_holds(DType::F32, (1 << 24) + 1));
+        assert!(voxel_type_holds(DType::I32, i32::MIN));
+    }
 
     #[test]
     fn emidec_default() {

@@ -8,7 +8,7 @@ mod labels;
 
 pub(crate) use geometry::is_orthonormal;
 pub use geometry::Geometry;
-pub use labels::{LabelScheme, Tissue};
+pub use labels::{narrow_labels, voxel_type_holds, LabelScheme, Tissue};
 
 use crate::error::{Error, Result};
 use ndarray::Array3;
@@ -134,6 +134,17 @@ impl DType {
             DType::U8 => 1,
             DType::I16 | DType::U16 => 2,
             DType::I32 | DType::F32 => 4,
+        }
+    }
+
+    /// Lower-case name: `u8`, `i16`, `u16`, `i32`, `f32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::U8 => "u8",
+            DType::I16 => "i16",
+            DType::U16 => "u16",
+            DType::I32 => "i32",
+            DType::F32 => "f32",
         }
     }
 }

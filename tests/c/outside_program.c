@@ -62,21 +62,21 @@ static void expect_ok(claim_status status, const char *what)
     printf("ok   %s\n", what);
 }
 
-static size_t dtype_size(claim_dtype dtype)
+static size_t dtype_size(claim_voxel_type dtype)
 {
     switch (dtype) {
-    case CLAIM_DTYPE_U8: return 1;
-    case CLAIM_DTYPE_I16:
-    case CLAIM_DTYPE_U16: return 2;
-    case CLAIM_DTYPE_I32:
-    case CLAIM_DTYPE_F32: return 4;
+    case CLAIM_VOXEL_U8: return 1;
+    case CLAIM_VOXEL_I16:
+    case CLAIM_VOXEL_U16: return 2;
+    case CLAIM_VOXEL_I32:
+    case CLAIM_VOXEL_F32: return 4;
     default: return 0;
     }
 }
 
 static size_t voxel_bytes(const claim_volume *v)
 {
-    return (size_t)(v->dims[0] * v->dims[1] * v->dims[2]) * dtype_size(v->dtype);
+    return (size_t)(v->dims[0] * v->dims[1] * v->dims[2]) * dtype_size(v->voxel_type);
 }
 
 static int close_to(double a, double b)
@@ -90,7 +90,7 @@ static claim_volume shaped(uint64_t ni, uint64_t nj, uint64_t nk)
     int a;
     memset(&v, 0, sizeof v);
     v.struct_size = sizeof v;
-    v.dtype = CLAIM_DTYPE_F32;
+    v.voxel_type = CLAIM_VOXEL_F32;
     v.dims[0] = ni;
     v.dims[1] = nj;
     v.dims[2] = nk;
@@ -122,7 +122,7 @@ static void expect_same_file_contents(const char *path, const claim_volume *expe
     memset(&view, 0, sizeof view);
     view.struct_size = sizeof view;
     expect_ok(claim_image_view(again, &view), "view of the re-read image");
-    CHECK(view.dtype == expected->dtype, "re-read dtype unchanged");
+    CHECK(view.voxel_type == expected->voxel_type, "re-read dtype unchanged");
     for (a = 0; a < 3; a++) {
         CHECK(view.dims[a] == expected->dims[a], "re-read dims unchanged");
         CHECK(fabs(view.spacing[a] - expected->spacing[a]) <= 1e-6, "re-read spacing unchanged");
@@ -132,7 +132,7 @@ static void expect_same_file_contents(const char *path, const claim_volume *expe
         CHECK(fabs(view.direction[a] - expected->direction[a]) <= 1e-6,
               "re-read direction unchanged");
     }
-    if (view.dtype == expected->dtype && view.dims[0] == expected->dims[0] &&
+    if (view.voxel_type == expected->voxel_type && view.dims[0] == expected->dims[0] &&
         view.dims[1] == expected->dims[1] && view.dims[2] == expected->dims[2]) {
         CHECK(memcmp(view.data, expected->data, voxel_bytes(expected)) == 0,
               "re-read voxels unchanged (memcmp)");
@@ -207,17 +207,18 @@ static void check_versions_and_names(void)
     CHECK(strcmp(claim_status_str(CLAIM_ERR_IO), "CLAIM_ERR_IO") == 0, "status name of IO");
     CHECK(strcmp(claim_status_str(12345), "CLAIM_ERR_UNKNOWN") == 0, "unknown status name");
     CHECK(CLAIM_ERR_INVALID_ARGUMENT == 1 && CLAIM_ERR_INTERNAL == 9, "status numbers");
-    CHECK(CLAIM_DTYPE_U8 == 0 && CLAIM_DTYPE_F32 == 4, "dtype numbers");
+    CHECK(CLAIM_VOXEL_U8 == 0 && CLAIM_VOXEL_F32 == 4, "voxel type numbers");
     CHECK(sizeof(claim_volume) == 160, "claim_volume layout of the first release");
+    CHECK(CLAIM_ABI_VERSION_MAJOR == 2 && (claim_abi_version() >> 16) == 2, "ABI 2.x");
     CHECK(strcmp(claim_last_error_message(), "") == 0, "no message before any failure");
 
     memset(&labels, 0x7f, sizeof labels);
-    claim_label_scheme_default(&labels);
+    CLAIM_DEFAULT(claim_label_scheme, &labels);
     CHECK(labels.struct_size == sizeof labels, "label scheme struct_size");
     CHECK(labels.lv_cavity == 1 && labels.myocardium == 2 && labels.scar == 3 &&
               labels.mvo == 4 && labels.rv == -1,
           "label scheme defaults to EMIDEC without RV");
-    claim_label_scheme_default(NULL);
+    claim_label_scheme_default(NULL, sizeof(claim_label_scheme));
     printf("ok   versions %s (ABI 0x%08x), status names, label scheme defaults\n",
            claim_version_string(), (unsigned)claim_abi_version());
 }
@@ -233,14 +234,14 @@ static void check_create_write_read(char *written, size_t size)
     size_t n, count;
 
     like.data = NULL; /* allowed: only dims and geometry are read */
-    expect_ok(claim_image_create(&like, CLAIM_DTYPE_F32, &img), "create 17x12x5 f32");
+    expect_ok(claim_image_create(&like, CLAIM_VOXEL_F32, &img), "create 17x12x5 f32");
     if (img == NULL) {
         return;
     }
     memset(&view, 0, sizeof view);
     view.struct_size = sizeof view;
     expect_ok(claim_image_view(img, &view), "view of the created image");
-    CHECK(view.dtype == CLAIM_DTYPE_F32, "created dtype");
+    CHECK(view.voxel_type == CLAIM_VOXEL_F32, "created dtype");
     CHECK(view.dims[0] == 17 && view.dims[1] == 12 && view.dims[2] == 5, "created dims");
     CHECK(view.spacing[1] == 0.8 && view.origin[2] == 4.25 && view.direction[4] == -1.0,
           "created geometry is that of `like`");
@@ -302,7 +303,7 @@ static void check_atlas(char *written, size_t size)
               close_to(view.direction[7], 0.0),
           "atlas direction diag(1, -1, 1)");
     printf("ok   atlas: dtype %d, dims %llux%llux%llu, spacing %g/%g/%g, origin (%g, %g, %g)\n",
-           (int)view.dtype, (unsigned long long)view.dims[0], (unsigned long long)view.dims[1],
+           (int)view.voxel_type, (unsigned long long)view.dims[0], (unsigned long long)view.dims[1],
            (unsigned long long)view.dims[2], view.spacing[0], view.spacing[1], view.spacing[2],
            view.origin[0], view.origin[1], view.origin[2]);
 
@@ -321,7 +322,7 @@ static void check_errors(const char *written)
     claim_volume view;
     char path[1024];
 
-    expect_ok(claim_image_create(&like, CLAIM_DTYPE_U8, &img), "create a small image");
+    expect_ok(claim_image_create(&like, CLAIM_VOXEL_U8, &img), "create a small image");
 
     /* NULL arguments */
     out = sentinel;
@@ -335,10 +336,10 @@ static void check_errors(const char *written)
     expect_error(claim_image_view(NULL, &view), CLAIM_ERR_INVALID_ARGUMENT, "view(NULL img)");
     expect_error(claim_image_view(img, NULL), CLAIM_ERR_INVALID_ARGUMENT, "view(NULL out_view)");
     out = sentinel;
-    expect_error(claim_image_create(NULL, CLAIM_DTYPE_U8, &out), CLAIM_ERR_INVALID_ARGUMENT,
+    expect_error(claim_image_create(NULL, CLAIM_VOXEL_U8, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "create(NULL like)");
     CHECK(out == NULL, "*out is NULL after a failed create");
-    expect_error(claim_image_create(&like, CLAIM_DTYPE_U8, NULL), CLAIM_ERR_INVALID_ARGUMENT,
+    expect_error(claim_image_create(&like, CLAIM_VOXEL_U8, NULL), CLAIM_ERR_INVALID_ARGUMENT,
                  "create(NULL out)");
 
     /* The message survives the calls that return no status. */
@@ -392,7 +393,7 @@ static void check_errors(const char *written)
         claim_volume bad = shaped(4, 4, 4);
         bad.struct_size = 0;
         out = sentinel;
-        expect_error(claim_image_create(&bad, CLAIM_DTYPE_U8, &out), CLAIM_ERR_INVALID_ARGUMENT,
+        expect_error(claim_image_create(&bad, CLAIM_VOXEL_U8, &out), CLAIM_ERR_INVALID_ARGUMENT,
                      "create with struct_size 0");
         CHECK(out == NULL, "*out is NULL after struct_size 0");
         CHECK(strstr(claim_last_error_message(), "struct_size") != NULL,
@@ -406,19 +407,19 @@ static void check_errors(const char *written)
         bad = shaped(4, 4, 4);
         bad.dims[0] = bad.dims[1] = bad.dims[2] = (uint64_t)1 << 40;
         out = sentinel;
-        expect_error(claim_image_create(&bad, CLAIM_DTYPE_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
+        expect_error(claim_image_create(&bad, CLAIM_VOXEL_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
                      "create with dims 2^40 x 2^40 x 2^40");
         CHECK(out == NULL, "*out is NULL after overflowing dims");
 
         bad = shaped(4, 4, 4);
         bad.dims[1] = 0;
-        expect_error(claim_image_create(&bad, CLAIM_DTYPE_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
+        expect_error(claim_image_create(&bad, CLAIM_VOXEL_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
                      "create with a zero dim");
 
         bad = shaped(4, 4, 4);
         bad.spacing[1] = NAN;
         out = sentinel;
-        expect_error(claim_image_create(&bad, CLAIM_DTYPE_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
+        expect_error(claim_image_create(&bad, CLAIM_VOXEL_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
                      "create with NaN spacing");
         CHECK(out == NULL, "*out is NULL after NaN spacing");
         CHECK(strstr(claim_last_error_message(), "spacing[1]") != NULL,
@@ -426,12 +427,12 @@ static void check_errors(const char *written)
 
         bad = shaped(4, 4, 4);
         bad.direction[0] = 2.0;
-        expect_error(claim_image_create(&bad, CLAIM_DTYPE_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
+        expect_error(claim_image_create(&bad, CLAIM_VOXEL_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
                      "create with a non-orthonormal direction");
 
         bad = shaped(4, 4, 4);
         bad.origin[2] = INFINITY;
-        expect_error(claim_image_create(&bad, CLAIM_DTYPE_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
+        expect_error(claim_image_create(&bad, CLAIM_VOXEL_F32, &out), CLAIM_ERR_INVALID_ARGUMENT,
                      "create with an infinite origin");
 
         expect_error(claim_image_create(&like, 99, &out), CLAIM_ERR_INVALID_ARGUMENT,
@@ -440,7 +441,7 @@ static void check_errors(const char *written)
 
     /* Success clears the message. */
     out = NULL;
-    expect_ok(claim_image_create(&like, CLAIM_DTYPE_I16, &out), "create after failures");
+    expect_ok(claim_image_create(&like, CLAIM_VOXEL_I16, &out), "create after failures");
     claim_image_free(out);
     claim_image_free(img);
 }

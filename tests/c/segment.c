@@ -10,7 +10,7 @@
  * - claim_segmenter_predict_logits against the logits of the upstream
  *   PyTorch module (dynamic_network_architectures), within 1e-4 relative,
  *   and its shape refusals;
- * - claim_segment on a synthetic LGE-like stack: the labels equal the Rust
+ * - claim_segmenter_segment on a synthetic LGE-like stack: the labels equal the Rust
  *   library's (written by the driver), geometry is kept, progress is
  *   monotone with total = windows x mirror passes x folds computed here from
  *   the model's info, a cancel returns CLAIM_ERR_CANCELLED and leaves the
@@ -109,16 +109,16 @@ static void loading_checks(void)
                  CLAIM_ERR_UNSUPPORTED, "ResidualEncoderUNet", "unsupported architecture");
     CHECK(model == NULL, "no handle after the failed loads");
 
-    claim_load_options_default(&load);
+    CLAIM_DEFAULT(claim_load_options, &load);
     load.device = CLAIM_DEVICE_CUDA;
     expect_error(claim_segmenter_load(folder, &load, NULL, &model), CLAIM_ERR_DEVICE,
-                 "this build has no CUDA backend", "CUDA in a CPU build refused");
-    claim_load_options_default(&load);
+                 "no CUDA back-end", "CUDA in a CPU build refused");
+    CLAIM_DEFAULT(claim_load_options, &load);
     load.precision = CLAIM_PRECISION_FP16;
     expect_error(claim_segmenter_load(folder, &load, NULL, &model), CLAIM_ERR_UNSUPPORTED,
-                 "FP16", "FP16 on the CPU refused");
+                 "F16 precision on the CPU", "FP16 on the CPU refused");
 
-    claim_segmenter_options_default(&options);
+    CLAIM_DEFAULT(claim_segmenter_options, &options);
     CHECK(options.struct_size == sizeof options && options.fold_count == 0 &&
               options.configuration[0] == '\0',
           "default options: every fold, the trained configuration");
@@ -133,7 +133,7 @@ static void loading_checks(void)
     expect_error(claim_segmenter_load(folder, NULL, &options, &model),
                  CLAIM_ERR_INVALID_ARGUMENT, "segmenter_options.fold_count",
                  "more than 16 folds refused");
-    claim_segmenter_options_default(&options);
+    CLAIM_DEFAULT(claim_segmenter_options, &options);
     strcpy(options.configuration, "3d_lowres");
     expect_error(claim_segmenter_load(folder, NULL, &options, &model),
                  CLAIM_ERR_INVALID_ARGUMENT, "3d_lowres", "unknown configuration refused");
@@ -142,7 +142,7 @@ static void loading_checks(void)
                  CLAIM_ERR_INVALID_ARGUMENT, "segmenter_options.struct_size", "struct_size checked");
 
     /* Fold 1 under the plans' 2d_resampled configuration (same network). */
-    claim_segmenter_options_default(&options);
+    CLAIM_DEFAULT(claim_segmenter_options, &options);
     options.fold_count = 1;
     options.folds[0] = 1;
     strcpy(options.configuration, "2d_resampled");
@@ -194,6 +194,7 @@ static claim_tensor tensor_of(float *data, const uint64_t *shape, uint32_t ndim)
     uint32_t d;
     memset(&t, 0, sizeof t);
     t.struct_size = sizeof t;
+    t.dtype = CLAIM_TENSOR_F32;
     t.ndim = ndim;
     for (d = 0; d < ndim; d++) t.shape[d] = shape[d];
     t.data = data;
@@ -342,7 +343,8 @@ static void segment_checks(const claim_segmenter *model)
     claim_image *image_handle = NULL, *expected_handle = NULL;
     claim_volume image, expected, out, small;
     claim_segmenter_info info;
-    claim_segment_params params, bad;
+    claim_segmentation_params params, bad;
+    claim_label_scheme scheme, bad_scheme;
     progress_log log;
     uint8_t *labels = NULL, tiny[4];
     int16_t *wide = NULL;
@@ -360,7 +362,7 @@ static void segment_checks(const claim_segmenter *model)
     expected = image;
     expect_ok(claim_image_view(image_handle, &image), "view the image");
     expect_ok(claim_image_view(expected_handle, &expected), "view the labels");
-    CHECK(image.dtype == CLAIM_DTYPE_F32 && expected.dtype == CLAIM_DTYPE_U8,
+    CHECK(image.voxel_type == CLAIM_VOXEL_F32 && expected.voxel_type == CLAIM_VOXEL_U8,
           "f32 image, u8 reference labels");
     count = (size_t)(image.dims[0] * image.dims[1] * image.dims[2]);
     labels = (uint8_t *)malloc(count);
@@ -368,23 +370,24 @@ static void segment_checks(const claim_segmenter *model)
     info.struct_size = sizeof info;
     expect_ok(claim_segmenter_info_get(model, &info), "info");
 
-    claim_segment_params_default(&params);
+    CLAIM_DEFAULT(claim_segmentation_params, &params);
     CHECK(params.struct_size == sizeof params && params.mirroring == 1 &&
-              params.step_size == 0.5f && params.postprocess == 1 && params.labels.scar == 3 &&
-              params.labels.rv == -1,
-          "defaults: mirroring, step 0.5, post-processing, EMIDEC");
-    params.labels.lv_cavity = 11;
-    params.labels.myocardium = 12;
-    params.labels.scar = 13;
-    params.labels.mvo = 14;
+              params.step_size == 0.5f && params.postprocess == 1 && params.labels == NULL,
+          "defaults: mirroring, step 0.5, post-processing, EMIDEC (labels NULL)");
+    CLAIM_DEFAULT(claim_label_scheme, &scheme);
+    scheme.lv_cavity = 11;
+    scheme.myocardium = 12;
+    scheme.scar = 13;
+    scheme.mvo = 14;
+    params.labels = &scheme;
 
     /* The geometry fields are outputs: start them off as nonsense. */
     out = image;
-    out.dtype = CLAIM_DTYPE_U8;
+    out.voxel_type = CLAIM_VOXEL_U8;
     out.data = labels;
     out.spacing[0] = out.origin[1] = out.direction[2] = 77.0;
     reset(&log, 0);
-    expect_ok(claim_segment(model, &image, &params, on_progress, &log, &out), "segment");
+    expect_ok(claim_segmenter_segment(model, &image, &params, on_progress, &log, &out), "segment");
     total = expected_total(&info, &image, 0.5, 1);
     printf("     %llu network evaluations announced, %llu expected\n",
            (unsigned long long)log.total, (unsigned long long)total);
@@ -406,20 +409,20 @@ static void segment_checks(const claim_segmenter *model)
 
     /* Another dtype: the same values. */
     wide = (int16_t *)malloc(count * sizeof(int16_t));
-    out.dtype = CLAIM_DTYPE_I16;
+    out.voxel_type = CLAIM_VOXEL_I16;
     out.data = wide;
-    expect_ok(claim_segment(model, &image, &params, NULL, NULL, &out), "segment into int16");
+    expect_ok(claim_segmenter_segment(model, &image, &params, NULL, NULL, &out), "segment into int16");
     equal = 1;
     for (n = 0; n < count; n++) equal &= wide[n] == (int16_t)labels[n];
     CHECK(equal, "int16 output holds the same labels");
 
     /* No mirroring, step 1: fewer windows, one pass. */
-    out.dtype = CLAIM_DTYPE_U8;
+    out.voxel_type = CLAIM_VOXEL_U8;
     out.data = labels;
     params.mirroring = 0;
     params.step_size = 1.0f;
     reset(&log, 0);
-    expect_ok(claim_segment(model, &image, &params, on_progress, &log, &out),
+    expect_ok(claim_segmenter_segment(model, &image, &params, on_progress, &log, &out),
               "segment without mirroring, step 1");
     CHECK(log.total == expected_total(&info, &image, 1.0, 0) && log.last_done == log.total,
           "total without mirroring at step 1");
@@ -430,7 +433,7 @@ static void segment_checks(const claim_segmenter *model)
     memset(labels, 0xAB, count);
     out.spacing[0] = 77.0;
     reset(&log, 3);
-    expect_error(claim_segment(model, &image, &params, on_progress, &log, &out),
+    expect_error(claim_segmenter_segment(model, &image, &params, on_progress, &log, &out),
                  CLAIM_ERR_CANCELLED, "cancel", "progress callback cancels");
     CHECK(log.calls == 4 && log.last_done == 3, "stopped at once (0, 1, 2, 3)");
     for (n = 0; n < count; n++) untouched &= labels[n] == 0xAB;
@@ -438,7 +441,7 @@ static void segment_checks(const claim_segmenter *model)
     {
         /* Cancelling at the announcement (done = 0). */
         uint64_t calls = 0;
-        expect_error(claim_segment(model, &image, &params, cancel_at_once, &calls, &out),
+        expect_error(claim_segmenter_segment(model, &image, &params, cancel_at_once, &calls, &out),
                      CLAIM_ERR_CANCELLED, "cancel", "cancel at done = 0");
         CHECK(calls == 1, "one call, then stopped");
     }
@@ -446,48 +449,52 @@ static void segment_checks(const claim_segmenter *model)
     /* Refusals. */
     bad = params;
     bad.step_size = 0.0f;
-    expect_error(claim_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+    expect_error(claim_segmenter_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "params.step_size", "step 0 refused");
     bad.step_size = 1.5f;
-    expect_error(claim_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+    expect_error(claim_segmenter_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "params.step_size", "step 1.5 refused");
     bad = params;
     bad.mirroring = 2;
-    expect_error(claim_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+    expect_error(claim_segmenter_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "params.mirroring", "mirroring flag 2 refused");
     bad = params;
-    bad.labels.mvo = 13;
-    expect_error(claim_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
-                 "params.labels", "a scheme sharing a label refused");
+    bad_scheme = scheme;
+    bad_scheme.mvo = 13;
+    bad.labels = &bad_scheme;
+    expect_error(claim_segmenter_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+                 "params->labels", "a scheme sharing a label refused");
     bad = params;
-    bad.labels.scar = 300;
-    expect_error(claim_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+    bad_scheme = scheme;
+    bad_scheme.scar = 300;
+    bad.labels = &bad_scheme;
+    expect_error(claim_segmenter_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "300", "a label a u8 map cannot hold refused");
     bad = params;
     bad.struct_size = 4;
-    expect_error(claim_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+    expect_error(claim_segmenter_segment(model, &image, &bad, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "params.struct_size", "params struct_size checked");
-    expect_error(claim_segment(model, &image, NULL, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+    expect_error(claim_segmenter_segment(model, &image, NULL, NULL, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "params must not be NULL", "NULL params refused");
-    expect_error(claim_segment(model, NULL, &params, NULL, NULL, &out),
+    expect_error(claim_segmenter_segment(model, NULL, &params, NULL, NULL, &out),
                  CLAIM_ERR_INVALID_ARGUMENT, "image must not be NULL", "NULL image refused");
-    expect_error(claim_segment(NULL, &image, &params, NULL, NULL, &out),
+    expect_error(claim_segmenter_segment(NULL, &image, &params, NULL, NULL, &out),
                  CLAIM_ERR_INVALID_ARGUMENT, "segmenter must not be NULL", "NULL model refused");
-    expect_error(claim_segment(model, &image, &params, NULL, NULL, NULL),
+    expect_error(claim_segmenter_segment(model, &image, &params, NULL, NULL, NULL),
                  CLAIM_ERR_INVALID_ARGUMENT, "out_labels must not be NULL", "NULL output refused");
     small = out;
     small.dims[0] = 2;
     small.dims[1] = 2;
     small.dims[2] = 1;
     small.data = tiny;
-    expect_error(claim_segment(model, &image, &params, NULL, NULL, &small),
+    expect_error(claim_segmenter_segment(model, &image, &params, NULL, NULL, &small),
                  CLAIM_ERR_INVALID_ARGUMENT, "out_labels.dims", "output dims mismatch refused");
     nan_image = (float *)malloc(count * sizeof(float));
     memcpy(nan_image, image.data, count * sizeof(float));
     nan_image[count / 2] = (float)NAN;
     small = image;
     small.data = nan_image;
-    expect_error(claim_segment(model, &small, &params, NULL, NULL, &out),
+    expect_error(claim_segmenter_segment(model, &small, &params, NULL, NULL, &out),
                  CLAIM_ERR_INVALID_ARGUMENT, "not finite", "a NaN voxel refused");
 done:
     free(labels);
@@ -540,7 +547,7 @@ int main(int argc, char **argv)
     expect_error(claim_segmenter_info_get(NULL, &info), CLAIM_ERR_INVALID_ARGUMENT,
                  "segmenter must not be NULL", "info of NULL refused");
 
-    claim_segmenter_options_default(&options);
+    CLAIM_DEFAULT(claim_segmenter_options, &options);
     options.fold_count = 1;
     options.folds[0] = 1;
     expect_ok(claim_segmenter_load(folder, NULL, &options, &fold1), "load fold 1 alone");

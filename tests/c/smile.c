@@ -81,12 +81,12 @@ static size_t voxel_count(const claim_volume *v)
 /* Voxel n of a volume of any dtype, as a double. */
 static double voxel_value(const claim_volume *v, size_t n)
 {
-    switch (v->dtype) {
-    case CLAIM_DTYPE_U8: return ((const uint8_t *)v->data)[n];
-    case CLAIM_DTYPE_I16: return ((const int16_t *)v->data)[n];
-    case CLAIM_DTYPE_U16: return ((const uint16_t *)v->data)[n];
-    case CLAIM_DTYPE_I32: return ((const int32_t *)v->data)[n];
-    case CLAIM_DTYPE_F32: return ((const float *)v->data)[n];
+    switch (v->voxel_type) {
+    case CLAIM_VOXEL_U8: return ((const uint8_t *)v->data)[n];
+    case CLAIM_VOXEL_I16: return ((const int16_t *)v->data)[n];
+    case CLAIM_VOXEL_U16: return ((const uint16_t *)v->data)[n];
+    case CLAIM_VOXEL_I32: return ((const int32_t *)v->data)[n];
+    case CLAIM_VOXEL_F32: return ((const float *)v->data)[n];
     default: return -1.0;
     }
 }
@@ -114,7 +114,7 @@ static claim_volume guarded_output(const claim_volume *like, uint8_t **buffer)
     if (*buffer != NULL) {
         memset(*buffer, UNTOUCHED, voxel_count(like));
     }
-    out.dtype = CLAIM_DTYPE_U8;
+    out.voxel_type = CLAIM_VOXEL_U8;
     out.data = *buffer;
     out.spacing[0] = out.spacing[1] = out.spacing[2] = 0.0; /* written by the library */
     return out;
@@ -127,12 +127,12 @@ static void check_parcellation(const struct heart *h, uint8_t *segments)
     size_t n, wrong = 0, agree = 0, myocardium = 0;
     char what[160];
 
-    claim_aha_params_default(&params);
-    params.labels = h->scheme;
+    CLAIM_DEFAULT(claim_aha_params, &params);
+    params.labels = &h->scheme;
     out.data = segments;
     out.spacing[0] = 0.0;
-    snprintf(what, sizeof what, "%s: claim_aha_segment", h->name);
-    expect_ok(claim_aha_segment(&h->labels, &params, &out), what);
+    snprintf(what, sizeof what, "%s: claim_aha_parcellate", h->name);
+    expect_ok(claim_aha_parcellate(&h->labels, &params, &out), what);
     CHECK(out.spacing[0] == h->labels.spacing[0] && out.origin[2] == h->labels.origin[2],
           "the segment map gets the geometry of the labels");
     for (n = 0; n < h->count; n++) {
@@ -162,11 +162,11 @@ static void check_parcellation(const struct heart *h, uint8_t *segments)
 static claim_smile_params lad_params(const struct heart *h, double burden)
 {
     claim_smile_params params;
-    claim_smile_params_default(&params);
+    CLAIM_DEFAULT(claim_smile_params, &params);
     params.pattern = CLAIM_PATTERN_ISCHEMIC;
     params.territory = CLAIM_TERRITORY_LAD;
     params.burden = burden;
-    params.labels = h->scheme;
+    params.labels = &h->scheme;
     return params;
 }
 
@@ -179,7 +179,7 @@ static void check_generation(const struct heart *h, const uint8_t *segments)
     uint8_t *in_place = (uint8_t *)malloc(h->count);
     int32_t *wide = (int32_t *)malloc(h->count * sizeof(int32_t));
     claim_volume out, shared, wide_out, segment_view;
-    claim_scar_stats stats;
+    claim_aha_segment_stats stats;
     claim_smile_context *ctx = NULL;
     claim_smile_info info;
     size_t n, outside = 0, lesion = 0, myocardium = 0, mismatched = 0;
@@ -232,29 +232,29 @@ static void check_generation(const struct heart *h, const uint8_t *segments)
     out.data = first;
     {
         claim_aha_params aha;
-        claim_aha_params_default(&aha);
-        aha.labels = h->scheme;
-        expect_ok(claim_segment_stats(&out, &segment_view, &aha, &stats), "claim_segment_stats");
+        CLAIM_DEFAULT(claim_aha_params, &aha);
+        aha.labels = &h->scheme;
+        expect_ok(claim_aha_segment_stats_measure(&out, &segment_view, &aha, &stats), "claim_aha_segment_stats_measure");
         CHECK(fabs(stats.burden - burden) <= 0.02, "burden within 0.02 of the request");
         CHECK(fabs(stats.burden - (double)lesion / (double)myocardium) < 1e-9,
               "stats burden = lesion voxels / myocardium voxels");
-        for (s = 0; s < CLAIM_AHA_SEGMENT_COUNT; s++) {
-            segment_sum += stats.segments[s].scar_ml;
+        for (s = 1; s <= CLAIM_AHA_SEGMENT_COUNT; s++) {
+            segment_sum += stats.scar_ml[s];
         }
-        CHECK(fabs(segment_sum + stats.unassigned.scar_ml - stats.total_scar_ml) < 1e-9,
+        CHECK(fabs(segment_sum + stats.scar_ml[0] - stats.total_scar_ml) < 1e-9,
               "per-segment scar adds up to the total");
-        CHECK(stats.segments[0].scar_ml + stats.segments[6].scar_ml > 0.0,
+        CHECK(stats.scar_ml[1] + stats.scar_ml[7] > 0.0,
               "an LAD scar reaches segment 1 or 7");
         printf("     %s: burden %.4f, scar %.2f mL of %.2f mL\n", h->name, stats.burden,
                stats.total_scar_ml, stats.total_myocardium_ml);
 
         /* Without a segment map the call parcellates itself: same numbers. */
         {
-            claim_scar_stats again;
+            claim_aha_segment_stats again;
             memset(&again, 0, sizeof again);
             again.struct_size = sizeof again;
-            expect_ok(claim_segment_stats(&out, NULL, &aha, &again),
-                      "claim_segment_stats without a segment map");
+            expect_ok(claim_aha_segment_stats_measure(&out, NULL, &aha, &again),
+                      "claim_aha_segment_stats_measure without a segment map");
             CHECK(memcmp(&again, &stats, sizeof stats) == 0,
                   "same statistics as with the precomputed segments");
         }
@@ -269,7 +269,7 @@ static void check_generation(const struct heart *h, const uint8_t *segments)
 
     /* Any output dtype that holds the labels: int32 here. */
     wide_out = h->labels;
-    wide_out.dtype = CLAIM_DTYPE_I32;
+    wide_out.voxel_type = CLAIM_VOXEL_I32;
     wide_out.data = wide;
     expect_ok(claim_smile_generate(&h->labels, &params, 7, &wide_out), "generate into int32");
     for (n = 0; n < h->count; n++) {
@@ -315,12 +315,12 @@ static void check_generation(const struct heart *h, const uint8_t *segments)
         claim_bullseye_options options;
         size_t needed = 0;
         char *svg;
-        claim_bullseye_options_default(&options);
+        CLAIM_DEFAULT(claim_bullseye_options, &options);
         options.title = "LAD, seed 7";
-        expect_ok(claim_bullseye_svg(&stats, &options, NULL, 0, &needed), "bull's-eye size query");
+        expect_ok(claim_bullseye_render_svg(&stats, &options, NULL, 0, &needed), "bull's-eye size query");
         svg = (char *)malloc(needed);
         if (svg != NULL) {
-            expect_ok(claim_bullseye_svg(&stats, &options, svg, needed, &needed),
+            expect_ok(claim_bullseye_render_svg(&stats, &options, svg, needed, &needed),
                       "bull's-eye SVG");
             CHECK(strncmp(svg, "<svg", 4) == 0 && strlen(svg) + 1 == needed,
                   "an SVG document of the announced size");
@@ -353,7 +353,7 @@ static void check_errors(const struct heart *h)
     claim_smile_params bad;
     claim_aha_params aha;
     claim_volume labels_bad, out, small;
-    claim_scar_stats stats;
+    claim_aha_segment_stats stats;
     uint8_t *buffer = NULL;
     uint8_t *changed = (uint8_t *)malloc(h->count);
     uint8_t *original = (uint8_t *)malloc(h->count);
@@ -361,8 +361,8 @@ static void check_errors(const struct heart *h)
     claim_smile_context *ctx = (claim_smile_context *)&failures; /* any non-NULL value */
     size_t n;
 
-    claim_aha_params_default(&aha);
-    aha.labels = h->scheme;
+    CLAIM_DEFAULT(claim_aha_params, &aha);
+    aha.labels = &h->scheme;
     out = guarded_output(&h->labels, &buffer);
     if (buffer == NULL || changed == NULL || original == NULL) {
         CHECK(0, "allocation");
@@ -379,12 +379,12 @@ static void check_errors(const struct heart *h)
                  "params must not be NULL", "generate(NULL params)");
     expect_error(claim_smile_generate(&h->labels, &params, 7, NULL), CLAIM_ERR_INVALID_ARGUMENT,
                  "out_labels must not be NULL", "generate(NULL out_labels)");
-    expect_error(claim_aha_segment(NULL, &aha, &out), CLAIM_ERR_INVALID_ARGUMENT,
-                 "labels must not be NULL", "aha_segment(NULL labels)");
-    expect_error(claim_aha_segment(&h->labels, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
-                 "params must not be NULL", "aha_segment(NULL params)");
-    expect_error(claim_segment_stats(&h->labels, NULL, &aha, NULL), CLAIM_ERR_INVALID_ARGUMENT,
-                 "out must not be NULL", "segment_stats(NULL out)");
+    expect_error(claim_aha_parcellate(NULL, &aha, &out), CLAIM_ERR_INVALID_ARGUMENT,
+                 "labels must not be NULL", "aha_parcellate(NULL labels)");
+    expect_error(claim_aha_parcellate(&h->labels, NULL, &out), CLAIM_ERR_INVALID_ARGUMENT,
+                 "params must not be NULL", "aha_parcellate(NULL params)");
+    expect_error(claim_aha_segment_stats_measure(&h->labels, NULL, &aha, NULL), CLAIM_ERR_INVALID_ARGUMENT,
+                 "out must not be NULL", "aha_segment_stats_measure(NULL out)");
 
     bad = params;
     bad.struct_size = 0;
@@ -395,8 +395,8 @@ static void check_errors(const struct heart *h)
     expect_error(claim_smile_generate(&labels_bad, &params, 7, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "labels.struct_size", "labels.struct_size 0");
     memset(&stats, 0, sizeof stats);
-    expect_error(claim_segment_stats(&h->labels, NULL, &aha, &stats), CLAIM_ERR_INVALID_ARGUMENT,
-                 "out.struct_size", "segment_stats out.struct_size 0");
+    expect_error(claim_aha_segment_stats_measure(&h->labels, NULL, &aha, &stats), CLAIM_ERR_INVALID_ARGUMENT,
+                 "out.struct_size", "aha_segment_stats_measure out.struct_size 0");
 
     bad = params;
     bad.burden = 1.5;
@@ -423,8 +423,8 @@ static void check_errors(const struct heart *h)
     labels_bad.data = changed;
     expect_error(claim_smile_generate(&labels_bad, &params, 7, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "myocardium", "a map without myocardium");
-    expect_error(claim_aha_segment(&labels_bad, &aha, &out), CLAIM_ERR_INVALID_ARGUMENT,
-                 "myocardium", "aha_segment of a map without myocardium");
+    expect_error(claim_aha_parcellate(&labels_bad, &aha, &out), CLAIM_ERR_INVALID_ARGUMENT,
+                 "myocardium", "aha_parcellate of a map without myocardium");
 
     /* No LV cavity: the cavity turned into background. */
     for (n = 0; n < h->count; n++) {
@@ -438,8 +438,8 @@ static void check_errors(const struct heart *h)
     changed[h->count / 2] = 9;
     expect_error(claim_smile_generate(&labels_bad, &params, 7, &out), CLAIM_ERR_INVALID_ARGUMENT,
                  "9", "a label (9) outside the scheme");
-    expect_error(claim_aha_segment(&labels_bad, &aha, &out), CLAIM_ERR_INVALID_ARGUMENT, "9",
-                 "aha_segment with a label (9) outside the scheme");
+    expect_error(claim_aha_parcellate(&labels_bad, &aha, &out), CLAIM_ERR_INVALID_ARGUMENT, "9",
+                 "aha_parcellate with a label (9) outside the scheme");
 
     /* Output dims that differ from the input's. */
     memset(tiny, UNTOUCHED, sizeof tiny);
@@ -448,8 +448,8 @@ static void check_errors(const struct heart *h)
     small.data = tiny;
     expect_error(claim_smile_generate(&h->labels, &params, 7, &small), CLAIM_ERR_INVALID_ARGUMENT,
                  "out_labels.dims: expected 48", "mismatched output dims");
-    expect_error(claim_aha_segment(&h->labels, &aha, &small), CLAIM_ERR_INVALID_ARGUMENT,
-                 "out_segments.dims: expected 48", "aha_segment with mismatched output dims");
+    expect_error(claim_aha_parcellate(&h->labels, &aha, &small), CLAIM_ERR_INVALID_ARGUMENT,
+                 "out_segments.dims: expected 48", "aha_parcellate with mismatched output dims");
     CHECK(all_bytes_are(tiny, sizeof tiny, UNTOUCHED), "the small output is untouched");
 
     expect_error(claim_smile_context_create(&h->labels, NULL, &bad, &ctx),
@@ -488,7 +488,7 @@ static int load_atlas(struct heart *h, uint8_t **segments)
     memset(&view, 0, sizeof view);
     view.struct_size = sizeof view;
     expect_ok(claim_image_view(img, &view), "view of the atlas");
-    claim_label_scheme_default(&h->scheme);
+    CLAIM_DEFAULT(claim_label_scheme, &h->scheme);
     h->scheme.rv = 5;
     h->name = "atlas";
     h->count = voxel_count(&view);
@@ -513,7 +513,7 @@ static int load_atlas(struct heart *h, uint8_t **segments)
         (*segments)[n] = (v >= 1.0 && v <= 17.0) ? (uint8_t)v : 0;
     }
     h->labels = view; /* the atlas geometry */
-    h->labels.dtype = CLAIM_DTYPE_U8;
+    h->labels.voxel_type = CLAIM_VOXEL_U8;
     h->labels.data = h->voxels;
     h->reference_segments = *segments;
     claim_image_free(img);
@@ -533,12 +533,12 @@ int main(int argc, char **argv)
     }
     memset(&synthetic, 0, sizeof synthetic);
     synthetic.name = "synthetic LV";
-    claim_label_scheme_default(&synthetic.scheme);
+    CLAIM_DEFAULT(claim_label_scheme, &synthetic.scheme);
     synthetic.scheme.rv = 5;
     synthetic_lv_labels(&synthetic.scheme, synthetic_voxels);
     synthetic.voxels = synthetic_voxels;
     synthetic.count = SYNTHETIC_LV_VOXELS;
-    synthetic.labels = synthetic_lv_volume(CLAIM_DTYPE_U8, synthetic_voxels);
+    synthetic.labels = synthetic_lv_volume(CLAIM_VOXEL_U8, synthetic_voxels);
 
     check_heart(&synthetic);
     check_errors(&synthetic);

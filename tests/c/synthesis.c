@@ -7,7 +7,7 @@
  *   `module.denoise_fn.`, f16; unet3d: plain keys, bf16, two channels,
  *   four frames), with a condition and with the NULL (learned null)
  *   condition, within 1e-3 relative;
- * - claim_synthesize on a small synthetic slice stack: only scar/MVO voxels
+ * - claim_diffusion_synthesize on a small synthetic slice stack: only scar/MVO voxels
  *   change, progress counts every network evaluation, cancelling works, a
  *   seed reproduces the image;
  * - the refusals: CUDA in a CPU build, shapes, condition length, labels
@@ -151,6 +151,7 @@ static claim_tensor tensor_of(float *data, const uint64_t *shape, uint32_t ndim)
     uint32_t d;
     memset(&t, 0, sizeof t);
     t.struct_size = sizeof t;
+    t.dtype = CLAIM_TENSOR_F32;
     t.ndim = ndim;
     for (d = 0; d < ndim; d++) t.shape[d] = shape[d];
     t.data = data;
@@ -262,12 +263,12 @@ done:
 #define NK 3
 #define NV (NI * NJ * NK)
 
-static claim_volume volume_of(claim_dtype dtype, void *data)
+static claim_volume volume_of(claim_voxel_type dtype, void *data)
 {
     claim_volume v;
     memset(&v, 0, sizeof v);
     v.struct_size = sizeof v;
-    v.dtype = dtype;
+    v.voxel_type = dtype;
     v.dims[0] = NI;
     v.dims[1] = NJ;
     v.dims[2] = NK;
@@ -332,22 +333,22 @@ static void synthesis_checks(void)
     int n, changed = 0, outside_same = 1, all_finite = 1;
 
     make_case(labels, image);
-    vi = volume_of(CLAIM_DTYPE_F32, image);
-    vl = volume_of(CLAIM_DTYPE_U8, labels);
-    vo = volume_of(CLAIM_DTYPE_F32, out);
-    va = volume_of(CLAIM_DTYPE_F32, again);
+    vi = volume_of(CLAIM_VOXEL_F32, image);
+    vl = volume_of(CLAIM_VOXEL_U8, labels);
+    vo = volume_of(CLAIM_VOXEL_F32, out);
+    va = volume_of(CLAIM_VOXEL_F32, again);
 
-    claim_load_options_default(&options);
+    CLAIM_DEFAULT(claim_load_options, &options);
     options.device = CLAIM_DEVICE_CUDA;
     snprintf(path, sizeof path, "%s/denoiser/unet2d_weights.safetensors", CLAIM_FIXTURES);
     expect_error(claim_diffusion_load(path, &options, &model), CLAIM_ERR_DEVICE,
-                 "this build has no CUDA backend", "CUDA in a CPU build refused");
+                 "no CUDA back-end", "CUDA in a CPU build refused");
     CHECK(model == NULL, "no handle after a failed load");
-    claim_load_options_default(&options);
+    CLAIM_DEFAULT(claim_load_options, &options);
     expect_ok(claim_diffusion_load(path, &options, &model), "load the 2-D model on the CPU");
     if (!model) return;
 
-    claim_synthesis_params_default(&params);
+    CLAIM_DEFAULT(claim_synthesis_params, &params);
     CHECK(params.t_start == 300 && params.jump_length == 5 && params.jump_n_sample == 5,
           "defaults are CLAIM's 300/5/5");
     params.crop_size = 24;
@@ -357,7 +358,7 @@ static void synthesis_checks(void)
     memset(&log, 0, sizeof log);
     log.cancel_after = 2;
     memcpy(out, image, sizeof out);
-    expect_error(claim_synthesize(model, &vi, &vl, &params, on_progress, &log, &vo),
+    expect_error(claim_diffusion_synthesize(model, &vi, &vl, &params, on_progress, &log, &vo),
                  CLAIM_ERR_CANCELLED, "cancel", "progress callback cancels");
     CHECK(log.last_total == 1480 && log.last_done == 2 && log.calls == 3,
           "1480 evaluations announced at 300/5/5; stopped at once");
@@ -367,7 +368,7 @@ static void synthesis_checks(void)
     params.jump_length = 2;
     params.jump_n_sample = 2;
     memset(&log, 0, sizeof log);
-    expect_ok(claim_synthesize(model, &vi, &vl, &params, on_progress, &log, &vo),
+    expect_ok(claim_diffusion_synthesize(model, &vi, &vl, &params, on_progress, &log, &vo),
               "synthesize 10/2/2");
     CHECK(log.last_total == 18 && log.last_done == 18 && log.calls == 19,
           "progress: 18 evaluations (10 + 4 jumps x 2), reported before and after each");
@@ -381,26 +382,26 @@ static void synthesis_checks(void)
     }
     CHECK(outside_same, "every voxel outside scar/MVO is bit-identical");
     CHECK(changed > 10 && all_finite, "scar voxels were synthesized");
-    expect_ok(claim_synthesize(model, &vi, &vl, &params, NULL, NULL, &va), "same seed again");
+    expect_ok(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &va), "same seed again");
     CHECK(memcmp(out, again, sizeof out) == 0, "the same seed gives the same image");
 
     /* Refusals. */
     for (n = 0; n < NV; n++) no_scar[n] = (labels[n] == 3 || labels[n] == 4) ? 2 : labels[n];
     vl.data = no_scar;
-    expect_error(claim_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
+    expect_error(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
                  CLAIM_ERR_INVALID_ARGUMENT, "no scar", "labels without scar refused");
     vl.data = labels;
-    vs = volume_of(CLAIM_DTYPE_F32, small);
+    vs = volume_of(CLAIM_VOXEL_F32, small);
     vs.dims[2] = 1;
-    expect_error(claim_synthesize(model, &vi, &vl, &params, NULL, NULL, &vs),
+    expect_error(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vs),
                  CLAIM_ERR_INVALID_ARGUMENT, "out_image.dims", "output dims mismatch refused");
     params.crop_size = 26;
-    expect_error(claim_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
+    expect_error(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
                  CLAIM_ERR_INVALID_ARGUMENT, "crop_size", "crop size off the model grid refused");
     params.crop_size = 24;
     params.histogram_source = CLAIM_HISTOGRAM_VALUES;
     params.histogram_length = 32;
-    expect_error(claim_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
+    expect_error(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
                  CLAIM_ERR_INVALID_ARGUMENT, "expects 16", "histogram length refused");
 
     /* A measured histogram drives the sampler. */
@@ -414,7 +415,7 @@ static void synthesis_checks(void)
         memcpy(params.histogram, h, sizeof h);
         params.histogram_length = CLAIM_HISTOGRAM_BINS;
         params.perturb_histogram = 0;
-        expect_ok(claim_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
+        expect_ok(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
                   "synthesize with the measured histogram");
     }
     claim_diffusion_free(model);

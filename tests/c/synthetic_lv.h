@@ -22,12 +22,12 @@
 #define SYNTHETIC_LV_VOXELS (SYNTHETIC_LV_NI * SYNTHETIC_LV_NJ * SYNTHETIC_LV_NK)
 
 /* The geometry of the synthetic grid, with `dtype` and `data`. */
-static claim_volume synthetic_lv_volume(claim_dtype dtype, void *data)
+static claim_volume synthetic_lv_volume(claim_voxel_type dtype, void *data)
 {
     claim_volume v;
     memset(&v, 0, sizeof v);
     v.struct_size = sizeof v;
-    v.dtype = dtype;
+    v.voxel_type = dtype;
     v.dims[0] = SYNTHETIC_LV_NI;
     v.dims[1] = SYNTHETIC_LV_NJ;
     v.dims[2] = SYNTHETIC_LV_NK;

@@ -24,7 +24,7 @@ static claim_volume small_volume(void)
     claim_volume v;
     memset(&v, 0, sizeof v);
     v.struct_size = sizeof v;
-    v.dtype = CLAIM_DTYPE_U8;
+    v.voxel_type = CLAIM_VOXEL_U8;
     v.dims[0] = v.dims[1] = v.dims[2] = 3;
     v.spacing[0] = v.spacing[1] = v.spacing[2] = 1.0;
     v.direction[0] = v.direction[4] = v.direction[8] = 1.0;
@@ -51,7 +51,7 @@ static void *run(void *arg)
             own = "thread-a-missing.nii";
             other = "spacing[1]";
         } else {
-            status = claim_image_create(&nan_spacing, CLAIM_DTYPE_F32, &img);
+            status = claim_image_create(&nan_spacing, CLAIM_VOXEL_F32, &img);
             own = "spacing[1]";
             other = "thread-a-missing.nii";
         }
@@ -66,7 +66,7 @@ static void *run(void *arg)
 
         /* A success on this thread clears only this thread's message. */
         if (round % 7 == 0) {
-            status = claim_image_create(&good, CLAIM_DTYPE_U8, &img);
+            status = claim_image_create(&good, CLAIM_VOXEL_U8, &img);
             if (status != CLAIM_OK || claim_last_error_message()[0] != '\0') {
                 if (w->wrong++ == 0) {
                     fprintf(stderr, "thread %d round %d: success left \"%s\"\n", w->id, round,

@@ -68,11 +68,11 @@ int main(int argc, char** argv) {
         claim::Geometry geometry;
         geometry.spacing = {{1.5625, 1.5625, 9.0}};
         geometry.origin = {{10.0, -20.0, 30.0}};
-        const auto vi = claim::make_volume(CLAIM_DTYPE_F32, {NI, NJ, NK}, image.data(), geometry);
+        const auto vi = claim::make_volume(CLAIM_VOXEL_F32, {NI, NJ, NK}, image.data(), geometry);
 
         std::uint64_t calls = 0, last_done = 0, last_total = 0;
         bool monotone = true;
-        const auto labels = claim::segment(model, vi, claim::SegmentParams(),
+        const auto labels = claim::segmenter_segment(model, vi, claim::SegmentationParams(),
                                            [&](std::uint64_t done, std::uint64_t total) {
                                                monotone &= calls == done;
                                                ++calls;
@@ -88,14 +88,14 @@ int main(int argc, char** argv) {
                "progress 0..8: 2 slices x 4 mirror passes");
 
         std::vector<std::uint8_t> out(labels.size(), 0xAB);
-        auto vo = claim::make_volume(CLAIM_DTYPE_U8, {NI, NJ, NK}, out.data());
-        const auto quick = claim::SegmentParams().mirroring(false).step_size(1.0f).postprocess(false);
-        claim::segment(model, vi, quick, vo);
+        auto vo = claim::make_volume(CLAIM_VOXEL_U8, {NI, NJ, NK}, out.data());
+        const auto quick = claim::SegmentationParams().mirroring(false).step_size(1.0f).postprocess(false);
+        claim::segmenter_segment(model, vi, quick, vo);
         expect(vo.origin[0] == 10.0 && vo.spacing[2] == 9.0, "output geometry is the image's");
 
         try {
             std::fill(out.begin(), out.end(), 0xAB);
-            claim::segment(model, vi, claim::SegmentParams(), vo,
+            claim::segmenter_segment(model, vi, claim::SegmentationParams(), vo,
                            [](std::uint64_t done, std::uint64_t) { return done < 2; });
             expect(false, "cancel throws");
         } catch (const claim::Error& e) {
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
                    std::string("cancel throws, output untouched: ") + e.what());
         }
         try {
-            claim::segment(model, vi, claim::SegmentParams(), vo, [](std::uint64_t, std::uint64_t) -> bool {
+            claim::segmenter_segment(model, vi, claim::SegmentationParams(), vo, [](std::uint64_t, std::uint64_t) -> bool {
                 throw std::runtime_error("from the callback");
             });
             expect(false, "a callback's exception is rethrown");
@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
             expect(std::string(e.what()) == "from the callback", "a callback's exception is rethrown");
         }
         try {
-            claim::segment(model, vi, claim::SegmentParams().step_size(0.0f));
+            claim::segmenter_segment(model, vi, claim::SegmentationParams().step_size(0.0f));
             expect(false, "step 0 throws");
         } catch (const claim::Error& e) {
             expect(e.status() == CLAIM_ERR_INVALID_ARGUMENT &&

@@ -52,7 +52,7 @@ struct Heart {
     Heart() {
         scheme.rv = 5;
         synthetic_lv_labels(&scheme, voxels.data());
-        labels = synthetic_lv_volume(CLAIM_DTYPE_U8, voxels.data());
+        labels = synthetic_lv_volume(CLAIM_VOXEL_U8, voxels.data());
     }
 
     bool myocardium(std::size_t n) const {
@@ -69,21 +69,28 @@ void parameters() {
                                           .mvo(true);
     const claim_smile_params& c = params;
     expect(c.struct_size == sizeof(claim_smile_params) && c.territory == CLAIM_TERRITORY_RCA &&
-               c.burden == 0.25 && c.transmurality == 0.9 && c.mvo == 1 &&
-               c.labels.struct_size == sizeof(claim_label_scheme) &&
-               c.aha.struct_size == sizeof(claim_aha_params),
-           "SmileParams builder fills claim_smile_params");
+               c.burden == 0.25 && c.transmurality == 0.9 && c.mvo == 1 && c.labels == nullptr &&
+               c.aha == nullptr,
+           "SmileParams builder fills claim_smile_params (NULL scheme and AHA options = defaults)");
     const claim::SmileParams drawn = claim::SmileParams(params).random_burden().random_transmurality();
     expect(drawn.c().burden < 0.0 && drawn.c().transmurality < 0.0, "random_burden/transmurality");
+    claim_label_scheme rv = claim::default_label_scheme();
+    rv.rv = 5;
+    const claim::SmileParams with_rv = claim::SmileParams().labels(rv);
+    const claim::SmileParams copied = with_rv;
+    rv.rv = 6;
+    expect(copied.c().labels != with_rv.c().labels && copied.c().labels->rv == 5 &&
+               with_rv.c().labels->rv == 5,
+           "SmileParams copies own their label scheme");
     const claim_aha_params aha = claim::default_aha_params();
     expect(aha.struct_size == sizeof(claim_aha_params) && aha.rotation_deg == 0.0 &&
-               aha.long_axis[0] == 0.0 && aha.labels.myocardium == 2,
+               aha.long_axis[0] == 0.0 && aha.labels == nullptr,
            "default_aha_params()");
 }
 
 void draws(const Heart& heart) {
     claim_aha_params aha = claim::default_aha_params();
-    aha.labels = heart.scheme;
+    aha.labels = &heart.scheme;
     const std::vector<std::uint8_t> segments = claim::aha_segments(heart.labels, aha);
     std::size_t wrong = 0;
     for (std::size_t n = 0; n < segments.size(); ++n) {
@@ -109,16 +116,16 @@ void draws(const Heart& heart) {
     mask.data = const_cast<std::uint8_t*>(first.data());
     claim_volume segment_view = heart.labels;
     segment_view.data = const_cast<std::uint8_t*>(segments.data());
-    const claim_scar_stats stats = claim::segment_stats(mask, &segment_view, aha);
-    expect(std::fabs(stats.burden - 0.2) <= 0.02, "segment_stats: burden within 0.02 of 0.2");
-    const claim_scar_stats parcellated = claim::segment_stats(mask, nullptr, aha);
+    const claim_aha_segment_stats stats = claim::aha_segment_stats_measure(mask, &segment_view, aha);
+    expect(std::fabs(stats.burden - 0.2) <= 0.02, "aha_segment_stats_measure: burden within 0.02 of 0.2");
+    const claim_aha_segment_stats parcellated = claim::aha_segment_stats_measure(mask, nullptr, aha);
     expect(std::memcmp(&stats, &parcellated, sizeof stats) == 0,
            "segment_stats without segments parcellates the same way");
 
     const claim::SmileContext context = claim::SmileContext::create(heart.labels, params);
     std::vector<std::int16_t> drawn(SYNTHETIC_LV_VOXELS);
     claim_volume out = heart.labels;
-    out.dtype = CLAIM_DTYPE_I16;
+    out.voxel_type = CLAIM_VOXEL_I16;
     out.data = drawn.data();
     const claim_smile_info info = context.draw(7, out);
     same = true;
@@ -129,11 +136,11 @@ void draws(const Heart& heart) {
 
     claim_bullseye_options options = claim::default_bullseye_options();
     options.title = "synthetic LV";
-    const std::string svg = claim::bullseye_svg(stats, options);
+    const std::string svg = claim::bullseye_render_svg(stats, options);
     expect(svg.rfind("<svg", 0) == 0 && svg.find("synthetic LV") != std::string::npos &&
                svg.find('\0') == std::string::npos,
            "bullseye_svg: a whole SVG document");
-    const std::vector<std::uint8_t> png = claim::bullseye_png(stats);
+    const std::vector<std::uint8_t> png = claim::bullseye_render_png(stats);
     expect(png.size() > 8 && png[1] == 'P' && png[2] == 'N' && png[3] == 'G', "bullseye_png");
 }
 
@@ -160,11 +167,11 @@ void errors(const Heart& heart) {
     const claim::SmileContext empty;
     expect_throws([&] { empty.draw(1, out); }, CLAIM_ERR_INVALID_ARGUMENT, "ctx must not be NULL",
                   "draw from an empty SmileContext throws");
-    claim_scar_stats bad{};
+    claim_aha_segment_stats bad{};
     bad.struct_size = sizeof bad;
-    bad.segments[3].scar_percent = -1.0;
-    expect_throws([&] { claim::bullseye_svg(bad); }, CLAIM_ERR_INVALID_ARGUMENT,
-                  "stats.segments[3].scar_percent", "bullseye_svg of negative stats throws");
+    bad.scar_percent[3] = -1.0;
+    expect_throws([&] { claim::bullseye_render_svg(bad); }, CLAIM_ERR_INVALID_ARGUMENT,
+                  "stats.scar_percent[3]", "bullseye_svg of negative stats throws");
 }
 
 }  // namespace

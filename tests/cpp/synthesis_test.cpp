@@ -57,12 +57,12 @@ int main() {
                     labels[n] = r < 6 ? 1 : r < 10 ? (k == 0 && dx > 3 ? 3 : 2) : 0;
                     image[n] = static_cast<float>(labels[n] * 100 + (i * 5 + j) % 7);
                 }
-        const auto vi = claim::make_volume(CLAIM_DTYPE_F32, {NI, NJ, NK}, image.data());
-        const auto vl = claim::make_volume(CLAIM_DTYPE_U8, {NI, NJ, NK}, labels.data());
-        auto vo = claim::make_volume(CLAIM_DTYPE_F32, {NI, NJ, NK}, out.data());
+        const auto vi = claim::make_volume(CLAIM_VOXEL_F32, {NI, NJ, NK}, image.data());
+        const auto vl = claim::make_volume(CLAIM_VOXEL_U8, {NI, NJ, NK}, labels.data());
+        auto vo = claim::make_volume(CLAIM_VOXEL_F32, {NI, NJ, NK}, out.data());
         const auto params = claim::SynthesisParams().seed(3).jumps(8, 2, 2).crop_size(24);
         std::uint64_t last_done = 0, last_total = 0;
-        claim::synthesize(model, vi, vl, params, vo, [&](std::uint64_t d, std::uint64_t t) {
+        claim::diffusion_synthesize(model, vi, vl, params, vo, [&](std::uint64_t d, std::uint64_t t) {
             last_done = d;
             last_total = t;
             return true;
@@ -76,13 +76,13 @@ int main() {
         expect(last_done == last_total && last_total == 14, "progress reaches 8 + 3 jumps x 2 = 14");
 
         try {
-            claim::synthesize(model, vi, vl, params, vo, [](std::uint64_t d, std::uint64_t) { return d < 2; });
+            claim::diffusion_synthesize(model, vi, vl, params, vo, [](std::uint64_t d, std::uint64_t) { return d < 2; });
             expect(false, "cancel throws");
         } catch (const claim::Error& e) {
             expect(e.status() == CLAIM_ERR_CANCELLED, std::string("cancel throws: ") + e.what());
         }
         try {
-            claim::synthesize(model, vi, vl, params, vo, [](std::uint64_t, std::uint64_t) -> bool {
+            claim::diffusion_synthesize(model, vi, vl, params, vo, [](std::uint64_t, std::uint64_t) -> bool {
                 throw std::runtime_error("from the callback");
             });
             expect(false, "a callback's exception is rethrown");

@@ -56,7 +56,12 @@ void versions() {
     expect(labels.struct_size == sizeof(claim_label_scheme) && labels.lv_cavity == 1 &&
                labels.myocardium == 2 && labels.scar == 3 && labels.mvo == 4 && labels.rv == -1,
            "default_label_scheme()");
-    std::cout << "ok   claim " << claim::version() << "\n";
+    const claim_build_info build = claim::build_info();
+    expect(build.struct_size == sizeof(claim_build_info) && (build.cuda_feature == 0 || build.cuda_feature == 1) &&
+               build.kernel_archs[sizeof build.kernel_archs - 1] == '\0' &&
+               build.cuda_status[sizeof build.cuda_status - 1] == '\0',
+           "build_info()");
+    std::cout << "ok   claim " << claim::version() << ", CUDA: " << build.cuda_status << "\n";
 }
 
 void round_trip(const std::string& dir) {
@@ -64,9 +69,9 @@ void round_trip(const std::string& dir) {
     geometry.spacing = {{1.5, 1.5, 8.0}};
     geometry.origin = {{-20.0, 35.5, 7.0}};
     geometry.direction = {{1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0}};
-    claim::Image image = claim::Image::create(CLAIM_DTYPE_I16, {{9, 7, 3}}, geometry);
+    claim::Image image = claim::Image::create(CLAIM_VOXEL_I16, {{9, 7, 3}}, geometry);
     expect(image.dims() == std::array<std::uint64_t, 3>{{9, 7, 3}}, "created dims");
-    expect(image.dtype() == CLAIM_DTYPE_I16, "created dtype");
+    expect(image.voxel_type() == CLAIM_VOXEL_I16, "created dtype");
     std::int16_t* voxels = image.data<std::int16_t>();
     for (std::uint64_t n = 0; n < image.voxel_count(); ++n) {
         voxels[n] = static_cast<std::int16_t>(static_cast<int>(n) * 13 - 400);
@@ -77,7 +82,7 @@ void round_trip(const std::string& dir) {
     image.write(path);
     const claim::Image again = claim::Image::read(path);
     expect(again.dims() == image.dims(), "re-read dims");
-    expect(again.dtype() == CLAIM_DTYPE_I16, "re-read dtype");
+    expect(again.voxel_type() == CLAIM_VOXEL_I16, "re-read dtype");
     for (int a = 0; a < 3; ++a) {
         expect(std::fabs(again.spacing()[a] - geometry.spacing[a]) < 1e-6, "re-read spacing");
         expect(std::fabs(again.origin()[a] - geometry.origin[a]) < 1e-6, "re-read origin");
@@ -85,7 +90,7 @@ void round_trip(const std::string& dir) {
     for (int a = 0; a < 9; ++a) {
         expect(std::fabs(again.direction()[a] - geometry.direction[a]) < 1e-6, "re-read direction");
     }
-    if (again.dims() == image.dims() && again.dtype() == image.dtype()) {
+    if (again.dims() == image.dims() && again.voxel_type() == image.voxel_type()) {
         expect(std::memcmp(again.data<std::int16_t>(), voxels,
                            image.voxel_count() * sizeof(std::int16_t)) == 0,
                "re-read voxels (memcmp)");
@@ -100,24 +105,24 @@ void errors(const std::string& dir) {
     expect(std::string(missing.what()).find("missing-file.nii.gz") != std::string::npos,
            "the message names the file");
     // The exception's message is a copy: later calls do not change it.
-    claim::Image::create(CLAIM_DTYPE_U8, {{2, 2, 2}});
+    claim::Image::create(CLAIM_VOXEL_U8, {{2, 2, 2}});
     expect(std::string(missing.what()).find("missing-file.nii.gz") != std::string::npos,
            "the message outlives later calls");
 
     claim::Geometry nan_spacing;
     nan_spacing.spacing[2] = std::nan("");
     const claim::Error nan = expect_throws(
-        [&] { claim::Image::create(CLAIM_DTYPE_F32, {{4, 4, 4}}, nan_spacing); },
+        [&] { claim::Image::create(CLAIM_VOXEL_F32, {{4, 4, 4}}, nan_spacing); },
         CLAIM_ERR_INVALID_ARGUMENT, "Image::create with NaN spacing");
     expect(std::string(nan.what()).find("spacing[2]") != std::string::npos,
            "the message names spacing[2]");
-    expect_throws([&] { claim::Image::create(CLAIM_DTYPE_F32, {{0, 4, 4}}); },
+    expect_throws([&] { claim::Image::create(CLAIM_VOXEL_F32, {{0, 4, 4}}); },
                   CLAIM_ERR_INVALID_ARGUMENT, "Image::create with a zero dim");
     expect_throws([&] { claim::check(CLAIM_ERR_MODEL); }, CLAIM_ERR_MODEL, "check(CLAIM_ERR_MODEL)");
 }
 
 void moves(const std::string& dir) {
-    claim::Image a = claim::Image::create(CLAIM_DTYPE_U8, {{3, 3, 3}});
+    claim::Image a = claim::Image::create(CLAIM_VOXEL_U8, {{3, 3, 3}});
     const claim_image* raw = a.get();
     claim::Image b = std::move(a);
     expect(!a && a.get() == nullptr, "moved-from Image is empty");
@@ -126,7 +131,7 @@ void moves(const std::string& dir) {
     expect_throws([&] { a.write(dir + "/never.nii"); }, CLAIM_ERR_INVALID_ARGUMENT,
                   "write() of a moved-from Image");
 
-    claim::Image c = claim::Image::create(CLAIM_DTYPE_F32, {{2, 2, 2}});
+    claim::Image c = claim::Image::create(CLAIM_VOXEL_F32, {{2, 2, 2}});
     c = std::move(b);  // frees c's old image
     expect(c.get() == raw && !b, "move assignment transfers ownership");
     expect(c.dims() == std::array<std::uint64_t, 3>{{3, 3, 3}}, "moved image still works");

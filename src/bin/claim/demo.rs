@@ -3,16 +3,17 @@
 //! The demo is a list of steps over one shared state, run in order; later
 //! capabilities (diffusion synthesis, segmentation) are more steps.
 
-use crate::label_maps::{format_direction, label_image, write_bytes};
+use crate::label_maps::{format_direction, write_bytes};
 use crate::phantom::{create_output_dir, write_case};
 use crate::smile::describe_draw;
-use crate::volumes::{label_histogram, tissue_volumes, LabelVolume, TissueVolumes};
+use claim::metrics::volumes::{label_histogram, tissue_volumes, LabelVolume, TissueVolumes};
 use claim::phantom::{self, Phantom, PhantomParams, LABEL_SCHEME};
 use claim::smile::aha::{self, AhaParams};
 use claim::smile::{
     render_png, render_svg, segment_stats, BullseyeOptions, Pattern, SegmentStats, SmileContext,
     SmileParams, Territory,
 };
+use claim::volume::narrow_labels;
 use claim::{DType, Error, Image, Result, Volume};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -304,7 +305,7 @@ fn draw_scars(state: &mut DemoState) -> Result<()> {
         let draw = context.draw(seed)?;
         let seconds = started.elapsed().as_secs_f64();
         let path = state.path(&format!("{}.nii.gz", plan.name));
-        claim::io::write_image(&label_image(&draw.labels, DType::U8)?, &path)?;
+        claim::io::write_image(&narrow_labels(&draw.labels, DType::U8)?, &path)?;
         let report = DrawReport {
             name: plan.name.to_string(),
             file: path.display().to_string(),

@@ -2,11 +2,12 @@
 //! of files, or a folder of EMIDEC-layout cases.
 
 use crate::label_maps::{in_file, read_label_map, write_bytes};
+use claim::io::emidec::{case_name, find_cases};
 use claim::metrics::{
     aggregate, evaluate_case, to_csv, Aggregate, CaseMetrics, EvalOptions, Structure,
 };
 use claim::smile::territory::SEGMENT_NAMES;
-use claim::{Error, LabelScheme, Result};
+use claim::{Error, LabelScheme, Result, ResultExt};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -119,8 +120,8 @@ fn evaluate_files(
     let pred_map = read_label_map(pred)?;
     let ref_map = read_label_map(reference)?;
     evaluate_case(&pred_map.labels, &ref_map.labels, scheme, options).map_err(|e| match e {
-        Error::InvalidArgument(m) => Error::InvalidArgument(format!(
-            "{} against {}: {m}",
+        Error::InvalidArgument(_) => e.context(format!(
+            "{} against {}",
             pred.display(),
             reference.display()
         )),
@@ -151,21 +152,6 @@ fn run_single(
     Ok(())
 }
 
-/// The file name without `.nii` / `.nii.gz`.
-fn case_name(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let lower = name.to_ascii_lowercase();
-    for ext in [".nii.gz", ".nii"] {
-        if lower.ends_with(ext) {
-            return name[..name.len() - ext.len()].to_string();
-        }
-    }
-    name
-}
-
 /// A case without a prediction.
 #[derive(Debug, Serialize)]
 struct MissingCase {
@@ -182,38 +168,7 @@ struct FolderReport<'a> {
     missing: &'a [MissingCase],
 }
 
-/// `path.nii.gz`, else `path.nii`, whichever exists (`None` for neither).
-fn nifti_file(folder: &Path, stem: &str) -> Option<PathBuf> {
-    [".nii.gz", ".nii"]
-        .iter()
-        .map(|ext| folder.join(format!("{stem}{ext}")))
-        .find(|p| p.is_file())
-}
-
-/// EMIDEC case folders of `dir` (those with a ground truth), sorted by
-/// name, each with its ground-truth file.
-fn find_cases(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io_at(dir, &e))?;
-    let mut cases = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io_at(dir, &e))?;
-        let path = entry.path();
-        if !path.is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(gt) = nifti_file(&path.join("Contours"), &name) {
-            cases.push((name, gt));
-        }
-    }
-    cases.sort();
-    Ok(cases)
-}
-
 fn run_cases(args: &Args, dir: &Path, scheme: &LabelScheme, options: &EvalOptions) -> Result<()> {
-    if !dir.is_dir() {
-        return Err(Error::Io(format!("{}: not a folder", dir.display())));
-    }
     if let Some(p) = &args.pred_dir {
         if !p.is_dir() {
             return Err(Error::Io(format!(
@@ -231,21 +186,20 @@ fn run_cases(args: &Args, dir: &Path, scheme: &LabelScheme, options: &EvalOption
     }
     let mut evaluated = Vec::new();
     let mut missing = Vec::new();
-    for (name, gt) in &found {
-        let prediction_folder = match &args.pred_dir {
-            Some(p) => p.clone(),
-            None => dir.join(name).join("Prediction"),
+    for case in &found {
+        let pred = match case.prediction(dir, args.pred_dir.as_deref()) {
+            Ok(pred) => pred,
+            Err(expected) => {
+                missing.push(MissingCase {
+                    case: case.name.clone(),
+                    expected,
+                });
+                continue;
+            }
         };
-        let Some(pred) = nifti_file(&prediction_folder, name) else {
-            missing.push(MissingCase {
-                case: name.clone(),
-                expected: prediction_folder.join(format!("{name}.nii.gz")),
-            });
-            continue;
-        };
-        let mut metrics =
-            evaluate_files(&pred, gt, scheme, options).map_err(|e| prefix_case(name, e))?;
-        metrics.case = name.clone();
+        let mut metrics = evaluate_files(&pred, &case.ground_truth, scheme, options)
+            .with_context(|| format!("case {}", case.name))?;
+        metrics.case = case.name.clone();
         evaluated.push(metrics);
     }
     let summary = aggregate(&evaluated);
@@ -282,16 +236,6 @@ fn run_cases(args: &Args, dir: &Path, scheme: &LabelScheme, options: &EvalOption
         )));
     }
     Ok(())
-}
-
-/// Names the case in an error about one of its files.
-fn prefix_case(case: &str, err: Error) -> Error {
-    match err {
-        Error::InvalidArgument(m) => Error::InvalidArgument(format!("case {case}: {m}")),
-        Error::Format(m) => Error::Format(format!("case {case}: {m}")),
-        Error::Io(m) => Error::Io(format!("case {case}: {m}")),
-        other => other,
-    }
 }
 
 /// A number with `decimals`, or "-" when undefined.
@@ -472,13 +416,6 @@ fn folder_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn case_names_drop_the_nifti_extension() {
-        assert_eq!(case_name(Path::new("a/Case_N001.nii.gz")), "Case_N001");
-        assert_eq!(case_name(Path::new("x.NII")), "x");
-        assert_eq!(case_name(Path::new("plain")), "plain");
-    }
 
     #[test]
     fn undefined_numbers_print_as_a_dash() {

@@ -1,7 +1,8 @@
-//! `claim info`: what a NIfTI file holds, as text or JSON.
+//! `claim info`: what a NIfTI file holds, or (`--build`) what this build of
+//! claim can run on, as text or JSON.
 
-use crate::volumes::{label_histogram, LabelVolume, MAX_LABELS};
-use claim::{DType, Error, Image, Result};
+use claim::metrics::volumes::{label_histogram, LabelVolume, MAX_LABELS};
+use claim::{Error, Image, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -9,7 +10,12 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A .nii or .nii.gz file.
-    file: PathBuf,
+    #[arg(required_unless_present = "build", conflicts_with = "build")]
+    file: Option<PathBuf>,
+    /// Describe this build instead: the CUDA back-end, the GPU targets of
+    /// its kernels, and the CUDA driver and devices found (or why none).
+    #[arg(long)]
+    build: bool,
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -43,9 +49,111 @@ struct ImageInfo {
     labels: Option<Vec<LabelVolume>>,
 }
 
+/// What `claim info --build` reports. The JSON form is this struct.
+#[derive(Debug, Serialize)]
+struct BuildReport {
+    version: &'static str,
+    /// Built with the `cuda` feature.
+    cuda_feature: bool,
+    /// GPU targets of the embedded kernels (empty when none).
+    kernel_archs: Vec<String>,
+    /// A CUDA driver and at least one device were found.
+    cuda_available: bool,
+    /// `major * 1000 + minor * 10`, when a driver was found.
+    cuda_driver_version: Option<i32>,
+    /// One line per device found.
+    cuda_devices: Vec<String>,
+    /// Why CUDA is not usable, when it is not.
+    cuda_unavailable_reason: Option<String>,
+}
+
+fn build_report() -> BuildReport {
+    let info = claim::backend::build_info();
+    let (driver, devices, reason) = match info.cuda_runtime {
+        Ok(runtime) => {
+            let reason = runtime
+                .devices
+                .is_empty()
+                .then(|| "CUDA driver found, but no device".to_string());
+            (Some(runtime.driver_version), runtime.devices, reason)
+        }
+        Err(why) => (None, Vec::new(), Some(why)),
+    };
+    BuildReport {
+        version: info.version,
+        cuda_feature: info.cuda_feature,
+        kernel_archs: info.kernel_archs,
+        cuda_available: !devices.is_empty(),
+        cuda_driver_version: driver,
+        cuda_devices: devices,
+        cuda_unavailable_reason: reason,
+    }
+}
+
+fn build_text(report: &BuildReport) -> String {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let mut out = format!(
+        "claim {}
+",
+        report.version
+    );
+    out.push_str(&format!(
+        "CUDA back-end built in: {}
+",
+        yes_no(report.cuda_feature)
+    ));
+    let archs = if report.kernel_archs.is_empty() {
+        "none".to_string()
+    } else {
+        report.kernel_archs.join(", ")
+    };
+    out.push_str(&format!(
+        "embedded GPU kernels:   {archs}
+"
+    ));
+    match report.cuda_driver_version {
+        Some(v) => out.push_str(&format!(
+            "CUDA driver:            {}.{}
+",
+            v / 1000,
+            (v % 1000) / 10
+        )),
+        None => out.push_str(
+            "CUDA driver:            none
+",
+        ),
+    }
+    for device in &report.cuda_devices {
+        out.push_str(&format!(
+            "CUDA device:            {device}
+"
+        ));
+    }
+    out.push_str(&format!(
+        "CUDA usable:            {}
+",
+        match &report.cuda_unavailable_reason {
+            None => "yes".to_string(),
+            Some(why) => format!("no ({why})"),
+        }
+    ));
+    out
+}
+
 pub fn run(args: &Args) -> Result<()> {
-    let image = claim::io::read_image(&args.file)?;
-    let info = describe(&image, args.file.display().to_string());
+    let Some(file) = args.file.as_ref().filter(|_| !args.build) else {
+        let report = build_report();
+        if args.json {
+            let text = serde_json::to_string_pretty(&report)
+                .map_err(|e| Error::Internal(format!("build info as JSON: {e}")))?;
+            outln!("{text}");
+        } else {
+            out!("{}", build_text(&report));
+        }
+        return Ok(());
+    };
+    let image = claim::io::read_image(file)?;
+    let info = describe(&image, file.display().to_string());
     if args.json {
         let text = serde_json::to_string_pretty(&info)
             .map_err(|e| Error::Internal(format!("info as JSON: {e}")))?;
@@ -54,16 +162,6 @@ pub fn run(args: &Args) -> Result<()> {
         out!("{}", as_text(&info));
     }
     Ok(())
-}
-
-fn dtype_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::U8 => "u8",
-        DType::I16 => "i16",
-        DType::U16 => "u16",
-        DType::I32 => "i32",
-        DType::F32 => "f32",
-    }
 }
 
 /// Every voxel as f64 (exact for all stored types).
@@ -95,7 +193,7 @@ fn describe(image: &Image, file: String) -> ImageInfo {
     let some_finite = finite > 0;
     ImageInfo {
         file,
-        dtype: dtype_name(image.dtype()),
+        dtype: image.dtype().name(),
         dims: image.dims(),
         spacing: geometry.spacing,
         origin: geometry.origin,

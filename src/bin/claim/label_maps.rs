@@ -2,9 +2,11 @@
 //! the label-scheme flags, reading label and segment maps, parcellating, and
 //! writing label maps back in the input's voxel type.
 
+pub use claim::io::emidec::is_nifti_name;
 use claim::smile::aha::{self, AhaParams, AhaParcellation};
 use claim::smile::territory::SEGMENT_COUNT;
-use claim::{DType, Error, Image, LabelScheme, Result, Volume};
+use claim::volume::voxel_type_holds;
+use claim::{DType, Error, LabelScheme, Result, Volume};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -76,14 +78,14 @@ fn scheme_flags(scheme: &LabelScheme) -> String {
     )
 }
 
-/// Puts the file name in front of an argument or format error about it.
+/// Puts the file name in front of an error about it, unless the message
+/// already names it (the library's I/O and format errors do).
 pub fn in_file(path: &Path, err: Error) -> Error {
-    match err {
-        Error::InvalidArgument(m) => Error::InvalidArgument(format!("{}: {m}", path.display())),
-        Error::Format(m) if !m.contains(&path.display().to_string()) => {
-            Error::Format(format!("{}: {m}", path.display()))
-        }
-        other => other,
+    let shown = path.display().to_string();
+    if err.to_string().contains(&shown) {
+        err
+    } else {
+        err.context(shown)
     }
 }
 
@@ -201,86 +203,18 @@ pub fn segments_for(
     }
 }
 
-/// Lower-case name of a voxel type.
-pub fn dtype_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::U8 => "u8",
-        DType::I16 => "i16",
-        DType::U16 => "u16",
-        DType::I32 => "i32",
-        DType::F32 => "f32",
-    }
-}
-
-/// Largest integer an f32 holds exactly (and every integer below it).
-const F32_EXACT_INTEGER: i32 = 1 << 24;
-
-/// Whether `dtype` holds the label `label` exactly.
-pub fn dtype_holds(dtype: DType, label: i32) -> bool {
-    match dtype {
-        DType::U8 => u8::try_from(label).is_ok(),
-        DType::I16 => i16::try_from(label).is_ok(),
-        DType::U16 => u16::try_from(label).is_ok(),
-        DType::I32 => true,
-        DType::F32 => label.abs() <= F32_EXACT_INTEGER,
-    }
-}
-
 /// Refuses an output voxel type that cannot hold a label of the scheme the
 /// command will write (`what` names the label, e.g. "scar").
 pub fn check_dtype_holds(dtype: DType, label: i32, what: &str, input: &Path) -> Result<()> {
-    if dtype_holds(dtype, label) {
+    if voxel_type_holds(dtype, label) {
         return Ok(());
     }
     Err(Error::invalid(format!(
         "the output keeps the voxel type of {} ({}), which cannot hold the {what} label {label}; \
          choose a label that fits or convert the input to a wider type",
         input.display(),
-        dtype_name(dtype)
+        dtype.name()
     )))
-}
-
-/// A label map as an image of `dtype`; errors on a label `dtype` cannot hold.
-pub fn label_image(labels: &Volume<i32>, dtype: DType) -> Result<Image> {
-    fn narrow<T: TryFrom<i32> + Clone + Default>(
-        labels: &Volume<i32>,
-        dtype: DType,
-    ) -> Result<Volume<T>> {
-        let data = labels
-            .data
-            .iter()
-            .map(|&l| {
-                T::try_from(l).map_err(|_| {
-                    Error::invalid(format!(
-                        "label {l} does not fit the output voxel type {}",
-                        dtype_name(dtype)
-                    ))
-                })
-            })
-            .collect::<Result<Vec<T>>>()?;
-        Volume::from_vec(labels.dims(), data, labels.geometry)
-    }
-    Ok(match dtype {
-        DType::U8 => Image::U8(narrow(labels, dtype)?),
-        DType::I16 => Image::I16(narrow(labels, dtype)?),
-        DType::U16 => Image::U16(narrow(labels, dtype)?),
-        DType::I32 => Image::I32(labels.clone()),
-        DType::F32 => {
-            if let Some(l) = labels.data.iter().find(|l| !dtype_holds(DType::F32, **l)) {
-                return Err(Error::invalid(format!(
-                    "label {l} is too large for the output voxel type f32"
-                )));
-            }
-            // Exact: every label is at most 2^24 in magnitude (checked above).
-            Image::F32(labels.map(|l| *l as f32))
-        }
-    })
-}
-
-/// True for names ending in `.nii` or `.nii.gz` (any case).
-pub fn is_nifti_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.ends_with(".nii") || lower.ends_with(".nii.gz")
 }
 
 /// Refuses an output file name that is not `.nii` / `.nii.gz`.
@@ -307,33 +241,4 @@ pub fn create_parent(path: &Path) -> Result<()> {
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     create_parent(path)?;
     std::fs::write(path, bytes).map_err(|e| Error::io_at(path, &e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use claim::Geometry;
-
-    #[test]
-    fn label_images_keep_the_type_or_refuse() {
-        let labels = Volume::from_vec([3, 1, 1], vec![0, 2, 300], Geometry::default()).unwrap();
-        assert!(label_image(&labels, DType::U8).is_err());
-        let Image::I16(v) = label_image(&labels, DType::I16).unwrap() else {
-            panic!("not i16");
-        };
-        assert_eq!(v.data.iter().copied().collect::<Vec<_>>(), vec![0, 2, 300]);
-        let Image::F32(v) = label_image(&labels, DType::F32).unwrap() else {
-            panic!("not f32");
-        };
-        assert_eq!(v.data[[0, 0, 2]], 300.0);
-        assert!(dtype_holds(DType::U8, 255) && !dtype_holds(DType::U8, 256));
-        assert!(!dtype_holds(DType::U16, -1));
-        assert!(!dtype_holds(DType::F32, (1 << 24) + 1));
-    }
-
-    #[test]
-    fn nifti_names() {
-        assert!(is_nifti_name("a/b.nii") && is_nifti_name("x.NII.GZ"));
-        assert!(!is_nifti_name("x.png") && !is_nifti_name("dir/"));
-    }
 }

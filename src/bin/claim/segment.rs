@@ -4,8 +4,9 @@
 
 use crate::eval::Labels;
 use crate::label_maps::in_file;
-use crate::volumes::tissue_volumes;
 use claim::io::{read_image, write_image};
+use claim::metrics::volumes::tissue_volumes;
+use claim::nn::{DeviceSpec, LoadOptions};
 use claim::segmentation::{fold_name, SegmentParams, Segmenter, SegmenterOptions, FOLD_ALL};
 use claim::{Error, LabelScheme, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -33,6 +34,10 @@ pub struct Args {
     /// Output label map (.nii / .nii.gz).
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// Device to run on: `cpu`, `cuda` or `cuda:N`. CUDA fails with the
+    /// reason when this build or machine has none (see `claim info --build`).
+    #[arg(long, value_name = "cpu|cuda[:N]", default_value = "cpu")]
+    device: DeviceSpec,
     /// Folds to ensemble (`--folds 0,1`; `all` for fold_all); default every
     /// numbered fold found.
     #[arg(long, value_name = "K,…", value_delimiter = ',', value_parser = parse_fold)]
@@ -71,6 +76,17 @@ fn scheme(labels: Labels) -> LabelScheme {
     }
 }
 
+/// Loads the segmenter for resolved load options: the one place where
+/// `LoadOptions` will reach `Segmenter` loading (today the CPU in F32 is
+/// the only combination that resolves, which `Segmenter::load` loads).
+fn load_segmenter(
+    path: &std::path::Path,
+    options: &SegmenterOptions,
+    _load: &LoadOptions,
+) -> Result<Segmenter> {
+    Segmenter::load(path, options)
+}
+
 /// Runs `claim segment`.
 pub fn run(args: &Args) -> Result<()> {
     if !(args.step > 0.0 && args.step <= 1.0) {
@@ -89,9 +105,17 @@ pub fn run(args: &Args) -> Result<()> {
         folds: (!args.folds.is_empty()).then(|| args.folds.clone()),
         configuration: args.configuration.clone(),
     };
+    // Resolved before anything is read, so `--device cuda` on a build or
+    // machine without CUDA fails at once with the library's reason.
+    let load = LoadOptions {
+        device: args.device,
+        ..LoadOptions::default()
+    };
+    load.resolve()?;
     let image = read_image(&args.image).map_err(|e| in_file(&args.image, e))?;
     let start = Instant::now();
-    let model = Segmenter::load(&args.model, &options).map_err(|e| in_file(&args.model, e))?;
+    let model =
+        load_segmenter(&args.model, &options, &load).map_err(|e| in_file(&args.model, e))?;
     let info = model.info();
     let folds: Vec<String> = info.folds.iter().map(|&k| fold_name(k)).collect();
     outln!(

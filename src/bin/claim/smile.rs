@@ -1,10 +1,11 @@
 //! `claim smile`: draw SMILE scar masks into a label map.
 
 use crate::label_maps::{
-    check_dtype_holds, check_named, create_parent, dtype_name, in_file, is_nifti_name, label_image,
-    orientation_note, parcellate, read_label_map, read_segment_map, SchemeArgs,
+    check_dtype_holds, check_named, create_parent, in_file, is_nifti_name, orientation_note,
+    parcellate, read_label_map, read_segment_map, SchemeArgs,
 };
 use claim::smile::{Pattern, SmileContext, SmileParams, SmileResult, Territory};
+use claim::volume::narrow_labels;
 use claim::{Error, LabelScheme, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -191,7 +192,7 @@ pub fn run(args: &Args) -> Result<()> {
         params.pattern,
         context.myocardium_voxels(),
         started.elapsed().as_secs_f64(),
-        dtype_name(map.dtype),
+        map.dtype.name(),
     );
 
     for seed in args.seed..=last_seed {
@@ -200,7 +201,7 @@ pub fn run(args: &Args) -> Result<()> {
         let took = started.elapsed();
         let path = destination.path(seed);
         create_parent(&path)?;
-        claim::io::write_image(&label_image(&draw.labels, map.dtype)?, &path)?;
+        claim::io::write_image(&narrow_labels(&draw.labels, map.dtype)?, &path)?;
         outln!(
             "{}, {:.3} s, wrote {}",
             describe_draw(&draw),

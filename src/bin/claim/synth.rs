@@ -4,6 +4,7 @@
 use crate::label_maps::{in_file, read_label_map, SchemeArgs};
 use claim::io::{read_image, write_image};
 use claim::models::Denoiser;
+use claim::nn::{DeviceSpec, LoadOptions};
 use claim::synthesis::{synthesize, Condition, JumpParams, SynthesisParams};
 use claim::{Error, LabelScheme, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,6 +32,10 @@ pub struct Args {
     /// Output image (.nii / .nii.gz), the input's dtype and geometry.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+    /// Device to run on: `cpu`, `cuda` or `cuda:N`. CUDA fails with the
+    /// reason when this build or machine has none (see `claim info --build`).
+    #[arg(long, value_name = "cpu|cuda[:N]", default_value = "cpu")]
+    device: DeviceSpec,
     /// Seed of every random draw: same seed, inputs and flags → same image.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
@@ -72,10 +77,24 @@ pub struct Args {
     mvo_label: i32,
 }
 
+/// Loads the denoiser for resolved load options: the one place where
+/// `LoadOptions` will reach `Denoiser` loading (today the CPU in F32 is
+/// the only combination that resolves, which `Denoiser::from_file` loads).
+fn load_denoiser(path: &std::path::Path, _load: &LoadOptions) -> Result<Denoiser> {
+    Denoiser::from_file(path)
+}
+
 /// Runs `claim synth`.
 pub fn run(args: &Args) -> Result<()> {
     let scheme = args.scheme.scheme(args.mvo_label)?;
-    let model = Denoiser::from_file(&args.model).map_err(|e| in_file(&args.model, e))?;
+    // Resolved before anything is read, so `--device cuda` on a build or
+    // machine without CUDA fails at once with the library's reason.
+    let load = LoadOptions {
+        device: args.device,
+        ..LoadOptions::default()
+    };
+    load.resolve()?;
+    let model = load_denoiser(&args.model, &load).map_err(|e| in_file(&args.model, e))?;
     let image = read_image(&args.image).map_err(|e| in_file(&args.image, e))?;
     let labels = read_label_map(&args.labels)?;
     let params = SynthesisParams {

@@ -45,7 +45,7 @@ pub use tensor::{TorchDType, TorchTensor};
 pub use value::PickleValue;
 
 use crate::nn::Tensor;
-use crate::{Error, Result};
+use crate::{Error, Result, ResultExt};
 use pickle::{StorageRef, StorageResolver};
 use std::collections::HashMap;
 use std::path::Path;
@@ -77,14 +77,13 @@ pub fn read_torch_file(path: &Path) -> Result<PickleValue> {
         path: path.to_path_buf(),
         len,
     };
-    read_archive(source).map_err(|e| with_origin(e, &path.display().to_string()))
+    read_archive(source).context(path.display())
 }
 
 /// Reads a `torch.save` archive held in memory (copied once; tensors share
 /// the copy).
 pub fn read_torch_bytes(bytes: &[u8]) -> Result<PickleValue> {
-    read_archive(ArchiveSource::Memory(Arc::from(bytes)))
-        .map_err(|e| with_origin(e, "torch checkpoint"))
+    read_archive(ArchiveSource::Memory(Arc::from(bytes))).context("torch checkpoint")
 }
 
 /// The float tensors of a state dict (a dict of string keys to tensors),
@@ -149,9 +148,8 @@ pub fn state_dict_tensors(value: &PickleValue) -> Result<Vec<(String, Tensor)>> 
             }
         }
         let views: Vec<&TorchTensor> = distinct.iter().map(|&i| floats[i].1).collect();
-        let tensors = TorchTensor::f32_tensors_sharing_storage(&views).map_err(|e| {
-            prefix_message(e, &format!("state dict entry `{}`", floats[members[0]].0))
-        })?;
+        let tensors = TorchTensor::f32_tensors_sharing_storage(&views)
+            .with_context(|| format!("state dict entry `{}`", floats[members[0]].0))?;
         for (&i, tensor) in distinct.iter().zip(&tensors) {
             converted[i] = Some(tensor.clone());
         }
@@ -208,7 +206,7 @@ fn read_archive(source: ArchiveSource) -> Result<PickleValue> {
         .saturating_mul(VIEW_FACTOR)
         .saturating_add(VIEW_SLACK);
     pickle::unpickle(pickle.as_slice(), &mut storages, max_view_bytes)
-        .map_err(|e| prefix_message(e, &format!("zip entry {pickle_name:?}")))
+        .with_context(|| format!("zip entry {pickle_name:?}"))
 }
 
 /// The archive's folder: the `X/` of its one `X/data.pkl` (or `""`).
@@ -303,16 +301,4 @@ impl StorageResolver for Storages {
             class: class.to_string(),
         })
     }
-}
-
-/// Prefixes a format error with where it happened (other errors already say).
-fn prefix_message(err: Error, context: &str) -> Error {
-    match err {
-        Error::Format(msg) => Error::Format(format!("{context}: {msg}")),
-        other => other,
-    }
-}
-
-fn with_origin(err: Error, origin: &str) -> Error {
-    prefix_message(err, origin)
 }

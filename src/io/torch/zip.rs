@@ -10,7 +10,7 @@
 //! absolute paths, `..`, backslashes or control characters); they are only
 //! ever looked up, never used as file paths.
 
-use crate::{Error, Result};
+use crate::{Error, Result, ResultExt};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -303,7 +303,7 @@ impl Archive {
             let mut header = [0u8; LOCAL_LEN];
             self.source
                 .read_exact_at(entry.local_header_offset, &mut header)
-                .map_err(|e| in_entry(e, &entry.name))?;
+                .with_context(|| format!("zip entry {:?}", entry.name))?;
             let mut f = Fields::new(&header, "zip local header");
             if f.u32()? != LOCAL_SIGNATURE {
                 return Err(Error::format(format!(
@@ -377,7 +377,7 @@ impl Archive {
                 }
                 Ok(bytes)
             })
-            .map_err(|e| in_entry(e, &entry.name))
+            .with_context(|| format!("zip entry {:?}", entry.name))
     }
 
     fn read_unchecked_crc(&self, entry: &ZipEntry, max_size: u64) -> Result<EntryBytes> {
@@ -428,14 +428,6 @@ impl Archive {
                 Ok(EntryBytes::Owned(out))
             }
         }
-    }
-}
-
-/// Prefixes a format error with the entry it happened in.
-fn in_entry(err: Error, name: &str) -> Error {
-    match err {
-        Error::Format(msg) => Error::Format(format!("zip entry {name:?}: {msg}")),
-        other => other,
     }
 }
 

@@ -1,6 +1,7 @@
-//! Label volumes shared by `info` and `demo`: histograms and tissue volumes.
+//! Volumes of a label map: a histogram of its values and the volumes of
+//! the cardiac tissues of a [`LabelScheme`], in mL.
 
-use claim::{LabelScheme, Volume};
+use crate::volume::{LabelScheme, Volume};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -92,7 +93,7 @@ pub fn tissue_volumes(labels: &Volume<i32>, scheme: &LabelScheme) -> TissueVolum
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claim::Geometry;
+    use crate::volume::Geometry;
 
     #[test]
     fn histogram_counts_labels_and_refuses_intensities() {

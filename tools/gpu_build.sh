@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the GPU test binaries on the development machine (which has Rust
+# and nvcc but no GPU) and copies them into .gpu/ (git-ignored) for
+# tools/gpu_check.sh to run on the GPU machine (which has a driver and
+# PyTorch but no Rust). See ../shared/design/GPU.md, "Testing on the GPU
+# test machine".
+#
+# Usage: tools/gpu_build.sh            (then carry .gpu to the GPU machine)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+out=.gpu
+rm -rf "$out"
+mkdir -p "$out"
+
+# The lib's unit tests hold the CUDA runtime tests and the op harness.
+cargo test --release --features cuda --lib --no-run --message-format=json 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])
+' >"$out/executables.txt"
+
+test -s "$out/executables.txt" || { echo "gpu_build: no test executable built"; exit 1; }
+while read -r exe; do
+    # Line tables are not needed there; stripping keeps the carry small.
+    objcopy --strip-debug "$exe" "$out/claim_lib_tests"
+done <"$out/executables.txt"
+chmod +x "$out/claim_lib_tests"
+cp tools/gpu_check.sh tools/torch_gpu_ops.py "$out/"
+ls -la "$out"
+du -sh "$out"

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs claim's pre-built GPU test binaries (tools/gpu_build.sh puts them in
+# .gpu/) on a GPU machine, then PyTorch fp16 on the same GPU, and prints a
+# table last: op, shape, relative L2 error against the CPU f32 engine,
+# claim's GPU time and PyTorch's (medians after warm-up). Needs a driver
+# and python3 with torch; no Rust. Results also go to $OUT when set.
+#
+# Usage (on the GPU machine, repository root): bash tools/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+out="${OUT:-$(mktemp -d)}"
+bin=.gpu/claim_lib_tests
+[ -x "$bin" ] || { echo "gpu_check: $bin missing: run tools/gpu_build.sh first"; exit 1; }
+
+status=0
+echo "==> device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || status=1
+
+echo "==> CUDA runtime and kernel tests (backend::cuda)"
+timeout 240 "$bin" backend::cuda --test-threads=1 2>&1 | tee "$out/cuda_tests.txt" | tail -n 40
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "==> op harness: every op on the GPU against the CPU f32 engine"
+CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
+    timeout 300 "$bin" op_harness --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | tail -n 60
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "==> PyTorch fp16 anchor"
+timeout 180 python3 tools/torch_gpu_ops.py >"$out/torch_bench.jsonl" 2>"$out/torch_err.txt" ||
+    { echo "torch timing failed:"; tail -n 20 "$out/torch_err.txt"; }
+
+echo "==> table"
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+
+def load(name):
+    path = os.path.join(out, name)
+    rows = []
+    if os.path.exists(path):
+        for line in open(path):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+    return rows
+
+parity = load("parity.jsonl")
+bench = load("claim_bench.jsonl")
+torch = {r["name"]: r["torch_ms"] for r in load("torch_bench.jsonl")}
+if parity:
+    counts = {}
+    for r in parity:
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    print("parity cases:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    bad = [r for r in parity if r.get("status") == "fail"]
+    for r in bad:
+        print("  FAIL", r)
+    worst = {}
+    for r in parity:
+        if r.get("status") == "pass":
+            op = r["name"].split(" ")[0]
+            if r["rel_l2"] >= worst.get(op, (-1, ""))[0]:
+                worst[op] = (r["rel_l2"], r.get("shape", ""))
+    print()
+    print("| op | worst case shape | rel. L2 vs CPU f32 |")
+    print("|---|---|---|")
+    for op, (err, shape) in sorted(worst.items()):
+        print(f"| {op} | {shape} | {err:.2e} |")
+    missing = sorted({r["name"].split(' ')[0] for r in parity if r.get("status") == "unsupported"})
+    if missing:
+        print("\nnot on the GPU yet:", ", ".join(missing))
+print()
+print("| op | shape | rel. L2 | claim GPU ms | PyTorch fp16 ms | claim ÷ PyTorch |")
+print("|---|---|---|---|---|---|")
+for r in bench:
+    t = torch.get(r["name"])
+    ratio = f"{r['gpu_ms'] / t:.2f}" if t else "-"
+    ts = f"{t:.4f}" if t else "-"
+    err = r.get("rel_l2")
+    es = f"{err:.1e}" if isinstance(err, (int, float)) else "-"
+    print(f"| {r['name']} | {r.get('shape', '')} | {es} | {r['gpu_ms']:.4f} | {ts} | {ratio} |")
+PY
+echo "gpu_check: status $status"
+exit $status
