@@ -184,7 +184,13 @@ impl Device {
                     .into(),
             )),
             (Device::Cuda(_), Precision::Auto | Precision::F16) => Ok(DType::F16),
-            (Device::Cuda(_), Precision::F32) => Ok(DType::F32),
+            // The GPU's network kernels store F16 (fp32 math); F32 storage
+            // for them is not built yet.
+            (Device::Cuda(_), Precision::F32) => Err(Error::Unsupported(
+                "F32 precision on CUDA (the GPU back-end stores network tensors in F16 with \
+                 F32 arithmetic; use F16 or Auto)"
+                    .into(),
+            )),
         }
     }
 }
