@@ -1,5 +1,14 @@
-//! Test-data discovery shared by unit tests, integration tests and benches.
+//! Helpers shared by unit tests, integration tests and benches: test-data
+//! discovery, comparisons, seeded random data, and the op harness
+//! ([`op_harness`]) that checks every op of every device against the CPU.
+//! Plain library code (not `#[cfg(test)]`) so that every test binary, the
+//! GPU parity binaries included, can use it.
 
+pub mod op_harness;
+
+use crate::nn::Tensor;
+use crate::rng::Rng;
+use crate::Volume;
 use std::path::PathBuf;
 
 /// Where the AHA-17 atlas (`AHA17_model_ED.nii.gz`) lives: `$CLAIM_ATLAS_DIR`,
@@ -26,4 +35,123 @@ pub fn atlas_dir() -> Option<PathBuf> {
         "skipped: AHA atlas not found (set CLAIM_ATLAS_DIR or place ../shared beside the crate)"
     );
     None
+}
+
+// ---- comparisons ----
+
+/// Relative L2 error `‖got − want‖ / ‖want‖`, accumulated in f64: the
+/// parity measure of `GPU.md` (a zero reference gives `‖got‖`, so two zero
+/// vectors compare equal). Panics when the lengths differ (a test bug).
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "rel_l2 of different lengths");
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let d = f64::from(g) - f64::from(w);
+        diff += d * d;
+        norm += f64::from(w) * f64::from(w);
+    }
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
+/// `max |got − want|` (NaN when any difference is NaN, so a poisoned
+/// element is never hidden by `f32::max`).
+pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "max_abs_diff of different lengths");
+    got.iter().zip(want).fold(0f32, |m, (a, b)| {
+        let d = (a - b).abs();
+        if d.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    })
+}
+
+/// `max |got − want| / max |want|`: the golden tests' measure against a
+/// PyTorch reference.
+pub fn max_rel_error(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    max_abs_diff(got, want) / scale
+}
+
+/// `(max abs error, max abs error / max |reference|)` of two tensors of one
+/// shape (panics on a shape mismatch or a failed download: test code).
+pub fn tensor_errors(got: &Tensor, want: &Tensor) -> (f32, f32) {
+    assert_eq!(got.dims(), want.dims(), "shapes differ");
+    let (g, w) = (got.to_vec().unwrap(), want.to_vec().unwrap());
+    (max_abs_diff(&g, &w), max_rel_error(&g, &w))
+}
+
+// ---- seeded random data ----
+
+/// `n` standard normal values from seed `seed` (the crate's own generator,
+/// so the data is the same on every machine).
+pub fn random_normal(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+/// `n` values uniform in `[lo, hi)` from seed `seed`.
+pub fn random_uniform(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| rng.uniform_range(f64::from(lo), f64::from(hi)) as f32)
+        .collect()
+}
+
+/// A CPU tensor of standard normal values.
+pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(random_normal(n, seed), shape).expect("a valid test shape")
+}
+
+// ---- fixtures and the phantom ----
+
+/// `tests/fixtures/<relative>` of this crate.
+pub fn fixture_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
+/// The phantom's label map (EMIDEC + RV) for `seed`, with or without scar,
+/// at the default size.
+pub fn phantom_labels(seed: u64, with_scar: bool) -> Volume<i32> {
+    crate::phantom::generate(&crate::phantom::PhantomParams {
+        seed,
+        with_scar,
+        ..Default::default()
+    })
+    .expect("the default phantom generates")
+    .labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparisons_measure_what_they_say() {
+        let want = [3.0, 4.0];
+        assert_eq!(rel_l2(&want, &want), 0.0);
+        assert!((rel_l2(&[3.0, 4.5], &want) - 0.1).abs() < 1e-12);
+        assert_eq!(rel_l2(&[0.0], &[0.0]), 0.0);
+        assert_eq!(max_abs_diff(&[1.0, 5.0], &[1.5, 4.0]), 1.0);
+        assert!(max_abs_diff(&[f32::NAN, 5.0], &[1.5, 4.0]).is_nan());
+        assert!(max_abs_diff(&[1.0, f32::NAN], &[1.5, 4.0]).is_nan());
+        assert_eq!(max_rel_error(&[1.0, 5.0], &[1.5, 4.0]), 0.25);
+    }
+
+    #[test]
+    fn random_data_is_seeded_and_in_range() {
+        assert_eq!(random_normal(8, 3), random_normal(8, 3));
+        assert_ne!(random_normal(8, 3), random_normal(8, 4));
+        let u = random_uniform(1000, 0.5, 2.0, 1);
+        assert!(u.iter().all(|v| (0.5..2.0).contains(v)));
+        assert_eq!(random_tensor(&[2, 3], 5).dims(), &[2, 3]);
+    }
 }

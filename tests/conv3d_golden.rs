@@ -2,25 +2,11 @@
 //! (`tools/conv3d_reference.py`, fixture `tests/fixtures/ops/conv3d.safetensors`).
 
 use claim::nn::{Conv3dParams, Tensor, Weights};
-use std::path::PathBuf;
+use claim::testing::{fixture_path, tensor_errors};
 use std::time::Instant;
 
 fn fixture() -> Weights {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ops/conv3d.safetensors");
-    Weights::load(&path).unwrap()
-}
-
-/// (max abs error, max abs error / max |reference|).
-fn errors(got: &Tensor, want: &Tensor) -> (f32, f32) {
-    assert_eq!(got.dims(), want.dims());
-    let (g, w) = (got.to_vec().unwrap(), want.to_vec().unwrap());
-    let abs = g
-        .iter()
-        .zip(&w)
-        .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
-    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-    (abs, abs / scale)
+    Weights::load(&fixture_path("ops/conv3d.safetensors")).unwrap()
 }
 
 /// Three integers stored as an f32 tensor.
@@ -52,7 +38,7 @@ fn check_cases(prefix: &str) -> usize {
             x.conv3d(weight, get("bias"), p)
         }
         .unwrap();
-        let (abs, rel) = errors(&out, get("out").unwrap());
+        let (abs, rel) = tensor_errors(&out, get("out").unwrap());
         println!("{name}: max abs {abs:.2e}, rel {rel:.2e}");
         assert!(rel < 1e-5, "{name}: relative error {rel}");
     }

@@ -4,25 +4,12 @@
 use claim::models::{Denoiser, DenoiserConfig};
 use claim::nn::{Tensor, Weights};
 use claim::rng::Rng;
+use claim::testing::{fixture_path, tensor_errors};
 use claim::Error;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/denoiser")
-        .join(name)
-}
-
-/// (max abs error, max abs error / max |reference|).
-fn errors(got: &Tensor, want: &Tensor) -> (f32, f32) {
-    assert_eq!(got.dims(), want.dims());
-    let (g, w) = (got.to_vec().unwrap(), want.to_vec().unwrap());
-    let abs = g
-        .iter()
-        .zip(&w)
-        .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
-    let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-    (abs, abs / scale)
+    fixture_path("denoiser").join(name)
 }
 
 fn check_case(name: &str) {
@@ -36,17 +23,17 @@ fn check_case_in(dir: &std::path::Path, name: &str) {
     let t = io.peek("t").unwrap().to_vec().unwrap();
     let cond = io.peek("cond");
     let out = model.predict_noise(x, &t, cond).unwrap();
-    let (abs, rel) = errors(&out, io.peek("out").unwrap());
+    let (abs, rel) = tensor_errors(&out, io.peek("out").unwrap());
     println!("{name}: out max abs {abs:.2e}, rel {rel:.2e}");
     assert!(rel < 1e-4, "{name}: relative error {rel}");
     if let Some(cond) = cond {
         let null = model.predict_noise(x, &t, None).unwrap();
-        let (abs, rel) = errors(&null, io.peek("out_null").unwrap());
+        let (abs, rel) = tensor_errors(&null, io.peek("out_null").unwrap());
         println!("{name}: null-condition max abs {abs:.2e}, rel {rel:.2e}");
         assert!(rel < 1e-4, "{name} null: relative error {rel}");
         let s = io.peek("guidance").unwrap().to_vec().unwrap()[0];
         let guided = model.predict_noise_guided(x, &t, cond, s).unwrap();
-        let (abs, rel) = errors(&guided, io.peek("out_guided").unwrap());
+        let (abs, rel) = tensor_errors(&guided, io.peek("out_guided").unwrap());
         println!("{name}: guided (s = {s}) max abs {abs:.2e}, rel {rel:.2e}");
         assert!(rel < 1e-4, "{name} guided: relative error {rel}");
     }

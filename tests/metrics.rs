@@ -3,7 +3,7 @@
 use claim::metrics::{
     aggregate, evaluate_case, to_csv, CaseMetrics, EvalOptions, Structure, StructureMetrics,
 };
-use claim::phantom::{self, PhantomParams};
+use claim::phantom;
 use claim::{Error, Geometry, LabelScheme, Volume};
 
 const EMIDEC: LabelScheme = LabelScheme::EMIDEC;
@@ -254,13 +254,7 @@ fn mismatched_grids_are_errors() {
 }
 
 fn phantom_labels(seed: u64) -> Volume<i32> {
-    phantom::generate(&PhantomParams {
-        seed,
-        with_scar: true,
-        ..PhantomParams::default()
-    })
-    .unwrap()
-    .labels
+    claim::testing::phantom_labels(seed, true)
 }
 
 /// The phantom with its scar and MVO turned back into healthy myocardium.

@@ -15,7 +15,6 @@ use claim::imgproc::resample::{
 };
 use safetensors::SafeTensors;
 use serde_json::Value;
-use std::path::PathBuf;
 
 const DATA_TOLERANCE: f64 = 1e-5;
 
@@ -25,9 +24,7 @@ struct Fixture {
 
 impl Fixture {
     fn open(name: &str) -> Fixture {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/resample")
-            .join(name);
+        let path = claim::testing::fixture_path("resample").join(name);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Fixture { bytes }
     }

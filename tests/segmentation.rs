@@ -8,6 +8,7 @@ use claim::models::{PlainConvUNet, PlainUNetConfig};
 use claim::nn::Tensor;
 use claim::phantom::{generate, PhantomParams};
 use claim::segmentation::{NnunetBundle, SegmentParams, Segmenter, SegmenterOptions, FOLD_ALL};
+use claim::testing::tensor_errors;
 use claim::volume::{Image, LabelScheme, Volume};
 use claim::Error;
 use serde_json::{json, Value};
@@ -484,23 +485,13 @@ fn labels_follow_the_callers_scheme() {
 // ---------------------------------------------------------------------------
 
 fn golden(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/nnunet")
-        .join(name)
+    claim::testing::fixture_path("nnunet").join(name)
 }
 
 fn results_folder(configuration: &str) -> std::path::PathBuf {
     golden(&format!(
         "Dataset990_ClaimTiny/nnUNetTrainer__nnUNetPlans__{configuration}"
     ))
-}
-
-/// max |a − b| / max |b|.
-fn relative_error(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims());
-    let (g, w) = (got.as_slice().unwrap(), want.as_slice().unwrap());
-    let abs = g.iter().zip(w).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
-    abs / w.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
 #[test]
@@ -534,7 +525,7 @@ fn golden_logits_match_pytorch_from_folder_checkpoint_and_bundle() {
             let info = model.info();
             assert_eq!(info.configuration, configuration);
             assert_eq!(info.trainer, "nnUNetTrainer");
-            let rel = relative_error(&model.predict_logits(x, 0).unwrap(), want);
+            let (_, rel) = tensor_errors(&model.predict_logits(x, 0).unwrap(), want);
             println!("{configuration} via {how}: relative error {rel:.2e}");
             assert!(rel < 1e-4, "{configuration} via {how}: {rel}");
         }

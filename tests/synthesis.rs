@@ -13,14 +13,10 @@ use claim::synthesis::{
     jump_schedule, measure_histogram, synthesize, Condition, JumpParams, Schedule, SynthesisParams,
     TIMESTEPS,
 };
+use claim::testing::{fixture_path, max_rel_error};
 use claim::{Error, Image, LabelScheme, Volume};
 use safetensors::{Dtype, SafeTensors};
-use std::path::PathBuf;
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 struct Fixture {
     bytes: Vec<u8>,
@@ -28,7 +24,7 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Fixture {
-        let path = root().join("tests/fixtures/synthesis/repaint_steps.safetensors");
+        let path = fixture_path("synthesis/repaint_steps.safetensors");
         Fixture {
             bytes: std::fs::read(path).unwrap(),
         }
@@ -56,16 +52,8 @@ impl Fixture {
 fn model() -> &'static Denoiser {
     static MODEL: OnceLock<Denoiser> = OnceLock::new();
     MODEL.get_or_init(|| {
-        Denoiser::from_file(&root().join("tests/fixtures/denoiser/unet2d_weights.safetensors"))
-            .unwrap()
+        Denoiser::from_file(&fixture_path("denoiser/unet2d_weights.safetensors")).unwrap()
     })
-}
-
-/// max |a − b| / max |b|.
-fn rel_error(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let abs = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    abs / b.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
 
 #[test]
@@ -155,7 +143,7 @@ fn repaint_steps_match_pytorch() {
             .unwrap()
             .to_vec()
             .unwrap();
-        let rel = rel_error(&xs, &fx.f32s(name));
+        let rel = max_rel_error(&xs, &fx.f32s(name));
         println!("{name}: relative error {rel:.2e}");
         assert!(rel < 1e-4, "{name}: {rel}");
     }
@@ -166,7 +154,7 @@ fn repaint_steps_match_pytorch() {
         .unwrap()
         .to_vec()
         .unwrap();
-    let rel = rel_error(&up, &fx.f32s("up137"));
+    let rel = max_rel_error(&up, &fx.f32s("up137"));
     assert!(rel < 1e-6, "up137: {rel}");
 }
 
@@ -482,7 +470,7 @@ fn repaint_items_are_independent_of_their_batch() {
         &mut progress,
     )
     .unwrap();
-    let rel = rel_error(&both[n..], &second);
+    let rel = max_rel_error(&both[n..], &second);
     assert!(rel < 1e-4, "{rel}");
 }
 
@@ -495,9 +483,7 @@ fn repaint_items_are_independent_of_their_batch() {
 #[ignore = "timing of the 44.75 M-parameter network; run on demand"]
 fn claim_size_repaint_step_timing() {
     use claim::nn::Weights;
-    let text =
-        std::fs::read_to_string(root().join("tests/fixtures/denoiser/claim_state_dict.json"))
-            .unwrap();
+    let text = std::fs::read_to_string(fixture_path("denoiser/claim_state_dict.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut rng = Rng::new(1);
     let named = json["keys"].as_array().unwrap().iter().map(|entry| {
@@ -566,10 +552,8 @@ fn claim_size_repaint_step_timing() {
 /// slices around the scar, preset condition replaced by the null one.
 #[test]
 fn three_d_unconditional_model_takes_slice_stacks() {
-    let model = Denoiser::from_file(
-        &root().join("tests/fixtures/denoiser/unet3d_uncond_weights.safetensors"),
-    )
-    .unwrap();
+    let model =
+        Denoiser::from_file(&fixture_path("denoiser/unet3d_uncond_weights.safetensors")).unwrap();
     let (image, labels) = small_phantom(5);
     let params = SynthesisParams {
         frames: 4,

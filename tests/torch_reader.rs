@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/torch")
-        .join(name)
+    claim::testing::fixture_path("torch").join(name)
 }
 
 fn expected(stem: &str) -> Value {
