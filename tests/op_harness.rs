@@ -131,6 +131,19 @@ fn every_op_on_cuda_matches_the_cpu_or_skipped_no_cuda_device() {
         let reports = run_cases(&cases, &device, dtype, &RunOptions::default());
         println!("{device} {dtype:?} against the CPU in F32:");
         println!("{}", format_table(&reports));
+        append_jsonl("CLAIM_OP_REPORT", reports.iter().map(|r| {
+            let status = match &r.outcome {
+                Outcome::Passed => "pass",
+                Outcome::Failed(_) => "fail",
+                Outcome::NotImplemented(_) => "unsupported",
+            };
+            serde_json::json!({
+                "op": r.op, "case": r.name, "shape": r.shape, "dtype": format!("{dtype:?}"),
+                "rel_l2": finite_or_null(r.rel_l2), "max_abs": finite_or_null(f64::from(r.max_abs)),
+                "status": status,
+                "us": r.time.map(|t| t.as_secs_f64() * 1e6),
+            })
+        }));
         failed += reports.iter().filter(|r| r.failed()).count();
     }
     assert_eq!(failed, 0, "ops over tolerance on {device} (table above)");
@@ -308,5 +321,266 @@ fn a_case_backward_is_checked_per_input() -> Result<()> {
     }));
     let reports = case.check_backward(1e-2, 1e-3)?;
     assert!(reports[0].passed() && !reports[1].passed(), "{reports:?}");
+    Ok(())
+}
+
+/// Appends one JSON object per line to the file named by `var`, when set
+/// (`tools/gpu_check.sh` collects them into its table).
+fn append_jsonl(var: &str, rows: impl Iterator<Item = serde_json::Value>) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os(var) else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path);
+    match file {
+        Ok(mut f) => {
+            for row in rows {
+                let _ = writeln!(f, "{row}");
+            }
+        }
+        Err(e) => eprintln!(
+            "cannot write {}: {e}",
+            std::path::Path::new(&path).display()
+        ),
+    }
+}
+
+fn finite_or_null(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// One case of the GPU benchmark: inputs (shape, storage type) and the op.
+/// Names and shapes match `tools/torch_gpu_ops.py`, which times PyTorch
+/// fp16 on the same GPU.
+struct BenchCase {
+    name: &'static str,
+    inputs: Vec<(Vec<usize>, DType)>,
+    op: Box<dyn Fn(&[Tensor], &Device) -> Result<Tensor>>,
+}
+
+fn bench_cases() -> Vec<BenchCase> {
+    use claim::backend::desc::{AncestralStep, KnownBlend, NormActivation};
+    use claim::nn::ConvParams;
+    let h = DType::F16;
+    let f = DType::F32;
+    let x = vec![8, 72, 1, 72, 72];
+    let state = vec![8, 1, 1, 72, 72];
+    let case = |name,
+                inputs: Vec<(Vec<usize>, DType)>,
+                op: Box<dyn Fn(&[Tensor], &Device) -> Result<Tensor>>| BenchCase {
+        name,
+        inputs,
+        op,
+    };
+    vec![
+        case("silu", vec![(x.clone(), h)], Box::new(|t, _| t[0].silu())),
+        case(
+            "gelu",
+            vec![(vec![8, 288], h)],
+            Box::new(|t, _| t[0].gelu()),
+        ),
+        case(
+            "add_broadcast",
+            vec![(x.clone(), h), (vec![8, 72, 1, 1, 1], h)],
+            Box::new(|t, _| t[0].add(&t[1])),
+        ),
+        case(
+            "group_norm_silu_film_residual",
+            vec![
+                (vec![8, 144, 1, 36, 36], h),
+                (vec![144], h),
+                (vec![144], h),
+                (vec![8, 144, 1, 1, 1], h),
+                (vec![8, 144, 1, 1, 1], h),
+                (vec![8, 144, 1, 36, 36], h),
+            ],
+            Box::new(|t, _| {
+                t[0].group_norm_silu(
+                    8,
+                    Some(&t[1]),
+                    Some(&t[2]),
+                    1e-5,
+                    Some((&t[3], &t[4])),
+                    Some(&t[5]),
+                )
+            }),
+        ),
+        case(
+            "instance_norm_leaky_relu",
+            vec![(vec![2, 32, 256, 256], h), (vec![32], h), (vec![32], h)],
+            Box::new(|t, _| {
+                t[0].instance_norm_act(
+                    Some(&t[1]),
+                    Some(&t[2]),
+                    1e-5,
+                    NormActivation::LeakyRelu(0.01),
+                )
+            }),
+        ),
+        case(
+            "layer_norm_channels",
+            vec![(x.clone(), h), (vec![1, 72, 1, 1, 1], h)],
+            Box::new(|t, _| t[0].layer_norm_channels(&t[1], 1e-5)),
+        ),
+        case(
+            "softmax",
+            vec![(vec![64, 32, 5184], h)],
+            Box::new(|t, _| t[0].softmax(1)),
+        ),
+        case(
+            "conv1x1_qkv",
+            vec![(x.clone(), h), (vec![768, 72, 1, 1, 1], h)],
+            Box::new(|t, _| t[0].conv2d(&t[1], None, ConvParams::new(1, 0))),
+        ),
+        case(
+            "linear_4096",
+            vec![
+                (vec![4096, 4096], h),
+                (vec![4096, 4096], h),
+                (vec![4096], h),
+            ],
+            Box::new(|t, _| t[0].linear(&t[1], Some(&t[2]))),
+        ),
+        case(
+            "cat_channels",
+            vec![(x.clone(), h)],
+            Box::new(|t, _| Tensor::cat(&[&t[0], &t[0]], 1)),
+        ),
+        case(
+            "flip_hw",
+            vec![(vec![1, 4, 128, 128], h)],
+            Box::new(|t, _| t[0].flip(&[2, 3])),
+        ),
+        case(
+            "normal_noise",
+            vec![],
+            Box::new(|_, d| {
+                let key = NoiseKey {
+                    seed: 3,
+                    stream: 1,
+                    step: 7,
+                };
+                Tensor::normal_noise(
+                    key,
+                    &[0, 1, 2, 3, 4, 5, 6, 7],
+                    &[8, 1, 1, 72, 72],
+                    d,
+                    DType::F32,
+                )
+            }),
+        ),
+        case(
+            "known_blend",
+            vec![
+                (state.clone(), f),
+                (state.clone(), f),
+                (state.clone(), f),
+                (state.clone(), f),
+            ],
+            Box::new(|t, _| {
+                let p = KnownBlend {
+                    sqrt_alpha_bar: 0.7,
+                    sqrt_one_minus_alpha_bar: 0.71,
+                };
+                t[0].known_blend(&t[1], &t[2], &t[3], p)
+            }),
+        ),
+        case(
+            "ancestral_step",
+            vec![(state.clone(), f), (state.clone(), f), (state.clone(), f)],
+            Box::new(|t, _| {
+                let p = AncestralStep {
+                    sqrt_recip_alpha_bar: 1.3,
+                    sqrt_recip_m1_alpha_bar: 0.4,
+                    coef_x0: 0.9,
+                    coef_xt: 0.1,
+                    sigma: 0.05,
+                };
+                t[0].ancestral_step(&t[1], &t[2], p)
+            }),
+        ),
+        case(
+            "sinusoidal_embedding",
+            vec![],
+            Box::new(|_, d| {
+                let dtype = if matches!(d, Device::Cpu) {
+                    DType::F32
+                } else {
+                    DType::F16
+                };
+                Tensor::sinusoidal_embedding_on(&[150.0; 8], 72, d, dtype)
+            }),
+        ),
+    ]
+}
+
+/// Times the benchmark list on the first CUDA device (median of CUDA
+/// stream-synchronised batches of runs after warm-up) and checks each
+/// result against the CPU f32 engine; skipped (and saying so) without a GPU.
+#[test]
+fn gpu_bench_or_skipped_no_cuda_device() -> Result<()> {
+    let device = match DeviceSpec::cuda(0).open() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            return Ok(());
+        }
+    };
+    let mut rows = Vec::new();
+    for (i, case) in bench_cases().iter().enumerate() {
+        let host: Vec<Vec<f32>> = case
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(j, (shape, _))| random_tensor(shape, 1000 + 10 * i as u64 + j as u64).to_vec())
+            .collect::<Result<_>>()?;
+        let on = |dev: &Device, cpu: bool| -> Result<Vec<Tensor>> {
+            host.iter()
+                .zip(&case.inputs)
+                .map(|(v, (shape, dtype))| {
+                    let dtype = if cpu { DType::F32 } else { *dtype };
+                    Tensor::from_slice_on(v, shape, dev, dtype)
+                })
+                .collect()
+        };
+        let gpu_inputs = on(&device, false)?;
+        let want = (case.op)(&on(&Device::Cpu, true)?, &Device::Cpu)?.to_vec()?;
+        let got = (case.op)(&gpu_inputs, &device)?.to_vec()?;
+        let err = rel_l2(&got, &want);
+        for _ in 0..3 {
+            (case.op)(&gpu_inputs, &device)?;
+        }
+        device.synchronize()?;
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let runs = 10;
+            let start = Instant::now();
+            for _ in 0..runs {
+                (case.op)(&gpu_inputs, &device)?;
+            }
+            device.synchronize()?;
+            times.push(start.elapsed().as_secs_f64() * 1e3 / runs as f64);
+        }
+        times.sort_by(f64::total_cmp);
+        let ms = times[times.len() / 2];
+        let shapes: Vec<String> = case
+            .inputs
+            .iter()
+            .map(|(s, d)| format!("{s:?}{d:?}"))
+            .collect();
+        println!(
+            "{:<32} rel L2 {err:.2e}  {ms:.4} ms  {}",
+            case.name,
+            shapes.join(" ")
+        );
+        rows.push(serde_json::json!({
+            "name": case.name, "shape": shapes.join(" "), "rel_l2": finite_or_null(err), "gpu_ms": ms,
+        }));
+        assert!(err < 1e-2, "{}: relative L2 {err}", case.name);
+    }
+    append_jsonl("CLAIM_GPU_BENCH", rows.into_iter());
     Ok(())
 }

@@ -13,8 +13,9 @@ out=.gpu
 rm -rf "$out"
 mkdir -p "$out"
 
-# The lib's unit tests hold the CUDA runtime tests and the op harness.
-cargo test --release --features cuda --lib --no-run --message-format=json 2>/dev/null |
+# The lib's unit tests hold the CUDA runtime tests; tests/op_harness.rs
+# runs every op (and the benchmark list) on the GPU against the CPU.
+cargo test --release --features cuda --lib --test op_harness --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -23,15 +24,19 @@ for line in sys.stdin:
     except ValueError:
         continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(m["executable"])
+        print(m["target"]["name"], m["executable"])
 ' >"$out/executables.txt"
 
 test -s "$out/executables.txt" || { echo "gpu_build: no test executable built"; exit 1; }
-while read -r exe; do
+while read -r name exe; do
     # Line tables are not needed there; stripping keeps the carry small.
-    objcopy --strip-debug "$exe" "$out/claim_lib_tests"
+    case "$name" in
+    claim) dest=claim_lib_tests ;;
+    *) dest="$name" ;;
+    esac
+    objcopy --strip-debug "$exe" "$out/$dest"
+    chmod +x "$out/$dest"
 done <"$out/executables.txt"
-chmod +x "$out/claim_lib_tests"
 cp tools/gpu_check.sh tools/torch_gpu_ops.py "$out/"
 ls -la "$out"
 du -sh "$out"

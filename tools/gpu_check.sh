@@ -11,7 +11,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 out="${OUT:-$(mktemp -d)}"
 bin=.gpu/claim_lib_tests
-[ -x "$bin" ] || { echo "gpu_check: $bin missing: run tools/gpu_build.sh first"; exit 1; }
+ops=.gpu/op_harness
+for b in "$bin" "$ops"; do
+    [ -x "$b" ] || { echo "gpu_check: $b missing: run tools/gpu_build.sh first"; exit 1; }
+done
 
 status=0
 echo "==> device"
@@ -23,7 +26,7 @@ timeout 240 "$bin" backend::cuda --test-threads=1 2>&1 | tee "$out/cuda_tests.tx
 
 echo "==> op harness: every op on the GPU against the CPU f32 engine"
 CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
-    timeout 300 "$bin" op_harness --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | tail -n 60
+    timeout 300 "$ops" cuda --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | grep -v " ok$" | tail -n 80
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "==> PyTorch fp16 anchor"
@@ -62,7 +65,7 @@ if parity:
     worst = {}
     for r in parity:
         if r.get("status") == "pass":
-            op = r["name"].split(" ")[0]
+            op = r["op"] + " " + r.get("dtype", "")
             if r["rel_l2"] >= worst.get(op, (-1, ""))[0]:
                 worst[op] = (r["rel_l2"], r.get("shape", ""))
     print()
@@ -70,7 +73,7 @@ if parity:
     print("|---|---|---|")
     for op, (err, shape) in sorted(worst.items()):
         print(f"| {op} | {shape} | {err:.2e} |")
-    missing = sorted({r["name"].split(' ')[0] for r in parity if r.get("status") == "unsupported"})
+    missing = sorted({r["op"] + " " + r.get("dtype", "") for r in parity if r.get("status") == "unsupported"})
     if missing:
         print("\nnot on the GPU yet:", ", ".join(missing))
 print()

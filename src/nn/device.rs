@@ -170,6 +170,15 @@ impl Device {
         }
     }
 
+    /// Waits until all work queued on the device has finished (a no-op on
+    /// the CPU, whose ops return finished): for timing and at hand-overs.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(d) => d.synchronize(),
+        }
+    }
+
     /// Whether two devices are the same one.
     pub fn same(&self, other: &Device) -> bool {
         self.spec() == other.spec()

@@ -17,9 +17,7 @@
 //! operands from two handles meet make the streams wait on each other
 //! explicitly (see [`CudaDevice::order_after`]).
 
-use super::driver::{
-    driver_error, driver_present, error_name, guarded, is_image_error, NO_DRIVER,
-};
+use super::driver::{driver_error, driver_present, error_name, guarded, is_image_error, NO_DRIVER};
 use crate::{Error, Result};
 use cudarc::driver::{
     sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr,
@@ -382,7 +380,11 @@ impl CudaDevice {
     }
 
     /// The kernel `name` of the module `family`, looked up once.
-    pub(super) fn function(&self, family: &'static str, name: &'static str) -> Result<CudaFunction> {
+    pub(super) fn function(
+        &self,
+        family: &'static str,
+        name: &'static str,
+    ) -> Result<CudaFunction> {
         let gpu = &self.handle.gpu;
         let mut cache = gpu
             .functions

@@ -419,7 +419,11 @@ pub(super) fn sinusoidal(
     let total = (len as u64).saturating_mul(dim as u64 / 2);
     let len = i64_of(len, "timesteps")?;
     let dim = i64_of(dim, "embedding size")?;
-    let name = if f16 { "sinusoidal_f16" } else { "sinusoidal_f32" };
+    let name = if f16 {
+        "sinusoidal_f16"
+    } else {
+        "sinusoidal_f32"
+    };
     launch!(dev, "embedding", name, cfg_1d(total); t, y, len, dim)
 }
 

@@ -13,8 +13,8 @@ use super::device::CudaDevice;
 use super::kernels::{self as k, BroadcastArgs, GatherArgs, GemmArgs, MAX_RANK};
 use super::storage::{Buffer, CudaStorage};
 use crate::backend::desc::{
-    AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry,
-    ConvGeometry, KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
+    AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
+    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -118,7 +118,9 @@ impl CudaStorage {
     fn require(&self, op: &str, dtype: DType) -> Result<()> {
         if self.dtype() != dtype {
             let why = match dtype {
-                DType::F16 => "its CUDA kernels take F16 storage (load the model with F16 or Auto precision)",
+                DType::F16 => {
+                    "its CUDA kernels take F16 storage (load the model with F16 or Auto precision)"
+                }
                 DType::F32 => "the sampler's state is F32",
             };
             return Err(Error::Unsupported(format!(
@@ -266,7 +268,17 @@ impl BackendStorage for CudaStorage {
         }
         let dev = self.device();
         if dtype == self.dtype() {
-            k::copy_rows(dev, self.is_f16(), self.address()?, out.address()?, 1, n, n, n, 0)?;
+            k::copy_rows(
+                dev,
+                self.is_f16(),
+                self.address()?,
+                out.address()?,
+                1,
+                n,
+                n,
+                n,
+                0,
+            )?;
         } else {
             k::cast(dev, self.is_f16(), self.address()?, out.address()?, n)?;
         }
@@ -454,7 +466,12 @@ impl BackendStorage for CudaStorage {
             )));
         }
         for (i, (p, &size)) in parts.iter().zip(sizes).enumerate() {
-            first.check_operand(p, "cat", &format!("part {i}"), product(&[outer, size, inner])?)?;
+            first.check_operand(
+                p,
+                "cat",
+                &format!("part {i}"),
+                product(&[outer, size, inner])?,
+            )?;
         }
         let total: usize = sizes
             .iter()
@@ -550,8 +567,16 @@ impl BackendStorage for CudaStorage {
         for (s, what, len) in [
             (o.weight, "the weight", d.channels),
             (o.bias, "the bias", d.channels),
-            (o.scale_shift.map(|p| p.0), "the scale", d.batch * d.channels),
-            (o.scale_shift.map(|p| p.1), "the shift", d.batch * d.channels),
+            (
+                o.scale_shift.map(|p| p.0),
+                "the scale",
+                d.batch * d.channels,
+            ),
+            (
+                o.scale_shift.map(|p| p.1),
+                "the shift",
+                d.batch * d.channels,
+            ),
             (o.residual, "the residual", n),
         ] {
             if let Some(s) = s {
@@ -725,7 +750,13 @@ impl BackendStorage for CudaStorage {
         Err(not_yet("linear_attention"))
     }
 
-    fn attention(_: &Self, _: &Self, _: &Self, _: Option<&Self>, _: &AttentionDesc) -> Result<Self> {
+    fn attention(
+        _: &Self,
+        _: &Self,
+        _: &Self,
+        _: Option<&Self>,
+        _: &AttentionDesc,
+    ) -> Result<Self> {
         Err(not_yet("attention"))
     }
 
@@ -770,7 +801,12 @@ impl BackendStorage for CudaStorage {
             self.ordered(&[eps, noise], || {
                 k::ancestral(
                     self.device(),
-                    (self.address()?, eps.address()?, noise.address()?, out.address()?),
+                    (
+                        self.address()?,
+                        eps.address()?,
+                        noise.address()?,
+                        out.address()?,
+                    ),
                     n,
                     k::AncestralCoefficients {
                         sqrt_recip_abar: p.sqrt_recip_alpha_bar,
@@ -866,7 +902,10 @@ mod tests {
     #[test]
     fn axes_merge_where_strides_allow() {
         // A contiguous [2, 3, 4] walk is one axis of 24.
-        assert_eq!(merge_axes(&[(2, [12]), (3, [4]), (4, [1])]), vec![(24, [1])]);
+        assert_eq!(
+            merge_axes(&[(2, [12]), (3, [4]), (4, [1])]),
+            vec![(24, [1])]
+        );
         // A transpose of the last two axes ([2, 4, 3], strides [12, 1, 4])
         // has no axes to merge.
         assert_eq!(

@@ -59,11 +59,10 @@ impl Buffer {
                     buf.len()
                 )));
             }
-            self.device
-                .guard("downloading from the GPU", |s| {
-                    s.memcpy_dtoh(&buf.slice(0..n), &mut bytes)?;
-                    s.synchronize()
-                })?;
+            self.device.guard("downloading from the GPU", |s| {
+                s.memcpy_dtoh(&buf.slice(0..n), &mut bytes)?;
+                s.synchronize()
+            })?;
         }
         Ok(bytes)
     }

@@ -23,6 +23,11 @@ impl CudaDevice {
     pub fn ordinal(&self) -> usize {
         match *self {}
     }
+
+    /// Waits for the device's queued work.
+    pub fn synchronize(&self) -> Result<()> {
+        match *self {}
+    }
 }
 
 /// Device memory of a tensor; no value exists in a build without CUDA.

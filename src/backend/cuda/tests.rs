@@ -140,7 +140,10 @@ fn device_reports_itself() {
     assert!(!dev.name().is_empty());
     assert_eq!(dev.ordinal(), 0);
     let info = super::runtime_info().expect("runtime info with a device");
-    assert!(info.driver_version >= 11000 && !info.devices.is_empty(), "{info:?}");
+    assert!(
+        info.driver_version >= 11000 && !info.devices.is_empty(),
+        "{info:?}"
+    );
     assert!(!super::kernel_archs().is_empty());
     // The default handle is shared; a new stream is a new handle.
     let a = CudaDevice::open(0).unwrap();
@@ -163,9 +166,21 @@ fn upload_download_round_trip() -> Result<()> {
     assert_eq!(h.byte_len(), 2002);
     assert_exact("f16 round trip", &h, &rounded(&data, DType::F16))?;
     // Casts on the device round as the host does.
-    assert_exact("f32→f16", &s.to_dtype(DType::F16)?, &rounded(&data, DType::F16))?;
-    assert_exact("f16→f32", &h.to_dtype(DType::F32)?, &rounded(&data, DType::F16))?;
-    assert_exact("f16 copy", &h.to_dtype(DType::F16)?, &rounded(&data, DType::F16))?;
+    assert_exact(
+        "f32→f16",
+        &s.to_dtype(DType::F16)?,
+        &rounded(&data, DType::F16),
+    )?;
+    assert_exact(
+        "f16→f32",
+        &h.to_dtype(DType::F32)?,
+        &rounded(&data, DType::F16),
+    )?;
+    assert_exact(
+        "f16 copy",
+        &h.to_dtype(DType::F16)?,
+        &rounded(&data, DType::F16),
+    )?;
     let empty = CudaStorage::from_host_f32(&dev, &[], DType::F16)?;
     assert!(empty.is_empty() && empty.to_host_f32()?.is_empty());
     for dtype in DTYPES {
@@ -201,13 +216,33 @@ fn allocator_reuses_freed_buffers() -> Result<()> {
 fn philox_noise_is_bit_identical_to_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
     let keys = [
-        NoiseKey { seed: 42, stream: 1, step: 7 },
-        NoiseKey { seed: 0, stream: 0, step: 0 },
-        NoiseKey { seed: u64::MAX, stream: 3, step: 999 },
-        NoiseKey { seed: 0x1234_5678_9abc_def0, stream: 2, step: 11 },
+        NoiseKey {
+            seed: 42,
+            stream: 1,
+            step: 7,
+        },
+        NoiseKey {
+            seed: 0,
+            stream: 0,
+            step: 0,
+        },
+        NoiseKey {
+            seed: u64::MAX,
+            stream: 3,
+            step: 999,
+        },
+        NoiseKey {
+            seed: 0x1234_5678_9abc_def0,
+            stream: 2,
+            step: 11,
+        },
     ];
     for key in keys {
-        for (items, per_item) in [(vec![3u32], 8usize), (vec![0, 5, 9], 1001), (vec![7], 65_539)] {
+        for (items, per_item) in [
+            (vec![3u32], 8usize),
+            (vec![0, 5, 9], 1001),
+            (vec![7], 65_539),
+        ] {
             let got = dev.normal_noise(key, &items, per_item, DType::F32)?;
             let want = CpuDevice.normal_noise(key, &items, per_item, DType::F32)?;
             assert_exact(
@@ -250,7 +285,12 @@ fn unary_ops_match_the_cpu() -> Result<()> {
                 _ => random(4099, 3, 2.0, 0.0),
             };
             let (g, c) = pair(&dev, &data, dtype)?;
-            assert_close(&format!("{op:?} {dtype:?}"), &g.unary(op)?, &c.unary(op)?, tol(dtype))?;
+            assert_close(
+                &format!("{op:?} {dtype:?}"),
+                &g.unary(op)?,
+                &c.unary(op)?,
+                tol(dtype),
+            )?;
         }
     }
     Ok(())
@@ -325,11 +365,19 @@ fn layout_ops_move_bits_like_the_cpu() -> Result<()> {
         let (g, c) = pair(&dev, &data, dtype)?;
         for perm in [[0usize, 2, 3, 1], [3, 2, 1, 0], [0, 1, 3, 2], [1, 0, 2, 3]] {
             let want = c.permute(&shape, &perm)?;
-            assert_exact(&format!("permute {perm:?}"), &g.permute(&shape, &perm)?, want.as_slice())?;
+            assert_exact(
+                &format!("permute {perm:?}"),
+                &g.permute(&shape, &perm)?,
+                want.as_slice(),
+            )?;
         }
         for axes in [&[1usize, 3][..], &[0], &[2, 2], &[0, 1, 2, 3]] {
             let want = c.flip(&shape, axes)?;
-            assert_exact(&format!("flip {axes:?}"), &g.flip(&shape, axes)?, want.as_slice())?;
+            assert_exact(
+                &format!("flip {axes:?}"),
+                &g.flip(&shape, axes)?,
+                want.as_slice(),
+            )?;
         }
         let axis = AxisDesc {
             outer: 6,
@@ -364,7 +412,10 @@ fn layout_ops_move_bits_like_the_cpu() -> Result<()> {
         let ids = [3usize, 0, 9, 3, 7];
         let want = ct.index_rows(6, &ids)?;
         assert_exact("index_rows", &gt.index_rows(6, &ids)?, want.as_slice())?;
-        assert!(matches!(gt.index_rows(6, &[10]), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            gt.index_rows(6, &[10]),
+            Err(Error::InvalidArgument(_))
+        ));
     }
     Ok(())
 }
@@ -374,20 +425,43 @@ fn softmax_matches_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
     for dtype in DTYPES {
         for axis in [
-            AxisDesc { outer: 37, size: 300, inner: 1 },
-            AxisDesc { outer: 2, size: 5, inner: 4096 },
-            AxisDesc { outer: 3, size: 1, inner: 9 },
+            AxisDesc {
+                outer: 37,
+                size: 300,
+                inner: 1,
+            },
+            AxisDesc {
+                outer: 2,
+                size: 5,
+                inner: 4096,
+            },
+            AxisDesc {
+                outer: 3,
+                size: 1,
+                inner: 9,
+            },
         ] {
             let n = axis.outer * axis.size * axis.inner;
             let (g, c) = pair(&dev, &random(n, 70, 3.0, 0.0), dtype)?;
-            assert_close(&format!("softmax {axis:?} {dtype:?}"), &g.softmax(axis)?, &c.softmax(axis)?, tol(dtype))?;
+            assert_close(
+                &format!("softmax {axis:?} {dtype:?}"),
+                &g.softmax(axis)?,
+                &c.softmax(axis)?,
+                tol(dtype),
+            )?;
         }
     }
     Ok(())
 }
 
 /// Runs one fused normalisation on both devices and compares.
-fn check_norm(dev: &CudaDevice, d: NormDesc, weight: bool, film: bool, residual: bool) -> Result<()> {
+fn check_norm(
+    dev: &CudaDevice,
+    d: NormDesc,
+    weight: bool,
+    film: bool,
+    residual: bool,
+) -> Result<()> {
     let n = d.batch * d.channels * d.spatial;
     let dtype = DType::F16;
     let (x, cx) = pair(dev, &random(n, 80, 2.0, 0.5), dtype)?;
@@ -480,7 +554,10 @@ fn fused_norms_match_the_cpu() -> Result<()> {
         scale_shift: None,
         residual: None,
     };
-    assert!(matches!(x32.group_norm(&nd, none), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        x32.group_norm(&nd, none),
+        Err(Error::Unsupported(_))
+    ));
     Ok(())
 }
 
@@ -490,7 +567,8 @@ fn products_match_the_cpu() -> Result<()> {
     let dtype = DType::F16;
     // Linear layers: odd sizes (64×64 tiles, guarded edges) and large ones
     // (128×128 tiles).
-    for (rows, n_in, n_out, bias) in [(37, 70, 45, true), (3, 8, 5, false), (1024, 256, 512, true)] {
+    for (rows, n_in, n_out, bias) in [(37, 70, 45, true), (3, 8, 5, false), (1024, 256, 512, true)]
+    {
         let d = LinearDesc { rows, n_in, n_out };
         let (x, cx) = pair(&dev, &random(rows * n_in, 100, 1.0, 0.0), dtype)?;
         let (w, cw) = pair(&dev, &random(n_out * n_in, 101, 0.1, 0.0), dtype)?;
@@ -526,7 +604,12 @@ fn products_match_the_cpu() -> Result<()> {
         &cx.conv2d(&cw, Some(&cb), Some(&cr), &g)?,
         1e-2,
     )?;
-    assert_close("conv2d 1×1, no bias", &x.conv2d(&w, None, None, &g)?, &cx.conv2d(&cw, None, None, &g)?, 1e-2)?;
+    assert_close(
+        "conv2d 1×1, no bias",
+        &x.conv2d(&w, None, None, &g)?,
+        &cx.conv2d(&cw, None, None, &g)?,
+        1e-2,
+    )?;
     let g3 = Conv3dGeometry {
         batch: 2,
         c_in: 24,
@@ -536,7 +619,12 @@ fn products_match_the_cpu() -> Result<()> {
         stride: [1, 1, 1],
         pad: [0, 0, 0],
     };
-    assert_close("conv3d 1×1×1", &x.conv3d(&w, Some(&b), &g3)?, &cx.conv3d(&cw, Some(&cb), &g3)?, 1e-2)?;
+    assert_close(
+        "conv3d 1×1×1",
+        &x.conv3d(&w, Some(&b), &g3)?,
+        &cx.conv3d(&cw, Some(&cb), &g3)?,
+        1e-2,
+    )?;
     // Other kernels are not there yet, and say so.
     let g33 = ConvGeometry {
         kh: 3,
@@ -559,7 +647,12 @@ fn embedding_and_sampler_steps_match_the_cpu() -> Result<()> {
     for dtype in DTYPES {
         let got = dev.sinusoidal_embedding(&t, 72, dtype)?;
         let want = CpuDevice.sinusoidal_embedding(&t, 72, DType::F32)?;
-        assert_close(&format!("sinusoidal {dtype:?}"), &got, &want, if dtype == DType::F16 { 1e-3 } else { 1e-5 })?;
+        assert_close(
+            &format!("sinusoidal {dtype:?}"),
+            &got,
+            &want,
+            if dtype == DType::F16 { 1e-3 } else { 1e-5 },
+        )?;
     }
     // The RePaint updates are bit-identical to the CPU's in f32.
     let n = 5000;
@@ -575,7 +668,11 @@ fn embedding_and_sampler_steps_match_the_cpu() -> Result<()> {
         sqrt_one_minus_alpha_bar: 0.6,
     };
     let want = cx.known_blend(&cgt, &ck, &cz, blend)?;
-    assert_exact("known_blend", &x.known_blend(&gt, &k, &z, blend)?, want.as_slice())?;
+    assert_exact(
+        "known_blend",
+        &x.known_blend(&gt, &k, &z, blend)?,
+        want.as_slice(),
+    )?;
     let step = AncestralStep {
         sqrt_recip_alpha_bar: 1.3,
         sqrt_recip_m1_alpha_bar: 0.83,
@@ -584,10 +681,17 @@ fn embedding_and_sampler_steps_match_the_cpu() -> Result<()> {
         sigma: 0.05,
     };
     let want = cx.ancestral_step(&ce, &cz, step)?;
-    assert_exact("ancestral_step", &x.ancestral_step(&e, &z, step)?, want.as_slice())?;
+    assert_exact(
+        "ancestral_step",
+        &x.ancestral_step(&e, &z, step)?,
+        want.as_slice(),
+    )?;
     // The sampler state must be F32.
     let h = x.to_dtype(DType::F16)?;
-    assert!(matches!(h.ancestral_step(&e, &z, step), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        h.ancestral_step(&e, &z, step),
+        Err(Error::Unsupported(_))
+    ));
     Ok(())
 }
 
@@ -597,9 +701,15 @@ fn mismatched_operands_are_refused_and_streams_interoperate() -> Result<()> {
     let data = random(64, 130, 1.0, 0.0);
     let a16 = dev.storage_from_f32(&data, DType::F16)?;
     let a32 = dev.storage_from_f32(&data, DType::F32)?;
-    assert!(matches!(a16.lincomb(1.0, &a32, 1.0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        a16.lincomb(1.0, &a32, 1.0),
+        Err(Error::InvalidArgument(_))
+    ));
     let short = dev.storage_from_f32(&data[..10], DType::F16)?;
-    assert!(matches!(a16.lincomb(1.0, &short, 1.0), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        a16.lincomb(1.0, &short, 1.0),
+        Err(Error::InvalidArgument(_))
+    ));
     // Operands of two handles (two streams) combine correctly.
     let other = dev.with_new_stream()?;
     other.poison_outputs(true);
