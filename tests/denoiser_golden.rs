@@ -189,3 +189,169 @@ fn bad_inputs_are_rejected_not_panics() {
         .predict_noise(&Tensor::zeros(&[1, 1, 24, 24]).unwrap(), &[1.0], None)
         .is_err());
 }
+
+/// Sorted keys of `(key, tensor)` pairs.
+fn sorted_keys(named: &[(String, Tensor)]) -> Vec<String> {
+    let mut keys: Vec<String> = named.iter().map(|(k, _)| k.clone()).collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn enumerated_parameters_are_the_state_dict_keys() {
+    use claim::nn::layers::Module;
+    let sd = claim_state_dict(3);
+    let weights = Weights::from_tensors(sd.clone()).unwrap();
+    let model = Denoiser::load(&weights).unwrap();
+    let params = model.named_parameters();
+    assert_eq!(params.len(), 301);
+    assert_eq!(sorted_keys(&params), sorted_keys(&sd));
+    assert_eq!(
+        model.parameter_count(),
+        sd.iter().map(|(_, t)| t.elem_count()).sum::<usize>()
+    );
+    // Folding adds derived tensors, not parameters.
+    assert!(model.is_folded());
+    for name in ["unet2d", "unet3d", "unet3d_uncond"] {
+        let w = Weights::load(&fixture(&format!("{name}_weights.safetensors"))).unwrap();
+        let model = Denoiser::load(&w).unwrap();
+        let params = model.named_parameters();
+        assert_eq!(
+            sorted_keys(&params),
+            w.keys().map(str::to_string).collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (k, t) in &params {
+            assert_eq!(
+                t.to_vec().unwrap(),
+                w.peek(k).unwrap().to_vec().unwrap(),
+                "{name}: {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn folded_and_unfolded_forwards_agree() {
+    let check = |mut model: Denoiser, x: &Tensor, t: &[f32], cond: Option<&Tensor>, what: &str| {
+        assert!(model.is_folded());
+        let folded = model.predict_noise(x, t, cond).unwrap();
+        model.unfold();
+        assert!(!model.is_folded());
+        let plain = model.predict_noise(x, t, cond).unwrap();
+        let (abs, rel) = errors(&folded, &plain);
+        println!("{what}: folded vs unfolded max abs {abs:.2e}, rel {rel:.2e}");
+        assert!(rel < 1e-5, "{what}: relative difference {rel}");
+        model.fold_for_inference().unwrap();
+        assert!(model.is_folded());
+        assert_eq!(
+            model.predict_noise(x, t, cond).unwrap().to_vec().unwrap(),
+            folded.to_vec().unwrap(),
+            "{what}: refolding"
+        );
+    };
+    // Fixtures: single frames (where the fold applies) and several frames.
+    for name in ["unet2d", "unet3d"] {
+        let io = Weights::load(&fixture(&format!("{name}_io.safetensors"))).unwrap();
+        let x = io.peek("x").unwrap();
+        let t = io.peek("t").unwrap().to_vec().unwrap();
+        let cond = io.peek("cond");
+        let path = fixture(&format!("{name}_weights.safetensors"));
+        let frame = x.narrow(2, 0, 1).unwrap();
+        check(Denoiser::from_file(&path).unwrap(), &frame, &t, cond, name);
+        check(Denoiser::from_file(&path).unwrap(), x, &t, cond, name);
+    }
+    // The CLAIM widths use both single-frame forms (fused and pair).
+    let model = Denoiser::load(&Weights::from_tensors(claim_state_dict(4)).unwrap()).unwrap();
+    let x = Tensor::from_vec(
+        (0..16 * 16).map(|v| (v as f32 * 0.13).sin()).collect(),
+        &[1, 1, 1, 16, 16],
+    )
+    .unwrap();
+    let cond = Tensor::full(1.0 / 16.0, &[1, 16]).unwrap();
+    check(model, &x, &[40.0], Some(&cond), "claim");
+}
+
+#[test]
+fn load_options_and_half_precision_files() {
+    use claim::nn::{DType, Device, LoadOptions, Precision};
+    use safetensors::{tensor::TensorView, Dtype};
+    let path = fixture("unet2d_weights.safetensors");
+    let io = Weights::load(&fixture("unet2d_io.safetensors")).unwrap();
+    let (x, cond) = (io.peek("x").unwrap(), io.peek("cond"));
+    let t = io.peek("t").unwrap().to_vec().unwrap();
+    let plain = Denoiser::from_file(&path).unwrap();
+    let with = Denoiser::from_file_with(&path, &LoadOptions::default()).unwrap();
+    assert!(matches!(with.device(), Device::Cpu));
+    assert_eq!(with.dtype(), DType::F32);
+    assert_eq!(
+        with.predict_noise(x, &t, cond).unwrap().to_vec().unwrap(),
+        plain.predict_noise(x, &t, cond).unwrap().to_vec().unwrap()
+    );
+    let f16 = LoadOptions {
+        precision: Precision::F16,
+        ..LoadOptions::default()
+    };
+    assert!(matches!(
+        Denoiser::from_file_with(&path, &f16),
+        Err(Error::Unsupported(_))
+    ));
+
+    // The same weights stored as f16 and as bf16 load to exactly the model
+    // whose f32 weights were rounded through that type.
+    let w = Weights::load(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (dtype, round) in [
+        (
+            Dtype::F16,
+            (|v: f32| half::f16::from_f32(v).to_le_bytes().to_vec()) as fn(f32) -> Vec<u8>,
+        ),
+        (Dtype::BF16, |v: f32| {
+            half::bf16::from_f32(v).to_le_bytes().to_vec()
+        }),
+    ] {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = w
+            .keys()
+            .map(|k| {
+                let t = w.peek(k).unwrap();
+                let data = t.to_vec().unwrap().into_iter().flat_map(round).collect();
+                (k.to_string(), t.dims().to_vec(), data)
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> = bytes
+            .iter()
+            .map(|(k, s, d)| (k.clone(), TensorView::new(dtype, s.clone(), d).unwrap()))
+            .collect();
+        let file = dir.path().join(format!("{dtype:?}.safetensors"));
+        std::fs::write(&file, safetensors::serialize(views, None).unwrap()).unwrap();
+        let half_model = Denoiser::from_file_with(&file, &LoadOptions::default()).unwrap();
+        let rounded = Weights::from_tensors(w.keys().map(|k| {
+            let t = w.peek(k).unwrap();
+            let v: Vec<f32> = t
+                .to_vec()
+                .unwrap()
+                .into_iter()
+                .map(|v| match dtype {
+                    Dtype::F16 => half::f16::from_f32(v).to_f32(),
+                    _ => half::bf16::from_f32(v).to_f32(),
+                })
+                .collect();
+            (k.to_string(), Tensor::from_vec(v, t.dims()).unwrap())
+        }))
+        .unwrap();
+        let reference = Denoiser::load(&rounded).unwrap();
+        assert_eq!(
+            half_model
+                .predict_noise(x, &t, cond)
+                .unwrap()
+                .to_vec()
+                .unwrap(),
+            reference
+                .predict_noise(x, &t, cond)
+                .unwrap()
+                .to_vec()
+                .unwrap(),
+            "{dtype:?}"
+        );
+    }
+}

@@ -730,3 +730,73 @@ fn golden_phantom_3d() {
 fn golden_phantom_2d_zero_border() {
     check_phantom_run("phantom_pred_2d_fold0_zero_border.nii.gz");
 }
+
+#[test]
+fn enumerated_parameters_are_the_checkpoint_keys_without_aliases() {
+    use claim::models::plain_unet::is_alias_key;
+    use claim::nn::layers::Module;
+    use claim::segmentation::{DatasetInfo, Plans};
+    for configuration in ["2d", "3d_fullres"] {
+        let bundle = NnunetBundle::load(&results_folder(configuration), Some(&[0])).unwrap();
+        let plans = Plans::parse(&bundle.plans_json).unwrap();
+        let dataset = DatasetInfo::parse(&bundle.dataset_json).unwrap();
+        let cfg = plans
+            .configuration(configuration)
+            .unwrap()
+            .network_config(dataset.channel_names.len(), dataset.num_classes())
+            .unwrap();
+        let state_dict = bundle.folds[0].1.clone();
+        let net = PlainConvUNet::from_state_dict(state_dict.clone(), &cfg).unwrap();
+        let mut want: Vec<(String, Tensor)> = state_dict
+            .into_iter()
+            .filter(|(k, _)| !is_alias_key(k))
+            .collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut got = net.named_parameters();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let keys = |v: &[(String, Tensor)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&got), keys(&want), "{configuration}");
+        for ((k, g), (_, w)) in got.iter().zip(&want) {
+            assert_eq!(
+                g.to_vec().unwrap(),
+                w.to_vec().unwrap(),
+                "{configuration}: {k}"
+            );
+        }
+        assert_eq!(
+            net.parameter_count(),
+            want.iter().map(|(_, t)| t.elem_count()).sum::<usize>()
+        );
+    }
+}
+
+#[test]
+fn load_options_place_the_networks() {
+    use claim::nn::{DType, Device, LoadOptions, Precision};
+    let folder = results_folder("2d");
+    let fold0 = SegmenterOptions {
+        folds: Some(vec![0]),
+        configuration: None,
+    };
+    let plain = Segmenter::load(&folder, &fold0).unwrap();
+    let with = Segmenter::load_with(&folder, &fold0, &LoadOptions::default()).unwrap();
+    assert!(matches!(with.device(), Device::Cpu));
+    assert_eq!(with.dtype(), DType::F32);
+    let x = Tensor::from_vec(
+        (0..64 * 64).map(|v| (v as f32 * 0.01).sin()).collect(),
+        &[1, 1, 64, 64],
+    )
+    .unwrap();
+    assert_eq!(
+        with.predict_logits(&x, 0).unwrap().to_vec().unwrap(),
+        plain.predict_logits(&x, 0).unwrap().to_vec().unwrap()
+    );
+    let f16 = LoadOptions {
+        precision: Precision::F16,
+        ..LoadOptions::default()
+    };
+    assert!(matches!(
+        Segmenter::load_with(&folder, &fold0, &f16),
+        Err(Error::Unsupported(_))
+    ));
+}

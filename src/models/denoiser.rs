@@ -5,9 +5,17 @@
 //! frames meet only in temporal attention. Parameter paths are exactly the
 //! upstream PyTorch `state_dict` keys, and the configuration (widths, levels,
 //! channels, condition length, heads, head width) is inferred from tensor
-//! shapes, so a converted checkpoint loads with [`Denoiser::load`].
+//! shapes, so a converted checkpoint loads with [`Denoiser::load`] (or
+//! [`Denoiser::load_with`] onto another device or precision).
+//! [`Module::visit_params`] enumerates exactly those keys (the rotary
+//! `freqs` included: upstream stores them as a parameter); the diffusion
+//! wrapper's schedule buffers (`betas`, …), which [`Weights`] drops, are
+//! buffers upstream and not enumerated.
 
-use crate::nn::{ConvParams, DType, Device, Tensor, VarBuilder, Weights};
+use crate::nn::layers::{
+    join_key, Conv, ConvGeom, Embedding, GroupNorm, LayerNormChannels, Linear, Module,
+};
+use crate::nn::{DType, Device, LoadOptions, Tensor, VarBuilder, Weights};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -143,94 +151,9 @@ impl DenoiserConfig {
     }
 }
 
-/// A per-frame convolution with optional bias.
-#[derive(Debug)]
-struct Conv {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    params: ConvParams,
-    transposed: bool,
-}
-
-impl Conv {
-    /// `Conv3d(c_in, c_out, (1, k, k))` (5-D weight) or `Conv2d` 1×1 (4-D).
-    fn load(
-        vb: &VarBuilder,
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        params: ConvParams,
-        bias: bool,
-        depth: bool,
-    ) -> Result<Conv> {
-        let shape = if depth {
-            vec![c_out, c_in, 1, k, k]
-        } else {
-            vec![c_out, c_in, k, k]
-        };
-        Ok(Conv {
-            weight: vb.get("weight", &shape)?,
-            bias: if bias {
-                Some(vb.get("bias", &[c_out])?)
-            } else {
-                None
-            },
-            params,
-            transposed: false,
-        })
-    }
-
-    /// `ConvTranspose3d(c, c, (1, 4, 4), stride (1, 2, 2), pad (0, 1, 1))`.
-    fn load_upsample(vb: &VarBuilder, c: usize) -> Result<Conv> {
-        Ok(Conv {
-            weight: vb.get("weight", &[c, c, 1, 4, 4])?,
-            bias: Some(vb.get("bias", &[c])?),
-            params: ConvParams::new(2, 1),
-            transposed: true,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.transposed {
-            x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.params)
-        } else {
-            x.conv2d(&self.weight, self.bias.as_ref(), self.params)
-        }
-    }
-
-    /// `forward(x) + residual` (forward convolutions only), the sum fused
-    /// into the convolution.
-    fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if self.transposed {
-            self.forward(x)?.add(residual)
-        } else {
-            x.conv2d_add(&self.weight, self.bias.as_ref(), self.params, residual)
-        }
-    }
-}
-
-/// `nn.Linear` with optional bias.
-#[derive(Debug)]
-struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn load(vb: &VarBuilder, n_in: usize, n_out: usize, bias: bool) -> Result<Linear> {
-        Ok(Linear {
-            weight: vb.get("weight", &[n_out, n_in])?,
-            bias: if bias {
-                Some(vb.get("bias", &[n_out])?)
-            } else {
-                None
-            },
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.linear(&self.weight, self.bias.as_ref())
-    }
+/// A `(1, k, k)` per-frame convolution with a `Conv3d` weight `[O, I, 1, k, k]`.
+fn frames3d(k: usize, stride: usize, pad: usize) -> ConvGeom {
+    ConvGeom::frames(k, stride, pad, true)
 }
 
 /// `Block`: conv (1,3,3) → GroupNorm → optional `x·(scale+1)+shift` → SiLU
@@ -239,26 +162,14 @@ impl Linear {
 #[derive(Debug)]
 struct Block {
     proj: Conv,
-    norm_weight: Tensor,
-    norm_bias: Tensor,
-    groups: usize,
+    norm: GroupNorm,
 }
 
 impl Block {
     fn load(vb: &VarBuilder, c_in: usize, c_out: usize, groups: usize) -> Result<Block> {
         Ok(Block {
-            proj: Conv::load(
-                &vb.pp("proj"),
-                c_in,
-                c_out,
-                3,
-                ConvParams::new(1, 1),
-                true,
-                true,
-            )?,
-            norm_weight: vb.pp("norm").get("weight", &[c_out])?,
-            norm_bias: vb.pp("norm").get("bias", &[c_out])?,
-            groups,
+            proj: Conv::load(&vb.pp("proj"), c_in, c_out, frames3d(3, 1, 1), true)?,
+            norm: GroupNorm::load(&vb.pp("norm"), groups, c_out, EPS, true)?,
         })
     }
 
@@ -268,20 +179,22 @@ impl Block {
         scale_shift: Option<(&Tensor, &Tensor)>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.proj.forward(x)?.group_norm_silu(
-            self.groups,
-            Some(&self.norm_weight),
-            Some(&self.norm_bias),
-            EPS,
-            scale_shift,
-            residual,
-        )
+        self.norm
+            .forward_silu(&self.proj.forward(x)?, scale_shift, residual)
+    }
+}
+
+impl Module for Block {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.proj.visit_params(&join_key(prefix, "proj"), f);
+        self.norm.visit_params(&join_key(prefix, "norm"), f);
     }
 }
 
 /// `ResnetBlock(c_in, c_out, time_emb_dim?)`.
 #[derive(Debug)]
 struct ResnetBlock {
+    /// `mlp.1` (`mlp.0` is the parameter-free SiLU).
     mlp: Option<Linear>,
     block1: Block,
     block2: Block,
@@ -303,19 +216,9 @@ impl ResnetBlock {
                 .transpose()?,
             block1: Block::load(&vb.pp("block1"), c_in, c_out, groups)?,
             block2: Block::load(&vb.pp("block2"), c_out, c_out, groups)?,
-            res_conv: if c_in != c_out {
-                Some(Conv::load(
-                    &vb.pp("res_conv"),
-                    c_in,
-                    c_out,
-                    1,
-                    ConvParams::new(1, 0),
-                    true,
-                    true,
-                )?)
-            } else {
-                None
-            },
+            res_conv: (c_in != c_out)
+                .then(|| Conv::load(&vb.pp("res_conv"), c_in, c_out, frames3d(1, 1, 0), true))
+                .transpose()?,
             c_out,
         })
     }
@@ -343,11 +246,23 @@ impl ResnetBlock {
     }
 }
 
+impl Module for ResnetBlock {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.mlp.visit_params(&join_key(prefix, "mlp.1"), f);
+        self.block1.visit_params(&join_key(prefix, "block1"), f);
+        self.block2.visit_params(&join_key(prefix, "block2"), f);
+        self.res_conv.visit_params(&join_key(prefix, "res_conv"), f);
+    }
+}
+
 /// `Residual(PreNorm(c, SpatialLinearAttention(c)))`.
 #[derive(Debug)]
 struct SpatialLinearAttention {
-    gamma: Tensor,
+    /// `fn.norm`.
+    norm: LayerNormChannels,
+    /// `fn.fn.to_qkv`.
     to_qkv: Conv,
+    /// `fn.fn.to_out`.
     to_out: Conv,
     heads: usize,
 }
@@ -357,35 +272,30 @@ impl SpatialLinearAttention {
     fn load(vb: &VarBuilder, c: usize, cfg: &DenoiserConfig) -> Result<Self> {
         let inner = vb.pp("fn.fn");
         let hid = cfg.hidden();
+        let one = ConvGeom::frames(1, 1, 0, false);
         Ok(SpatialLinearAttention {
-            gamma: vb.pp("fn.norm").get("gamma", &[1, c, 1, 1, 1])?,
-            to_qkv: Conv::load(
-                &inner.pp("to_qkv"),
-                c,
-                3 * hid,
-                1,
-                ConvParams::new(1, 0),
-                false,
-                false,
-            )?,
-            to_out: Conv::load(
-                &inner.pp("to_out"),
-                hid,
-                c,
-                1,
-                ConvParams::new(1, 0),
-                true,
-                false,
-            )?,
+            norm: LayerNormChannels::load(&vb.pp("fn.norm"), &[1, c, 1, 1, 1], EPS)?,
+            to_qkv: Conv::load(&inner.pp("to_qkv"), c, 3 * hid, one, false)?,
+            to_out: Conv::load(&inner.pp("to_out"), hid, c, one, true)?,
             heads: cfg.attn_heads,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = x.layer_norm_channels(&self.gamma, EPS)?;
+        let h = self.norm.forward(x)?;
         let qkv = self.to_qkv.forward(&h)?;
         self.to_out
             .forward_add(&qkv.linear_attention(self.heads)?, x)
+    }
+}
+
+impl Module for SpatialLinearAttention {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.norm.visit_params(&join_key(prefix, "fn.norm"), f);
+        self.to_qkv
+            .visit_params(&join_key(prefix, "fn.fn.to_qkv"), f);
+        self.to_out
+            .visit_params(&join_key(prefix, "fn.fn.to_out"), f);
     }
 }
 
@@ -400,25 +310,32 @@ enum Axis {
 
 /// With one frame the temporal attention's softmax has a single key, so the
 /// block is exactly `to_out(to_v(x))`: two 1×1 convolutions without a
-/// nonlinearity between them.
+/// nonlinearity between them. Derived from the parameters by
+/// [`Denoiser::fold_for_inference`]; not a parameter itself.
 #[derive(Debug)]
 enum SingleFrame {
     /// Both as one `[C, C]` 1×1 convolution, `W_out·W_v` (fewer
     /// multiply-adds than the pair when C < 2·hidden).
-    Fused(Tensor),
-    /// The value rows of `to_qkv` (`[hidden, C]`) and `to_out` (`[C, hidden]`).
-    Pair(Tensor, Tensor),
+    Fused(Conv),
+    /// The value rows of `to_qkv` (`[hidden, C]`) and `to_out` (`[C, hidden]`)
+    /// as 1×1 convolutions.
+    Pair(Conv, Conv),
 }
 
 /// `Residual(PreNorm(c, EinopsToAndFrom(..., Attention(c))))`.
 #[derive(Debug)]
 struct Attention {
-    gamma: Tensor,
+    /// `fn.norm`.
+    norm: LayerNormChannels,
+    /// `fn.fn.fn.to_qkv`.
     to_qkv: Linear,
+    /// `fn.fn.fn.to_out`.
     to_out: Linear,
-    /// Rotary frequencies (temporal attention only).
+    /// Rotary frequencies `fn.fn.fn.rotary_emb.freqs` (temporal attention
+    /// only).
     freqs: Option<Tensor>,
-    /// Temporal attention's exact form for a single frame, `to_out(v)`.
+    /// Temporal attention's exact form for a single frame, `to_out(v)`,
+    /// when folded for inference.
     single_frame: Option<SingleFrame>,
     heads: usize,
     dim_head: usize,
@@ -430,42 +347,48 @@ impl Attention {
     fn load(vb: &VarBuilder, c: usize, cfg: &DenoiserConfig, axis: Axis) -> Result<Self> {
         let inner = vb.pp("fn.fn.fn");
         let hid = cfg.hidden();
-        let to_qkv = Linear::load(&inner.pp("to_qkv"), c, 3 * hid, false)?;
-        let to_out = Linear::load(&inner.pp("to_out"), hid, c, false)?;
-        let (freqs, single_frame) = match axis {
-            Axis::Temporal => {
-                let v = to_qkv.weight.narrow(0, 2 * hid, hid)?;
-                let single = if c < 2 * hid {
-                    // W_out·W_v = W_out·((W_vᵀ)ᵀ), with `linear` computing x·Wᵀ.
-                    let vt = v.permute(&[1, 0])?;
-                    SingleFrame::Fused(to_out.weight.linear(&vt, None)?.reshape(&[c, c, 1, 1])?)
-                } else {
-                    SingleFrame::Pair(
-                        v.reshape(&[hid, c, 1, 1])?,
-                        to_out.weight.reshape(&[c, hid, 1, 1])?,
-                    )
-                };
-                (
-                    Some(
-                        inner
-                            .pp("rotary_emb")
-                            .get("freqs", &[cfg.attn_dim_head / 2])?,
-                    ),
-                    Some(single),
-                )
-            }
-            Axis::Spatial => (None, None),
+        let freqs = match axis {
+            Axis::Temporal => Some(
+                inner
+                    .pp("rotary_emb")
+                    .get("freqs", &[cfg.attn_dim_head / 2])?,
+            ),
+            Axis::Spatial => None,
         };
         Ok(Attention {
-            gamma: vb.pp("fn.norm").get("gamma", &[1, c, 1, 1, 1])?,
-            to_qkv,
-            to_out,
+            norm: LayerNormChannels::load(&vb.pp("fn.norm"), &[1, c, 1, 1, 1], EPS)?,
+            to_qkv: Linear::load(&inner.pp("to_qkv"), c, 3 * hid, false)?,
+            to_out: Linear::load(&inner.pp("to_out"), hid, c, false)?,
             freqs,
-            single_frame,
+            single_frame: None,
             heads: cfg.attn_heads,
             dim_head: cfg.attn_dim_head,
             axis,
         })
+    }
+
+    /// Computes the single-frame form of a temporal attention from its
+    /// parameters (with tensor ops, on the parameters' device).
+    fn fold(&mut self) -> Result<()> {
+        if self.axis != Axis::Temporal {
+            return Ok(());
+        }
+        let hid = self.heads * self.dim_head;
+        let c = self.to_out.weight().dim(0)?;
+        let v = self.to_qkv.weight().narrow(0, 2 * hid, hid)?;
+        let one = ConvGeom::frames(1, 1, 0, false);
+        self.single_frame = Some(if c < 2 * hid {
+            // W_out·W_v = W_out·((W_vᵀ)ᵀ), with `linear` computing x·Wᵀ.
+            let vt = v.permute(&[1, 0])?;
+            let w = self.to_out.weight().linear(&vt, None)?;
+            SingleFrame::Fused(Conv::from_tensors(w.reshape(&[c, c, 1, 1])?, None, one))
+        } else {
+            SingleFrame::Pair(
+                Conv::from_tensors(v.reshape(&[hid, c, 1, 1])?, None, one),
+                Conv::from_tensors(self.to_out.weight().reshape(&[c, hid, 1, 1])?, None, one),
+            )
+        });
+        Ok(())
     }
 
     /// Multi-head attention over tokens `[G, T, C]` → `[G, T, C]`.
@@ -498,16 +421,15 @@ impl Attention {
 
     fn forward(&self, x: &Tensor, pos_bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, c, f, hh, ww) = five(x)?;
-        let xn = x.layer_norm_channels(&self.gamma, EPS)?;
+        let xn = self.norm.forward(x)?;
         let out = match self.axis {
             Axis::Temporal => {
                 if let (1, Some(single)) = (f, &self.single_frame) {
                     // Spec: with F = 1 the softmax has one key, so the block
                     // is exactly to_out(v) at every position.
-                    let p = ConvParams::new(1, 0);
                     return match single {
-                        SingleFrame::Fused(w) => xn.conv2d_add(w, None, p, x),
-                        SingleFrame::Pair(v, o) => xn.conv2d(v, None, p)?.conv2d_add(o, None, p, x),
+                        SingleFrame::Fused(w) => w.forward_add(&xn, x),
+                        SingleFrame::Pair(v, o) => o.forward_add(&v.forward(&xn)?, x),
                     };
                 } else {
                     let tokens = xn
@@ -529,6 +451,18 @@ impl Attention {
     }
 }
 
+impl Module for Attention {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.norm.visit_params(&join_key(prefix, "fn.norm"), f);
+        let inner = join_key(prefix, "fn.fn.fn");
+        if let Some(freqs) = &self.freqs {
+            f(&join_key(&inner, "rotary_emb.freqs"), freqs);
+        }
+        self.to_qkv.visit_params(&join_key(&inner, "to_qkv"), f);
+        self.to_out.visit_params(&join_key(&inner, "to_out"), f);
+    }
+}
+
 fn five(x: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
     match *x.dims() {
         [b, c, f, h, w] => Ok((b, c, f, h, w)),
@@ -540,7 +474,8 @@ fn five(x: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
 }
 
 /// One U-Net level: two ResnetBlocks, spatial linear and temporal
-/// attention, then down- or up-sampling (absent on the last level).
+/// attention, then down- or up-sampling (absent on the last level); the
+/// ModuleList entries `0`…`4`.
 #[derive(Debug)]
 struct Level {
     block1: ResnetBlock,
@@ -561,15 +496,35 @@ impl Level {
     }
 }
 
+impl Module for Level {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.block1.visit_params(&join_key(prefix, 0), f);
+        self.block2.visit_params(&join_key(prefix, 1), f);
+        self.spatial.visit_params(&join_key(prefix, 2), f);
+        self.temporal.visit_params(&join_key(prefix, 3), f);
+        self.resample.visit_params(&join_key(prefix, 4), f);
+    }
+}
+
 /// The Unet3D denoiser: predicts the noise ε in `x_t` at timestep t.
+///
+/// Its parameters are the upstream tensors as loaded ([`Module`] visits
+/// them under their `state_dict` keys). [`Denoiser::fold_for_inference`]
+/// adds derived forms that make single-frame inputs cheaper; the loaders
+/// meant for inference ([`Denoiser::load`], [`Denoiser::load_with`],
+/// [`Denoiser::from_file`], [`Denoiser::from_file_with`]) fold, while
+/// [`Denoiser::new`] builds the plain network.
 #[derive(Debug)]
 pub struct Denoiser {
     config: DenoiserConfig,
     null_cond_emb: Option<Tensor>,
-    rel_pos_bias: Tensor,
+    /// `time_rel_pos_bias.relative_attention_bias`.
+    rel_pos_bias: Embedding,
     init_conv: Conv,
     init_temporal_attn: Attention,
+    /// `time_mlp.1` (`time_mlp.0` is the sinusoidal embedding).
     time_mlp1: Linear,
+    /// `time_mlp.3` (`time_mlp.2` is the GELU).
     time_mlp2: Linear,
     downs: Vec<Level>,
     mid_block1: ResnetBlock,
@@ -577,13 +532,57 @@ pub struct Denoiser {
     mid_temporal_attn: Attention,
     mid_block2: ResnetBlock,
     ups: Vec<Level>,
+    /// `final_conv.0`.
     final_block: ResnetBlock,
+    /// `final_conv.1`.
     final_conv: Conv,
+}
+
+impl Module for Denoiser {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        if let Some(null) = &self.null_cond_emb {
+            f(&join_key(prefix, "null_cond_emb"), null);
+        }
+        self.rel_pos_bias.visit_params(
+            &join_key(prefix, "time_rel_pos_bias.relative_attention_bias"),
+            f,
+        );
+        self.init_conv
+            .visit_params(&join_key(prefix, "init_conv"), f);
+        self.init_temporal_attn
+            .visit_params(&join_key(prefix, "init_temporal_attn"), f);
+        self.time_mlp1
+            .visit_params(&join_key(prefix, "time_mlp.1"), f);
+        self.time_mlp2
+            .visit_params(&join_key(prefix, "time_mlp.3"), f);
+        let downs = join_key(prefix, "downs");
+        for (i, level) in self.downs.iter().enumerate() {
+            level.visit_params(&join_key(&downs, i), f);
+        }
+        self.mid_block1
+            .visit_params(&join_key(prefix, "mid_block1"), f);
+        self.mid_spatial_attn
+            .visit_params(&join_key(prefix, "mid_spatial_attn"), f);
+        self.mid_temporal_attn
+            .visit_params(&join_key(prefix, "mid_temporal_attn"), f);
+        self.mid_block2
+            .visit_params(&join_key(prefix, "mid_block2"), f);
+        let ups = join_key(prefix, "ups");
+        for (i, level) in self.ups.iter().enumerate() {
+            level.visit_params(&join_key(&ups, i), f);
+        }
+        self.final_block
+            .visit_params(&join_key(prefix, "final_conv.0"), f);
+        self.final_conv
+            .visit_params(&join_key(prefix, "final_conv.1"), f);
+    }
 }
 
 impl Denoiser {
     /// Builds the network for `config`, taking every parameter from `vb` by
-    /// its PyTorch key and checking its shape.
+    /// its PyTorch key and checking its shape; the parameters are on `vb`'s
+    /// device and element type. The network is not folded (see
+    /// [`Denoiser::fold_for_inference`]).
     pub fn new(vb: &VarBuilder, config: &DenoiserConfig) -> Result<Denoiser> {
         let cfg = config;
         if cfg.dim == 0
@@ -612,15 +611,9 @@ impl Denoiser {
             .cond_dim
             .map(|c| vb.get("null_cond_emb", &[1, c]))
             .transpose()?;
-        let buckets = vb
-            .pp("time_rel_pos_bias.relative_attention_bias")
-            .shape_of("weight")?
-            .first()
-            .copied()
-            .unwrap_or(0);
-        let rel_pos_bias = vb
-            .pp("time_rel_pos_bias.relative_attention_bias")
-            .get("weight", &[buckets, cfg.attn_heads])?;
+        let bias_vb = vb.pp("time_rel_pos_bias.relative_attention_bias");
+        let buckets = bias_vb.shape_of("weight")?.first().copied().unwrap_or(0);
+        let rel_pos_bias = Embedding::load(&bias_vb, buckets, cfg.attn_heads)?;
         if buckets < 4 || buckets % 2 != 0 {
             return Err(Error::Model(format!(
                 "relative position bias has {buckets} buckets, expected an even number ≥ 4"
@@ -631,13 +624,14 @@ impl Denoiser {
             &vb.pp("init_conv"),
             cfg.channels,
             cfg.dim,
-            k,
-            ConvParams::new(1, k / 2),
-            true,
+            frames3d(k, 1, k / 2),
             true,
         )?;
         let level =
             |vb: VarBuilder, c_in: usize, c_out: usize, resample: Option<bool>| -> Result<Level> {
+                // Downsample: Conv3d (1,4,4), stride (1,2,2), pad (0,1,1);
+                // Upsample: the transposed convolution of the same shape.
+                let geom = frames3d(4, 2, 1);
                 Ok(Level {
                     block1: ResnetBlock::load(&vb.pp(0), c_in, c_out, emb, groups)?,
                     block2: ResnetBlock::load(&vb.pp(1), c_out, c_out, emb, groups)?,
@@ -648,16 +642,10 @@ impl Denoiser {
                     },
                     temporal: Attention::load(&vb.pp(3), c_out, cfg, Axis::Temporal)?,
                     resample: match resample {
-                        Some(false) => Some(Conv::load(
-                            &vb.pp(4),
-                            c_out,
-                            c_out,
-                            4,
-                            ConvParams::new(2, 1),
-                            true,
-                            true,
-                        )?),
-                        Some(true) => Some(Conv::load_upsample(&vb.pp(4), c_out)?),
+                        Some(false) => Some(Conv::load(&vb.pp(4), c_out, c_out, geom, true)?),
+                        Some(true) => {
+                            Some(Conv::load_transposed(&vb.pp(4), c_out, c_out, geom, true)?)
+                        }
                         None => None,
                     },
                 })
@@ -709,26 +697,82 @@ impl Denoiser {
                 &vb.pp("final_conv.1"),
                 cfg.dim,
                 cfg.channels,
-                1,
-                ConvParams::new(1, 0),
-                true,
+                frames3d(1, 1, 0),
                 true,
             )?,
         })
     }
 
-    /// Infers the configuration from `weights`, builds the network and fails
-    /// with [`Error::Model`] if any tensor is missing, misshapen or left over.
+    /// Every temporal attention, mutably.
+    fn temporal_attentions(&mut self) -> impl Iterator<Item = &mut Attention> {
+        std::iter::once(&mut self.init_temporal_attn)
+            .chain(std::iter::once(&mut self.mid_temporal_attn))
+            .chain(
+                self.downs
+                    .iter_mut()
+                    .chain(self.ups.iter_mut())
+                    .map(|l| &mut l.temporal),
+            )
+    }
+
+    /// Precomputes, from the parameters, the exact single-frame form of
+    /// every temporal attention (with one frame its softmax has one key, so
+    /// the block is `to_out(to_v(x))`, evaluated as one or two 1×1
+    /// convolutions). An inference-time optimisation: the parameters are
+    /// unchanged and remain what [`Module::visit_params`] enumerates; inputs
+    /// with several frames are unaffected. Recompute after changing the
+    /// parameters.
+    pub fn fold_for_inference(&mut self) -> Result<()> {
+        for attn in self.temporal_attentions() {
+            attn.fold()?;
+        }
+        Ok(())
+    }
+
+    /// Drops the forms of [`Denoiser::fold_for_inference`], so every
+    /// forward pass evaluates the network exactly as upstream writes it.
+    pub fn unfold(&mut self) {
+        for attn in self.temporal_attentions() {
+            attn.single_frame = None;
+        }
+    }
+
+    /// Whether [`Denoiser::fold_for_inference`] forms are in use.
+    pub fn is_folded(&self) -> bool {
+        self.init_temporal_attn.single_frame.is_some()
+    }
+
+    /// Infers the configuration from `weights`, builds the network on the
+    /// weights' device and element type, folds it for inference, and fails
+    /// with [`Error::Model`] if any tensor is missing, misshapen or left
+    /// over.
     pub fn load(weights: &Weights) -> Result<Denoiser> {
+        Denoiser::load_on(weights, &weights.root())
+    }
+
+    /// [`Denoiser::load`] onto the device and precision of `options`: each
+    /// parameter is converted once as it is taken.
+    pub fn load_with(weights: &Weights, options: &LoadOptions) -> Result<Denoiser> {
+        let (device, dtype) = options.resolve()?;
+        Denoiser::load_on(weights, &weights.root_on(&device, dtype))
+    }
+
+    fn load_on(weights: &Weights, vb: &VarBuilder) -> Result<Denoiser> {
         let config = DenoiserConfig::infer(weights)?;
-        let model = Denoiser::new(&weights.root(), &config)?;
+        let mut model = Denoiser::new(vb, &config)?;
         weights.check_all_used()?;
+        model.fold_for_inference()?;
         Ok(model)
     }
 
-    /// [`Denoiser::load`] from a `.safetensors` file.
+    /// [`Denoiser::load`] from a `.safetensors` file, on the CPU in f32.
     pub fn from_file(path: &Path) -> Result<Denoiser> {
         Denoiser::load(&Weights::load(path)?)
+    }
+
+    /// [`Denoiser::load_with`] from a `.safetensors` file (f32, f16 or bf16).
+    pub fn from_file_with(path: &Path, options: &LoadOptions) -> Result<Denoiser> {
+        Denoiser::load_with(&Weights::load(path)?, options)
     }
 
     /// The configuration.
@@ -738,24 +782,24 @@ impl Denoiser {
 
     /// The device holding the parameters (where the network runs).
     pub fn device(&self) -> Device {
-        self.rel_pos_bias.device()
+        self.rel_pos_bias.weight().device()
     }
 
     /// The parameters' element type (activations use it too).
     pub fn dtype(&self) -> DType {
-        self.rel_pos_bias.dtype()
+        self.rel_pos_bias.weight().dtype()
     }
 
     /// Relative position bias `[heads, F, F]` (T5 buckets of key − query).
     fn position_bias(&self, frames: usize) -> Result<Tensor> {
-        let num_buckets = self.rel_pos_bias.dim(0)?;
+        let num_buckets = self.rel_pos_bias.weight().dim(0)?;
         let ids: Vec<usize> = (0..frames)
             .flat_map(|i| {
                 (0..frames).map(move |j| relative_bucket(j as i64 - i as i64, num_buckets, 32))
             })
             .collect();
         self.rel_pos_bias
-            .index_rows(&ids)?
+            .forward(&ids)?
             .reshape(&[frames, frames, self.config.attn_heads])?
             .permute(&[2, 0, 1])
     }

@@ -19,14 +19,17 @@
 //! `decoder.transpconvs.<s>.weight`, `decoder.stages.<s>.convs.<c>.…`,
 //! `decoder.seg_layers.<s>.…`). The upstream module exposes the same tensors
 //! again under `….all_modules.<i>.…` and `decoder.encoder.…`; those aliases
-//! are dropped by [`PlainConvUNet::from_state_dict`] (see [`is_alias_key`]).
+//! are dropped by [`PlainConvUNet::from_state_dict`] (see [`is_alias_key`])
+//! and are not among the parameters [`Module::visit_params`] enumerates (a
+//! checkpoint writer that wants upstream's full state dict adds them).
 //!
 //! Inputs are `[B, C, H, W]` for 2-D and `[B, C, D, H, W]` for 3-D networks;
 //! [`PlainConvUNet::forward`] returns full-resolution logits
 //! `[B, classes, …]`.
 
 use crate::backend::desc::NormActivation;
-use crate::nn::{Conv3dParams, ConvParams, Tensor, VarBuilder, Weights};
+use crate::nn::layers::{join_key, Conv, ConvGeom, InstanceNorm, Module};
+use crate::nn::{DType, Device, LoadOptions, Tensor, VarBuilder, Weights};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde_json::Value;
@@ -335,95 +338,30 @@ pub fn is_alias_key(key: &str) -> bool {
     k.starts_with("decoder.encoder.") || k.contains(".all_modules.")
 }
 
-/// A convolution or transposed convolution over 2 or 3 spatial axes.
-#[derive(Debug)]
-struct Conv {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    stride: Vec<usize>,
-    pad: Vec<usize>,
-    transposed: bool,
+/// `Conv{2,3}d(c_in, c_out, kernel, stride, padding (k − 1)/2)`.
+fn load_conv(
+    vb: &VarBuilder,
+    c_in: usize,
+    c_out: usize,
+    kernel: &[usize],
+    stride: &[usize],
+    bias: bool,
+) -> Result<Conv> {
+    let pad: Vec<usize> = kernel.iter().map(|k| (k - 1) / 2).collect();
+    Conv::load(vb, c_in, c_out, ConvGeom::nd(kernel, stride, &pad)?, bias)
 }
 
-impl Conv {
-    /// `Conv{2,3}d(c_in, c_out, kernel, stride, padding (k − 1)/2)`.
-    fn load(
-        vb: &VarBuilder,
-        c_in: usize,
-        c_out: usize,
-        kernel: &[usize],
-        stride: &[usize],
-        bias: bool,
-    ) -> Result<Conv> {
-        let mut shape = vec![c_out, c_in];
-        shape.extend_from_slice(kernel);
-        Ok(Conv {
-            weight: vb.get("weight", &shape)?,
-            bias: if bias {
-                Some(vb.get("bias", &[c_out])?)
-            } else {
-                None
-            },
-            stride: stride.to_vec(),
-            pad: kernel.iter().map(|k| (k - 1) / 2).collect(),
-            transposed: false,
-        })
-    }
-
-    /// `ConvTranspose{2,3}d(c_in, c_out, kernel = stride, stride)`; the
-    /// weight is `[c_in, c_out, …]` as in PyTorch.
-    fn load_transposed(
-        vb: &VarBuilder,
-        c_in: usize,
-        c_out: usize,
-        stride: &[usize],
-        bias: bool,
-    ) -> Result<Conv> {
-        let mut shape = vec![c_in, c_out];
-        shape.extend_from_slice(stride);
-        Ok(Conv {
-            weight: vb.get("weight", &shape)?,
-            bias: if bias {
-                Some(vb.get("bias", &[c_out])?)
-            } else {
-                None
-            },
-            stride: stride.to_vec(),
-            pad: vec![0; stride.len()],
-            transposed: true,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match (&self.stride[..], &self.pad[..]) {
-            (&[sh, sw], &[ph, pw]) => {
-                let p = ConvParams {
-                    stride: (sh, sw),
-                    pad: (ph, pw),
-                };
-                if self.transposed {
-                    x.conv_transpose2d(&self.weight, self.bias.as_ref(), p)
-                } else {
-                    x.conv2d(&self.weight, self.bias.as_ref(), p)
-                }
-            }
-            (&[sd, sh, sw], &[pd, ph, pw]) => {
-                let p = Conv3dParams {
-                    stride: (sd, sh, sw),
-                    pad: (pd, ph, pw),
-                };
-                if self.transposed {
-                    x.conv_transpose3d(&self.weight, self.bias.as_ref(), p)
-                } else {
-                    x.conv3d(&self.weight, self.bias.as_ref(), p)
-                }
-            }
-            _ => Err(Error::Internal(format!(
-                "convolution with {} spatial axes",
-                self.stride.len()
-            ))),
-        }
-    }
+/// `ConvTranspose{2,3}d(c_in, c_out, kernel = stride, stride)`; the weight
+/// is `[c_in, c_out, …]` as in PyTorch.
+fn load_transposed(
+    vb: &VarBuilder,
+    c_in: usize,
+    c_out: usize,
+    stride: &[usize],
+    bias: bool,
+) -> Result<Conv> {
+    let geom = ConvGeom::nd(stride, stride, &vec![0; stride.len()])?;
+    Conv::load_transposed(vb, c_in, c_out, geom, bias)
 }
 
 /// `ConvDropoutNormReLU`: conv → InstanceNorm → LeakyReLU (dropout is the
@@ -431,8 +369,7 @@ impl Conv {
 #[derive(Debug)]
 struct ConvNormAct {
     conv: Conv,
-    norm: Option<(Option<Tensor>, Option<Tensor>)>,
-    eps: f64,
+    norm: Option<InstanceNorm>,
     slope: Option<f32>,
     nonlin_first: bool,
 }
@@ -446,24 +383,14 @@ impl ConvNormAct {
         kernel: &[usize],
         stride: &[usize],
     ) -> Result<ConvNormAct> {
-        let conv = Conv::load(&vb.pp("conv"), c_in, c_out, kernel, stride, cfg.conv_bias)?;
-        let norm = if cfg.norm {
-            let nvb = vb.pp("norm");
-            Some(if cfg.norm_affine {
-                (
-                    Some(nvb.get("weight", &[c_out])?),
-                    Some(nvb.get("bias", &[c_out])?),
-                )
-            } else {
-                (None, None)
-            })
-        } else {
-            None
-        };
+        let conv = load_conv(&vb.pp("conv"), c_in, c_out, kernel, stride, cfg.conv_bias)?;
+        let norm = cfg
+            .norm
+            .then(|| InstanceNorm::load(&vb.pp("norm"), c_out, cfg.norm_eps, cfg.norm_affine))
+            .transpose()?;
         Ok(ConvNormAct {
             conv,
             norm,
-            eps: cfg.norm_eps,
             slope: cfg.negative_slope,
             nonlin_first: cfg.nonlin_first,
         })
@@ -472,18 +399,15 @@ impl ConvNormAct {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
         match (&self.norm, self.slope) {
-            (Some((w, b)), Some(slope)) if !self.nonlin_first => y.instance_norm_act(
-                w.as_ref(),
-                b.as_ref(),
-                self.eps,
-                NormActivation::LeakyRelu(slope),
-            ),
-            (Some((w, b)), slope) => {
+            (Some(norm), Some(slope)) if !self.nonlin_first => {
+                norm.forward_act(&y, NormActivation::LeakyRelu(slope))
+            }
+            (Some(norm), slope) => {
                 let y = match slope {
                     Some(s) => y.leaky_relu(s)?,
                     None => y,
                 };
-                y.instance_norm(w.as_ref(), b.as_ref(), self.eps)
+                norm.forward(&y)
             }
             (None, Some(s)) => y.leaky_relu(s),
             (None, None) => Ok(y),
@@ -491,14 +415,54 @@ impl ConvNormAct {
     }
 }
 
+impl Module for ConvNormAct {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.conv.visit_params(&join_key(prefix, "conv"), f);
+        self.norm.visit_params(&join_key(prefix, "norm"), f);
+    }
+}
+
 /// The PlainConvUNet: encoder stages, transposed convolutions, decoder
-/// stages and the full-resolution segmentation head.
+/// stages and the segmentation heads (only the full-resolution one runs).
 pub struct PlainConvUNet {
     cfg: PlainUNetConfig,
+    /// `encoder.stages.<s>.0.convs.<c>`.
     encoder: Vec<Vec<ConvNormAct>>,
+    /// `decoder.transpconvs.<s>`.
     transpconvs: Vec<Conv>,
+    /// `decoder.stages.<s>.convs.<c>`.
     decoder: Vec<Vec<ConvNormAct>>,
+    /// `decoder.seg_layers.<s>` of the lower-resolution decoder stages:
+    /// deep-supervision heads, loaded so training checkpoints round-trip,
+    /// never evaluated at inference.
+    deep_supervision_heads: Vec<Conv>,
+    /// `decoder.seg_layers.<last>`: the full-resolution head.
     seg_head: Conv,
+}
+
+impl Module for PlainConvUNet {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor)) {
+        let stages = join_key(prefix, "encoder.stages");
+        for (s, blocks) in self.encoder.iter().enumerate() {
+            let convs = join_key(&join_key(&stages, s), "0.convs");
+            for (c, block) in blocks.iter().enumerate() {
+                block.visit_params(&join_key(&convs, c), f);
+            }
+        }
+        let transp = join_key(prefix, "decoder.transpconvs");
+        let stages = join_key(prefix, "decoder.stages");
+        let heads = join_key(prefix, "decoder.seg_layers");
+        for (s, (up, blocks)) in self.transpconvs.iter().zip(&self.decoder).enumerate() {
+            up.visit_params(&join_key(&transp, s), f);
+            let convs = join_key(&join_key(&stages, s), "convs");
+            for (c, block) in blocks.iter().enumerate() {
+                block.visit_params(&join_key(&convs, c), f);
+            }
+            // One head per decoder stage; the last is the full-resolution one.
+            let head = self.deep_supervision_heads.get(s).unwrap_or(&self.seg_head);
+            head.visit_params(&join_key(&heads, s), f);
+        }
+    }
 }
 
 impl std::fmt::Debug for PlainConvUNet {
@@ -513,8 +477,9 @@ impl std::fmt::Debug for PlainConvUNet {
 
 impl PlainConvUNet {
     /// Builds the network from `vb` (rooted at the `state_dict` root), taking
-    /// every parameter by its upstream key with its exact shape. Alias keys
-    /// must already be gone (see [`PlainConvUNet::from_state_dict`]).
+    /// every parameter by its upstream key with its exact shape, on `vb`'s
+    /// device and element type. Alias keys must already be gone (see
+    /// [`PlainConvUNet::from_state_dict`]).
     pub fn new(vb: &VarBuilder, cfg: &PlainUNetConfig) -> Result<PlainConvUNet> {
         cfg.validate()?;
         let n = cfg.n_stages();
@@ -549,7 +514,7 @@ impl PlainConvUNet {
         for s in 0..n - 1 {
             let below = f[n - 1 - s];
             let skip = f[n - 2 - s];
-            transpconvs.push(Conv::load_transposed(
+            transpconvs.push(load_transposed(
                 &vb.pp("decoder.transpconvs").pp(s),
                 below,
                 skip,
@@ -569,7 +534,7 @@ impl PlainConvUNet {
                 )?);
             }
             decoder.push(blocks);
-            heads.push(Conv::load(
+            heads.push(load_conv(
                 &vb.pp("decoder.seg_layers").pp(s),
                 skip,
                 cfg.num_classes,
@@ -593,6 +558,7 @@ impl PlainConvUNet {
             encoder,
             transpconvs,
             decoder,
+            deep_supervision_heads: heads,
             seg_head,
         })
     }
@@ -605,8 +571,19 @@ impl PlainConvUNet {
         named: impl IntoIterator<Item = (String, Tensor)>,
         cfg: &PlainUNetConfig,
     ) -> Result<PlainConvUNet> {
+        PlainConvUNet::from_state_dict_with(named, cfg, &LoadOptions::default())
+    }
+
+    /// [`PlainConvUNet::from_state_dict`] onto the device and precision of
+    /// `options`: each parameter is converted once as it is taken.
+    pub fn from_state_dict_with(
+        named: impl IntoIterator<Item = (String, Tensor)>,
+        cfg: &PlainUNetConfig,
+        options: &LoadOptions,
+    ) -> Result<PlainConvUNet> {
+        let (device, dtype) = options.resolve()?;
         let weights = Weights::from_tensors(named.into_iter().filter(|(k, _)| !is_alias_key(k)))?;
-        let net = PlainConvUNet::new(&weights.root(), cfg)?;
+        let net = PlainConvUNet::new(&weights.root_on(&device, dtype), cfg)?;
         weights.check_all_used()?;
         Ok(net)
     }
@@ -616,9 +593,21 @@ impl PlainConvUNet {
         &self.cfg
     }
 
+    /// The device holding the parameters (where the network runs).
+    pub fn device(&self) -> Device {
+        self.seg_head.weight().device()
+    }
+
+    /// The parameters' element type (activations use it too).
+    pub fn dtype(&self) -> DType {
+        self.seg_head.weight().dtype()
+    }
+
     /// Logits `[B, classes, …]` at the input's resolution for `x`
     /// `[B, C, H, W]` (2-D) or `[B, C, D, H, W]` (3-D). Spatial sizes must be
-    /// multiples of [`PlainUNetConfig::size_divisor`].
+    /// multiples of [`PlainUNetConfig::size_divisor`]. The input moves to
+    /// the network's device and element type once, on entry; the logits
+    /// stay there.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let cfg = &self.cfg;
         let dims = x.dims();
@@ -646,7 +635,7 @@ impl PlainConvUNet {
             )));
         }
         let mut skips = Vec::with_capacity(self.encoder.len());
-        let mut h = x.clone();
+        let mut h = x.to_device(&self.device(), self.dtype())?;
         for stage in &self.encoder {
             for block in stage {
                 h = block.forward(&h)?;
@@ -846,7 +835,7 @@ mod tests {
         .unwrap();
         let y = net.forward(&x).unwrap();
         assert_eq!(y.dims(), &[2, 4, 16, 12]);
-        assert!(y.as_slice().unwrap().iter().all(|v| v.is_finite()));
+        assert!(y.to_vec().unwrap().iter().all(|v| v.is_finite()));
         // Sizes that the strides do not divide, and wrong channel counts.
         assert!(net
             .forward(&Tensor::zeros(&[1, 1, 15, 12]).unwrap())
@@ -904,10 +893,10 @@ mod tests {
             .leaky_relu(0.01)
             .unwrap();
         let err = fused
-            .as_slice()
+            .to_vec()
             .unwrap()
             .iter()
-            .zip(separate.as_slice().unwrap())
+            .zip(&separate.to_vec().unwrap())
             .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
         assert!(err < 1e-5, "{err}");
     }

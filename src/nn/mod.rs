@@ -9,6 +9,7 @@
 //! `state_dict` keys.
 
 pub mod device;
+pub mod layers;
 pub mod ops;
 pub mod storage;
 pub mod tensor;

@@ -1,15 +1,18 @@
 //! Named parameters from safetensors files, looked up by PyTorch path.
 //!
-//! [`Weights`] holds every tensor of a file, converted to f32 (f32, f16 and
-//! bf16 are accepted). Keys are normalised once: the wrapper prefixes
+//! [`Weights`] holds every tensor of a file (f32, f16 and bf16 are accepted)
+//! on one device in one element type: the host in f32 by default, or the
+//! target of [`LoadOptions`] with [`Weights::load_with`] /
+//! [`Weights::to_device`]. Keys are normalised once: the wrapper prefixes
 //! `module.` (DataParallel), `_orig_mod.` (torch.compile) and `denoise_fn.`
 //! (the diffusion wrapper owning the U-Net) are stripped, and the diffusion
 //! schedule buffers (`betas`, `alphas_cumprod`, …) are dropped because the
 //! sampler recomputes them. Models walk the key tree with
 //! [`VarBuilder::pp`] and take tensors with [`VarBuilder::get`], which
-//! checks the shape; [`Weights::check_all_used`] then reports leftovers.
+//! checks the shape and returns the tensor on the builder's device and
+//! element type; [`Weights::check_all_used`] then reports leftovers.
 
-use crate::nn::Tensor;
+use crate::nn::{DType, Device, LoadOptions, Tensor};
 use crate::{Error, Result, ResultExt};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,11 +38,14 @@ const SCHEDULE_BUFFERS: [&str; 12] = [
     "posterior_mean_coef2",
 ];
 
-/// A set of named f32 tensors plus a record of which ones a model took.
+/// A set of named tensors plus a record of which ones a model took, and
+/// the device and element type that builders hand tensors out on.
 #[derive(Debug)]
 pub struct Weights {
     tensors: BTreeMap<String, Tensor>,
     used: Mutex<BTreeSet<String>>,
+    device: Device,
+    dtype: DType,
 }
 
 /// The key with wrapper prefixes removed (in any order and repetition).
@@ -53,7 +59,9 @@ fn normalise_key(key: &str) -> &str {
 
 impl Weights {
     /// Builds the set from named tensors, normalising keys. Two keys that
-    /// normalise to the same name are an error.
+    /// normalise to the same name are an error. The tensors stay where they
+    /// are; builders hand them out on the host as f32 (see
+    /// [`Weights::to_device`] for another target).
     pub fn from_tensors(named: impl IntoIterator<Item = (String, Tensor)>) -> Result<Weights> {
         let mut tensors = BTreeMap::new();
         for (key, t) in named {
@@ -70,6 +78,8 @@ impl Weights {
         Ok(Weights {
             tensors,
             used: Mutex::new(BTreeSet::new()),
+            device: Device::Cpu,
+            dtype: DType::F32,
         })
     }
 
@@ -104,7 +114,49 @@ impl Weights {
         Weights::from_tensors(named)
     }
 
-    /// Reads a `.safetensors` file.
+    /// Reads a `.safetensors` file onto the device and precision of
+    /// `options` ([`LoadOptions::resolve`]): f32, f16 and bf16 files are
+    /// accepted whatever the target type.
+    pub fn load_with(path: &Path, options: &LoadOptions) -> Result<Weights> {
+        let (device, dtype) = options.resolve()?;
+        Weights::load(path)?.to_device(&device, dtype)
+    }
+
+    /// Every tensor converted to `dtype` on `device` (one upload each), as a
+    /// new set whose builders hand out tensors there; nothing is marked
+    /// used. Tensors already there are shared, not copied.
+    pub fn to_device(&self, device: &Device, dtype: DType) -> Result<Weights> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(k, t)| {
+                t.to_device(device, dtype)
+                    .map(|t| (k.clone(), t))
+                    .map_err(|e| match e {
+                        Error::OutOfMemory(m) => Error::OutOfMemory(format!("tensor `{k}`: {m}")),
+                        other => other,
+                    })
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        Ok(Weights {
+            tensors,
+            used: Mutex::new(BTreeSet::new()),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The device that builders of this set hand tensors out on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The element type that builders of this set hand tensors out in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Reads a `.safetensors` file into host f32 tensors.
     pub fn load(path: &Path) -> Result<Weights> {
         let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, &e))?;
         Weights::from_safetensors(&bytes).context(path.display())
@@ -130,11 +182,21 @@ impl Weights {
         self.tensors.get(key)
     }
 
-    /// A builder at the root of the key tree.
+    /// A builder at the root of the key tree, handing out tensors on this
+    /// set's device and element type.
     pub fn root(&self) -> VarBuilder<'_> {
+        self.root_on(&self.device, self.dtype)
+    }
+
+    /// A builder at the root of the key tree that converts every tensor it
+    /// hands out to `dtype` on `device` (once per [`VarBuilder::get`]; a
+    /// tensor already there is shared). Used tensors are recorded on this set.
+    pub fn root_on(&self, device: &Device, dtype: DType) -> VarBuilder<'_> {
         VarBuilder {
             weights: self,
             prefix: String::new(),
+            device: device.clone(),
+            dtype,
         }
     }
 
@@ -175,11 +237,14 @@ impl Weights {
     }
 }
 
-/// A position in the key tree of a [`Weights`] set, e.g. `downs.0.`.
+/// A position in the key tree of a [`Weights`] set, e.g. `downs.0.`, and
+/// the device and element type its tensors are handed out on.
 #[derive(Clone, Debug)]
 pub struct VarBuilder<'a> {
     weights: &'a Weights,
     prefix: String,
+    device: Device,
+    dtype: DType,
 }
 
 impl<'a> VarBuilder<'a> {
@@ -188,7 +253,19 @@ impl<'a> VarBuilder<'a> {
         VarBuilder {
             weights: self.weights,
             prefix: format!("{}{name}.", self.prefix),
+            device: self.device.clone(),
+            dtype: self.dtype,
         }
+    }
+
+    /// The device tensors are handed out on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The element type tensors are handed out in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The full key of `name` under this prefix.
@@ -212,7 +289,8 @@ impl<'a> VarBuilder<'a> {
             .ok_or_else(|| Error::Model(format!("missing tensor `{key}`")))
     }
 
-    /// The tensor `name`, which must have exactly `shape`.
+    /// The tensor `name`, which must have exactly `shape`, on this
+    /// builder's device and element type.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let key = self.path(name);
         let t = self.weights.tensors.get(&key).ok_or_else(|| {
@@ -224,8 +302,9 @@ impl<'a> VarBuilder<'a> {
                 t.dims()
             )));
         }
+        let t = t.to_device(&self.device, self.dtype)?;
         self.weights.mark_used(&key);
-        Ok(t.clone())
+        Ok(t)
     }
 }
 
@@ -313,5 +392,39 @@ mod tests {
             Weights::from_safetensors(b"garbage"),
             Err(Error::Format(_))
         ));
+    }
+
+    #[test]
+    fn builders_hand_out_tensors_on_their_target() -> Result<()> {
+        let w = set(&[("a.weight", &[2, 3])]);
+        assert!(matches!(w.device(), Device::Cpu));
+        assert_eq!(w.dtype(), DType::F32);
+        let moved = w.to_device(&Device::Cpu, DType::F32)?;
+        let t = moved.root().pp("a").get("weight", &[2, 3])?;
+        assert_eq!((t.dtype(), t.dims()), (DType::F32, &[2usize, 3][..]));
+        moved.check_all_used()?;
+        // Use is recorded per set: the original still has `a.weight` unused.
+        assert!(w.check_all_used().is_err());
+        let vb = w.root_on(&Device::Cpu, DType::F32);
+        assert_eq!(vb.pp("a").dtype(), DType::F32);
+        vb.pp("a").get("weight", &[2, 3])?;
+        w.check_all_used()?;
+        // The CPU computes in f32 only: an f16 load is refused, not faked.
+        let dir = tempfile::tempdir().map_err(|e| Error::io_at(Path::new("tmp"), &e))?;
+        let path = dir.path().join("w.safetensors");
+        let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, vec![2], &data).unwrap();
+        safetensors::serialize_to_file(vec![("x".to_string(), view)], None, &path).unwrap();
+        let f16 = LoadOptions {
+            precision: crate::nn::Precision::F16,
+            ..LoadOptions::default()
+        };
+        assert!(matches!(
+            Weights::load_with(&path, &f16),
+            Err(Error::Unsupported(_))
+        ));
+        let w = Weights::load_with(&path, &LoadOptions::default())?;
+        assert_eq!(w.peek("x").unwrap().to_vec()?, vec![1.0, 2.0]);
+        Ok(())
     }
 }

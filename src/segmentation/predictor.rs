@@ -13,7 +13,7 @@ use crate::imgproc::resample::{
     NNUNET_ANISOTROPY_THRESHOLD,
 };
 use crate::models::{PlainConvUNet, PlainUNetConfig};
-use crate::nn::Tensor;
+use crate::nn::{DType, Device, LoadOptions, Tensor};
 use crate::volume::{Geometry, Image, LabelScheme, Volume};
 use crate::{Error, Result, ResultExt};
 use half::f16;
@@ -103,17 +103,40 @@ pub struct Segmenter {
 
 impl Segmenter {
     /// Loads a results folder, a `checkpoint_final.pth` or a safetensors
-    /// bundle ([`NnunetBundle::load`]) and builds its networks.
+    /// bundle ([`NnunetBundle::load`]) and builds its networks on the CPU
+    /// in f32.
     pub fn load(path: &Path, options: &SegmenterOptions) -> Result<Segmenter> {
+        Segmenter::load_with(path, options, &LoadOptions::default())
+    }
+
+    /// [`Segmenter::load`] with the networks on the device and precision of
+    /// `load` (every fold on the same device).
+    pub fn load_with(
+        path: &Path,
+        options: &SegmenterOptions,
+        load: &LoadOptions,
+    ) -> Result<Segmenter> {
+        // Open the device first: a missing GPU fails before the files are read.
+        load.resolve()?;
         let bundle = NnunetBundle::load(path, options.folds.as_deref())?;
-        Segmenter::from_bundle(bundle, options.configuration.as_deref())
+        Segmenter::from_bundle_with(bundle, options.configuration.as_deref(), load)
     }
 
     /// Builds the networks of `bundle` for `configuration` (default: the
-    /// bundle's). Unsupported architectures, cascades and region-based
-    /// label sets are [`Error::Unsupported`]; weights that do not fit the
-    /// plans are [`Error::Model`] naming the fold and tensor.
+    /// bundle's) on the CPU in f32. Unsupported architectures, cascades and
+    /// region-based label sets are [`Error::Unsupported`]; weights that do
+    /// not fit the plans are [`Error::Model`] naming the fold and tensor.
     pub fn from_bundle(bundle: NnunetBundle, configuration: Option<&str>) -> Result<Segmenter> {
+        Segmenter::from_bundle_with(bundle, configuration, &LoadOptions::default())
+    }
+
+    /// [`Segmenter::from_bundle`] with the networks on the device and
+    /// precision of `load`.
+    pub fn from_bundle_with(
+        bundle: NnunetBundle,
+        configuration: Option<&str>,
+        load: &LoadOptions,
+    ) -> Result<Segmenter> {
         let plans = Plans::parse(&bundle.plans_json)?;
         let dataset = DatasetInfo::parse(&bundle.dataset_json)?;
         let name = configuration.unwrap_or(&bundle.configuration);
@@ -143,7 +166,7 @@ impl Segmenter {
         let mut parameters = 0;
         for (fold, weights) in bundle.folds {
             parameters = weights.iter().map(|(_, t)| t.elem_count()).sum();
-            let net = PlainConvUNet::from_state_dict(weights, &network_config)
+            let net = PlainConvUNet::from_state_dict_with(weights, &network_config, load)
                 .with_context(|| format!("fold {}", super::fold_name(fold)))?;
             networks.push((fold, net));
         }
@@ -178,6 +201,20 @@ impl Segmenter {
             mirroring_axes: self.mirroring_axes.clone(),
             parameters: self.parameters,
         }
+    }
+
+    /// The device holding the networks (where they run).
+    pub fn device(&self) -> Device {
+        self.networks
+            .first()
+            .map_or(Device::Cpu, |(_, net)| net.device())
+    }
+
+    /// The networks' element type.
+    pub fn dtype(&self) -> DType {
+        self.networks
+            .first()
+            .map_or(DType::F32, |(_, net)| net.dtype())
     }
 
     /// The network of the `fold_index`-th loaded fold (0-based position in
