@@ -236,7 +236,7 @@ fn cpp_synthesis() {
 }
 
 /// The committed nnU-Net fixtures of `tools/nnunet_reference.py`
-/// (`$CLAIM_NNUNET_FIXTURES` instead, as in `tests/segmentation.rs`, to try
+/// (`$CLAIM_NNUNET_FIXTURES` instead, as in `tests/engine/segmentation.rs`, to try
 /// freshly generated ones).
 fn nnunet_fixture(name: &str) -> PathBuf {
     std::env::var_os("CLAIM_NNUNET_FIXTURES")

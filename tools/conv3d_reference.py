@@ -11,7 +11,7 @@
   32->32, padding 1) and its kernel = stride (2,2,2) transposed conv
   (64 -> 32 channels from [1,64,16,32,32]) on this machine's CPU
   (--threads N, default 2), for comparison with
-  `cargo test --release --test conv3d_golden -- --ignored --nocapture`
+  `cargo test --release --test engine conv3d_golden -- --ignored --nocapture`
   (`RAYON_NUM_THREADS=N`).
 
 Each case `NAME` stores `NAME.x`, `NAME.weight`, optionally `NAME.bias`,

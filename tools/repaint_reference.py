@@ -3,7 +3,7 @@
 
 Written from shared/reference/diffusion.md (not from upstream source). It
 writes tests/fixtures/synthesis/repaint_steps.safetensors, the golden case of
-`tests/synthesis.rs`:
+`tests/engine/synthesis.rs`:
 
 * the cosine schedule buffers (T = 300): `betas`, `alphas_cumprod`,
   `posterior_log_variance_clipped`, `posterior_mean_coef1/2`;

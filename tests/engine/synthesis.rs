@@ -477,7 +477,7 @@ fn repaint_items_are_independent_of_their_batch() {
 /// Times sampler steps of the full-size CLAIM network (dim 72, 72×72,
 /// random weights shaped as `claim_state_dict.json`): one RePaint denoising
 /// step (re-noise, one evaluation, ancestral step) at batch 1 and 4.
-/// Prints only; run with `cargo test --release --test synthesis -- --ignored
+/// Prints only; run with `cargo test --release --test engine synthesis -- --ignored
 /// --nocapture claim_size`.
 #[test]
 #[ignore = "timing of the 44.75 M-parameter network; run on demand"]

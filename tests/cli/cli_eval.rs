@@ -1,6 +1,6 @@
 //! `claim eval` end to end: real processes on files `claim phantom` writes.
 
-mod common;
+use crate::common;
 
 use common::{assert_fails, assert_ok, claim, stdout};
 use serde_json::Value;

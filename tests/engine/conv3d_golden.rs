@@ -75,7 +75,7 @@ fn pseudo_random(shape: &[usize], seed: u32) -> Tensor {
 
 /// Timing of an nnU-Net-like 3D stage, for comparison with
 /// `python tools/conv3d_reference.py --time --threads N`. Run with
-/// `RAYON_NUM_THREADS=N cargo test --release --test conv3d_golden --
+/// `RAYON_NUM_THREADS=N cargo test --release --test engine conv3d_golden --
 /// --ignored --nocapture`.
 #[test]
 #[ignore = "timing; run in release with --nocapture"]

@@ -2,7 +2,7 @@
 //! phantom` writes and the committed nnU-Net results folder
 //! (`tests/fixtures/nnunet`, written by `tools/nnunet_reference.py`).
 
-mod common;
+use crate::common;
 
 use claim::segmentation::{SegmentParams, Segmenter, SegmenterOptions};
 use claim::LabelScheme;
@@ -10,7 +10,7 @@ use common::{assert_fails, assert_ok, claim, stdout};
 use std::path::{Path, PathBuf};
 
 /// A committed nnU-Net fixture (`$CLAIM_NNUNET_FIXTURES` instead, as in
-/// `tests/segmentation.rs`, to try freshly generated ones).
+/// `tests/engine/segmentation.rs`, to try freshly generated ones).
 fn fixture(name: &str) -> PathBuf {
     std::env::var_os("CLAIM_NNUNET_FIXTURES")
         .filter(|v| !v.is_empty())
@@ -96,7 +96,7 @@ fn segment_equals_nnunet_on_the_phantom() {
         .zip(got.data.iter())
         .filter(|(a, b)| **a != i32::from(**b))
         .count();
-    // As `tests/segmentation.rs` (which also checks each is an argmax
+    // As `tests/engine/segmentation.rs` (which also checks each is an argmax
     // near-tie in the logits): the network matches PyTorch to ~1e-6, not
     // bit for bit, so a voxel where two classes tie within an f16 step of
     // nnU-Net's window sums may flip; at most 1 in 10 000.

@@ -1,6 +1,6 @@
 //! The `claim` program end to end: real processes in temporary folders.
 
-mod common;
+use crate::common;
 
 use claim::phantom::{self, PhantomParams, LABEL_SCHEME};
 use claim::smile::aha::{aha_segments, AhaParams};

@@ -1,0 +1,13 @@
+//! The neural engine and its pipelines against their references: golden
+//! fixtures exported by the PyTorch scripts in `tools/` (convolutions,
+//! the denoiser, nnU-Net resampling and prediction, RePaint steps), the
+//! PyTorch checkpoint reader, and the synthesis and segmentation pipelines
+//! on the phantom. One binary for all (each integration test binary
+//! relinks the library).
+
+mod conv3d_golden;
+mod denoiser_golden;
+mod resample_golden;
+mod segmentation;
+mod synthesis;
+mod torch_reader;
