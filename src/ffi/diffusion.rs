@@ -327,15 +327,6 @@ pub(crate) fn size_multiple(model: &Denoiser) -> usize {
     1usize << (levels - 1)
 }
 
-/// Loads the denoiser of a `claim_diffusion_load` call whose options have
-/// been resolved: the one place where `LoadOptions` will reach
-/// `Denoiser` loading once it can place weights on a device. Today the
-/// CPU in F32 is the only combination that resolves, which is what
-/// `Denoiser::from_file` loads.
-fn load_denoiser(path: &Path, _options: &LoadOptions) -> Result<Denoiser> {
-    Denoiser::from_file(path)
-}
-
 /// Loads a denoiser from a `.safetensors` file (f32, f16 or bf16 values;
 /// keys as the upstream PyTorch `state_dict`, optionally under `module.`,
 /// `_orig_mod.` or `denoise_fn.` prefixes; diffusion schedule buffers are
@@ -365,7 +356,7 @@ pub extern "C" fn claim_diffusion_load(
         let path = unsafe { c_str(weights_path, "weights_path") }?;
         // SAFETY: `options` is NULL or holds struct_size bytes.
         let options = unsafe { resolve_load_options(options, "options") }?;
-        let model = load_denoiser(Path::new(path), &options)?;
+        let model = Denoiser::from_file_with(Path::new(path), &options)?;
         out.set(Box::new(claim_diffusion_model { model }));
         Ok(())
     })

@@ -19,7 +19,6 @@ use super::status::claim_status;
 use super::synthesis::claim_progress_fn;
 use super::volume::{claim_volume, image_from_c, out_volume_from_c};
 use crate::error::{Error, Result, ResultExt};
-use crate::nn::LoadOptions;
 use crate::segmentation::{SegmentParams, Segmenter, SegmenterOptions, FOLD_ALL};
 use crate::volume::Image;
 use std::ffi::{c_char, c_void};
@@ -277,19 +276,6 @@ fn info_to_c(model: &Segmenter) -> claim_segmenter_info {
     out
 }
 
-/// Loads the segmenter of a `claim_segmenter_load` call whose load options
-/// have been resolved: the one place where `LoadOptions` will reach
-/// `Segmenter` loading once it can place weights on a device. Today the
-/// CPU in F32 is the only combination that resolves, which is what
-/// `Segmenter::load` loads.
-fn load_segmenter(
-    path: &Path,
-    options: &SegmenterOptions,
-    _load: &LoadOptions,
-) -> Result<Segmenter> {
-    Segmenter::load(path, options)
-}
-
 /// Loads a trained nnU-Net v2 model, without Python:
 ///
 /// - a results folder `<Trainer>__<Plans>__<configuration>/` with
@@ -338,7 +324,7 @@ pub extern "C" fn claim_segmenter_load(
             let value = unsafe { read_struct(segmenter_options, "segmenter_options") }?;
             segmenter_options_from_c(&value, "segmenter_options")?
         };
-        let model = load_segmenter(Path::new(path), &options, &load)?;
+        let model = Segmenter::load_with(Path::new(path), &options, &load)?;
         out.set(Box::new(claim_segmenter { model }));
         Ok(())
     })

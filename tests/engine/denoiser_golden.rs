@@ -239,7 +239,7 @@ fn folded_and_unfolded_forwards_agree() {
         model.unfold();
         assert!(!model.is_folded());
         let plain = model.predict_noise(x, t, cond).unwrap();
-        let (abs, rel) = errors(&folded, &plain);
+        let (abs, rel) = tensor_errors(&folded, &plain);
         println!("{what}: folded vs unfolded max abs {abs:.2e}, rel {rel:.2e}");
         assert!(rel < 1e-5, "{what}: relative difference {rel}");
         model.fold_for_inference().unwrap();

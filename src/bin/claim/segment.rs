@@ -76,17 +76,6 @@ fn scheme(labels: Labels) -> LabelScheme {
     }
 }
 
-/// Loads the segmenter for resolved load options: the one place where
-/// `LoadOptions` will reach `Segmenter` loading (today the CPU in F32 is
-/// the only combination that resolves, which `Segmenter::load` loads).
-fn load_segmenter(
-    path: &std::path::Path,
-    options: &SegmenterOptions,
-    _load: &LoadOptions,
-) -> Result<Segmenter> {
-    Segmenter::load(path, options)
-}
-
 /// Runs `claim segment`.
 pub fn run(args: &Args) -> Result<()> {
     if !(args.step > 0.0 && args.step <= 1.0) {
@@ -115,7 +104,7 @@ pub fn run(args: &Args) -> Result<()> {
     let image = read_image(&args.image).map_err(|e| in_file(&args.image, e))?;
     let start = Instant::now();
     let model =
-        load_segmenter(&args.model, &options, &load).map_err(|e| in_file(&args.model, e))?;
+        Segmenter::load_with(&args.model, &options, &load).map_err(|e| in_file(&args.model, e))?;
     let info = model.info();
     let folds: Vec<String> = info.folds.iter().map(|&k| fold_name(k)).collect();
     outln!(

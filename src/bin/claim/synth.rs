@@ -77,13 +77,6 @@ pub struct Args {
     mvo_label: i32,
 }
 
-/// Loads the denoiser for resolved load options: the one place where
-/// `LoadOptions` will reach `Denoiser` loading (today the CPU in F32 is
-/// the only combination that resolves, which `Denoiser::from_file` loads).
-fn load_denoiser(path: &std::path::Path, _load: &LoadOptions) -> Result<Denoiser> {
-    Denoiser::from_file(path)
-}
-
 /// Runs `claim synth`.
 pub fn run(args: &Args) -> Result<()> {
     let scheme = args.scheme.scheme(args.mvo_label)?;
@@ -94,7 +87,8 @@ pub fn run(args: &Args) -> Result<()> {
         ..LoadOptions::default()
     };
     load.resolve()?;
-    let model = load_denoiser(&args.model, &load).map_err(|e| in_file(&args.model, e))?;
+    let model =
+        Denoiser::from_file_with(&args.model, &load).map_err(|e| in_file(&args.model, e))?;
     let image = read_image(&args.image).map_err(|e| in_file(&args.image, e))?;
     let labels = read_label_map(&args.labels)?;
     let params = SynthesisParams {
