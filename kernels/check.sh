@@ -167,6 +167,17 @@ if [ -n "$spills" ]; then
     fi
 fi
 
+echo "--> the CUDA build on this GPU-less machine (cargo test --features cuda)"
+# Without a driver: CUDA requests fail with Error::Device naming the
+# missing driver (never a panic), every GPU test says "skipped: no CUDA
+# device", and the CPU engine is unchanged with the feature on.
+cargo test --features cuda --lib -- backend:: nn::device ffi::diffusion ffi::segmentation ffi::version
+cargo run --features cuda --quiet -- info --build | tee "$OUT_DIR/info_build.txt"
+for arch in "${ARCHS[@]}"; do
+    grep -q "sm_${arch#sm_}" "$OUT_DIR/info_build.txt" ||
+        { echo "FAIL: claim info --build does not list sm_${arch#sm_}"; failed=1; }
+done
+
 if [ "$failed" -ne 0 ]; then
     echo "CUDA kernel check FAILED"
     exit 1

@@ -352,13 +352,16 @@ fn finite_or_null(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// A benchmark op: the inputs (on the device) and the device.
+type BenchOp = Box<dyn Fn(&[Tensor], &Device) -> Result<Tensor>>;
+
 /// One case of the GPU benchmark: inputs (shape, storage type) and the op.
 /// Names and shapes match `tools/torch_gpu_ops.py`, which times PyTorch
 /// fp16 on the same GPU.
 struct BenchCase {
     name: &'static str,
     inputs: Vec<(Vec<usize>, DType)>,
-    op: Box<dyn Fn(&[Tensor], &Device) -> Result<Tensor>>,
+    op: BenchOp,
 }
 
 fn bench_cases() -> Vec<BenchCase> {
@@ -368,13 +371,7 @@ fn bench_cases() -> Vec<BenchCase> {
     let f = DType::F32;
     let x = vec![8, 72, 1, 72, 72];
     let state = vec![8, 1, 1, 72, 72];
-    let case = |name,
-                inputs: Vec<(Vec<usize>, DType)>,
-                op: Box<dyn Fn(&[Tensor], &Device) -> Result<Tensor>>| BenchCase {
-        name,
-        inputs,
-        op,
-    };
+    let case = |name, inputs: Vec<(Vec<usize>, DType)>, op: BenchOp| BenchCase { name, inputs, op };
     vec![
         case("silu", vec![(x.clone(), h)], Box::new(|t, _| t[0].silu())),
         case(
