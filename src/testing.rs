@@ -111,10 +111,13 @@ pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
 
 // ---- fixtures and the phantom ----
 
-/// `tests/fixtures/<relative>` of this crate.
+/// `tests/fixtures/<relative>` of this crate, or of `$CLAIM_FIXTURES_DIR`
+/// when set (test binaries run away from their source tree, as on the GPU
+/// machine).
 pub fn fixture_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+    std::env::var_os("CLAIM_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
         .join(relative)
 }
 
@@ -128,6 +131,59 @@ pub fn phantom_labels(seed: u64, with_scar: bool) -> Volume<i32> {
     })
     .expect("the default phantom generates")
     .labels
+}
+
+// ---- full-size denoisers with random weights ----
+
+/// Random weights of a full-size denoiser (dim 72, four levels, 8 heads of
+/// 32), from the exact CLAIM key list (`tests/fixtures/denoiser/
+/// claim_state_dict.json`) with the input/output channels and the
+/// condition length changed: `(1, 16)` is CLAIM's 2-D model, `(2, 32)`
+/// LeFusion's EMIDEC model. Weights are normal with std 1/√fan-in, biases
+/// and norms alike, so activations stay O(1) through the network.
+pub fn random_denoiser_weights(
+    channels: usize,
+    cond_dim: usize,
+    seed: u64,
+) -> crate::Result<crate::nn::Weights> {
+    use crate::Error;
+    let path = fixture_path("denoiser/claim_state_dict.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Format(format!("{}: {e}", path.display())))?;
+    let keys = json["keys"]
+        .as_array()
+        .ok_or_else(|| Error::Format(format!("{}: no key list", path.display())))?;
+    let (claim_cond, claim_total) = (16usize, 304usize);
+    let mut rng = Rng::new(seed);
+    let mut named = Vec::with_capacity(keys.len());
+    for entry in keys {
+        let name = entry[0].as_str().unwrap_or_default().to_string();
+        let mut shape: Vec<usize> = entry[1]
+            .as_array()
+            .map(|dims| {
+                dims.iter()
+                    .map(|d| d.as_u64().unwrap_or(0) as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        match name.as_str() {
+            "null_cond_emb" => shape[1] = cond_dim,
+            "init_conv.weight" => shape[1] = channels,
+            "final_conv.weight" | "final_conv.bias" => shape[0] = channels,
+            _ if name.ends_with("mlp.1.weight") && shape.get(1) == Some(&claim_total) => {
+                shape[1] = claim_total - claim_cond + cond_dim
+            }
+            _ => {}
+        }
+        let std = 1.0 / (shape.iter().skip(1).product::<usize>().max(1) as f64).sqrt();
+        let data = (0..shape.iter().product())
+            .map(|_| (rng.normal() * std) as f32)
+            .collect();
+        named.push((name, Tensor::from_vec(data, &shape)?));
+    }
+    crate::nn::Weights::from_tensors(named)
 }
 
 #[cfg(test)]

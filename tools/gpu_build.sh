@@ -14,8 +14,9 @@ rm -rf "$out"
 mkdir -p "$out"
 
 # The lib's unit tests hold the CUDA runtime tests; tests/op_harness.rs
-# runs every op (and the benchmark list) on the GPU against the CPU.
-cargo test --release --features cuda --lib --test op_harness --no-run --message-format=json 2>/dev/null |
+# runs every op (and the benchmark list) on the GPU against the CPU;
+# tests/engine holds the whole-model parity tests and timings (gpu.rs).
+cargo test --release --features cuda --lib --test op_harness --test engine --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -37,6 +38,6 @@ while read -r name exe; do
     objcopy --strip-debug "$exe" "$out/$dest"
     chmod +x "$out/$dest"
 done <"$out/executables.txt"
-cp tools/gpu_check.sh tools/torch_gpu_ops.py "$out/"
+cp tools/gpu_check.sh tools/torch_gpu_ops.py tools/torch_gpu_denoiser.py "$out/"
 ls -la "$out"
 du -sh "$out"

@@ -12,7 +12,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-$(mktemp -d)}"
 bin=.gpu/claim_lib_tests
 ops=.gpu/op_harness
-for b in "$bin" "$ops"; do
+engine=.gpu/engine
+export CLAIM_FIXTURES_DIR="$PWD/tests/fixtures"
+for b in "$bin" "$ops" "$engine"; do
     [ -x "$b" ] || { echo "gpu_check: $b missing: run tools/gpu_build.sh first"; exit 1; }
 done
 
@@ -29,9 +31,16 @@ CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
     timeout 300 "$ops" cuda --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | grep -v " ok$" | tail -n 80
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+echo "==> whole models: denoiser and RePaint on the GPU against the CPU, and their timings"
+CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-420}" "$engine" gpu --test-threads=1 --nocapture 2>&1 |
+    tee "$out/models.txt" | grep -v "^{" | tail -n 40
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
 echo "==> PyTorch fp16 anchor"
 timeout 180 python3 tools/torch_gpu_ops.py >"$out/torch_bench.jsonl" 2>"$out/torch_err.txt" ||
     { echo "torch timing failed:"; tail -n 20 "$out/torch_err.txt"; }
+timeout 240 python3 tools/torch_gpu_denoiser.py >"$out/torch_models.jsonl" 2>"$out/torch_models_err.txt" ||
+    { echo "torch model timing failed:"; tail -n 20 "$out/torch_models_err.txt"; }
 
 echo "==> table"
 python3 - "$out" <<'PY'
@@ -86,6 +95,37 @@ for r in bench:
     err = r.get("rel_l2")
     es = f"{err:.1e}" if isinstance(err, (int, float)) else "-"
     print(f"| {r['name']} | {r.get('shape', '')} | {es} | {r['gpu_ms']:.4f} | {ts} | {ratio} |")
+
+models = load("models.jsonl")
+tm = load("torch_models.jsonl")
+print()
+for r in models:
+    if r.get("kind") == "parity":
+        print(f"parity {r['model']} batch {r['batch']}: rel L2 {r['rel_l2']:.2e}, guided {r['rel_l2_guided']:.2e}")
+    elif r.get("kind") == "repaint_parity":
+        print(f"RePaint parity: {r['slices']} slices, {r['evaluations']} evaluations, lesion MAD "
+              f"{r['mean_abs_diff']:.4f} of range {r['lesion_range']:.3f}; CPU {r['cpu_s']:.1f} s, GPU {r['gpu_s']:.1f} s")
+peak = next((r["tflops"] for r in tm if r.get("kind") == "peak"), None)
+flops = {r["name"]: r["flops_per_item"] for r in tm if r.get("kind") == "flops"}
+torch_ms = {r["name"]: r for r in tm if r.get("kind") == "bench"}
+if peak:
+    print(f"dense fp16 tensor-core rate measured by PyTorch: {peak:.0f} TFLOP/s")
+print()
+print("| case | claim GPU ms | PyTorch fp16 ms | claim / PyTorch | claim TFLOP/s | PyTorch TFLOP/s |")
+print("|---|---|---|---|---|---|")
+for r in models:
+    if r.get("kind") != "bench":
+        continue
+    name = r["name"]
+    t = torch_ms.get(name, {})
+    tms = t.get("torch_ms")
+    fl = t.get("flops")
+    ratio = f"{r['claim_ms'] / tms:.2f}" if tms else "-"
+    ctf = f"{fl / r['claim_ms'] / 1e9:.1f}" if fl else "-"
+    ttf = f"{fl / tms / 1e9:.1f}" if fl and tms else "-"
+    extra = f" ({r['per_slice_s']:.2f} s per slice)" if "per_slice_s" in r else ""
+    tstr = f"{tms:.2f}" if tms else "-"
+    print(f"| {name}{extra} | {r['claim_ms']:.2f} | {tstr} | {ratio} | {ctf} | {ttf} |")
 PY
 echo "gpu_check: status $status"
 exit $status

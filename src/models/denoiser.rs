@@ -15,9 +15,11 @@
 use crate::nn::layers::{
     join_key, Conv, ConvGeom, Embedding, GroupNorm, LayerNormChannels, Linear, Module,
 };
-use crate::nn::{DType, Device, LoadOptions, Tensor, VarBuilder, Weights};
+use crate::nn::{DType, Device, DeviceGraph, LoadOptions, Tensor, VarBuilder, Weights};
 use crate::{Error, Result};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Normalisation epsilon of GroupNorm and the channel LayerNorm.
 const EPS: f64 = 1e-5;
@@ -536,6 +538,9 @@ pub struct Denoiser {
     final_block: ResnetBlock,
     /// `final_conv.1`.
     final_conv: Conv,
+    /// Position biases by frame count, computed once: the look-up uploads
+    /// its ids, which a captured graph could not hold.
+    pos_bias_cache: Mutex<HashMap<usize, Tensor>>,
 }
 
 impl Module for Denoiser {
@@ -666,6 +671,7 @@ impl Denoiser {
             config: cfg.clone(),
             null_cond_emb,
             rel_pos_bias,
+            pos_bias_cache: Mutex::new(HashMap::new()),
             init_conv,
             init_temporal_attn: Attention::load(
                 &vb.pp("init_temporal_attn"),
@@ -792,24 +798,34 @@ impl Denoiser {
 
     /// Relative position bias `[heads, F, F]` (T5 buckets of key − query).
     fn position_bias(&self, frames: usize) -> Result<Tensor> {
+        if let Some(bias) = self
+            .pos_bias_cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&frames).cloned())
+        {
+            return Ok(bias);
+        }
         let num_buckets = self.rel_pos_bias.weight().dim(0)?;
         let ids: Vec<usize> = (0..frames)
             .flat_map(|i| {
                 (0..frames).map(move |j| relative_bucket(j as i64 - i as i64, num_buckets, 32))
             })
             .collect();
-        self.rel_pos_bias
+        let bias = self
+            .rel_pos_bias
             .forward(&ids)?
             .reshape(&[frames, frames, self.config.attn_heads])?
-            .permute(&[2, 0, 1])
+            .permute(&[2, 0, 1])?;
+        if let Ok(mut cache) = self.pos_bias_cache.lock() {
+            cache.insert(frames, bias.clone());
+        }
+        Ok(bias)
     }
 
-    /// Predicts the noise in `x` (`[B, C, F, H, W]`, H and W divisible by
-    /// 2^(levels−1)) at timesteps `t` (one per batch item). `cond`
-    /// (`[B, cond_dim]`) is the histogram condition of a conditional model;
-    /// `None` uses the learned null condition (the unconditional branch of
-    /// classifier-free guidance). An unconditional model takes no `cond`.
-    pub fn predict_noise(&self, x: &Tensor, t: &[f32], cond: Option<&Tensor>) -> Result<Tensor> {
+    /// Checks a forward's input `[B, C, F, H, W]` (H and W positive
+    /// multiples of 2^(levels−1)) and its timesteps; returns (B, F).
+    fn check_input(&self, x: &Tensor, t_len: usize) -> Result<(usize, usize)> {
         let (b, c, f, h, w) = five(x)?;
         let cfg = &self.config;
         let align = u32::try_from(cfg.dim_mults.len() - 1)
@@ -830,44 +846,64 @@ impl Denoiser {
                 cfg.channels
             )));
         }
-        if t.len() != b {
+        if t_len != b {
             return Err(Error::invalid(format!(
-                "denoiser: {} timesteps for a batch of {b}",
-                t.len()
+                "denoiser: {t_len} timesteps for a batch of {b}"
             )));
         }
+        Ok((b, f))
+    }
+
+    /// The condition rows of a batch of `b`: `cond` (checked, moved to the
+    /// model's device and type), or the learned null condition for every
+    /// row when `cond` is `None`; `None` for an unconditional model.
+    fn condition_rows(&self, b: usize, cond: Option<&Tensor>) -> Result<Option<Tensor>> {
+        match (&self.null_cond_emb, cond) {
+            (Some(null), Some(cd)) => {
+                if cd.dims() != [b, null.dims()[1]] {
+                    return Err(Error::invalid(format!(
+                        "denoiser condition {:?}: expected [{b}, {}]",
+                        cd.dims(),
+                        null.dims()[1]
+                    )));
+                }
+                Ok(Some(cd.to_device(&self.device(), self.dtype())?))
+            }
+            (Some(null), None) => Ok(Some(Tensor::cat(&vec![null; b], 0)?)),
+            (None, Some(_)) => Err(Error::invalid(
+                "denoiser: this model is unconditional but a condition was given",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Predicts the noise in `x` (`[B, C, F, H, W]`, H and W divisible by
+    /// 2^(levels−1)) at timesteps `t` (one per batch item). `cond`
+    /// (`[B, cond_dim]`) is the histogram condition of a conditional model;
+    /// `None` uses the learned null condition (the unconditional branch of
+    /// classifier-free guidance). An unconditional model takes no `cond`.
+    pub fn predict_noise(&self, x: &Tensor, t: &[f32], cond: Option<&Tensor>) -> Result<Tensor> {
+        let (b, _) = self.check_input(x, t.len())?;
+        let rows = self.condition_rows(b, cond)?;
+        let emb =
+            Tensor::sinusoidal_embedding_on(t, self.config.dim, &self.device(), self.dtype())?;
+        self.forward(x, &emb, rows.as_ref())
+    }
+
+    /// The network on `x` (any device and type; moved to the model's) with
+    /// the sinusoidal timestep features `emb` (`[B, dim]`, model's device
+    /// and type) and the condition rows (`[B, cond_dim]`, or `None` for an
+    /// unconditional model), all checked by the caller.
+    fn forward(&self, x: &Tensor, emb: &Tensor, cond: Option<&Tensor>) -> Result<Tensor> {
+        let (_, _, f, _, _) = five(x)?;
         // Inputs move to the model's device and type once, here.
         let (device, dtype) = (self.device(), self.dtype());
         let x = &x.to_device(&device, dtype)?;
-        let cond = cond.map(|c| c.to_device(&device, dtype)).transpose()?;
-        let cond = cond.as_ref();
-        let mut emb = Tensor::sinusoidal_embedding_on(t, cfg.dim, &device, dtype)?;
-        emb = self
+        let mut emb = self
             .time_mlp2
-            .forward(&self.time_mlp1.forward(&emb)?.gelu()?)?;
-        match (&self.null_cond_emb, cond) {
-            (Some(null), cond) => {
-                let cond = match cond {
-                    Some(cd) => {
-                        if cd.dims() != [b, null.dims()[1]] {
-                            return Err(Error::invalid(format!(
-                                "denoiser condition {:?}: expected [{b}, {}]",
-                                cd.dims(),
-                                null.dims()[1]
-                            )));
-                        }
-                        cd.clone()
-                    }
-                    None => Tensor::cat(&vec![null; b], 0)?,
-                };
-                emb = Tensor::cat(&[&emb, &cond], 1)?;
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid(
-                    "denoiser: this model is unconditional but a condition was given",
-                ))
-            }
-            (None, None) => {}
+            .forward(&self.time_mlp1.forward(emb)?.gelu()?)?;
+        if let Some(cond) = cond {
+            emb = Tensor::cat(&[&emb, cond], 1)?;
         }
         let pos_bias = self.position_bias(f)?;
         let mut x = self.init_conv.forward(x)?;
@@ -901,7 +937,8 @@ impl Denoiser {
 
     /// Classifier-free guidance: `null + (cond_out − null)·scale`, where
     /// `null` is the prediction with the null condition; `scale == 1` is the
-    /// plain conditional prediction (one network evaluation).
+    /// plain conditional prediction. Otherwise both branches run as one
+    /// batched forward of 2B items (conditional rows first).
     pub fn predict_noise_guided(
         &self,
         x: &Tensor,
@@ -914,12 +951,123 @@ impl Denoiser {
                 "denoiser: guidance needs a conditional model",
             ));
         }
-        let cond_out = self.predict_noise(x, t, Some(cond))?;
-        if scale == 1.0 {
-            return Ok(cond_out);
+        let (b, _) = self.check_input(x, t.len())?;
+        let rows = self.condition_rows(b, Some(cond))?;
+        let emb =
+            Tensor::sinusoidal_embedding_on(t, self.config.dim, &self.device(), self.dtype())?;
+        self.guided_forward(x, &emb, rows.as_ref(), scale)
+    }
+
+    /// [`Denoiser::forward`] with guidance `scale` (1 = off): for another
+    /// scale the batch is doubled, the second half with null condition
+    /// rows, and the halves combined.
+    fn guided_forward(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        cond: Option<&Tensor>,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (Some(null), Some(cond), false) = (&self.null_cond_emb, cond, scale == 1.0) else {
+            return self.forward(x, emb, cond);
+        };
+        let b = x.dim(0)?;
+        let nulls = Tensor::cat(&vec![null; b], 0)?;
+        let out = self.forward(
+            &Tensor::cat(&[x, x], 0)?,
+            &Tensor::cat(&[emb, emb], 0)?,
+            Some(&Tensor::cat(&[cond, &nulls], 0)?),
+        )?;
+        let (cond_out, null_out) = (out.narrow(0, 0, b)?, out.narrow(0, b, b)?);
+        null_out.add(&cond_out.sub(&null_out)?.affine(scale, 0.0)?)
+    }
+
+    /// Records one evaluation of the network — `[B, C, F, H, W]` F32
+    /// inputs, the condition `cond` (`[B, cond_dim]`; `None` for the null
+    /// condition or an unconditional model) and guidance `scale` — as a
+    /// device graph that [`CapturedDenoiser::predict`] replays with new
+    /// inputs and timesteps: the sampler's per-step network cost without
+    /// per-op launches. Fails with [`Error::Unsupported`] on the CPU, and
+    /// with the device's reason when the work cannot be captured (the
+    /// caller then evaluates eagerly).
+    pub fn capture(
+        &self,
+        shape: [usize; 5],
+        cond: Option<&Tensor>,
+        scale: f32,
+    ) -> Result<CapturedDenoiser> {
+        let device = self.device();
+        if matches!(device, Device::Cpu) {
+            return Err(Error::Unsupported(
+                "denoiser capture needs a CUDA device".into(),
+            ));
         }
-        let null = self.predict_noise(x, t, None)?;
-        null.add(&cond_out.sub(&null)?.affine(scale, 0.0)?)
+        let b = shape[0];
+        let x = Tensor::full_on(0.0, &shape, &device, DType::F32)?;
+        self.check_input(&x, b)?;
+        let rows = self.condition_rows(b, cond)?;
+        if scale != 1.0 && rows.is_none() {
+            return Err(Error::invalid(
+                "denoiser: guidance needs a conditional model",
+            ));
+        }
+        let emb =
+            Tensor::sinusoidal_embedding_on(&vec![0.0; b], self.config.dim, &device, self.dtype())?;
+        let pos_bias_frames = shape[2];
+        // The position bias is computed from host ids (an upload, which a
+        // graph cannot hold): warm the model's cache for these frames.
+        self.position_bias(pos_bias_frames)?;
+        let run = || -> Result<Tensor> {
+            self.guided_forward(&x, &emb, rows.as_ref(), scale)?
+                .to_dtype(DType::F32)
+        };
+        // Warm-up: fills the pool with every buffer the capture will need.
+        drop(run()?);
+        let (graph, out) = device.capture(run)?;
+        Ok(CapturedDenoiser {
+            graph,
+            x,
+            emb,
+            out,
+            _cond: rows,
+            dim: self.config.dim,
+            device,
+            dtype: self.dtype(),
+        })
+    }
+}
+
+/// One captured network evaluation of a [`Denoiser`] ([`Denoiser::capture`]):
+/// fixed shape, condition and guidance; new inputs and timestep at every
+/// [`CapturedDenoiser::predict`].
+#[derive(Debug)]
+pub struct CapturedDenoiser {
+    graph: DeviceGraph,
+    /// The captured input (F32), overwritten before each replay.
+    x: Tensor,
+    /// The captured sinusoidal timestep features, likewise.
+    emb: Tensor,
+    /// The captured output (F32 noise prediction), rewritten by each replay.
+    out: Tensor,
+    /// The condition rows the graph reads.
+    _cond: Option<Tensor>,
+    dim: usize,
+    device: Device,
+    dtype: DType,
+}
+
+impl CapturedDenoiser {
+    /// The predicted noise (F32, a fresh tensor on the model's device) of
+    /// `x` (the captured shape, any device) at timestep `t` for every item.
+    pub fn predict(&self, x: &Tensor, t: f32) -> Result<Tensor> {
+        let b = self.x.dim(0)?;
+        let emb = Tensor::sinusoidal_embedding_on(&vec![t; b], self.dim, &self.device, self.dtype)?;
+        self.emb.overwrite_from(&emb)?;
+        self.x
+            .overwrite_from(&x.to_device(&self.device, DType::F32)?)?;
+        self.graph.replay()?;
+        // A copy, so the result outlives the next replay.
+        self.out.affine(1.0, 0.0)
     }
 }
 

@@ -6,5 +6,5 @@
 pub mod denoiser;
 pub mod plain_unet;
 
-pub use denoiser::{Denoiser, DenoiserConfig};
+pub use denoiser::{CapturedDenoiser, Denoiser, DenoiserConfig};
 pub use plain_unet::{PlainConvUNet, PlainUNetConfig};

@@ -9,6 +9,7 @@
 //! `state_dict` keys.
 
 pub mod device;
+pub mod graph;
 pub mod layers;
 pub mod ops;
 pub mod storage;
@@ -16,6 +17,7 @@ pub mod tensor;
 pub mod weights;
 
 pub use device::{DType, Device, DeviceKind, DeviceSpec, LoadOptions, Precision};
+pub use graph::DeviceGraph;
 pub use ops::Conv3dParams;
 pub use ops::ConvParams;
 pub use storage::Storage;

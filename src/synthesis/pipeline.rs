@@ -162,6 +162,7 @@ pub fn total_evaluations(params: &SynthesisParams, batches: usize) -> Result<u64
     let sampler = SamplerParams {
         jump: params.jump,
         guidance: params.guidance,
+        ..SamplerParams::default()
     };
     (evaluation_count(params.jump)? as u64)
         .checked_mul(sampler.evaluations_per_step())
@@ -443,6 +444,7 @@ pub fn synthesize(
     let sampler = SamplerParams {
         jump: params.jump,
         guidance: params.guidance,
+        ..SamplerParams::default()
     };
     let root = Rng::new(params.seed);
     let mut output = image.clone();

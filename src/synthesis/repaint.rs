@@ -16,8 +16,8 @@
 
 use super::schedule::{jump_schedule, JumpParams, Schedule};
 use crate::backend::NoiseKey;
-use crate::models::Denoiser;
-use crate::nn::{DType, Tensor};
+use crate::models::{CapturedDenoiser, Denoiser};
+use crate::nn::{DType, Device, Tensor};
 use crate::{Error, Result};
 
 /// Progress of a long call: counts network evaluations and asks the
@@ -85,8 +85,13 @@ pub struct SamplerParams {
     /// t_T, L and R of the jump schedule.
     pub jump: JumpParams,
     /// Classifier-free guidance scale; 1 = off (one evaluation per step),
-    /// otherwise two evaluations per step (conditional and null).
+    /// otherwise two evaluations per step (conditional and null, run as
+    /// one batched forward).
     pub guidance: f32,
+    /// On a GPU, capture one network evaluation as a device graph and
+    /// replay it at every step (default); the results are identical either
+    /// way. Falls back to eager evaluation when the capture fails.
+    pub graphs: bool,
 }
 
 impl Default for SamplerParams {
@@ -94,6 +99,7 @@ impl Default for SamplerParams {
         SamplerParams {
             jump: JumpParams::default(),
             guidance: 1.0,
+            graphs: true,
         }
     }
 }
@@ -132,26 +138,33 @@ mod stream {
 }
 
 /// Predicted noise of `x` at `t` as F32 on the model's device, with
-/// guidance, counting evaluations.
+/// guidance (both branches in one batched forward), counting evaluations;
+/// by replaying `captured` when there is one.
 fn predict(
     model: &Denoiser,
+    captured: Option<&CapturedDenoiser>,
     x: &Tensor,
     t: usize,
     cond: Option<&Tensor>,
     guidance: f32,
     progress: &mut Progress,
 ) -> Result<Tensor> {
-    let b = x.dim(0)?;
-    let ts = vec![t as f32; b];
-    let out = model.predict_noise(x, &ts, cond)?.to_dtype(DType::F32)?;
+    let out = match captured {
+        Some(graph) => graph.predict(x, t as f32)?,
+        None => {
+            let ts = vec![t as f32; x.dim(0)?];
+            match cond {
+                Some(c) if guidance != 1.0 => model.predict_noise_guided(x, &ts, c, guidance)?,
+                _ => model.predict_noise(x, &ts, cond)?,
+            }
+            .to_dtype(DType::F32)?
+        }
+    };
     progress.tick()?;
-    if guidance == 1.0 {
-        return Ok(out);
+    if guidance != 1.0 {
+        progress.tick()?;
     }
-    let null = model.predict_noise(x, &ts, None)?.to_dtype(DType::F32)?;
-    progress.tick()?;
-    // null + (cond − null)·g
-    null.lincomb(1.0 - guidance, &out, guidance)
+    Ok(out)
 }
 
 /// Runs RePaint on `batch` and returns the final sample `[B, C, F, H, W]`
@@ -229,6 +242,13 @@ pub fn repaint(
         };
         Tensor::normal_noise(key, &noise.items, &shape, &device, DType::F32)
     };
+    // One evaluation recorded as a device graph, replayed at every step.
+    let captured = match device {
+        Device::Cuda(_) if params.graphs => {
+            model.capture(shape, cond.as_ref(), params.guidance).ok()
+        }
+        _ => None,
+    };
     let mut x = draw(stream::START, 0)?;
     if progress.done() == 0 {
         progress.report()?;
@@ -242,7 +262,15 @@ pub fn repaint(
         if t_cur < t_last {
             let z = draw(stream::KNOWN, step)?;
             x = x.known_blend(&ground_truth, &known, &z, schedule.known_blend(t)?)?;
-            let eps = predict(model, &x, t, cond.as_ref(), params.guidance, progress)?;
+            let eps = predict(
+                model,
+                captured.as_ref(),
+                &x,
+                t,
+                cond.as_ref(),
+                params.guidance,
+                progress,
+            )?;
             let z = draw(stream::REVERSE, step)?;
             x = x.ancestral_step(&eps, &z, schedule.ancestral_step(t)?)?;
         } else {

@@ -7,6 +7,7 @@
 
 mod conv3d_golden;
 mod denoiser_golden;
+mod gpu;
 mod resample_golden;
 mod segmentation;
 mod synthesis;

@@ -433,6 +433,7 @@ fn repaint_items_are_independent_of_their_batch() {
             jump_n_sample: 2,
         },
         guidance: 1.0,
+        ..SamplerParams::default()
     };
     let mut cb = |_: u64, _: u64| true;
     let mut progress = Progress::new(0, &mut cb);
@@ -516,6 +517,7 @@ fn claim_size_repaint_step_timing() {
                 jump_n_sample: 1,
             },
             guidance: 1.0,
+            ..SamplerParams::default()
         };
         let mut cb = |_: u64, _: u64| true;
         let mut progress = Progress::new(0, &mut cb);

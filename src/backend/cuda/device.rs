@@ -201,6 +201,62 @@ fn bucket_bytes(bytes: usize) -> Option<usize> {
     bytes.checked_next_multiple_of(step)
 }
 
+/// Pops a buffer of bucket `size` from a free list.
+fn take_bucket(
+    free: &mut BTreeMap<usize, Vec<CudaSlice<u8>>>,
+    size: usize,
+) -> Option<CudaSlice<u8>> {
+    let list = free.get_mut(&size)?;
+    let buf = list.pop();
+    if list.is_empty() {
+        free.remove(&size);
+    }
+    buf
+}
+
+/// A captured CUDA graph ([`CudaDevice::capture`]) with the buffers its
+/// replays use. Not `Send`: replay it on the thread that captured it.
+pub struct CudaGraphExec {
+    graph: cudarc::driver::CudaGraph,
+    /// The capture's intermediate buffers; back to the pool on drop.
+    buffers: Vec<CudaSlice<u8>>,
+    device: CudaDevice,
+}
+
+impl fmt::Debug for CudaGraphExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CudaGraphExec({:?}, {} buffers)",
+            self.device,
+            self.buffers.len()
+        )
+    }
+}
+
+impl CudaGraphExec {
+    /// Queues one replay of the graph on its handle's stream.
+    pub fn replay(&self) -> Result<()> {
+        self.device
+            .guard("replaying a CUDA graph", |_| self.graph.launch())
+    }
+
+    /// The handle the graph replays on.
+    pub fn device(&self) -> &CudaDevice {
+        &self.device
+    }
+}
+
+impl Drop for CudaGraphExec {
+    fn drop(&mut self) {
+        // Later work on the stream runs after the last replay, so the
+        // buffers can serve it.
+        for buf in self.buffers.drain(..) {
+            self.device.pool_or_free(buf);
+        }
+    }
+}
+
 /// Freed device buffers kept for reuse, by bucket size.
 #[derive(Default)]
 struct Pool {
@@ -208,11 +264,23 @@ struct Pool {
     cached_bytes: usize,
 }
 
+/// The buffers of a CUDA graph being captured: every buffer handed out
+/// during the capture (by device address), and those of them released
+/// again, which later allocations of the same capture reuse. None of them
+/// returns to the pool while the graph lives: its replays write them.
+#[derive(Default)]
+struct CaptureArena {
+    owned: std::collections::HashSet<u64>,
+    free: BTreeMap<usize, Vec<CudaSlice<u8>>>,
+}
+
 /// One handle: a GPU, a stream and a buffer pool.
 struct Handle {
     gpu: Arc<Gpu>,
     stream: Arc<CudaStream>,
     pool: Mutex<Pool>,
+    /// The arena of the graph capture in progress on this handle's stream.
+    capture: Mutex<Option<CaptureArena>>,
     /// The pool keeps at most this many bytes of freed buffers.
     max_cached_bytes: usize,
     /// Whether every buffer handed out is first filled with 0xFF bytes
@@ -293,6 +361,7 @@ impl CudaDevice {
                 gpu: Arc::clone(gpu),
                 stream,
                 pool: Mutex::new(Pool::default()),
+                capture: Mutex::new(None),
                 max_cached_bytes,
                 poison: AtomicBool::new(false),
             }),
@@ -435,16 +504,29 @@ impl CudaDevice {
         let size = bucket_bytes(bytes).ok_or_else(|| {
             Error::OutOfMemory(format!("a device buffer of {bytes} bytes is too large"))
         })?;
-        if let Ok(mut pool) = self.handle.pool.lock() {
-            if let Some(list) = pool.free.get_mut(&size) {
-                if let Some(buf) = list.pop() {
-                    if list.is_empty() {
-                        pool.free.remove(&size);
-                    }
-                    pool.cached_bytes -= size;
-                    return Ok(buf);
-                }
-            }
+        let mut capture = self
+            .handle
+            .capture
+            .lock()
+            .map_err(|_| Error::Internal("the CUDA capture state is poisoned".into()))?;
+        if let Some(arena) = capture.as_mut() {
+            // Capturing: reuse the capture's own released buffers, then the
+            // pool's; a new allocation would be recorded into the graph, so
+            // the capture fails instead (the caller then runs eagerly).
+            let buf = take_bucket(&mut arena.free, size)
+                .or_else(|| self.take_pooled(size))
+                .ok_or_else(|| {
+                    Error::Device(format!(
+                        "a CUDA graph capture needs a new {size}-byte buffer (capture after a \
+                         warm-up run of the same work)"
+                    ))
+                })?;
+            arena.owned.insert(self.address(&buf));
+            return Ok(buf);
+        }
+        drop(capture);
+        if let Some(buf) = self.take_pooled(size) {
+            return Ok(buf);
         }
         let what = format!("allocating {size} bytes on cuda:{}", self.ordinal());
         // SAFETY (for both calls): the buffer is handed out as storage whose
@@ -467,6 +549,20 @@ impl CudaDevice {
         }
     }
 
+    /// A pooled buffer of bucket `size`, if the pool holds one.
+    fn take_pooled(&self, size: usize) -> Option<CudaSlice<u8>> {
+        let mut pool = self.handle.pool.lock().ok()?;
+        let buf = take_bucket(&mut pool.free, size)?;
+        pool.cached_bytes -= size;
+        Some(buf)
+    }
+
+    /// Bytes of device memory free on this GPU now (for any process).
+    pub fn free_memory(&self) -> Result<usize> {
+        self.guard("querying memory", |s| s.context().mem_get_info())
+            .map(|(free, _)| free)
+    }
+
     /// Bytes of device memory in use (by any process).
     fn used_memory(&self) -> Option<usize> {
         self.guard("querying memory", |s| s.context().mem_get_info())
@@ -476,6 +572,20 @@ impl CudaDevice {
 
     /// Takes back a buffer whose last use is queued on this handle's stream.
     pub(super) fn release(&self, buf: CudaSlice<u8>) {
+        if let Ok(mut capture) = self.handle.capture.lock() {
+            if let Some(arena) = capture.as_mut() {
+                if arena.owned.contains(&self.address(&buf)) {
+                    arena.free.entry(buf.len()).or_default().push(buf);
+                    return;
+                }
+            }
+        }
+        self.pool_or_free(buf);
+    }
+
+    /// Puts a buffer into the pool, or frees it (in stream order) when it
+    /// is not a bucket size or the pool is full.
+    fn pool_or_free(&self, buf: CudaSlice<u8>) {
         let size = buf.len();
         if let Ok(mut pool) = self.handle.pool.lock() {
             if bucket_bytes(size) == Some(size)
@@ -488,6 +598,75 @@ impl CudaDevice {
         }
         // Too big for the pool: freed in stream order by cudarc.
         drop(buf);
+    }
+
+    /// Records the work `work` queues on this handle's stream as a CUDA
+    /// graph instead of running it, and returns the graph with `work`'s
+    /// value (whose tensors are the graph's outputs: each replay rewrites
+    /// them). Buffers allocated during the capture belong to the graph until
+    /// it drops. Capture needs every buffer to come from the pool, so run
+    /// the same work once eagerly first; anything a graph cannot hold (a new
+    /// allocation, a host copy, a synchronisation) makes the capture fail
+    /// with an error, and nothing is left half-recorded.
+    ///
+    /// The stream is drained first. While capturing, no other thread may
+    /// queue work on this handle (take a handle of its own with
+    /// [`CudaDevice::with_new_stream`] for concurrent work).
+    pub fn capture<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<(CudaGraphExec, T)> {
+        self.synchronize()?;
+        {
+            let mut capture = self
+                .handle
+                .capture
+                .lock()
+                .map_err(|_| Error::Internal("the CUDA capture state is poisoned".into()))?;
+            if capture.is_some() {
+                return Err(Error::invalid(
+                    "a CUDA graph capture is already in progress on this handle",
+                ));
+            }
+            *capture = Some(CaptureArena::default());
+        }
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
+        let begun = self.guard("beginning a CUDA graph capture", |s| s.begin_capture(mode));
+        let value = begun.and_then(|()| work());
+        let ended = self.guard("ending a CUDA graph capture", |s| {
+            if s.capture_status()? == sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+                return Ok(None);
+            }
+            s.end_capture(sys::CUgraphInstantiate_flags(0))
+        });
+        let arena = self
+            .handle
+            .capture
+            .lock()
+            .map_err(|_| Error::Internal("the CUDA capture state is poisoned".into()))?
+            .take()
+            .unwrap_or_default();
+        let buffers: Vec<CudaSlice<u8>> = arena.free.into_values().flatten().collect();
+        match (value, ended) {
+            (Ok(value), Ok(Some(graph))) => Ok((
+                CudaGraphExec {
+                    graph,
+                    buffers,
+                    device: self.clone(),
+                },
+                value,
+            )),
+            (value, ended) => {
+                for buf in buffers {
+                    self.pool_or_free(buf);
+                }
+                let error = match (value, ended) {
+                    (Err(e), _) | (Ok(_), Err(e)) => e,
+                    _ => Error::Internal("the CUDA graph capture recorded nothing".into()),
+                };
+                // A failed capture can leave the stream in an error state
+                // that the next call would report; drain it here instead.
+                let _ = self.synchronize();
+                Err(error)
+            }
+        }
     }
 
     /// The raw device address of a buffer, for kernel arguments.

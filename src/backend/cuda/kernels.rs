@@ -536,14 +536,61 @@ pub(super) fn gemm(dev: &CudaDevice, args: GemmArgs) -> Result<()> {
     if args.m <= 0 || args.n <= 0 || args.batch <= 0 {
         return Ok(());
     }
+    let (name, cfg) = gemm_launch(&args, "gemm_f16", "gemm_f16_64x64");
+    launch!(dev, "gemm", name, cfg; args)
+}
+
+/// The `ConvGeom` struct of `gemm.cu`: a per-frame 2-D convolution of
+/// `[B, c_in, frames, h, w]` into `[B, C_out, frames, ho, wo]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ConvGeom {
+    pub c_in: i32,
+    pub frames: i32,
+    pub h: i32,
+    pub w: i32,
+    pub ho: i32,
+    pub wo: i32,
+    pub kh: i32,
+    pub kw: i32,
+    pub sh: i32,
+    pub sw: i32,
+    pub ph: i32,
+    pub pw: i32,
+    /// 0 forward, 1 transposed (gather form, weight as `[C_out, C_in, kh, kw]`).
+    pub transposed: i32,
+}
+
+/// The `ConvArgs` struct of `gemm.cu`: the GEMM view (`a` weight, `b`
+/// input, `c` output; `m` = C_out, `n` = F·Ho·Wo, `k` = C_in·kh·kw) and the
+/// geometry its B operand is gathered with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ConvArgs {
+    pub gemm: GemmArgs,
+    pub geom: ConvGeom,
+}
+
+// SAFETY: `#[repr(C)]` with the members, order and types of the C struct
+// (`GemmArgs`, then thirteen `int`), so the bytes passed by value are
+// exactly what the kernel reads (192 bytes with the tail padding).
+unsafe impl DeviceRepr for ConvArgs {}
+
+/// The launch grid and kernel of a GEMM-shaped op: 128×128 tiles when
+/// they are enough to fill the GPU, else 64×64.
+fn gemm_launch(
+    args: &GemmArgs,
+    large: &'static str,
+    small: &'static str,
+) -> (&'static str, LaunchConfig) {
     let (m, n) = (args.m as u64, args.n as u64);
     let tiles_of = |t: u64| m.div_ceil(t).saturating_mul(n.div_ceil(t));
     let work = tiles_of(128).saturating_mul(args.batch as u64);
     // ~2 CTAs per SM of an H100/H200 (132 SMs) at 128×128.
     let (name, tile, threads) = if work >= 264 {
-        ("gemm_f16", 128, 256)
+        (large, 128, 256)
     } else {
-        ("gemm_f16_64x64", 64, 128)
+        (small, 64, 128)
     };
     let cfg = LaunchConfig {
         grid_dim: (
@@ -554,7 +601,96 @@ pub(super) fn gemm(dev: &CudaDevice, args: GemmArgs) -> Result<()> {
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
+    (name, cfg)
+}
+
+/// An implicit-GEMM convolution (`conv_f16` / `conv_f16_64x64`).
+pub(super) fn conv(dev: &CudaDevice, args: ConvArgs) -> Result<()> {
+    let g = &args.gemm;
+    if g.m <= 0 || g.n <= 0 || g.batch <= 0 {
+        return Ok(());
+    }
+    let (name, cfg) = gemm_launch(g, "conv_f16", "conv_f16_64x64");
     launch!(dev, "gemm", name, cfg; args)
+}
+
+// ------------------------------------------------------------------ attention
+
+/// `linear_attention_dD_f16` for `head_dim` D ∈ {8, 16, 32, 64}: one block
+/// per (sample, head, frame).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn linear_attention(
+    dev: &CudaDevice,
+    qkv: u64,
+    out: u64,
+    items: usize,
+    frames: usize,
+    positions: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    let name = match head_dim {
+        8 => "linear_attention_d8_f16",
+        16 => "linear_attention_d16_f16",
+        32 => "linear_attention_d32_f16",
+        64 => "linear_attention_d64_f16",
+        d => {
+            return Err(Error::Unsupported(format!(
+                "linear attention with {d} features per head on CUDA (kernels exist for 8, 16, 32 and 64)"
+            )))
+        }
+    };
+    let cfg = cfg_blocks(items as u64, BLOCK);
+    let items = items as u64;
+    let frames = i64_of(frames, "frames")?;
+    let n = i64_of(positions, "positions")?;
+    let heads = i32::try_from(heads)
+        .map_err(|_| Error::invalid(format!("linear attention: {heads} heads")))?;
+    launch!(dev, "attention", name, cfg; qkv, out, items, frames, n, heads)
+}
+
+/// `attention_pP_f16` (P = ⌈d/32⌉ ≤ 4): softmax attention, a warp per query.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention(
+    dev: &CudaDevice,
+    (q, k, v, bias, out): (u64, u64, u64, u64, u64),
+    groups: usize,
+    tokens: usize,
+    head_dim: usize,
+    heads: usize,
+) -> Result<()> {
+    let name = match head_dim.div_ceil(32) {
+        1 => "attention_p1_f16",
+        2 => "attention_p2_f16",
+        3 | 4 => "attention_p4_f16",
+        _ => {
+            return Err(Error::Unsupported(format!(
+                "attention with {head_dim} features per head on CUDA (at most 128)"
+            )))
+        }
+    };
+    let rows = (groups as u64).saturating_mul(tokens as u64);
+    let cfg = cfg_1d(rows.saturating_mul(32));
+    let groups = groups as u64;
+    let t = i64_of(tokens, "tokens")?;
+    let d = i64_of(head_dim, "features per head")?;
+    let heads =
+        i32::try_from(heads).map_err(|_| Error::invalid(format!("attention: {heads} heads")))?;
+    launch!(dev, "attention", name, cfg; q, k, v, bias, out, groups, t, d, heads)
+}
+
+/// `rotary_f16` over `[G, T, d]`.
+pub(super) fn rotary(
+    dev: &CudaDevice,
+    (x, freqs, y): (u64, u64, u64),
+    rows: usize,
+    tokens: usize,
+    head_dim: usize,
+) -> Result<()> {
+    let pairs = (rows as u64).saturating_mul(tokens as u64) * (head_dim as u64 / 2);
+    let t = i64_of(tokens, "tokens")?;
+    let d = i64_of(head_dim, "features per head")?;
+    launch!(dev, "attention", "rotary_f16", cfg_1d(pairs); x, freqs, y, pairs, t, d)
 }
 
 #[cfg(test)]
@@ -579,6 +715,9 @@ mod tests {
         assert_eq!(offset_of!(GemmArgs, alpha), 132);
         assert_eq!(size_of::<GemmArgs>(), 136);
         assert_eq!(align_of::<GemmArgs>(), 8);
+        assert_eq!(offset_of!(ConvArgs, geom), 136);
+        assert_eq!(size_of::<ConvGeom>(), 52);
+        assert_eq!(size_of::<ConvArgs>(), 192);
     }
 
     #[test]

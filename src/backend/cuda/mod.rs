@@ -13,7 +13,7 @@
 #[cfg(not(feature = "cuda"))]
 mod stub;
 #[cfg(not(feature = "cuda"))]
-pub use stub::{kernel_archs, runtime_info, CudaDevice, CudaStorage};
+pub use stub::{kernel_archs, runtime_info, CudaDevice, CudaGraphExec, CudaStorage};
 
 #[cfg(feature = "cuda")]
 mod device;
@@ -29,7 +29,7 @@ mod storage;
 mod tests;
 
 #[cfg(feature = "cuda")]
-pub use device::{kernel_archs, runtime_info, CudaDevice};
+pub use device::{kernel_archs, runtime_info, CudaDevice, CudaGraphExec};
 #[cfg(feature = "cuda")]
 pub use storage::CudaStorage;
 

@@ -10,7 +10,9 @@
 //! in F32 (and narrowed when F16 is asked for).
 
 use super::device::CudaDevice;
-use super::kernels::{self as k, BroadcastArgs, GatherArgs, GemmArgs, MAX_RANK};
+use super::kernels::{
+    self as k, BroadcastArgs, ConvArgs, ConvGeom, GatherArgs, GemmArgs, MAX_RANK,
+};
 use super::storage::{Buffer, CudaStorage};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
@@ -205,6 +207,112 @@ impl CudaStorage {
                     trans_b: 0,
                     bias_mode: if bias.is_some() { 1 } else { 0 },
                     alpha: 1.0,
+                },
+            )
+        })?;
+        Ok(out)
+    }
+
+    /// A per-frame 2-D convolution (forward, or transposed in gather form
+    /// with the weight already as `[C_out, C_in, kh, kw]`) as one implicit
+    /// GEMM per batch item, bias and residual fused into its epilogue.
+    fn implicit_conv(
+        &self,
+        op: &str,
+        weight: &CudaStorage,
+        bias: Option<&CudaStorage>,
+        residual: Option<&CudaStorage>,
+        g: &ConvGeometry,
+        transposed: bool,
+    ) -> Result<CudaStorage> {
+        self.require(op, DType::F16)?;
+        let out_hw = if transposed {
+            g.transposed_out()
+        } else {
+            g.conv_out()
+        };
+        let (ho, wo) = out_hw.ok_or_else(|| {
+            Error::invalid(format!(
+                "{op}: a {}×{} kernel with stride {:?} and padding {:?} gives no output for {}×{}",
+                g.kh, g.kw, g.stride, g.pad, g.h, g.w
+            ))
+        })?;
+        let item_in = product(&[g.c_in, g.frames, g.h, g.w])?;
+        self.check_len(op, product(&[g.batch, item_in])?)?;
+        let k_len = product(&[g.c_in, g.kh, g.kw])?;
+        self.check_operand(weight, op, "the weight", product(&[g.c_out, k_len])?)?;
+        if let Some(b) = bias {
+            self.check_operand(b, op, "the bias", g.c_out)?;
+        }
+        let n = product(&[g.frames, ho, wo])?;
+        let item_out = product(&[g.c_out, n])?;
+        let out_len = product(&[g.batch, item_out])?;
+        if let Some(r) = residual {
+            self.check_operand(r, op, "the residual", out_len)?;
+        }
+        // The kernel indexes inside one batch item in 32 bits.
+        let small = |v: usize| i32::try_from(v).ok();
+        let geom = (|| {
+            Some(ConvGeom {
+                c_in: small(g.c_in)?,
+                frames: small(g.frames)?,
+                h: small(g.h)?,
+                w: small(g.w)?,
+                ho: small(ho)?,
+                wo: small(wo)?,
+                kh: small(g.kh)?,
+                kw: small(g.kw)?,
+                sh: small(g.stride.0)?,
+                sw: small(g.stride.1)?,
+                ph: small(g.pad.0)?,
+                pw: small(g.pad.1)?,
+                transposed: i32::from(transposed),
+            })
+        })()
+        .filter(|_| {
+            [item_in, item_out, k_len, n]
+                .iter()
+                .all(|&v| small(v).is_some())
+        })
+        .ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{op}: one batch item of {item_in} input or {item_out} output elements is too \
+                 large for the CUDA convolution (2^31 - 1 at most)"
+            ))
+        })?;
+        let out = self.output(out_len)?;
+        if out_len == 0 {
+            return Ok(out);
+        }
+        let mut others = vec![weight];
+        others.extend(bias);
+        others.extend(residual);
+        self.ordered(&others, || {
+            k::conv(
+                self.device(),
+                ConvArgs {
+                    gemm: GemmArgs {
+                        a: weight.address()?,
+                        b: self.address()?,
+                        c: out.address()?,
+                        bias: Self::addr_opt(bias)?,
+                        residual: Self::addr_opt(residual)?,
+                        m: as_i64(g.c_out)?,
+                        n: as_i64(n)?,
+                        k: as_i64(k_len)?,
+                        lda: as_i64(k_len)?,
+                        ldb: 0,
+                        ldc: as_i64(n)?,
+                        batch: as_i64(g.batch)?,
+                        stride_a: 0,
+                        stride_b: as_i64(item_in)?,
+                        stride_c: as_i64(item_out)?,
+                        trans_a: 0,
+                        trans_b: 0,
+                        bias_mode: i32::from(bias.is_some()),
+                        alpha: 1.0,
+                    },
+                    geom,
                 },
             )
         })?;
@@ -705,10 +813,7 @@ impl BackendStorage for CudaStorage {
     ) -> Result<Self> {
         let pointwise = g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.pad == (0, 0);
         if !pointwise {
-            return Err(not_yet(&format!(
-                "conv2d with a {}×{} kernel, stride {:?}, padding {:?}",
-                g.kh, g.kw, g.stride, g.pad
-            )));
+            return self.implicit_conv("conv2d", weight, bias, residual, g, false);
         }
         let positions = product(&[g.frames, g.h, g.w])?;
         self.pointwise_conv(
@@ -720,8 +825,19 @@ impl BackendStorage for CudaStorage {
         )
     }
 
-    fn conv_transpose2d(&self, _: &Self, _: Option<&Self>, _: &ConvGeometry) -> Result<Self> {
-        Err(not_yet("conv_transpose2d"))
+    fn conv_transpose2d(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        g: &ConvGeometry,
+    ) -> Result<Self> {
+        let op = "conv_transpose2d";
+        self.require(op, DType::F16)?;
+        let taps = product(&[g.kh, g.kw])?;
+        self.check_operand(weight, op, "the weight", product(&[g.c_in, g.c_out, taps])?)?;
+        // [C_in, C_out, kh, kw] → [C_out, C_in, kh, kw]: the gather form's A.
+        let gathered = weight.permute(&[g.c_in, g.c_out, taps], &[1, 0, 2])?;
+        self.implicit_conv(op, &gathered, bias, None, g, true)
     }
 
     fn conv3d(&self, weight: &Self, bias: Option<&Self>, g: &Conv3dGeometry) -> Result<Self> {
@@ -746,22 +862,104 @@ impl BackendStorage for CudaStorage {
         Err(not_yet("conv_transpose3d"))
     }
 
-    fn linear_attention(&self, _: &LinearAttentionDesc) -> Result<Self> {
-        Err(not_yet("linear_attention"))
+    fn linear_attention(&self, d: &LinearAttentionDesc) -> Result<Self> {
+        let op = "linear_attention";
+        self.require(op, DType::F16)?;
+        let hid = product(&[d.heads, d.head_dim])?;
+        let planes = product(&[d.frames, d.positions])?;
+        self.check_len(op, product(&[d.batch, 3, hid, planes])?)?;
+        let out = self.output(product(&[d.batch, hid, planes])?)?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        k::linear_attention(
+            self.device(),
+            self.address()?,
+            out.address()?,
+            product(&[d.batch, d.heads, d.frames])?,
+            d.frames,
+            d.positions,
+            d.heads,
+            d.head_dim,
+        )?;
+        Ok(out)
     }
 
     fn attention(
-        _: &Self,
-        _: &Self,
-        _: &Self,
-        _: Option<&Self>,
-        _: &AttentionDesc,
+        q: &Self,
+        k: &Self,
+        v: &Self,
+        bias: Option<&Self>,
+        d: &AttentionDesc,
     ) -> Result<Self> {
-        Err(not_yet("attention"))
+        let op = "attention";
+        q.require(op, DType::F16)?;
+        let len = product(&[d.groups, d.tokens, d.head_dim])?;
+        q.check_len(op, len)?;
+        q.check_operand(k, op, "k", len)?;
+        q.check_operand(v, op, "v", len)?;
+        if d.heads == 0 || d.groups % d.heads != 0 {
+            return Err(Error::invalid(format!(
+                "{op}: {} rows do not split into {} heads",
+                d.groups, d.heads
+            )));
+        }
+        if let Some(b) = bias {
+            q.check_operand(b, op, "the bias", product(&[d.heads, d.tokens, d.tokens])?)?;
+        }
+        let out = q.output(len)?;
+        if len == 0 {
+            return Ok(out);
+        }
+        let mut others = vec![k, v];
+        others.extend(bias);
+        q.ordered(&others, || {
+            k::attention(
+                q.device(),
+                (
+                    q.address()?,
+                    k.address()?,
+                    v.address()?,
+                    Self::addr_opt(bias)?,
+                    out.address()?,
+                ),
+                d.groups,
+                d.tokens,
+                d.head_dim,
+                d.heads,
+            )
+        })?;
+        Ok(out)
     }
 
-    fn rotary(&self, _: &Self, _: usize, _: usize) -> Result<Self> {
-        Err(not_yet("rotary"))
+    fn rotary(&self, freqs: &Self, tokens: usize, head_dim: usize) -> Result<Self> {
+        let op = "rotary";
+        self.require(op, DType::F16)?;
+        if head_dim % 2 != 0
+            || tokens == 0
+            || self.len() % product(&[tokens, head_dim])?.max(1) != 0
+        {
+            return Err(Error::invalid(format!(
+                "{op}: {} elements are not rows of {tokens} tokens × {head_dim} (even) features",
+                self.len()
+            )));
+        }
+        self.check_operand(freqs, op, "the frequencies", head_dim / 2)?;
+        let out = self.output(self.len())?;
+        if self.is_empty() || head_dim == 0 {
+            return Ok(out);
+        }
+        let rows = self.len() / (tokens * head_dim);
+        self.ordered(&[freqs], || {
+            k::rotary(
+                self.device(),
+                (self.address()?, freqs.address()?, out.address()?),
+                rows,
+                tokens,
+                head_dim,
+            )
+        })?;
+        Ok(out)
     }
 
     fn known_blend(&self, gt: &Self, known: &Self, noise: &Self, p: KnownBlend) -> Result<Self> {

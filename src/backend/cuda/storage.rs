@@ -189,4 +189,33 @@ impl CudaStorage {
     pub(super) fn address(&self) -> Result<u64> {
         self.buffer.address()
     }
+
+    /// Overwrites this storage's values with `src`'s (same type and length),
+    /// in place and in stream order: how a captured graph's input buffers
+    /// get each replay's values. Every tensor sharing this storage sees the
+    /// new values, so only the owner of a graph's inputs calls it.
+    pub fn overwrite_from(&self, src: &CudaStorage) -> Result<()> {
+        if src.dtype != self.dtype || src.len != self.len {
+            return Err(Error::invalid(format!(
+                "overwrite: {:?} × {} into {:?} × {}",
+                src.dtype, src.len, self.dtype, self.len
+            )));
+        }
+        let bytes = self.len * self.dtype.size_in_bytes();
+        if bytes == 0 {
+            return Ok(());
+        }
+        let dev = self.device();
+        dev.order_after(src.device())?;
+        let (dst, from) = (self.address()?, src.address()?);
+        dev.guard("copying on the GPU", |s| {
+            // SAFETY: both addresses start live buffers of at least `bytes`
+            // bytes (each storage's length in its type), owned by storages
+            // that outlive the queued copy (buffers return to the pool in
+            // stream order); the copy is queued on the stream that orders
+            // every use of them.
+            unsafe { cudarc::driver::result::memcpy_dtod_async(dst, from, bytes, s.cu_stream()) }
+        })?;
+        src.device().order_after(dev)
+    }
 }

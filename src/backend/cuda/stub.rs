@@ -28,6 +28,27 @@ impl CudaDevice {
     pub fn synchronize(&self) -> Result<()> {
         match *self {}
     }
+
+    /// Records device work as a graph.
+    pub fn capture<T>(&self, _work: impl FnOnce() -> Result<T>) -> Result<(CudaGraphExec, T)> {
+        match *self {}
+    }
+
+    /// Bytes of device memory free now.
+    pub fn free_memory(&self) -> Result<usize> {
+        match *self {}
+    }
+}
+
+/// A captured CUDA graph; no value exists in a build without CUDA.
+#[derive(Debug)]
+pub enum CudaGraphExec {}
+
+impl CudaGraphExec {
+    /// Queues one replay.
+    pub fn replay(&self) -> Result<()> {
+        match *self {}
+    }
 }
 
 /// Device memory of a tensor; no value exists in a build without CUDA.
@@ -47,6 +68,11 @@ pub fn runtime_info() -> std::result::Result<CudaRuntimeInfo, String> {
 impl CudaStorage {
     /// The device holding the buffer.
     pub fn device(&self) -> &CudaDevice {
+        match *self {}
+    }
+
+    /// Overwrites the values in place.
+    pub fn overwrite_from(&self, _src: &CudaStorage) -> Result<()> {
         match *self {}
     }
 }

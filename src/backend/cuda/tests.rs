@@ -10,8 +10,8 @@
 use super::{CudaDevice, CudaStorage};
 use crate::backend::cpu::{CpuDevice, CpuStorage};
 use crate::backend::desc::{
-    AncestralStep, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry, KnownBlend,
-    LinearDesc, NormActivation, NormDesc, NormOperands, UnaryOp,
+    AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
+    KnownBlend, LinearAttentionDesc, LinearDesc, NormActivation, NormDesc, NormOperands, UnaryOp,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -625,17 +625,269 @@ fn products_match_the_cpu() -> Result<()> {
         &cx.conv3d(&cw, Some(&cb), &g3)?,
         1e-2,
     )?;
-    // Other kernels are not there yet, and say so.
-    let g33 = ConvGeometry {
-        kh: 3,
-        kw: 3,
-        pad: (1, 1),
-        ..g
+    // Full 3-D kernels are CUDA III's, and say so.
+    let g333 = Conv3dGeometry {
+        kernel: [3, 3, 3],
+        pad: [1, 1, 1],
+        ..g3
     };
-    let w33 = dev.storage_from_f32(&random(g.c_out * g.c_in * 9, 114, 0.1, 0.0), dtype)?;
-    match x.conv2d(&w33, None, None, &g33) {
+    let w333 = dev.storage_from_f32(&random(g.c_out * g.c_in * 27, 114, 0.1, 0.0), dtype)?;
+    match x.conv3d(&w333, None, &g333) {
         Err(Error::Unsupported(m)) => assert!(m.contains("not implemented yet"), "{m}"),
         other => panic!("expected Unsupported, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// The implicit-GEMM convolutions: the denoiser's kernels (7×7 init, 3×3
+/// blocks, 4×4 stride-2 down-sampling, 4×4 stride-2 transposed
+/// up-sampling) plus odd sizes, channel counts that are not multiples of 8
+/// (scalar weight loads) and ragged tile edges, with bias and residual.
+#[test]
+fn convolutions_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let dtype = DType::F16;
+    let base = ConvGeometry {
+        batch: 2,
+        c_in: 8,
+        c_out: 16,
+        frames: 3,
+        h: 12,
+        w: 10,
+        kh: 3,
+        kw: 3,
+        stride: (1, 1),
+        pad: (1, 1),
+    };
+    let cases = [
+        ("3×3 pad 1", base),
+        (
+            "7×7 pad 3, one input channel",
+            ConvGeometry {
+                c_in: 1,
+                c_out: 24,
+                kh: 7,
+                kw: 7,
+                pad: (3, 3),
+                ..base
+            },
+        ),
+        (
+            "4×4 stride 2 pad 1",
+            ConvGeometry {
+                kh: 4,
+                kw: 4,
+                stride: (2, 2),
+                ..base
+            },
+        ),
+        (
+            "3×5 stride (2, 1) pad (0, 2), odd channels",
+            ConvGeometry {
+                c_in: 5,
+                c_out: 7,
+                h: 13,
+                w: 9,
+                kh: 3,
+                kw: 5,
+                stride: (2, 1),
+                pad: (0, 2),
+                ..base
+            },
+        ),
+        (
+            "3×3, 72 → 144 channels at 36×36 (128×128 tiles)",
+            ConvGeometry {
+                batch: 4,
+                c_in: 72,
+                c_out: 144,
+                frames: 1,
+                h: 36,
+                w: 36,
+                ..base
+            },
+        ),
+    ];
+    for (i, (name, g)) in cases.into_iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let (ho, wo) = g.conv_out().expect("valid case");
+        let n_in = g.batch * g.c_in * g.frames * g.h * g.w;
+        let n_out = g.batch * g.c_out * g.frames * ho * wo;
+        let (x, cx) = pair(&dev, &random(n_in, seed, 1.0, 0.0), dtype)?;
+        let fan_in = (g.c_in * g.kh * g.kw) as f32;
+        let (w, cw) = pair(
+            &dev,
+            &random(
+                g.c_out * g.c_in * g.kh * g.kw,
+                seed + 1,
+                fan_in.powf(-0.5),
+                0.0,
+            ),
+            dtype,
+        )?;
+        let (b, cb) = pair(&dev, &random(g.c_out, seed + 2, 0.5, 0.0), dtype)?;
+        let (r, cr) = pair(&dev, &random(n_out, seed + 3, 1.0, 0.0), dtype)?;
+        assert_close(
+            &format!("conv2d {name}"),
+            &x.conv2d(&w, Some(&b), None, &g)?,
+            &cx.conv2d(&cw, Some(&cb), None, &g)?,
+            1e-2,
+        )?;
+        assert_close(
+            &format!("conv2d {name} + residual, no bias"),
+            &x.conv2d(&w, None, Some(&r), &g)?,
+            &cx.conv2d(&cw, None, Some(&cr), &g)?,
+            1e-2,
+        )?;
+    }
+    // Transposed: the up-sampling (4×4, stride 2, pad 1) and an odd one.
+    let up = ConvGeometry {
+        kh: 4,
+        kw: 4,
+        stride: (2, 2),
+        ..base
+    };
+    let odd = ConvGeometry {
+        c_in: 5,
+        c_out: 3,
+        h: 7,
+        w: 6,
+        kh: 3,
+        kw: 2,
+        stride: (2, 3),
+        pad: (1, 0),
+        ..base
+    };
+    let wide = ConvGeometry {
+        batch: 2,
+        c_in: 144,
+        c_out: 144,
+        frames: 1,
+        h: 18,
+        w: 18,
+        ..up
+    };
+    for (i, (name, g)) in [
+        ("4×4 stride 2 pad 1", up),
+        ("3×2 stride (2, 3) pad (1, 0)", odd),
+        ("4×4, 144 channels at 18×18", wide),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 400 + 10 * i as u64;
+        let n_in = g.batch * g.c_in * g.frames * g.h * g.w;
+        let (x, cx) = pair(&dev, &random(n_in, seed, 1.0, 0.0), dtype)?;
+        let fan_in = (g.c_in * g.kh * g.kw) as f32;
+        let (w, cw) = pair(
+            &dev,
+            &random(
+                g.c_in * g.c_out * g.kh * g.kw,
+                seed + 1,
+                fan_in.powf(-0.5),
+                0.0,
+            ),
+            dtype,
+        )?;
+        let (b, cb) = pair(&dev, &random(g.c_out, seed + 2, 0.5, 0.0), dtype)?;
+        assert_close(
+            &format!("conv_transpose2d {name}"),
+            &x.conv_transpose2d(&w, Some(&b), &g)?,
+            &cx.conv_transpose2d(&cw, Some(&cb), &g)?,
+            1e-2,
+        )?;
+        assert_close(
+            &format!("conv_transpose2d {name}, no bias"),
+            &x.conv_transpose2d(&w, None, &g)?,
+            &cx.conv_transpose2d(&cw, None, &g)?,
+            1e-2,
+        )?;
+    }
+    Ok(())
+}
+
+/// Linear attention, softmax attention with and without a bias, and the
+/// rotary embedding, at the denoiser's sizes and odd ones.
+#[test]
+fn attention_matches_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let dtype = DType::F16;
+    for (i, &(batch, frames, positions, heads, head_dim)) in [
+        (2, 3, 37, 2, 8),
+        (1, 1, 5184, 4, 32),
+        (2, 2, 81, 4, 32),
+        (1, 2, 50, 1, 64),
+        (1, 1, 9, 3, 16),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = LinearAttentionDesc {
+            batch,
+            frames,
+            positions,
+            heads,
+            head_dim,
+        };
+        let n = batch * 3 * heads * head_dim * frames * positions;
+        let (x, cx) = pair(&dev, &random(n, 500 + i as u64, 1.0, 0.0), dtype)?;
+        assert_close(
+            &format!("linear_attention {d:?}"),
+            &x.linear_attention(&d)?,
+            &cx.linear_attention(&d)?,
+            1e-2,
+        )?;
+    }
+    for (i, &(groups, tokens, head_dim, heads, biased)) in [
+        (8 * 50, 10, 32, 8, true),
+        (4 * 3, 81, 32, 4, false),
+        (6, 7, 40, 2, true),
+        (5, 1, 16, 1, true),
+        (3, 33, 128, 3, false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = AttentionDesc {
+            groups,
+            tokens,
+            head_dim,
+            heads,
+        };
+        let n = groups * tokens * head_dim;
+        let seed = 600 + 10 * i as u64;
+        let (q, cq) = pair(&dev, &random(n, seed, 0.3, 0.0), dtype)?;
+        let (k, ck) = pair(&dev, &random(n, seed + 1, 1.0, 0.0), dtype)?;
+        let (v, cv) = pair(&dev, &random(n, seed + 2, 1.0, 0.0), dtype)?;
+        let (b, cb) = pair(
+            &dev,
+            &random(heads * tokens * tokens, seed + 3, 1.0, 0.0),
+            dtype,
+        )?;
+        assert_close(
+            &format!("attention {d:?}, bias {biased}"),
+            &CudaStorage::attention(&q, &k, &v, biased.then_some(&b), &d)?,
+            &CpuStorage::attention(&cq, &ck, &cv, biased.then_some(&cb), &d)?,
+            1e-2,
+        )?;
+    }
+    for (i, &(rows, tokens, head_dim)) in [(80, 10, 32), (3, 7, 6)].iter().enumerate() {
+        let seed = 700 + 10 * i as u64;
+        let (x, cx) = pair(
+            &dev,
+            &random(rows * tokens * head_dim, seed, 1.0, 0.0),
+            dtype,
+        )?;
+        let freqs: Vec<f32> = (0..head_dim / 2)
+            .map(|j| 10000f32.powf(-2.0 * j as f32 / head_dim as f32))
+            .collect();
+        let (f, cf) = pair(&dev, &freqs, dtype)?;
+        assert_close(
+            &format!("rotary {rows}×{tokens}×{head_dim}"),
+            &x.rotary(&f, tokens, head_dim)?,
+            &cx.rotary(&cf, tokens, head_dim)?,
+            1e-3,
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,295 @@
+//! The denoiser and RePaint synthesis on a CUDA GPU against the CPU f32
+//! engine (CUDA back-end II), and their timings. Every test opens cuda:0
+//! and prints `skipped: no CUDA device (<reason>)` without one, so GPU-less
+//! CI only compiles them; `tools/gpu_check.sh` runs them on a GPU machine.
+//!
+//! Models are full size with random weights from the exact CLAIM key list
+//! (`claim::testing::random_denoiser_weights`): CLAIM's 2-D model (C 1,
+//! cond 16, 72×72) and LeFusion's EMIDEC model (C 2, cond 32, 10 frames).
+//! Results go to stdout and, as JSON lines, to `$CLAIM_GPU_MODELS` when set.
+
+use claim::models::Denoiser;
+use claim::nn::{Device, DeviceSpec, LoadOptions, Precision, Tensor};
+use claim::phantom::{self, PhantomParams};
+use claim::rng::Rng;
+use claim::synthesis::repaint::{repaint, BatchNoise, InpaintBatch, Progress, SamplerParams};
+use claim::synthesis::{
+    evaluation_count, synthesize, JumpParams, Schedule, SynthesisParams, TIMESTEPS,
+};
+use claim::testing::{random_denoiser_weights, rel_l2};
+use claim::{Image, Result};
+use std::time::Instant;
+
+/// cuda:0, or `None` after saying why the test is skipped.
+fn gpu() -> Option<Device> {
+    match DeviceSpec::cuda(0).open() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+/// Appends JSON lines to the file named by `$CLAIM_GPU_MODELS`, if set.
+fn report(rows: &[serde_json::Value]) {
+    for r in rows {
+        println!("{r}");
+    }
+    let Some(path) = std::env::var_os("CLAIM_GPU_MODELS") else {
+        return;
+    };
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        for r in rows {
+            let _ = writeln!(f, "{r}");
+        }
+    }
+}
+
+/// The two full-size layouts: (name, channels, cond_dim, frames).
+const LAYOUTS: [(&str, usize, usize, usize); 2] =
+    [("claim_2d", 1, 16, 1), ("lefusion_3d", 2, 32, 10)];
+
+/// The model on the CPU (F32) and on the GPU (F16), same weights.
+fn models(channels: usize, cond_dim: usize) -> Result<(Denoiser, Denoiser)> {
+    let weights = random_denoiser_weights(channels, cond_dim, 11)?;
+    let cpu = Denoiser::load(&weights)?;
+    let gpu = Denoiser::load_with(
+        &weights,
+        &LoadOptions {
+            device: DeviceSpec::cuda(0),
+            precision: Precision::Auto,
+        },
+    )?;
+    Ok((cpu, gpu))
+}
+
+/// Random inputs of one forward: x `[B, C, F, 72, 72]`, timesteps and
+/// histogram conditions (rows summing to one).
+fn inputs(
+    batch: usize,
+    channels: usize,
+    cond_dim: usize,
+    frames: usize,
+    seed: u64,
+) -> Result<(Tensor, Vec<f32>, Tensor)> {
+    let mut rng = Rng::new(seed);
+    let n = batch * channels * frames * 72 * 72;
+    let x: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    let t: Vec<f32> = (0..batch)
+        .map(|_| (rng.next_u64() % TIMESTEPS as u64) as f32)
+        .collect();
+    let mut cond = Vec::with_capacity(batch * cond_dim);
+    for _ in 0..batch {
+        let row: Vec<f64> = (0..cond_dim).map(|_| rng.uniform()).collect();
+        let sum: f64 = row.iter().sum();
+        cond.extend(row.iter().map(|v| (v / sum) as f32));
+    }
+    Ok((
+        Tensor::from_vec(x, &[batch, channels, frames, 72, 72])?,
+        t,
+        Tensor::from_vec(cond, &[batch, cond_dim])?,
+    ))
+}
+
+/// Full-size denoisers, batches 1 and 16: the GPU's fp16 noise prediction
+/// within 2e-2 relative L2 of the CPU's f32 one, plain and with
+/// classifier-free guidance (both branches in one batched forward).
+#[test]
+fn cuda_denoiser_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
+    if gpu().is_none() {
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for (name, channels, cond_dim, frames) in LAYOUTS {
+        let (cpu, gpu) = models(channels, cond_dim)?;
+        for batch in [1, 16] {
+            let (x, t, cond) = inputs(batch, channels, cond_dim, frames, 20 + batch as u64)?;
+            let want = cpu.predict_noise(&x, &t, Some(&cond))?.to_vec()?;
+            let got = gpu.predict_noise(&x, &t, Some(&cond))?.to_vec()?;
+            let err = rel_l2(&got, &want);
+            let want_g = cpu.predict_noise_guided(&x, &t, &cond, 3.0)?.to_vec()?;
+            let got_g = gpu.predict_noise_guided(&x, &t, &cond, 3.0)?.to_vec()?;
+            let err_g = rel_l2(&got_g, &want_g);
+            rows.push(serde_json::json!({
+                "kind": "parity", "model": name, "batch": batch,
+                "rel_l2": err, "rel_l2_guided": err_g,
+            }));
+            assert!(err <= 2e-2, "{name} batch {batch}: relative L2 {err}");
+            assert!(
+                err_g <= 2e-2,
+                "{name} batch {batch} guided: relative L2 {err_g}"
+            );
+        }
+    }
+    report(&rows);
+    Ok(())
+}
+
+/// A phantom case through the whole synthesis pipeline on the GPU and on
+/// the CPU (same seed, CLAIM-size model, a complete RePaint run with a
+/// 50-step 5/5 jump schedule so the CPU side stays short): outside the
+/// lesion the images are bit-identical; inside, the mean absolute
+/// difference is reported and small against the lesion's intensity range.
+#[test]
+fn cuda_synthesis_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
+    if gpu().is_none() {
+        return Ok(());
+    }
+    let (cpu, gpu) = models(1, 16)?;
+    let case = phantom::generate(&PhantomParams {
+        seed: 3,
+        with_scar: true,
+        matrix_size: 96,
+        slice_count: 8,
+        ..PhantomParams::default()
+    })?;
+    let (image, labels) = (Image::F32(case.image), case.labels);
+    let scheme = phantom::LABEL_SCHEME;
+    let params = SynthesisParams {
+        seed: 7,
+        jump: JumpParams {
+            t_start: 50,
+            jump_length: 5,
+            jump_n_sample: 5,
+        },
+        crop_size: 72,
+        batch_size: 16,
+        labels: scheme,
+        ..SynthesisParams::default()
+    };
+    let start = Instant::now();
+    let on_cpu = synthesize(&cpu, &image, &labels, &params, &mut |_, _| true)?;
+    let cpu_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let on_gpu = synthesize(&gpu, &image, &labels, &params, &mut |_, _| true)?;
+    let gpu_s = start.elapsed().as_secs_f64();
+    let (Image::F32(a), Image::F32(b)) = (&on_cpu.image, &on_gpu.image) else {
+        panic!("the pipeline changed the image type")
+    };
+    let (mut sum, mut count) = (0f64, 0usize);
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for ((x, y), l) in a.data.iter().zip(b.data.iter()).zip(&labels.data) {
+        if scheme.is_lesion(*l) {
+            sum += f64::from((x - y).abs());
+            count += 1;
+            lo = lo.min(*x);
+            hi = hi.max(*x);
+        } else {
+            assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "a voxel outside the lesion differs"
+            );
+        }
+    }
+    assert!(count > 0, "the phantom has no lesion");
+    let mad = sum / count as f64;
+    let range = f64::from(hi - lo);
+    report(&[serde_json::json!({
+        "kind": "repaint_parity", "lesion_voxels": count, "slices": on_gpu.items,
+        "evaluations": on_gpu.network_evaluations,
+        "mean_abs_diff": mad, "lesion_range": range, "cpu_s": cpu_s, "gpu_s": gpu_s,
+    })]);
+    assert!(
+        mad <= 0.05 * range,
+        "painted region differs by {mad} (range {range})"
+    );
+    Ok(())
+}
+
+/// Median milliseconds of `f` over `reps` runs after two warm-ups, each run
+/// ended by a stream synchronisation.
+fn median_ms(device: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..2 {
+        f()?;
+    }
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        f()?;
+        device.synchronize()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// GPU timings of the denoiser (batches 1, 16, 64; one 3-D window) and of
+/// RePaint 5/5 over a batch of 16 slices, for `tools/gpu_check.sh`'s table
+/// beside PyTorch fp16. Runs only when `$CLAIM_GPU_MODELS` is set (and a
+/// GPU is there).
+#[test]
+fn gpu_model_bench_or_skipped() -> Result<()> {
+    if std::env::var_os("CLAIM_GPU_MODELS").is_none() {
+        eprintln!("skipped: set CLAIM_GPU_MODELS=FILE to time the models on the GPU");
+        return Ok(());
+    }
+    let Some(device) = gpu() else { return Ok(()) };
+    let mut rows = Vec::new();
+    for (name, channels, cond_dim, frames) in LAYOUTS {
+        let (_, model) = models(channels, cond_dim)?;
+        let batches: &[usize] = if frames == 1 { &[1, 16, 64] } else { &[1] };
+        for &batch in batches {
+            let (x, t, cond) = inputs(batch, channels, cond_dim, frames, 40)?;
+            let x = x.to_device(&device, claim::nn::DType::F32)?;
+            let cond = cond.to_device(&device, claim::nn::DType::F32)?;
+            let ms = median_ms(&device, 20, || {
+                model.predict_noise(&x, &t, Some(&cond)).map(|_| ())
+            })?;
+            rows.push(serde_json::json!({
+                "kind": "bench", "name": format!("{name}_forward_b{batch}"), "claim_ms": ms,
+            }));
+        }
+    }
+    // RePaint 5/5 (t_T 300), 16 slices of 72×72, a disc of radius 12 painted.
+    let (_, model) = models(1, 16)?;
+    let batch = 16;
+    let pixels = 72 * 72;
+    let mut rng = Rng::new(50);
+    let ground_truth: Vec<f32> = (0..batch * pixels)
+        .map(|_| (0.3 * rng.normal() as f32).clamp(-1.0, 1.0))
+        .collect();
+    let known: Vec<f32> = (0..batch * pixels)
+        .map(|i| {
+            let p = i % pixels;
+            let (y, x) = ((p / 72) as f32 - 35.5, (p % 72) as f32 - 35.5);
+            if y * y + x * x < 144.0 {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let inpaint = InpaintBatch {
+        shape: [batch, 1, 1, 72, 72],
+        ground_truth,
+        known,
+        conditions: Some(vec![1.0 / 16.0; batch * 16]),
+    };
+    let params = SamplerParams::default();
+    let schedule = Schedule::cosine(TIMESTEPS)?;
+    let evaluations = evaluation_count(params.jump)?;
+    let noise = BatchNoise {
+        seed: 1,
+        items: (0..batch as u32).collect(),
+    };
+    let start = Instant::now();
+    let mut on_progress = |_: u64, _: u64| true;
+    let mut progress = Progress::new(evaluations as u64, &mut on_progress);
+    let sample = repaint(&model, &schedule, &inpaint, &params, &noise, &mut progress)?;
+    let total_s = start.elapsed().as_secs_f64();
+    assert!(sample.iter().all(|v| v.is_finite()));
+    rows.push(serde_json::json!({
+        "kind": "bench", "name": "repaint_5_5_b16", "claim_ms": total_s * 1e3,
+        "evaluations": evaluations, "per_slice_s": total_s / batch as f64,
+    }));
+    report(&rows);
+    Ok(())
+}
