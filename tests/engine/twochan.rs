@@ -136,6 +136,19 @@ fn two_channel_repaint_matches_pytorch_composition() {
     println!("two-channel RePaint, 580 evaluations: max relative error {rel:.2e}");
     assert!(rel <= 1e-4, "{rel}");
 
+    // The fixture tells the channels apart: swapping the map (scar from
+    // channel 1, MVO from channel 0) misses the reference.
+    let swapped = SynthesisParams {
+        channel_labels: vec![4, 3],
+        ..params.clone()
+    };
+    let result = synthesize(model(), &image, &labels, &swapped, &mut |_, _| true).unwrap();
+    let Image::F32(other) = &result.image else {
+        panic!()
+    };
+    let off = max_rel_error(other.as_slice().unwrap(), &want);
+    assert!(off > 1e-2, "swapped channels: {off}");
+
     // The default paste: lesion voxels as PyTorch's, the rest bit-identical.
     let lesion_only = SynthesisParams {
         keep_network_output: false,
