@@ -846,9 +846,10 @@ pub fn measure_histogram(
 }
 
 /// The normalised 16-bin histogram over [−1, 1] of the voxels labelled
-/// `label`, scaled as [`synthesize`] scales them for `frames` (≤ 1: each
-/// slice's `crop_size` window on the LV cavity by its own min and max;
-/// > 1: the whole volume by its min and max, as LeFusion's training does).
+/// `label`, scaled as [`synthesize`] scales them for `frames`: for at most
+/// one frame each slice's `crop_size` window on the LV cavity by its own
+/// min and max; for more, the whole volume by its min and max, as
+/// LeFusion's training does.
 /// All zeros when no voxel carries `label` (upstream's convention for a
 /// case without MVO).
 pub fn measure_label_histogram(

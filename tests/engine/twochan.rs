@@ -93,7 +93,7 @@ fn two_channel_repaint_matches_pytorch_composition() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let dims = [16, 16, 3];
     let geometry = claim::volume::Geometry::default();
-    let image = Image::F32(Volume::from_vec(dims, f32s(&st, "image"), geometry.clone()).unwrap());
+    let image = Image::F32(Volume::from_vec(dims, f32s(&st, "image"), geometry).unwrap());
     let labels = Volume::from_vec(
         dims,
         f32s(&st, "labels").iter().map(|v| *v as i32).collect(),
@@ -188,8 +188,7 @@ fn phantom_with_mvo(slices: usize) -> (Image, Volume<i32>) {
     let mut labels = case.labels;
     let scheme = phantom::LABEL_SCHEME;
     if !labels.data.iter().any(|l| *l == scheme.mvo) {
-        for ((k, j, i), l) in labels.data.indexed_iter_mut() {
-            let _ = k;
+        for ((_, j, i), l) in labels.data.indexed_iter_mut() {
             if *l == scheme.scar && (i + j) % 3 == 0 {
                 *l = scheme.mvo;
             }
