@@ -48,7 +48,7 @@
  * Minor ABI version of this header: grows when functions or struct fields
  * are appended.
  */
-#define CLAIM_ABI_VERSION_MINOR 0
+#define CLAIM_ABI_VERSION_MINOR 1
 
 /**
  * ABI version of this header, `major << 16 | minor`.
@@ -91,6 +91,12 @@
  * Room in `claim_synthesis_params.histogram` (two channels' histograms).
  */
 #define CLAIM_HISTOGRAM_MAX 32
+
+/**
+ * Room in `claim_synthesis_params.channel_labels`: the most channels a
+ * model may have for synthesis.
+ */
+#define CLAIM_MAX_CHANNELS 8
 
 /**
  * Room for fold numbers in `claim_segmenter_options` and
@@ -622,6 +628,21 @@ typedef struct claim_diffusion_info {
      * H and W must be multiples of this (2^(levels-1); CLAIM: 8).
      */
     uint32_t size_multiple;
+    /**
+     * Frames F per item that synthesis uses by default for this layout
+     * (`claim_synthesis_params.frames` 0): 10 for a two-channel model
+     * (LeFusion-EMIDEC), 1 otherwise (CLAIM). The weights do not record F;
+     * a one-channel 3-D model needs `frames` set. Appended in ABI 2.1: a
+     * caller whose struct ends before it (`struct_size` 24) does not get it.
+     */
+    uint32_t frames;
+    /**
+     * Histograms the condition takes: `cond_dim / 16` (one 16-bin
+     * histogram per channel: CLAIM 1, LeFusion-EMIDEC 2, scar then MVO);
+     * 0 for an unconditional model or a condition that is not 16 per bin
+     * set (pass all `cond_dim` values then). Appended in ABI 2.1.
+     */
+    uint32_t histogram_count;
 } claim_diffusion_info;
 
 /**
@@ -672,6 +693,15 @@ typedef int32_t claim_histogram_source;
 /**
  * How `claim_diffusion_synthesize` samples. Initialise with
  * `CLAIM_DEFAULT(claim_synthesis_params, &p)` and change what differs.
+ *
+ * Model layouts: channel c of the model paints the label
+ * `channel_labels[c]` (default: one channel → the scheme's scar label,
+ * CLAIM; two channels → scar then MVO, LeFusion-EMIDEC). The image is
+ * repeated on every channel; the known region is every voxel that is
+ * neither scar nor MVO; the result takes each voxel from the channel
+ * painting its label and channel 0 elsewhere (MVO given to a one-channel
+ * model is painted by that channel, as scar). The condition is one 16-bin
+ * histogram per channel, concatenated.
  */
 typedef struct claim_synthesis_params {
     /**
@@ -735,8 +765,13 @@ typedef struct claim_synthesis_params {
      */
     uint32_t crop_size;
     /**
-     * Consecutive slices per item: 1 for 2-D models such as CLAIM's
-     * (default), F for 3-D models.
+     * Consecutive slices per item: 0 (default) = the model's layout (10
+     * for a two-channel model, LeFusion-EMIDEC; 1 otherwise, CLAIM), else
+     * 1–256. For F > 1 the whole volume is scaled to [−1, 1]; a volume with
+     * fewer than F slices is one item zero-padded to F (⌈pad/2⌉ frames
+     * before); a lesion spanning more than F slices is covered by windows
+     * overlapping by at least F/2, blended inside the lesion (see the
+     * library's `synthesis::pipeline` docs for the exact rule).
      */
     uint32_t frames;
     /**
@@ -744,6 +779,18 @@ typedef struct claim_synthesis_params {
      * else a scheme borrowed for the call.
      */
     const struct claim_label_scheme *labels;
+    /**
+     * Entries of `channel_labels` in use: 0 (default) = the layout's
+     * default map, else the model's channel count (a different count is
+     * refused, naming both). Appended in ABI 2.1: a caller whose struct
+     * ends before it (`struct_size` 200) gets the default.
+     */
+    uint32_t channel_count;
+    /**
+     * The label each model channel paints, in channel order: the scheme's
+     * scar or MVO label, each at most once.
+     */
+    int32_t channel_labels[8];
 } claim_synthesis_params;
 
 /**
@@ -1037,14 +1084,18 @@ typedef struct claim_segmentation_params {
 #define CLAIM_TENSOR_F32 0
 
 /**
- * CLAIM's EMIDEC k-means cluster centre, built in (the default; needs a
- * model with a 16-value condition).
+ * The built-in k-means cluster centres of the model's layout, one 16-bin
+ * histogram per channel (the default): CLAIM's EMIDEC centre for a
+ * one-channel model, LeFusion's EMIDEC scar and MVO centres for a
+ * two-channel one. Needs a condition of 16 values per channel.
  */
 #define CLAIM_HISTOGRAM_PRESET 0
 
 /**
- * The first `histogram_length` values of `histogram` (16 or 32, the
- * model's condition length), e.g. from `claim_histogram_measure`.
+ * The first `histogram_length` values of `histogram`: the model's whole
+ * condition (`claim_diffusion_info.cond_dim`), 16 per channel in channel
+ * order (16 for CLAIM; 32 for LeFusion-EMIDEC: scar then MVO), e.g. from
+ * `claim_histogram_measure_channels`.
  */
 #define CLAIM_HISTOGRAM_VALUES 1
 
@@ -1437,7 +1488,11 @@ void claim_diffusion_free(struct claim_diffusion_model *model);
 
 /**
  * Describes a loaded model into the caller's `*out` (its `struct_size`
- * set). Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`).
+ * set): channels, condition length, frames and histogram count tell a
+ * caller which layout it is (CLAIM: 1 channel, `cond_dim` 16, 1 frame,
+ * 1 histogram; LeFusion-EMIDEC: 2 channels — scar, MVO —, 32, 10, 2) and
+ * so how many histograms to pass. Errors: `CLAIM_ERR_INVALID_ARGUMENT`
+ * (NULL, bad `struct_size`).
  */
 claim_status claim_diffusion_info_get(const struct claim_diffusion_model *model,
                                       struct claim_diffusion_info *out);
@@ -1466,8 +1521,10 @@ claim_status claim_diffusion_predict_noise(const struct claim_diffusion_model *m
 
 /**
  * Fills `*out` with the defaults: 300/5/5 (CLAIM inference), seed 0, no
- * guidance, CLAIM's EMIDEC histogram perturbed by up to 10 %, lesion-only
- * paste, batch 4, 72×72 windows, 1 frame, EMIDEC labels (`labels` NULL).
+ * guidance, the layout's preset histograms perturbed by up to 10 %,
+ * lesion-only paste, batch 4, 72×72 windows, the model's frames (0),
+ * EMIDEC labels (`labels` NULL), the layout's channel map (`channel_count`
+ * 0).
  *
  * `size`: the caller's `sizeof(claim_synthesis_params)`; writes the first
  * `min(size, sizeof(claim_synthesis_params))` bytes and sets
@@ -1483,10 +1540,18 @@ void claim_synthesis_params_default(struct claim_synthesis_params *out, size_t s
  *
  * Every slice holding scar or MVO is sampled (for `frames` > 1, stacks of
  * `frames` consecutive slices around them): a `crop_size`² window centred
- * on the LV cavity is scaled to [−1, 1] (window min → −1, max → +1),
- * RePaint regenerates the lesion while the rest of the window is the
- * known region, and the result is scaled back and pasted (see
- * `keep_network_output`).
+ * on the LV cavity is scaled to [−1, 1] (2-D: window min → −1, max → +1;
+ * 3-D: the volume's), repeated on every model channel, RePaint
+ * regenerates the lesion while the rest of the window is the known
+ * region, the channels are composed (each voxel from the channel painting
+ * its label, channel 0 elsewhere; see `claim_synthesis_params`), and the
+ * result is scaled back and pasted (see `keep_network_output`).
+ *
+ * Layouts: a one-channel model (CLAIM, `cond_dim` 16) paints scar and MVO
+ * alike; a two-channel model (LeFusion-EMIDEC, `cond_dim` 32, 10 frames)
+ * paints scar with channel 0 and MVO with channel 1 and takes two
+ * histograms (scar, MVO). `claim_diffusion_info_get` reports a model's
+ * channels, frames and condition length.
  *
  * `model`: borrowed; may be used by several threads at once. `image`: any
  * dtype, finite values. `labels`: same dims, any dtype with integral
@@ -1503,9 +1568,9 @@ void claim_synthesis_params_default(struct claim_synthesis_params *out, size_t s
  *
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, bad
  * volume or parameter, dims differ, labels outside the scheme, no scar or
- * MVO label, histogram length ≠ the model's condition length, crop size
- * not a multiple of the model's `size_multiple`, output dims or dtype),
- * `CLAIM_ERR_UNSUPPORTED` (a multi-channel model), `CLAIM_ERR_CANCELLED`,
+ * MVO label, histogram length ≠ the model's condition length, channel map
+ * that disagrees with the model's channels, crop size not a multiple of
+ * the model's `size_multiple`, output dims or dtype), `CLAIM_ERR_CANCELLED`,
  * `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
  */
 claim_status claim_diffusion_synthesize(const struct claim_diffusion_model *model,
@@ -1536,6 +1601,34 @@ claim_status claim_histogram_measure(const struct claim_volume *image,
                                      const struct claim_label_scheme *scheme,
                                      uint32_t crop_size,
                                      float *out_histogram);
+
+/**
+ * Measures the whole condition of `model` from a reference case: for
+ * each channel, the normalised 16-bin histogram over [−1, 1] of the voxels
+ * carrying that channel's label (`params`' channel map, default scar for
+ * one channel, scar then MVO for two), scaled as
+ * `claim_diffusion_synthesize` scales them with `params`' `crop_size` and
+ * `frames`; concatenated in channel order. A channel whose label the
+ * reference lacks gets zeros (upstream's convention for a case without
+ * MVO). Use the result as `histogram` with `CLAIM_HISTOGRAM_VALUES`.
+ *
+ * `model`: borrowed. `image`, `labels`: as in `claim_diffusion_synthesize`.
+ * `params`: NULL for the defaults, else its `labels`, `crop_size`,
+ * `frames` and channel map are used. `out_histogram`: room for `capacity`
+ * floats, at least 16 × the model's channels. `out_length`: NULL, or
+ * receives the number of values written (16 × channels).
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad volume or params, a
+ * channel map that disagrees with the model, `capacity` too small, a
+ * reference without any of the channels' labels). Thread-safe.
+ */
+claim_status claim_histogram_measure_channels(const struct claim_diffusion_model *model,
+                                              const struct claim_volume *image,
+                                              const struct claim_volume *labels,
+                                              const struct claim_synthesis_params *params,
+                                              float *out_histogram,
+                                              uint32_t capacity,
+                                              uint32_t *out_length);
 
 /**
  * Fills `*out` with the default options: every numbered fold present, the

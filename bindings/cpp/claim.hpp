@@ -482,7 +482,8 @@ public:
         return DiffusionModel(raw);
     }
 
-    /// Channels, condition length, widths and the H/W multiple.
+    /// Channels, condition length, widths, the H/W multiple, default frames
+    /// and the number of 16-bin histograms the condition takes.
     claim_diffusion_info info() const {
         claim_diffusion_info info{};
         info.struct_size = sizeof(claim_diffusion_info);
@@ -520,7 +521,8 @@ private:
 };
 
 /// claim_synthesis_params with chainable setters, starting from the
-/// defaults (300/5/5, seed 0, CLAIM's EMIDEC histogram, lesion-only paste):
+/// defaults (300/5/5, seed 0, the layout's preset histograms, lesion-only
+/// paste, the model's frames and channel map):
 ///
 ///     auto params = claim::SynthesisParams().seed(7).jumps(100, 2, 2);
 class SynthesisParams {
@@ -546,7 +548,8 @@ public:
         return *this;
     }
     SynthesisParams& guidance(double scale) { params_.guidance_scale = scale; return *this; }
-    /// An explicit histogram (16 or 32 values, the model's condition length).
+    /// An explicit histogram: the model's whole condition, 16 values per
+    /// channel in channel order (16 for CLAIM, 32 for LeFusion-EMIDEC).
     SynthesisParams& histogram(const std::vector<float>& values) {
         if (values.size() > CLAIM_HISTOGRAM_MAX) throw Error(CLAIM_ERR_INVALID_ARGUMENT, "histogram > 32 values");
         params_.histogram_source = CLAIM_HISTOGRAM_VALUES;
@@ -558,7 +561,16 @@ public:
     SynthesisParams& keep_network_output(bool on) { params_.keep_network_output = on ? 1 : 0; return *this; }
     SynthesisParams& batch_size(std::uint32_t value) { params_.batch_size = value; return *this; }
     SynthesisParams& crop_size(std::uint32_t value) { params_.crop_size = value; return *this; }
+    /// Frames per item; 0 = the model's layout (10 for two channels, else 1).
     SynthesisParams& frames(std::uint32_t value) { params_.frames = value; return *this; }
+    /// The label each model channel paints (scar or MVO), in channel order;
+    /// empty = the layout's default (scar; scar, MVO).
+    SynthesisParams& channel_labels(const std::vector<std::int32_t>& labels) {
+        if (labels.size() > CLAIM_MAX_CHANNELS) throw Error(CLAIM_ERR_INVALID_ARGUMENT, "more than 8 channels");
+        params_.channel_count = static_cast<std::uint32_t>(labels.size());
+        for (std::size_t c = 0; c < labels.size(); ++c) params_.channel_labels[c] = labels[c];
+        return *this;
+    }
     /// Label scheme of the label map; copied into this object.
     SynthesisParams& labels(const claim_label_scheme& scheme) {
         labels_ = scheme;
@@ -615,6 +627,21 @@ inline std::vector<float> histogram_measure(const claim_volume& image, const cla
                                             std::uint32_t crop_size = 72) {
     std::vector<float> histogram(CLAIM_HISTOGRAM_BINS);
     check(claim_histogram_measure(&image, &labels, &scheme, crop_size, histogram.data()));
+    return histogram;
+}
+
+/// The whole condition of `model` measured from a reference case, one
+/// 16-bin histogram per channel (see claim_histogram_measure_channels),
+/// for SynthesisParams::histogram().
+inline std::vector<float> histogram_measure_channels(const DiffusionModel& model,
+                                                     const claim_volume& image,
+                                                     const claim_volume& labels,
+                                                     const claim_synthesis_params& params) {
+    std::vector<float> histogram(CLAIM_HISTOGRAM_BINS * CLAIM_MAX_CHANNELS);
+    std::uint32_t length = 0;
+    check(claim_histogram_measure_channels(model.get(), &image, &labels, &params, histogram.data(),
+                                           static_cast<std::uint32_t>(histogram.size()), &length));
+    histogram.resize(length);
     return histogram;
 }
 

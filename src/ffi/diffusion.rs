@@ -294,6 +294,17 @@ pub struct claim_diffusion_info {
     pub levels: u32,
     /// H and W must be multiples of this (2^(levels-1); CLAIM: 8).
     pub size_multiple: u32,
+    /// Frames F per item that synthesis uses by default for this layout
+    /// (`claim_synthesis_params.frames` 0): 10 for a two-channel model
+    /// (LeFusion-EMIDEC), 1 otherwise (CLAIM). The weights do not record F;
+    /// a one-channel 3-D model needs `frames` set. Appended in ABI 2.1: a
+    /// caller whose struct ends before it (`struct_size` 24) does not get it.
+    pub frames: u32,
+    /// Histograms the condition takes: `cond_dim / 16` (one 16-bin
+    /// histogram per channel: CLAIM 1, LeFusion-EMIDEC 2, scar then MVO);
+    /// 0 for an unconditional model or a condition that is not 16 per bin
+    /// set (pass all `cond_dim` values then). Appended in ABI 2.1.
+    pub histogram_count: u32,
 }
 
 impl Default for claim_diffusion_info {
@@ -305,11 +316,14 @@ impl Default for claim_diffusion_info {
             dim: 0,
             levels: 0,
             size_multiple: 0,
+            frames: 0,
+            histogram_count: 0,
         }
     }
 }
 
 // SAFETY: repr(C), starts with u32 struct_size, integers only.
+// FIRST_RELEASE_SIZE stops before `frames`, appended in ABI 2.1.
 unsafe impl CStruct for claim_diffusion_info {
     const C_NAME: &'static str = "claim_diffusion_info";
     const FIRST_RELEASE_SIZE: usize = 24;
@@ -377,7 +391,11 @@ pub extern "C" fn claim_diffusion_free(model: *mut claim_diffusion_model) {
 }
 
 /// Describes a loaded model into the caller's `*out` (its `struct_size`
-/// set). Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`).
+/// set): channels, condition length, frames and histogram count tell a
+/// caller which layout it is (CLAIM: 1 channel, `cond_dim` 16, 1 frame,
+/// 1 histogram; LeFusion-EMIDEC: 2 channels — scar, MVO —, 32, 10, 2) and
+/// so how many histograms to pass. Errors: `CLAIM_ERR_INVALID_ARGUMENT`
+/// (NULL, bad `struct_size`).
 #[no_mangle]
 pub extern "C" fn claim_diffusion_info_get(
     model: *const claim_diffusion_model,
@@ -394,6 +412,13 @@ pub extern "C" fn claim_diffusion_info_get(
             dim: narrow(cfg.dim),
             levels: narrow(cfg.dim_mults.len()),
             size_multiple: narrow(size_multiple(&model.model)),
+            frames: narrow(crate::synthesis::default_frames(cfg)),
+            histogram_count: narrow(match cfg.cond_dim {
+                Some(n) if n % crate::synthesis::HISTOGRAM_BINS == 0 => {
+                    n / crate::synthesis::HISTOGRAM_BINS
+                }
+                _ => 0,
+            }),
             ..claim_diffusion_info::default()
         };
         // SAFETY: `out` is NULL or writable for struct_size bytes.
@@ -530,7 +555,7 @@ mod tests {
     fn layouts_and_defaults() {
         assert_eq!(size_of::<claim_load_options>(), 16);
         assert_eq!(size_of::<claim_tensor>(), 88);
-        assert_eq!(size_of::<claim_diffusion_info>(), 24);
+        assert_eq!(size_of::<claim_diffusion_info>(), 32);
         let mut o = claim_load_options {
             struct_size: 0,
             device: 7,
@@ -631,6 +656,15 @@ mod tests {
             ),
             (1, 16, 8, 3, 4)
         );
+        assert_eq!((info.frames, info.histogram_count), (1, 1));
+        // A first-release caller's struct (24 bytes) gets only its fields.
+        let mut old = [0u32; 8];
+        old[0] = 24;
+        assert_eq!(
+            claim_diffusion_info_get(m, old.as_mut_ptr().cast()),
+            CLAIM_OK
+        );
+        assert_eq!(&old[1..], &[1, 16, 8, 3, 4, 0, 0]);
         claim_diffusion_free(m);
         claim_diffusion_free(null_mut());
         let bad = concat!(

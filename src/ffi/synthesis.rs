@@ -1,7 +1,9 @@
-//! `claim_progress_fn`, `claim_synthesis_params`, `claim_diffusion_synthesize` and
-//! `claim_histogram_measure`: scar synthesis of
-//! [`crate::synthesis::synthesize`].
+//! `claim_progress_fn`, `claim_synthesis_params`, `claim_diffusion_synthesize`,
+//! `claim_histogram_measure` and `claim_histogram_measure_channels`: scar
+//! synthesis of [`crate::synthesis::synthesize`] for every upstream model
+//! layout (one-channel 2-D CLAIM, two-channel scar + MVO 3-D LeFusion).
 
+use super::args::handle_ref;
 use super::args::{read_struct, write_default, CStruct};
 use super::boundary;
 use super::diffusion::claim_diffusion_model;
@@ -12,8 +14,8 @@ use super::volume::{
 };
 use crate::error::{Error, Result};
 use crate::synthesis::{
-    measure_histogram, synthesize, Condition, JumpParams, SynthesisParams, CLAIM_CROP_SIZE,
-    HISTOGRAM_BINS, TIMESTEPS,
+    measure_channel_histograms, measure_histogram, synthesize, Condition, JumpParams, Layout,
+    SynthesisParams, CLAIM_CROP_SIZE, HISTOGRAM_BINS, MAX_CHANNELS, TIMESTEPS,
 };
 use crate::volume::Image;
 use std::ffi::c_void;
@@ -30,11 +32,15 @@ pub type claim_progress_fn =
 /// `typedef int32_t`). The numbers never change.
 pub type claim_histogram_source = i32;
 
-/// CLAIM's EMIDEC k-means cluster centre, built in (the default; needs a
-/// model with a 16-value condition).
+/// The built-in k-means cluster centres of the model's layout, one 16-bin
+/// histogram per channel (the default): CLAIM's EMIDEC centre for a
+/// one-channel model, LeFusion's EMIDEC scar and MVO centres for a
+/// two-channel one. Needs a condition of 16 values per channel.
 pub const CLAIM_HISTOGRAM_PRESET: claim_histogram_source = 0;
-/// The first `histogram_length` values of `histogram` (16 or 32, the
-/// model's condition length), e.g. from `claim_histogram_measure`.
+/// The first `histogram_length` values of `histogram`: the model's whole
+/// condition (`claim_diffusion_info.cond_dim`), 16 per channel in channel
+/// order (16 for CLAIM; 32 for LeFusion-EMIDEC: scar then MVO), e.g. from
+/// `claim_histogram_measure_channels`.
 pub const CLAIM_HISTOGRAM_VALUES: claim_histogram_source = 1;
 /// The model's learned null condition (unconditional sampling).
 pub const CLAIM_HISTOGRAM_NULL: claim_histogram_source = 2;
@@ -43,9 +49,21 @@ pub const CLAIM_HISTOGRAM_NULL: claim_histogram_source = 2;
 pub const CLAIM_HISTOGRAM_BINS: u32 = 16;
 /// Room in `claim_synthesis_params.histogram` (two channels' histograms).
 pub const CLAIM_HISTOGRAM_MAX: u32 = 32;
+/// Room in `claim_synthesis_params.channel_labels`: the most channels a
+/// model may have for synthesis.
+pub const CLAIM_MAX_CHANNELS: u32 = 8;
 
 /// How `claim_diffusion_synthesize` samples. Initialise with
 /// `CLAIM_DEFAULT(claim_synthesis_params, &p)` and change what differs.
+///
+/// Model layouts: channel c of the model paints the label
+/// `channel_labels[c]` (default: one channel → the scheme's scar label,
+/// CLAIM; two channels → scar then MVO, LeFusion-EMIDEC). The image is
+/// repeated on every channel; the known region is every voxel that is
+/// neither scar nor MVO; the result takes each voxel from the channel
+/// painting its label and channel 0 elsewhere (MVO given to a one-channel
+/// model is painted by that channel, as scar). The condition is one 16-bin
+/// histogram per channel, concatenated.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct claim_synthesis_params {
@@ -83,12 +101,25 @@ pub struct claim_synthesis_params {
     /// Side of the in-plane window centred on the LV cavity, cropped or
     /// zero-padded, a multiple of the model's `size_multiple` (default 72).
     pub crop_size: u32,
-    /// Consecutive slices per item: 1 for 2-D models such as CLAIM's
-    /// (default), F for 3-D models.
+    /// Consecutive slices per item: 0 (default) = the model's layout (10
+    /// for a two-channel model, LeFusion-EMIDEC; 1 otherwise, CLAIM), else
+    /// 1–256. For F > 1 the whole volume is scaled to [−1, 1]; a volume with
+    /// fewer than F slices is one item zero-padded to F (⌈pad/2⌉ frames
+    /// before); a lesion spanning more than F slices is covered by windows
+    /// overlapping by at least F/2, blended inside the lesion (see the
+    /// library's `synthesis::pipeline` docs for the exact rule).
     pub frames: u32,
     /// Label scheme of `labels`: NULL (the default) for EMIDEC without RV,
     /// else a scheme borrowed for the call.
     pub labels: *const claim_label_scheme,
+    /// Entries of `channel_labels` in use: 0 (default) = the layout's
+    /// default map, else the model's channel count (a different count is
+    /// refused, naming both). Appended in ABI 2.1: a caller whose struct
+    /// ends before it (`struct_size` 200) gets the default.
+    pub channel_count: u32,
+    /// The label each model channel paints, in channel order: the scheme's
+    /// scar or MVO label, each at most once.
+    pub channel_labels: [i32; 8],
 }
 
 impl Default for claim_synthesis_params {
@@ -108,14 +139,17 @@ impl Default for claim_synthesis_params {
             keep_network_output: 0,
             batch_size: 4,
             crop_size: CLAIM_CROP_SIZE as u32,
-            frames: 1,
+            frames: 0,
             labels: std::ptr::null(),
+            channel_count: 0,
+            channel_labels: [0; 8],
         }
     }
 }
 
 // SAFETY: repr(C), starts with u32 struct_size; integers, floats and a raw
-// pointer, all valid for any bit pattern.
+// pointer, all valid for any bit pattern. FIRST_RELEASE_SIZE stops before
+// `channel_count`, appended in ABI 2.1.
 unsafe impl CStruct for claim_synthesis_params {
     const C_NAME: &'static str = "claim_synthesis_params";
     const FIRST_RELEASE_SIZE: usize = 200;
@@ -158,7 +192,6 @@ pub(crate) unsafe fn synthesis_params_from_c(
         ("jump_n_sample", value.jump_n_sample),
         ("batch_size", value.batch_size),
         ("crop_size", value.crop_size),
-        ("frames", value.frames),
     ] {
         if v == 0 {
             return Err(Error::invalid(format!(
@@ -173,7 +206,7 @@ pub(crate) unsafe fn synthesis_params_from_c(
         )));
     }
     let condition = match value.histogram_source {
-        CLAIM_HISTOGRAM_PRESET => Condition::ClaimEmidec,
+        CLAIM_HISTOGRAM_PRESET => Condition::Preset,
         CLAIM_HISTOGRAM_NULL => Condition::Null,
         CLAIM_HISTOGRAM_VALUES => {
             let n = value.histogram_length as usize;
@@ -195,6 +228,23 @@ pub(crate) unsafe fn synthesis_params_from_c(
             )))
         }
     };
+    if value.frames > 256 {
+        return Err(Error::invalid(format!(
+            "{name}.frames: expected 0 (the model's) or 1–256, got {}",
+            value.frames
+        )));
+    }
+    let channels = value.channel_count as usize;
+    let channel_labels = value
+        .channel_labels
+        .get(..channels)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{name}.channel_count: expected 0 (the default map) or 1–{MAX_CHANNELS}, got \
+                 {channels}"
+            ))
+        })?
+        .to_vec();
     Ok(SynthesisParams {
         seed: value.seed,
         jump: JumpParams {
@@ -217,12 +267,15 @@ pub(crate) unsafe fn synthesis_params_from_c(
         )?,
         // SAFETY: forwarded contract.
         labels: unsafe { label_scheme_from_ptr(value.labels, &format!("{name}->labels")) }?,
+        channel_labels,
     })
 }
 
 /// Fills `*out` with the defaults: 300/5/5 (CLAIM inference), seed 0, no
-/// guidance, CLAIM's EMIDEC histogram perturbed by up to 10 %, lesion-only
-/// paste, batch 4, 72×72 windows, 1 frame, EMIDEC labels (`labels` NULL).
+/// guidance, the layout's preset histograms perturbed by up to 10 %,
+/// lesion-only paste, batch 4, 72×72 windows, the model's frames (0),
+/// EMIDEC labels (`labels` NULL), the layout's channel map (`channel_count`
+/// 0).
 ///
 /// `size`: the caller's `sizeof(claim_synthesis_params)`; writes the first
 /// `min(size, sizeof(claim_synthesis_params))` bytes and sets
@@ -242,10 +295,18 @@ pub extern "C" fn claim_synthesis_params_default(out: *mut claim_synthesis_param
 ///
 /// Every slice holding scar or MVO is sampled (for `frames` > 1, stacks of
 /// `frames` consecutive slices around them): a `crop_size`² window centred
-/// on the LV cavity is scaled to [−1, 1] (window min → −1, max → +1),
-/// RePaint regenerates the lesion while the rest of the window is the
-/// known region, and the result is scaled back and pasted (see
-/// `keep_network_output`).
+/// on the LV cavity is scaled to [−1, 1] (2-D: window min → −1, max → +1;
+/// 3-D: the volume's), repeated on every model channel, RePaint
+/// regenerates the lesion while the rest of the window is the known
+/// region, the channels are composed (each voxel from the channel painting
+/// its label, channel 0 elsewhere; see `claim_synthesis_params`), and the
+/// result is scaled back and pasted (see `keep_network_output`).
+///
+/// Layouts: a one-channel model (CLAIM, `cond_dim` 16) paints scar and MVO
+/// alike; a two-channel model (LeFusion-EMIDEC, `cond_dim` 32, 10 frames)
+/// paints scar with channel 0 and MVO with channel 1 and takes two
+/// histograms (scar, MVO). `claim_diffusion_info_get` reports a model's
+/// channels, frames and condition length.
 ///
 /// `model`: borrowed; may be used by several threads at once. `image`: any
 /// dtype, finite values. `labels`: same dims, any dtype with integral
@@ -262,9 +323,9 @@ pub extern "C" fn claim_synthesis_params_default(out: *mut claim_synthesis_param
 ///
 /// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad `struct_size`, bad
 /// volume or parameter, dims differ, labels outside the scheme, no scar or
-/// MVO label, histogram length ≠ the model's condition length, crop size
-/// not a multiple of the model's `size_multiple`, output dims or dtype),
-/// `CLAIM_ERR_UNSUPPORTED` (a multi-channel model), `CLAIM_ERR_CANCELLED`,
+/// MVO label, histogram length ≠ the model's condition length, channel map
+/// that disagrees with the model's channels, crop size not a multiple of
+/// the model's `size_multiple`, output dims or dtype), `CLAIM_ERR_CANCELLED`,
 /// `CLAIM_ERR_OUT_OF_MEMORY`. Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_diffusion_synthesize(
@@ -278,7 +339,7 @@ pub extern "C" fn claim_diffusion_synthesize(
 ) -> claim_status {
     boundary::call("claim_diffusion_synthesize", || {
         // SAFETY: `model` is NULL or a live handle (header contract).
-        let model = unsafe { super::args::handle_ref(model, "model") }?;
+        let model = unsafe { handle_ref(model, "model") }?;
         // SAFETY: `params` is NULL or a claim_synthesis_params of struct_size bytes.
         let params = unsafe { read_struct(params, "params") }?;
         // SAFETY: its `labels` is NULL or a scheme of struct_size bytes.
@@ -374,13 +435,99 @@ pub extern "C" fn claim_histogram_measure(
     })
 }
 
+/// Measures the whole condition of `model` from a reference case: for
+/// each channel, the normalised 16-bin histogram over [−1, 1] of the voxels
+/// carrying that channel's label (`params`' channel map, default scar for
+/// one channel, scar then MVO for two), scaled as
+/// `claim_diffusion_synthesize` scales them with `params`' `crop_size` and
+/// `frames`; concatenated in channel order. A channel whose label the
+/// reference lacks gets zeros (upstream's convention for a case without
+/// MVO). Use the result as `histogram` with `CLAIM_HISTOGRAM_VALUES`.
+///
+/// `model`: borrowed. `image`, `labels`: as in `claim_diffusion_synthesize`.
+/// `params`: NULL for the defaults, else its `labels`, `crop_size`,
+/// `frames` and channel map are used. `out_histogram`: room for `capacity`
+/// floats, at least 16 × the model's channels. `out_length`: NULL, or
+/// receives the number of values written (16 × channels).
+///
+/// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad volume or params, a
+/// channel map that disagrees with the model, `capacity` too small, a
+/// reference without any of the channels' labels). Thread-safe.
+#[no_mangle]
+pub extern "C" fn claim_histogram_measure_channels(
+    model: *const claim_diffusion_model,
+    image: *const claim_volume,
+    labels: *const claim_volume,
+    params: *const claim_synthesis_params,
+    out_histogram: *mut f32,
+    capacity: u32,
+    out_length: *mut u32,
+) -> claim_status {
+    boundary::call("claim_histogram_measure_channels", || {
+        // SAFETY: `model` is NULL or a live handle (header contract).
+        let model = unsafe { handle_ref(model, "model") }?;
+        let params = if params.is_null() {
+            claim_synthesis_params::default()
+        } else {
+            // SAFETY: a non-NULL `params` is a claim_synthesis_params of
+            // struct_size bytes.
+            unsafe { read_struct(params, "params") }?
+        };
+        // SAFETY: its `labels` is NULL or a scheme of struct_size bytes.
+        let params = unsafe { synthesis_params_from_c(&params, "params") }?;
+        let layout = Layout::resolve(model.model.config(), &params)?;
+        let need = HISTOGRAM_BINS * layout.channels;
+        if out_histogram.is_null() {
+            return Err(Error::invalid("out_histogram must not be NULL"));
+        }
+        if (out_histogram as usize) % std::mem::align_of::<f32>() != 0 {
+            return Err(Error::invalid(
+                "out_histogram: expected a 4-byte aligned address",
+            ));
+        }
+        if (capacity as usize) < need {
+            return Err(Error::invalid(format!(
+                "capacity: the model's {} channel(s) need {need} floats, got {capacity}",
+                layout.channels
+            )));
+        }
+        // SAFETY: `image` / `labels` are NULL or claim_volumes whose data
+        // hold dims voxels of dtype (header contract).
+        let image = unsafe { image_from_c(image, "image") }?;
+        // SAFETY: as above.
+        let labels = unsafe { labels_from_c(labels, "labels") }?;
+        let values =
+            measure_channel_histograms(&image, &labels, &params.labels, &layout, params.crop_size)?;
+        if values.len() != need {
+            return Err(Error::Internal("histogram length".into()));
+        }
+        // SAFETY: non-NULL, aligned, room for `capacity` ≥ `need` floats by
+        // contract; our buffer does not overlap the caller's.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out_histogram, need) };
+        if !out_length.is_null() {
+            if (out_length as usize) % std::mem::align_of::<u32>() != 0 {
+                return Err(Error::invalid(
+                    "out_length: expected a 4-byte aligned address",
+                ));
+            }
+            // SAFETY: non-NULL, aligned, writable for one u32 by contract.
+            unsafe { out_length.write(need as u32) };
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn layout_and_defaults_match_rust() {
-        assert_eq!(size_of::<claim_synthesis_params>(), 200);
+        assert_eq!(size_of::<claim_synthesis_params>(), 240);
+        assert_eq!(
+            std::mem::offset_of!(claim_synthesis_params, channel_count),
+            200
+        );
         let mut p = claim_synthesis_params {
             struct_size: 0,
             seed: 9,
@@ -392,6 +539,23 @@ mod tests {
         let rust = unsafe { synthesis_params_from_c(&p, "params") }.unwrap();
         assert_eq!(rust, SynthesisParams::default());
         claim_synthesis_params_default(std::ptr::null_mut(), 200);
+        // A first-release caller (struct_size 200) gets the default map.
+        let mut old = claim_synthesis_params {
+            channel_count: 2,
+            ..claim_synthesis_params::default()
+        };
+        old.struct_size = 200;
+        // SAFETY: a live struct of 240 ≥ 200 bytes; `labels` is NULL.
+        let read = unsafe { read_struct(&old, "params") }.unwrap();
+        assert_eq!(read.channel_count, 0);
+        let mapped = claim_synthesis_params {
+            channel_count: 2,
+            channel_labels: [4, 3, 0, 0, 0, 0, 0, 0],
+            ..claim_synthesis_params::default()
+        };
+        // SAFETY: `labels` is NULL.
+        let rust = unsafe { synthesis_params_from_c(&mapped, "params") }.unwrap();
+        assert_eq!(rust.channel_labels, vec![4, 3]);
     }
 
     #[test]
@@ -437,6 +601,20 @@ mod tests {
                     ..base
                 },
                 "params.guidance_scale",
+            ),
+            (
+                claim_synthesis_params {
+                    channel_count: 9,
+                    ..base
+                },
+                "params.channel_count",
+            ),
+            (
+                claim_synthesis_params {
+                    frames: 257,
+                    ..base
+                },
+                "params.frames",
             ),
         ] {
             // SAFETY: `labels` is NULL.

@@ -1,26 +1,63 @@
 //! Volume in, volume out: scar synthesis on the slices of a case that carry
-//! a scar (or MVO) label.
+//! a scar (or MVO) label, for every upstream model layout.
 //!
 //! For each item (one slice for 2-D models, `frames` consecutive slices for
 //! 3-D ones) the pipeline crops or pads a `crop_size`² window centred on the
-//! LV cavity, scales the window's intensities to [−1, 1] (min → −1, max →
-//! +1, as in training), runs RePaint in batches with the lesion (scar and
-//! MVO labels) as the region to generate, scales back and pastes the result
+//! LV cavity, scales intensities to [−1, 1] (min → −1, max → +1, as in
+//! training), repeats the window on every model channel, runs RePaint in
+//! batches with the lesion (scar and MVO labels) as the region to generate,
+//! composes one image from the channels, scales back and pastes the result
 //! into a copy of the input. By default only lesion voxels are pasted, so
 //! every other voxel stays bit-identical; `keep_network_output` pastes the
 //! whole window (the network's reconstruction of the known region, as
 //! upstream).
+//!
+//! **Layouts.** Channel `c` paints the label `channel_labels[c]` (default:
+//! one channel → the scar label, CLAIM; two channels → scar then MVO,
+//! LeFusion-EMIDEC). The known region is every voxel that is neither scar
+//! nor MVO, on all channels. The composed image takes, at each voxel, the
+//! channel whose label the voxel carries, and channel 0 everywhere else
+//! (upstream: `final = ch0·[scar] + ch1·[MVO] + ch0·[known]`). A lesion
+//! label that no channel paints (MVO for a one-channel model) is painted by
+//! channel 0 and reported in [`Synthesis::warnings`].
+//!
+//! **Intensity scaling and padding.** 2-D items (F = 1) are scaled by the
+//! min and max of their cropped window and padded with −1 (CLAIM); 3-D items
+//! (F > 1) are scaled by the min and max of the whole volume and padded with
+//! 0 after scaling, in-plane and through-plane (LeFusion: `RescaleIntensity`
+//! then `CropOrPad`).
+//!
+//! **3-D windows** (F > 1). With at most F slices, one window holds the
+//! whole volume, zero-padded to F slices with ⌈(F − n)/2⌉ padding slices
+//! before and the rest after (torchio's `CropOrPad`). Otherwise let a..b be
+//! the first and last slice holding a lesion voxel: when b − a + 1 ≤ F one
+//! window of F slices is centred on a..b (shifted to stay inside the
+//! volume); when longer, n = ⌈(b − a + 1 − F)/⌊F/2⌋⌉ + 1 windows start at
+//! `a + round(i·(b − a + 1 − F)/(n − 1))`, so consecutive windows overlap by
+//! at least half. Where windows overlap, each voxel is the weighted mean of
+//! the windows' results with weight `min(f + 1, F − f)` for frame f (the
+//! frames near a window's centre count most); a voxel in one window keeps
+//! that window's value exactly.
 
-use super::condition::{lesion_histogram, perturb, Condition, PERTURBATION};
+use super::condition::{
+    lesion_histogram, perturb_channels, ChannelTissue, Condition, HISTOGRAM_BINS, PERTURBATION,
+};
 use super::repaint::{repaint, BatchNoise, InpaintBatch, Progress, SamplerParams};
 use super::schedule::{evaluation_count, JumpParams, Schedule, TIMESTEPS};
-use crate::models::Denoiser;
+use crate::models::{Denoiser, DenoiserConfig};
 use crate::rng::Rng;
 use crate::volume::{Image, LabelScheme, Volume};
 use crate::{Error, Result};
+use std::collections::HashMap;
 
 /// Crop size of CLAIM's EMIDEC slices.
 pub const CLAIM_CROP_SIZE: usize = 72;
+
+/// Frames of LeFusion's EMIDEC two-channel model (72 × 72 × 10).
+pub const LEFUSION_EMIDEC_FRAMES: usize = 10;
+
+/// Most channels a model may have for synthesis.
+pub const MAX_CHANNELS: usize = 8;
 
 /// What [`synthesize`] does.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,23 +69,32 @@ pub struct SynthesisParams {
     pub jump: JumpParams,
     /// Classifier-free guidance scale; 1 = off.
     pub guidance: f32,
-    /// The histogram condition. An unconditional model takes
-    /// [`Condition::ClaimEmidec`] (the default) or [`Condition::Null`], both
-    /// meaning "no condition"; explicit values are refused.
+    /// The histogram condition (16 values per channel). An unconditional
+    /// model takes [`Condition::Preset`] (the default) or
+    /// [`Condition::Null`], both meaning "no condition"; explicit values
+    /// are refused.
     pub condition: Condition,
-    /// Apply upstream's 10 % perturbation to the condition (one draw per item).
+    /// Apply upstream's 10 % perturbation to the condition (one draw per
+    /// item, each channel's histogram on its own).
     pub perturb_condition: bool,
     /// Items per network batch (≥ 1).
     pub batch_size: usize,
     /// In-plane window side (the model's training size; multiple of the
     /// model's downsampling factor).
     pub crop_size: usize,
-    /// Frames per item: 1 for 2-D models (CLAIM), F for 3-D ones.
+    /// Frames per item: 1 for 2-D models (CLAIM), F for 3-D ones; 0 = the
+    /// layout's default ([`default_frames`]: 10 for a two-channel model,
+    /// LeFusion-EMIDEC, else 1).
     pub frames: usize,
     /// Paste the whole window of network output instead of only the lesion.
     pub keep_network_output: bool,
     /// Label scheme of the label map.
     pub labels: LabelScheme,
+    /// The label each model channel paints, in channel order: the scheme's
+    /// scar or MVO label, each at most once. Empty = the layout's default
+    /// ([`default_channel_labels`]: scar for one channel, scar then MVO
+    /// for two).
+    pub channel_labels: Vec<i32>,
 }
 
 impl Default for SynthesisParams {
@@ -57,13 +103,14 @@ impl Default for SynthesisParams {
             seed: 0,
             jump: JumpParams::default(),
             guidance: 1.0,
-            condition: Condition::ClaimEmidec,
+            condition: Condition::Preset,
             perturb_condition: true,
             batch_size: 4,
             crop_size: CLAIM_CROP_SIZE,
-            frames: 1,
+            frames: 0,
             keep_network_output: false,
             labels: LabelScheme::EMIDEC,
+            channel_labels: Vec::new(),
         }
     }
 }
@@ -73,7 +120,7 @@ impl Default for SynthesisParams {
 pub struct Synthesis {
     /// The synthesized image: the input's dtype, dims and geometry.
     pub image: Image,
-    /// Slices (k) that were synthesized, ascending.
+    /// Slices (k) that hold a lesion voxel, ascending.
     pub slices: Vec<usize>,
     /// Number of items (windows) sampled.
     pub items: usize,
@@ -81,36 +128,155 @@ pub struct Synthesis {
     pub batches: usize,
     /// Network evaluations run (the progress total).
     pub network_evaluations: u64,
+    /// The layout used (channels, their labels, frames).
+    pub layout: Layout,
+    /// Things the caller should know, e.g. MVO voxels painted by a
+    /// one-channel model's scar channel.
+    pub warnings: Vec<String>,
 }
 
-/// One window: its slices, in-plane origin and intensity range.
+/// How a model's channels and frames meet the label map, resolved from the
+/// model and [`SynthesisParams`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Model channels C.
+    pub channels: usize,
+    /// The label each channel paints.
+    pub channel_labels: Vec<i32>,
+    /// The tissue each channel paints.
+    pub tissues: Vec<ChannelTissue>,
+    /// Frames per item.
+    pub frames: usize,
+    /// The model's condition length (`None`: unconditional).
+    pub cond_dim: Option<usize>,
+}
+
+/// Frames per item of the upstream model with this layout: 10 for a
+/// two-channel model (LeFusion-EMIDEC), 1 otherwise (CLAIM). The weights
+/// do not record F (temporal attention takes any number of frames), so a
+/// one-channel 3-D model (e.g. LeFusion-LIDC, 32) needs `frames` given.
+pub fn default_frames(config: &DenoiserConfig) -> usize {
+    if config.channels == 2 {
+        LEFUSION_EMIDEC_FRAMES
+    } else {
+        1
+    }
+}
+
+/// The upstream channel ↔ label map for a model with `channels` channels:
+/// `[scar]` (CLAIM) or `[scar, MVO]` (LeFusion-EMIDEC); an error naming the
+/// problem for other channel counts.
+pub fn default_channel_labels(channels: usize, scheme: &LabelScheme) -> Result<Vec<i32>> {
+    match channels {
+        1 => Ok(vec![scheme.scar]),
+        2 => Ok(vec![scheme.scar, scheme.mvo]),
+        c => Err(Error::invalid(format!(
+            "the model has {c} channels; upstream layouts have 1 (scar) or 2 (scar, MVO): give \
+             channel_labels explicitly"
+        ))),
+    }
+}
+
+impl Layout {
+    /// Resolves the channel map and frames of `params` for a model with
+    /// `config`; errors name what disagrees.
+    pub fn resolve(config: &DenoiserConfig, params: &SynthesisParams) -> Result<Layout> {
+        let scheme = &params.labels;
+        scheme.validate()?;
+        let channels = config.channels;
+        if channels == 0 || channels > MAX_CHANNELS {
+            return Err(Error::invalid(format!(
+                "synthesis supports models with 1–{MAX_CHANNELS} channels; this one has {channels}"
+            )));
+        }
+        let labels = if params.channel_labels.is_empty() {
+            default_channel_labels(channels, scheme)?
+        } else {
+            params.channel_labels.clone()
+        };
+        if labels.len() != channels {
+            return Err(Error::invalid(format!(
+                "the channel↔label map names {} label(s) {labels:?}, but the model has {channels} \
+                 channel(s): give one label per channel",
+                labels.len()
+            )));
+        }
+        let mut tissues = Vec::with_capacity(channels);
+        for (c, &l) in labels.iter().enumerate() {
+            let tissue = if l == scheme.scar {
+                ChannelTissue::Scar
+            } else if l == scheme.mvo {
+                ChannelTissue::Mvo
+            } else {
+                return Err(Error::invalid(format!(
+                    "channel {c} of the channel↔label map is label {l}; a channel paints the \
+                     scheme's scar ({}) or MVO ({}) label",
+                    scheme.scar, scheme.mvo
+                )));
+            };
+            if labels[..c].contains(&l) {
+                return Err(Error::invalid(format!(
+                    "the channel↔label map {labels:?} gives label {l} to two channels"
+                )));
+            }
+            tissues.push(tissue);
+        }
+        let frames = if params.frames == 0 {
+            default_frames(config)
+        } else {
+            params.frames
+        };
+        if frames > 256 {
+            return Err(Error::invalid(format!(
+                "params.frames must be 0 (the model's) or 1–256, got {frames}"
+            )));
+        }
+        Ok(Layout {
+            channels,
+            channel_labels: labels,
+            tissues,
+            frames,
+            cond_dim: config.cond_dim,
+        })
+    }
+
+    /// The channel whose output a voxel labelled `label` takes: the channel
+    /// painting that label, else channel 0.
+    fn channel_of(&self, label: i32) -> usize {
+        self.channel_labels
+            .iter()
+            .position(|l| *l == label)
+            .unwrap_or(0)
+    }
+}
+
+/// One window: its frames (a volume slice or a padding frame), in-plane
+/// origin and intensity range.
 #[derive(Clone, Debug)]
 struct Item {
-    slices: Vec<usize>,
+    slices: Vec<Option<usize>>,
     origin: [isize; 2],
     min: f32,
     max: f32,
 }
 
-/// Everything prepared for sampling: items, their [−1, 1] windows, known
-/// masks and lesion masks.
+/// Everything prepared for sampling: items, their one-channel [−1, 1]
+/// windows, known masks, and the channel each voxel's output comes from.
 struct Prepared {
     items: Vec<Item>,
     windows: Vec<Vec<f32>>,
     known: Vec<Vec<f32>>,
+    source: Vec<Vec<u8>>,
 }
 
-/// Value of padding voxels in the [−1, 1] window: the window's minimum.
-const PAD_VALUE: f32 = -1.0;
+/// Value of padding voxels of a 2-D window in [−1, 1]: the window's minimum.
+const PAD_VALUE_2D: f32 = -1.0;
+/// Value of padding voxels of a 3-D window: 0 after scaling, as torchio's
+/// `CropOrPad` after `RescaleIntensity` upstream.
+const PAD_VALUE_3D: f32 = 0.0;
 
 fn check_params(params: &SynthesisParams, model: &Denoiser) -> Result<()> {
     let cfg = model.config();
-    if cfg.channels != 1 {
-        return Err(Error::Unsupported(format!(
-            "synthesis supports single-channel models; this model has {} channels",
-            cfg.channels
-        )));
-    }
     let align = 1usize << (cfg.dim_mults.len().saturating_sub(1)).min(16);
     if params.crop_size == 0 || params.crop_size % align != 0 || params.crop_size > 1024 {
         return Err(Error::invalid(format!(
@@ -125,9 +291,9 @@ fn check_params(params: &SynthesisParams, model: &Denoiser) -> Result<()> {
             params.batch_size
         )));
     }
-    if params.frames == 0 || params.frames > 256 {
+    if params.frames > 256 {
         return Err(Error::invalid(format!(
-            "params.frames must be 1–256, got {}",
+            "params.frames must be 0 (the model's) or 1–256, got {}",
             params.frames
         )));
     }
@@ -181,33 +347,41 @@ fn lesion_slices(labels: &Volume<i32>, is_lesion: impl Fn(i32) -> bool) -> Vec<u
         .collect()
 }
 
-/// Groups of `frames` consecutive slices covering every lesion slice.
-fn windows_of(slices: &[usize], frames: usize, nk: usize) -> Result<Vec<Vec<usize>>> {
-    if frames == 1 {
-        return Ok(slices.iter().map(|k| vec![*k]).collect());
+/// The windows covering every lesion slice (`slices`, ascending, non-empty
+/// for `frames` > 1) of a volume with `nk` slices: one slice each for
+/// `frames` = 1, else the 3-D window rule of the module docs. `None` marks
+/// a padding frame.
+fn windows_of(slices: &[usize], frames: usize, nk: usize) -> Vec<Vec<Option<usize>>> {
+    if frames <= 1 {
+        return slices.iter().map(|k| vec![Some(*k)]).collect();
     }
-    if nk < frames {
-        return Err(Error::invalid(format!(
-            "the model takes {frames} consecutive slices, the volume has {nk}"
-        )));
+    let (Some(&a), Some(&b)) = (slices.first(), slices.last()) else {
+        return Vec::new();
+    };
+    if nk <= frames {
+        let pad = frames - nk;
+        let before = pad.div_ceil(2);
+        let mut w = vec![None; before];
+        w.extend((0..nk).map(Some));
+        w.resize(frames, None);
+        return vec![w];
     }
-    let mut windows = Vec::new();
-    let mut rest = slices;
-    while let Some(&a) = rest.first() {
-        // The run of lesion slices one window can hold, centred in it.
-        let b = rest
-            .iter()
-            .copied()
-            .take_while(|k| *k < a + frames)
-            .last()
-            .unwrap_or(a);
-        let centred = ((a + b + 1) as isize - frames as isize) / 2;
+    let window = |start: usize| (start..start + frames).map(Some).collect::<Vec<_>>();
+    let span = b - a + 1;
+    if span <= frames {
+        let centred = ((a + b + 1) as isize - frames as isize).div_euclid(2);
         let start = (centred.max(0) as usize).min(nk - frames);
-        let end = start + frames;
-        windows.push((start..end).collect());
-        rest = &rest[rest.iter().take_while(|k| **k < end).count()..];
+        return vec![window(start)];
     }
-    Ok(windows)
+    let stride = (frames / 2).max(1);
+    let extra = span - frames;
+    let n = extra.div_ceil(stride) + 1;
+    (0..n)
+        .map(|i| {
+            let offset = (i * extra) as f64 / (n - 1) as f64;
+            window(a + offset.round() as usize)
+        })
+        .collect()
 }
 
 /// Centre (i, j) of the window: LV cavity centroid over `slices`, else the
@@ -235,29 +409,58 @@ fn window_centre(labels: &Volume<i32>, slices: &[usize], scheme: &LabelScheme) -
         .unwrap_or([ni as f64 / 2.0, nj as f64 / 2.0])
 }
 
-/// Crops every item, scales to [−1, 1] and builds the known masks.
+/// Min and max of a volume's values (finite, non-empty: checked).
+fn value_range(values: &Volume<f32>) -> (f32, f32) {
+    values
+        .data
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        })
+}
+
+/// `v` scaled from [lo, hi] to [−1, 1] (−1 for a flat range).
+fn to_unit(v: f32, lo: f32, hi: f32) -> f32 {
+    let range = hi - lo;
+    if range > 0.0 {
+        2.0 * (v - lo) / range - 1.0
+    } else {
+        -1.0
+    }
+}
+
+/// Crops every item, scales to [−1, 1] and builds the known masks and the
+/// channel each voxel's output comes from.
 fn prepare(
     image: &Volume<f32>,
     labels: &Volume<i32>,
     scheme: &LabelScheme,
-    groups: Vec<Vec<usize>>,
+    layout: &Layout,
+    groups: Vec<Vec<Option<usize>>>,
     size: usize,
 ) -> Result<Prepared> {
     let [ni, nj, _] = image.dims();
+    let three_d = layout.frames > 1;
+    let volume_range = three_d.then(|| value_range(image));
+    let pad = if three_d { PAD_VALUE_3D } else { PAD_VALUE_2D };
     let mut out = Prepared {
         items: Vec::new(),
         windows: Vec::new(),
         known: Vec::new(),
+        source: Vec::new(),
     };
     for slices in groups {
-        let c = window_centre(labels, &slices, scheme);
+        let real: Vec<usize> = slices.iter().flatten().copied().collect();
+        let c = window_centre(labels, &real, scheme);
         let half = (size / 2) as isize;
         let origin = [c[0].round() as isize - half, c[1].round() as isize - half];
         let n = slices.len() * size * size;
         let mut raw = vec![f32::NAN; n];
         let mut known = vec![1f32; n];
+        let mut source = vec![0u8; n];
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        for (f, &k) in slices.iter().enumerate() {
+        for (f, k) in slices.iter().enumerate() {
+            let Some(k) = *k else { continue };
             for y in 0..size {
                 for x in 0..size {
                     let (i, j) = (origin[0] + x as isize, origin[1] + y as isize);
@@ -275,21 +478,17 @@ fn prepare(
                     if scheme.is_lesion(*l) {
                         known[p] = 0.0;
                     }
+                    // At most MAX_CHANNELS (8) channels: fits u8.
+                    source[p] = layout.channel_of(*l) as u8;
                 }
             }
         }
-        let range = hi - lo;
+        if let Some((vlo, vhi)) = volume_range {
+            (lo, hi) = (vlo, vhi);
+        }
         let window = raw
             .iter()
-            .map(|v| {
-                if v.is_nan() {
-                    PAD_VALUE
-                } else if range > 0.0 {
-                    2.0 * (v - lo) / range - 1.0
-                } else {
-                    -1.0
-                }
-            })
+            .map(|v| if v.is_nan() { pad } else { to_unit(*v, lo, hi) })
             .collect();
         out.items.push(Item {
             slices,
@@ -299,6 +498,7 @@ fn prepare(
         });
         out.windows.push(window);
         out.known.push(known);
+        out.source.push(source);
     }
     Ok(out)
 }
@@ -313,7 +513,7 @@ fn lesion_voxels_outside_windows(
     let [ni, nj, _] = labels.dims();
     let mut covered = vec![false; labels.len()];
     for item in items {
-        for &k in &item.slices {
+        for &k in item.slices.iter().flatten() {
             for y in 0..size as isize {
                 for x in 0..size as isize {
                     let (i, j) = (item.origin[0] + x, item.origin[1] + y);
@@ -362,6 +562,9 @@ fn check_case(image: &Image, labels: &Volume<i32>, scheme: &LabelScheme) -> Resu
             labels.dims()
         )));
     }
+    if image.dims().contains(&0) {
+        return Err(Error::invalid("the image has no voxel"));
+    }
     let values = image.to_f32();
     if let Some((n, v)) = values.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(Error::invalid(format!(
@@ -389,10 +592,37 @@ fn check_case(image: &Image, labels: &Volume<i32>, scheme: &LabelScheme) -> Resu
     Ok(values)
 }
 
+/// Warnings for lesion labels present in `labels` that no channel paints.
+fn unpainted_lesion_warnings(
+    labels: &Volume<i32>,
+    scheme: &LabelScheme,
+    layout: &Layout,
+) -> Vec<String> {
+    [("scar", scheme.scar), ("MVO", scheme.mvo)]
+        .iter()
+        .filter(|(_, l)| !layout.channel_labels.contains(l))
+        .filter_map(|(name, l)| {
+            let n = labels.data.iter().filter(|v| **v == *l).count();
+            (n > 0).then(|| {
+                format!(
+                    "{n} {name} voxel(s) (label {l}) are painted by channel 0 (label {}): the \
+                     model has no {name} channel",
+                    layout
+                        .channel_labels
+                        .first()
+                        .copied()
+                        .unwrap_or(scheme.scar)
+                )
+            })
+        })
+        .collect()
+}
+
 /// Synthesizes scar intensities inside the scar and MVO labels of `labels`
-/// on `image` with `model`. `progress(done, total)` is called before the
-/// first network evaluation and after every one (`total` = evaluations per
-/// batch × batches); returning `false` cancels with [`Error::Cancelled`].
+/// on `image` with `model` (any upstream layout, see the module docs).
+/// `progress(done, total)` is called before the first network evaluation
+/// and after every one (`total` = evaluations per batch × batches);
+/// returning `false` cancels with [`Error::Cancelled`].
 pub fn synthesize(
     model: &Denoiser,
     image: &Image,
@@ -401,6 +631,7 @@ pub fn synthesize(
     progress: &mut dyn FnMut(u64, u64) -> bool,
 ) -> Result<Synthesis> {
     check_params(params, model)?;
+    let layout = Layout::resolve(model.config(), params)?;
     let scheme = params.labels;
     let values = check_case(image, labels, &scheme)?;
     let slices = lesion_slices(labels, |l| scheme.is_lesion(l));
@@ -410,23 +641,25 @@ pub fn synthesize(
             scheme.scar, scheme.mvo
         )));
     }
-    let cond_dim = model.config().cond_dim;
+    let cond_dim = layout.cond_dim;
     let condition = match cond_dim {
         Some(_) => params.condition.clone(),
         None => match params.condition {
-            Condition::Null | Condition::ClaimEmidec => Condition::Null,
-            Condition::Values(_) => {
+            Condition::Null | Condition::Preset => Condition::Null,
+            Condition::Values(_) | Condition::Channels(_) => {
                 return Err(Error::invalid(
                     "histogram values given, but the model is unconditional",
                 ))
             }
         },
     };
-    let base = condition.base(cond_dim)?;
+    let base = condition.base(cond_dim, &layout.tissues)?;
+    let warnings = unpainted_lesion_warnings(labels, &scheme, &layout);
     let nk = labels.dims()[2];
-    let groups = windows_of(&slices, params.frames, nk)?;
+    let frames = layout.frames;
+    let groups = windows_of(&slices, frames, nk);
     let size = params.crop_size;
-    let prepared = prepare(&values, labels, &scheme, groups, size)?;
+    let prepared = prepare(&values, labels, &scheme, &layout, groups, size)?;
     let outside = lesion_voxels_outside_windows(labels, &scheme, &prepared.items, size);
     if outside > 0 {
         // Painting only part of a lesion would leave labels that no longer
@@ -447,8 +680,9 @@ pub fn synthesize(
         ..SamplerParams::default()
     };
     let root = Rng::new(params.seed);
-    let mut output = image.clone();
-    let item_len = params.frames * size * size;
+    let channels = layout.channels;
+    let item_len = frames * size * size;
+    let mut blend = Blend::default();
     for first in (0..n_items).step_by(params.batch_size) {
         let last = (first + params.batch_size).min(n_items);
         let mut conditions = base.as_ref().map(|_| Vec::new());
@@ -456,7 +690,12 @@ pub fn synthesize(
             if let (Some(base), Some(conds)) = (&base, conditions.as_mut()) {
                 if params.perturb_condition {
                     let item_rng = root.fork(item as u64 + 1);
-                    conds.extend(perturb(base, PERTURBATION, &mut item_rng.fork(1)));
+                    conds.extend(perturb_channels(
+                        base,
+                        channels,
+                        PERTURBATION,
+                        &mut item_rng.fork(1),
+                    ));
                 } else {
                     conds.extend_from_slice(base);
                 }
@@ -468,65 +707,121 @@ pub fn synthesize(
                 .map(|i| u32::try_from(i).map_err(|_| Error::invalid("more than 2³² items")))
                 .collect::<Result<_>>()?,
         };
+        // The image is repeated on every channel; so is the known region.
+        let repeat = |v: &[Vec<f32>]| -> Vec<f32> {
+            v[first..last]
+                .iter()
+                .flat_map(|w| std::iter::repeat_n(w.as_slice(), channels).flatten())
+                .copied()
+                .collect()
+        };
         let batch = InpaintBatch {
-            shape: [last - first, 1, params.frames, size, size],
-            ground_truth: prepared.windows[first..last].concat(),
-            known: prepared.known[first..last].concat(),
+            shape: [last - first, channels, frames, size, size],
+            ground_truth: repeat(&prepared.windows),
+            known: repeat(&prepared.known),
             conditions,
         };
         let sample = repaint(model, &schedule, &batch, &sampler, &noise, &mut progress)?;
         for (b, item) in prepared.items[first..last].iter().enumerate() {
-            let known = &prepared.known[first + b];
+            let len = channels * item_len;
             let out = sample
-                .get(b * item_len..(b + 1) * item_len)
+                .get(b * len..(b + 1) * len)
                 .ok_or_else(|| Error::Internal("sampler output too short".into()))?;
-            paste(
-                &mut output,
+            let composed = compose(out, &prepared.source[first + b], item_len);
+            blend.add(
+                values.dims(),
                 item,
-                out,
-                known,
+                &composed,
+                &prepared.known[first + b],
                 size,
                 params.keep_network_output,
             );
         }
     }
+    let mut output = image.clone();
+    blend.write(&mut output, values.dims());
     Ok(Synthesis {
         image: output,
         slices,
         items: n_items,
         batches,
         network_evaluations: total,
+        layout,
+        warnings,
     })
 }
 
-/// Scales an item's sample back and writes it into `output`: lesion
-/// voxels only, or every in-image voxel of the window with `everything`.
-fn paste(
-    output: &mut Image,
-    item: &Item,
-    sample: &[f32],
-    known: &[f32],
-    size: usize,
-    everything: bool,
-) {
-    let [ni, nj, _] = output.dims();
-    let range = item.max - item.min;
-    for (f, &k) in item.slices.iter().enumerate() {
-        for y in 0..size {
-            for x in 0..size {
-                let p = (f * size + y) * size + x;
-                let (i, j) = (item.origin[0] + x as isize, item.origin[1] + y as isize);
-                if i < 0 || j < 0 || i as usize >= ni || j as usize >= nj {
-                    continue;
+/// One image from a `[C, F, H, W]` sample: each voxel from the channel
+/// `source` names (upstream's `ch0·[scar] + ch1·[MVO] + ch0·[known]`).
+pub fn compose(sample: &[f32], source: &[u8], item_len: usize) -> Vec<f32> {
+    source
+        .iter()
+        .enumerate()
+        .map(|(p, c)| {
+            sample
+                .get(usize::from(*c) * item_len + p)
+                .copied()
+                .unwrap_or(f32::NAN)
+        })
+        .collect()
+}
+
+/// Weighted sums of the windows' results per output voxel (flat index).
+#[derive(Default)]
+struct Blend {
+    sums: HashMap<usize, (f64, f64)>,
+}
+
+impl Blend {
+    /// Scales an item's composed sample back and adds it, with the frame's
+    /// weight, at lesion voxels only, or at every in-image voxel of the
+    /// window with `everything`.
+    fn add(
+        &mut self,
+        dims: [usize; 3],
+        item: &Item,
+        sample: &[f32],
+        known: &[f32],
+        size: usize,
+        everything: bool,
+    ) {
+        let [ni, nj, _] = dims;
+        let frames = item.slices.len();
+        let range = item.max - item.min;
+        for (f, k) in item.slices.iter().enumerate() {
+            let Some(k) = *k else { continue };
+            let weight = (f + 1).min(frames - f) as f64;
+            for y in 0..size {
+                for x in 0..size {
+                    let p = (f * size + y) * size + x;
+                    let (i, j) = (item.origin[0] + x as isize, item.origin[1] + y as isize);
+                    if i < 0 || j < 0 || i as usize >= ni || j as usize >= nj {
+                        continue;
+                    }
+                    let lesion = known.get(p).is_some_and(|k| *k == 0.0);
+                    if !(lesion || everything) {
+                        continue;
+                    }
+                    let Some(v) = sample.get(p) else { continue };
+                    let value = item.min + (v + 1.0) / 2.0 * range;
+                    let at = (k * nj + j as usize) * ni + i as usize;
+                    let e = self.sums.entry(at).or_insert((0.0, 0.0));
+                    // f32 × small integer is exact in f64, so a voxel of one
+                    // window gets its value back bit for bit.
+                    e.0 += f64::from(value) * weight;
+                    e.1 += weight;
                 }
-                let lesion = known.get(p).is_some_and(|k| *k == 0.0);
-                if !(lesion || everything) {
-                    continue;
-                }
-                let Some(v) = sample.get(p) else { continue };
-                let value = item.min + (v + 1.0) / 2.0 * range;
-                store(output, [k, j as usize, i as usize], value);
             }
+        }
+    }
+
+    /// Writes the weighted means into `output`.
+    fn write(&self, output: &mut Image, dims: [usize; 3]) {
+        let [ni, nj, _] = dims;
+        for (&at, &(sum, weight)) in &self.sums {
+            let (k, rest) = (at / (ni * nj), at % (ni * nj));
+            let (j, i) = (rest / ni, rest % ni);
+            store(output, [k, j, i], (sum / weight) as f32);
         }
     }
 }
@@ -534,12 +829,38 @@ fn paste(
 /// The condition measured from a reference case: the normalised 16-bin
 /// histogram of the scar voxels (label `scheme.scar`, as in training) of
 /// every slice holding scar, each slice cropped like [`synthesize`] does
-/// (`crop_size` window on the LV cavity) and scaled to [−1, 1].
+/// for a 2-D model (`crop_size` window on the LV cavity) and scaled to
+/// [−1, 1].
 pub fn measure_histogram(
     image: &Image,
     labels: &Volume<i32>,
     scheme: &LabelScheme,
     crop_size: usize,
+) -> Result<Vec<f32>> {
+    let h = measure_label_histogram(image, labels, scheme, scheme.scar, crop_size, 1)?;
+    if h.iter().all(|v| *v == 0.0) {
+        return Err(Error::invalid(format!(
+            "reference labels hold no scar (label {}) voxel to measure",
+            scheme.scar
+        )));
+    }
+    Ok(h)
+}
+
+/// The normalised 16-bin histogram over [−1, 1] of the voxels labelled
+/// `label`, scaled as [`synthesize`] scales them for `frames`: for at most
+/// one frame each slice's `crop_size` window on the LV cavity by its own
+/// min and max; for more, the whole volume by its min and max, as
+/// LeFusion's training does.
+/// All zeros when no voxel carries `label` (upstream's convention for a
+/// case without MVO).
+pub fn measure_label_histogram(
+    image: &Image,
+    labels: &Volume<i32>,
+    scheme: &LabelScheme,
+    label: i32,
+    crop_size: usize,
+    frames: usize,
 ) -> Result<Vec<f32>> {
     scheme.validate()?;
     if crop_size == 0 || crop_size > 1024 {
@@ -548,33 +869,47 @@ pub fn measure_histogram(
         )));
     }
     let values = check_case(image, labels, scheme)?;
-    let slices = lesion_slices(labels, |l| l == scheme.scar);
-    if slices.is_empty() {
-        return Err(Error::invalid(format!(
-            "reference labels hold no scar (label {}) voxel to measure",
-            scheme.scar
-        )));
+    if frames > 1 {
+        let (lo, hi) = value_range(&values);
+        let (scaled, inside): (Vec<f32>, Vec<bool>) = values
+            .data
+            .iter()
+            .zip(labels.data.iter())
+            .filter(|(_, l)| **l == label)
+            .map(|(v, _)| (to_unit(*v, lo, hi), true))
+            .unzip();
+        return Ok(lesion_histogram(&scaled, &inside));
     }
-    let groups = slices.iter().map(|k| vec![*k]).collect();
-    let prepared = prepare(&values, labels, scheme, groups, crop_size)?;
+    let slices = lesion_slices(labels, |l| l == label);
+    let layout = Layout {
+        channels: 1,
+        channel_labels: vec![label],
+        tissues: vec![ChannelTissue::Scar],
+        frames: 1,
+        cond_dim: None,
+    };
+    let groups = slices.iter().map(|k| vec![Some(*k)]).collect();
+    let prepared = prepare(&values, labels, scheme, &layout, groups, crop_size)?;
     let [ni, nj, _] = labels.dims();
     let mut window_values = Vec::new();
     let mut inside = Vec::new();
     for (item, window) in prepared.items.iter().zip(&prepared.windows) {
-        let k = item.slices.first().copied().unwrap_or(0);
+        let Some(k) = item.slices.first().copied().flatten() else {
+            continue;
+        };
         for y in 0..crop_size {
             for x in 0..crop_size {
                 let (i, j) = (item.origin[0] + x as isize, item.origin[1] + y as isize);
                 if i < 0 || j < 0 || i as usize >= ni || j as usize >= nj {
                     continue;
                 }
-                let scar = labels
+                let hit = labels
                     .data
                     .get([k, j as usize, i as usize])
-                    .is_some_and(|l| *l == scheme.scar);
+                    .is_some_and(|l| *l == label);
                 if let Some(v) = window.get(y * crop_size + x) {
                     window_values.push(*v);
-                    inside.push(scar);
+                    inside.push(hit);
                 }
             }
         }
@@ -582,25 +917,120 @@ pub fn measure_histogram(
     Ok(lesion_histogram(&window_values, &inside))
 }
 
+/// The whole condition measured from a reference case for `layout`: each
+/// channel's histogram of its label ([`measure_label_histogram`]),
+/// concatenated in channel order (16 values per channel). A channel whose
+/// label the reference lacks gets zeros, as upstream's training does for a
+/// case without MVO; a reference with none of the labels is refused.
+pub fn measure_channel_histograms(
+    image: &Image,
+    labels: &Volume<i32>,
+    scheme: &LabelScheme,
+    layout: &Layout,
+    crop_size: usize,
+) -> Result<Vec<f32>> {
+    let mut all = Vec::with_capacity(HISTOGRAM_BINS * layout.channels);
+    for &label in &layout.channel_labels {
+        all.extend(measure_label_histogram(
+            image,
+            labels,
+            scheme,
+            label,
+            crop_size,
+            layout.frames,
+        )?);
+    }
+    if all.iter().all(|v| *v == 0.0) {
+        return Err(Error::invalid(format!(
+            "reference labels hold no voxel of the channels' labels {:?} to measure",
+            layout.channel_labels
+        )));
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn some(r: std::ops::Range<usize>) -> Vec<Option<usize>> {
+        r.map(Some).collect()
+    }
+
     #[test]
     fn windows_cover_lesion_slices() {
         assert_eq!(
-            windows_of(&[2, 3, 7], 1, 10).unwrap(),
-            vec![vec![2], vec![3], vec![7]]
+            windows_of(&[2, 3, 7], 1, 10),
+            vec![vec![Some(2)], vec![Some(3)], vec![Some(7)]]
+        );
+        // Span 2..=8 (7 slices) > 4: ⌈3/2⌉ + 1 = 3 windows from 2 to 5.
+        assert_eq!(
+            windows_of(&[2, 3, 7, 8], 4, 10),
+            vec![some(2..6), some(4..8), some(5..9)]
+        );
+        // Centred on 4..=5, shifted into the volume.
+        assert_eq!(windows_of(&[4, 5], 10, 12), vec![some(0..10)]);
+        assert_eq!(windows_of(&[5, 6], 4, 12), vec![some(4..8)]);
+        assert_eq!(windows_of(&[8, 9], 4, 10), vec![some(6..10)]);
+        // Fewer slices than frames: ⌈pad/2⌉ padding frames first (torchio).
+        assert_eq!(
+            windows_of(&[0], 4, 3),
+            vec![vec![None, Some(0), Some(1), Some(2)]]
         );
         assert_eq!(
-            windows_of(&[2, 3, 7, 8], 4, 10).unwrap(),
-            vec![vec![1, 2, 3, 4], vec![6, 7, 8, 9]]
+            windows_of(&[1], 10, 5),
+            vec![[vec![None; 3], some(0..5), vec![None; 2]].concat()]
         );
+        // A lesion over 20 of 30 slices with F = 10: 3 windows, overlapping
+        // by at least half, covering every lesion slice.
+        let lesion: Vec<usize> = (5..25).collect();
+        let w = windows_of(&lesion, 10, 30);
+        assert_eq!(w, vec![some(5..15), some(10..20), some(15..25)]);
+    }
+
+    #[test]
+    fn composition_takes_each_voxel_from_its_channel() {
+        // [C=2, F=1, 2×2]: channel 0 = 0..4, channel 1 = 10..14.
+        let sample = [0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0];
         assert_eq!(
-            windows_of(&[4, 5], 10, 12).unwrap(),
-            vec![(0..10).collect::<Vec<_>>()]
+            compose(&sample, &[0, 1, 0, 1], 4),
+            vec![0.0, 11.0, 2.0, 13.0]
         );
-        assert_eq!(windows_of(&[8, 9], 4, 10).unwrap(), vec![vec![6, 7, 8, 9]]);
-        assert!(windows_of(&[0], 4, 3).is_err());
+    }
+
+    #[test]
+    fn layouts_resolve_and_name_mismatches() {
+        let mut cfg = DenoiserConfig::claim();
+        let params = SynthesisParams::default();
+        let one = Layout::resolve(&cfg, &params).unwrap();
+        assert_eq!((one.channel_labels.clone(), one.frames), (vec![3], 1));
+        cfg.channels = 2;
+        let two = Layout::resolve(&cfg, &params).unwrap();
+        assert_eq!(two.channel_labels, vec![3, 4]);
+        assert_eq!(two.tissues, vec![ChannelTissue::Scar, ChannelTissue::Mvo]);
+        assert_eq!(two.frames, 10);
+        assert_eq!(two.channel_of(4), 1);
+        assert_eq!(two.channel_of(2), 0);
+        for (labels, needle) in [
+            (
+                vec![3],
+                "names 1 label(s) [3], but the model has 2 channel(s)",
+            ),
+            (vec![3, 2], "channel 1 of the channel↔label map is label 2"),
+            (vec![4, 4], "gives label 4 to two channels"),
+        ] {
+            let p = SynthesisParams {
+                channel_labels: labels,
+                ..SynthesisParams::default()
+            };
+            let e = Layout::resolve(&cfg, &p).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        cfg.channels = 3;
+        let e = Layout::resolve(&cfg, &params).unwrap_err().to_string();
+        assert!(
+            e.contains("3 channels") && e.contains("channel_labels"),
+            "{e}"
+        );
     }
 }

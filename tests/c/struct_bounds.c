@@ -431,6 +431,9 @@ static void diffusion_structs(void)
                   CLAIM_OK, "diffusion_info_get into a struct at a page end");
     expect_status(claim_diffusion_info_get(model, TRUNCATED(info)), CLAIM_ERR_INVALID_ARGUMENT,
                   "diffusion_info_get out.struct_size 4");
+    /* A caller from before `frames` (24 bytes). */
+    expect_status(claim_diffusion_info_get(model, (claim_diffusion_info *)at_page_end(&info, 24)),
+                  CLAIM_OK, "diffusion_info_get into a first-release struct at a page end");
 
     /* Tensors: 80 bytes (a caller from before `dtype`) and the whole struct. */
     for (n = 0; n < 64; n++) x[n] = (float)(n % 9) / 9.0f - 0.5f;
@@ -493,6 +496,25 @@ static void diffusion_structs(void)
                   CLAIM_ERR_INVALID_ARGUMENT, "diffusion_synthesize image.struct_size 4");
     expect_status(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, TRUNCATED(vo)),
                   CLAIM_ERR_INVALID_ARGUMENT, "diffusion_synthesize out_image.struct_size 4");
+
+    /* A caller from before `channel_count` (200 bytes). */
+    expect_status(claim_diffusion_synthesize(model, &vi, &vl,
+                                             (claim_synthesis_params *)at_page_end(&params, 200),
+                                             NULL, NULL, &vo),
+                  CLAIM_OK, "diffusion_synthesize with first-release params at a page end");
+    {
+        float channels[CLAIM_HISTOGRAM_MAX];
+        uint32_t length = 0;
+        expect_status(claim_histogram_measure_channels(
+                          model, (claim_volume *)at_page_end(&vi, sizeof vi),
+                          (claim_volume *)at_page_end(&vl, sizeof vl),
+                          (claim_synthesis_params *)at_page_end(&params, 200), channels,
+                          CLAIM_HISTOGRAM_MAX, &length),
+                      CLAIM_OK, "histogram_measure_channels with first-release params at a page end");
+        expect_status(claim_histogram_measure_channels(model, &vi, &vl, TRUNCATED(params), channels,
+                                                       CLAIM_HISTOGRAM_MAX, &length),
+                      CLAIM_ERR_INVALID_ARGUMENT, "histogram_measure_channels params.struct_size 4");
+    }
 
     /* Histogram: image, labels, scheme. */
     expect_status(claim_histogram_measure((claim_volume *)at_page_end(&vi, sizeof vi),

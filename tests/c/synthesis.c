@@ -418,6 +418,75 @@ static void synthesis_checks(void)
         expect_ok(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
                   "synthesize with the measured histogram");
     }
+    /* A one-channel model: one histogram; MVO is painted by its channel. */
+    {
+        float h[CLAIM_HISTOGRAM_MAX];
+        uint32_t length = 0;
+        claim_diffusion_info info;
+        info.struct_size = sizeof info;
+        expect_ok(claim_diffusion_info_get(model, &info), "info of the 2-D model");
+        CHECK(info.frames == 1 && info.histogram_count == 1, "2-D model: 1 frame, 1 histogram");
+        expect_ok(claim_histogram_measure_channels(model, &vi, &vl, &params, h, CLAIM_HISTOGRAM_MAX,
+                                                   &length),
+                  "measure the 2-D model's condition");
+        CHECK(length == CLAIM_HISTOGRAM_BINS, "one histogram for one channel");
+    }
+    claim_diffusion_free(model);
+    model = NULL;
+
+    /* A two-channel 3-D model (C 2, cond 8): the image on both channels,
+     * scar from channel 0, MVO from channel 1. */
+    snprintf(path, sizeof path, "%s/denoiser/unet3d_weights.safetensors", CLAIM_FIXTURES);
+    expect_ok(claim_diffusion_load(path, NULL, &model), "load the two-channel 3-D model");
+    if (!model) return;
+    {
+        claim_diffusion_info info;
+        float h[CLAIM_HISTOGRAM_MAX];
+        uint32_t length = 0;
+        info.struct_size = sizeof info;
+        expect_ok(claim_diffusion_info_get(model, &info), "info of the two-channel model");
+        CHECK(info.channels == 2 && info.cond_dim == 8 && info.frames == 10 &&
+                  info.histogram_count == 0,
+              "two channels, condition 8 (not 16 per channel), 10 frames by default");
+        CLAIM_DEFAULT(claim_synthesis_params, &params);
+        CHECK(params.frames == 0 && params.channel_count == 0, "frames and map default to the model's");
+        params.crop_size = 24;
+        params.t_start = 6;
+        params.jump_length = 1;
+        params.jump_n_sample = 1;
+        expect_error(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
+                     CLAIM_ERR_INVALID_ARGUMENT, "not 16 per channel",
+                     "presets need 16 values per channel");
+        params.histogram_source = CLAIM_HISTOGRAM_VALUES;
+        params.histogram_length = 8;
+        for (n = 0; n < 8; n++) params.histogram[n] = 0.125f;
+        params.channel_count = 1;
+        params.channel_labels[0] = 3;
+        expect_error(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
+                     CLAIM_ERR_INVALID_ARGUMENT, "but the model has 2 channel(s)",
+                     "a channel map that disagrees with the model is refused");
+        params.channel_count = 2;
+        params.channel_labels[1] = 4;
+        memcpy(out, image, sizeof out);
+        expect_ok(claim_diffusion_synthesize(model, &vi, &vl, &params, NULL, NULL, &vo),
+                  "synthesize with the two-channel model (3 slices padded to 10 frames)");
+        outside_same = 1;
+        changed = 0;
+        for (n = 0; n < NV; n++) {
+            if (labels[n] == 3 || labels[n] == 4) {
+                changed += out[n] != image[n];
+            } else if (memcmp(&out[n], &image[n], sizeof(float)) != 0) {
+                outside_same = 0;
+            }
+        }
+        CHECK(outside_same && changed > 10, "two channels: only scar and MVO voxels change");
+        expect_ok(claim_histogram_measure_channels(model, &vi, &vl, &params, h, CLAIM_HISTOGRAM_MAX,
+                                                   &length),
+                  "measure both channels' histograms");
+        CHECK(length == 2 * CLAIM_HISTOGRAM_BINS, "16 values per channel");
+        expect_error(claim_histogram_measure_channels(model, &vi, &vl, &params, h, 16, NULL),
+                     CLAIM_ERR_INVALID_ARGUMENT, "capacity", "too little room refused");
+    }
     claim_diffusion_free(model);
 }
 

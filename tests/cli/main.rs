@@ -7,3 +7,4 @@ mod common;
 mod cli;
 mod cli_eval;
 mod cli_segment;
+mod cli_twochan;

@@ -74,6 +74,18 @@ int main() {
         }
         expect(outside_same && lesion_changed, "synthesize changes only the scar");
         expect(last_done == last_total && last_total == 14, "progress reaches 8 + 3 jumps x 2 = 14");
+        expect(info.frames == 1 && info.histogram_count == 1, "one frame, one histogram");
+        const auto measured = claim::histogram_measure_channels(model, vi, vl, params);
+        expect(measured.size() == CLAIM_HISTOGRAM_BINS, "one channel: 16 measured values");
+        try {
+            const auto two = claim::SynthesisParams(params).channel_labels({3, 4});
+            claim::diffusion_synthesize(model, vi, vl, two, vo);
+            expect(false, "a two-label map on a one-channel model throws");
+        } catch (const claim::Error& e) {
+            expect(e.status() == CLAIM_ERR_INVALID_ARGUMENT &&
+                       std::string(e.what()).find("1 channel(s)") != std::string::npos,
+                   std::string("channel map refused: ") + e.what());
+        }
 
         try {
             claim::diffusion_synthesize(model, vi, vl, params, vo, [](std::uint64_t d, std::uint64_t) { return d < 2; });

@@ -1,6 +1,7 @@
 //! The neural engine and its pipelines against their references: golden
 //! fixtures exported by the PyTorch scripts in `tools/` (convolutions,
-//! the denoiser, nnU-Net resampling and prediction, RePaint steps), the
+//! the denoiser, nnU-Net resampling and prediction, RePaint steps, a full
+//! two-channel RePaint run), the
 //! PyTorch checkpoint reader, and the synthesis and segmentation pipelines
 //! on the phantom. One binary for all (each integration test binary
 //! relinks the library).
@@ -12,3 +13,4 @@ mod resample_golden;
 mod segmentation;
 mod synthesis;
 mod torch_reader;
+mod twochan;

@@ -1,11 +1,16 @@
 //! `claim synth`: paint LGE scar into an image under its scar/MVO labels
-//! with a LeFusion/CLAIM diffusion model (RePaint), with a progress bar.
+//! with a LeFusion/CLAIM diffusion model (RePaint), with a progress bar;
+//! every upstream layout (one-channel 2-D CLAIM, two-channel scar + MVO
+//! 3-D LeFusion-EMIDEC).
 
 use crate::label_maps::{in_file, read_label_map, SchemeArgs};
 use claim::io::{read_image, write_image};
 use claim::models::Denoiser;
 use claim::nn::{DeviceSpec, LoadOptions};
-use claim::synthesis::{synthesize, Condition, JumpParams, SynthesisParams};
+use claim::synthesis::{
+    measure_channel_histograms, synthesize, ChannelHistogram, Condition, JumpParams, Layout,
+    SynthesisParams,
+};
 use claim::{Error, LabelScheme, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -17,7 +22,29 @@ use std::time::Instant;
     after_help = "Only voxels labelled scar or MVO change unless --keep-network-output; \
 every other voxel is copied bit for bit. 300/5/5 (the defaults, CLAIM's inference setting) run \
 1480 network evaluations per batch of slices. Convert an upstream .pt checkpoint with \
-`claim import CKPT.pt -o MODEL.safetensors [--ema]` (no Python needed)."
+`claim import CKPT.pt -o MODEL.safetensors [--ema]` (no Python needed).
+
+Model layouts (read off the weights; `claim info --model M` is not needed):
+  1 channel, cond 16 (CLAIM, 2-D): channel 0 paints scar and MVO alike (MVO
+    voxels are reported with a warning); one histogram; --frames 1.
+  2 channels, cond 32 (LeFusion-EMIDEC, 3-D): channel 0 paints the scar
+    (label 3), channel 1 the MVO (label 4); two histograms (scar, MVO);
+    --frames 10. The image is repeated on both channels; the known region is
+    every voxel that is neither scar nor MVO; each lesion voxel takes the
+    channel of its label.
+  --channel-labels changes the map (one label per channel, scar or MVO).
+
+Histograms: --hist once per channel (`--hist preset --hist 0.1,…` gives the
+scar channel the preset and the MVO channel 16 values), or once for the
+whole condition (`preset`, `null`, or all 16 × channels values), or
+measured per channel from a reference case with --hist-ref-image and
+--hist-ref-labels (a channel whose label the reference lacks gets zeros).
+
+3-D windows (frames F > 1): the whole volume is scaled to [-1, 1]; a volume
+with fewer than F slices is one window zero-padded to F (half the padding
+before, rounded up); a lesion spanning at most F slices gets one window
+centred on it; longer lesions get windows overlapping by at least F/2,
+blended inside the lesion (frames near a window's centre weigh most)."
 )]
 pub struct Args {
     /// Denoiser weights (.safetensors; upstream keys, any wrapper prefix).
@@ -51,10 +78,28 @@ pub struct Args {
     /// Classifier-free guidance scale (1 = off; otherwise 2 evaluations per step).
     #[arg(long, value_name = "F", default_value_t = 1.0)]
     guidance: f32,
-    /// Histogram condition: `preset` (CLAIM's EMIDEC centre), `null`, or
-    /// 16 (or 32) comma-separated values.
-    #[arg(long, value_name = "preset|v1,…,v16", default_value = "preset")]
-    hist: Condition,
+    /// Histogram condition, once per model channel (`preset` or 16
+    /// comma-separated values), or once for the whole condition (`preset`,
+    /// `null`, or all 16 × channels values). Default: the layout's presets
+    /// (CLAIM's EMIDEC centre; LeFusion's EMIDEC scar and MVO centres).
+    #[arg(long, value_name = "preset|null|v1,…,v16")]
+    hist: Vec<String>,
+    /// Measure each channel's histogram from this reference image (with
+    /// --hist-ref-labels) instead of --hist.
+    #[arg(
+        long,
+        value_name = "I",
+        requires = "hist_ref_labels",
+        conflicts_with = "hist"
+    )]
+    hist_ref_image: Option<PathBuf>,
+    /// Label map of the --hist-ref-image case.
+    #[arg(long, value_name = "L", requires = "hist_ref_image")]
+    hist_ref_labels: Option<PathBuf>,
+    /// The label each model channel paints, in channel order (default: the
+    /// scar label for one channel; scar, MVO for two).
+    #[arg(long, value_name = "L0,L1,…", value_delimiter = ',')]
+    channel_labels: Vec<i32>,
     /// Use the histogram as given (no upstream 10 % perturbation).
     #[arg(long)]
     no_perturb: bool,
@@ -67,8 +112,9 @@ pub struct Args {
     /// In-plane window side around the LV cavity (the model's training size).
     #[arg(long, value_name = "PX", default_value_t = 72)]
     crop: usize,
-    /// Consecutive slices per item (1 for 2-D models such as CLAIM's).
-    #[arg(long, value_name = "F", default_value_t = 1)]
+    /// Consecutive slices per item; 0 = the model's layout (10 for a
+    /// two-channel model, LeFusion-EMIDEC; 1 otherwise, CLAIM).
+    #[arg(long, value_name = "F", default_value_t = 0)]
     frames: usize,
     #[command(flatten)]
     scheme: SchemeArgs,
@@ -91,7 +137,7 @@ pub fn run(args: &Args) -> Result<()> {
         Denoiser::from_file_with(&args.model, &load).map_err(|e| in_file(&args.model, e))?;
     let image = read_image(&args.image).map_err(|e| in_file(&args.image, e))?;
     let labels = read_label_map(&args.labels)?;
-    let params = SynthesisParams {
+    let mut params = SynthesisParams {
         seed: args.seed,
         jump: JumpParams {
             t_start: args.t_start,
@@ -99,13 +145,31 @@ pub fn run(args: &Args) -> Result<()> {
             jump_n_sample: args.jump_n_sample,
         },
         guidance: args.guidance,
-        condition: args.hist.clone(),
+        condition: Condition::Preset,
         perturb_condition: !args.no_perturb,
         batch_size: args.batch_size,
         crop_size: args.crop,
         frames: args.frames,
         keep_network_output: args.keep_network_output,
         labels: scheme,
+        channel_labels: args.channel_labels.clone(),
+    };
+    params.condition = match (&args.hist_ref_image, &args.hist_ref_labels) {
+        (Some(ref_image), Some(ref_labels)) => {
+            let layout = Layout::resolve(model.config(), &params)?;
+            let reference = read_image(ref_image).map_err(|e| in_file(ref_image, e))?;
+            let reference_labels = read_label_map(ref_labels)?;
+            let values = measure_channel_histograms(
+                &reference,
+                &reference_labels.labels,
+                &scheme,
+                &layout,
+                args.crop,
+            )
+            .map_err(|e| in_file(ref_labels, e))?;
+            Condition::Values(values)
+        }
+        _ => condition_of(&args.hist)?,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -128,6 +192,9 @@ pub fn run(args: &Args) -> Result<()> {
     );
     bar.finish_and_clear();
     let result = result?;
+    for warning in &result.warnings {
+        eprintln!("warning: {warning}");
+    }
     write_image(&result.image, &args.output).map_err(|e| in_file(&args.output, e))?;
     outln!(
         "synthesized scar on slices {:?}: {} item(s) in {} batch(es), {} network evaluations, {:.1} s",
@@ -139,4 +206,27 @@ pub fn run(args: &Args) -> Result<()> {
     );
     outln!("wrote {}", args.output.display());
     Ok(())
+}
+
+/// The condition of the `--hist` flags: none → the presets; one → the
+/// whole condition (`preset`, `null` or every value); several → one
+/// histogram per channel.
+fn condition_of(hist: &[String]) -> Result<Condition> {
+    match hist {
+        [] => Ok(Condition::Preset),
+        [one] => one.parse(),
+        several => several
+            .iter()
+            .map(|h| {
+                if matches!(h.trim(), "null" | "none") {
+                    Err(Error::invalid(
+                        "--hist null applies to the whole condition; give it once",
+                    ))
+                } else {
+                    h.parse::<ChannelHistogram>()
+                }
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Condition::Channels),
+    }
 }
