@@ -6,4 +6,6 @@ mod common;
 
 mod cli;
 mod cli_eval;
+mod cli_hostile;
+mod fuzz;
 mod cli_segment;
