@@ -145,6 +145,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_c_default_is_the_default() {
+        assert_eq!(
+            crate::ffi::image::CLAIM_MAX_VOXELS_DEFAULT,
+            DEFAULT_MAX_VOXELS
+        );
+    }
+
+    #[test]
     fn limits_parse_and_refuse_nonsense() {
         assert_eq!(parse_max_voxels(" 1000 ").unwrap(), 1000);
         for bad in ["0", "-1", "lots", "", "18446744073709551615"] {
@@ -160,8 +168,14 @@ mod tests {
         let err = check_voxels(&[2048, 1024, 1024], "bomb.nii.gz").unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::OutOfMemory(_)), "{msg}");
-        assert!(msg.contains("bomb.nii.gz") && msg.contains("2048×1024×1024"), "{msg}");
-        assert!(msg.contains(&limit.to_string()) && msg.contains(MAX_VOXELS_ENV), "{msg}");
+        assert!(
+            msg.contains("bomb.nii.gz") && msg.contains("2048×1024×1024"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&limit.to_string()) && msg.contains(MAX_VOXELS_ENV),
+            "{msg}"
+        );
         let err = check_voxels(&[u64::MAX, 2, 2], "overflow").unwrap_err();
         assert!(matches!(err, Error::OutOfMemory(_)), "{err}");
     }
@@ -171,7 +185,10 @@ mod tests {
         let err = try_vec::<f32>(usize::MAX / 2, "the sliding-window weights").unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::OutOfMemory(_)), "{msg}");
-        assert!(msg.contains("sliding-window weights") && msg.contains("bytes"), "{msg}");
+        assert!(
+            msg.contains("sliding-window weights") && msg.contains("bytes"),
+            "{msg}"
+        );
         assert_eq!(try_filled(3, 7u8, "x").unwrap(), vec![7, 7, 7]);
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }

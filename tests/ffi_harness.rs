@@ -157,8 +157,11 @@ fn run_with_args(exe: &Path, scratch: &Path, args: &[&Path]) {
         // Leaks: the library's thread pools and caches live until exit by
         // design; LeakSanitizer cannot tell them from leaks in a program
         // that does not own them. Memory errors and UB stop the program.
-        cmd.env("ASAN_OPTIONS", "detect_leaks=0:halt_on_error=1:abort_on_error=0")
-            .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1");
+        cmd.env(
+            "ASAN_OPTIONS",
+            "detect_leaks=0:halt_on_error=1:abort_on_error=0",
+        )
+        .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1");
     }
     cmd.arg(scratch).args(args).env_remove("CLAIM_ATLAS_DIR");
     // `cargo test` puts target/<profile> on the library path, and the loader
@@ -402,6 +405,19 @@ fn write_segment_inputs(scratch: &Path) {
     plans["configurations"]["2d"]["architecture"]["network_class_name"] =
         "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet".into();
     std::fs::write(resenc.join("plans.json"), plans.to_string()).unwrap();
+
+    let huge = scratch.join("huge_patch");
+    std::fs::create_dir_all(huge.join("fold_0")).unwrap();
+    std::fs::copy(folder.join("dataset.json"), huge.join("dataset.json")).unwrap();
+    std::fs::copy(
+        folder.join("fold_0/checkpoint_final.pth"),
+        huge.join("fold_0/checkpoint_final.pth"),
+    )
+    .unwrap();
+    let mut plans: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("plans.json")).unwrap()).unwrap();
+    plans["configurations"]["2d"]["patch_size"] = serde_json::json!([100000, 100000]);
+    std::fs::write(huge.join("plans.json"), plans.to_string()).unwrap();
 }
 
 /// nnU-Net segmentation through the C API: loading the PyTorch-saved

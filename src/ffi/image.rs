@@ -62,7 +62,7 @@ fn zeroed_image(dtype: DType, dims: [usize; 3], geometry: Geometry) -> Result<Im
 }
 
 /// The default voxel limit per volume (2^28 voxels: 1 GiB as float32).
-pub const CLAIM_MAX_VOXELS_DEFAULT: u64 = crate::limits::DEFAULT_MAX_VOXELS;
+pub const CLAIM_MAX_VOXELS_DEFAULT: u64 = 1 << 28;
 
 /// Sets the largest number of voxels a volume may have, for the whole
 /// process: NIfTI files over it are refused from their header, before

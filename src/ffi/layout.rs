@@ -10,7 +10,9 @@
 use super::aha::claim_aha_params;
 use super::diffusion::{claim_diffusion_info, claim_load_options, claim_tensor};
 use super::labels::claim_label_scheme;
-use super::segmentation::{claim_segmentation_params, claim_segmenter_info, claim_segmenter_options};
+use super::segmentation::{
+    claim_segmentation_params, claim_segmenter_info, claim_segmenter_options,
+};
 use super::smile::{claim_smile_info, claim_smile_params};
 use super::stats::{claim_aha_segment_stats, claim_bullseye_options};
 use super::synthesis::claim_synthesis_params;
@@ -65,40 +67,146 @@ macro_rules! c_layout {
 }
 
 c_layout!(claim_aha_segment_stats {
-    struct_size, myocardium_ml, scar_ml, mvo_ml, scar_percent, total_myocardium_ml,
-    total_scar_ml, total_mvo_ml, burden,
+    struct_size,
+    myocardium_ml,
+    scar_ml,
+    mvo_ml,
+    scar_percent,
+    total_myocardium_ml,
+    total_scar_ml,
+    total_mvo_ml,
+    burden,
 });
 c_layout!(claim_bullseye_options {
-    struct_size, size_px, max_percent, show_numbers, show_percent, title,
+    struct_size,
+    size_px,
+    max_percent,
+    show_numbers,
+    show_percent,
+    title,
 });
-c_layout!(claim_load_options { struct_size, device, device_index, precision });
-c_layout!(claim_tensor { struct_size, ndim, shape, data, dtype });
-c_layout!(claim_diffusion_info { struct_size, channels, cond_dim, dim, levels, size_multiple });
+c_layout!(claim_load_options {
+    struct_size,
+    device,
+    device_index,
+    precision
+});
+c_layout!(claim_tensor {
+    struct_size,
+    ndim,
+    shape,
+    data,
+    dtype
+});
+c_layout!(claim_diffusion_info {
+    struct_size,
+    channels,
+    cond_dim,
+    dim,
+    levels,
+    size_multiple
+});
 c_layout!(claim_build_info {
-    struct_size, cuda_feature, cuda_available, cuda_driver_version, cuda_device_count,
-    kernel_archs, cuda_status,
+    struct_size,
+    cuda_feature,
+    cuda_available,
+    cuda_driver_version,
+    cuda_device_count,
+    kernel_archs,
+    cuda_status,
 });
 c_layout!(claim_smile_params {
-    struct_size, pattern, territory, mvo, burden, transmurality, labels, aha,
+    struct_size,
+    pattern,
+    territory,
+    mvo,
+    burden,
+    transmurality,
+    labels,
+    aha,
 });
 c_layout!(claim_smile_info {
-    struct_size, pattern, territory, segments_chosen_count, segments_chosen, burden_target,
-    burden, transmurality, territory_fraction, scar_voxels, mvo_voxels, seed,
+    struct_size,
+    pattern,
+    territory,
+    segments_chosen_count,
+    segments_chosen,
+    burden_target,
+    burden,
+    transmurality,
+    territory_fraction,
+    scar_voxels,
+    mvo_voxels,
+    seed,
 });
-c_layout!(claim_aha_params { struct_size, labels, rotation_deg, long_axis });
-c_layout!(claim_volume { struct_size, voxel_type, dims, spacing, origin, direction, data });
+c_layout!(claim_aha_params {
+    struct_size,
+    labels,
+    rotation_deg,
+    long_axis
+});
+c_layout!(claim_volume {
+    struct_size,
+    voxel_type,
+    dims,
+    spacing,
+    origin,
+    direction,
+    data
+});
 c_layout!(claim_synthesis_params {
-    struct_size, t_start, jump_length, jump_n_sample, seed, guidance_scale, histogram_source,
-    histogram_length, histogram, perturb_histogram, keep_network_output, batch_size,
-    crop_size, frames, labels,
+    struct_size,
+    t_start,
+    jump_length,
+    jump_n_sample,
+    seed,
+    guidance_scale,
+    histogram_source,
+    histogram_length,
+    histogram,
+    perturb_histogram,
+    keep_network_output,
+    batch_size,
+    crop_size,
+    frames,
+    labels,
 });
-c_layout!(claim_segmenter_options { struct_size, fold_count, folds, configuration });
+c_layout!(claim_segmenter_options {
+    struct_size,
+    fold_count,
+    folds,
+    configuration
+});
 c_layout!(claim_segmenter_info {
-    struct_size, spatial_dims, input_channels, num_classes, patch_size, fold_count, spacing,
-    parameters, folds, mirroring_axis_count, mirroring_axes, configuration, trainer,
+    struct_size,
+    spatial_dims,
+    input_channels,
+    num_classes,
+    patch_size,
+    fold_count,
+    spacing,
+    parameters,
+    folds,
+    mirroring_axis_count,
+    mirroring_axes,
+    configuration,
+    trainer,
 });
-c_layout!(claim_segmentation_params { struct_size, mirroring, step_size, postprocess, labels });
-c_layout!(claim_label_scheme { struct_size, lv_cavity, myocardium, scar, mvo, rv });
+c_layout!(claim_segmentation_params {
+    struct_size,
+    mirroring,
+    step_size,
+    postprocess,
+    labels
+});
+c_layout!(claim_label_scheme {
+    struct_size,
+    lv_cavity,
+    myocardium,
+    scar,
+    mvo,
+    rv
+});
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -117,7 +225,10 @@ pub(crate) mod tests {
         let padding: usize = T::padding().iter().map(|r| r.len()).sum();
         assert_eq!(covered + padding, size_of::<T>(), "{name}");
         for gap in T::padding() {
-            assert!(gap.len() < 8, "{name}: {gap:?} is no alignment gap: a field is missing");
+            assert!(
+                gap.len() < 8,
+                "{name}: {gap:?} is no alignment gap: a field is missing"
+            );
         }
     }
 

@@ -23,7 +23,7 @@ use std::mem::size_of;
 pub const CLAIM_ABI_VERSION_MAJOR: u32 = 2;
 /// Minor ABI version of this header: grows when functions or struct fields
 /// are appended.
-pub const CLAIM_ABI_VERSION_MINOR: u32 = 0;
+pub const CLAIM_ABI_VERSION_MINOR: u32 = 1;
 /// ABI version of this header, `major << 16 | minor`.
 pub const CLAIM_ABI_VERSION: u32 = (CLAIM_ABI_VERSION_MAJOR << 16) | CLAIM_ABI_VERSION_MINOR;
 
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(claim_abi_version(), 0x0002_0000);
+        assert_eq!(claim_abi_version(), 0x0002_0001);
         // SAFETY: a static NUL-terminated string.
         let v = unsafe { CStr::from_ptr(claim_version_string()) };
         assert_eq!(v.to_str().unwrap(), crate::VERSION);

@@ -77,7 +77,10 @@ mod tests {
             (&b"\x04\x00\x00\x00\x00\x00\x00\x00[1] "[..], "JSON object"),
         ] {
             let msg = check_safetensors_magic(bytes).unwrap_err().to_string();
-            assert!(msg.contains("not a safetensors file") && msg.contains(why), "{msg}");
+            assert!(
+                msg.contains("not a safetensors file") && msg.contains(why),
+                "{msg}"
+            );
         }
         assert!(check_safetensors_magic(b"\x02\x00\x00\x00\x00\x00\x00\x00{}").is_ok());
     }

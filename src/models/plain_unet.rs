@@ -277,7 +277,11 @@ impl PlainUNetConfig {
         }
         let per_stage = [
             ("features_per_stage", &self.features_per_stage, MAX_FEATURES),
-            ("n_conv_per_stage", &self.n_conv_per_stage, MAX_CONVS_PER_STAGE),
+            (
+                "n_conv_per_stage",
+                &self.n_conv_per_stage,
+                MAX_CONVS_PER_STAGE,
+            ),
             (
                 "n_conv_per_stage_decoder",
                 &self.n_conv_per_stage_decoder,

@@ -142,7 +142,10 @@ impl Geometry {
         if far(&self.origin, &other.origin) {
             return Some(format!("origin {:?} vs {:?}", self.origin, other.origin));
         }
-        if far(self.direction.as_flattened(), other.direction.as_flattened()) {
+        if far(
+            self.direction.as_flattened(),
+            other.direction.as_flattened(),
+        ) {
             return Some(format!(
                 "direction {:?} vs {:?}",
                 self.direction, other.direction

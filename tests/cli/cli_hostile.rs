@@ -92,7 +92,16 @@ fn results_2d() -> PathBuf {
 fn write_zero_nifti_gz(path: &Path, dims: [u64; 3]) {
     let mut header = vec![0u8; 352];
     header[0..4].copy_from_slice(&348i32.to_le_bytes());
-    let dim: [i16; 8] = [3, dims[0] as i16, dims[1] as i16, dims[2] as i16, 1, 1, 1, 1];
+    let dim: [i16; 8] = [
+        3,
+        dims[0] as i16,
+        dims[1] as i16,
+        dims[2] as i16,
+        1,
+        1,
+        1,
+        1,
+    ];
     for (n, d) in dim.iter().enumerate() {
         header[40 + 2 * n..42 + 2 * n].copy_from_slice(&d.to_le_bytes());
     }
@@ -172,7 +181,11 @@ fn a_decompression_bomb_is_refused_by_every_command_from_its_header() {
     assert_refused(&out, &[OUT_OF_MEMORY], &["16×16×4", "100"], "--max-voxels");
     let out = claim(&["--max-voxels", "0", "info", "small.nii.gz"], dir.path());
     assert_eq!(out.status.code(), Some(INVALID), "{}", stderr(&out));
-    assert!(stderr(&out).contains("voxel limit 0 must be from 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("voxel limit 0 must be from 1"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A valid image too large for the memory the process may use: with the
@@ -225,7 +238,11 @@ fn broken_nifti_files_get_the_documented_statuses() {
     std::fs::write(d.join("empty.nii"), b"").unwrap();
     std::fs::write(d.join("truncated.nii"), &plain[..plain.len() - 10]).unwrap();
     std::fs::write(d.join("short_header.nii"), &plain[..100]).unwrap();
-    std::fs::write(d.join("garbage.nii"), b"this is no image at all, just text\n").unwrap();
+    std::fs::write(
+        d.join("garbage.nii"),
+        b"this is no image at all, just text\n",
+    )
+    .unwrap();
     let gz = std::fs::read(d.join("good.nii.gz")).unwrap();
     std::fs::write(d.join("truncated.nii.gz"), &gz[..gz.len() / 2]).unwrap();
     let mut negative = plain.clone();
@@ -246,7 +263,11 @@ fn broken_nifti_files_get_the_documented_statuses() {
         ("short_header.nii", FORMAT, &["short_header.nii"]),
         ("garbage.nii", FORMAT, &["garbage.nii"]),
         ("truncated.nii.gz", FORMAT, &["truncated.nii.gz"]),
-        ("negative_dim.nii", FORMAT, &["negative_dim.nii", "dim[1] = -5"]),
+        (
+            "negative_dim.nii",
+            FORMAT,
+            &["negative_dim.nii", "dim[1] = -5"],
+        ),
         ("far_offset.nii", FORMAT, &["far_offset.nii", "vox_offset"]),
         ("missing.nii", IO, &["missing.nii"]),
         ("a_folder.nii", IO, &["a_folder.nii"]),
@@ -263,11 +284,18 @@ fn broken_nifti_files_get_the_documented_statuses() {
     }
     // A scale that makes labels out of range says so (not "non-integral").
     let out = claim(&["stats", "huge_scale.nii"], d);
-    assert_refused(&out, &[INVALID], &["out of range for a label"], "scale 3e38");
+    assert_refused(
+        &out,
+        &[INVALID],
+        &["out of range for a label"],
+        "scale 3e38",
+    );
     // An empty path prints as something.
     // An empty path prints as something (the command line refuses an empty
     // value before; the library and the C API see it).
-    let err = claim::io::read_image(Path::new("")).unwrap_err().to_string();
+    let err = claim::io::read_image(Path::new(""))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"\" (an empty path)"), "{err}");
     assert!(!d.join("out.nii.gz").exists());
 }
@@ -320,7 +348,9 @@ fn import_validates_results_folders_exactly_as_the_loader_does() {
     let cases: Vec<(&str, Edit, &[i32], &[&str])> = vec![
         (
             "huge_patch",
-            Box::new(|p, _| p["configurations"]["2d"]["patch_size"] = serde_json::json!([100000, 100000])),
+            Box::new(|p, _| {
+                p["configurations"]["2d"]["patch_size"] = serde_json::json!([100000, 100000])
+            }),
             &[OUT_OF_MEMORY],
             &["patch_size [100000, 100000]", "for one window"],
         ),
@@ -432,7 +462,15 @@ fn legacy_checkpoints_and_garbage_weights_get_one_clear_message() {
 
     let import = claim(&["import", "legacy.pth", "-o", "x.safetensors"], d);
     let segment = claim(
-        &["segment", "--model", "legacy.pth", "--image", image, "-o", "p.nii.gz"],
+        &[
+            "segment",
+            "--model",
+            "legacy.pth",
+            "--image",
+            image,
+            "-o",
+            "p.nii.gz",
+        ],
         d,
     );
     assert_refused(&import, &[FORMAT], &["legacy"], "import legacy");
@@ -452,7 +490,9 @@ fn legacy_checkpoints_and_garbage_weights_get_one_clear_message() {
         );
         assert_refused(&synth, &[FORMAT], &[file, "not a safetensors file"], file);
         let segment = claim(
-            &["segment", "--model", file, "--image", image, "-o", "p.nii.gz"],
+            &[
+                "segment", "--model", file, "--image", image, "-o", "p.nii.gz",
+            ],
             d,
         );
         assert_refused(&segment, &[FORMAT], &[file, "not a safetensors file"], file);
@@ -473,14 +513,27 @@ fn writes_clean_up_after_killed_writers_and_keep_permissions() {
     let stale = d.join("ph/.seg.nii.gz.claim-tmp-4000000000-0");
     std::fs::write(&stale, vec![0u8; 4096]).unwrap();
     std::fs::write(d.join("ph/seg.nii.gz"), b"old").unwrap();
-    std::fs::set_permissions(d.join("ph/seg.nii.gz"), std::fs::Permissions::from_mode(0o640))
-        .unwrap();
+    std::fs::set_permissions(
+        d.join("ph/seg.nii.gz"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
     let out = claim(
-        &["aha", "ph/labels.nii.gz", "--rv", "5", "-o", "ph/seg.nii.gz"],
+        &[
+            "aha",
+            "ph/labels.nii.gz",
+            "--rv",
+            "5",
+            "-o",
+            "ph/seg.nii.gz",
+        ],
         d,
     );
     super::common::assert_ok(&out);
     assert!(!stale.exists(), "the stale temporary file stayed");
-    let mode = std::fs::metadata(d.join("ph/seg.nii.gz")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(d.join("ph/seg.nii.gz"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o640);
 }

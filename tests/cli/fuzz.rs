@@ -279,9 +279,10 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> claim::Result
     corpus.extend(regressions(name));
     assert!(!corpus.is_empty(), "{name}: no seeds");
     let mut seen = HashSet::new();
-    let mut rng = Rng(seed() ^ name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }));
+    let mut rng = Rng(seed()
+        ^ name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        }));
     let run = |input: &[u8]| catch_unwind(AssertUnwindSafe(|| target(input)));
     for input in corpus.clone() {
         match run(&input) {

@@ -7,5 +7,5 @@ mod common;
 mod cli;
 mod cli_eval;
 mod cli_hostile;
-mod fuzz;
 mod cli_segment;
+mod fuzz;
