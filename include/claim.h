@@ -1159,9 +1159,9 @@ uint64_t claim_max_voxels_get(void);
  * `out`: receives the new image, owned by the caller and freed with
  * `claim_image_free`; set to NULL on every failure.
  *
- * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, empty or non-UTF-8
- * argument), `CLAIM_ERR_IO` (cannot open or read: missing, a folder, no
- * permission), `CLAIM_ERR_FORMAT` (not a NIfTI file, empty, truncated,
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL or non-UTF-8 argument),
+ * `CLAIM_ERR_IO` (cannot open or read: missing, an empty path, a folder,
+ * no permission), `CLAIM_ERR_FORMAT` (not a NIfTI file, empty, truncated,
  * corrupt compressed data, unsupported contents),
  * `CLAIM_ERR_OUT_OF_MEMORY` (more voxels than `claim_max_voxels_get()`,
  * refused before decompressing, or an allocation refused).
