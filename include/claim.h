@@ -66,6 +66,11 @@
 #define CLAIM_BUILD_STATUS_MAX 512
 
 /**
+ * The default voxel limit per volume (2^28 voxels: 1 GiB as float32).
+ */
+#define CLAIM_MAX_VOXELS_DEFAULT (1 << 28)
+
+/**
  * Number of AHA segments: 1–16 in the basal, mid and apical rings, 17 the
  * apex cap.
  */
@@ -1177,6 +1182,27 @@ claim_status claim_build_info_get(struct claim_build_info *out);
 void claim_label_scheme_default(struct claim_label_scheme *out, size_t size);
 
 /**
+ * Sets the largest number of voxels a volume may have, for the whole
+ * process: NIfTI files over it are refused from their header, before
+ * anything is decompressed, and so are callers' volumes over it, with
+ * `CLAIM_ERR_OUT_OF_MEMORY` and a message naming the dims and the limit.
+ * The default is `CLAIM_MAX_VOXELS_DEFAULT`, or the environment variable
+ * `CLAIM_MAX_VOXELS` when set (read once, at first use). `max_voxels`:
+ * 1 to 2^32, or 0 to go back to the environment's or the default.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (more than 2^32; the limit is then
+ * unchanged). Thread-safe: calls running meanwhile see the old or the new
+ * limit.
+ */
+claim_status claim_max_voxels_set(uint64_t max_voxels);
+
+/**
+ * The voxel limit in force (see `claim_max_voxels_set`). Thread-safe; does
+ * not change `claim_last_error_message()`.
+ */
+uint64_t claim_max_voxels_get(void);
+
+/**
  * Reads a NIfTI-1 file (`.nii`, or gzip-compressed `.nii.gz`) into a new
  * image. Geometry is read the way ITK reads it (LPS).
  *
@@ -1185,8 +1211,11 @@ void claim_label_scheme_default(struct claim_label_scheme *out, size_t size);
  * `claim_image_free`; set to NULL on every failure.
  *
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL or non-UTF-8 argument),
- * `CLAIM_ERR_IO` (cannot open or read, truncated), `CLAIM_ERR_FORMAT` (not
- * a NIfTI file, unsupported contents), `CLAIM_ERR_OUT_OF_MEMORY`.
+ * `CLAIM_ERR_IO` (cannot open or read: missing, an empty path, a folder,
+ * no permission), `CLAIM_ERR_FORMAT` (not a NIfTI file, empty, truncated,
+ * corrupt compressed data, unsupported contents),
+ * `CLAIM_ERR_OUT_OF_MEMORY` (more voxels than `claim_max_voxels_get()`,
+ * refused before decompressing, or an allocation refused).
  * Thread-safe.
  */
 claim_status claim_image_read(const char *path, struct claim_image **out);
@@ -1668,7 +1697,9 @@ void claim_segmenter_options_default(struct claim_segmenter_options *out, size_t
  * (weights that do not fit the plans: the message names fold and tensor),
  * `CLAIM_ERR_UNSUPPORTED` (another architecture, a cascade stage,
  * region-based labels, FP16 on the CPU), `CLAIM_ERR_DEVICE` (CUDA asked
- * where this build or machine has none: the message says why).
+ * where this build or machine has none: the message says why),
+ * `CLAIM_ERR_OUT_OF_MEMORY` (plans asking for a sliding window of more than
+ * 2^24 voxels: the message gives what one window would need).
  * Thread-safe.
  */
 claim_status claim_segmenter_load(const char *path,

@@ -71,7 +71,7 @@ impl Error {
 
     /// An I/O error that names the path it happened on.
     pub fn io_at(path: &std::path::Path, err: &std::io::Error) -> Self {
-        Error::Io(format!("{}: {err}", path.display()))
+        Error::Io(format!("{}: {err}", path_text(path)))
     }
 
     /// The same error with `what` (an argument, file, case, tensor, ...)
@@ -92,6 +92,16 @@ impl Error {
             Error::Unsupported(m) => Error::Unsupported(prefixed(m)),
             Error::Internal(m) => Error::Internal(prefixed(m)),
         }
+    }
+}
+
+/// A path as messages show it: its text, or `"" (an empty path)` so that an
+/// empty path never prints as nothing.
+pub fn path_text(path: &std::path::Path) -> String {
+    if path.as_os_str().is_empty() {
+        "\"\" (an empty path)".to_string()
+    } else {
+        path.display().to_string()
     }
 }
 

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod error;
 pub mod imgproc;
 pub mod io;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod nn;

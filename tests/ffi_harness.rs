@@ -2,6 +2,13 @@
 //! `include/claim.h` and the cdylib cargo built for this test run, runs them
 //! and requires exit status 0. Their output is shown on failure.
 //!
+//! Memory checks: with `CLAIM_HARNESS_CHECK=asan` the programs are built
+//! with `-fsanitize=address,undefined` (the library stays as cargo built it)
+//! and any report fails them; with `CLAIM_HARNESS_CHECK=valgrind` they run
+//! under valgrind memcheck with `--error-exitcode`, so any memory error,
+//! use of uninitialised bytes or definite leak fails them. CI runs both
+//! (`.ci/run`).
+//!
 //! Compilers: `$CC` / `$CXX`, else `cc` / `c++`. With no compiler the tests
 //! fail and say so (CI has gcc). The atlas checks in the programs run when
 //! `claim::testing::atlas_dir()` finds the atlas, passed as `$CLAIM_ATLAS_DIR`.
@@ -43,6 +50,35 @@ fn library_dir() -> PathBuf {
         })
 }
 
+/// The memory checker asked for with `$CLAIM_HARNESS_CHECK`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    None,
+    Asan,
+    Valgrind,
+}
+
+fn check() -> Check {
+    match std::env::var("CLAIM_HARNESS_CHECK").as_deref() {
+        Ok("asan") => Check::Asan,
+        Ok("valgrind") => Check::Valgrind,
+        Ok("") | Err(_) => Check::None,
+        Ok(other) => panic!("CLAIM_HARNESS_CHECK={other}: expected asan or valgrind"),
+    }
+}
+
+/// Compiler flags of the checker: instrument the program, stop at the
+/// first report.
+const SANITIZE_FLAGS: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+    "-g",
+];
+
+/// Exit status valgrind gives a program it found errors in.
+const VALGRIND_ERROR_EXIT: i32 = 97;
+
 fn tool(env_var: &str, default: &str) -> String {
     std::env::var(env_var)
         .ok()
@@ -56,6 +92,9 @@ fn compile(compiler: &str, flags: &[&str], source: &str, out_dir: &Path) -> Path
     let lib = library_dir();
     let exe = out_dir.join(Path::new(source).file_stem().unwrap());
     let mut cmd = Command::new(compiler);
+    if check() == Check::Asan {
+        cmd.args(SANITIZE_FLAGS);
+    }
     cmd.args(flags)
         .arg("-I")
         .arg(repo().join("include"))
@@ -93,7 +132,37 @@ fn run(exe: &Path, scratch: &Path) {
 
 /// [`run`] with more arguments after the scratch directory.
 fn run_with_args(exe: &Path, scratch: &Path, args: &[&Path]) {
-    let mut cmd = Command::new(exe);
+    let mut cmd = match check() {
+        Check::Valgrind => {
+            let mut cmd = Command::new("valgrind");
+            cmd.args([
+                "--tool=memcheck",
+                "--quiet",
+                &format!("--error-exitcode={VALGRIND_ERROR_EXIT}"),
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite",
+                "--show-leak-kinds=definite",
+                "--track-origins=yes",
+                &format!(
+                    "--suppressions={}",
+                    repo().join("tests/valgrind.supp").display()
+                ),
+            ])
+            .arg(exe);
+            cmd
+        }
+        _ => Command::new(exe),
+    };
+    if check() == Check::Asan {
+        // Leaks: the library's thread pools and caches live until exit by
+        // design; LeakSanitizer cannot tell them from leaks in a program
+        // that does not own them. Memory errors and UB stop the program.
+        cmd.env(
+            "ASAN_OPTIONS",
+            "detect_leaks=0:halt_on_error=1:abort_on_error=0",
+        )
+        .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1");
+    }
     cmd.arg(scratch).args(args).env_remove("CLAIM_ATLAS_DIR");
     // `cargo test` puts target/<profile> on the library path, and the loader
     // searches it before the program's RUNPATH: a stale libclaim.so there
@@ -336,6 +405,19 @@ fn write_segment_inputs(scratch: &Path) {
     plans["configurations"]["2d"]["architecture"]["network_class_name"] =
         "dynamic_network_architectures.architectures.residual_unet.ResidualEncoderUNet".into();
     std::fs::write(resenc.join("plans.json"), plans.to_string()).unwrap();
+
+    let huge = scratch.join("huge_patch");
+    std::fs::create_dir_all(huge.join("fold_0")).unwrap();
+    std::fs::copy(folder.join("dataset.json"), huge.join("dataset.json")).unwrap();
+    std::fs::copy(
+        folder.join("fold_0/checkpoint_final.pth"),
+        huge.join("fold_0/checkpoint_final.pth"),
+    )
+    .unwrap();
+    let mut plans: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("plans.json")).unwrap()).unwrap();
+    plans["configurations"]["2d"]["patch_size"] = serde_json::json!([100000, 100000]);
+    std::fs::write(huge.join("plans.json"), plans.to_string()).unwrap();
 }
 
 /// nnU-Net segmentation through the C API: loading the PyTorch-saved

@@ -65,8 +65,17 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "claim", version, about, propagate_version = true)]
 struct Cli {
+    /// Largest volume accepted, in voxels (default 268435456 = 2^28, or
+    /// $CLAIM_MAX_VOXELS): larger images are refused from their header,
+    /// before anything is decompressed.
+    #[arg(long, global = true, value_name = "N", value_parser = parse_max_voxels)]
+    max_voxels: Option<u64>,
     #[command(subcommand)]
     command: Command,
+}
+
+fn parse_max_voxels(text: &str) -> Result<u64, String> {
+    claim::limits::parse_max_voxels(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +157,12 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(n) = cli.max_voxels {
+        if let Err(err) = claim::limits::set_max_voxels(n) {
+            eprintln!("error: {err}");
+            return exit_code(err.status_code());
+        }
+    }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command))) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {

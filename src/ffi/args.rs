@@ -17,7 +17,7 @@ use std::mem::size_of;
 /// valid for every bit pattern (integers, floats, raw pointers, arrays of
 /// those; no Rust enums, references or `bool`), because [`read_struct`]
 /// fills them from the caller's bytes.
-pub(crate) unsafe trait CStruct: Copy + Default {
+pub(crate) unsafe trait CStruct: Copy + Default + super::layout::CLayout {
     /// The type's name in C, for messages.
     const C_NAME: &'static str;
     /// `sizeof` in the first release that had the struct. Fields are only
@@ -88,11 +88,29 @@ pub(crate) unsafe fn write_struct<T: CStruct>(ptr: *mut T, value: T, name: &str)
     let value = value.with_struct_size(size);
     let len = (size as usize).min(size_of::<T>());
     // SAFETY: the caller promises `size` writable bytes at `ptr`; `len` is at
-    // most that and at most the size of `value`, a local (no overlap).
-    unsafe {
-        std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), ptr.cast::<u8>(), len);
-    }
+    // most that.
+    unsafe { copy_zero_padded(&value, ptr.cast::<u8>(), len) };
     Ok(())
+}
+
+/// Copies the first `len` bytes of `value` to `out`, with the padding
+/// between its fields written as zeros (a Rust value's padding is
+/// uninitialised and must not reach the caller).
+///
+/// # Safety
+///
+/// `out` must be writable for `len` bytes, `len` ≤ `size_of::<T>()`, and
+/// not overlap `value`.
+unsafe fn copy_zero_padded<T: CStruct>(value: &T, out: *mut u8, len: usize) {
+    // SAFETY: forwarded contract: `len` bytes at `out`, within `value`.
+    unsafe { std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), out, len) };
+    for gap in T::padding() {
+        let (start, end) = (gap.start.min(len), gap.end.min(len));
+        if start < end {
+            // SAFETY: start..end lies within the `len` writable bytes.
+            unsafe { std::ptr::write_bytes(out.add(start), 0, end - start) };
+        }
+    }
 }
 
 /// What every `claim_<name>_default(out, size)` does: writes the first
@@ -113,9 +131,7 @@ pub(crate) unsafe fn write_default<T: CStruct>(out: *mut T, size: usize) {
     let value = T::default().with_struct_size(len as u32);
     // SAFETY: the caller promises `size` writable bytes at `out`; `len` is at
     // most that and at most the size of `value`, a local (no overlap).
-    unsafe {
-        std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), out.cast::<u8>(), len);
-    }
+    unsafe { copy_zero_padded(&value, out.cast::<u8>(), len) };
 }
 
 /// Reads an optional struct argument: NULL gives `T::default()`, anything
@@ -232,6 +248,12 @@ mod tests {
                 first: 1,
                 added_later: 0.5,
             }
+        }
+    }
+
+    impl crate::ffi::layout::CLayout for Params {
+        fn fields() -> Vec<(usize, usize)> {
+            vec![(0, 4), (4, 4), (8, 8)]
         }
     }
 

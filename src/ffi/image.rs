@@ -61,6 +61,38 @@ fn zeroed_image(dtype: DType, dims: [usize; 3], geometry: Geometry) -> Result<Im
     })
 }
 
+/// The default voxel limit per volume (2^28 voxels: 1 GiB as float32).
+pub const CLAIM_MAX_VOXELS_DEFAULT: u64 = 1 << 28;
+
+/// Sets the largest number of voxels a volume may have, for the whole
+/// process: NIfTI files over it are refused from their header, before
+/// anything is decompressed, and so are callers' volumes over it, with
+/// `CLAIM_ERR_OUT_OF_MEMORY` and a message naming the dims and the limit.
+/// The default is `CLAIM_MAX_VOXELS_DEFAULT`, or the environment variable
+/// `CLAIM_MAX_VOXELS` when set (read once, at first use). `max_voxels`:
+/// 1 to 2^32, or 0 to go back to the environment's or the default.
+///
+/// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (more than 2^32; the limit is then
+/// unchanged). Thread-safe: calls running meanwhile see the old or the new
+/// limit.
+#[no_mangle]
+pub extern "C" fn claim_max_voxels_set(max_voxels: u64) -> claim_status {
+    boundary::call("claim_max_voxels_set", || {
+        crate::limits::set_max_voxels(max_voxels).map(|_| ())
+    })
+}
+
+/// The voxel limit in force (see `claim_max_voxels_set`). Thread-safe; does
+/// not change `claim_last_error_message()`.
+#[no_mangle]
+pub extern "C" fn claim_max_voxels_get() -> u64 {
+    boundary::call_infallible(
+        "claim_max_voxels_get",
+        crate::limits::DEFAULT_MAX_VOXELS,
+        crate::limits::max_voxels,
+    )
+}
+
 /// Reads a NIfTI-1 file (`.nii`, or gzip-compressed `.nii.gz`) into a new
 /// image. Geometry is read the way ITK reads it (LPS).
 ///
@@ -69,8 +101,11 @@ fn zeroed_image(dtype: DType, dims: [usize; 3], geometry: Geometry) -> Result<Im
 /// `claim_image_free`; set to NULL on every failure.
 ///
 /// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL or non-UTF-8 argument),
-/// `CLAIM_ERR_IO` (cannot open or read, truncated), `CLAIM_ERR_FORMAT` (not
-/// a NIfTI file, unsupported contents), `CLAIM_ERR_OUT_OF_MEMORY`.
+/// `CLAIM_ERR_IO` (cannot open or read: missing, an empty path, a folder,
+/// no permission), `CLAIM_ERR_FORMAT` (not a NIfTI file, empty, truncated,
+/// corrupt compressed data, unsupported contents),
+/// `CLAIM_ERR_OUT_OF_MEMORY` (more voxels than `claim_max_voxels_get()`,
+/// refused before decompressing, or an allocation refused).
 /// Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_image_read(

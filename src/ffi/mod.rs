@@ -78,5 +78,7 @@ pub mod synthesis;
 
 pub mod segmentation;
 
+mod layout;
+
 pub(crate) mod args;
 pub(crate) mod boundary;

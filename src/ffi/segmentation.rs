@@ -301,7 +301,9 @@ fn info_to_c(model: &Segmenter) -> claim_segmenter_info {
 /// (weights that do not fit the plans: the message names fold and tensor),
 /// `CLAIM_ERR_UNSUPPORTED` (another architecture, a cascade stage,
 /// region-based labels, FP16 on the CPU), `CLAIM_ERR_DEVICE` (CUDA asked
-/// where this build or machine has none: the message says why).
+/// where this build or machine has none: the message says why),
+/// `CLAIM_ERR_OUT_OF_MEMORY` (plans asking for a sliding window of more than
+/// 2^24 voxels: the message gives what one window would need).
 /// Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_segmenter_load(

@@ -137,6 +137,7 @@ pub(crate) fn dims_from_c(dims: [u64; 3], name: &str) -> Result<[usize; 3]> {
         })?;
     }
     checked_voxel_count(out).with_context(|| format!("{name}.dims"))?;
+    crate::limits::check_voxels(&dims, &format!("{name}.dims"))?;
     Ok(out)
 }
 
@@ -178,14 +179,7 @@ pub(crate) fn volume_to_c(image: &Image, data: *mut c_void) -> claim_volume {
 
 /// A `Vec` with room for `count` elements, or `OutOfMemory` instead of an abort.
 pub(crate) fn try_vec<T>(count: usize, name: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(count).map_err(|_| {
-        Error::OutOfMemory(format!(
-            "{name}: cannot allocate {count} voxels of {} bytes",
-            size_of::<T>()
-        ))
-    })?;
-    Ok(v)
+    crate::limits::try_vec(count, &format!("{name}: the voxels"))
 }
 
 fn check_data<T>(data: *const c_void, name: &str) -> Result<()> {

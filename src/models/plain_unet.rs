@@ -34,6 +34,19 @@ use crate::rng::Rng;
 use crate::{Error, Result};
 use serde_json::Value;
 
+/// Most resolution stages a PlainConvUNet may have (nnU-Net plans use ≤ 8).
+pub const MAX_STAGES: usize = 12;
+/// Most input channels, and most classes.
+pub const MAX_CHANNELS: usize = 256;
+/// Widest stage (nnU-Net caps features at 320 in 3-D, 512 in 2-D).
+pub const MAX_FEATURES: usize = 4096;
+/// Most convolutions per stage.
+pub const MAX_CONVS_PER_STAGE: usize = 16;
+/// Largest convolution kernel along one axis.
+pub const MAX_KERNEL_SIZE: usize = 15;
+/// Largest downsampling stride along one axis.
+pub const MAX_STRIDE: usize = 8;
+
 /// Architecture hyper-parameters, as in a plans file's `arch_kwargs` plus
 /// the channel counts nnU-Net derives from `dataset.json`.
 #[derive(Clone, Debug, PartialEq)]
@@ -249,6 +262,44 @@ impl PlainUNetConfig {
             || self.n_conv_per_stage_decoder.contains(&0)
         {
             return bad("feature widths and convolution counts must be ≥ 1".into());
+        }
+        // Sane bounds, far beyond any trained nnU-Net, so that a hostile
+        // plans file cannot ask for absurd weights or activations.
+        let bounds = [
+            ("stages", n, MAX_STAGES),
+            ("input channels", self.input_channels, MAX_CHANNELS),
+            ("classes", self.num_classes, MAX_CHANNELS),
+        ];
+        for (name, got, max) in bounds {
+            if got > max {
+                return bad(format!("{got} {name}; at most {max}"));
+            }
+        }
+        let per_stage = [
+            ("features_per_stage", &self.features_per_stage, MAX_FEATURES),
+            (
+                "n_conv_per_stage",
+                &self.n_conv_per_stage,
+                MAX_CONVS_PER_STAGE,
+            ),
+            (
+                "n_conv_per_stage_decoder",
+                &self.n_conv_per_stage_decoder,
+                MAX_CONVS_PER_STAGE,
+            ),
+        ];
+        for (name, values, max) in per_stage {
+            if let Some(v) = values.iter().find(|&&v| v > max) {
+                return bad(format!("{name} {values:?} has {v}; at most {max}"));
+            }
+        }
+        for (name, sizes, max) in [
+            ("kernel_sizes", &self.kernel_sizes, MAX_KERNEL_SIZE),
+            ("strides", &self.strides, MAX_STRIDE),
+        ] {
+            if let Some(v) = sizes.iter().flatten().find(|&&v| v > max) {
+                return bad(format!("{name} {sizes:?} has {v}; at most {max}"));
+            }
         }
         if let Some(s) = self.negative_slope {
             if !s.is_finite() {

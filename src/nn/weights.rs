@@ -85,6 +85,7 @@ impl Weights {
 
     /// Parses a safetensors buffer; f16 and bf16 values are widened to f32.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Weights> {
+        crate::io::check_safetensors_magic(bytes)?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| Error::format(format!("safetensors: {e}")))?;
         let mut named = Vec::new();
@@ -159,7 +160,7 @@ impl Weights {
     /// Reads a `.safetensors` file into host f32 tensors.
     pub fn load(path: &Path) -> Result<Weights> {
         let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, &e))?;
-        Weights::from_safetensors(&bytes).context(path.display())
+        Weights::from_safetensors(&bytes).context(crate::error::path_text(path))
     }
 
     /// The (normalised) keys, sorted.

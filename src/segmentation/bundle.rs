@@ -235,19 +235,21 @@ impl NnunetBundle {
         if meta.is_dir() {
             return Self::load_folder(path, folds);
         }
-        let mut magic = [0u8; 4];
+        let mut magic = [0u8; 16];
         {
             use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(|e| Error::io_at(path, &e))?;
-            let n = f.read(&mut magic).map_err(|e| Error::io_at(path, &e))?;
-            if n < 4 {
-                return Err(Error::format(format!(
-                    "{}: too short for a checkpoint or a safetensors file",
-                    path.display()
-                )));
-            }
+            let f = std::fs::File::open(path).map_err(|e| Error::io_at(path, &e))?;
+            let mut head = Vec::with_capacity(16);
+            f.take(16)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io_at(path, &e))?;
+            let n = head.len();
+            magic[..n].copy_from_slice(&head);
         }
-        if magic == *b"PK\x03\x04" {
+        // A zip archive is a torch checkpoint; so is a bare pickle (the
+        // legacy format), which the checkpoint reader refuses in the same
+        // words as `claim import` does.
+        if crate::io::looks_like_torch_checkpoint(&magic) {
             Self::load_checkpoint(path, folds)
         } else {
             Self::load_safetensors(path, folds)
@@ -445,6 +447,11 @@ impl NnunetBundle {
     fn load_safetensors(path: &Path, folds: Option<&[usize]>) -> Result<NnunetBundle> {
         let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, &e))?;
         let bad = |m: String| Error::format(format!("{}: {m}", path.display()));
+        if let Err(Error::Format(why)) = crate::io::check_safetensors_magic(&bytes) {
+            return Err(bad(format!(
+                "neither an nnU-Net results folder nor a torch checkpoint, and {why}"
+            )));
+        }
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
             bad(format!(
                 "neither an nnU-Net results folder, a torch checkpoint nor a safetensors \
@@ -602,22 +609,10 @@ impl NnunetBundle {
                 ));
             }
         }
-        let file_name = out
-            .file_name()
-            .ok_or_else(|| Error::invalid(format!("{}: not a file name", out.display())))?;
-        let tmp = out.with_file_name(format!(
-            ".{}.{}.tmp",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
-        let written = safetensors::serialize_to_file(views, Some(meta), &tmp)
-            .map_err(|e| Error::Io(format!("{}: {e}", tmp.display())))
-            .and_then(|()| std::fs::rename(&tmp, out).map_err(|e| Error::io_at(out, &e)));
-        if written.is_err() {
-            // Best effort: the temporary file is ours and useless now.
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        crate::io::atomic::write_atomically_via(out, |tmp| {
+            safetensors::serialize_to_file(views, Some(meta), tmp)
+                .map_err(|e| Error::Io(format!("{}: {e}", out.display())))
+        })
     }
 }
 

@@ -143,6 +143,45 @@ impl ConfigurationPlan {
     }
 }
 
+/// Largest patch (voxels per sliding window) a configuration may have:
+/// 2²⁴, 8× nnU-Net's largest default 3-D patch. One window's first-stage
+/// features alone take patch voxels × features × 4 bytes, so a patch of
+/// 100000 × 100000 would need hundreds of gigabytes.
+pub const MAX_PATCH_VOXELS: u64 = 1 << 24;
+/// Largest patch size along one axis.
+pub const MAX_PATCH_SIZE: usize = 4096;
+/// Smallest target spacing a configuration may ask for, in mm.
+pub const MIN_SPACING_MM: f64 = 1e-3;
+/// Largest target spacing a configuration may ask for, in mm.
+pub const MAX_SPACING_MM: f64 = 1e3;
+
+/// Refuses an absurd patch: an axis over [`MAX_PATCH_SIZE`] is
+/// [`Error::Format`]; more than [`MAX_PATCH_VOXELS`] voxels is
+/// [`Error::OutOfMemory`] saying what one window would need.
+fn check_patch_size(patch: &[usize], name: &str) -> Result<()> {
+    let voxels = patch
+        .iter()
+        .try_fold(1u64, |acc, &p| acc.checked_mul(p as u64))
+        .unwrap_or(u64::MAX);
+    if voxels > MAX_PATCH_VOXELS {
+        // One f32 input channel and 32 first-stage features, at least.
+        let bytes = u128::from(voxels) * 33 * 4;
+        return Err(Error::OutOfMemory(format!(
+            "configuration `{name}`: patch_size {patch:?} is {voxels} voxels per window \
+             (at least {} for one window's first-stage features); claim accepts at most \
+             {MAX_PATCH_VOXELS}",
+            crate::limits::human_bytes(bytes)
+        )));
+    }
+    if let Some(p) = patch.iter().find(|&&p| p > MAX_PATCH_SIZE) {
+        return Err(Error::format(format!(
+            "configuration `{name}`: patch_size {patch:?} has an axis of {p} voxels; \
+             at most {MAX_PATCH_SIZE}"
+        )));
+    }
+    Ok(())
+}
+
 /// The top level of `plans.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plans {
@@ -349,9 +388,16 @@ impl Plans {
                 raw.patch_size
             )));
         }
-        if raw.spacing.len() != dims || raw.spacing.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+        check_patch_size(&raw.patch_size, name)?;
+        if raw.spacing.len() != dims
+            || raw
+                .spacing
+                .iter()
+                .any(|s| !s.is_finite() || !(MIN_SPACING_MM..=MAX_SPACING_MM).contains(s))
+        {
             return Err(Error::format(format!(
-                "configuration `{name}`: spacing {:?} must have {dims} positive values",
+                "configuration `{name}`: spacing {:?} must have {dims} values from \
+                 {MIN_SPACING_MM} to {MAX_SPACING_MM} mm",
                 raw.spacing
             )));
         }
@@ -519,14 +565,19 @@ impl DatasetInfo {
                 }
                 other => other,
             };
-            let n = scalar
-                .as_i64()
-                .and_then(|n| i32::try_from(n).ok())
-                .ok_or_else(|| {
+            let n = match scalar.as_i64() {
+                Some(n) => i32::try_from(n).map_err(|_| {
                     Error::format(format!(
-                        "dataset.json label `{name}` = {value} is not an integer"
+                        "dataset.json label `{name}` = {value} is out of range for a label \
+                         (labels are 0, 1, …, number of classes − 1)"
                     ))
-                })?;
+                })?,
+                None => {
+                    return Err(Error::format(format!(
+                        "dataset.json label `{name}` = {value} is not an integer"
+                    )))
+                }
+            };
             labels.push((name.clone(), n));
         }
         if obj.contains_key("regions_class_order") {

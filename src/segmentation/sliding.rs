@@ -59,7 +59,8 @@ const GAUSSIAN_SCALE: f64 = 10.0;
 /// radius `int(4σ + 0.5)`, normalised to sum 1 — then scaled so the centre
 /// is 10, converted to f16 (through f32, as PyTorch converts), and zeros
 /// (f16 underflow in 3-D corners) replaced by the smallest non-zero value.
-pub fn gaussian_importance_map(patch: &[usize]) -> Vec<f16> {
+/// [`Error::OutOfMemory`] when the map cannot be allocated.
+pub fn gaussian_importance_map(patch: &[usize]) -> Result<Vec<f16>> {
     // Per axis, the normalised 1-D kernel tap at every offset from the centre.
     let taps: Vec<Vec<f64>> = patch
         .iter()
@@ -84,7 +85,7 @@ pub fn gaussian_importance_map(patch: &[usize]) -> Vec<f16> {
         })
         .collect();
     let total: usize = patch.iter().product();
-    let mut values = vec![1f64; total];
+    let mut values = crate::limits::try_filled(total, 1f64, "the sliding-window Gaussian")?;
     // The filter runs axis after axis, so each value is a product of taps
     // taken in axis order.
     let mut inner = total;
@@ -110,7 +111,7 @@ pub fn gaussian_importance_map(patch: &[usize]) -> Vec<f16> {
             *v = smallest;
         }
     }
-    map
+    Ok(map)
 }
 
 /// Every non-empty combination of `axes`, by size then lexicographically
@@ -247,8 +248,8 @@ impl Accumulator {
         Ok(Accumulator {
             classes,
             shape,
-            logits: vec![f16::ZERO; n],
-            weights: vec![f16::ZERO; voxels],
+            logits: crate::limits::try_filled(n, f16::ZERO, "the summed window logits")?,
+            weights: crate::limits::try_filled(voxels, f16::ZERO, "the summed window weights")?,
         })
     }
 
@@ -288,10 +289,10 @@ impl Accumulator {
     /// `logits / weights` (f16), cropped to `shape` at `offset`.
     fn finish(self, offset: [usize; 3], shape: [usize; 3]) -> Result<Array4<f16>> {
         let voxels = self.weights.len();
-        let mut weights = vec![0f32; voxels];
+        let mut weights = crate::limits::try_filled(voxels, 0f32, "the window weights as f32")?;
         self.weights.convert_to_f32_slice(&mut weights);
         let mut divided = self.logits;
-        let mut plane_f32 = vec![0f32; voxels];
+        let mut plane_f32 = crate::limits::try_filled(voxels, 0f32, "a logit plane as f32")?;
         for plane in divided.chunks_mut(voxels) {
             plane.convert_to_f32_slice(&mut plane_f32);
             for (v, w) in plane_f32.iter_mut().zip(&weights) {
@@ -356,7 +357,7 @@ pub fn predict_sliding_window(
         p
     };
     let extent = plan.extent();
-    let gaussian: Vec<f32> = gaussian_importance_map(&plan.patch)
+    let gaussian: Vec<f32> = gaussian_importance_map(&plan.patch)?
         .iter()
         .map(|g| g.to_f32())
         .collect();
@@ -474,7 +475,7 @@ mod tests {
 
     #[test]
     fn gaussian_has_nnunet_shape() {
-        let g = gaussian_importance_map(&[8, 6]);
+        let g = gaussian_importance_map(&[8, 6]).unwrap();
         let v: Vec<f32> = g.iter().map(|h| h.to_f32()).collect();
         // Centre (4, 3) is the maximum, 10.
         assert_eq!(v[4 * 6 + 3], 10.0);
@@ -489,7 +490,7 @@ mod tests {
         // Symmetric about the centre where both sides exist.
         assert_eq!(v[2 * 6 + 3], v[6 * 6 + 3]);
         // 3-D corners underflow f16 and get the smallest non-zero value.
-        let g = gaussian_importance_map(&[16, 16, 16]);
+        let g = gaussian_importance_map(&[16, 16, 16]).unwrap();
         let min = g.iter().map(|h| h.to_f32()).fold(f32::INFINITY, f32::min);
         assert!(min > 0.0);
         assert_eq!(g[0].to_f32(), min);

@@ -68,10 +68,10 @@ pub(crate) fn check_segment_map(labels: &Volume<i32>, segments: &Volume<u8>) -> 
             labels.dims()
         )));
     }
-    if !segments.geometry.approx_eq(&labels.geometry, 1e-3) {
-        return Err(Error::invalid(
-            "segment map geometry (spacing, origin or direction) differs from the label map's",
-        ));
+    if let Some(diff) = segments.geometry.difference(&labels.geometry, 1e-3) {
+        return Err(Error::invalid(format!(
+            "segment map geometry differs from the label map's: {diff} (segment map vs label map)"
+        )));
     }
     if let Some(bad) = segments
         .data

@@ -131,6 +131,29 @@ impl Geometry {
             .collect()
     }
 
+    /// The first field in which `self` and `other` differ by more than
+    /// `tol`, as text naming it and both values (`None` when they agree as
+    /// [`Geometry::approx_eq`] says).
+    pub fn difference(&self, other: &Geometry, tol: f64) -> Option<String> {
+        let far = |a: &[f64], b: &[f64]| a.iter().zip(b).any(|(x, y)| (x - y).abs() > tol);
+        if far(&self.spacing, &other.spacing) {
+            return Some(format!("spacing {:?} vs {:?}", self.spacing, other.spacing));
+        }
+        if far(&self.origin, &other.origin) {
+            return Some(format!("origin {:?} vs {:?}", self.origin, other.origin));
+        }
+        if far(
+            self.direction.as_flattened(),
+            other.direction.as_flattened(),
+        ) {
+            return Some(format!(
+                "direction {:?} vs {:?}",
+                self.direction, other.direction
+            ));
+        }
+        None
+    }
+
     /// True when `self` and `other` agree within `tol` (mm for origin and
     /// spacing, unitless for direction).
     pub fn approx_eq(&self, other: &Geometry, tol: f64) -> bool {

@@ -234,17 +234,43 @@ impl Image {
                         !x.is_finite() || (*x - x.round()).abs() > 1e-3 || x.abs() > 1e9
                     })
                 {
+                    let what = if !x.is_finite() {
+                        "a non-finite value"
+                    } else if x.abs() > 1e9 {
+                        "a value beyond ±1e9, out of range for a label,"
+                    } else {
+                        "a non-integral value"
+                    };
                     return Err(Error::invalid(format!(
-                        "label map holds a non-integral value {x} at voxel #{n}; expected integer labels"
+                        "label map holds {what} {x} at voxel #{n}; expected integer labels"
                     )));
                 }
-                Ok(v.map(|x| x.round() as i32))
+                try_map(v, |x| x.round() as i32)
             }
-            Image::U8(v) => Ok(v.map(|x| i32::from(*x))),
-            Image::I16(v) => Ok(v.map(|x| i32::from(*x))),
-            Image::U16(v) => Ok(v.map(|x| i32::from(*x))),
-            Image::I32(v) => Ok(v.clone()),
+            Image::U8(v) => try_map(v, |x| i32::from(*x)),
+            Image::I16(v) => try_map(v, |x| i32::from(*x)),
+            Image::U16(v) => try_map(v, |x| i32::from(*x)),
+            Image::I32(v) => try_map(v, |x| *x),
         }
+    }
+}
+
+/// `volume` mapped voxel by voxel into a buffer allocated fallibly (as
+/// label maps): [`Error::OutOfMemory`] instead of an abort.
+fn try_map<T, U: Clone + Default>(volume: &Volume<T>, f: impl Fn(&T) -> U) -> Result<Volume<U>> {
+    let mut data = crate::limits::try_vec(volume.len(), "the label map as 32-bit labels")?;
+    // Iterated in logical order (i fastest), the order from_vec expects.
+    data.extend(volume.data.iter().map(f));
+    Volume::from_vec(volume.dims(), data, volume.geometry)
+}
+
+impl<T: Clone + Default> Volume<T> {
+    /// [`Volume::zeros`], with [`Error::OutOfMemory`] naming `what` instead
+    /// of an abort when the buffer cannot be allocated.
+    pub fn try_zeros(dims: [usize; 3], geometry: Geometry, what: &str) -> Result<Self> {
+        let count = checked_voxel_count(dims)?;
+        let data = crate::limits::try_filled(count, T::default(), what)?;
+        Volume::from_vec(dims, data, geometry)
     }
 }
 

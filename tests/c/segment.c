@@ -26,6 +26,7 @@
  *                         label scheme 11/12/13/14 (no RV);
  *   not_a_model.pth       bytes that are no checkpoint;
  *   resenc/               a results folder whose plans name ResidualEncoderUNet.
+ *   huge_patch/           a results folder whose plans ask for a 100000² patch.
  * Prints one line per check; exits 0 only when every check passed.
  */
 #include "claim.h"
@@ -107,6 +108,27 @@ static void loading_checks(void)
                  CLAIM_ERR_FORMAT, "not_a_model.pth", "a file that is no model: format error");
     expect_error(claim_segmenter_load(in_scratch("resenc"), NULL, NULL, &model),
                  CLAIM_ERR_UNSUPPORTED, "ResidualEncoderUNet", "unsupported architecture");
+    /* Plans asking for a 100000 x 100000 window: refused at load with the
+       size it would need, and this process lives on. */
+    expect_error(claim_segmenter_load(in_scratch("huge_patch"), NULL, NULL, &model),
+                 CLAIM_ERR_OUT_OF_MEMORY, "patch_size [100000, 100000]",
+                 "a 100000 x 100000 patch is refused at load");
+    /* The voxel limit: images over it are refused from their header. */
+    {
+        claim_image *img = NULL;
+        CHECK(claim_max_voxels_get() == CLAIM_MAX_VOXELS_DEFAULT, "default voxel limit");
+        expect_ok(claim_max_voxels_set(100), "voxel limit set to 100");
+        CHECK(claim_max_voxels_get() == 100, "voxel limit reads back");
+        expect_error(claim_image_read(in_scratch("image.nii.gz"), &img),
+                     CLAIM_ERR_OUT_OF_MEMORY, "limit of 100 voxels", "image over the limit");
+        CHECK(img == NULL, "no image over the limit");
+        expect_error(claim_max_voxels_set((uint64_t)1 << 40), CLAIM_ERR_INVALID_ARGUMENT,
+                     "voxel limit", "absurd voxel limit refused");
+        expect_ok(claim_max_voxels_set(0), "voxel limit back to the default");
+        CHECK(claim_max_voxels_get() == CLAIM_MAX_VOXELS_DEFAULT, "default again");
+        expect_error(claim_image_read("", &img), CLAIM_ERR_IO, "(an empty path)",
+                     "an empty path is named");
+    }
     CHECK(model == NULL, "no handle after the failed loads");
 
     CLAIM_DEFAULT(claim_load_options, &load);

@@ -9,6 +9,7 @@
  * every check passed.
  */
 #include "claim.h"
+#include <stddef.h>
 #include "synthetic_lv.h"
 
 #include <math.h>
@@ -257,6 +258,19 @@ static void check_generation(const struct heart *h, const uint8_t *segments)
                       "claim_aha_segment_stats_measure without a segment map");
             CHECK(memcmp(&again, &stats, sizeof stats) == 0,
                   "same statistics as with the precomputed segments");
+            /* Every byte is written, padding included (zeros): a caller may
+               hash or compare the struct (valgrind checks the rest). */
+            memset(&again, 0xAA, sizeof again);
+            again.struct_size = sizeof again;
+            expect_ok(claim_aha_segment_stats_measure(&out, NULL, &aha, &again),
+                      "claim_aha_segment_stats_measure into a 0xAA-filled struct");
+            {
+                const unsigned char *bytes = (const unsigned char *)&again;
+                size_t b, pad_end = offsetof(claim_aha_segment_stats, myocardium_ml);
+                int zero = 1;
+                for (b = sizeof(uint32_t); b < pad_end; b++) zero &= bytes[b] == 0;
+                CHECK(zero, "the padding after struct_size is written as zeros");
+            }
         }
     }
 

@@ -259,6 +259,8 @@ static void smile_structs(void)
                                                                                sizeof smile),
                                              &ctx),
                   CLAIM_OK, "smile_context_create with every struct at a page end");
+    claim_smile_context_free(ctx);
+    ctx = NULL;
     expect_status(claim_smile_context_create(&labels, TRUNCATED(out_segments), &smile, &ctx),
                   CLAIM_ERR_INVALID_ARGUMENT, "smile_context_create segments.struct_size 4");
     expect_status(claim_smile_context_create(&labels, NULL, &smile, &ctx), CLAIM_OK,
@@ -330,6 +332,8 @@ static void smile_structs(void)
     expect_status(claim_image_create((claim_volume *)at_page_end(&labels, sizeof labels),
                                      CLAIM_VOXEL_I16, &img),
                   CLAIM_OK, "image_create with like at a page end");
+    claim_image_free(img);
+    img = NULL;
     expect_status(claim_image_create(TRUNCATED(labels), CLAIM_VOXEL_I16, &img),
                   CLAIM_ERR_INVALID_ARGUMENT, "image_create like.struct_size 4");
     expect_status(claim_image_create(&labels, CLAIM_VOXEL_I16, &img), CLAIM_OK, "image_create");

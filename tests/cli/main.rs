@@ -6,5 +6,7 @@ mod common;
 
 mod cli;
 mod cli_eval;
+mod cli_hostile;
 mod cli_segment;
 mod cli_twochan;
+mod fuzz;

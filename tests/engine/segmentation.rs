@@ -600,6 +600,7 @@ fn golden_gaussian_maps_equal_nnunets() {
         let want = maps.peek(key).unwrap();
         assert_eq!(want.dims(), patch.as_slice());
         let got: Vec<f32> = claim::segmentation::sliding::gaussian_importance_map(&patch)
+            .unwrap()
             .iter()
             .map(|h| h.to_f32())
             .collect();

@@ -11,13 +11,12 @@
 
 use crate::label_maps::in_file;
 use claim::io::torch::{read_torch_file, state_dict_tensors, PickleValue};
-use claim::segmentation::{fold_name, NnunetBundle, FOLD_ALL};
+use claim::segmentation::{fold_name, NnunetBundle, Segmenter, FOLD_ALL};
 use claim::{Error, Result};
 use safetensors::{Dtype, View};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Arguments of `claim import`.
 #[derive(Debug, clap::Args)]
@@ -76,7 +75,11 @@ fn import_nnunet(args: &Args) -> Result<()> {
     }
     let folds = (!args.folds.is_empty()).then_some(args.folds.as_slice());
     let bundle = NnunetBundle::load(&args.src, folds)?;
-    write_atomically(&args.output, |temp| bundle.write_safetensors(temp))?;
+    // Validate exactly as `claim segment` and claim_segmenter_load do (plans,
+    // dataset, architecture, every fold's weights), so that no bundle is
+    // written that cannot be loaded.
+    Segmenter::from_bundle(bundle.clone(), None).map_err(|e| in_file(&args.src, e))?;
+    claim::io::atomic::write_atomically_via(&args.output, |temp| bundle.write_safetensors(temp))?;
     let fold_names: Vec<String> = bundle.fold_numbers().into_iter().map(fold_name).collect();
     let tensors: usize = bundle.folds.iter().map(|(_, sd)| sd.len()).sum();
     outln!(
@@ -140,7 +143,7 @@ fn import_diffusion(args: &Args, checkpoint: &PickleValue) -> Result<()> {
             if args.ema { "ema" } else { "model" }.to_string(),
         ),
     ]);
-    write_atomically(&args.output, |temp| {
+    claim::io::atomic::write_atomically_via(&args.output, |temp| {
         safetensors::serialize_to_file(views, Some(metadata), temp)
             .map_err(|e| Error::Io(format!("{}: {e}", temp.display())))
     })?;
@@ -244,31 +247,4 @@ fn same_file(src: &Path, output: &Path) -> bool {
         }
     };
     src == target
-}
-
-/// Writes `path` through `fill(temp)` on a temporary file beside it, flushed
-/// to disk and then renamed into place: a failure leaves no partial output
-/// and any earlier file untouched.
-fn write_atomically(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
-    let temp = path.with_file_name(format!(
-        ".{}.claim-tmp-{}-{}.safetensors",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = fill(&temp).and_then(|()| {
-        std::fs::File::open(&temp)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| std::fs::rename(&temp, path))
-            .map_err(|e| Error::io_at(path, &e))
-    });
-    if result.is_err() {
-        // Best effort: the temporary file is ours and useless now.
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }

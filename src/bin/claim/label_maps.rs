@@ -240,5 +240,5 @@ pub fn create_parent(path: &Path) -> Result<()> {
 /// Writes a file, creating its folder, with an error naming it.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     create_parent(path)?;
-    std::fs::write(path, bytes).map_err(|e| Error::io_at(path, &e))
+    claim::io::atomic::write_atomically(path, |file| std::io::Write::write_all(file, bytes))
 }

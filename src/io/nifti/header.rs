@@ -437,6 +437,8 @@ impl NiftiHeader {
                 "{name}: dims {used:?} exceed the {MAX_VOXELS} voxels claim accepts"
             ))
         })?;
+        // Refused from the header, before a single voxel is decompressed.
+        crate::limits::check_voxels(&dims.map(|d| d as u64), name)?;
         Ok(dims)
     }
 

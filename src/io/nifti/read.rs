@@ -76,7 +76,7 @@ fn from_bytes(bytes: &[u8]) -> Source<Box<dyn Read + '_>> {
 
 /// Reads and checks the image at `path`.
 pub(super) fn read_path(path: &Path) -> Result<NiftiRead> {
-    let name = path.display().to_string();
+    let name = crate::error::path_text(path);
     read_source(open(path)?, &name)
 }
 
@@ -87,7 +87,7 @@ pub(super) fn read_bytes(bytes: &[u8], name: &str) -> Result<NiftiRead> {
 
 /// Reads only the header at `path`.
 pub(super) fn read_header_path(path: &Path) -> Result<NiftiHeader> {
-    let name = path.display().to_string();
+    let name = crate::error::path_text(path);
     let mut source = open(path)?;
     read_header(&mut source.reader, &name)
 }

@@ -9,10 +9,8 @@ use crate::error::{Error, Result};
 use crate::volume::Image;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 /// Largest axis length a NIfTI-1 header can hold (`dim` is `i16`).
 const NIFTI1_MAX_DIM: usize = i16::MAX as usize;
@@ -130,7 +128,7 @@ pub(super) fn wants_gzip(path: &Path) -> bool {
 pub(super) fn write_path(image: &Image, path: &Path) -> Result<()> {
     let header = header_for_image(image)?.to_nifti1_le_bytes()?;
     let gzip = wants_gzip(path);
-    write_atomically(path, |file| {
+    crate::io::atomic::write_atomically(path, |file| {
         let mut buffered = BufWriter::with_capacity(1 << 16, file);
         if gzip {
             let mut encoder = GzEncoder::new(&mut buffered, Compression::default());
@@ -141,39 +139,6 @@ pub(super) fn write_path(image: &Image, path: &Path) -> Result<()> {
         }
         buffered.flush()
     })
-}
-
-/// A fresh name beside `path` that no other writer (thread or process) uses.
-fn temp_path(path: &Path) -> Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let temp_name = format!(
-        ".{}.claim-tmp-{}-{n}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    );
-    Ok(path.with_file_name(temp_name))
-}
-
-fn write_atomically(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> Result<()> {
-    let temp = temp_path(path)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .map_err(|e| Error::io_at(path, &e))?;
-    let written = fill(&mut file).and_then(|()| file.sync_all());
-    drop(file);
-    let result = written.and_then(|()| fs::rename(&temp, path));
-    if let Err(e) = result {
-        // Best effort: the temp file is ours and useless now.
-        let _ = fs::remove_file(&temp);
-        return Err(Error::io_at(path, &e));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ pub fn read_torch_file(path: &Path) -> Result<PickleValue> {
         path: path.to_path_buf(),
         len,
     };
-    read_archive(source).context(path.display())
+    read_archive(source).context(crate::error::path_text(path))
 }
 
 /// Reads a `torch.save` archive held in memory (copied once; tensors share

@@ -255,8 +255,9 @@ pub fn parcellate(labels: &Volume<i32>, params: &AhaParams) -> Result<AhaParcell
             }
         };
 
-    let mut segments: Volume<u8> = Volume::zeros(labels.dims(), labels.geometry);
-    let mut voxels = Vec::with_capacity(cloud.myocardium.len());
+    let mut segments: Volume<u8> =
+        Volume::try_zeros(labels.dims(), labels.geometry, "the AHA segment map")?;
+    let mut voxels = crate::limits::try_vec(cloud.myocardium.len(), "the myocardium voxels")?;
     for m in &cloud.myocardium {
         let t = dot(m.world, long_axis);
         let height = height_of(t);
