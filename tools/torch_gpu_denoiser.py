@@ -34,23 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from denoiser_reference import Unet3D  # noqa: E402
 from repaint_reference import cosine_schedule, jump_schedule  # noqa: E402
-
-
-def median_ms(fn, repeats):
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    times.sort()
-    return times[len(times) // 2]
+from torch_gpu_ops import median_ms  # noqa: E402
 
 
 def model(channels, cond_dim, dev):
