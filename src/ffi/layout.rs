@@ -104,7 +104,9 @@ c_layout!(claim_diffusion_info {
     cond_dim,
     dim,
     levels,
-    size_multiple
+    size_multiple,
+    frames,
+    histogram_count
 });
 c_layout!(claim_build_info {
     struct_size,
@@ -170,6 +172,8 @@ c_layout!(claim_synthesis_params {
     crop_size,
     frames,
     labels,
+    channel_count,
+    channel_labels,
 });
 c_layout!(claim_segmenter_options {
     struct_size,
