@@ -26,6 +26,7 @@ pub mod smile;
 pub mod synthesis;
 #[doc(hidden)]
 pub mod testing;
+pub mod train;
 pub mod volume;
 
 #[doc(hidden)]

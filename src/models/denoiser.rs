@@ -584,6 +584,22 @@ impl Module for Denoiser {
 }
 
 impl Denoiser {
+    /// A newly initialised network's parameters for `config` under their
+    /// upstream keys (PyTorch's default initialisation, from `seed`; see
+    /// [`Weights::fresh`]): the start of a training run.
+    pub fn initial_parameters(config: &DenoiserConfig, seed: u64) -> Result<Vec<(String, Tensor)>> {
+        let fresh = Weights::fresh(seed);
+        Denoiser::new(&fresh.root(), config)?;
+        Ok(fresh.into_created())
+    }
+
+    /// The learned null condition `[1, cond_dim]` of a conditional model
+    /// (what replaces a dropped histogram in training, and the
+    /// unconditional branch of guidance).
+    pub fn null_condition(&self) -> Option<&Tensor> {
+        self.null_cond_emb.as_ref()
+    }
+
     /// Builds the network for `config`, taking every parameter from `vb` by
     /// its PyTorch key and checking its shape; the parameters are on `vb`'s
     /// device and element type. The network is not folded (see
@@ -617,7 +633,13 @@ impl Denoiser {
             .map(|c| vb.get("null_cond_emb", &[1, c]))
             .transpose()?;
         let bias_vb = vb.pp("time_rel_pos_bias.relative_attention_bias");
-        let buckets = bias_vb.shape_of("weight")?.first().copied().unwrap_or(0);
+        // Upstream's 32 buckets when the tensor is missing (a missing
+        // tensor is then reported by the load below; a fresh set creates it).
+        let buckets = bias_vb
+            .shape_of("weight")
+            .ok()
+            .and_then(|s| s.first().copied())
+            .unwrap_or(32);
         let rel_pos_bias = Embedding::load(&bias_vb, buckets, cfg.attn_heads)?;
         if buckets < 4 || buckets % 2 != 0 {
             return Err(Error::Model(format!(

@@ -660,7 +660,16 @@ impl PlainConvUNet {
     /// the network's device and element type once, on entry; the logits
     /// stay there.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, false)?
+            .pop()
+            .ok_or_else(|| Error::Internal("PlainConvUNet gave no logits".into()))
+    }
+
+    /// The forward pass; with `deep`, every head's logits (see
+    /// [`PlainConvUNet::forward_deep_supervision`]).
+    fn run(&self, x: &Tensor, deep: bool) -> Result<Vec<Tensor>> {
         let cfg = &self.cfg;
+        let mut deep = deep.then(Vec::new);
         let dims = x.dims();
         if dims.len() != cfg.spatial_dims + 2 || dims[1] != cfg.input_channels {
             let spatial = if cfg.spatial_dims == 2 {
@@ -713,8 +722,28 @@ impl PlainConvUNet {
                 h = block.forward(&h)?;
             }
             low = h;
+            if let Some(head) = self.deep_supervision_heads.get(s) {
+                if let Some(out) = deep.as_mut() {
+                    out.push(head.forward(&low)?);
+                }
+            }
         }
-        self.seg_head.forward(&low)
+        let logits = self.seg_head.forward(&low)?;
+        Ok(match deep {
+            Some(mut out) => {
+                out.push(logits);
+                out.reverse();
+                out
+            }
+            None => vec![logits],
+        })
+    }
+
+    /// The logits of every segmentation head, as nnU-Net trains with deep
+    /// supervision: full resolution first, then each lower decoder stage
+    /// (`decoder.seg_layers.<last>`, …, `.0`).
+    pub fn forward_deep_supervision(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.run(x, true)
     }
 }
 
@@ -921,6 +950,25 @@ mod tests {
                 .contains("encoder.stages.1.0.convs.0.conv.weight"),
             "{e}"
         );
+    }
+
+    /// Deep supervision gives one head per decoder stage, full resolution
+    /// first (equal to `forward`), each lower stage at its own resolution.
+    #[test]
+    fn deep_supervision_heads_come_full_resolution_first() {
+        let cfg = PlainUNetConfig::from_arch_kwargs(&arch_2d(), 1, 4).unwrap();
+        let net = PlainConvUNet::from_state_dict(random_state_dict(&cfg, 3), &cfg).unwrap();
+        let x = Tensor::full(0.5, &[1, 1, 16, 8]).unwrap();
+        let heads = net.forward_deep_supervision(&x).unwrap();
+        assert_eq!(heads.len(), cfg.n_stages() - 1);
+        assert_eq!(
+            heads[0].to_vec().unwrap(),
+            net.forward(&x).unwrap().to_vec().unwrap()
+        );
+        for pair in heads.windows(2) {
+            assert!(pair[1].elem_count() < pair[0].elem_count());
+            assert_eq!(pair[1].dims()[1], 4);
+        }
     }
 
     #[test]

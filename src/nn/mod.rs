@@ -8,14 +8,19 @@
 //! parameters through [`weights::VarBuilder`], whose paths are the PyTorch
 //! `state_dict` keys.
 
+pub mod autograd;
 pub mod device;
+#[cfg(test)]
+mod gradcheck;
 pub mod graph;
 pub mod layers;
+pub mod loss;
 pub mod ops;
 pub mod storage;
 pub mod tensor;
 pub mod weights;
 
+pub use autograd::{no_grad, Gradients};
 pub use device::{DType, Device, DeviceKind, DeviceSpec, LoadOptions, Precision};
 pub use graph::DeviceGraph;
 pub use ops::Conv3dParams;

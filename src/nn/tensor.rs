@@ -3,6 +3,7 @@
 use crate::backend::cpu::CpuStorage;
 use crate::backend::desc::AxisDesc;
 use crate::backend::NoiseKey;
+use crate::nn::autograd::{unnarrow, Node};
 use crate::nn::storage::Storage;
 use crate::nn::{DType, Device};
 use crate::{Error, Result};
@@ -14,6 +15,8 @@ use std::sync::Arc;
 pub struct Tensor {
     storage: Arc<Storage>,
     shape: Vec<usize>,
+    /// The autograd node of a variable or of a result that depends on one.
+    node: Option<Arc<Node>>,
 }
 
 /// Refuses element counts whose f32 buffer would not fit in memory.
@@ -38,6 +41,7 @@ impl Tensor {
         Ok(Tensor {
             storage: Arc::new(Storage::Cpu(CpuStorage::new(data))),
             shape: shape.to_vec(),
+            node: None,
         })
     }
 
@@ -112,12 +116,27 @@ impl Tensor {
         Ok(Tensor {
             storage: Arc::new(storage),
             shape,
+            node: None,
         })
     }
 
     /// The result of an op that keeps this tensor's shape.
     pub(crate) fn same_shape(&self, storage: Storage) -> Result<Tensor> {
         Tensor::from_storage(storage, self.shape.clone())
+    }
+
+    /// The autograd node, if tracked.
+    pub(crate) fn node(&self) -> Option<&Arc<Node>> {
+        self.node.as_ref()
+    }
+
+    /// The same values and shape with another autograd node.
+    pub(crate) fn with_node(&self, node: Option<Arc<Node>>) -> Tensor {
+        Tensor {
+            storage: Arc::clone(&self.storage),
+            shape: self.shape.clone(),
+            node,
+        }
     }
 
     /// The dimensions.
@@ -176,7 +195,11 @@ impl Tensor {
             return self.to_dtype(dtype);
         }
         let host = self.to_vec()?;
-        Tensor::from_slice_on(&host, &self.shape, device, dtype)
+        let out = Tensor::from_slice_on(&host, &self.shape, device, dtype)?;
+        let (back_device, back_dtype) = (self.device(), self.dtype());
+        Ok(out.record("to_device", &[self], |_| {
+            Box::new(move |g, _| Ok(vec![Some(g.to_device(&back_device, back_dtype)?)]))
+        }))
     }
 
     /// This tensor with elements of `dtype` on the same device.
@@ -184,7 +207,11 @@ impl Tensor {
         if self.dtype() == dtype {
             return Ok(self.clone());
         }
-        self.same_shape(self.storage.to_dtype(dtype)?)
+        let out = self.same_shape(self.storage.to_dtype(dtype)?)?;
+        let back = self.dtype();
+        Ok(out.record("to_dtype", &[self], |_| {
+            Box::new(move |g, _| Ok(vec![Some(g.to_dtype(back)?)]))
+        }))
     }
 
     /// Size of dimension `d`, with an error naming the op when out of range.
@@ -206,10 +233,15 @@ impl Tensor {
                 self.shape
             )));
         }
-        Ok(Tensor {
+        let out = Tensor {
             storage: Arc::clone(&self.storage),
             shape: shape.to_vec(),
-        })
+            node: None,
+        };
+        let back = self.shape.clone();
+        Ok(out.record("reshape", &[self], |_| {
+            Box::new(move |g, _| Ok(vec![Some(g.reshape(&back)?)]))
+        }))
     }
 
     /// Reorders dimensions: output dimension `i` is input dimension `perm[i]`.
@@ -233,7 +265,14 @@ impl Tensor {
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
             return Ok(self.clone());
         }
-        Tensor::from_storage(self.storage.permute(&self.shape, perm)?, shape)
+        let out = Tensor::from_storage(self.storage.permute(&self.shape, perm)?, shape)?;
+        let mut inverse = vec![0; perm.len()];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        Ok(out.record("permute", &[self], |_| {
+            Box::new(move |g, _| Ok(vec![Some(g.permute(&inverse)?)]))
+        }))
     }
 
     /// `len` entries of dimension `dim` starting at `start`.
@@ -248,7 +287,11 @@ impl Tensor {
         let axis = self.axis_desc(dim)?;
         let mut shape = self.shape.clone();
         shape[dim] = len;
-        Tensor::from_storage(self.storage.narrow(axis, start, len)?, shape)
+        let out = Tensor::from_storage(self.storage.narrow(axis, start, len)?, shape)?;
+        let full = self.shape.clone();
+        Ok(out.record("narrow", &[self], |_| {
+            Box::new(move |g, _| Ok(vec![Some(unnarrow(g, &full, dim, start)?)]))
+        }))
     }
 
     /// Splits dimension `dim` into `n` equal parts.
@@ -293,7 +336,18 @@ impl Tensor {
         checked_count(&shape)?;
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape[dim]).collect();
         let parts: Vec<&Storage> = tensors.iter().map(|t| t.storage()).collect();
-        Tensor::from_storage(Storage::cat(&parts, outer, &sizes, inner)?, shape)
+        let out = Tensor::from_storage(Storage::cat(&parts, outer, &sizes, inner)?, shape)?;
+        Ok(out.record("cat", tensors, |_| {
+            Box::new(move |g, needs| {
+                let mut start = 0;
+                let mut grads = Vec::with_capacity(sizes.len());
+                for (&size, &need) in sizes.iter().zip(needs) {
+                    grads.push(need.then(|| g.narrow(dim, start, size)).transpose()?);
+                    start += size;
+                }
+                Ok(grads)
+            })
+        }))
     }
 
     /// Reverses the order of entries along each of `axes` (test-time
@@ -305,7 +359,11 @@ impl Tensor {
         if axes.is_empty() {
             return Ok(self.clone());
         }
-        self.same_shape(self.storage.flip(&self.shape, axes)?)
+        let out = self.same_shape(self.storage.flip(&self.shape, axes)?)?;
+        let axes = axes.to_vec();
+        Ok(out.record("flip", &[self], |_| {
+            Box::new(move |g, _| Ok(vec![Some(g.flip(&axes)?)]))
+        }))
     }
 
     /// This tensor as `[outer, size, inner]` around dimension `dim`.

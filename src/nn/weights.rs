@@ -46,6 +46,58 @@ pub struct Weights {
     used: Mutex<BTreeSet<String>>,
     device: Device,
     dtype: DType,
+    /// Set by [`Weights::fresh`]: tensors a builder asks for are created
+    /// with PyTorch's default initialisation instead of looked up.
+    fresh: Option<Mutex<FreshTensors>>,
+}
+
+/// The tensors a [`Weights::fresh`] set created, and its random stream.
+#[derive(Debug)]
+struct FreshTensors {
+    rng: crate::rng::Rng,
+    created: BTreeMap<String, Tensor>,
+}
+
+impl FreshTensors {
+    /// PyTorch's default initialisation of the parameter `key` of `shape`:
+    /// conv/linear weights and their biases `U(±1/√fan_in)` (kaiming-uniform
+    /// with a = √5), norm gains 1 and offsets 0, embeddings and the null
+    /// condition `N(0, 1)`, rotary frequencies `10000^(−2j/d)`.
+    fn init(&mut self, key: &str, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        let owner = key.strip_suffix(leaf).unwrap_or("");
+        let uniform = |rng: &mut crate::rng::Rng, fan_in: usize| -> Vec<f32> {
+            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            (0..n)
+                .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+                .collect()
+        };
+        let data: Vec<f32> = if key.ends_with("rotary_emb.freqs") {
+            let d = 2 * n;
+            (0..n)
+                .map(|j| (10000f64.powf(-((2 * j) as f64) / d as f64)) as f32)
+                .collect()
+        } else if key == "null_cond_emb" || key.contains("relative_attention_bias") {
+            (0..n).map(|_| self.rng.normal() as f32).collect()
+        } else if leaf == "gamma" {
+            vec![1.0; n]
+        } else if leaf == "weight" && shape.len() >= 2 {
+            uniform(&mut self.rng, shape[1..].iter().product())
+        } else if leaf == "weight" {
+            vec![1.0; n]
+        } else if leaf == "bias" {
+            match self.created.get(&format!("{owner}weight")) {
+                Some(w) if w.rank() >= 2 => uniform(&mut self.rng, w.dims()[1..].iter().product()),
+                _ => vec![0.0; n],
+            }
+        } else {
+            return Err(Error::Model(format!(
+                "no default initialisation for `{key}` {shape:?}"
+            )));
+        };
+        Tensor::from_vec(data, shape)
+    }
 }
 
 /// The key with wrapper prefixes removed (in any order and repetition).
@@ -80,7 +132,40 @@ impl Weights {
             used: Mutex::new(BTreeSet::new()),
             device: Device::Cpu,
             dtype: DType::F32,
+            fresh: None,
         })
+    }
+
+    /// An empty set that creates every tensor a builder asks for, with
+    /// PyTorch's default initialisation drawn from `seed` (in the order the
+    /// model asks). Build a model from [`Weights::root`], then take the
+    /// created parameters with [`Weights::into_created`]: a newly
+    /// initialised network under its upstream keys.
+    pub fn fresh(seed: u64) -> Weights {
+        Weights {
+            tensors: BTreeMap::new(),
+            used: Mutex::new(BTreeSet::new()),
+            device: Device::Cpu,
+            dtype: DType::F32,
+            fresh: Some(Mutex::new(FreshTensors {
+                rng: crate::rng::Rng::new(seed),
+                created: BTreeMap::new(),
+            })),
+        }
+    }
+
+    /// The tensors a [`Weights::fresh`] set created, by key (empty for
+    /// other sets).
+    pub fn into_created(self) -> Vec<(String, Tensor)> {
+        match self.fresh {
+            Some(f) => f
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .created
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// Parses a safetensors buffer; f16 and bf16 values are widened to f32.
@@ -144,6 +229,7 @@ impl Weights {
             used: Mutex::new(BTreeSet::new()),
             device: device.clone(),
             dtype,
+            fresh: None,
         })
     }
 
@@ -294,6 +380,15 @@ impl<'a> VarBuilder<'a> {
     /// builder's device and element type.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let key = self.path(name);
+        if let Some(fresh) = &self.weights.fresh {
+            let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(t) = fresh.created.get(&key) {
+                return Ok(t.clone());
+            }
+            let t = fresh.init(&key, shape)?;
+            fresh.created.insert(key, t.clone());
+            return t.to_device(&self.device, self.dtype);
+        }
         let t = self.weights.tensors.get(&key).ok_or_else(|| {
             Error::Model(format!("missing tensor `{key}` (expected shape {shape:?})"))
         })?;

@@ -27,8 +27,8 @@ pub use condition::{
 };
 pub use pipeline::{
     compose, default_channel_labels, default_frames, measure_channel_histograms, measure_histogram,
-    measure_label_histogram, synthesize, Layout, Synthesis, SynthesisParams, CLAIM_CROP_SIZE,
-    LEFUSION_EMIDEC_FRAMES, MAX_CHANNELS,
+    measure_label_histogram, synthesize, training_windows, Layout, Synthesis, SynthesisParams,
+    TrainingWindow, CLAIM_CROP_SIZE, LEFUSION_EMIDEC_FRAMES, MAX_CHANNELS,
 };
 pub use repaint::{BatchNoise, InpaintBatch, Progress, SamplerParams};
 pub use schedule::{evaluation_count, jump_schedule, JumpParams, Schedule, TIMESTEPS};

@@ -618,6 +618,70 @@ fn unpainted_lesion_warnings(
         .collect()
 }
 
+/// One training example of the diffusion model: a window cut and scaled
+/// exactly as [`synthesize`] cuts and scales its inputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingWindow {
+    /// The window's values in [−1, 1], `[F, S, S]` (one channel: the image
+    /// is repeated on every model channel).
+    pub values: Vec<f32>,
+    /// The loss mask of each channel, `[C, F, S, S]`: 1 on the lesion
+    /// voxels that channel paints at inference, else 0.
+    pub masks: Vec<f32>,
+    /// The measured histogram condition, 16 bins per channel (of the
+    /// values inside that channel's mask; zeros for an empty mask).
+    pub condition: Vec<f32>,
+}
+
+/// The training windows of one case for a model of `config`: every window
+/// [`synthesize`] would sample on this case (lesion slices, the 3-D window
+/// rule, centred on the LV, min–max scaled), with per-channel loss masks
+/// and measured histograms. `params` gives the label scheme, crop size,
+/// frames and channel labels, as for synthesis. A case without lesion has
+/// no window.
+pub fn training_windows(
+    config: &DenoiserConfig,
+    image: &Image,
+    labels: &Volume<i32>,
+    params: &SynthesisParams,
+) -> Result<Vec<TrainingWindow>> {
+    let layout = Layout::resolve(config, params)?;
+    let scheme = params.labels;
+    let values = check_case(image, labels, &scheme)?;
+    let slices = lesion_slices(labels, |l| scheme.is_lesion(l));
+    if slices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let groups = windows_of(&slices, layout.frames, labels.dims()[2]);
+    let prepared = prepare(&values, labels, &scheme, &layout, groups, params.crop_size)?;
+    let channels = layout.channels;
+    let mut out = Vec::with_capacity(prepared.windows.len());
+    for ((window, known), source) in prepared
+        .windows
+        .into_iter()
+        .zip(&prepared.known)
+        .zip(&prepared.source)
+    {
+        let mut masks = Vec::with_capacity(channels * window.len());
+        let mut condition = Vec::with_capacity(channels * HISTOGRAM_BINS);
+        for c in 0..channels {
+            let inside: Vec<bool> = known
+                .iter()
+                .zip(source)
+                .map(|(k, s)| *k == 0.0 && usize::from(*s) == c)
+                .collect();
+            masks.extend(inside.iter().map(|i| f32::from(u8::from(*i))));
+            condition.extend(lesion_histogram(&window, &inside));
+        }
+        out.push(TrainingWindow {
+            values: window,
+            masks,
+            condition,
+        });
+    }
+    Ok(out)
+}
+
 /// Synthesizes scar intensities inside the scar and MVO labels of `labels`
 /// on `image` with `model` (any upstream layout, see the module docs).
 /// `progress(done, total)` is called before the first network evaluation

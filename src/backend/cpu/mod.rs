@@ -12,6 +12,7 @@ pub mod conv;
 pub mod conv3d;
 pub mod elementwise;
 pub mod gemm;
+pub mod grad;
 pub mod norm;
 pub mod storage;
 pub mod winograd;

@@ -1,13 +1,19 @@
 //! Unary activations and softmax.
 
+use crate::backend::cpu::grad;
 use crate::backend::desc::UnaryOp;
+use crate::nn::autograd::host;
 use crate::nn::Tensor;
 use crate::Result;
 
 impl Tensor {
     /// `op(x)` for every element.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
-        self.same_shape(self.storage().unary(op)?)
+        let y = self.same_shape(self.storage().unary(op)?)?;
+        Ok(y.record("unary", &[self], |y| {
+            let (x, y) = (self.detach(), y.detach());
+            Box::new(move |g, _| Ok(vec![Some(unary_backward(op, &x, &y, g)?)]))
+        }))
     }
 
     /// SiLU (swish): `x·σ(x)`.
@@ -39,7 +45,31 @@ impl Tensor {
     /// `[B, classes, ...]` logits).
     pub fn softmax(&self, dim: usize) -> Result<Tensor> {
         let axis = self.axis_desc(dim)?;
-        self.same_shape(self.storage().softmax(axis)?)
+        let y = self.same_shape(self.storage().softmax(axis)?)?;
+        Ok(y.record("softmax", &[self], |y| {
+            let y = y.detach();
+            Box::new(move |g, _| {
+                let dx = grad::softmax_backward(host(&y, "softmax")?, host(g, "softmax")?, axis);
+                Ok(vec![Some(Tensor::from_vec(dx, y.dims())?)])
+            })
+        }))
+    }
+}
+
+/// `g·op'(x)`, from the output `y` where that is cheaper.
+fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    match op {
+        UnaryOp::Affine(a, _) => g.affine(a, 0.0),
+        UnaryOp::Neg => g.affine(-1.0, 0.0),
+        UnaryOp::Exp => g.mul(y),
+        UnaryOp::Square => g.mul(x)?.affine(2.0, 0.0),
+        // d√x = 1/(2√x); d(1/x) = −1/x².
+        UnaryOp::Sqrt => g.div(y)?.affine(0.5, 0.0),
+        UnaryOp::Recip => g.mul(&y.unary(UnaryOp::Square)?)?.affine(-1.0, 0.0),
+        UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::LeakyRelu(_) => {
+            let dx = grad::unary_backward(host(x, "activation")?, host(g, "activation")?, op);
+            Tensor::from_vec(dx, x.dims())
+        }
     }
 }
 

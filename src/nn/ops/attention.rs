@@ -1,7 +1,9 @@
 //! Attention ops of the LeFusion denoiser (spec: `denoiser.md`).
 
 use super::{expect_rank, expect_shape};
+use crate::backend::cpu::grad;
 use crate::backend::desc::{AttentionDesc, LinearAttentionDesc};
+use crate::nn::autograd::host;
 use crate::nn::Tensor;
 use crate::{Error, Result};
 
@@ -32,10 +34,18 @@ impl Tensor {
             heads,
             head_dim: d,
         };
-        Tensor::from_storage(
+        let y = Tensor::from_storage(
             self.storage().linear_attention(&desc)?,
             vec![b, heads * d, f, h, w],
-        )
+        )?;
+        Ok(y.record("linear_attention", &[self], |_| {
+            let qkv = self.detach();
+            Box::new(move |g, _| {
+                let op = "linear_attention";
+                let dx = grad::linear_attention_backward(host(&qkv, op)?, &desc, host(g, op)?)?;
+                Ok(vec![Some(Tensor::from_vec(dx, qkv.dims())?)])
+            })
+        }))
     }
 
     /// Softmax attention `softmax(q·kᵀ + bias)·v` with q already scaled.
@@ -66,12 +76,43 @@ impl Tensor {
             head_dim: d,
             heads,
         };
-        q.same_shape(q.storage().attention(
+        let y = q.same_shape(q.storage().attention(
             k.storage(),
             v.storage(),
             bias.map(Tensor::storage),
             &desc,
-        )?)
+        )?)?;
+        let mut inputs = vec![q, k, v];
+        inputs.extend(bias);
+        Ok(y.record("attention", &inputs, |_| {
+            let (q, k, v) = (q.detach(), k.detach(), v.detach());
+            let bias = bias.map(Tensor::detach);
+            Box::new(move |g, _| {
+                let op = "attention";
+                let grads = grad::attention_backward(
+                    host(&q, op)?,
+                    host(&k, op)?,
+                    host(&v, op)?,
+                    bias.as_ref().map(|b| host(b, op)).transpose()?,
+                    &desc,
+                    host(g, op)?,
+                )?;
+                let mut out = vec![
+                    Some(Tensor::from_vec(grads.q, q.dims())?),
+                    Some(Tensor::from_vec(grads.k, k.dims())?),
+                    Some(Tensor::from_vec(grads.v, v.dims())?),
+                ];
+                if let Some(b) = &bias {
+                    out.push(
+                        grads
+                            .bias
+                            .map(|gb| Tensor::from_vec(gb, b.dims()))
+                            .transpose()?,
+                    );
+                }
+                Ok(out)
+            })
+        }))
     }
 
     /// Rotary position embedding (interleaved pairs) on `[G, T, d]` with
@@ -86,6 +127,16 @@ impl Tensor {
                 freqs.dims()
             )));
         }
-        self.same_shape(self.storage().rotary(freqs.storage(), t, d)?)
+        let y = self.same_shape(self.storage().rotary(freqs.storage(), t, d)?)?;
+        if freqs.is_tracked() {
+            return Err(Error::Unsupported(
+                "rotary: the frequencies are a fixed buffer; pass them detached".into(),
+            ));
+        }
+        Ok(y.record("rotary", &[self], |_| {
+            let freqs = freqs.detach();
+            // The inverse rotation: the same angles negated.
+            Box::new(move |g, _| Ok(vec![Some(g.rotary(&freqs.affine(-1.0, 0.0)?)?)]))
+        }))
     }
 }

@@ -1,6 +1,7 @@
 //! Broadcasting element-wise arithmetic.
 
 use crate::backend::desc::{BinaryOp, BroadcastDesc};
+use crate::nn::autograd::sum_to_shape;
 use crate::nn::Tensor;
 use crate::{Error, Result};
 
@@ -31,14 +32,26 @@ impl Tensor {
             rhs: b_shape,
             out: out.clone(),
         };
-        Tensor::from_storage(self.storage().binary(rhs.storage(), op, &desc)?, out)
+        let y = Tensor::from_storage(self.storage().binary(rhs.storage(), op, &desc)?, out)?;
+        Ok(y.record("binary", &[self, rhs], |_| {
+            let (a, b) = (self.detach(), rhs.detach());
+            Box::new(move |g, needs| binary_backward(op, &a, &b, g, needs))
+        }))
     }
 
     /// `alpha·self + beta·rhs` for tensors of one shape (the sampler's
     /// jump step and classifier-free guidance).
     pub fn lincomb(&self, alpha: f32, rhs: &Tensor, beta: f32) -> Result<Tensor> {
         super::expect_shape(rhs, self.dims(), "lincomb")?;
-        self.same_shape(self.storage().lincomb(alpha, rhs.storage(), beta)?)
+        let y = self.same_shape(self.storage().lincomb(alpha, rhs.storage(), beta)?)?;
+        Ok(y.record("lincomb", &[self, rhs], |_| {
+            Box::new(move |g, needs| {
+                Ok(vec![
+                    needs[0].then(|| g.affine(alpha, 0.0)).transpose()?,
+                    needs[1].then(|| g.affine(beta, 0.0)).transpose()?,
+                ])
+            })
+        }))
     }
 
     /// `self + rhs` with broadcasting.
@@ -51,6 +64,11 @@ impl Tensor {
         self.binary(rhs, BinaryOp::Sub)
     }
 
+    /// `self / rhs` (element-wise) with broadcasting.
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary(rhs, BinaryOp::Div)
+    }
+
     /// `self · rhs` (element-wise) with broadcasting.
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(rhs, BinaryOp::Mul)
@@ -61,6 +79,45 @@ impl Tensor {
     pub fn scale_shift(&self, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
         self.mul(&scale.affine(1.0, 1.0)?)?.add(shift)
     }
+}
+
+/// Gradients of `op(a, b)` (broadcast) for output gradient `g`, each summed
+/// back to its operand's shape.
+fn binary_backward(
+    op: BinaryOp,
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let (ga, gb) = match op {
+        BinaryOp::Add => (g.clone(), g.clone()),
+        BinaryOp::Sub => (g.clone(), g.affine(-1.0, 0.0)?),
+        BinaryOp::Mul => (g.mul(b)?, g.mul(a)?),
+        // d(a/b) = g/b, −g·a/b².
+        BinaryOp::Div => {
+            let ga = g.div(b)?;
+            let gb = ga.mul(a)?.div(b)?.affine(-1.0, 0.0)?;
+            (ga, gb)
+        }
+        // The gradient goes to the selected operand (to `a` on ties, as
+        // the forward's `a.max(b)` keeps `a`).
+        BinaryOp::Max | BinaryOp::Min => {
+            let pick_a = a.binary(b, op)?.binary(a, BinaryOp::Sub)?;
+            let host_mask: Vec<f32> = pick_a
+                .to_vec()?
+                .iter()
+                .map(|d| if *d == 0.0 { 1.0 } else { 0.0 })
+                .collect();
+            let mask = Tensor::from_slice_on(&host_mask, pick_a.dims(), &g.device(), g.dtype())?;
+            let ga = g.mul(&mask)?;
+            (ga.clone(), g.sub(&ga)?)
+        }
+    };
+    Ok(vec![
+        needs[0].then(|| sum_to_shape(&ga, a.dims())).transpose()?,
+        needs[1].then(|| sum_to_shape(&gb, b.dims())).transpose()?,
+    ])
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Per-frame 2-D convolutions (PyTorch `Conv2d`, and `Conv3d` with kernel
 //! depth 1) and their transposes.
 
+use crate::backend::cpu::grad;
 use crate::backend::desc::ConvGeometry;
+use crate::nn::autograd::host;
 use crate::nn::tensor::checked_count;
 use crate::nn::Tensor;
 use crate::{Error, Result};
@@ -165,7 +167,30 @@ impl Tensor {
             residual.map(Tensor::storage),
             &g,
         )?;
-        Tensor::from_storage(y, shape)
+        let y = Tensor::from_storage(y, shape)?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        inputs.extend(residual);
+        Ok(y.record("conv2d", &inputs, |_| {
+            let (x, w) = (self.detach(), weight.detach());
+            let has_bias = bias.is_some();
+            Box::new(move |gy, needs| {
+                let mut grads = conv_grads(
+                    "conv2d",
+                    &x,
+                    &w,
+                    has_bias,
+                    gy,
+                    needs,
+                    |gy| grad::conv2d_backward_input(gy, host(&w, "conv2d")?, &g),
+                    |x, gy| grad::conv2d_backward_weight(x, gy, &g),
+                )?;
+                if needs.len() > grads.len() {
+                    grads.push(Some(gy.clone()));
+                }
+                Ok(grads)
+            })
+        }))
     }
 
     /// Transposed convolution per frame (PyTorch `ConvTranspose2d`/`3d` with
@@ -191,8 +216,65 @@ impl Tensor {
         let y = self
             .storage()
             .conv_transpose2d(weight.storage(), bias.map(Tensor::storage), &g)?;
-        Tensor::from_storage(y, shape)
+        let y = Tensor::from_storage(y, shape)?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(y.record("conv_transpose2d", &inputs, |_| {
+            let (x, w) = (self.detach(), weight.detach());
+            let has_bias = bias.is_some();
+            Box::new(move |gy, needs| {
+                let op = "conv_transpose2d";
+                conv_grads(
+                    op,
+                    &x,
+                    &w,
+                    has_bias,
+                    gy,
+                    needs,
+                    |gy| grad::conv_transpose2d_backward_input(gy, host(&w, op)?, &g),
+                    |x, gy| grad::conv_transpose2d_backward_weight(x, gy, &g),
+                )
+            })
+        }))
     }
+}
+
+/// The gradients of a convolution-like op (input, weight, optional bias,
+/// in that order) from its device-specific input and weight kernels; the
+/// bias gradient is the output gradient summed per channel.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_grads(
+    op: &str,
+    x: &Tensor,
+    w: &Tensor,
+    has_bias: bool,
+    gy: &Tensor,
+    needs: &[bool],
+    input_grad: impl FnOnce(&[f32]) -> Result<Vec<f32>>,
+    weight_grad: impl FnOnce(&[f32], &[f32]) -> Result<Vec<f32>>,
+) -> Result<Vec<Option<Tensor>>> {
+    let g_host = host(gy, op)?;
+    let mut grads = Vec::with_capacity(3);
+    grads.push(
+        needs[0]
+            .then(|| Tensor::from_vec(input_grad(g_host)?, x.dims()))
+            .transpose()?,
+    );
+    grads.push(
+        needs[1]
+            .then(|| Tensor::from_vec(weight_grad(host(x, op)?, g_host)?, w.dims()))
+            .transpose()?,
+    );
+    if has_bias {
+        let (b, c) = (gy.dims()[0], gy.dims()[1]);
+        let spatial = gy.elem_count() / (b * c).max(1);
+        grads.push(
+            needs[2]
+                .then(|| Tensor::from_vec(grad::channel_sum(g_host, b, c, spatial), &[c]))
+                .transpose()?,
+        );
+    }
+    Ok(grads)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Full 3-D convolutions (PyTorch `Conv3d` and `ConvTranspose3d`) on
 //! `[B, C, D, H, W]` tensors, for any kernel, stride and padding.
 
+use crate::backend::cpu::grad;
 use crate::backend::desc::Conv3dGeometry;
+use crate::nn::autograd::host;
 use crate::nn::tensor::checked_count;
 use crate::nn::Tensor;
 use crate::{Error, Result};
@@ -127,7 +129,26 @@ impl Tensor {
         let y = self
             .storage()
             .conv3d(weight.storage(), bias.map(Tensor::storage), &g)?;
-        Tensor::from_storage(y, shape)
+        let y = Tensor::from_storage(y, shape)?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(y.record("conv3d", &inputs, |_| {
+            let (x, w) = (self.detach(), weight.detach());
+            let has_bias = bias.is_some();
+            Box::new(move |gy, needs| {
+                let op = "conv3d";
+                super::conv::conv_grads(
+                    op,
+                    &x,
+                    &w,
+                    has_bias,
+                    gy,
+                    needs,
+                    |gy| grad::conv3d_backward_input(gy, host(&w, op)?, &g),
+                    |x, gy| grad::conv3d_backward_weight(x, gy, &g),
+                )
+            })
+        }))
     }
 
     /// Transposed 3-D convolution (PyTorch `ConvTranspose3d`, no output
@@ -151,7 +172,26 @@ impl Tensor {
         let y = self
             .storage()
             .conv_transpose3d(weight.storage(), bias.map(Tensor::storage), &g)?;
-        Tensor::from_storage(y, shape)
+        let y = Tensor::from_storage(y, shape)?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(y.record("conv_transpose3d", &inputs, |_| {
+            let (x, w) = (self.detach(), weight.detach());
+            let has_bias = bias.is_some();
+            Box::new(move |gy, needs| {
+                let op = "conv_transpose3d";
+                super::conv::conv_grads(
+                    op,
+                    &x,
+                    &w,
+                    has_bias,
+                    gy,
+                    needs,
+                    |gy| grad::conv_transpose3d_backward_input(gy, host(&w, op)?, &g),
+                    |x, gy| grad::conv_transpose3d_backward_weight(x, gy, &g),
+                )
+            })
+        }))
     }
 }
 

@@ -39,6 +39,20 @@ impl Tensor {
                 "index_rows: id {i} out of range for {v} rows"
             )));
         }
-        Tensor::from_storage(self.storage().index_rows(d, ids)?, vec![ids.len(), d])
+        let y = Tensor::from_storage(self.storage().index_rows(d, ids)?, vec![ids.len(), d])?;
+        Ok(y.record("index_rows", &[self], |_| {
+            let ids = ids.to_vec();
+            Box::new(move |g, _| {
+                // Scatter-add: a row picked twice gets both gradients.
+                let g = g.to_vec()?;
+                let mut table = vec![0f32; v * d];
+                for (row, &id) in g.chunks_exact(d.max(1)).zip(&ids) {
+                    for (t, x) in table[id * d..(id + 1) * d].iter_mut().zip(row) {
+                        *t += x;
+                    }
+                }
+                Ok(vec![Some(Tensor::from_vec(table, &[v, d])?)])
+            })
+        }))
     }
 }

@@ -1,7 +1,9 @@
 //! Fully connected layers.
 
 use super::expect_rank;
+use crate::backend::cpu::grad;
 use crate::backend::desc::LinearDesc;
+use crate::nn::autograd::host;
 use crate::nn::Tensor;
 use crate::{Error, Result};
 
@@ -27,11 +29,46 @@ impl Tensor {
             *l = n_out;
         }
         let desc = LinearDesc { rows, n_in, n_out };
-        Tensor::from_storage(
+        let y = Tensor::from_storage(
             self.storage()
                 .linear(weight.storage(), bias.map(Tensor::storage), &desc)?,
             shape,
-        )
+        )?;
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(y.record("linear", &inputs, |_| {
+            let (x, w) = (self.detach(), weight.detach());
+            Box::new(move |g, needs| {
+                let g2 = g.reshape(&[rows, n_out])?;
+                let mut grads = Vec::with_capacity(3);
+                // dx = g·W (linear computes x·Wᵀ, so pass Wᵀ).
+                grads.push(
+                    needs[0]
+                        .then(|| g2.linear(&w.permute(&[1, 0])?, None)?.reshape(x.dims()))
+                        .transpose()?,
+                );
+                // dW = gᵀ·x = linear(gᵀ, xᵀ).
+                grads.push(
+                    needs[1]
+                        .then(|| {
+                            let xt = x.reshape(&[rows, n_in])?.permute(&[1, 0])?;
+                            g2.permute(&[1, 0])?.linear(&xt, None)
+                        })
+                        .transpose()?,
+                );
+                if needs.len() > 2 {
+                    grads.push(
+                        needs[2]
+                            .then(|| {
+                                let db = grad::channel_sum(host(&g2, "linear")?, rows, n_out, 1);
+                                Tensor::from_vec(db, &[n_out])
+                            })
+                            .transpose()?,
+                    );
+                }
+                Ok(grads)
+            })
+        }))
     }
 }
 

@@ -1,7 +1,9 @@
 //! GroupNorm, InstanceNorm and the channel LayerNorm, over `[B, C, ...]`.
 
 use super::expect_shape;
+use crate::backend::cpu::grad;
 use crate::backend::desc::{NormActivation, NormDesc, NormOperands};
+use crate::nn::autograd::host;
 use crate::nn::Tensor;
 use crate::{Error, Result};
 
@@ -105,7 +107,55 @@ impl Tensor {
             scale_shift: scale_shift.map(|(a, b)| (a.storage(), b.storage())),
             residual: residual.map(Tensor::storage),
         };
-        self.same_shape(self.storage().group_norm(&desc, operands)?)
+        let y = self.same_shape(self.storage().group_norm(&desc, operands)?)?;
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        if let Some((scale, shift)) = scale_shift {
+            inputs.push(scale);
+            inputs.push(shift);
+        }
+        inputs.extend(residual);
+        Ok(y.record("group_norm", &inputs, |_| {
+            let x = self.detach();
+            let weight = weight.map(Tensor::detach);
+            let bias = bias.map(Tensor::detach);
+            let scale_shift = scale_shift.map(|(a, b)| (a.detach(), b.detach()));
+            let has_residual = residual.is_some();
+            Box::new(move |g, _| {
+                let op = "group_norm";
+                let ss = match &scale_shift {
+                    Some((a, b)) => Some((host(a, op)?, host(b, op)?)),
+                    None => None,
+                };
+                let grads = grad::group_norm_backward(
+                    host(&x, op)?,
+                    &desc,
+                    weight.as_ref().map(|w| host(w, op)).transpose()?,
+                    bias.as_ref().map(|b| host(b, op)).transpose()?,
+                    ss,
+                    host(g, op)?,
+                )?;
+                let mut out = vec![Some(Tensor::from_vec(grads.x, x.dims())?)];
+                let shaped = |v: Option<Vec<f32>>, like: &Tensor| -> Result<Option<Tensor>> {
+                    v.map(|v| Tensor::from_vec(v, like.dims())).transpose()
+                };
+                if let Some(w) = &weight {
+                    out.push(shaped(grads.weight, w)?);
+                }
+                if let Some(b) = &bias {
+                    out.push(shaped(grads.bias, b)?);
+                }
+                if let Some((a, b)) = &scale_shift {
+                    out.push(shaped(grads.scale, a)?);
+                    out.push(shaped(grads.shift, b)?);
+                }
+                if has_residual {
+                    out.push(Some(g.clone()));
+                }
+                Ok(out)
+            })
+        }))
     }
 
     /// `silu(group_norm(x)·(scale + 1) + shift) + residual` in one pass over
@@ -168,10 +218,30 @@ impl Tensor {
                 gamma.dims()
             )));
         }
-        self.same_shape(
-            self.storage()
-                .layer_norm_channels(gamma.storage(), b, c, s, eps)?,
-        )
+        let y =
+            self.same_shape(
+                self.storage()
+                    .layer_norm_channels(gamma.storage(), b, c, s, eps)?,
+            )?;
+        Ok(y.record("layer_norm_channels", &[self, gamma], |_| {
+            let (x, gamma) = (self.detach(), gamma.detach());
+            Box::new(move |g, _| {
+                let op = "layer_norm_channels";
+                let (dx, dgamma) = grad::layer_norm_channels_backward(
+                    host(&x, op)?,
+                    host(&gamma, op)?,
+                    b,
+                    c,
+                    s,
+                    eps,
+                    host(g, op)?,
+                )?;
+                Ok(vec![
+                    Some(Tensor::from_vec(dx, x.dims())?),
+                    Some(Tensor::from_vec(dgamma, gamma.dims())?),
+                ])
+            })
+        }))
     }
 }
 

@@ -19,6 +19,7 @@ impl Tensor {
         expect_shape(ground_truth, self.dims(), "known_blend ground truth")?;
         expect_shape(known, self.dims(), "known_blend mask")?;
         expect_shape(noise, self.dims(), "known_blend noise")?;
+        Tensor::refuse_tracked("known_blend", &[self, ground_truth, known, noise])?;
         self.same_shape(self.storage().known_blend(
             ground_truth.storage(),
             known.storage(),
@@ -32,6 +33,7 @@ impl Tensor {
     pub fn ancestral_step(&self, eps: &Tensor, noise: &Tensor, p: AncestralStep) -> Result<Tensor> {
         expect_shape(eps, self.dims(), "ancestral_step eps")?;
         expect_shape(noise, self.dims(), "ancestral_step noise")?;
+        Tensor::refuse_tracked("ancestral_step", &[self, eps, noise])?;
         self.same_shape(
             self.storage()
                 .ancestral_step(eps.storage(), noise.storage(), p)?,
