@@ -25,7 +25,7 @@ use std::sync::Mutex;
 const EPS: f64 = 1e-5;
 
 /// Hyper-parameters of the denoiser (spec: "Hyper-parameters").
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DenoiserConfig {
     /// Base width; also the width of the sinusoidal time embedding.
     pub dim: usize,

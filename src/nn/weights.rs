@@ -404,6 +404,59 @@ impl<'a> VarBuilder<'a> {
     }
 }
 
+/// Writes named f32 tensors `(name, shape, values)` and string metadata
+/// as one safetensors file, through a temporary file in the same folder
+/// renamed into place (a reader never sees half a file; a failed write
+/// leaves any old file as it was). Each tensor's bytes are produced when
+/// the serializer reaches it, so peak memory stays one tensor above the
+/// values themselves.
+pub fn write_f32_safetensors(
+    path: &Path,
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<()> {
+    for (name, shape, values) in tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            return Err(Error::invalid(format!(
+                "{}: tensor `{name}` has shape {shape:?} but {} values",
+                path.display(),
+                values.len()
+            )));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, values)| (*name, F32View { shape, values }));
+    crate::io::atomic::write_atomically_via(path, |temp| {
+        safetensors::serialize_to_file(views, Some(metadata), temp)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    })
+}
+
+/// An f32 tensor as the safetensors serializer sees it.
+struct F32View<'a> {
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    fn data_len(&self) -> usize {
+        self.values.len() * 4
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,8 +33,6 @@ use crate::io::torch::{read_torch_file, state_dict_tensors, PickleValue};
 use crate::models::plain_unet::is_alias_key;
 use crate::nn::{Tensor, Weights};
 use crate::{Error, Result};
-use safetensors::{Dtype, View};
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -597,47 +595,20 @@ impl NnunetBundle {
             "nnunet.folds".to_string(),
             serde_json::Value::Array(fold_names).to_string(),
         );
-        let mut views = Vec::new();
+        let mut names = Vec::new();
+        let mut slices = Vec::new();
         for (k, tensors) in &self.folds {
             for (key, t) in tensors {
-                views.push((
-                    format!("fold_{}.{key}", fold_name(*k)),
-                    F32View {
-                        shape: t.dims().to_vec(),
-                        data: t.as_slice()?,
-                    },
-                ));
+                names.push(format!("fold_{}.{key}", fold_name(*k)));
+                slices.push((t.dims(), t.as_slice()?));
             }
         }
-        crate::io::atomic::write_atomically_via(out, |tmp| {
-            safetensors::serialize_to_file(views, Some(meta), tmp)
-                .map_err(|e| Error::Io(format!("{}: {e}", out.display())))
-        })
-    }
-}
-
-/// A tensor's f32 values as a safetensors view; bytes are produced when the
-/// writer asks for them, one tensor at a time.
-struct F32View<'a> {
-    shape: Vec<usize>,
-    data: &'a [f32],
-}
-
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.data.iter().flat_map(|v| v.to_le_bytes()).collect())
-    }
-
-    fn data_len(&self) -> usize {
-        self.data.len() * 4
+        let views: Vec<(&str, &[usize], &[f32])> = names
+            .iter()
+            .zip(&slices)
+            .map(|(n, (shape, values))| (n.as_str(), *shape, *values))
+            .collect();
+        crate::nn::weights::write_f32_safetensors(out, &views, meta)
     }
 }
 

@@ -13,8 +13,6 @@ use crate::label_maps::in_file;
 use claim::io::torch::{read_torch_file, state_dict_tensors, PickleValue};
 use claim::segmentation::{fold_name, NnunetBundle, Segmenter, FOLD_ALL};
 use claim::{Error, Result};
-use safetensors::{Dtype, View};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -122,13 +120,7 @@ fn import_diffusion(args: &Args, checkpoint: &PickleValue) -> Result<()> {
     }
     let mut views = Vec::with_capacity(tensors.len());
     for (name, tensor) in &tensors {
-        views.push((
-            name.as_str(),
-            F32View {
-                shape: tensor.dims(),
-                values: tensor.as_slice()?,
-            },
-        ));
+        views.push((name.as_str(), tensor.dims(), tensor.as_slice()?));
     }
     let source_name = args
         .src
@@ -143,10 +135,7 @@ fn import_diffusion(args: &Args, checkpoint: &PickleValue) -> Result<()> {
             if args.ema { "ema" } else { "model" }.to_string(),
         ),
     ]);
-    claim::io::atomic::write_atomically_via(&args.output, |temp| {
-        safetensors::serialize_to_file(views, Some(metadata), temp)
-            .map_err(|e| Error::Io(format!("{}: {e}", temp.display())))
-    })?;
+    claim::nn::weights::write_f32_safetensors(&args.output, &views, metadata)?;
     let values: usize = tensors.iter().map(|(_, t)| t.elem_count()).sum();
     outln!(
         "{}: {} tensors, {:.2} M values from {origin} of {}{}",
@@ -202,30 +191,6 @@ fn pick_state_dict(checkpoint: &PickleValue, ema: bool) -> Result<(&PickleValue,
         "the checkpoint holds neither a 'model' state dict nor tensors ({}){hint}",
         top_level()
     )))
-}
-
-/// An f32 tensor as the safetensors serializer sees it.
-struct F32View<'a> {
-    shape: &'a [usize],
-    values: &'a [f32],
-}
-
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-
-    fn shape(&self) -> &[usize] {
-        self.shape
-    }
-
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-    }
-
-    fn data_len(&self) -> usize {
-        self.values.len() * 4
-    }
 }
 
 /// Whether `output` names the same file (or folder) as `src`.
