@@ -57,6 +57,8 @@ mod smile;
 mod stats;
 #[path = "claim/synth.rs"]
 mod synth;
+#[path = "claim/train.rs"]
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -100,6 +102,8 @@ enum Command {
     Eval(eval::Args),
     /// Convert a PyTorch checkpoint or nnU-Net results folder to safetensors (no Python).
     Import(import::Args),
+    /// Train a diffusion model in-process (checkpoints, resume, loss log).
+    Train(train::Args),
     /// Run everything claim can do on the built-in phantom.
     Demo(demo::Args),
 }
@@ -116,6 +120,7 @@ fn run(command: Command) -> claim::Result<()> {
         Command::Segment(args) => segment::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Import(args) => import::run(&args),
+        Command::Train(args) => train::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

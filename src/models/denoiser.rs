@@ -15,7 +15,7 @@
 use crate::nn::layers::{
     join_key, Conv, ConvGeom, Embedding, GroupNorm, LayerNormChannels, Linear, Module,
 };
-use crate::nn::{DType, Device, DeviceGraph, LoadOptions, Tensor, VarBuilder, Weights};
+use crate::nn::{ConvParams, DType, Device, DeviceGraph, LoadOptions, Tensor, VarBuilder, Weights};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -433,6 +433,17 @@ impl Attention {
                         SingleFrame::Fused(w) => w.forward_add(&xn, x),
                         SingleFrame::Pair(v, o) => o.forward_add(&v.forward(&xn)?, x),
                     };
+                } else if f == 1 {
+                    // The same exact form from the live parameters (training:
+                    // gradients reach the value rows of to_qkv and to_out;
+                    // the query and key rows and the position bias get none,
+                    // as their true gradient is zero).
+                    let hid = self.heads * self.dim_head;
+                    let wv = self.to_qkv.weight().narrow(0, 2 * hid, hid)?;
+                    let one = ConvParams::new(1, 0);
+                    let v = xn.conv2d(&wv.reshape(&[hid, c, 1, 1, 1])?, None, one)?;
+                    let wo = self.to_out.weight().reshape(&[c, hid, 1, 1, 1])?;
+                    return v.conv2d_add(&wo, None, one, x);
                 } else {
                     let tokens = xn
                         .permute(&[0, 3, 4, 2, 1])?

@@ -4,5 +4,6 @@
 pub mod checkpoint;
 pub mod data;
 pub mod diffusion;
+pub mod log;
 pub mod optim;
 pub mod seg_loss;

@@ -8,5 +8,6 @@ mod cli;
 mod cli_eval;
 mod cli_hostile;
 mod cli_segment;
+mod cli_train;
 mod cli_twochan;
 mod fuzz;

@@ -14,4 +14,5 @@ mod resample_golden;
 mod segmentation;
 mod synthesis;
 mod torch_reader;
+mod train;
 mod twochan;

@@ -284,6 +284,8 @@ pub fn linear_attention_backward(
             let (mut context, mut dcontext) = (vec![0f32; d * d], vec![0f32; d * d]);
             let (mut dq, mut dk) = (vec![0f32; d * n], vec![0f32; d * n]);
             let mut dv = vec![0f32; d * n];
+            let (mut colmax, mut colsum) = (vec![0f32; n], vec![0f32; n]);
+            let mut coldot = vec![0f64; n];
             for f in 0..frames {
                 let at = |p: usize, ch: usize| part(p) + ch * row_stride + f * n;
                 // Softmax of k over positions, of q over features (times scale).
@@ -298,16 +300,28 @@ pub fn linear_attention_backward(
                     }
                     row.iter_mut().for_each(|o| *o /= sum);
                 }
-                for p in 0..n {
-                    let m = (0..d).fold(f32::NEG_INFINITY, |a, ch| a.max(qkv[at(0, ch) + p]));
-                    let mut sum = 0f32;
-                    for ch in 0..d {
-                        let e = exp(qkv[at(0, ch) + p] - m);
-                        sq[ch * n + p] = e;
-                        sum += e;
+                // Row by row (feature outer, position inner) so each pass
+                // streams contiguous memory.
+                colmax.iter_mut().for_each(|m| *m = f32::NEG_INFINITY);
+                for ch in 0..d {
+                    for (m, &v) in colmax.iter_mut().zip(&qkv[at(0, ch)..at(0, ch) + n]) {
+                        *m = m.max(v);
                     }
-                    for ch in 0..d {
-                        sq[ch * n + p] /= sum;
+                }
+                colsum.iter_mut().for_each(|s| *s = 0.0);
+                for ch in 0..d {
+                    let src = &qkv[at(0, ch)..at(0, ch) + n];
+                    let row = &mut sq[ch * n..(ch + 1) * n];
+                    for (((o, &v), &m), s) in
+                        row.iter_mut().zip(src).zip(&colmax).zip(colsum.iter_mut())
+                    {
+                        *o = exp(v - m);
+                        *s += *o;
+                    }
+                }
+                for ch in 0..d {
+                    for (o, &s) in sq[ch * n..(ch + 1) * n].iter_mut().zip(&colsum) {
+                        *o /= s;
                     }
                 }
                 let v = view(qkv, at(2, 0), d, n, row_stride);
@@ -360,14 +374,18 @@ pub fn linear_attention_backward(
                     let base_v = (2 * d + ch) * row_stride + f * n;
                     block[base_v..base_v + n].copy_from_slice(&dv[ch * n..(ch + 1) * n]);
                 }
-                for p in 0..n {
-                    let dot: f64 = (0..d)
-                        .map(|ch| sq[ch * n + p] as f64 * (dq[ch * n + p] * scale) as f64)
-                        .sum();
-                    for ch in 0..d {
-                        let sv = sq[ch * n + p];
-                        block[ch * row_stride + f * n + p] =
-                            sv * (dq[ch * n + p] * scale - dot as f32);
+                coldot.iter_mut().for_each(|v| *v = 0.0);
+                for ch in 0..d {
+                    let (qrow, grow) = (&sq[ch * n..(ch + 1) * n], &dq[ch * n..(ch + 1) * n]);
+                    for ((acc, &a), &b) in coldot.iter_mut().zip(qrow).zip(grow) {
+                        *acc += a as f64 * (b * scale) as f64;
+                    }
+                }
+                for ch in 0..d {
+                    let base = ch * row_stride + f * n;
+                    let (qrow, grow) = (&sq[ch * n..(ch + 1) * n], &dq[ch * n..(ch + 1) * n]);
+                    for (p, ((&sv, &gv), &dot)) in qrow.iter().zip(grow).zip(&coldot).enumerate() {
+                        block[base + p] = sv * (gv * scale - dot as f32);
                     }
                 }
             }
@@ -638,31 +656,53 @@ pub fn conv3d_backward_weight(x: &[f32], grad_out: &[f32], g: &Conv3dGeometry) -
         return Ok(dw);
     }
     let rows_total = out[0] * out[1];
-    let step = chunk_rows(g, out);
-    let mut cols = vec![0f32; kk * step * out[2]];
-    for b in 0..g.batch {
-        let xb = &x[b * g.c_in * vin..(b + 1) * g.c_in * vin];
-        let mut r0 = 0;
-        while r0 < rows_total {
-            let r1 = (r0 + step).min(rows_total);
-            let ncols = (r1 - r0) * out[2];
-            vol2col(xb, g, out, r0..r1, &mut cols[..kk * ncols]);
-            let lhs = view(
-                grad_out,
-                b * g.c_out * vout + r0 * out[2],
-                g.c_out,
-                ncols,
-                vout,
-            );
-            matmul(
-                view_mut(&mut dw, 0, g.c_out, kk, kk),
-                lhs,
-                view(&cols, 0, kk, ncols, ncols).transpose(),
-                true,
-            );
-            r0 = r1;
-        }
-    }
+    // Split the columns into about 4 tasks per thread (a small dW with a
+    // long inner dimension gives a parallel GEMM little to split), each
+    // accumulating its own dW; the partial sums are added at the end.
+    let tasks_wanted = 4 * rayon::current_num_threads().max(1);
+    let per_sample = (tasks_wanted / g.batch.max(1)).max(1);
+    let step = chunk_rows(g, out).min(rows_total.div_ceil(per_sample).max(1));
+    let tasks: Vec<(usize, usize, usize)> = (0..g.batch)
+        .flat_map(|b| {
+            (0..rows_total)
+                .step_by(step)
+                .map(move |r0| (b, r0, (r0 + step).min(rows_total)))
+        })
+        .collect();
+    let partial = tasks
+        .par_iter()
+        .fold(
+            || (vec![0f32; g.c_out * kk], Vec::new()),
+            |(mut acc, mut cols): (Vec<f32>, Vec<f32>), &(b, r0, r1)| {
+                let ncols = (r1 - r0) * out[2];
+                cols.resize(kk * ncols, 0.0);
+                let xb = &x[b * g.c_in * vin..(b + 1) * g.c_in * vin];
+                vol2col(xb, g, out, r0..r1, &mut cols[..kk * ncols]);
+                let lhs = view(
+                    grad_out,
+                    b * g.c_out * vout + r0 * out[2],
+                    g.c_out,
+                    ncols,
+                    vout,
+                );
+                matmul_seq(
+                    view_mut(&mut acc, 0, g.c_out, kk, kk),
+                    lhs,
+                    view(&cols, 0, kk, ncols, ncols).transpose(),
+                    true,
+                );
+                (acc, cols)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce(
+            || vec![0f32; g.c_out * kk],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    dw.copy_from_slice(&partial);
     Ok(dw)
 }
 

@@ -182,7 +182,10 @@ impl Tensor {
                     has_bias,
                     gy,
                     needs,
-                    |gy| grad::conv2d_backward_input(gy, host(&w, "conv2d")?, &g),
+                    |gh| match stride_one_input_grad(gy, &w, &g)? {
+                        Some(dx) => Ok(dx),
+                        None => grad::conv2d_backward_input(gh, host(&w, "conv2d")?, &g),
+                    },
                     |x, gy| grad::conv2d_backward_weight(x, gy, &g),
                 )?;
                 if needs.len() > grads.len() {
@@ -237,6 +240,44 @@ impl Tensor {
             })
         }))
     }
+}
+
+/// The input gradient of a stride-1 convolution as the forward
+/// convolution of the output gradient with the flipped, transposed kernel
+/// (padding `k − 1 − p`), so it runs on the forward path's fast kernels
+/// (Winograd for 3×3) rather than the generic column kernel. `None` for
+/// other geometries.
+fn stride_one_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Option<Vec<f32>>> {
+    if g.stride != (1, 1) || g.pad.0 >= g.kh || g.pad.1 >= g.kw {
+        return Ok(None);
+    }
+    let (o, i, kh, kw) = (g.c_out, g.c_in, g.kh, g.kw);
+    let wv = host(w, "conv2d")?;
+    let mut flipped = vec![0f32; wv.len()];
+    for oc in 0..o {
+        for ic in 0..i {
+            for a in 0..kh {
+                for b in 0..kw {
+                    flipped[((ic * o + oc) * kh + a) * kw + b] =
+                        wv[((oc * i + ic) * kh + (kh - 1 - a)) * kw + (kw - 1 - b)];
+                }
+            }
+        }
+    }
+    let wt = Tensor::from_vec(flipped, &[i, o, 1, kh, kw])?;
+    let p = ConvParams {
+        stride: (1, 1),
+        pad: (kh - 1 - g.pad.0, kw - 1 - g.pad.1),
+    };
+    let dx = gy.detach().conv2d(&wt, None, p)?;
+    let want = [g.batch, i, g.frames, g.h, g.w];
+    if dx.elem_count() != want.iter().product::<usize>() {
+        return Err(Error::Internal(format!(
+            "conv2d backward: input gradient {:?}, expected {want:?}",
+            dx.dims()
+        )));
+    }
+    Ok(Some(dx.to_vec()?))
 }
 
 /// The gradients of a convolution-like op (input, weight, optional bias,
