@@ -241,6 +241,12 @@ impl Gradients {
         variable.node().and_then(|n| self.by_node.get(&n.id))
     }
 
+    /// Removes and returns the gradient of `variable` (so a caller copying
+    /// gradients out frees each as it goes).
+    pub fn take(&mut self, variable: &Tensor) -> Option<Tensor> {
+        variable.node().and_then(|n| self.by_node.remove(&n.id))
+    }
+
     /// The gradient of `variable`, zeros when the loss does not depend on it.
     pub fn get_or_zeros(&self, variable: &Tensor) -> Result<Tensor> {
         match self.get(variable) {

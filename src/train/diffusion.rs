@@ -415,12 +415,13 @@ impl DiffusionTrainer {
                 Ok((p.name.clone(), if p.trainable { t.variable() } else { t }))
             })
             .collect::<Result<_>>()?;
-        let (loss, grads) = loss_and_gradients(&self.config.model, &tensors, &batch)?;
+        let (loss, mut grads) = loss_and_gradients(&self.config.model, &tensors, &batch)?;
+        // Each gradient tensor is freed once copied out (peak memory).
         let mut host: Vec<Option<Vec<f32>>> = tensors
             .iter()
-            .map(|(_, t)| grads.get(t).map(Tensor::to_vec).transpose())
+            .map(|(_, t)| grads.take(t).map(|g| g.to_vec()).transpose())
             .collect::<Result<_>>()?;
-        drop(grads);
+        drop((grads, tensors));
         let norm = match self.options.grad_clip {
             Some(max) => clip_grad_norm(&mut host, max)?,
             None => grad_norm(&host),

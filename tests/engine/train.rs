@@ -203,3 +203,73 @@ fn paint(path: &std::path::Path) -> Painted {
         distance,
     }
 }
+
+/// A Python with torch and safetensors (`CLAIM_TORCH_PYTHON`, else
+/// `python3`), or `None`.
+fn torch_python() -> Option<String> {
+    let python = std::env::var("CLAIM_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import torch, safetensors"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}
+
+/// The exported model loads into upstream's Unet3D with `strict=True`
+/// (tools/torch_load_trained.py) and PyTorch's forward equals claim's.
+#[test]
+fn a_trained_model_loads_strictly_in_pytorch() {
+    let Some(python) = torch_python() else {
+        eprintln!("skipped: no Python with torch and safetensors (set CLAIM_TORCH_PYTHON)");
+        return;
+    };
+    let config = DiffusionTrainConfig {
+        model: DenoiserConfig {
+            dim: 8,
+            dim_mults: vec![1, 2],
+            channels: 1,
+            cond_dim: Some(16),
+            attn_heads: 2,
+            attn_dim_head: 8,
+            init_kernel_size: 7,
+            resnet_groups: 8,
+            use_sparse_linear_attn: true,
+        },
+        frames: 1,
+        crop_size: 32,
+        batch_size: 2,
+        ..DiffusionTrainConfig::default()
+    };
+    let data = phantom_dataset(1, 1000, 64, 4).unwrap();
+    let mut trainer = DiffusionTrainer::new(&data, config, OptimOptions::diffusion(), 2).unwrap();
+    trainer.step().unwrap();
+    trainer.step().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (model_path, io_path) = (
+        dir.path().join("m.safetensors"),
+        dir.path().join("torch.safetensors"),
+    );
+    trainer.export_model(&model_path).unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/torch_load_trained.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&model_path)
+        .arg(&io_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let io = claim::nn::Weights::load(&io_path).unwrap();
+    let model = Denoiser::from_file(&model_path).unwrap();
+    let t = io.peek("t").unwrap().to_vec().unwrap();
+    let got = model
+        .predict_noise(io.peek("x").unwrap(), &t, io.peek("cond"))
+        .unwrap();
+    let (_, rel) = claim::testing::tensor_errors(&got, io.peek("out").unwrap());
+    println!("PyTorch strict load ok; claim vs PyTorch forward: relative error {rel:.2e}");
+    assert!(rel < 1e-4, "claim and PyTorch disagree: {rel}");
+}
