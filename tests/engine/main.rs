@@ -16,3 +16,14 @@ mod synthesis;
 mod torch_reader;
 mod train;
 mod twochan;
+
+/// A Python with torch and safetensors (`CLAIM_TORCH_PYTHON`, else
+/// `python3`), or `None`.
+pub fn torch_python() -> Option<String> {
+    let python = std::env::var("CLAIM_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import torch, safetensors"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(python)
+}

@@ -1009,3 +1009,82 @@ fn import_hands_nnunet_checkpoints_and_results_folders_to_the_bundle() {
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
     assert!(!o.exists());
 }
+
+/// What claim writes with `write_torch_file`, PyTorch's own
+/// `torch.load(weights_only=True)` reads: the nnU-Net checkpoint shape
+/// (an OrderedDict of tensors, ints, floats, strings, tuples, nested
+/// dicts from JSON), compared value by value in Python.
+#[test]
+fn pytorch_loads_what_claim_saves() {
+    use claim::io::torch::{write_torch_file, SaveValue};
+    let Some(python) = crate::torch_python() else {
+        eprintln!("skipped: no Python with torch (set CLAIM_TORCH_PYTHON)");
+        return;
+    };
+    let weights: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let root = SaveValue::dict([
+        (
+            "network_weights",
+            SaveValue::OrderedDict(vec![
+                (
+                    SaveValue::str("encoder.stages.0.0.convs.0.conv.weight"),
+                    SaveValue::Tensor {
+                        shape: vec![2, 1, 3, 4],
+                        values: weights,
+                    },
+                ),
+                (
+                    SaveValue::str("seg.bias"),
+                    SaveValue::Tensor {
+                        shape: vec![3],
+                        values: vec![0.25, -1.0, 1e-3],
+                    },
+                ),
+            ]),
+        ),
+        ("current_epoch", SaveValue::Int(1000)),
+        ("trainer_name", SaveValue::str("nnUNetTrainer")),
+        (
+            "inference_allowed_mirroring_axes",
+            SaveValue::Tuple(vec![SaveValue::Int(0), SaveValue::Int(1)]),
+        ),
+        (
+            "init_args",
+            SaveValue::from_json(&serde_json::json!({"configuration": "2d", "fold": 0,
+                "plans": {"patch_size": [64, 64], "spacing": [1.5625, 1.5625]}})),
+        ),
+        ("_best_ema", SaveValue::Float(0.875)),
+        ("grad_scaler_state", SaveValue::None),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint_final.pth");
+    write_torch_file(&path, &root).unwrap();
+    let script = r#"
+import sys, torch, collections
+c = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+w = c["network_weights"]
+assert isinstance(w, collections.OrderedDict), type(w)
+assert list(w) == ["encoder.stages.0.0.convs.0.conv.weight", "seg.bias"]
+t = w["encoder.stages.0.0.convs.0.conv.weight"]
+assert t.dtype == torch.float32 and tuple(t.shape) == (2, 1, 3, 4) and t.is_contiguous()
+assert torch.equal(t.flatten(), torch.arange(24, dtype=torch.float32) * 0.5 - 3.0)
+assert torch.equal(w["seg.bias"], torch.tensor([0.25, -1.0, 1e-3]))
+assert c["current_epoch"] == 1000 and c["trainer_name"] == "nnUNetTrainer"
+assert c["inference_allowed_mirroring_axes"] == (0, 1)
+assert c["init_args"] == {"configuration": "2d", "fold": 0,
+    "plans": {"patch_size": [64, 64], "spacing": [1.5625, 1.5625]}}
+assert c["_best_ema"] == 0.875 and c["grad_scaler_state"] is None
+print("torch.load ok")
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "torch.load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("torch.load ok"));
+}

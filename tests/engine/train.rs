@@ -204,22 +204,11 @@ fn paint(path: &std::path::Path) -> Painted {
     }
 }
 
-/// A Python with torch and safetensors (`CLAIM_TORCH_PYTHON`, else
-/// `python3`), or `None`.
-fn torch_python() -> Option<String> {
-    let python = std::env::var("CLAIM_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import torch, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then_some(python)
-}
-
 /// The exported model loads into upstream's Unet3D with `strict=True`
 /// (tools/torch_load_trained.py) and PyTorch's forward equals claim's.
 #[test]
 fn a_trained_model_loads_strictly_in_pytorch() {
-    let Some(python) = torch_python() else {
+    let Some(python) = crate::torch_python() else {
         eprintln!("skipped: no Python with torch and safetensors (set CLAIM_TORCH_PYTHON)");
         return;
     };

@@ -37,10 +37,12 @@
 //! ```
 
 mod pickle;
+mod save;
 mod tensor;
 mod value;
 mod zip;
 
+pub use save::{torch_save_bytes, write_torch_file, SaveValue};
 pub use tensor::{TorchDType, TorchTensor};
 pub use value::PickleValue;
 
