@@ -262,3 +262,91 @@ fn a_trained_model_loads_strictly_in_pytorch() {
     println!("PyTorch strict load ok; claim vs PyTorch forward: relative error {rel:.2e}");
     assert!(rel < 1e-4, "claim and PyTorch disagree: {rel}");
 }
+
+/// A small 2-D segmenter trained on phantoms (nnU-Net's recipe: Dice + CE
+/// with deep supervision, SGD Nesterov, poly rate, oversampling,
+/// augmentations) segments held-out phantoms through its results folder,
+/// loaded as `claim segment` loads it. `CLAIM_SEG_STEPS` sets the steps.
+/// Not yet passing: at 150 steps (68 s, release) myocardium Dice is 0.96
+/// but scar Dice 0.25 (target 0.6); run with `--ignored` in release while
+/// tuning the run length.
+#[test]
+#[ignore = "scar Dice 0.25 < 0.6 at 150 steps; the run length is being tuned"]
+fn a_small_segmenter_trained_on_phantoms_segments_held_out_phantoms() {
+    use claim::segmentation::{SegmentParams, Segmenter};
+    use claim::train::segmenter::{derive_plans_2d, SegTrainConfig, SegmenterTrainer};
+    let steps: usize = std::env::var("CLAIM_SEG_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let data = phantom_dataset(8, 2000, 96, 4).unwrap();
+    let (mut plans, _) = derive_plans_2d(&data, "Dataset001_phantom").unwrap();
+    let conf = &mut plans["configurations"]["2d"];
+    conf["patch_size"] = serde_json::json!([64, 64]);
+    let arch = &mut conf["architecture"]["arch_kwargs"];
+    arch["n_stages"] = serde_json::json!(4);
+    arch["features_per_stage"] = serde_json::json!([16, 32, 64, 128]);
+    arch["kernel_sizes"] = serde_json::json!([[3, 3], [3, 3], [3, 3], [3, 3]]);
+    arch["strides"] = serde_json::json!([[1, 1], [2, 2], [2, 2], [2, 2]]);
+    arch["n_conv_per_stage"] = serde_json::json!([2, 2, 2, 2]);
+    arch["n_conv_per_stage_decoder"] = serde_json::json!([2, 2, 2]);
+    let config = SegTrainConfig {
+        epochs: 1,
+        iterations_per_epoch: steps,
+        batch_size: Some(8),
+        seed: 4,
+        ..SegTrainConfig::default()
+    };
+    let mut trainer = SegmenterTrainer::new(&data, Some(plans), config).unwrap();
+    let started = std::time::Instant::now();
+    let losses: Vec<f32> = (0..steps).map(|_| trainer.step().unwrap()).collect();
+    let tenth = (steps / 10).max(1);
+    println!(
+        "{steps} steps in {:.1} s: loss {:.3} → {:.3}; validation Dice per class {:?}",
+        started.elapsed().as_secs_f64(),
+        mean(losses[..tenth].iter().copied()),
+        mean(losses[steps - tenth..].iter().copied()),
+        trainer.validate().unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    trainer.write_results(dir.path()).unwrap();
+    let segmenter = Segmenter::load(dir.path(), &Default::default()).unwrap();
+    let params = SegmentParams {
+        label_scheme: LABEL_SCHEME,
+        postprocess: false,
+        ..SegmentParams::default()
+    };
+    let (mut myo, mut scar) = (Vec::new(), Vec::new());
+    for seed in [1, 2, 3] {
+        let case = generate(&PhantomParams {
+            seed,
+            with_scar: true,
+            matrix_size: 96,
+            slice_count: 4,
+            ..PhantomParams::default()
+        })
+        .unwrap();
+        let pred = segmenter
+            .segment(&Image::F32(case.image.clone()), &params, &mut |_, _| true)
+            .unwrap();
+        let dice = |label: i32| {
+            let (p, t) = (pred.as_slice().unwrap(), case.labels.as_slice().unwrap());
+            let (mut inter, mut n) = (0usize, 0usize);
+            for (&a, &b) in p.iter().zip(t) {
+                let (a, b) = (i32::from(a) == label, b == label);
+                inter += usize::from(a && b);
+                n += usize::from(a) + usize::from(b);
+            }
+            2.0 * inter as f64 / n.max(1) as f64
+        };
+        myo.push(dice(LABEL_SCHEME.myocardium));
+        scar.push(dice(LABEL_SCHEME.scar));
+    }
+    let (myo, scar) = (
+        mean(myo.iter().map(|&d| d as f32)),
+        mean(scar.iter().map(|&d| d as f32)),
+    );
+    println!("held-out phantoms: myocardium Dice {myo:.3}, scar Dice {scar:.3}");
+    assert!(myo >= 0.8, "myocardium Dice {myo}");
+    assert!(scar >= 0.6, "scar Dice {scar}");
+}
