@@ -19,7 +19,9 @@ use claim::nn::Tensor;
 use claim::rng::Rng;
 use claim::train::data::phantom_dataset;
 use claim::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
-use claim::train::optim::{OptimOptions, Optimizer, OptimizerKind, Parameter};
+use claim::train::optim::{
+    parameter_tensors, take_host_gradients, OptimOptions, Optimizer, OptimizerKind, Parameter,
+};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
 
@@ -102,23 +104,14 @@ fn bench_train(c: &mut Criterion) {
     let target: Vec<u8> = (0..n).map(|_| rng.below(4) as u8).collect();
     group.bench_function(format!("plain_unet_2d_step_b{batch}_{patch}"), |b| {
         b.iter(|| {
-            let tensors: Vec<(String, Tensor)> = params
-                .iter()
-                .map(|p| {
-                    let t = Tensor::from_vec(p.values.clone(), &p.shape).expect("tensor");
-                    (p.name.clone(), t.variable())
-                })
-                .collect();
+            let tensors = parameter_tensors(&params, true).expect("tensors");
             let net = PlainConvUNet::from_state_dict(tensors.clone(), &cfg).expect("network");
             let loss = net
                 .forward(&x)
                 .and_then(|y| y.cross_entropy_loss(&target))
                 .expect("loss");
             let mut grads = loss.backward().expect("backward");
-            let host: Vec<Option<Vec<f32>>> = tensors
-                .iter()
-                .map(|(_, t)| grads.take(t).map(|g| g.to_vec().expect("grad")))
-                .collect();
+            let host = take_host_gradients(&tensors, &mut grads).expect("gradients");
             optimizer.step(&mut params, &host, 0.01).expect("update");
         })
     });

@@ -19,7 +19,10 @@ use crate::rng::Rng;
 use crate::synthesis::{training_windows, Schedule, SynthesisParams, TrainingWindow, TIMESTEPS};
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint, save_parameters, TrainState};
 use crate::train::data::TrainingData;
-use crate::train::optim::{clip_grad_norm, grad_norm, OptimOptions, Optimizer, Parameter};
+use crate::train::optim::{
+    clip_grad_norm, grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer,
+    Parameter,
+};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -406,21 +409,9 @@ impl DiffusionTrainer {
     pub fn step(&mut self) -> Result<StepReport> {
         let step = self.state.step;
         let batch = draw_batch(&self.data, &self.config, &self.schedule, step)?;
-        let tensors: Vec<(String, Tensor)> = self
-            .state
-            .params
-            .iter()
-            .map(|p| {
-                let t = Tensor::from_vec(p.values.clone(), &p.shape)?;
-                Ok((p.name.clone(), if p.trainable { t.variable() } else { t }))
-            })
-            .collect::<Result<_>>()?;
+        let tensors = parameter_tensors(&self.state.params, true)?;
         let (loss, mut grads) = loss_and_gradients(&self.config.model, &tensors, &batch)?;
-        // Each gradient tensor is freed once copied out (peak memory).
-        let mut host: Vec<Option<Vec<f32>>> = tensors
-            .iter()
-            .map(|(_, t)| grads.take(t).map(|g| g.to_vec()).transpose())
-            .collect::<Result<_>>()?;
+        let mut host = take_host_gradients(&tensors, &mut grads)?;
         drop((grads, tensors));
         let norm = match self.options.grad_clip {
             Some(max) => clip_grad_norm(&mut host, max)?,

@@ -8,6 +8,7 @@
 //! weights before the Adam step, and SGD keeps a momentum buffer that starts
 //! as the first gradient, with Nesterov's look-ahead `g + μ·buf`.
 
+use crate::nn::{Gradients, Tensor};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -22,6 +23,38 @@ pub struct Parameter {
     pub values: Vec<f32>,
     /// Whether the optimiser updates it (fixed buffers are not).
     pub trainable: bool,
+}
+
+/// The parameters as named tensors for a forward pass: trainable ones as
+/// autograd variables when `track`, everything else plain.
+pub fn parameter_tensors(params: &[Parameter], track: bool) -> Result<Vec<(String, Tensor)>> {
+    params
+        .iter()
+        .map(|p| {
+            let t = Tensor::from_vec(p.values.clone(), &p.shape)?;
+            Ok((
+                p.name.clone(),
+                if track && p.trainable {
+                    t.variable()
+                } else {
+                    t
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Each tensor's gradient as host values (`None` where the loss does not
+/// reach it), taken out of `grads` one by one so each is freed once copied
+/// (peak memory).
+pub fn take_host_gradients(
+    tensors: &[(String, Tensor)],
+    grads: &mut Gradients,
+) -> Result<Vec<Option<Vec<f32>>>> {
+    tensors
+        .iter()
+        .map(|(_, t)| grads.take(t).map(|g| g.to_vec()).transpose())
+        .collect()
 }
 
 /// The update rule.

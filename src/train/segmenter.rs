@@ -41,7 +41,9 @@ use crate::segmentation::normalize::normalize_channel;
 use crate::segmentation::{NormalizationScheme, Plans};
 use crate::train::augment::{augment_intensities, choose_centre, sample_patch, AugmentParams};
 use crate::train::data::TrainingData;
-use crate::train::optim::{clip_grad_norm, OptimOptions, Optimizer, Parameter};
+use crate::train::optim::{
+    clip_grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer, Parameter,
+};
 use crate::train::seg_loss::dice_ce_loss;
 use crate::volume::{LabelScheme, Tissue};
 use crate::{Error, Result};
@@ -595,16 +597,7 @@ impl SegmenterTrainer {
     pub fn step(&mut self) -> Result<f32> {
         let step = self.step;
         let (x, classes) = self.batch(step)?;
-        let tensors: Vec<(String, Tensor)> = self
-            .params
-            .iter()
-            .map(|p| {
-                Ok((
-                    p.name.clone(),
-                    Tensor::from_vec(p.values.clone(), &p.shape)?.variable(),
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let tensors = parameter_tensors(&self.params, true)?;
         let net = PlainConvUNet::from_state_dict(tensors.clone(), &self.network)?;
         let heads = net.forward_deep_supervision(&x)?;
         // Each head's target: the class map sampled at its stride (nearest).
@@ -631,10 +624,7 @@ impl SegmenterTrainer {
             return Err(Error::invalid(format!("step {step}: the loss is {value}")));
         }
         let mut grads = loss.backward()?;
-        let mut host: Vec<Option<Vec<f32>>> = tensors
-            .iter()
-            .map(|(_, t)| grads.take(t).map(|g| g.to_vec()).transpose())
-            .collect::<Result<_>>()?;
+        let mut host = take_host_gradients(&tensors, &mut grads)?;
         drop((grads, tensors, heads, net));
         if let Some(max) = self.options.grad_clip {
             clip_grad_norm(&mut host, max)?;
@@ -653,16 +643,7 @@ impl SegmenterTrainer {
         if self.validation.is_empty() {
             return Ok(Vec::new());
         }
-        let tensors: Vec<(String, Tensor)> = self
-            .params
-            .iter()
-            .map(|p| {
-                Ok((
-                    p.name.clone(),
-                    Tensor::from_vec(p.values.clone(), &p.shape)?,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let tensors = parameter_tensors(&self.params, false)?;
         let net = PlainConvUNet::from_state_dict(tensors, &self.network)?;
         let classes = self.network.num_classes;
         let div = self.network.size_divisor();
