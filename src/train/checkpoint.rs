@@ -34,6 +34,38 @@ pub struct TrainState {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl TrainState {
+    /// Puts the parameters (and their average and optimiser state) in the
+    /// order of `names`, the network's own order: a checkpoint lists them
+    /// by name, and the order decides how sums over parameters round.
+    /// Fails unless `names` are exactly the state's parameters.
+    pub fn arrange(&mut self, names: &[&str]) -> Result<()> {
+        let position: HashMap<&str, usize> = self
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let order: Vec<usize> = names
+            .iter()
+            .map(|n| position.get(n).copied())
+            .collect::<Option<_>>()
+            .filter(|o: &Vec<usize>| o.len() == self.params.len())
+            .ok_or_else(|| {
+                Error::format("the checkpoint's parameters are not the network's parameters")
+            })?;
+        let pick = |v: &[Parameter]| order.iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+        self.params = pick(&self.params);
+        if let Some(ema) = &self.ema {
+            self.ema = Some(pick(ema));
+        }
+        let opt = &mut self.optimizer;
+        opt.state = order.iter().map(|&i| opt.state[i].clone()).collect();
+        opt.param_steps = order.iter().map(|&i| opt.param_steps[i]).collect();
+        Ok(())
+    }
+}
+
 fn optimizer_json(opt: &Optimizer, params: &[Parameter]) -> Value {
     let rule = match opt.kind {
         OptimizerKind::Adam {

@@ -23,6 +23,7 @@ use crate::train::optim::{
     clip_grad_norm, grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer,
     Parameter,
 };
+pub use crate::train::StepReport;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -238,19 +239,6 @@ pub fn loss_and_gradients(
         )));
     }
     Ok((value, loss.backward()?))
-}
-
-/// What one training step did.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepReport {
-    /// The step's number (0-based).
-    pub step: u64,
-    /// The batch's loss.
-    pub loss: f32,
-    /// The learning rate used.
-    pub lr: f32,
-    /// The global gradient norm before clipping.
-    pub grad_norm: f32,
 }
 
 /// A diffusion training run: the data's windows, the weights, the

@@ -11,3 +11,16 @@ pub mod log;
 pub mod optim;
 pub mod seg_loss;
 pub mod segmenter;
+
+/// What one training step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step's number (0-based).
+    pub step: u64,
+    /// The batch's loss.
+    pub loss: f32,
+    /// The learning rate used.
+    pub lr: f32,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f32,
+}

@@ -40,24 +40,35 @@ use crate::rng::Rng;
 use crate::segmentation::normalize::normalize_channel;
 use crate::segmentation::{NormalizationScheme, Plans};
 use crate::train::augment::{augment_intensities, choose_centre, sample_patch, AugmentParams};
+use crate::train::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
 use crate::train::data::TrainingData;
 use crate::train::optim::{
-    clip_grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer, Parameter,
+    clip_grad_norm, grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer,
+    Parameter,
 };
 use crate::train::seg_loss::dice_ce_loss;
+use crate::train::StepReport;
 use crate::volume::{LabelScheme, Tissue};
 use crate::{Error, Result};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The plans' configuration name this trainer writes.
 pub const CONFIGURATION_2D: &str = "2d";
 /// The trainer name written into the checkpoint and the folder name.
 pub const TRAINER_NAME: &str = "nnUNetTrainer";
+/// nnU-Net's name of a finished run's checkpoint.
+pub const CHECKPOINT_FINAL: &str = "checkpoint_final.pth";
+/// nnU-Net's name of a running training's checkpoint.
+pub const CHECKPOINT_LATEST: &str = "checkpoint_latest.pth";
 
 /// What a segmenter training run does.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SegTrainConfig {
+    /// The dataset's name in derived plans (`DatasetNNN_Name`).
+    pub dataset_name: String,
     /// Validation fold, 0–4.
     pub fold: usize,
     /// Epochs (nnU-Net: 1000).
@@ -77,6 +88,7 @@ pub struct SegTrainConfig {
 impl Default for SegTrainConfig {
     fn default() -> Self {
         SegTrainConfig {
+            dataset_name: "Dataset001_claim".into(),
             fold: 0,
             epochs: 1000,
             iterations_per_epoch: 250,
@@ -140,6 +152,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
     }
+}
+
+/// nnU-Net's intensity statistics of the labelled (non-background) voxels
+/// of every case, the plans' `foreground_intensity_properties_per_channel`
+/// entry (nnU-Net's predictor requires it; CT normalisation uses it).
+/// Up to 10 000 voxels per case, evenly strided (nnU-Net draws them at
+/// random); percentiles by nearest rank.
+fn foreground_intensity_properties(data: &TrainingData) -> Result<Value> {
+    let mut values: Vec<f64> = Vec::new();
+    for case in &data.cases {
+        let image = case.image.to_f32();
+        let (pixels, labels) = (image.as_slice()?, case.labels.as_slice()?);
+        let foreground: Vec<f64> = pixels
+            .iter()
+            .zip(labels)
+            .filter(|(_, &l)| l != 0)
+            .map(|(&v, _)| f64::from(v))
+            .collect();
+        let stride = foreground.len().div_ceil(10_000).max(1);
+        values.extend(foreground.iter().step_by(stride));
+    }
+    if values.is_empty() {
+        return Ok(json!({"max": 0.0, "mean": 0.0, "median": 0.0, "min": 0.0,
+            "percentile_00_5": 0.0, "percentile_99_5": 0.0, "std": 0.0}));
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+    let rank = |q: f64| values[((q * (n - 1) as f64).round() as usize).min(n - 1)];
+    Ok(json!({
+        "max": values[n - 1],
+        "mean": mean,
+        "median": rank(0.5),
+        "min": values[0],
+        "percentile_00_5": rank(0.005),
+        "percentile_99_5": rank(0.995),
+        "std": std
+    }))
 }
 
 /// nnU-Net-style plans and `dataset.json` for a 2-D configuration of
@@ -240,7 +291,7 @@ pub fn derive_plans_2d(data: &TrainingData, dataset_name: &str) -> Result<(Value
         "configurations": {CONFIGURATION_2D: configuration},
         "experiment_planner_used": "claim derive_plans_2d",
         "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {}
+        "foreground_intensity_properties_per_channel": {"0": foreground_intensity_properties(data)?}
     });
     let labels: serde_json::Map<String, Value> = classes_of(&data.scheme)
         .iter()
@@ -254,6 +305,49 @@ pub fn derive_plans_2d(data: &TrainingData, dataset_name: &str) -> Result<(Value
         "file_ending": ".nii.gz"
     });
     Ok((plans, dataset))
+}
+
+/// Replaces the network of a plans' 2-D configuration: `features` per
+/// stage (3×3 kernels, stride 1 then 2), `convs` convolutions per stage in
+/// encoder and decoder, and the patch size (a multiple of the network's
+/// downsampling). For small models: derived plans follow nnU-Net's sizes.
+pub fn set_network_2d(
+    plans: &mut Value,
+    patch: [usize; 2],
+    features: &[usize],
+    convs: usize,
+) -> Result<()> {
+    if features.is_empty() || features.contains(&0) || convs == 0 {
+        return Err(Error::invalid(
+            "the network needs ≥ 1 stage of ≥ 1 feature and ≥ 1 convolution per stage",
+        ));
+    }
+    let divisor = 1usize << (features.len() - 1);
+    if patch.iter().any(|&p| p == 0 || p % divisor != 0) {
+        return Err(Error::invalid(format!(
+            "patch {patch:?}: must be a positive multiple of {divisor} for {} stages",
+            features.len()
+        )));
+    }
+    let conf = plans
+        .get_mut("configurations")
+        .and_then(|c| c.get_mut(CONFIGURATION_2D))
+        .ok_or_else(|| Error::invalid("the plans have no 2d configuration"))?;
+    conf["patch_size"] = json!(patch);
+    let arch = conf
+        .get_mut("architecture")
+        .and_then(|a| a.get_mut("arch_kwargs"))
+        .ok_or_else(|| Error::invalid("the plans' 2d configuration has no arch_kwargs"))?;
+    let stages = features.len();
+    arch["n_stages"] = json!(stages);
+    arch["features_per_stage"] = json!(features);
+    arch["kernel_sizes"] = json!(vec![[3, 3]; stages]);
+    arch["strides"] = json!((0..stages)
+        .map(|s| if s == 0 { [1, 1] } else { [2, 2] })
+        .collect::<Vec<_>>());
+    arch["n_conv_per_stage"] = json!(vec![convs; stages]);
+    arch["n_conv_per_stage_decoder"] = json!(vec![convs; stages - 1]);
+    Ok(())
 }
 
 /// Preprocesses one case as `claim segment` does before its network
@@ -419,8 +513,11 @@ pub fn dice_per_class(pred: &[u8], truth: &[u8], classes: usize) -> Vec<f64> {
         .collect()
 }
 
-/// A segmenter training run.
-#[derive(Debug)]
+/// A segmenter training run: the preprocessed cases of one fold's split,
+/// the weights and the optimiser. Drive it with [`step`](Self::step);
+/// save with [`save_checkpoint`](Self::save_checkpoint) and continue with
+/// [`resume`](Self::resume); write the nnU-Net results folder with
+/// [`write_results`](Self::write_results).
 pub struct SegmenterTrainer {
     config: SegTrainConfig,
     options: OptimOptions,
@@ -431,9 +528,44 @@ pub struct SegmenterTrainer {
     batch_size: usize,
     train: Vec<PreparedCase>,
     validation: Vec<PreparedCase>,
-    params: Vec<Parameter>,
-    optimizer: Optimizer,
-    step: u64,
+    state: TrainState,
+}
+
+impl std::fmt::Debug for SegmenterTrainer {
+    // The cases and weights are megabytes of numbers: show their counts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmenterTrainer")
+            .field("config", &self.config)
+            .field("network", &self.network)
+            .field("patch", &self.patch)
+            .field("batch_size", &self.batch_size)
+            .field("train_cases", &self.train.len())
+            .field("validation_cases", &self.validation.len())
+            .field("parameters", &self.state.params.len())
+            .field("step", &self.state.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `trainer` metadata of a segmenter checkpoint.
+const CHECKPOINT_TRAINER: &str = "segmenter";
+
+fn check_config(config: &SegTrainConfig) -> Result<()> {
+    if config.fold > 4 {
+        return Err(Error::invalid(format!("fold {}: 0–4", config.fold)));
+    }
+    if config.epochs == 0 || config.iterations_per_epoch == 0 {
+        return Err(Error::invalid(
+            "epochs and iterations per epoch must be ≥ 1",
+        ));
+    }
+    if config.batch_size == Some(0) {
+        return Err(Error::invalid("the batch size must be ≥ 1"));
+    }
+    if !(0.0..=1.0).contains(&config.foreground_fraction) {
+        return Err(Error::invalid("the foreground fraction must be in [0, 1]"));
+    }
+    Ok(())
 }
 
 impl SegmenterTrainer {
@@ -445,19 +577,64 @@ impl SegmenterTrainer {
         plans: Option<Value>,
         config: SegTrainConfig,
     ) -> Result<SegmenterTrainer> {
-        if config.fold > 4 {
-            return Err(Error::invalid(format!("fold {}: 0–4", config.fold)));
-        }
-        if config.epochs == 0 || config.iterations_per_epoch == 0 {
-            return Err(Error::invalid(
-                "epochs and iterations per epoch must be ≥ 1",
-            ));
-        }
-        if !(0.0..=1.0).contains(&config.foreground_fraction) {
-            return Err(Error::invalid("the foreground fraction must be in [0, 1]"));
-        }
-        let (derived, dataset) = derive_plans_2d(data, "Dataset001_claim")?;
+        check_config(&config)?;
+        let (derived, dataset) = derive_plans_2d(data, &config.dataset_name)?;
         let plans = plans.unwrap_or(derived);
+        Self::assemble(data, plans, dataset, config, None)
+    }
+
+    /// Continues the run saved at `checkpoint` on `data` (the run's data:
+    /// the split must come out the same), with its plans and configuration;
+    /// `epochs` replaces the planned length when given (the poly rate then
+    /// follows the new length).
+    pub fn resume(
+        checkpoint: &Path,
+        data: &TrainingData,
+        epochs: Option<usize>,
+    ) -> Result<SegmenterTrainer> {
+        let mut state = load_checkpoint(checkpoint)?;
+        let bad = |what: &str| {
+            Error::format(format!(
+                "{}: not a segmenter training checkpoint ({what})",
+                checkpoint.display()
+            ))
+        };
+        if state.metadata.get("trainer").map(String::as_str) != Some(CHECKPOINT_TRAINER) {
+            return Err(bad("trainer is not 'segmenter'"));
+        }
+        let json = |key: &str| -> Result<Value> {
+            state
+                .metadata
+                .get(key)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| bad(&format!("no readable {key}")))
+        };
+        let mut config: SegTrainConfig =
+            serde_json::from_value(json("config")?).map_err(|_| bad("unreadable config"))?;
+        let (plans, dataset, split) = (json("plans")?, json("dataset")?, json("split")?);
+        if let Some(epochs) = epochs {
+            config.epochs = epochs;
+        }
+        check_config(&config)?;
+        state.metadata.clear();
+        let trainer = Self::assemble(data, plans, dataset, config, Some(state))?;
+        let (train, validation) = trainer.split();
+        if split != json!({"train": train, "validation": validation}) {
+            return Err(Error::invalid(format!(
+                "{}: the data's split differs from the run's ({split}): give the data the run was trained on",
+                checkpoint.display()
+            )));
+        }
+        Ok(trainer)
+    }
+
+    fn assemble(
+        data: &TrainingData,
+        plans: Value,
+        dataset: Value,
+        config: SegTrainConfig,
+        state: Option<TrainState>,
+    ) -> Result<SegmenterTrainer> {
         let parsed = Plans::parse(&plans.to_string())?;
         let conf = parsed.configuration(CONFIGURATION_2D)?;
         let classes = classes_of(&data.scheme).len();
@@ -496,9 +673,32 @@ impl SegmenterTrainer {
                 data.cases.len()
             )));
         }
-        let params = initial_parameters(&network, config.seed)?;
+        let initial = initial_parameters(&network, config.seed)?;
         let options = OptimOptions::nnunet();
-        let optimizer = Optimizer::new(options.kind, options.weight_decay, params.len())?;
+        let state = match state {
+            Some(mut state) => {
+                let names: Vec<&str> = initial.iter().map(|p| p.name.as_str()).collect();
+                state.arrange(&names)?;
+                let same = initial.len() == state.params.len()
+                    && initial
+                        .iter()
+                        .zip(&state.params)
+                        .all(|(a, b)| a.name == b.name && a.shape == b.shape);
+                if !same {
+                    return Err(Error::format(
+                        "the checkpoint's weights do not match its plans' network",
+                    ));
+                }
+                state
+            }
+            None => TrainState {
+                optimizer: Optimizer::new(options.kind, options.weight_decay, initial.len())?,
+                params: initial,
+                ema: None,
+                step: 0,
+                metadata: BTreeMap::new(),
+            },
+        };
         Ok(SegmenterTrainer {
             config,
             options,
@@ -509,10 +709,55 @@ impl SegmenterTrainer {
             batch_size,
             train,
             validation,
-            params,
-            optimizer,
-            step: 0,
+            state,
         })
+    }
+
+    /// Saves everything [`resume`](Self::resume) needs (weights, optimiser
+    /// momentum, step, plans, configuration, split).
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let mut state = self.state.clone();
+        let (train, validation) = self.split();
+        let text = |v: &Value| v.to_string();
+        state.metadata = BTreeMap::from([
+            ("trainer".to_string(), CHECKPOINT_TRAINER.to_string()),
+            (
+                "config".to_string(),
+                serde_json::to_string(&self.config).map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+            ("plans".to_string(), text(&self.plans)),
+            ("dataset".to_string(), text(&self.dataset)),
+            (
+                "split".to_string(),
+                text(&json!({"train": train, "validation": validation})),
+            ),
+        ]);
+        save_checkpoint(path, &state)
+    }
+
+    /// The classes' names, by class index (from `dataset.json`).
+    pub fn class_names(&self) -> Vec<String> {
+        let mut named: Vec<(u64, String)> = self.dataset["labels"]
+            .as_object()
+            .map(|labels| {
+                labels
+                    .iter()
+                    .filter_map(|(name, v)| v.as_u64().map(|i| (i, name.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        named.sort();
+        named.into_iter().map(|(_, name)| name).collect()
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &SegTrainConfig {
+        &self.config
+    }
+
+    /// Epochs completed.
+    pub fn epoch(&self) -> u64 {
+        self.state.step / self.config.iterations_per_epoch as u64
     }
 
     /// The plans (as written to `plans.json`).
@@ -532,7 +777,7 @@ impl SegmenterTrainer {
 
     /// Steps done.
     pub fn step_count(&self) -> u64 {
-        self.step
+        self.state.step
     }
 
     /// Total steps of the run.
@@ -593,11 +838,20 @@ impl SegmenterTrainer {
         Ok((Tensor::from_vec(image, &[b, 1, ph, pw])?, classes))
     }
 
-    /// One optimiser step; returns the loss.
-    pub fn step(&mut self) -> Result<f32> {
-        let step = self.step;
+    /// The learning rate of the next step (nnU-Net's poly rate per epoch).
+    pub fn learning_rate(&self) -> f32 {
+        self.options
+            .policy(self.config.epochs as u64)
+            .at(self.epoch())
+    }
+
+    /// One optimiser step: draw the step's batch, compute the deep-
+    /// supervised Dice + CE and its gradients, clip, update. A non-finite
+    /// loss or gradient is an error and changes nothing.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let step = self.state.step;
         let (x, classes) = self.batch(step)?;
-        let tensors = parameter_tensors(&self.params, true)?;
+        let tensors = parameter_tensors(&self.state.params, true)?;
         let net = PlainConvUNet::from_state_dict(tensors.clone(), &self.network)?;
         let heads = net.forward_deep_supervision(&x)?;
         // Each head's target: the class map sampled at its stride (nearest).
@@ -626,14 +880,26 @@ impl SegmenterTrainer {
         let mut grads = loss.backward()?;
         let mut host = take_host_gradients(&tensors, &mut grads)?;
         drop((grads, tensors, heads, net));
-        if let Some(max) = self.options.grad_clip {
-            clip_grad_norm(&mut host, max)?;
+        let norm = match self.options.grad_clip {
+            Some(max) => clip_grad_norm(&mut host, max)?,
+            None => grad_norm(&host),
+        };
+        if !norm.is_finite() {
+            return Err(Error::invalid(format!(
+                "step {step}: the gradient norm is {norm}"
+            )));
         }
-        let epoch = step / self.config.iterations_per_epoch as u64;
-        let lr = self.options.policy(self.config.epochs as u64).at(epoch);
-        self.optimizer.step(&mut self.params, &host, lr)?;
-        self.step += 1;
-        Ok(value)
+        let lr = self.learning_rate();
+        self.state
+            .optimizer
+            .step(&mut self.state.params, &host, lr)?;
+        self.state.step += 1;
+        Ok(StepReport {
+            step,
+            loss: value,
+            lr,
+            grad_norm: norm,
+        })
     }
 
     /// Mean Dice per foreground class over the validation cases (each
@@ -643,7 +909,7 @@ impl SegmenterTrainer {
         if self.validation.is_empty() {
             return Ok(Vec::new());
         }
-        let tensors = parameter_tensors(&self.params, false)?;
+        let tensors = parameter_tensors(&self.state.params, false)?;
         let net = PlainConvUNet::from_state_dict(tensors, &self.network)?;
         let classes = self.network.num_classes;
         let div = self.network.size_divisor();
@@ -704,10 +970,11 @@ impl SegmenterTrainer {
                 }
             }
         };
-        for p in &self.params {
+        for p in &self.state.params {
             push_with_aliases(&p.name, p);
         }
         for p in self
+            .state
             .params
             .iter()
             .filter(|p| p.name.starts_with("encoder."))
@@ -718,8 +985,10 @@ impl SegmenterTrainer {
     }
 
     /// Writes the nnU-Net results folder: `dir/plans.json`,
-    /// `dir/dataset.json`, `dir/fold_<k>/checkpoint_final.pth`.
-    pub fn write_results(&self, dir: &Path) -> Result<()> {
+    /// `dir/dataset.json`, `dir/fold_<k>/<checkpoint>` (nnU-Net's names:
+    /// [`CHECKPOINT_FINAL`] at the end of a run, [`CHECKPOINT_LATEST`]
+    /// on the way).
+    pub fn write_results(&self, dir: &Path, checkpoint: &str) -> Result<()> {
         let fold_dir = dir.join(format!("fold_{}", self.config.fold));
         std::fs::create_dir_all(&fold_dir).map_err(|e| Error::io_at(&fold_dir, &e))?;
         let json_file = |name: &str, v: &Value| -> Result<()> {
@@ -738,16 +1007,13 @@ impl SegmenterTrainer {
                 .map(|(k, shape, values)| (SaveValue::Str(k), SaveValue::Tensor { shape, values }))
                 .collect(),
         );
-        let checkpoint = SaveValue::dict([
+        let contents = SaveValue::dict([
             ("network_weights", weights),
             ("optimizer_state", SaveValue::dict::<String>([])),
             ("grad_scaler_state", SaveValue::None),
             ("logging", SaveValue::dict::<String>([])),
             ("_best_ema", SaveValue::None),
-            (
-                "current_epoch",
-                SaveValue::Int((self.step / self.config.iterations_per_epoch as u64) as i64),
-            ),
+            ("current_epoch", SaveValue::Int(self.epoch() as i64)),
             (
                 "init_args",
                 SaveValue::dict([
@@ -764,7 +1030,7 @@ impl SegmenterTrainer {
                 SaveValue::Tuple(vec![SaveValue::Int(0), SaveValue::Int(1)]),
             ),
         ]);
-        write_torch_file(&fold_dir.join("checkpoint_final.pth"), &checkpoint)
+        write_torch_file(&fold_dir.join(checkpoint), &contents)
     }
 
     /// The tissue each class stands for (for reports).
@@ -795,20 +1061,59 @@ mod tests {
         assert_eq!(dataset["labels"]["right_ventricle"], 5);
     }
 
+    fn small_plans(data: &TrainingData) -> Value {
+        let (mut plans, _) = derive_plans_2d(data, "Dataset001_test").unwrap();
+        set_network_2d(&mut plans, [32, 32], &[8, 16, 16], 1).unwrap();
+        plans
+    }
+
+    #[test]
+    fn a_resumed_run_continues_bit_identically() {
+        let data = phantom_dataset(3, 5, 48, 2).unwrap();
+        let config = SegTrainConfig {
+            epochs: 2,
+            iterations_per_epoch: 2,
+            batch_size: Some(2),
+            seed: 3,
+            ..SegTrainConfig::default()
+        };
+        let mut straight = SegmenterTrainer::new(&data, Some(small_plans(&data)), config).unwrap();
+        for _ in 0..2 {
+            straight.step().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("run.ckpt.safetensors");
+        straight.save_checkpoint(&ckpt).unwrap();
+        let after: Vec<StepReport> = (0..2).map(|_| straight.step().unwrap()).collect();
+        let mut resumed = SegmenterTrainer::resume(&ckpt, &data, None).unwrap();
+        assert_eq!(resumed.step_count(), 2);
+        let again: Vec<StepReport> = (0..2).map(|_| resumed.step().unwrap()).collect();
+        assert_eq!(after, again);
+        assert_eq!(straight.state, resumed.state);
+        // Other data gives another split: refused.
+        let other = phantom_dataset(4, 5, 48, 2).unwrap();
+        let err = SegmenterTrainer::resume(&ckpt, &other, None).unwrap_err();
+        assert!(err.to_string().contains("split"), "{err}");
+        // A diffusion checkpoint is not a segmenter checkpoint.
+        let mut state = straight.state.clone();
+        state.metadata.insert("trainer".into(), "diffusion".into());
+        save_checkpoint(&ckpt, &state).unwrap();
+        let err = SegmenterTrainer::resume(&ckpt, &data, None).unwrap_err();
+        assert!(err.to_string().contains("not a segmenter"), "{err}");
+    }
+
+    #[test]
+    fn set_network_refuses_a_patch_the_network_cannot_halve() {
+        let data = phantom_dataset(1, 5, 48, 2).unwrap();
+        let (mut plans, _) = derive_plans_2d(&data, "Dataset001_test").unwrap();
+        assert!(set_network_2d(&mut plans, [34, 32], &[8, 16, 16], 1).is_err());
+        assert!(set_network_2d(&mut plans, [32, 32], &[], 1).is_err());
+    }
+
     #[test]
     fn training_lowers_the_loss_and_the_results_folder_loads() {
         let data = phantom_dataset(5, 11, 48, 3).unwrap();
-        let (mut plans, _) = derive_plans_2d(&data, "Dataset001_test").unwrap();
-        // A small network for a unit test.
-        let conf = &mut plans["configurations"]["2d"];
-        conf["patch_size"] = json!([32, 32]);
-        let arch = &mut conf["architecture"]["arch_kwargs"];
-        arch["n_stages"] = json!(3);
-        arch["features_per_stage"] = json!([8, 16, 16]);
-        arch["kernel_sizes"] = json!([[3, 3], [3, 3], [3, 3]]);
-        arch["strides"] = json!([[1, 1], [2, 2], [2, 2]]);
-        arch["n_conv_per_stage"] = json!([1, 1, 1]);
-        arch["n_conv_per_stage_decoder"] = json!([1, 1]);
+        let plans = small_plans(&data);
         let config = SegTrainConfig {
             epochs: 2,
             iterations_per_epoch: 6,
@@ -819,14 +1124,14 @@ mod tests {
         let mut trainer = SegmenterTrainer::new(&data, Some(plans), config).unwrap();
         let (train, val) = trainer.split();
         assert_eq!((train.len(), val.len()), (4, 1));
-        let losses: Vec<f32> = (0..12).map(|_| trainer.step().unwrap()).collect();
+        let losses: Vec<f32> = (0..12).map(|_| trainer.step().unwrap().loss).collect();
         let first = losses[..4].iter().sum::<f32>();
         let last = losses[8..].iter().sum::<f32>();
         assert!(last < first, "loss did not fall: {losses:?}");
         let dice = trainer.validate().unwrap();
         assert_eq!(dice.len(), 5);
         let dir = tempfile::tempdir().unwrap();
-        trainer.write_results(dir.path()).unwrap();
+        trainer.write_results(dir.path(), CHECKPOINT_FINAL).unwrap();
         let seg = crate::segmentation::Segmenter::load(dir.path(), &Default::default()).unwrap();
         assert_eq!(seg.info().num_classes, 6);
         let keys = trainer.nnunet_state_dict();

@@ -156,3 +156,226 @@ fn train_diffusion_refuses_bad_input_before_any_work() {
         "nothing is written on refusal"
     );
 }
+
+/// `claim train segmenter` on small phantoms with a tiny network.
+fn tiny_segmenter(out: &str, epochs: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "segmenter",
+        "--phantom",
+        "6",
+        "--phantom-size",
+        "64",
+        "--phantom-slices",
+        "3",
+        "-o",
+        out,
+        "--epochs",
+        epochs,
+        "--iterations-per-epoch",
+        "3",
+        "--validate-every",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+const TINY_NETWORK: [&str; 8] = [
+    "--batch",
+    "2",
+    "--features",
+    "8,16,32",
+    "--convs-per-stage",
+    "1",
+    "--patch",
+    "32,32",
+];
+
+#[test]
+fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&tiny_segmenter("straight", "2", &TINY_NETWORK), dir.path());
+    assert_ok(&out);
+    let text = stdout(&out);
+    assert!(text.contains("trained 6 steps"), "{text}");
+    assert!(text.contains("validation Dice (epoch 2)"), "{text}");
+    let fold = dir.path().join("straight/fold_0");
+    for name in [
+        "../plans.json",
+        "../dataset.json",
+        "checkpoint_final.pth",
+        "claim_train_state.safetensors",
+        "training_log.csv",
+        "progress.svg",
+        "validation.csv",
+    ] {
+        assert!(fold.join(name).is_file(), "{name} missing");
+    }
+    assert!(
+        !fold.join("checkpoint_latest.pth").exists(),
+        "a finished run keeps only checkpoint_final.pth"
+    );
+    let log = std::fs::read_to_string(fold.join("training_log.csv")).unwrap();
+    assert_eq!(log.lines().count(), 7, "{log}");
+    let validation = std::fs::read_to_string(fold.join("validation.csv")).unwrap();
+    assert!(
+        validation.starts_with("epoch,cavity,normal_myocardium,infarction"),
+        "{validation}"
+    );
+    assert_eq!(validation.lines().count(), 3, "{validation}");
+
+    // Training into a folder that holds a run needs --resume.
+    let again = run(&tiny_segmenter("straight", "2", &TINY_NETWORK), dir.path());
+    assert_fails(&again, 1, "--resume");
+
+    // One epoch, then resumed to two: the same run, byte for byte (the
+    // poly rate of epoch 0 is the base rate whatever the length).
+    assert_ok(&run(
+        &tiny_segmenter("split", "1", &TINY_NETWORK),
+        dir.path(),
+    ));
+    let refused = run(
+        &tiny_segmenter("split", "2", &[&["--resume"][..], &TINY_NETWORK].concat()),
+        dir.path(),
+    );
+    assert_fails(&refused, 1, "fixed by the checkpoint");
+    assert_ok(&run(
+        &tiny_segmenter("split", "2", &["--resume"]),
+        dir.path(),
+    ));
+    let split = dir.path().join("split/fold_0");
+    let losses = |path: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(path.join("training_log.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(losses(&split), losses(&fold));
+    assert_eq!(
+        std::fs::read(split.join("checkpoint_final.pth")).unwrap(),
+        std::fs::read(fold.join("checkpoint_final.pth")).unwrap(),
+        "the resumed run's checkpoint differs from the straight run's"
+    );
+    assert_eq!(
+        std::fs::read_to_string(split.join("validation.csv")).unwrap(),
+        validation
+    );
+
+    // `claim segment` loads the results folder.
+    let phantom = claim(
+        &["phantom", "-o", "ph", "--seed", "3", "--scar"],
+        dir.path(),
+    );
+    assert_ok(&phantom);
+    let seg = claim(
+        &[
+            "segment",
+            "--model",
+            "straight",
+            "--image",
+            "ph/image.nii.gz",
+            "-o",
+            "pred.nii.gz",
+            "--no-postprocess",
+            "--labels",
+            "emidec-rv",
+        ],
+        dir.path(),
+    );
+    assert_ok(&seg);
+    assert!(
+        stdout(&seg).contains("nnUNetTrainer 2d"),
+        "{}",
+        stdout(&seg)
+    );
+
+    // nnU-Net's own predictor loads it too, with the same labels (when
+    // PyTorch and nnunetv2 are installed: CLAIM_TORCH_PYTHON or python3).
+    let python = std::env::var("CLAIM_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_nnunet = std::process::Command::new(&python)
+        .args(["-c", "import torch, nnunetv2"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nnunet {
+        println!("skipped the nnUNetPredictor comparison: {python} lacks torch or nnunetv2");
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/nnunet_predict_trained.py");
+    let nn = std::process::Command::new(&python)
+        .arg(script)
+        .args([
+            "straight",
+            "--fold",
+            "0",
+            "--image",
+            "ph/image.nii.gz",
+            "--output",
+            "nnunet.nii.gz",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        nn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nn.stderr)
+    );
+    let read = |name: &str| {
+        claim::io::read_image(&dir.path().join(name))
+            .unwrap()
+            .to_labels()
+            .unwrap()
+    };
+    let (ours, theirs) = (read("pred.nii.gz"), read("nnunet.nii.gz"));
+    assert_eq!(ours.dims(), theirs.dims());
+    let differing = ours
+        .data
+        .iter()
+        .zip(theirs.data.iter())
+        .filter(|(a, b)| a != b)
+        .count();
+    // As cli_segment's comparison: argmax near-ties may flip, ≤ 1 in 10 000.
+    println!(
+        "claim segment vs nnUNetPredictor: {differing} of {} voxels differ",
+        ours.len()
+    );
+    assert!(
+        differing * 10_000 <= ours.len(),
+        "{differing} voxels differ"
+    );
+}
+
+#[test]
+fn train_segmenter_refuses_bad_input_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let three_d = run(
+        &tiny_segmenter("r", "1", &["--configuration", "3d_fullres"]),
+        dir.path(),
+    );
+    assert_fails(&three_d, 1, "3d_fullres");
+    let patch = run(
+        &tiny_segmenter("r", "1", &["--features", "8,16,32", "--patch", "30,32"]),
+        dir.path(),
+    );
+    assert_fails(&patch, 1, "patch");
+    let fold = run(&tiny_segmenter("r", "1", &["--fold", "5"]), dir.path());
+    assert_fails(&fold, 1, "fold 5");
+    let resume = run(&tiny_segmenter("r", "1", &["--resume"]), dir.path());
+    assert_fails(&resume, 1, "does not exist");
+    std::fs::write(dir.path().join("bad.json"), "{").unwrap();
+    let plans = run(
+        &tiny_segmenter("r", "1", &["--plans", "bad.json"]),
+        dir.path(),
+    );
+    assert_fails(&plans, 3, "bad.json");
+    assert!(
+        !dir.path().join("r").exists(),
+        "nothing is written on refusal"
+    );
+}

@@ -1,12 +1,20 @@
-//! `claim train`: train networks in-process. `claim train diffusion`
-//! trains a LeFusion/CLAIM denoiser (upstream objective, checkpoints,
-//! resume, Ctrl-C saves), writing a model `claim synth` loads.
+//! `claim train`: train networks in-process, with a progress bar, CSV and
+//! SVG logs, checkpoints, `--resume`, and Ctrl-C saving before it stops.
+//! `claim train diffusion` trains a LeFusion/CLAIM denoiser (upstream
+//! objective) into a model `claim synth` loads; `claim train segmenter`
+//! trains nnU-Net's PlainConvUNet with nnU-Net's recipe into a results
+//! folder `claim segment` and nnU-Net's predictor load.
 
 use claim::models::DenoiserConfig;
 use claim::train::data::{phantom_dataset, read_dataset, TrainingData};
 use claim::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use claim::train::log::{LogRow, TrainingLog};
 use claim::train::optim::{EmaPolicy, LrSchedule, OptimOptions, OptimizerKind};
+use claim::train::segmenter::{
+    derive_plans_2d, set_network_2d, SegTrainConfig, SegmenterTrainer, CHECKPOINT_FINAL,
+    CHECKPOINT_LATEST, CONFIGURATION_2D,
+};
+use claim::train::StepReport;
 use claim::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -26,22 +34,82 @@ enum What {
     /// Train a LeFusion/CLAIM diffusion denoiser (lesion-focused L1 on the
     /// predicted noise, histogram-conditioned).
     Diffusion(DiffusionArgs),
+    /// Train an nnU-Net PlainConvUNet segmenter (nnU-Net's recipe) into an
+    /// nnU-Net v2 results folder.
+    Segmenter(SegmenterArgs),
 }
 
-/// Arguments of `claim train diffusion`.
+/// Arguments of `claim train segmenter`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Outputs, next to MODEL.safetensors: MODEL.ckpt.safetensors (weights, EMA, \
-optimizer state and step: what --resume reads), MODEL.log.csv (step, loss, lr, seconds) and \
-MODEL.loss.svg. Ctrl-C saves all of them before exiting; `--resume MODEL.ckpt.safetensors` \
-continues bit for bit (same data). The model written is the EMA weights (upstream: decay 0.995 \
-every 10 steps from step 2000), loadable by `claim synth --model MODEL.safetensors`.
+    after_help = "Writes an nnU-Net v2 results folder: RESULTS_DIR/plans.json, dataset.json and \
+fold_K/checkpoint_final.pth (torch.save format: `claim segment --model RESULTS_DIR` and \
+nnU-Net's nnUNetPredictor both load it), with fold_K/checkpoint_latest.pth while training, \
+fold_K/training_log.csv (step, loss, lr, seconds), fold_K/progress.svg (loss curve), \
+fold_K/validation.csv (Dice per class on the fold's held-out cases) and \
+fold_K/claim_train_state.safetensors (weights, momentum, step, plans, split: what --resume \
+reads). Ctrl-C saves all of them before exiting.
 
-Data (--data DIR): an EMIDEC-layout folder (Case_*/Images + Case_*/Contours) or an nnU-Net raw \
-dataset (imagesTr, labelsTr, dataset.json), read in place; windows are cropped on the LV and \
-scaled to [-1, 1] exactly as `claim synth` does. --phantom N trains on N built-in phantom cases."
+Recipe (nnU-Net's): Dice + CE on every deep-supervision output, SGD 0.01 Nesterov 0.99, weight \
+decay 3e-5, poly learning rate per epoch, gradient norm clipped at 12, a third of each batch \
+centred on foreground, rotation/scaling, noise, blur, brightness, contrast, low resolution, \
+gamma and mirroring. Plans come from --plans or are derived from the data (target spacing = \
+median spacing; patch = median resampled shape; depth from the patch; see `claim::train::segmenter`). \
+--features/--patch/--convs-per-stage replace the network for small models."
 )]
-pub struct DiffusionArgs {
+pub struct SegmenterArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The nnU-Net results folder to write.
+    #[arg(short, long, value_name = "RESULTS_DIR")]
+    output: PathBuf,
+    /// Plans configuration to train (2d; 3d_fullres is not trainable yet).
+    #[arg(long, value_name = "NAME", default_value = CONFIGURATION_2D)]
+    configuration: String,
+    /// nnU-Net plans.json to train with (its `2d` configuration) instead of
+    /// plans derived from the data.
+    #[arg(long, value_name = "FILE")]
+    plans: Option<PathBuf>,
+    /// Validation fold 0–4 (cases sorted by name, shuffled with --seed,
+    /// dealt into five folds).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    fold: usize,
+    /// Epochs (nnU-Net: 1000).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    epochs: usize,
+    /// Optimizer steps per epoch (nnU-Net: 250).
+    #[arg(long, value_name = "N", default_value_t = 250)]
+    iterations_per_epoch: usize,
+    /// Patches per step (default: the plans' batch size, 12 for 2d).
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+    /// Patch size H,W (with --features; a multiple of 2^(stages−1)).
+    #[arg(long, value_name = "H,W", value_delimiter = ',', requires = "features")]
+    patch: Option<Vec<usize>>,
+    /// Features per stage, e.g. 16,32,64,128 (replaces the plans' network).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    features: Option<Vec<usize>>,
+    /// Convolutions per stage with --features (nnU-Net: 2).
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "features")]
+    convs_per_stage: usize,
+    /// Run validation every N epochs (and after the last).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    validate_every: usize,
+    /// Save the checkpoints every N epochs (and at the end).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    checkpoint_every: usize,
+    /// Seed of the weights, the split and every batch.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Continue the run saved in RESULTS_DIR/fold_K (give the same data;
+    /// --epochs may extend it).
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Where the training cases come from (both trainers).
+#[derive(Debug, clap::Args)]
+struct DataArgs {
     /// Training data: an EMIDEC-layout folder or an nnU-Net raw dataset.
     #[arg(
         long,
@@ -62,6 +130,24 @@ pub struct DiffusionArgs {
     /// Phantom slices.
     #[arg(long, value_name = "N", default_value_t = 10)]
     phantom_slices: usize,
+}
+
+/// Arguments of `claim train diffusion`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Outputs, next to MODEL.safetensors: MODEL.ckpt.safetensors (weights, EMA, \
+optimizer state and step: what --resume reads), MODEL.log.csv (step, loss, lr, seconds) and \
+MODEL.loss.svg. Ctrl-C saves all of them before exiting; `--resume MODEL.ckpt.safetensors` \
+continues bit for bit (same data). The model written is the EMA weights (upstream: decay 0.995 \
+every 10 steps from step 2000), loadable by `claim synth --model MODEL.safetensors`.
+
+Data (--data DIR): an EMIDEC-layout folder (Case_*/Images + Case_*/Contours) or an nnU-Net raw \
+dataset (imagesTr, labelsTr, dataset.json), read in place; windows are cropped on the LV and \
+scaled to [-1, 1] exactly as `claim synth` does. --phantom N trains on N built-in phantom cases."
+)]
+pub struct DiffusionArgs {
+    #[command(flatten)]
+    data: DataArgs,
     /// The model to write (.safetensors).
     #[arg(short, long, value_name = "MODEL")]
     output: PathBuf,
@@ -144,6 +230,7 @@ pub struct DiffusionArgs {
 pub fn run(args: &Args) -> Result<()> {
     match &args.what {
         What::Diffusion(a) => run_diffusion(a),
+        What::Segmenter(a) => run_segmenter(a),
     }
 }
 
@@ -157,7 +244,7 @@ fn beside(output: &Path, suffix: &str) -> PathBuf {
     output.with_file_name(format!("{stem}{suffix}"))
 }
 
-fn load_data(a: &DiffusionArgs) -> Result<TrainingData> {
+fn load_data(a: &DataArgs) -> Result<TrainingData> {
     match (&a.data, a.phantom) {
         (Some(dir), None) => read_dataset(dir),
         (None, Some(n)) => phantom_dataset(n, a.phantom_seed, a.phantom_size, a.phantom_slices),
@@ -247,6 +334,120 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     flag
 }
 
+/// What the shared training loop needs of a run.
+trait Run {
+    /// Steps done.
+    fn steps_done(&self) -> u64;
+    /// One update.
+    fn step(&mut self) -> Result<StepReport>;
+    /// Writes the checkpoint and the outputs.
+    fn save(&mut self) -> Result<()>;
+    /// Whether the step just taken ends a checkpoint period.
+    fn checkpoint_due(&self) -> bool;
+    /// Work after a step (validation at an epoch's end), reported above
+    /// the progress bar.
+    fn after_step(&mut self, _bar: &ProgressBar) -> Result<()> {
+        Ok(())
+    }
+    /// How to continue after an interruption.
+    fn resume_hint(&self) -> String;
+}
+
+/// Trains `run` to `total` steps with a progress bar (smoothed loss, ETA),
+/// the CSV/SVG log, periodic saves, a save before any error is returned,
+/// and Ctrl-C → save → [`Error::Cancelled`]. Returns the seconds trained.
+fn drive(run: &mut impl Run, total: u64, log: &mut TrainingLog) -> Result<f64> {
+    let clock_base = log.elapsed();
+    let interrupted = interrupt_flag();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} step {pos}/{len} loss {msg} (ETA {eta})",
+        )
+        .map_err(|e| Error::Internal(format!("progress template: {e}")))?,
+    );
+    bar.set_position(run.steps_done());
+    bar.reset_eta();
+    let started = Instant::now();
+    let mut smoothed: Option<f32> = None;
+    while run.steps_done() < total {
+        let report = match run.step().and_then(|r| run.after_step(&bar).map(|()| r)) {
+            Ok(r) => r,
+            Err(e) => {
+                bar.abandon();
+                run.save()?;
+                log.flush()?;
+                return Err(e);
+            }
+        };
+        log.record(LogRow {
+            step: report.step,
+            loss: report.loss,
+            lr: report.lr,
+            seconds: clock_base + started.elapsed().as_secs_f64(),
+        });
+        let s = smoothed.map_or(report.loss, |s| 0.98 * s + 0.02 * report.loss);
+        smoothed = Some(s);
+        bar.set_position(run.steps_done());
+        bar.set_message(format!("{s:.4}"));
+        if run.checkpoint_due() {
+            run.save()?;
+            log.flush()?;
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            bar.abandon();
+            run.save()?;
+            log.flush()?;
+            eprintln!(
+                "interrupted at step {}: saved; continue with {}",
+                run.steps_done(),
+                run.resume_hint()
+            );
+            return Err(Error::Cancelled);
+        }
+    }
+    bar.finish_and_clear();
+    run.save()?;
+    log.flush()?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Mean loss of the first and the last tenth of the log's rows.
+fn loss_summary(rows: &[LogRow]) -> (f64, f64) {
+    let mean =
+        |r: &[LogRow]| r.iter().map(|x| f64::from(x.loss)).sum::<f64>() / r.len().max(1) as f64;
+    let tenth = (rows.len() / 10).max(1);
+    (
+        mean(&rows[..tenth.min(rows.len())]),
+        mean(&rows[rows.len().saturating_sub(tenth)..]),
+    )
+}
+
+struct DiffusionRun<'a> {
+    trainer: DiffusionTrainer,
+    args: &'a DiffusionArgs,
+    checkpoint: PathBuf,
+}
+
+impl Run for DiffusionRun<'_> {
+    fn steps_done(&self) -> u64 {
+        self.trainer.step_count()
+    }
+    fn step(&mut self) -> Result<StepReport> {
+        self.trainer.step()
+    }
+    fn save(&mut self) -> Result<()> {
+        self.trainer.save_checkpoint(&self.checkpoint)?;
+        self.trainer.export_model(&self.args.output)
+    }
+    fn checkpoint_due(&self) -> bool {
+        self.trainer.step_count() % self.args.checkpoint_every == 0
+    }
+    fn resume_hint(&self) -> String {
+        format!("--resume {}", self.checkpoint.display())
+    }
+}
+
 fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
     if a.checkpoint_every == 0 {
         return Err(Error::invalid("--checkpoint-every must be ≥ 1"));
@@ -254,7 +455,7 @@ fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
     let checkpoint = beside(&a.output, ".ckpt.safetensors");
     let log_csv = beside(&a.output, ".log.csv");
     let log_svg = beside(&a.output, ".loss.svg");
-    let mut trainer = match &a.resume {
+    let trainer = match &a.resume {
         Some(ckpt) => {
             let fixed = [
                 ("--dim", a.dim.is_some()),
@@ -267,19 +468,14 @@ fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
                 ("--batch", a.batch.is_some()),
                 ("--null-cond-prob", a.null_cond_prob.is_some()),
             ];
-            if let Some((flag, _)) = fixed.iter().find(|(_, given)| *given) {
-                return Err(Error::invalid(format!(
-                    "{flag} is fixed by the checkpoint {}; drop it to resume",
-                    ckpt.display()
-                )));
-            }
-            let data = load_data(a)?;
+            refuse_fixed(&fixed, ckpt)?;
+            let data = load_data(&a.data)?;
             DiffusionTrainer::resume(ckpt, &data, Some(a.steps))?
         }
         None => {
             let config = diffusion_config(a)?;
             let options = optim_options(a)?;
-            let data = load_data(a)?;
+            let data = load_data(&a.data)?;
             DiffusionTrainer::new(&data, config, options, a.steps)?
         }
     };
@@ -310,75 +506,329 @@ fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
         &title,
         a.resume.is_some().then_some(start_step),
     )?;
-    let clock_base = log.elapsed();
-    let interrupted = interrupt_flag();
-    let bar = ProgressBar::new(a.steps);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} step {pos}/{len} loss {msg} (ETA {eta})",
-        )
-        .map_err(|e| Error::Internal(format!("progress template: {e}")))?,
-    );
-    bar.set_position(start_step);
-    bar.reset_eta();
-    let started = Instant::now();
-    let save = |trainer: &DiffusionTrainer, log: &TrainingLog| -> Result<()> {
-        trainer.save_checkpoint(&checkpoint)?;
-        trainer.export_model(&a.output)?;
-        log.flush()
+    let mut run = DiffusionRun {
+        trainer,
+        args: a,
+        checkpoint: checkpoint.clone(),
     };
-    let mut smoothed: Option<f32> = None;
-    while trainer.step_count() < a.steps {
-        let report = match trainer.step() {
-            Ok(r) => r,
-            Err(e) => {
-                bar.abandon();
-                save(&trainer, &log)?;
-                return Err(e);
-            }
-        };
-        log.record(LogRow {
-            step: report.step,
-            loss: report.loss,
-            lr: report.lr,
-            seconds: clock_base + started.elapsed().as_secs_f64(),
-        });
-        let s = smoothed.map_or(report.loss, |s| 0.98 * s + 0.02 * report.loss);
-        smoothed = Some(s);
-        bar.set_position(trainer.step_count());
-        bar.set_message(format!("{s:.4}"));
-        if trainer.step_count() % a.checkpoint_every == 0 {
-            save(&trainer, &log)?;
-        }
-        if interrupted.load(Ordering::SeqCst) {
-            bar.abandon();
-            save(&trainer, &log)?;
-            eprintln!(
-                "interrupted at step {}: saved {}; continue with --resume {}",
-                trainer.step_count(),
-                checkpoint.display(),
-                checkpoint.display()
-            );
-            return Err(Error::Cancelled);
-        }
-    }
-    bar.finish_and_clear();
-    save(&trainer, &log)?;
-    let rows = log.rows();
-    let mean =
-        |r: &[LogRow]| r.iter().map(|x| f64::from(x.loss)).sum::<f64>() / r.len().max(1) as f64;
-    let tenth = (rows.len() / 10).max(1);
+    let seconds = drive(&mut run, a.steps, &mut log)?;
+    let (first, last) = loss_summary(log.rows());
     outln!(
-        "trained {} steps in {:.1} s: loss {:.4} (first 10 %) → {:.4} (last 10 %)",
+        "trained {} steps in {seconds:.1} s: loss {first:.4} (first 10 %) → {last:.4} (last 10 %)",
         a.steps - start_step,
-        started.elapsed().as_secs_f64(),
-        mean(&rows[..tenth.min(rows.len())]),
-        mean(&rows[rows.len().saturating_sub(tenth)..])
     );
     outln!(
         "wrote {} (model), {} (checkpoint), {}, {}",
         a.output.display(),
         checkpoint.display(),
+        log_csv.display(),
+        log_svg.display()
+    );
+    Ok(())
+}
+
+/// Refuses a flag the checkpoint being resumed fixes.
+fn refuse_fixed(fixed: &[(&str, bool)], checkpoint: &Path) -> Result<()> {
+    match fixed.iter().find(|(_, given)| *given) {
+        Some((flag, _)) => Err(Error::invalid(format!(
+            "{flag} is fixed by the checkpoint {}; drop it to resume",
+            checkpoint.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The name nnU-Net would give the dataset: the folder's own when it is a
+/// `DatasetNNN_Name` folder.
+fn dataset_name(data: &DataArgs) -> String {
+    let stem = data
+        .data
+        .as_ref()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    match stem {
+        Some(name) if name.starts_with("Dataset") && name.contains('_') => name,
+        Some(name) => {
+            let clean: String = name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            format!("Dataset001_{clean}")
+        }
+        None => "Dataset001_phantom".into(),
+    }
+}
+
+struct SegmenterRun<'a> {
+    trainer: SegmenterTrainer,
+    args: &'a SegmenterArgs,
+    fold_dir: PathBuf,
+    state_file: PathBuf,
+    class_names: Vec<String>,
+    /// `(epoch, Dice per foreground class)`.
+    validation: Vec<(u64, Vec<f64>)>,
+}
+
+impl SegmenterRun<'_> {
+    fn validation_csv(&self) -> String {
+        let mut text = String::from("epoch");
+        for name in &self.class_names[1..] {
+            text.push(',');
+            text.push_str(name);
+        }
+        text.push('\n');
+        for (epoch, dice) in &self.validation {
+            text.push_str(&epoch.to_string());
+            for d in dice {
+                text.push_str(&format!(",{d:.4}"));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    fn read_validation(path: &Path, before: u64) -> Result<Vec<(u64, Vec<f64>)>> {
+        if !path.is_file() {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io_at(path, &e))?;
+        let mut rows = Vec::new();
+        for line in text.lines().skip(1) {
+            let mut parts = line.split(',');
+            let epoch: Option<u64> = parts.next().and_then(|e| e.trim().parse().ok());
+            let dice: Option<Vec<f64>> = parts.map(|d| d.trim().parse().ok()).collect();
+            match (epoch, dice) {
+                (Some(e), Some(d)) if e <= before => rows.push((e, d)),
+                (Some(_), Some(_)) => {}
+                _ => {
+                    return Err(Error::format(format!(
+                        "{}: {line:?} is not epoch,dice…",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    fn epoch_ended(&self) -> bool {
+        self.trainer.step_count() % self.args.iterations_per_epoch as u64 == 0
+    }
+}
+
+impl Run for SegmenterRun<'_> {
+    fn steps_done(&self) -> u64 {
+        self.trainer.step_count()
+    }
+    fn step(&mut self) -> Result<StepReport> {
+        self.trainer.step()
+    }
+    fn save(&mut self) -> Result<()> {
+        self.trainer.save_checkpoint(&self.state_file)?;
+        let finished = self.trainer.step_count() >= self.trainer.total_steps();
+        if finished {
+            // As nnU-Net: a finished run keeps only its final checkpoint.
+            self.trainer
+                .write_results(&self.args.output, CHECKPOINT_FINAL)?;
+            let latest = self.fold_dir.join(CHECKPOINT_LATEST);
+            if latest.is_file() {
+                std::fs::remove_file(&latest).map_err(|e| Error::io_at(&latest, &e))?;
+            }
+        } else {
+            self.trainer
+                .write_results(&self.args.output, CHECKPOINT_LATEST)?;
+        }
+        let csv = self.validation_csv();
+        claim::io::atomic::write_atomically(&self.fold_dir.join("validation.csv"), |f| {
+            std::io::Write::write_all(f, csv.as_bytes())
+        })
+    }
+    fn checkpoint_due(&self) -> bool {
+        self.epoch_ended() && self.trainer.epoch() % self.args.checkpoint_every as u64 == 0
+    }
+    fn after_step(&mut self, bar: &ProgressBar) -> Result<()> {
+        let epoch = self.trainer.epoch();
+        let last = self.trainer.step_count() >= self.trainer.total_steps();
+        if !self.epoch_ended() || !(last || epoch % self.args.validate_every as u64 == 0) {
+            return Ok(());
+        }
+        let dice = self.trainer.validate()?;
+        if dice.is_empty() {
+            return Ok(());
+        }
+        let report: Vec<String> = self.class_names[1..]
+            .iter()
+            .zip(&dice)
+            .map(|(n, d)| format!("{n} {d:.3}"))
+            .collect();
+        let line = format!("epoch {epoch}: validation Dice {}", report.join(", "));
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+        self.validation.push((epoch, dice));
+        Ok(())
+    }
+    fn resume_hint(&self) -> String {
+        format!(
+            "--resume -o {} --fold {}",
+            self.args.output.display(),
+            self.args.fold
+        )
+    }
+}
+
+fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
+    if a.configuration != CONFIGURATION_2D {
+        return Err(Error::invalid(format!(
+            "--configuration {}: claim trains the 2d configuration (3d_fullres training is not \
+             available yet; `claim segment` runs 3d_fullres models trained by nnU-Net)",
+            a.configuration
+        )));
+    }
+    if a.validate_every == 0 || a.checkpoint_every == 0 {
+        return Err(Error::invalid(
+            "--validate-every and --checkpoint-every must be ≥ 1",
+        ));
+    }
+    let fold_dir = a.output.join(format!("fold_{}", a.fold));
+    let state_file = fold_dir.join("claim_train_state.safetensors");
+    let log_csv = fold_dir.join("training_log.csv");
+    let log_svg = fold_dir.join("progress.svg");
+    let trainer = if a.resume {
+        let fixed = [
+            ("--plans", a.plans.is_some()),
+            ("--batch", a.batch.is_some()),
+            ("--features", a.features.is_some()),
+            ("--patch", a.patch.is_some()),
+        ];
+        refuse_fixed(&fixed, &state_file)?;
+        if !state_file.is_file() {
+            return Err(Error::invalid(format!(
+                "--resume: {} does not exist (no run of fold {} in {})",
+                state_file.display(),
+                a.fold,
+                a.output.display()
+            )));
+        }
+        let data = load_data(&a.data)?;
+        SegmenterTrainer::resume(&state_file, &data, Some(a.epochs))?
+    } else {
+        if state_file.is_file() {
+            return Err(Error::invalid(format!(
+                "{} holds a run of fold {} already: add --resume to continue it, or write to \
+                 another folder",
+                a.output.display(),
+                a.fold
+            )));
+        }
+        let plans =
+            match &a.plans {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| Error::io_at(path, &e))?;
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        Error::format(format!("{}: not JSON ({e})", path.display()))
+                    })?)
+                }
+                None => None,
+            };
+        let data = load_data(&a.data)?;
+        let config = SegTrainConfig {
+            dataset_name: dataset_name(&a.data),
+            fold: a.fold,
+            epochs: a.epochs,
+            iterations_per_epoch: a.iterations_per_epoch,
+            batch_size: a.batch,
+            seed: a.seed,
+            ..SegTrainConfig::default()
+        };
+        let plans = match &a.features {
+            Some(features) => {
+                let mut plans = match plans {
+                    Some(p) => p,
+                    None => derive_plans_2d(&data, &config.dataset_name)?.0,
+                };
+                let patch = match a.patch.as_deref() {
+                    Some([h, w]) => [*h, *w],
+                    Some(other) => {
+                        return Err(Error::invalid(format!("--patch {other:?}: give H,W")))
+                    }
+                    None => {
+                        let p = &plans["configurations"][CONFIGURATION_2D]["patch_size"];
+                        match (p[0].as_u64(), p[1].as_u64()) {
+                            (Some(h), Some(w)) => [h as usize, w as usize],
+                            _ => return Err(Error::invalid("the plans have no 2d patch_size")),
+                        }
+                    }
+                };
+                set_network_2d(&mut plans, patch, features, a.convs_per_stage)?;
+                Some(plans)
+            }
+            None => plans,
+        };
+        SegmenterTrainer::new(&data, plans, config)?
+    };
+    let total = trainer.total_steps();
+    let start_step = trainer.step_count();
+    if start_step >= total {
+        return Err(Error::invalid(format!(
+            "the run is at epoch {}; give --epochs above it to train on",
+            trainer.epoch()
+        )));
+    }
+    std::fs::create_dir_all(&fold_dir).map_err(|e| Error::io_at(&fold_dir, &e))?;
+    let net = trainer.network().clone();
+    let (train, validation) = trainer.split();
+    let class_names = trainer.class_names();
+    eprintln!(
+        "training PlainConvUNet 2d (features {:?}, patch {}, batch {}) on {} cases, validating \
+         on {}; epochs {}..{} of {} steps",
+        net.features_per_stage,
+        trainer.plans()["configurations"][CONFIGURATION_2D]["patch_size"],
+        trainer.batch_size(),
+        train.len(),
+        validation.len(),
+        trainer.epoch(),
+        a.epochs,
+        a.iterations_per_epoch
+    );
+    let title = format!(
+        "claim train segmenter: 2d, features {:?}, fold {}",
+        net.features_per_stage, a.fold
+    );
+    let mut log = TrainingLog::open(&log_csv, &log_svg, &title, a.resume.then_some(start_step))?;
+    let validation_rows = if a.resume {
+        SegmenterRun::read_validation(&fold_dir.join("validation.csv"), trainer.epoch())?
+    } else {
+        Vec::new()
+    };
+    let mut run = SegmenterRun {
+        trainer,
+        args: a,
+        fold_dir: fold_dir.clone(),
+        state_file,
+        class_names,
+        validation: validation_rows,
+    };
+    let seconds = drive(&mut run, total, &mut log)?;
+    let (first, last) = loss_summary(log.rows());
+    outln!(
+        "trained {} steps in {seconds:.1} s: loss {first:.4} (first 10 %) → {last:.4} (last 10 %)",
+        total - start_step,
+    );
+    if let Some((epoch, dice)) = run.validation.last() {
+        let report: Vec<String> = run.class_names[1..]
+            .iter()
+            .zip(dice)
+            .map(|(n, d)| format!("{n} {d:.3}"))
+            .collect();
+        outln!("validation Dice (epoch {epoch}): {}", report.join(", "));
+    }
+    outln!(
+        "wrote {} (nnU-Net results: plans.json, dataset.json, {}/{CHECKPOINT_FINAL}), {}, {}",
+        a.output.display(),
+        fold_dir.display(),
         log_csv.display(),
         log_svg.display()
     );
