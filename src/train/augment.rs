@@ -30,16 +30,19 @@
 use crate::rng::Rng;
 use crate::{Error, Result};
 
-/// A 2-D training patch: one image channel and its class map.
+/// A training patch: one image channel and its class map, `depth` planes
+/// of `height`×`width` (depth 1 for 2-D).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Patch2d {
+pub struct Patch {
+    /// Planes.
+    pub depth: usize,
     /// Rows.
     pub height: usize,
     /// Columns.
     pub width: usize,
-    /// Normalised intensities, row-major.
+    /// Normalised intensities, plane by plane, row-major.
     pub image: Vec<f32>,
-    /// Classes (0 background), row-major.
+    /// Classes (0 background), same layout.
     pub labels: Vec<u8>,
 }
 
@@ -83,6 +86,9 @@ pub struct AugmentParams {
     pub gamma: (f64, f64),
     /// Mirror along rows / columns (each with probability ½).
     pub mirror: (bool, bool),
+    /// Mirror a 3-D patch along its planes (probability ½).
+    #[serde(default)]
+    pub mirror_planes: bool,
 }
 
 impl Default for AugmentParams {
@@ -106,6 +112,7 @@ impl Default for AugmentParams {
             p_gamma: 0.3,
             gamma: (0.7, 1.5),
             mirror: (true, true),
+            mirror_planes: true,
         }
     }
 }
@@ -124,6 +131,7 @@ impl AugmentParams {
             p_gamma_inverted: 0.0,
             p_gamma: 0.0,
             mirror: (false, false),
+            mirror_planes: false,
             ..AugmentParams::default()
         }
     }
@@ -191,7 +199,14 @@ pub fn sample_patch(
     size: (usize, usize),
     params: &AugmentParams,
     rng: &mut Rng,
-) -> Result<Patch2d> {
+) -> Result<Patch> {
+    let (angle, zoom) = draw_rotation_and_zoom(params, rng);
+    cut_patch(image, labels, (height, width), centre, size, angle, zoom)
+}
+
+/// The spatial augmentation's draws: an in-plane rotation (radians) and a
+/// zoom, each applied with its probability (0 and 1 otherwise).
+pub fn draw_rotation_and_zoom(params: &AugmentParams, rng: &mut Rng) -> (f64, f64) {
     let angle = if rng.uniform() < params.p_rotation {
         uniform(rng, (-params.max_rotation, params.max_rotation))
     } else {
@@ -202,7 +217,7 @@ pub fn sample_patch(
     } else {
         1.0
     };
-    cut_patch(image, labels, (height, width), centre, size, angle, zoom)
+    (angle, zoom)
 }
 
 /// [`sample_patch`] with a given rotation (radians) and zoom (> 1
@@ -215,7 +230,7 @@ pub fn cut_patch(
     size: (usize, usize),
     angle: f64,
     zoom: f64,
-) -> Result<Patch2d> {
+) -> Result<Patch> {
     if image.len() != height * width || labels.len() != image.len() || height == 0 || width == 0 {
         return Err(Error::invalid(format!(
             "sample_patch: {} intensities and {} labels for a {height}×{width} slice",
@@ -231,7 +246,8 @@ pub fn cut_patch(
     let (ph, pw) = size;
     let (cos, sin) = (angle.cos() / zoom, angle.sin() / zoom);
     let (oy, ox) = ((ph as f64 - 1.0) / 2.0, (pw as f64 - 1.0) / 2.0);
-    let mut out = Patch2d {
+    let mut out = Patch {
+        depth: 1,
         height: ph,
         width: pw,
         image: vec![0.0; ph * pw],
@@ -327,9 +343,13 @@ fn moments(v: &[f32]) -> (f64, f64) {
 }
 
 /// Applies the intensity augmentations and mirroring of `params` to
-/// `patch`, in nnU-Net's order.
-pub fn augment_intensities(patch: &mut Patch2d, params: &AugmentParams, rng: &mut Rng) {
+/// `patch`, in nnU-Net's order. Noise, brightness, contrast and gamma act
+/// on the whole patch; blur and the low-resolution simulation act in-plane
+/// on each plane (nnU-Net's treatment of anisotropic 3-D data); a 3-D
+/// patch is also mirrored along its planes when `params.mirror_planes`.
+pub fn augment_intensities(patch: &mut Patch, params: &AugmentParams, rng: &mut Rng) {
     let (h, w) = (patch.height, patch.width);
+    let n = h * w;
     let img = &mut patch.image;
     if rng.uniform() < params.p_noise {
         let sd = uniform(rng, params.noise_variance).sqrt();
@@ -341,7 +361,9 @@ pub fn augment_intensities(patch: &mut Patch2d, params: &AugmentParams, rng: &mu
             uniform(rng, params.blur_sigma),
             uniform(rng, params.blur_sigma),
         );
-        blur(img, h, w, sigma);
+        for plane in img.chunks_exact_mut(n) {
+            blur(plane, h, w, sigma);
+        }
     }
     if rng.uniform() < params.p_brightness {
         let m = around_one(rng, params.brightness) as f32;
@@ -363,24 +385,8 @@ pub fn augment_intensities(patch: &mut Patch2d, params: &AugmentParams, rng: &mu
             ((h as f64 * zoom).round() as usize).max(1),
             ((w as f64 * zoom).round() as usize).max(1),
         );
-        let small: Vec<f32> = (0..lh * lw)
-            .map(|i| {
-                let (r, c) = (i / lw, i % lw);
-                let (sr, sc) = ((r * h / lh).min(h - 1), (c * w / lw).min(w - 1));
-                img[sr * w + sc]
-            })
-            .collect();
-        for r in 0..h {
-            for c in 0..w {
-                let y = ((r as f64 + 0.5) * lh as f64 / h as f64 - 0.5).clamp(0.0, (lh - 1) as f64);
-                let x = ((c as f64 + 0.5) * lw as f64 / w as f64 - 0.5).clamp(0.0, (lw - 1) as f64);
-                let (y0, x0) = (y.floor() as usize, x.floor() as usize);
-                let (y1, x1) = ((y0 + 1).min(lh - 1), (x0 + 1).min(lw - 1));
-                let (fy, fx) = ((y - y0 as f64) as f32, (x - x0 as f64) as f32);
-                let top = small[y0 * lw + x0] * (1.0 - fx) + small[y0 * lw + x1] * fx;
-                let bottom = small[y1 * lw + x0] * (1.0 - fx) + small[y1 * lw + x1] * fx;
-                img[r * w + c] = top * (1.0 - fy) + bottom * fy;
-            }
+        for plane in img.chunks_exact_mut(n) {
+            low_resolution(plane, h, w, lh, lw);
         }
     }
     if rng.uniform() < params.p_gamma_inverted {
@@ -392,17 +398,55 @@ pub fn augment_intensities(patch: &mut Patch2d, params: &AugmentParams, rng: &mu
         gamma(img, g, false);
     }
     if params.mirror.0 && rng.uniform() < 0.5 {
-        for c in 0..w {
-            for r in 0..h / 2 {
-                img.swap(r * w + c, (h - 1 - r) * w + c);
-                patch.labels.swap(r * w + c, (h - 1 - r) * w + c);
+        for (plane, labels) in img
+            .chunks_exact_mut(n)
+            .zip(patch.labels.chunks_exact_mut(n))
+        {
+            for c in 0..w {
+                for r in 0..h / 2 {
+                    plane.swap(r * w + c, (h - 1 - r) * w + c);
+                    labels.swap(r * w + c, (h - 1 - r) * w + c);
+                }
             }
         }
     }
     if params.mirror.1 && rng.uniform() < 0.5 {
-        for r in 0..h {
+        for r in 0..h * patch.depth {
             img[r * w..(r + 1) * w].reverse();
             patch.labels[r * w..(r + 1) * w].reverse();
+        }
+    }
+    if patch.depth > 1 && params.mirror_planes && rng.uniform() < 0.5 {
+        let d = patch.depth;
+        for z in 0..d / 2 {
+            for i in 0..n {
+                img.swap(z * n + i, (d - 1 - z) * n + i);
+                patch.labels.swap(z * n + i, (d - 1 - z) * n + i);
+            }
+        }
+    }
+}
+
+/// nnU-Net's simulated low resolution on one plane: down to `lh`×`lw` by
+/// nearest neighbours, back up bilinearly.
+fn low_resolution(img: &mut [f32], h: usize, w: usize, lh: usize, lw: usize) {
+    let small: Vec<f32> = (0..lh * lw)
+        .map(|i| {
+            let (r, c) = (i / lw, i % lw);
+            let (sr, sc) = ((r * h / lh).min(h - 1), (c * w / lw).min(w - 1));
+            img[sr * w + sc]
+        })
+        .collect();
+    for r in 0..h {
+        for c in 0..w {
+            let y = ((r as f64 + 0.5) * lh as f64 / h as f64 - 0.5).clamp(0.0, (lh - 1) as f64);
+            let x = ((c as f64 + 0.5) * lw as f64 / w as f64 - 0.5).clamp(0.0, (lw - 1) as f64);
+            let (y0, x0) = (y.floor() as usize, x.floor() as usize);
+            let (y1, x1) = ((y0 + 1).min(lh - 1), (x0 + 1).min(lw - 1));
+            let (fy, fx) = ((y - y0 as f64) as f32, (x - x0 as f64) as f32);
+            let top = small[y0 * lw + x0] * (1.0 - fx) + small[y0 * lw + x1] * fx;
+            let bottom = small[y1 * lw + x0] * (1.0 - fx) + small[y1 * lw + x1] * fx;
+            img[r * w + c] = top * (1.0 - fy) + bottom * fy;
         }
     }
 }

@@ -1,29 +1,44 @@
-//! Training nnU-Net's PlainConvUNet, 2-D configuration, with nnU-Net's
-//! recipe, into a results folder nnU-Net and `claim segment` both load.
+//! Training nnU-Net's PlainConvUNet, configurations `2d` and `3d_fullres`,
+//! with nnU-Net's recipe, into a results folder nnU-Net and `claim segment`
+//! both load.
 //!
-//! - **Plans** ([`derive_plans_2d`]): target spacing = the median in-plane
-//!   spacing of the cases; patch = the median in-plane shape after
-//!   resampling to it, at most 512 px, rounded up per axis to a multiple of
-//!   2^pools, where pools = ⌊log2(patch / 4)⌋ (nnU-Net stops when a feature
-//!   map would fall below 4 px), at most 6; stages = pools + 1, features
-//!   32·2^s capped at 512, 3×3 kernels, strides 1 then 2, two convolutions
-//!   per stage (encoder and decoder), InstanceNorm (affine, ε 1e-5),
-//!   LeakyReLU 0.01, batch size 12. Classes are the label scheme's tissues
-//!   present in the scheme, in the order background, cavity, myocardium,
-//!   scar, MVO (RV when the scheme has one), named as EMIDEC names them.
+//! - **Plans** ([`derive_plans`], nnU-Net's experiment planner in spirit):
+//!   target spacing = the median spacing per axis, except that a slice
+//!   spacing over 3× the in-plane one (anisotropic data, e.g. short-axis
+//!   LGE) takes its 10th percentile. `2d`: patch = the median in-plane shape
+//!   after resampling, 8–512 px; batch 12; features 32·2^s capped at 512.
+//!   `3d_fullres`: patch = the median resampled shape, in-plane ≤ 256 px,
+//!   then the axis of largest physical extent shrunk by 10 % steps until
+//!   the patch holds ≤ [`MAX_PATCH_VOXELS_3D`] voxels; batch 2; features
+//!   capped at 320. Both: kernels and strides from [`pooling_plan`] (an
+//!   axis is convolved across (kernel 3) once its spacing is within 2× of
+//!   the finest, pooled while its feature map is ≥ 8, up to 7 stages for 2d
+//!   and 6 for 3d), each axis of the patch rounded up to a multiple of its
+//!   downsampling, two convolutions per stage (encoder and decoder),
+//!   InstanceNorm (affine, ε 1e-5), LeakyReLU 0.01. Classes are the label
+//!   scheme's tissues in the order background, cavity, myocardium, scar,
+//!   MVO (RV when the scheme has one), named as EMIDEC names them. The
+//!   plans carry the foreground intensity statistics nnU-Net's predictor
+//!   expects.
 //! - **Preprocessing** = what `claim segment` does before its network:
-//!   crop to the non-zero box, z-score the cropped case, resample in-plane
-//!   to the target spacing (images cubic, labels label by label, linear).
-//! - **Sampling**: each batch item is a random slice of a random training
-//!   case; the last ⌈33 %⌉ of a batch are centred on a foreground voxel
+//!   crop to the non-zero box, z-score the cropped case, resample to the
+//!   target spacing (2d: in-plane only; images cubic, labels label by
+//!   label, linear; a coarse slice axis separately, nearest).
+//! - **Sampling**: each batch item is a random slice (2d) or a window of
+//!   planes (3d) of a random training case; the last ⌈33 %⌉ of a batch are
+//!   centred on a foreground voxel of a class drawn among those present
 //!   (nnU-Net's oversampling); patches are cut with the spatial
-//!   augmentation and then given the intensity augmentations
-//!   ([`crate::train::augment`]).
+//!   augmentation (3d: one in-plane rotation and zoom for every plane,
+//!   nnU-Net's "dummy 2-D" augmentation for anisotropic data) and then
+//!   given the intensity augmentations and mirroring (3d: also across the
+//!   planes) of [`crate::train::augment`].
 //! - **Loss and optimiser**: Dice + CE on every deep-supervision head
 //!   ([`dice_ce_loss`]), SGD 0.01 Nesterov 0.99, weight decay 3e-5, poly
 //!   rate per epoch, gradient norm clipped at 12.
 //! - **Split**: the cases (sorted by name) are shuffled with the run's seed
-//!   and dealt into 5 folds; fold k validates, the rest train.
+//!   and dealt into 5 folds; fold k validates, the rest train. Validation
+//!   predicts each held-out case whole (2d plane by plane), padded to the
+//!   network's downsampling, without mirroring.
 //! - **Output** ([`SegmenterTrainer::write_results`]):
 //!   `<dir>/plans.json`, `<dir>/dataset.json`,
 //!   `<dir>/fold_<k>/checkpoint_final.pth` (`torch.save` of nnU-Net's
@@ -39,7 +54,10 @@ use crate::nn::Tensor;
 use crate::rng::Rng;
 use crate::segmentation::normalize::normalize_channel;
 use crate::segmentation::{NormalizationScheme, Plans};
-use crate::train::augment::{augment_intensities, choose_centre, sample_patch, AugmentParams};
+use crate::train::augment::{
+    augment_intensities, choose_centre, cut_patch, draw_rotation_and_zoom, sample_patch,
+    AugmentParams, Patch,
+};
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
 use crate::train::data::TrainingData;
 use crate::train::optim::{
@@ -56,6 +74,8 @@ use std::path::Path;
 
 /// The plans' configuration name this trainer writes.
 pub const CONFIGURATION_2D: &str = "2d";
+/// The plans' 3-D configuration name.
+pub const CONFIGURATION_3D: &str = "3d_fullres";
 /// The trainer name written into the checkpoint and the folder name.
 pub const TRAINER_NAME: &str = "nnUNetTrainer";
 /// nnU-Net's name of a finished run's checkpoint.
@@ -69,6 +89,8 @@ pub const CHECKPOINT_LATEST: &str = "checkpoint_latest.pth";
 pub struct SegTrainConfig {
     /// The dataset's name in derived plans (`DatasetNNN_Name`).
     pub dataset_name: String,
+    /// The plans' configuration to train: `2d` or `3d_fullres`.
+    pub configuration: String,
     /// Validation fold, 0–4.
     pub fold: usize,
     /// Epochs (nnU-Net: 1000).
@@ -89,6 +111,7 @@ impl Default for SegTrainConfig {
     fn default() -> Self {
         SegTrainConfig {
             dataset_name: "Dataset001_claim".into(),
+            configuration: CONFIGURATION_2D.into(),
             fold: 0,
             epochs: 1000,
             iterations_per_epoch: 250,
@@ -193,63 +216,111 @@ fn foreground_intensity_properties(data: &TrainingData) -> Result<Value> {
     }))
 }
 
-/// nnU-Net-style plans and `dataset.json` for a 2-D configuration of
-/// `data` (rules in the module documentation).
-pub fn derive_plans_2d(data: &TrainingData, dataset_name: &str) -> Result<(Value, Value)> {
-    if data.cases.is_empty() {
+/// The per-stage kernel sizes and strides of a network for `patch` at
+/// `spacing` (both per axis), nnU-Net's experiment-planner rule in spirit:
+/// an axis gets 3-wide kernels from the first stage at which its current
+/// spacing is at most twice the finest current spacing (1 before: a coarse
+/// out-of-plane axis is not convolved across until pooling has caught the
+/// in-plane axes up), and the next stage pools (stride 2) every such axis
+/// whose current size is at least 8 (no feature map falls below 4). With
+/// `stages` the plan has exactly that many stages (an error if the patch
+/// cannot be pooled that often); otherwise it stops when no axis can pool
+/// or at `max_stages`.
+pub fn pooling_plan(
+    patch: &[usize],
+    spacing: &[f64],
+    stages: Option<usize>,
+    max_stages: usize,
+) -> Result<PoolingPlan> {
+    if patch.len() != spacing.len()
+        || patch.contains(&0)
+        || spacing.iter().any(|s| !(s.is_finite() && *s > 0.0))
+    {
         return Err(Error::invalid(format!(
-            "{}: no training cases",
-            data.source
+            "pooling plan: patch {patch:?} and spacing {spacing:?}"
         )));
     }
-    // Spacing and shape in (y, x) = (j, i) of our (k, j, i) arrays.
-    let spacing_y = median(
-        data.cases
-            .iter()
-            .map(|c| c.image.geometry().spacing[1])
-            .collect(),
-    );
-    let spacing_x = median(
-        data.cases
-            .iter()
-            .map(|c| c.image.geometry().spacing[0])
-            .collect(),
-    );
-    let resampled = |c: &crate::train::data::TrainingCase, axis: usize, target: f64| -> f64 {
-        let [ni, nj, _] = c.image.dims();
-        let n = if axis == 0 { ni } else { nj };
-        (n as f64 * c.image.geometry().spacing[axis] / target).round()
+    let dims = patch.len();
+    let mut size: Vec<f64> = patch.iter().map(|&p| p as f64).collect();
+    let mut sp = spacing.to_vec();
+    let (mut kernels, mut strides) = (Vec::<Vec<usize>>::new(), vec![vec![1; dims]]);
+    let mut kernel = vec![1; dims];
+    loop {
+        let finest = sp.iter().copied().fold(f64::INFINITY, f64::min);
+        let fine: Vec<bool> = sp.iter().map(|&s| s <= 2.0 * finest).collect();
+        // Once an axis is convolved across, it stays so.
+        for (k, &f) in kernel.iter_mut().zip(&fine) {
+            if f {
+                *k = 3;
+            }
+        }
+        kernels.push(kernel.clone());
+        let wanted = stages.unwrap_or(max_stages);
+        if kernels.len() >= wanted {
+            break;
+        }
+        let pool: Vec<bool> = (0..dims).map(|a| fine[a] && size[a] >= 8.0).collect();
+        if !pool.contains(&true) {
+            if stages.is_some() {
+                return Err(Error::invalid(format!(
+                    "patch {patch:?} at spacing {spacing:?} allows {} stages, not {wanted}",
+                    kernels.len()
+                )));
+            }
+            break;
+        }
+        strides.push(pool.iter().map(|&p| if p { 2 } else { 1 }).collect());
+        for a in (0..dims).filter(|&a| pool[a]) {
+            size[a] /= 2.0;
+            sp[a] *= 2.0;
+        }
+    }
+    Ok(PoolingPlan { kernels, strides })
+}
+
+/// Kernel sizes and strides per stage, per axis ([`pooling_plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolingPlan {
+    /// Per stage, the kernel size along each axis.
+    pub kernels: Vec<Vec<usize>>,
+    /// Per stage, the stride along each axis (the first stage's is 1).
+    pub strides: Vec<Vec<usize>>,
+}
+
+/// The downsampling of each axis over a plan's strides.
+fn axis_divisors(strides: &[Vec<usize>]) -> Vec<usize> {
+    let dims = strides.first().map_or(0, Vec::len);
+    (0..dims)
+        .map(|a| strides.iter().map(|s| s[a]).product())
+        .collect()
+}
+
+/// One configuration of the plans, nnU-Net's field names.
+struct ConfigurationSpec<'a> {
+    identifier: &'a str,
+    batch_size: usize,
+    patch: Vec<usize>,
+    median_shape: Vec<f64>,
+    spacing: Vec<f64>,
+    kernels: Vec<Vec<usize>>,
+    strides: Vec<Vec<usize>>,
+    features: Vec<usize>,
+}
+
+fn configuration_json(c: &ConfigurationSpec) -> Value {
+    let stages = c.features.len();
+    let (conv, norm) = if c.patch.len() == 2 {
+        ("Conv2d", "InstanceNorm2d")
+    } else {
+        ("Conv3d", "InstanceNorm3d")
     };
-    let shape_y = median(
-        data.cases
-            .iter()
-            .map(|c| resampled(c, 1, spacing_y))
-            .collect(),
-    );
-    let shape_x = median(
-        data.cases
-            .iter()
-            .map(|c| resampled(c, 0, spacing_x))
-            .collect(),
-    );
-    let side = |m: f64| (m.clamp(8.0, 512.0)) as usize;
-    let (py, px) = (side(shape_y), side(shape_x));
-    let pools = ((py.min(px) as f64 / 4.0).log2().floor() as usize).min(6);
-    let divisor = 1usize << pools;
-    let round_up = |p: usize| p.div_ceil(divisor) * divisor;
-    let patch = [round_up(py), round_up(px)];
-    let stages = pools + 1;
-    let features: Vec<usize> = (0..stages).map(|s| (32usize << s).min(512)).collect();
-    let strides: Vec<Value> = (0..stages)
-        .map(|s| if s == 0 { json!([1, 1]) } else { json!([2, 2]) })
-        .collect();
-    let configuration = json!({
-        "data_identifier": "nnUNetPlans_2d",
+    json!({
+        "data_identifier": c.identifier,
         "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": 12,
-        "patch_size": patch,
-        "median_image_size_in_voxels": [shape_y, shape_x],
-        "spacing": [spacing_y, spacing_x],
+        "batch_size": c.batch_size,
+        "patch_size": c.patch,
+        "median_image_size_in_voxels": c.median_shape,
+        "spacing": c.spacing,
         "normalization_schemes": ["ZScoreNormalization"],
         "use_mask_for_norm": [false],
         "resampling_fn_data": "resample_data_or_seg_to_shape",
@@ -262,14 +333,14 @@ pub fn derive_plans_2d(data: &TrainingData, dataset_name: &str) -> Result<(Value
             "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
             "arch_kwargs": {
                 "n_stages": stages,
-                "features_per_stage": features,
-                "conv_op": "torch.nn.modules.conv.Conv2d",
-                "kernel_sizes": vec![json!([3, 3]); stages],
-                "strides": strides,
+                "features_per_stage": c.features,
+                "conv_op": format!("torch.nn.modules.conv.{conv}"),
+                "kernel_sizes": c.kernels,
+                "strides": c.strides,
                 "n_conv_per_stage": vec![2; stages],
                 "n_conv_per_stage_decoder": vec![2; stages - 1],
                 "conv_bias": true,
-                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
+                "norm_op": format!("torch.nn.modules.instancenorm.{norm}"),
                 "norm_op_kwargs": {"eps": 1e-5, "affine": true},
                 "dropout_op": null,
                 "dropout_op_kwargs": null,
@@ -279,17 +350,124 @@ pub fn derive_plans_2d(data: &TrainingData, dataset_name: &str) -> Result<(Value
             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]
         },
         "batch_dice": true
-    });
+    })
+}
+
+/// The largest 3-D patch the derived plans use, in voxels (nnU-Net sizes
+/// its patch to a GPU memory budget; this keeps a CPU step practical).
+pub const MAX_PATCH_VOXELS_3D: usize = 1 << 19;
+
+/// nnU-Net-style plans (configurations `2d` and `3d_fullres`) and
+/// `dataset.json` for `data` (rules in the module documentation).
+pub fn derive_plans(data: &TrainingData, dataset_name: &str) -> Result<(Value, Value)> {
+    if data.cases.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: no training cases",
+            data.source
+        )));
+    }
+    // Geometry spacing is (x, y, z) = (i, j, k); plans are (z, y, x).
+    let spacing_of = |axis: usize| -> Vec<f64> {
+        data.cases
+            .iter()
+            .map(|c| c.image.geometry().spacing[axis])
+            .collect()
+    };
+    let (sx, sy, sz) = (
+        median(spacing_of(0)),
+        median(spacing_of(1)),
+        median(spacing_of(2)),
+    );
+    let anisotropic = sz > 3.0 * sx.min(sy);
+    // nnU-Net: a coarse out-of-plane axis gets its 10th-percentile spacing.
+    let tz = if anisotropic {
+        let mut z = spacing_of(2);
+        z.sort_by(f64::total_cmp);
+        z[((z.len() - 1) as f64 * 0.1).round() as usize]
+    } else {
+        sz
+    };
+    let resampled = |axis: usize, target: f64| -> f64 {
+        median(
+            data.cases
+                .iter()
+                .map(|c| {
+                    let n = c.image.dims()[axis];
+                    (n as f64 * c.image.geometry().spacing[axis] / target).round()
+                })
+                .collect(),
+        )
+    };
+    let (shape_z, shape_y, shape_x) = (resampled(2, tz), resampled(1, sy), resampled(0, sx));
+    let round_up = |patch: &[usize], strides: &[Vec<usize>]| -> Vec<usize> {
+        patch
+            .iter()
+            .zip(axis_divisors(strides))
+            .map(|(p, d)| p.div_ceil(d) * d)
+            .collect()
+    };
+
+    // 2d: the median in-plane shape, ≤ 512 px.
+    let side = |m: f64| m.clamp(8.0, 512.0) as usize;
+    let patch_2d = [side(shape_y), side(shape_x)];
+    let PoolingPlan { kernels, strides } = pooling_plan(&patch_2d, &[sy, sx], None, 7)?;
+    let two_d = ConfigurationSpec {
+        identifier: "nnUNetPlans_2d",
+        batch_size: 12,
+        patch: round_up(&patch_2d, &strides),
+        median_shape: vec![shape_y, shape_x],
+        spacing: vec![sy, sx],
+        features: (0..kernels.len())
+            .map(|s| (32usize << s).min(512))
+            .collect(),
+        kernels,
+        strides,
+    };
+
+    // 3d_fullres: the median shape, in-plane ≤ 256 px, then the axis of
+    // largest physical extent shrunk by 10 % until the budget holds.
+    let mut patch_3d = [
+        shape_z.max(1.0) as usize,
+        shape_y.clamp(8.0, 256.0) as usize,
+        shape_x.clamp(8.0, 256.0) as usize,
+    ];
+    let spacing_3d = [tz, sy, sx];
+    while patch_3d.iter().product::<usize>() > MAX_PATCH_VOXELS_3D {
+        let widest = (0..3)
+            .max_by(|&a, &b| {
+                (patch_3d[a] as f64 * spacing_3d[a])
+                    .total_cmp(&(patch_3d[b] as f64 * spacing_3d[b]))
+            })
+            .unwrap_or(1);
+        patch_3d[widest] = ((patch_3d[widest] as f64 * 0.9) as usize).max(1);
+    }
+    let PoolingPlan { kernels, strides } = pooling_plan(&patch_3d, &spacing_3d, None, 6)?;
+    let three_d = ConfigurationSpec {
+        identifier: "nnUNetPlans_3d_fullres",
+        batch_size: 2,
+        patch: round_up(&patch_3d, &strides),
+        median_shape: vec![shape_z, shape_y, shape_x],
+        spacing: spacing_3d.to_vec(),
+        features: (0..kernels.len())
+            .map(|s| (32usize << s).min(320))
+            .collect(),
+        kernels,
+        strides,
+    };
+
     let plans = json!({
         "dataset_name": dataset_name,
         "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [0.0, spacing_y, spacing_x],
-        "original_median_shape_after_transp": [0, shape_y, shape_x],
+        "original_median_spacing_after_transp": [sz, sy, sx],
+        "original_median_shape_after_transp": [shape_z, shape_y, shape_x],
         "image_reader_writer": "SimpleITKIO",
         "transpose_forward": [0, 1, 2],
         "transpose_backward": [0, 1, 2],
-        "configurations": {CONFIGURATION_2D: configuration},
-        "experiment_planner_used": "claim derive_plans_2d",
+        "configurations": {
+            CONFIGURATION_2D: configuration_json(&two_d),
+            CONFIGURATION_3D: configuration_json(&three_d)
+        },
+        "experiment_planner_used": "claim derive_plans",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {"0": foreground_intensity_properties(data)?}
     });
@@ -307,13 +485,15 @@ pub fn derive_plans_2d(data: &TrainingData, dataset_name: &str) -> Result<(Value
     Ok((plans, dataset))
 }
 
-/// Replaces the network of a plans' 2-D configuration: `features` per
-/// stage (3×3 kernels, stride 1 then 2), `convs` convolutions per stage in
-/// encoder and decoder, and the patch size (a multiple of the network's
+/// Replaces the network of one of the plans' configurations: `features`
+/// per stage, kernels and strides from [`pooling_plan`] at the
+/// configuration's spacing, `convs` convolutions per stage in encoder and
+/// decoder, and the patch size (per axis a multiple of the network's
 /// downsampling). For small models: derived plans follow nnU-Net's sizes.
-pub fn set_network_2d(
+pub fn set_network(
     plans: &mut Value,
-    patch: [usize; 2],
+    configuration: &str,
+    patch: &[usize],
     features: &[usize],
     convs: usize,
 ) -> Result<()> {
@@ -322,42 +502,63 @@ pub fn set_network_2d(
             "the network needs ≥ 1 stage of ≥ 1 feature and ≥ 1 convolution per stage",
         ));
     }
-    let divisor = 1usize << (features.len() - 1);
-    if patch.iter().any(|&p| p == 0 || p % divisor != 0) {
-        return Err(Error::invalid(format!(
-            "patch {patch:?}: must be a positive multiple of {divisor} for {} stages",
-            features.len()
-        )));
-    }
     let conf = plans
         .get_mut("configurations")
-        .and_then(|c| c.get_mut(CONFIGURATION_2D))
-        .ok_or_else(|| Error::invalid("the plans have no 2d configuration"))?;
+        .and_then(|c| c.get_mut(configuration))
+        .ok_or_else(|| {
+            Error::invalid(format!("the plans have no {configuration} configuration"))
+        })?;
+    let spacing: Vec<f64> = conf["spacing"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if patch.len() != spacing.len() {
+        return Err(Error::invalid(format!(
+            "patch {patch:?}: the {configuration} configuration has {} axes",
+            spacing.len()
+        )));
+    }
+    let PoolingPlan { kernels, strides } =
+        pooling_plan(patch, &spacing, Some(features.len()), usize::MAX)?;
+    let divisors = axis_divisors(&strides);
+    if patch.iter().zip(&divisors).any(|(p, d)| p % d != 0) {
+        return Err(Error::invalid(format!(
+            "patch {patch:?}: each axis must be a multiple of its downsampling {divisors:?}"
+        )));
+    }
     conf["patch_size"] = json!(patch);
     let arch = conf
         .get_mut("architecture")
         .and_then(|a| a.get_mut("arch_kwargs"))
-        .ok_or_else(|| Error::invalid("the plans' 2d configuration has no arch_kwargs"))?;
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "the plans' {configuration} configuration has no arch_kwargs"
+            ))
+        })?;
     let stages = features.len();
     arch["n_stages"] = json!(stages);
     arch["features_per_stage"] = json!(features);
-    arch["kernel_sizes"] = json!(vec![[3, 3]; stages]);
-    arch["strides"] = json!((0..stages)
-        .map(|s| if s == 0 { [1, 1] } else { [2, 2] })
-        .collect::<Vec<_>>());
+    arch["kernel_sizes"] = json!(kernels);
+    arch["strides"] = json!(strides);
     arch["n_conv_per_stage"] = json!(vec![convs; stages]);
     arch["n_conv_per_stage_decoder"] = json!(vec![convs; stages - 1]);
     Ok(())
 }
 
 /// Preprocesses one case as `claim segment` does before its network
-/// (crop to the non-zero box, z-score, in-plane resampling to `spacing`),
-/// labels mapped to class indices.
+/// (crop to the non-zero box, z-score, resampling to the configuration's
+/// `spacing`: (y, x) for 2d, which keeps each case's slice spacing, or
+/// (z, y, x) for 3d), labels mapped to class indices.
 pub fn prepare_case(
     case: &crate::train::data::TrainingCase,
     scheme: &LabelScheme,
-    spacing: [f64; 2],
+    spacing: &[f64],
 ) -> Result<PreparedCase> {
+    if !(spacing.len() == 2 || spacing.len() == 3) {
+        return Err(Error::invalid(format!(
+            "spacing {spacing:?}: (y, x) or (z, y, x)"
+        )));
+    }
     let image = case.image.to_f32();
     let labels = &case.labels;
     if labels.dims() != image.dims() {
@@ -424,7 +625,11 @@ pub fn prepare_case(
     normalize_channel(&mut img, NormalizationScheme::ZScore, false, None, None)?;
     let g = case.image.geometry().spacing;
     let current = [g[2], g[1], g[0]];
-    let target = [g[2], spacing[0], spacing[1]];
+    let target = match *spacing {
+        [y, x] => [g[2], y, x],
+        [z, y, x] => [z, y, x],
+        _ => current,
+    };
     let shape_r = nnunet_new_shape(shape_c, current, target)?;
     let (img, seg) = if shape_r != shape_c {
         (
@@ -524,7 +729,8 @@ pub struct SegmenterTrainer {
     plans: Value,
     dataset: Value,
     network: PlainUNetConfig,
-    patch: [usize; 2],
+    /// (y, x) or (z, y, x).
+    patch: Vec<usize>,
     batch_size: usize,
     train: Vec<PreparedCase>,
     validation: Vec<PreparedCase>,
@@ -578,7 +784,7 @@ impl SegmenterTrainer {
         config: SegTrainConfig,
     ) -> Result<SegmenterTrainer> {
         check_config(&config)?;
-        let (derived, dataset) = derive_plans_2d(data, &config.dataset_name)?;
+        let (derived, dataset) = derive_plans(data, &config.dataset_name)?;
         let plans = plans.unwrap_or(derived);
         Self::assemble(data, plans, dataset, config, None)
     }
@@ -635,22 +841,32 @@ impl SegmenterTrainer {
         config: SegTrainConfig,
         state: Option<TrainState>,
     ) -> Result<SegmenterTrainer> {
-        let parsed = Plans::parse(&plans.to_string())?;
-        let conf = parsed.configuration(CONFIGURATION_2D)?;
-        let classes = classes_of(&data.scheme).len();
-        let network = conf.network_config(1, classes)?;
-        let patch = match conf.patch_size[..] {
-            [y, x] => [y, x],
-            _ => return Err(Error::invalid("the plans' 2d configuration is not 2-D")),
-        };
-        let divisor = network.size_divisor();
-        if patch.iter().zip(&divisor).any(|(p, d)| p % d != 0) {
+        if ![CONFIGURATION_2D, CONFIGURATION_3D].contains(&config.configuration.as_str()) {
             return Err(Error::invalid(format!(
-                "patch {patch:?} is not a multiple of the network's downsampling {divisor:?}"
+                "configuration {:?}: claim trains {CONFIGURATION_2D} and {CONFIGURATION_3D}",
+                config.configuration
             )));
         }
-        let batch_size = config.batch_size.or(conf.batch_size).unwrap_or(12).max(1);
-        let spacing = [conf.spacing[0], conf.spacing[1]];
+        let parsed = Plans::parse(&plans.to_string())?;
+        let conf = parsed.configuration(&config.configuration)?;
+        let classes = classes_of(&data.scheme).len();
+        let network = conf.network_config(1, classes)?;
+        let patch = conf.patch_size.clone();
+        let divisor = network.size_divisor();
+        if patch.len() != network.spatial_dims
+            || conf.spacing.len() != network.spatial_dims
+            || patch
+                .iter()
+                .zip(&divisor)
+                .any(|(p, d)| *p == 0 || p % d != 0)
+        {
+            return Err(Error::invalid(format!(
+                "{} configuration: patch {patch:?} does not fit the network's downsampling {divisor:?}",
+                config.configuration
+            )));
+        }
+        let batch_size = config.batch_size.or(conf.batch_size).unwrap_or(2).max(1);
+        let spacing = conf.spacing.clone();
         let mut names: Vec<usize> = (0..data.cases.len()).collect();
         names.sort_by(|&a, &b| data.cases[a].name.cmp(&data.cases[b].name));
         let mut rng = Rng::new(config.seed).fork(0x5e9);
@@ -659,7 +875,7 @@ impl SegmenterTrainer {
         }
         let (mut train, mut validation) = (Vec::new(), Vec::new());
         for (rank, &i) in names.iter().enumerate() {
-            let prepared = prepare_case(&data.cases[i], &data.scheme, spacing)?;
+            let prepared = prepare_case(&data.cases[i], &data.scheme, &spacing)?;
             if names.len() >= 2 && rank % 5 == config.fold {
                 validation.push(prepared);
             } else {
@@ -793,49 +1009,107 @@ impl SegmenterTrainer {
         )
     }
 
-    /// The batch of step `step`: `[B, 1, P, P]` and the class maps.
+    /// The patch as (planes, rows, columns): one plane for 2d.
+    fn patch_dhw(&self) -> (usize, usize, usize) {
+        match self.patch[..] {
+            [d, h, w] => (d, h, w),
+            [h, w] => (1, h, w),
+            _ => (1, 1, 1),
+        }
+    }
+
+    /// The batch of step `step`: `[B, 1, (D,) H, W]` and the class maps.
     fn batch(&self, step: u64) -> Result<(Tensor, Vec<u8>)> {
         let mut rng = Rng::new(self.config.seed).fork(step.wrapping_add(1));
-        let [ph, pw] = self.patch;
+        let (pd, ph, pw) = self.patch_dhw();
         let b = self.batch_size;
         let forced = (b as f64 * self.config.foreground_fraction).ceil() as usize;
         let (mut image, mut classes) = (
-            Vec::with_capacity(b * ph * pw),
-            Vec::with_capacity(b * ph * pw),
+            Vec::with_capacity(b * pd * ph * pw),
+            Vec::with_capacity(b * pd * ph * pw),
         );
         for item in 0..b {
             let case = &self.train[rng.below(self.train.len() as u64) as usize];
             let force = item >= b - forced.min(b);
-            // A forced item prefers a slice that has foreground.
-            let z = if force {
-                let with_fg: Vec<usize> = (0..case.slices)
-                    .filter(|&z| case.plane(z).1.iter().any(|&c| c > 0))
-                    .collect();
-                if with_fg.is_empty() {
-                    rng.below(case.slices as u64) as usize
+            let mut patch = if self.patch.len() == 2 {
+                // A forced item prefers a slice that has foreground.
+                let z = if force {
+                    let with_fg: Vec<usize> = (0..case.slices)
+                        .filter(|&z| case.plane(z).1.iter().any(|&c| c > 0))
+                        .collect();
+                    if with_fg.is_empty() {
+                        rng.below(case.slices as u64) as usize
+                    } else {
+                        with_fg[rng.below(with_fg.len() as u64) as usize]
+                    }
                 } else {
-                    with_fg[rng.below(with_fg.len() as u64) as usize]
-                }
+                    rng.below(case.slices as u64) as usize
+                };
+                let (plane, labels) = case.plane(z);
+                let centre = choose_centre(labels, case.height, case.width, force, &mut rng);
+                sample_patch(
+                    plane,
+                    labels,
+                    case.height,
+                    case.width,
+                    centre,
+                    (ph, pw),
+                    &self.config.augment,
+                    &mut rng,
+                )?
             } else {
-                rng.below(case.slices as u64) as usize
+                self.sample_patch_3d(case, force, &mut rng)?
             };
-            let (plane, labels) = case.plane(z);
-            let centre = choose_centre(labels, case.height, case.width, force, &mut rng);
-            let mut patch = sample_patch(
-                plane,
-                labels,
-                case.height,
-                case.width,
-                centre,
-                (ph, pw),
-                &self.config.augment,
-                &mut rng,
-            )?;
             augment_intensities(&mut patch, &self.config.augment, &mut rng);
             image.extend_from_slice(&patch.image);
             classes.extend_from_slice(&patch.labels);
         }
-        Ok((Tensor::from_vec(image, &[b, 1, ph, pw])?, classes))
+        let shape: Vec<usize> = [b, 1].iter().chain(&self.patch).copied().collect();
+        Ok((Tensor::from_vec(image, &shape)?, classes))
+    }
+
+    /// A 3-D patch: centred on a voxel (a foreground one when `force`),
+    /// its planes cut with one in-plane rotation and zoom (nnU-Net's
+    /// "dummy 2-D" spatial augmentation for anisotropic data); planes
+    /// beyond the case are zeros (background).
+    fn sample_patch_3d(&self, case: &PreparedCase, force: bool, rng: &mut Rng) -> Result<Patch> {
+        let (pd, ph, pw) = self.patch_dhw();
+        let (h, w) = (case.height, case.width);
+        // The case's planes stacked as one tall plane: a row index r is
+        // plane r / h, row r % h.
+        let (row, col) = choose_centre(&case.classes, case.slices * h, w, force, rng);
+        let z = (row / h as f64)
+            .floor()
+            .clamp(0.0, (case.slices - 1) as f64) as usize;
+        let y = row - (z * h) as f64;
+        let start = if case.slices <= pd {
+            -(((pd - case.slices) / 2) as isize)
+        } else if force {
+            (z as isize - (pd / 2) as isize).clamp(0, (case.slices - pd) as isize)
+        } else {
+            rng.below((case.slices - pd + 1) as u64) as isize
+        };
+        let (angle, zoom) = draw_rotation_and_zoom(&self.config.augment, rng);
+        let mut patch = Patch {
+            depth: pd,
+            height: ph,
+            width: pw,
+            image: Vec::with_capacity(pd * ph * pw),
+            labels: Vec::with_capacity(pd * ph * pw),
+        };
+        for i in 0..pd as isize {
+            let zz = start + i;
+            if zz < 0 || zz as usize >= case.slices {
+                patch.image.extend(std::iter::repeat_n(0.0, ph * pw));
+                patch.labels.extend(std::iter::repeat_n(0, ph * pw));
+                continue;
+            }
+            let (plane, labels) = case.plane(zz as usize);
+            let cut = cut_patch(plane, labels, (h, w), (y, col), (ph, pw), angle, zoom)?;
+            patch.image.extend_from_slice(&cut.image);
+            patch.labels.extend_from_slice(&cut.labels);
+        }
+        Ok(patch)
     }
 
     /// The learning rate of the next step (nnU-Net's poly rate per epoch).
@@ -855,18 +1129,23 @@ impl SegmenterTrainer {
         let net = PlainConvUNet::from_state_dict(tensors.clone(), &self.network)?;
         let heads = net.forward_deep_supervision(&x)?;
         // Each head's target: the class map sampled at its stride (nearest).
-        let [ph, pw] = self.patch;
+        let (pd, ph, pw) = self.patch_dhw();
         let b = self.batch_size;
         let mut targets = Vec::with_capacity(heads.len());
         for head in &heads {
-            let d = head.dims();
-            let (hh, hw) = (d[d.len() - 2], d[d.len() - 1]);
-            let (sy, sx) = (ph / hh.max(1), pw / hw.max(1));
-            let mut t = Vec::with_capacity(b * hh * hw);
+            let d = &head.dims()[2..];
+            let (hd, hh, hw) = match *d {
+                [hd, hh, hw] => (hd, hh, hw),
+                [hh, hw] => (1, hh, hw),
+                _ => return Err(Error::Internal(format!("head of shape {:?}", head.dims()))),
+            };
+            let (sz, sy, sx) = (pd / hd.max(1), ph / hh.max(1), pw / hw.max(1));
+            let mut t = Vec::with_capacity(b * hd * hh * hw);
             for item in 0..b {
-                for r in 0..hh {
-                    for c in 0..hw {
-                        t.push(classes[item * ph * pw + (r * sy) * pw + c * sx]);
+                for z in 0..hd {
+                    for r in 0..hh {
+                        let row = ((item * pd + z * sz) * ph + r * sy) * pw;
+                        t.extend((0..hw).map(|c| classes[row + c * sx]));
                     }
                 }
             }
@@ -913,30 +1192,50 @@ impl SegmenterTrainer {
         let net = PlainConvUNet::from_state_dict(tensors, &self.network)?;
         let classes = self.network.num_classes;
         let div = self.network.size_divisor();
+        // 2d: each plane alone; 3d: the whole case at once.
+        let (dz, dy, dx) = match div[..] {
+            [z, y, x] => (Some(z), y, x),
+            [y, x] => (None, y, x),
+            _ => return Err(Error::Internal(format!("divisor {div:?}"))),
+        };
         let mut sums = vec![(0f64, 0usize); classes - 1];
         for case in &self.validation {
             let (h, w) = (case.height, case.width);
-            let (hp, wp) = (h.div_ceil(div[0]) * div[0], w.div_ceil(div[1]) * div[1]);
+            let (hp, wp) = (h.div_ceil(dy) * dy, w.div_ceil(dx) * dx);
+            let (groups, depth, depth_padded) = match dz {
+                Some(dz) => (1, case.slices, case.slices.div_ceil(dz) * dz),
+                None => (case.slices, 1, 1),
+            };
             let mut pred = Vec::with_capacity(case.classes.len());
-            for z in 0..case.slices {
-                let (plane, _) = case.plane(z);
-                let mut padded = vec![0f32; hp * wp];
-                for r in 0..h {
-                    padded[r * wp..r * wp + w].copy_from_slice(&plane[r * w..(r + 1) * w]);
+            for g in 0..groups {
+                let mut padded = vec![0f32; depth_padded * hp * wp];
+                for z in 0..depth {
+                    let (plane, _) = case.plane(g * depth + z);
+                    for r in 0..h {
+                        let at = (z * hp + r) * wp;
+                        padded[at..at + w].copy_from_slice(&plane[r * w..(r + 1) * w]);
+                    }
                 }
-                let logits = crate::nn::no_grad(|| {
-                    net.forward(&Tensor::from_vec(padded, &[1, 1, hp, wp])?)
-                })?
-                .to_vec()?;
-                for r in 0..h {
-                    for c in 0..w {
-                        let best = (0..classes)
-                            .max_by(|&a, &b| {
-                                logits[a * hp * wp + r * wp + c]
-                                    .total_cmp(&logits[b * hp * wp + r * wp + c])
-                            })
-                            .unwrap_or(0);
-                        pred.push(best as u8);
+                let shape: Vec<usize> = if dz.is_some() {
+                    vec![1, 1, depth_padded, hp, wp]
+                } else {
+                    vec![1, 1, hp, wp]
+                };
+                let logits =
+                    crate::nn::no_grad(|| net.forward(&Tensor::from_vec(padded, &shape)?))?
+                        .to_vec()?;
+                let volume = depth_padded * hp * wp;
+                for z in 0..depth {
+                    for r in 0..h {
+                        for c in 0..w {
+                            let at = (z * hp + r) * wp + c;
+                            let best = (0..classes)
+                                .max_by(|&a, &b| {
+                                    logits[a * volume + at].total_cmp(&logits[b * volume + at])
+                                })
+                                .unwrap_or(0);
+                            pred.push(best as u8);
+                        }
                     }
                 }
             }
@@ -1018,7 +1317,7 @@ impl SegmenterTrainer {
                 "init_args",
                 SaveValue::dict([
                     ("plans", SaveValue::from_json(&self.plans)),
-                    ("configuration", SaveValue::str(CONFIGURATION_2D)),
+                    ("configuration", SaveValue::str(&self.config.configuration)),
                     ("fold", SaveValue::Int(self.config.fold as i64)),
                     ("dataset_json", SaveValue::from_json(&self.dataset)),
                     ("device", SaveValue::str("cpu")),
@@ -1027,7 +1326,7 @@ impl SegmenterTrainer {
             ("trainer_name", SaveValue::str(TRAINER_NAME)),
             (
                 "inference_allowed_mirroring_axes",
-                SaveValue::Tuple(vec![SaveValue::Int(0), SaveValue::Int(1)]),
+                SaveValue::Tuple((0..self.patch.len() as i64).map(SaveValue::Int).collect()),
             ),
         ]);
         write_torch_file(&fold_dir.join(checkpoint), &contents)
@@ -1050,20 +1349,39 @@ mod tests {
     #[test]
     fn plans_follow_the_rules_and_parse() {
         let data = phantom_dataset(2, 7, 64, 3).unwrap();
-        let (plans, dataset) = derive_plans_2d(&data, "Dataset001_test").unwrap();
+        let (plans, dataset) = derive_plans(&data, "Dataset001_test").unwrap();
         let parsed = Plans::parse(&plans.to_string()).unwrap();
         let conf = parsed.configuration("2d").unwrap();
-        // 64 px, 1.5625 mm: patch 64, pools ⌊log2(16)⌋ = 4, 5 stages.
+        // 64 px, 1.5625 mm: patch 64, pools while ≥ 8 px: 4, 5 stages.
         assert_eq!(conf.patch_size, [64, 64]);
         let cfg = conf.network_config(1, 6).unwrap();
         assert_eq!(cfg.features_per_stage, [32, 64, 128, 256, 512]);
+        assert_eq!(cfg.kernel_sizes, vec![vec![3, 3]; 5]);
         assert_eq!(dataset["labels"]["infarction"], 3);
         assert_eq!(dataset["labels"]["right_ventricle"], 5);
+        // 3d_fullres on 9 mm slices: anisotropic, so z keeps kernel 1 until
+        // two in-plane poolings bring x/y to 6.25 mm (≤ 2 × … ≥ 9/2), and is
+        // never pooled (3 planes < 8).
+        let conf = parsed.configuration("3d_fullres").unwrap();
+        assert_eq!(conf.patch_size, [3, 64, 64]);
+        assert_eq!(conf.spacing, [9.0, 1.5625, 1.5625]);
+        let cfg = conf.network_config(1, 6).unwrap();
+        assert_eq!(cfg.spatial_dims, 3);
+        assert_eq!(cfg.features_per_stage, [32, 64, 128, 256, 320]);
+        assert_eq!(
+            cfg.kernel_sizes,
+            [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]].map(|k| k.to_vec())
+        );
+        assert_eq!(
+            cfg.strides,
+            [[1, 1, 1], [1, 2, 2], [1, 2, 2], [1, 2, 2], [1, 2, 2]].map(|k| k.to_vec())
+        );
+        assert_eq!(conf.batch_size, Some(2));
     }
 
     fn small_plans(data: &TrainingData) -> Value {
-        let (mut plans, _) = derive_plans_2d(data, "Dataset001_test").unwrap();
-        set_network_2d(&mut plans, [32, 32], &[8, 16, 16], 1).unwrap();
+        let (mut plans, _) = derive_plans(data, "Dataset001_test").unwrap();
+        set_network(&mut plans, CONFIGURATION_2D, &[32, 32], &[8, 16, 16], 1).unwrap();
         plans
     }
 
@@ -1105,9 +1423,59 @@ mod tests {
     #[test]
     fn set_network_refuses_a_patch_the_network_cannot_halve() {
         let data = phantom_dataset(1, 5, 48, 2).unwrap();
-        let (mut plans, _) = derive_plans_2d(&data, "Dataset001_test").unwrap();
-        assert!(set_network_2d(&mut plans, [34, 32], &[8, 16, 16], 1).is_err());
-        assert!(set_network_2d(&mut plans, [32, 32], &[], 1).is_err());
+        let (mut plans, _) = derive_plans(&data, "Dataset001_test").unwrap();
+        assert!(set_network(&mut plans, CONFIGURATION_2D, &[34, 32], &[8, 16, 16], 1).is_err());
+        assert!(set_network(&mut plans, CONFIGURATION_2D, &[32, 32], &[], 1).is_err());
+        assert!(set_network(&mut plans, CONFIGURATION_2D, &[8, 8], &[8, 16, 16, 32], 1).is_err());
+        assert!(set_network(&mut plans, CONFIGURATION_3D, &[32, 32], &[8, 16], 1).is_err());
+    }
+
+    #[test]
+    fn pooling_follows_the_spacing() {
+        // Isotropic: every axis pooled while ≥ 8.
+        let plan = pooling_plan(&[16, 32], &[1.0, 1.0], None, 7).unwrap();
+        assert_eq!(plan.kernels, vec![vec![3, 3]; 4]);
+        assert_eq!(
+            plan.strides,
+            vec![vec![1, 1], vec![2, 2], vec![2, 2], vec![1, 2]]
+        );
+        // Exactly 2 stages when asked.
+        let plan = pooling_plan(&[16, 32], &[1.0, 1.0], Some(2), 7).unwrap();
+        assert_eq!(plan.kernels.len(), 2);
+        assert!(pooling_plan(&[4, 4], &[1.0, 1.0], Some(2), 7).is_err());
+        assert!(pooling_plan(&[4, 4], &[1.0], None, 7).is_err());
+    }
+
+    #[test]
+    fn a_3d_run_trains_validates_and_loads_as_3d_fullres() {
+        let data = phantom_dataset(5, 11, 48, 4).unwrap();
+        let (mut plans, _) = derive_plans(&data, "Dataset001_test").unwrap();
+        set_network(&mut plans, CONFIGURATION_3D, &[4, 32, 32], &[8, 16, 16], 1).unwrap();
+        let config = SegTrainConfig {
+            configuration: CONFIGURATION_3D.into(),
+            epochs: 2,
+            iterations_per_epoch: 4,
+            batch_size: Some(2),
+            seed: 1,
+            ..SegTrainConfig::default()
+        };
+        let mut trainer = SegmenterTrainer::new(&data, Some(plans), config).unwrap();
+        assert_eq!(trainer.network().spatial_dims, 3);
+        let (x, classes) = trainer.batch(0).unwrap();
+        assert_eq!(x.dims(), [2, 1, 4, 32, 32]);
+        assert_eq!(classes.len(), 2 * 4 * 32 * 32);
+        let losses: Vec<f32> = (0..8).map(|_| trainer.step().unwrap().loss).collect();
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        assert!(
+            losses[6..].iter().sum::<f32>() < losses[..2].iter().sum::<f32>(),
+            "loss did not fall: {losses:?}"
+        );
+        assert_eq!(trainer.validate().unwrap().len(), 5);
+        let dir = tempfile::tempdir().unwrap();
+        trainer.write_results(dir.path(), CHECKPOINT_FINAL).unwrap();
+        let seg = crate::segmentation::Segmenter::load(dir.path(), &Default::default()).unwrap();
+        assert_eq!(seg.info().configuration, CONFIGURATION_3D);
+        assert_eq!(seg.info().spatial_dims, 3);
     }
 
     #[test]

@@ -294,8 +294,14 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
         stdout(&seg)
     );
 
-    // nnU-Net's own predictor loads it too, with the same labels (when
-    // PyTorch and nnunetv2 are installed: CLAIM_TORCH_PYTHON or python3).
+    same_labels_as_nnunet(dir.path(), "straight", "pred.nii.gz");
+}
+
+/// nnU-Net's own predictor loads the results folder `results` (in `dir`)
+/// and labels `ph/image.nii.gz` as `claim segment --no-postprocess` did
+/// into `ours` (when PyTorch and nnunetv2 are installed:
+/// CLAIM_TORCH_PYTHON or python3; skipped otherwise).
+fn same_labels_as_nnunet(dir: &std::path::Path, results: &str, ours: &str) {
     let python = std::env::var("CLAIM_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let has_nnunet = std::process::Command::new(&python)
         .args(["-c", "import torch, nnunetv2"])
@@ -310,7 +316,7 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
     let nn = std::process::Command::new(&python)
         .arg(script)
         .args([
-            "straight",
+            results,
             "--fold",
             "0",
             "--image",
@@ -318,7 +324,7 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
             "--output",
             "nnunet.nii.gz",
         ])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .output()
         .unwrap();
     assert!(
@@ -327,12 +333,12 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
         String::from_utf8_lossy(&nn.stderr)
     );
     let read = |name: &str| {
-        claim::io::read_image(&dir.path().join(name))
+        claim::io::read_image(&dir.join(name))
             .unwrap()
             .to_labels()
             .unwrap()
     };
-    let (ours, theirs) = (read("pred.nii.gz"), read("nnunet.nii.gz"));
+    let (ours, theirs) = (read(ours), read("nnunet.nii.gz"));
     assert_eq!(ours.dims(), theirs.dims());
     let differing = ours
         .data
@@ -342,7 +348,7 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
         .count();
     // As cli_segment's comparison: argmax near-ties may flip, ≤ 1 in 10 000.
     println!(
-        "claim segment vs nnUNetPredictor: {differing} of {} voxels differ",
+        "claim segment vs nnUNetPredictor ({results}): {differing} of {} voxels differ",
         ours.len()
     );
     assert!(
@@ -352,13 +358,71 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
 }
 
 #[test]
-fn train_segmenter_refuses_bad_input_before_any_work() {
+fn train_segmenter_3d_fullres_writes_a_results_folder_both_predictors_load() {
     let dir = tempfile::tempdir().unwrap();
-    let three_d = run(
-        &tiny_segmenter("r", "1", &["--configuration", "3d_fullres"]),
+    let args = tiny_segmenter(
+        "three",
+        "1",
+        &[
+            "--configuration",
+            "3d_fullres",
+            "--batch",
+            "2",
+            "--features",
+            "8,16,32",
+            "--convs-per-stage",
+            "1",
+            "--patch",
+            "4,32,32",
+        ],
+    );
+    let out = run(&args, dir.path());
+    assert_ok(&out);
+    assert!(stdout(&out).contains("trained 3 steps"), "{}", stdout(&out));
+    let plans: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("three/plans.json")).unwrap(),
+    )
+    .unwrap();
+    let arch = &plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"];
+    assert_eq!(arch["conv_op"], "torch.nn.modules.conv.Conv3d");
+    // 9 mm slices: no pooling across them.
+    assert_eq!(arch["strides"][1], serde_json::json!([1, 2, 2]));
+    assert_ok(&claim(
+        &["phantom", "-o", "ph", "--seed", "3", "--scar"],
+        dir.path(),
+    ));
+    let seg = claim(
+        &[
+            "segment",
+            "--model",
+            "three",
+            "--image",
+            "ph/image.nii.gz",
+            "-o",
+            "pred3.nii.gz",
+            "--no-postprocess",
+            "--labels",
+            "emidec-rv",
+        ],
         dir.path(),
     );
-    assert_fails(&three_d, 1, "3d_fullres");
+    assert_ok(&seg);
+    assert!(
+        stdout(&seg).contains("nnUNetTrainer 3d_fullres"),
+        "{}",
+        stdout(&seg)
+    );
+    same_labels_as_nnunet(dir.path(), "three", "pred3.nii.gz");
+}
+
+#[test]
+fn train_segmenter_refuses_bad_input_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let four_d = run(
+        &tiny_segmenter("r", "1", &["--configuration", "4d"]),
+        dir.path(),
+    );
+    assert_fails(&four_d, 1, "--configuration 4d");
     let patch = run(
         &tiny_segmenter("r", "1", &["--features", "8,16,32", "--patch", "30,32"]),
         dir.path(),

@@ -273,15 +273,23 @@ fn a_trained_model_loads_strictly_in_pytorch() {
 fn a_small_segmenter_trained_on_phantoms_segments_held_out_phantoms() {
     use claim::segmentation::{SegmentParams, Segmenter};
     use claim::train::segmenter::{
-        derive_plans_2d, set_network_2d, SegTrainConfig, SegmenterTrainer, CHECKPOINT_FINAL,
+        derive_plans, set_network, SegTrainConfig, SegmenterTrainer, CHECKPOINT_FINAL,
+        CONFIGURATION_2D,
     };
     let steps: usize = std::env::var("CLAIM_SEG_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(320);
     let data = phantom_dataset(8, 2000, 96, 4).unwrap();
-    let (mut plans, _) = derive_plans_2d(&data, "Dataset001_phantom").unwrap();
-    set_network_2d(&mut plans, [64, 64], &[16, 32, 64, 128], 2).unwrap();
+    let (mut plans, _) = derive_plans(&data, "Dataset001_phantom").unwrap();
+    set_network(
+        &mut plans,
+        CONFIGURATION_2D,
+        &[64, 64],
+        &[16, 32, 64, 128],
+        2,
+    )
+    .unwrap();
     let config = SegTrainConfig {
         epochs: 1,
         iterations_per_epoch: steps,

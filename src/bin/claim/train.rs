@@ -11,8 +11,8 @@ use claim::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use claim::train::log::{LogRow, TrainingLog};
 use claim::train::optim::{EmaPolicy, LrSchedule, OptimOptions, OptimizerKind};
 use claim::train::segmenter::{
-    derive_plans_2d, set_network_2d, SegTrainConfig, SegmenterTrainer, CHECKPOINT_FINAL,
-    CHECKPOINT_LATEST, CONFIGURATION_2D,
+    derive_plans, set_network, SegTrainConfig, SegmenterTrainer, CHECKPOINT_FINAL,
+    CHECKPOINT_LATEST, CONFIGURATION_2D, CONFIGURATION_3D,
 };
 use claim::train::StepReport;
 use claim::{Error, Result};
@@ -63,9 +63,9 @@ pub struct SegmenterArgs {
     /// The nnU-Net results folder to write.
     #[arg(short, long, value_name = "RESULTS_DIR")]
     output: PathBuf,
-    /// Plans configuration to train (2d; 3d_fullres is not trainable yet).
-    #[arg(long, value_name = "NAME", default_value = CONFIGURATION_2D)]
-    configuration: String,
+    /// Plans configuration to train: 2d (default) or 3d_fullres.
+    #[arg(long, value_name = "NAME")]
+    configuration: Option<String>,
     /// nnU-Net plans.json to train with (its `2d` configuration) instead of
     /// plans derived from the data.
     #[arg(long, value_name = "FILE")]
@@ -80,11 +80,17 @@ pub struct SegmenterArgs {
     /// Optimizer steps per epoch (nnU-Net: 250).
     #[arg(long, value_name = "N", default_value_t = 250)]
     iterations_per_epoch: usize,
-    /// Patches per step (default: the plans' batch size, 12 for 2d).
+    /// Patches per step (default: the plans' batch size: 12 for 2d, 2 for 3d_fullres).
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
-    /// Patch size H,W (with --features; a multiple of 2^(stages−1)).
-    #[arg(long, value_name = "H,W", value_delimiter = ',', requires = "features")]
+    /// Patch size H,W (2d) or D,H,W (3d_fullres), with --features; each axis
+    /// a multiple of its downsampling.
+    #[arg(
+        long,
+        value_name = "[D,]H,W",
+        value_delimiter = ',',
+        requires = "features"
+    )]
     patch: Option<Vec<usize>>,
     /// Features per stage, e.g. 16,32,64,128 (replaces the plans' network).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -680,12 +686,12 @@ impl Run for SegmenterRun<'_> {
 }
 
 fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
-    if a.configuration != CONFIGURATION_2D {
-        return Err(Error::invalid(format!(
-            "--configuration {}: claim trains the 2d configuration (3d_fullres training is not \
-             available yet; `claim segment` runs 3d_fullres models trained by nnU-Net)",
-            a.configuration
-        )));
+    if let Some(c) = a.configuration.as_deref() {
+        if c != CONFIGURATION_2D && c != CONFIGURATION_3D {
+            return Err(Error::invalid(format!(
+                "--configuration {c}: {CONFIGURATION_2D} or {CONFIGURATION_3D}"
+            )));
+        }
     }
     if a.validate_every == 0 || a.checkpoint_every == 0 {
         return Err(Error::invalid(
@@ -699,6 +705,7 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
     let trainer = if a.resume {
         let fixed = [
             ("--plans", a.plans.is_some()),
+            ("--configuration", a.configuration.is_some()),
             ("--batch", a.batch.is_some()),
             ("--features", a.features.is_some()),
             ("--patch", a.patch.is_some()),
@@ -734,8 +741,13 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
                 None => None,
             };
         let data = load_data(&a.data)?;
+        let configuration = a
+            .configuration
+            .clone()
+            .unwrap_or_else(|| CONFIGURATION_2D.into());
         let config = SegTrainConfig {
             dataset_name: dataset_name(&a.data),
+            configuration: configuration.clone(),
             fold: a.fold,
             epochs: a.epochs,
             iterations_per_epoch: a.iterations_per_epoch,
@@ -747,22 +759,28 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
             Some(features) => {
                 let mut plans = match plans {
                     Some(p) => p,
-                    None => derive_plans_2d(&data, &config.dataset_name)?.0,
+                    None => derive_plans(&data, &config.dataset_name)?.0,
                 };
-                let patch = match a.patch.as_deref() {
-                    Some([h, w]) => [*h, *w],
-                    Some(other) => {
-                        return Err(Error::invalid(format!("--patch {other:?}: give H,W")))
-                    }
-                    None => {
-                        let p = &plans["configurations"][CONFIGURATION_2D]["patch_size"];
-                        match (p[0].as_u64(), p[1].as_u64()) {
-                            (Some(h), Some(w)) => [h as usize, w as usize],
-                            _ => return Err(Error::invalid("the plans have no 2d patch_size")),
-                        }
-                    }
+                let patch: Vec<usize> = match &a.patch {
+                    Some(p) => p.clone(),
+                    None => plans["configurations"][&configuration]["patch_size"]
+                        .as_array()
+                        .map(|p| {
+                            p.iter()
+                                .filter_map(|v| v.as_u64().map(|n| n as usize))
+                                .collect()
+                        })
+                        .ok_or_else(|| {
+                            Error::invalid(format!("the plans have no {configuration} patch_size"))
+                        })?,
                 };
-                set_network_2d(&mut plans, patch, features, a.convs_per_stage)?;
+                set_network(
+                    &mut plans,
+                    &configuration,
+                    &patch,
+                    features,
+                    a.convs_per_stage,
+                )?;
                 Some(plans)
             }
             None => plans,
@@ -779,13 +797,14 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&fold_dir).map_err(|e| Error::io_at(&fold_dir, &e))?;
     let net = trainer.network().clone();
+    let configuration = trainer.config().configuration.clone();
     let (train, validation) = trainer.split();
     let class_names = trainer.class_names();
     eprintln!(
-        "training PlainConvUNet 2d (features {:?}, patch {}, batch {}) on {} cases, validating \
-         on {}; epochs {}..{} of {} steps",
+        "training PlainConvUNet {configuration} (features {:?}, patch {}, batch {}) on {} cases, \
+         validating on {}; epochs {}..{} of {} steps",
         net.features_per_stage,
-        trainer.plans()["configurations"][CONFIGURATION_2D]["patch_size"],
+        trainer.plans()["configurations"][&configuration]["patch_size"],
         trainer.batch_size(),
         train.len(),
         validation.len(),
@@ -794,7 +813,7 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
         a.iterations_per_epoch
     );
     let title = format!(
-        "claim train segmenter: 2d, features {:?}, fold {}",
+        "claim train segmenter: {configuration}, features {:?}, fold {}",
         net.features_per_stage, a.fold
     );
     let mut log = TrainingLog::open(&log_csv, &log_svg, &title, a.resume.then_some(start_step))?;
