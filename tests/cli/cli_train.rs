@@ -266,17 +266,22 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
         validation
     );
 
-    // `claim segment` loads the results folder.
-    let phantom = claim(
+    segment_with_both_predictors(dir.path(), "straight", "2d");
+}
+
+/// `claim segment --no-postprocess` loads the results folder `results`
+/// (in `dir`) as a `configuration` model and labels a scarred phantom;
+/// nnU-Net's predictor gives the same labels (when installed).
+fn segment_with_both_predictors(dir: &std::path::Path, results: &str, configuration: &str) {
+    assert_ok(&claim(
         &["phantom", "-o", "ph", "--seed", "3", "--scar"],
-        dir.path(),
-    );
-    assert_ok(&phantom);
+        dir,
+    ));
     let seg = claim(
         &[
             "segment",
             "--model",
-            "straight",
+            results,
             "--image",
             "ph/image.nii.gz",
             "-o",
@@ -285,16 +290,15 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
             "--labels",
             "emidec-rv",
         ],
-        dir.path(),
+        dir,
     );
     assert_ok(&seg);
+    let text = stdout(&seg);
     assert!(
-        stdout(&seg).contains("nnUNetTrainer 2d"),
-        "{}",
-        stdout(&seg)
+        text.contains(&format!("nnUNetTrainer {configuration}")),
+        "{text}"
     );
-
-    same_labels_as_nnunet(dir.path(), "straight", "pred.nii.gz");
+    same_labels_as_nnunet(dir, results, "pred.nii.gz");
 }
 
 /// nnU-Net's own predictor loads the results folder `results` (in `dir`)
@@ -387,32 +391,7 @@ fn train_segmenter_3d_fullres_writes_a_results_folder_both_predictors_load() {
     assert_eq!(arch["conv_op"], "torch.nn.modules.conv.Conv3d");
     // 9 mm slices: no pooling across them.
     assert_eq!(arch["strides"][1], serde_json::json!([1, 2, 2]));
-    assert_ok(&claim(
-        &["phantom", "-o", "ph", "--seed", "3", "--scar"],
-        dir.path(),
-    ));
-    let seg = claim(
-        &[
-            "segment",
-            "--model",
-            "three",
-            "--image",
-            "ph/image.nii.gz",
-            "-o",
-            "pred3.nii.gz",
-            "--no-postprocess",
-            "--labels",
-            "emidec-rv",
-        ],
-        dir.path(),
-    );
-    assert_ok(&seg);
-    assert!(
-        stdout(&seg).contains("nnUNetTrainer 3d_fullres"),
-        "{}",
-        stdout(&seg)
-    );
-    same_labels_as_nnunet(dir.path(), "three", "pred3.nii.gz");
+    segment_with_both_predictors(dir.path(), "three", "3d_fullres");
 }
 
 #[test]
