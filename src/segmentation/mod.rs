@@ -64,4 +64,7 @@ pub mod sliding;
 
 pub use bundle::{fold_name, NnunetBundle, FOLD_ALL};
 pub use plans::{ConfigurationPlan, DatasetInfo, NormalizationScheme, Plans};
-pub use predictor::{CaseLogits, SegmentParams, Segmenter, SegmenterInfo, SegmenterOptions};
+pub use predictor::{
+    preprocess_case, CaseLogits, PreprocessedCase, SegmentParams, Segmenter, SegmenterInfo,
+    SegmenterOptions,
+};

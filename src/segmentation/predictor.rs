@@ -314,71 +314,18 @@ impl Segmenter {
         drop(stack);
         let shape_t = [data.dim().1, data.dim().2, data.dim().3];
 
-        // Crop to the non-zero box (all channels).
-        let nonzero = data.map_axis(Axis(0), |v| v.iter().any(|&x| x != 0.0));
-        let (lo, hi) = nonzero_box(&nonzero);
+        let PreprocessedCase {
+            data: case,
+            crop_start: lo,
+            crop_end: hi,
+            spacing,
+            target,
+        } = preprocess_case(data, spacing, &self.configuration, &self.plans)?;
         let crop = s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]];
-        let mut case = data
-            .slice(s![.., lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]])
-            .to_owned();
-        drop(data);
         let shape_c = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
-
-        // Normalise each channel over the whole cropped case.
-        let mask = if self.configuration.use_mask_for_norm.iter().any(|&m| m) {
-            Some(
-                filled_mask(&nonzero)?
-                    .slice(crop)
-                    .iter()
-                    .copied()
-                    .collect::<Vec<bool>>(),
-            )
-        } else {
-            None
-        };
-        drop(nonzero);
-        for (c, mut channel) in case.axis_iter_mut(Axis(0)).enumerate() {
-            let voxels = channel
-                .as_slice_mut()
-                .ok_or_else(|| Error::Internal("case channel is not contiguous".into()))?;
-            normalize_channel(
-                voxels,
-                self.configuration.normalization_schemes[c],
-                self.configuration.use_mask_for_norm[c],
-                mask.as_deref(),
-                self.plans
-                    .foreground_intensity_properties
-                    .get(c)
-                    .and_then(Option::as_ref),
-            )?;
-        }
-
-        // Resample to the configuration's spacing (2-D: in-plane only).
-        let target = match self.configuration.spacing[..] {
-            [y, x] => [spacing[0], y, x],
-            [z, y, x] => [z, y, x],
-            _ => return Err(Error::Internal("configuration spacing rank".into())),
-        };
-        let shape_r = nnunet_new_shape(shape_c, spacing, target)?;
+        let (_, d0, d1, d2) = case.dim();
+        let shape_r = [d0, d1, d2];
         let resampled = shape_r != shape_c;
-        if resampled {
-            let settings = settings_of(&self.configuration.resampling_data)?;
-            let out = resample_data_or_seg_to_shape(
-                case.as_slice()
-                    .ok_or_else(|| Error::Internal("case is not contiguous".into()))?,
-                cfg.input_channels,
-                shape_c,
-                shape_r,
-                spacing,
-                target,
-                &settings,
-            )?;
-            case = Array4::from_shape_vec(
-                (cfg.input_channels, shape_r[0], shape_r[1], shape_r[2]),
-                out,
-            )
-            .map_err(|e| Error::Internal(format!("resampled case: {e}")))?;
-        }
 
         // Sliding windows, mirroring, fold ensemble.
         let plan = WindowPlan::new(shape_r, &self.configuration.patch_size, step)?;
@@ -461,6 +408,119 @@ impl Segmenter {
         };
         Ok((out, case_logits))
     }
+}
+
+/// A case as nnU-Net's preprocessor hands it to the network for one
+/// configuration ([`preprocess_case`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreprocessedCase {
+    /// `[channels, z, y, x]` (transposed axes): cropped, normalised and
+    /// resampled to the configuration's spacing.
+    pub data: Array4<f32>,
+    /// First voxel of the non-zero crop box in the transposed array.
+    pub crop_start: [usize; 3],
+    /// One past its last voxel.
+    pub crop_end: [usize; 3],
+    /// The case's spacing, transposed axes (mm).
+    pub spacing: [f64; 3],
+    /// The spacing it was resampled to (2-D configurations keep the
+    /// case's own along the first axis).
+    pub target: [f64; 3],
+}
+
+/// nnU-Net's preprocessing of one case for `configuration`: crop to the
+/// bounding box of voxels non-zero in any channel, normalise each channel
+/// by its scheme over the whole cropped case (inside the filled non-zero
+/// mask where `use_mask_for_norm`), resample to the configuration spacing
+/// (2-D: in-plane only) with the plans' data resampling. `data` is
+/// `[channels, z, y, x]` already transposed by `transpose_forward`, and
+/// `spacing` its spacing in the same axes. Prediction and training
+/// (`claim::train::segmenter`) both run it, so a trained network sees what
+/// it will be given.
+pub fn preprocess_case(
+    data: Array4<f32>,
+    spacing: [f64; 3],
+    configuration: &ConfigurationPlan,
+    plans: &Plans,
+) -> Result<PreprocessedCase> {
+    let channels = data.dim().0;
+    if configuration.normalization_schemes.len() < channels
+        || configuration.use_mask_for_norm.len() < channels
+    {
+        return Err(Error::format(format!(
+            "configuration `{}` normalises {} channel(s), the case has {channels}",
+            configuration.name,
+            configuration.normalization_schemes.len()
+        )));
+    }
+    // Crop to the non-zero box (all channels).
+    let nonzero = data.map_axis(Axis(0), |v| v.iter().any(|&x| x != 0.0));
+    let (lo, hi) = nonzero_box(&nonzero);
+    let crop = s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]];
+    let mut case = data
+        .slice(s![.., lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]])
+        .to_owned();
+    drop(data);
+    let shape_c = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+
+    // Normalise each channel over the whole cropped case.
+    let mask = if configuration.use_mask_for_norm.iter().any(|&m| m) {
+        Some(
+            filled_mask(&nonzero)?
+                .slice(crop)
+                .iter()
+                .copied()
+                .collect::<Vec<bool>>(),
+        )
+    } else {
+        None
+    };
+    drop(nonzero);
+    for (c, mut channel) in case.axis_iter_mut(Axis(0)).enumerate() {
+        let voxels = channel
+            .as_slice_mut()
+            .ok_or_else(|| Error::Internal("case channel is not contiguous".into()))?;
+        normalize_channel(
+            voxels,
+            configuration.normalization_schemes[c],
+            configuration.use_mask_for_norm[c],
+            mask.as_deref(),
+            plans
+                .foreground_intensity_properties
+                .get(c)
+                .and_then(Option::as_ref),
+        )?;
+    }
+
+    // Resample to the configuration's spacing (2-D: in-plane only).
+    let target = match configuration.spacing[..] {
+        [y, x] => [spacing[0], y, x],
+        [z, y, x] => [z, y, x],
+        _ => return Err(Error::Internal("configuration spacing rank".into())),
+    };
+    let shape_r = nnunet_new_shape(shape_c, spacing, target)?;
+    if shape_r != shape_c {
+        let settings = settings_of(&configuration.resampling_data)?;
+        let out = resample_data_or_seg_to_shape(
+            case.as_slice()
+                .ok_or_else(|| Error::Internal("case is not contiguous".into()))?,
+            channels,
+            shape_c,
+            shape_r,
+            spacing,
+            target,
+            &settings,
+        )?;
+        case = Array4::from_shape_vec((channels, shape_r[0], shape_r[1], shape_r[2]), out)
+            .map_err(|e| Error::Internal(format!("resampled case: {e}")))?;
+    }
+    Ok(PreprocessedCase {
+        data: case,
+        crop_start: lo,
+        crop_end: hi,
+        spacing,
+        target,
+    })
 }
 
 /// The logits behind a segmentation: `[classes, z, y, x]` in half

@@ -20,10 +20,12 @@
 //!   MVO (RV when the scheme has one), named as EMIDEC names them. The
 //!   plans carry the foreground intensity statistics nnU-Net's predictor
 //!   expects.
-//! - **Preprocessing** = what `claim segment` does before its network:
-//!   crop to the non-zero box, z-score the cropped case, resample to the
-//!   target spacing (2d: in-plane only; images cubic, labels label by
-//!   label, linear; a coarse slice axis separately, nearest).
+//! - **Preprocessing** = what `claim segment` does before its network, by
+//!   the same function ([`crate::segmentation::preprocess_case`]): crop to
+//!   the non-zero box, normalise the cropped case by the plans' scheme,
+//!   resample to the target spacing (2d: in-plane only; images cubic; a
+//!   coarse slice axis separately, nearest); labels are cropped alike and
+//!   resampled label by label (linear).
 //! - **Sampling**: each batch item is a random slice (2d) or a window of
 //!   planes (3d) of a random training case; the last ⌈33 %⌉ of a batch are
 //!   centred on a foreground voxel of a class drawn among those present
@@ -46,14 +48,14 @@
 //!   `decoder.encoder.*` and `.all_modules.*` keys, so `load_state_dict`
 //!   is strict-clean).
 
-use crate::imgproc::resample::{nnunet_new_shape, resample_data_or_seg_to_shape, ResampleSettings};
+use crate::imgproc::resample::{resample_data_or_seg_to_shape, ResampleSettings};
 use crate::io::torch::{write_torch_file, SaveValue};
 use crate::models::plain_unet::random_state_dict;
 use crate::models::{PlainConvUNet, PlainUNetConfig};
 use crate::nn::Tensor;
 use crate::rng::Rng;
-use crate::segmentation::normalize::normalize_channel;
-use crate::segmentation::{NormalizationScheme, Plans};
+use crate::segmentation::plans::ConfigurationPlan;
+use crate::segmentation::{preprocess_case, Plans};
 use crate::train::augment::{
     augment_intensities, choose_centre, cut_patch, draw_rotation_and_zoom, sample_patch,
     AugmentParams, Patch,
@@ -546,19 +548,16 @@ pub fn set_network(
 }
 
 /// Preprocesses one case as `claim segment` does before its network
-/// (crop to the non-zero box, z-score, resampling to the configuration's
-/// `spacing`: (y, x) for 2d, which keeps each case's slice spacing, or
-/// (z, y, x) for 3d), labels mapped to class indices.
+/// ([`preprocess_case`]: transpose, crop to the non-zero box, the
+/// configuration's normalisation, resampling to its spacing, 2d keeping
+/// each case's slice spacing), its labels mapped to class indices, cropped
+/// with the image and resampled as nnU-Net resamples segmentations.
 pub fn prepare_case(
     case: &crate::train::data::TrainingCase,
     scheme: &LabelScheme,
-    spacing: &[f64],
+    plans: &Plans,
+    configuration: &ConfigurationPlan,
 ) -> Result<PreparedCase> {
-    if !(spacing.len() == 2 || spacing.len() == 3) {
-        return Err(Error::invalid(format!(
-            "spacing {spacing:?}: (y, x) or (z, y, x)"
-        )));
-    }
     let image = case.image.to_f32();
     let labels = &case.labels;
     if labels.dims() != image.dims() {
@@ -569,98 +568,77 @@ pub fn prepare_case(
             image.dims()
         )));
     }
-    let classes = classes_of(scheme);
-    let [ni, nj, nk] = image.dims();
-    let values = image.as_slice()?;
-    let label_values = labels.as_slice()?;
-    let mut class_map = Vec::with_capacity(values.len());
-    for &l in label_values {
-        let c = classes.iter().position(|(_, v)| *v == l).ok_or_else(|| {
-            Error::invalid(format!(
-                "case {}: label {l} is not in the label scheme ({})",
-                case.name,
-                classes
-                    .iter()
-                    .map(|(n, v)| format!("{n} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        class_map.push(c as u8);
-    }
-    if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+    if let Some(v) = image.data.iter().find(|v| !v.is_finite()) {
         return Err(Error::invalid(format!(
             "case {}: the image holds {v}",
             case.name
         )));
     }
-    // Non-zero box over (k, j, i).
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    for (idx, v) in values.iter().enumerate() {
-        if *v != 0.0 {
-            let p = [idx / (ni * nj), (idx / ni) % nj, idx % ni];
-            for a in 0..3 {
-                lo[a] = lo[a].min(p[a]);
-                hi[a] = hi[a].max(p[a] + 1);
-            }
-        }
-    }
-    if lo[0] == usize::MAX {
-        (lo, hi) = ([0; 3], [nk, nj, ni]);
-    }
-    let shape_c = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
-    let mut img = Vec::with_capacity(shape_c.iter().product());
-    let mut seg = Vec::with_capacity(img.capacity());
-    for k in lo[0]..hi[0] {
-        for j in lo[1]..hi[1] {
-            let row = (k * nj + j) * ni;
-            img.extend_from_slice(&values[row + lo[2]..row + hi[2]]);
-            seg.extend(
-                class_map[row + lo[2]..row + hi[2]]
-                    .iter()
-                    .map(|&c| f32::from(c)),
-            );
-        }
-    }
-    normalize_channel(&mut img, NormalizationScheme::ZScore, false, None, None)?;
-    let g = case.image.geometry().spacing;
-    let current = [g[2], g[1], g[0]];
-    let target = match *spacing {
-        [y, x] => [g[2], y, x],
-        [z, y, x] => [z, y, x],
-        _ => current,
+    let classes = classes_of(scheme);
+    let class_of = |l: i32| -> Result<f32> {
+        classes
+            .iter()
+            .position(|(_, v)| *v == l)
+            .map(|c| c as f32)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "case {}: label {l} is not in the label scheme ({})",
+                    case.name,
+                    classes
+                        .iter()
+                        .map(|(n, v)| format!("{n} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
     };
-    let shape_r = nnunet_new_shape(shape_c, current, target)?;
-    let (img, seg) = if shape_r != shape_c {
-        (
-            resample_data_or_seg_to_shape(
-                &img,
-                1,
-                shape_c,
-                shape_r,
-                current,
-                target,
-                &ResampleSettings::nnunet_data(),
-            )?,
-            resample_data_or_seg_to_shape(
-                &seg,
-                1,
-                shape_c,
-                shape_r,
-                current,
-                target,
-                &ResampleSettings::nnunet_segmentation(),
-            )?,
-        )
+    let tf = plans.transpose_forward;
+    let g = case.image.geometry().spacing;
+    let spacing_zyx = [g[2], g[1], g[0]];
+    let spacing = [spacing_zyx[tf[0]], spacing_zyx[tf[1]], spacing_zyx[tf[2]]];
+    let transposed = image
+        .data
+        .permuted_axes(tf)
+        .as_standard_layout()
+        .into_owned();
+    let seg_t = labels
+        .data
+        .view()
+        .permuted_axes(tf)
+        .as_standard_layout()
+        .into_owned();
+    let stacked = transposed.insert_axis(ndarray::Axis(0));
+    let pre = preprocess_case(stacked, spacing, configuration, plans)?;
+    let (lo, hi) = (pre.crop_start, pre.crop_end);
+    let shape_c = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+    let mut seg = Vec::with_capacity(shape_c.iter().product());
+    for &l in seg_t
+        .slice(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]])
+        .iter()
+    {
+        seg.push(class_of(l)?);
+    }
+    let (_, d0, d1, d2) = pre.data.dim();
+    let shape_r = [d0, d1, d2];
+    let seg = if shape_r != shape_c {
+        resample_data_or_seg_to_shape(
+            &seg,
+            1,
+            shape_c,
+            shape_r,
+            pre.spacing,
+            pre.target,
+            &ResampleSettings::nnunet_segmentation(),
+        )?
     } else {
-        (img, seg)
+        seg
     };
     Ok(PreparedCase {
         name: case.name.clone(),
         slices: shape_r[0],
         height: shape_r[1],
         width: shape_r[2],
-        image: img,
+        image: pre.data.iter().copied().collect(),
         classes: seg
             .iter()
             .map(|&c| c.round().clamp(0.0, 255.0) as u8)
@@ -866,7 +844,6 @@ impl SegmenterTrainer {
             )));
         }
         let batch_size = config.batch_size.or(conf.batch_size).unwrap_or(2).max(1);
-        let spacing = conf.spacing.clone();
         let mut names: Vec<usize> = (0..data.cases.len()).collect();
         names.sort_by(|&a, &b| data.cases[a].name.cmp(&data.cases[b].name));
         let mut rng = Rng::new(config.seed).fork(0x5e9);
@@ -875,7 +852,7 @@ impl SegmenterTrainer {
         }
         let (mut train, mut validation) = (Vec::new(), Vec::new());
         for (rank, &i) in names.iter().enumerate() {
-            let prepared = prepare_case(&data.cases[i], &data.scheme, &spacing)?;
+            let prepared = prepare_case(&data.cases[i], &data.scheme, &parsed, &conf)?;
             if names.len() >= 2 && rank % 5 == config.fold {
                 validation.push(prepared);
             } else {
