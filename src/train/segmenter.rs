@@ -753,8 +753,9 @@ fn check_config(config: &SegTrainConfig) -> Result<()> {
 }
 
 impl SegmenterTrainer {
-    /// Plans `data` (or takes `plans`, a `plans.json` value with a `2d`
-    /// configuration), preprocesses every case, splits the folds and
+    /// Plans `data` (or takes `plans`, a `plans.json` value holding the
+    /// configuration `config.configuration` names), preprocesses every
+    /// case, splits the folds and
     /// initialises the network.
     pub fn new(
         data: &TrainingData,

@@ -243,10 +243,15 @@ fn train_segmenter_writes_an_nnunet_results_folder_and_resumes_bit_identically()
         dir.path(),
     );
     assert_fails(&refused, 1, "fixed by the checkpoint");
-    assert_ok(&run(
-        &tiny_segmenter("split", "2", &["--resume"]),
-        dir.path(),
-    ));
+    // The epoch length comes from the checkpoint: resume without it (the
+    // validation and checkpoint cadence must still follow 3 steps).
+    let mut resume = tiny_segmenter("split", "2", &["--resume"]);
+    let at = resume
+        .iter()
+        .position(|a| a == "--iterations-per-epoch")
+        .unwrap();
+    resume.drain(at..at + 2);
+    assert_ok(&run(&resume, dir.path()));
     let split = dir.path().join("split/fold_0");
     let losses = |path: &std::path::Path| -> Vec<String> {
         std::fs::read_to_string(path.join("training_log.csv"))

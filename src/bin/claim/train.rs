@@ -66,20 +66,22 @@ pub struct SegmenterArgs {
     /// Plans configuration to train: 2d (default) or 3d_fullres.
     #[arg(long, value_name = "NAME")]
     configuration: Option<String>,
-    /// nnU-Net plans.json to train with (its `2d` configuration) instead of
-    /// plans derived from the data.
+    /// nnU-Net plans.json to train with (the --configuration entry of it)
+    /// instead of plans derived from the data.
     #[arg(long, value_name = "FILE")]
     plans: Option<PathBuf>,
     /// Validation fold 0–4 (cases sorted by name, shuffled with --seed,
     /// dealt into five folds).
     #[arg(long, value_name = "K", default_value_t = 0)]
     fold: usize,
-    /// Epochs (nnU-Net: 1000).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    epochs: usize,
-    /// Optimizer steps per epoch (nnU-Net: 250).
-    #[arg(long, value_name = "N", default_value_t = 250)]
-    iterations_per_epoch: usize,
+    /// Epochs (default nnU-Net's 1000; with --resume, the run's own unless
+    /// given).
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Optimizer steps per epoch (default nnU-Net's 250; fixed by the run
+    /// on --resume).
+    #[arg(long, value_name = "N")]
+    iterations_per_epoch: Option<usize>,
     /// Patches per step (default: the plans' batch size: 12 for 2d, 2 for 3d_fullres).
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
@@ -593,7 +595,8 @@ impl SegmenterRun<'_> {
         text
     }
 
-    fn read_validation(path: &Path, before: u64) -> Result<Vec<(u64, Vec<f64>)>> {
+    /// The rows of an earlier run's `validation.csv` up to epoch `up_to`.
+    fn read_validation(path: &Path, up_to: u64) -> Result<Vec<(u64, Vec<f64>)>> {
         if !path.is_file() {
             return Ok(Vec::new());
         }
@@ -604,7 +607,7 @@ impl SegmenterRun<'_> {
             let epoch: Option<u64> = parts.next().and_then(|e| e.trim().parse().ok());
             let dice: Option<Vec<f64>> = parts.map(|d| d.trim().parse().ok()).collect();
             match (epoch, dice) {
-                (Some(e), Some(d)) if e <= before => rows.push((e, d)),
+                (Some(e), Some(d)) if e <= up_to => rows.push((e, d)),
                 (Some(_), Some(_)) => {}
                 _ => {
                     return Err(Error::format(format!(
@@ -617,8 +620,24 @@ impl SegmenterRun<'_> {
         Ok(rows)
     }
 
+    /// Whether the step just taken ends an epoch (the run's own epoch
+    /// length, which a resumed run takes from its checkpoint).
     fn epoch_ended(&self) -> bool {
-        self.trainer.step_count() % self.args.iterations_per_epoch as u64 == 0
+        self.trainer.step_count() % self.trainer.config().iterations_per_epoch as u64 == 0
+    }
+
+    fn finished(&self) -> bool {
+        self.trainer.step_count() >= self.trainer.total_steps()
+    }
+
+    /// `name dice, …` over the foreground classes.
+    fn dice_report(&self, dice: &[f64]) -> String {
+        let report: Vec<String> = self.class_names[1..]
+            .iter()
+            .zip(dice)
+            .map(|(n, d)| format!("{n} {d:.3}"))
+            .collect();
+        report.join(", ")
     }
 }
 
@@ -631,8 +650,7 @@ impl Run for SegmenterRun<'_> {
     }
     fn save(&mut self) -> Result<()> {
         self.trainer.save_checkpoint(&self.state_file)?;
-        let finished = self.trainer.step_count() >= self.trainer.total_steps();
-        if finished {
+        if self.finished() {
             // As nnU-Net: a finished run keeps only its final checkpoint.
             self.trainer
                 .write_results(&self.args.output, CHECKPOINT_FINAL)?;
@@ -654,20 +672,15 @@ impl Run for SegmenterRun<'_> {
     }
     fn after_step(&mut self, bar: &ProgressBar) -> Result<()> {
         let epoch = self.trainer.epoch();
-        let last = self.trainer.step_count() >= self.trainer.total_steps();
-        if !self.epoch_ended() || !(last || epoch % self.args.validate_every as u64 == 0) {
+        if !self.epoch_ended() || !(self.finished() || epoch % self.args.validate_every as u64 == 0)
+        {
             return Ok(());
         }
         let dice = self.trainer.validate()?;
         if dice.is_empty() {
             return Ok(());
         }
-        let report: Vec<String> = self.class_names[1..]
-            .iter()
-            .zip(&dice)
-            .map(|(n, d)| format!("{n} {d:.3}"))
-            .collect();
-        let line = format!("epoch {epoch}: validation Dice {}", report.join(", "));
+        let line = format!("epoch {epoch}: validation Dice {}", self.dice_report(&dice));
         if bar.is_hidden() {
             eprintln!("{line}");
         } else {
@@ -706,11 +719,11 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
         let fixed = [
             ("--plans", a.plans.is_some()),
             ("--configuration", a.configuration.is_some()),
+            ("--iterations-per-epoch", a.iterations_per_epoch.is_some()),
             ("--batch", a.batch.is_some()),
             ("--features", a.features.is_some()),
             ("--patch", a.patch.is_some()),
         ];
-        refuse_fixed(&fixed, &state_file)?;
         if !state_file.is_file() {
             return Err(Error::invalid(format!(
                 "--resume: {} does not exist (no run of fold {} in {})",
@@ -719,8 +732,9 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
                 a.output.display()
             )));
         }
+        refuse_fixed(&fixed, &state_file)?;
         let data = load_data(&a.data)?;
-        SegmenterTrainer::resume(&state_file, &data, Some(a.epochs))?
+        SegmenterTrainer::resume(&state_file, &data, a.epochs)?
     } else {
         if state_file.is_file() {
             return Err(Error::invalid(format!(
@@ -745,15 +759,18 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
             .configuration
             .clone()
             .unwrap_or_else(|| CONFIGURATION_2D.into());
+        let defaults = SegTrainConfig::default();
         let config = SegTrainConfig {
             dataset_name: dataset_name(&a.data),
             configuration: configuration.clone(),
             fold: a.fold,
-            epochs: a.epochs,
-            iterations_per_epoch: a.iterations_per_epoch,
+            epochs: a.epochs.unwrap_or(defaults.epochs),
+            iterations_per_epoch: a
+                .iterations_per_epoch
+                .unwrap_or(defaults.iterations_per_epoch),
             batch_size: a.batch,
             seed: a.seed,
-            ..SegTrainConfig::default()
+            ..defaults
         };
         let plans = match &a.features {
             Some(features) => {
@@ -809,8 +826,8 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
         train.len(),
         validation.len(),
         trainer.epoch(),
-        a.epochs,
-        a.iterations_per_epoch
+        trainer.config().epochs,
+        trainer.config().iterations_per_epoch
     );
     let title = format!(
         "claim train segmenter: {configuration}, features {:?}, fold {}",
@@ -837,12 +854,7 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
         total - start_step,
     );
     if let Some((epoch, dice)) = run.validation.last() {
-        let report: Vec<String> = run.class_names[1..]
-            .iter()
-            .zip(dice)
-            .map(|(n, d)| format!("{n} {d:.3}"))
-            .collect();
-        outln!("validation Dice (epoch {epoch}): {}", report.join(", "));
+        outln!("validation Dice (epoch {epoch}): {}", run.dice_report(dice));
     }
     outln!(
         "wrote {} (nnU-Net results: plans.json, dataset.json, {}/{CHECKPOINT_FINAL}), {}, {}",
