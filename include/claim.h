@@ -1492,6 +1492,9 @@ void claim_load_options_default(struct claim_load_options *out, size_t size);
  * `_orig_mod.` or `denoise_fn.` prefixes; diffusion schedule buffers are
  * ignored). The configuration is read off the tensor shapes. Convert an
  * upstream `.pt` checkpoint with `claim import CKPT.pt -o MODEL.safetensors`.
+ * The path `"builtin"` loads the built-in model (a small CLAIM-layout
+ * denoiser trained on the phantoms, shipped inside the library; a file
+ * named `builtin` is reached as `"./builtin"`).
  *
  * `weights_path`: UTF-8 path. `options`: NULL for the defaults, else see
  * `claim_load_options`. `out`: receives the model, freed with
@@ -1678,7 +1681,10 @@ void claim_segmenter_options_default(struct claim_segmenter_options *out, size_t
  *   `plans.json`, `dataset.json` and `fold_<k>/checkpoint_final.pth`;
  * - one `checkpoint_final.pth` (plans and dataset JSON beside it, two
  *   levels up, or inside the checkpoint);
- * - a safetensors bundle written by `claim import`.
+ * - a safetensors bundle written by `claim import`;
+ * - `"builtin"`: the built-in segmenter (a small 2d PlainConvUNet trained
+ *   on the phantoms, shipped inside the library; a file named `builtin`
+ *   is reached as `"./builtin"`).
  *
  * Only PlainConvUNet models (nnU-Net's default plans) are supported.
  * Checkpoints are read by a minimal pickle reader that never executes

@@ -346,6 +346,9 @@ pub(crate) fn size_multiple(model: &Denoiser) -> usize {
 /// `_orig_mod.` or `denoise_fn.` prefixes; diffusion schedule buffers are
 /// ignored). The configuration is read off the tensor shapes. Convert an
 /// upstream `.pt` checkpoint with `claim import CKPT.pt -o MODEL.safetensors`.
+/// The path `"builtin"` loads the built-in model (a small CLAIM-layout
+/// denoiser trained on the phantoms, shipped inside the library; a file
+/// named `builtin` is reached as `"./builtin"`).
 ///
 /// `weights_path`: UTF-8 path. `options`: NULL for the defaults, else see
 /// `claim_load_options`. `out`: receives the model, freed with

@@ -282,7 +282,10 @@ fn info_to_c(model: &Segmenter) -> claim_segmenter_info {
 ///   `plans.json`, `dataset.json` and `fold_<k>/checkpoint_final.pth`;
 /// - one `checkpoint_final.pth` (plans and dataset JSON beside it, two
 ///   levels up, or inside the checkpoint);
-/// - a safetensors bundle written by `claim import`.
+/// - a safetensors bundle written by `claim import`;
+/// - `"builtin"`: the built-in segmenter (a small 2d PlainConvUNet trained
+///   on the phantoms, shipped inside the library; a file named `builtin`
+///   is reached as `"./builtin"`).
 ///
 /// Only PlainConvUNet models (nnU-Net's default plans) are supported.
 /// Checkpoints are read by a minimal pickle reader that never executes

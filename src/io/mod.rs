@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod emidec;
 pub mod nifti;
+pub mod png;
 pub mod torch;
 
 pub use nifti::{read_image, write_image};

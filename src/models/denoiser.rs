@@ -804,13 +804,18 @@ impl Denoiser {
         Ok(model)
     }
 
-    /// [`Denoiser::load`] from a `.safetensors` file, on the CPU in f32.
+    /// [`Denoiser::load`] from a `.safetensors` file, on the CPU in f32
+    /// (`builtin`: the built-in model, [`crate::models::builtin`]).
     pub fn from_file(path: &Path) -> Result<Denoiser> {
-        Denoiser::load(&Weights::load(path)?)
+        Denoiser::from_file_with(path, &LoadOptions::default())
     }
 
-    /// [`Denoiser::load_with`] from a `.safetensors` file (f32, f16 or bf16).
+    /// [`Denoiser::load_with`] from a `.safetensors` file (f32, f16 or
+    /// bf16; `builtin`: the built-in model).
     pub fn from_file_with(path: &Path, options: &LoadOptions) -> Result<Denoiser> {
+        if crate::models::builtin::is_builtin(path) {
+            return crate::models::builtin::denoiser(options);
+        }
         Denoiser::load_with(&Weights::load(path)?, options)
     }
 

@@ -3,6 +3,7 @@
 //!
 //! Each model is a plain struct whose parameter paths are the upstream
 //! PyTorch `state_dict` keys, loaded through [`crate::nn::VarBuilder`].
+pub mod builtin;
 pub mod denoiser;
 pub mod plain_unet;
 

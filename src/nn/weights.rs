@@ -415,6 +415,32 @@ pub fn write_f32_safetensors(
     tensors: &[(&str, &[usize], &[f32])],
     metadata: std::collections::HashMap<String, String>,
 ) -> Result<()> {
+    write_safetensors_as(path, tensors, metadata, false)
+}
+
+/// [`write_f32_safetensors`], storing the values as IEEE half precision
+/// when `half` (rounded to nearest; what the built-in models ship as:
+/// half the bytes, and every loader widens them back to f32). A finite
+/// value beyond f16's range is refused rather than stored as infinity.
+pub fn write_safetensors_as(
+    path: &Path,
+    tensors: &[(&str, &[usize], &[f32])],
+    metadata: std::collections::HashMap<String, String>,
+    half: bool,
+) -> Result<()> {
+    if half {
+        for (name, _, values) in tensors {
+            if let Some(v) = values
+                .iter()
+                .find(|v| v.is_finite() && !half::f16::from_f32(**v).is_finite())
+            {
+                return Err(Error::invalid(format!(
+                    "{}: tensor `{name}` holds {v}, beyond half precision",
+                    path.display()
+                )));
+            }
+        }
+    }
     for (name, shape, values) in tensors {
         if shape.iter().product::<usize>() != values.len() {
             return Err(Error::invalid(format!(
@@ -424,9 +450,16 @@ pub fn write_f32_safetensors(
             )));
         }
     }
-    let views = tensors
-        .iter()
-        .map(|(name, shape, values)| (*name, F32View { shape, values }));
+    let views = tensors.iter().map(|(name, shape, values)| {
+        (
+            *name,
+            F32View {
+                shape,
+                values,
+                half,
+            },
+        )
+    });
     crate::io::atomic::write_atomically_via(path, |temp| {
         safetensors::serialize_to_file(views, Some(metadata), temp)
             .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
@@ -437,11 +470,17 @@ pub fn write_f32_safetensors(
 struct F32View<'a> {
     shape: &'a [usize],
     values: &'a [f32],
+    /// Stored as f16.
+    half: bool,
 }
 
 impl safetensors::View for F32View<'_> {
     fn dtype(&self) -> Dtype {
-        Dtype::F32
+        if self.half {
+            Dtype::F16
+        } else {
+            Dtype::F32
+        }
     }
 
     fn shape(&self) -> &[usize] {
@@ -449,11 +488,19 @@ impl safetensors::View for F32View<'_> {
     }
 
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.half {
+            return std::borrow::Cow::Owned(
+                self.values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            );
+        }
         std::borrow::Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     fn data_len(&self) -> usize {
-        self.values.len() * 4
+        self.values.len() * if self.half { 2 } else { 4 }
     }
 }
 

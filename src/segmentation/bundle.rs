@@ -225,10 +225,14 @@ fn names_from_folder(dir: &Path) -> (Option<String>, Option<String>) {
 
 impl NnunetBundle {
     /// Loads a results folder, a `checkpoint_final.pth` or a safetensors
-    /// bundle (see the module documentation). `folds` selects folds
+    /// bundle (see the module documentation); `builtin` is the built-in
+    /// segmenter ([`crate::models::builtin`]). `folds` selects folds
     /// ([`FOLD_ALL`] for `fold_all`); a requested fold that is not there is
     /// [`Error::InvalidArgument`] naming the folds that are.
     pub fn load(path: &Path, folds: Option<&[usize]>) -> Result<NnunetBundle> {
+        if crate::models::builtin::is_builtin(path) {
+            return crate::models::builtin::segmenter_bundle(folds);
+        }
         let meta = std::fs::metadata(path).map_err(|e| Error::io_at(path, &e))?;
         if meta.is_dir() {
             return Self::load_folder(path, folds);
@@ -444,13 +448,23 @@ impl NnunetBundle {
 
     fn load_safetensors(path: &Path, folds: Option<&[usize]>) -> Result<NnunetBundle> {
         let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, &e))?;
+        Self::from_safetensors_bytes(&bytes, path, folds)
+    }
+
+    /// Parses a safetensors bundle held in memory (`path` names it in
+    /// errors; the built-in model is one).
+    pub fn from_safetensors_bytes(
+        bytes: &[u8],
+        path: &Path,
+        folds: Option<&[usize]>,
+    ) -> Result<NnunetBundle> {
         let bad = |m: String| Error::format(format!("{}: {m}", path.display()));
-        if let Err(Error::Format(why)) = crate::io::check_safetensors_magic(&bytes) {
+        if let Err(Error::Format(why)) = crate::io::check_safetensors_magic(bytes) {
             return Err(bad(format!(
                 "neither an nnU-Net results folder nor a torch checkpoint, and {why}"
             )));
         }
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
             bad(format!(
                 "neither an nnU-Net results folder, a torch checkpoint nor a safetensors \
                  file ({e})"
@@ -514,7 +528,7 @@ impl NnunetBundle {
             }
             None => stored.clone(),
         };
-        let weights = Weights::from_safetensors(&bytes).map_err(|e| match e {
+        let weights = Weights::from_safetensors(bytes).map_err(|e| match e {
             Error::Format(m) | Error::Model(m) => bad(m),
             other => other,
         })?;
@@ -565,6 +579,12 @@ impl NnunetBundle {
     /// `fold_<k>.<key>` plus the metadata of the module documentation),
     /// through a temporary file in the same directory renamed into place.
     pub fn write_safetensors(&self, out: &Path) -> Result<()> {
+        self.write_safetensors_as(out, false)
+    }
+
+    /// [`write_safetensors`](Self::write_safetensors), the tensors stored
+    /// as f16 when `half`.
+    pub fn write_safetensors_as(&self, out: &Path, half: bool) -> Result<()> {
         let fold_names: Vec<serde_json::Value> = self
             .folds
             .iter()
@@ -608,7 +628,7 @@ impl NnunetBundle {
             .zip(&slices)
             .map(|(n, (shape, values))| (n.as_str(), *shape, *values))
             .collect();
-        crate::nn::weights::write_f32_safetensors(out, &views, meta)
+        crate::nn::weights::write_safetensors_as(out, &views, meta, half)
     }
 }
 

@@ -10,7 +10,6 @@
 use super::stats::SegmentStats;
 use super::territory::SEGMENT_COUNT;
 use crate::error::{Error, Result};
-use std::io::Write;
 
 /// How to draw a bull's-eye.
 #[derive(Debug, Clone, PartialEq)]
@@ -527,67 +526,14 @@ pub fn render_png(stats: &SegmentStats, options: &BullseyeOptions) -> Result<Vec
     encode_png(width, height, &canvas.rgb)
 }
 
-/// CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) as PNG chunks use.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
-}
-
-fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) -> Result<()> {
-    let len = u32::try_from(data.len()).map_err(|_| Error::invalid("PNG chunk too large"))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-    Ok(())
-}
-
-/// An 8-bit RGB PNG: signature, IHDR, one zlib IDAT (filter 0 per row), IEND.
 fn encode_png(width: usize, height: usize, rgb: &[u8]) -> Result<Vec<u8>> {
-    if rgb.len() != width * height * 3 || width == 0 || height == 0 {
-        return Err(Error::Internal(format!(
-            "PNG: {} bytes for {width}×{height} RGB",
-            rgb.len()
-        )));
-    }
-    let w = u32::try_from(width).map_err(|_| Error::invalid("PNG too wide"))?;
-    let h = u32::try_from(height).map_err(|_| Error::invalid("PNG too tall"))?;
-    let mut raw = Vec::with_capacity(height * (1 + 3 * width));
-    for row in rgb.chunks_exact(3 * width) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw)
-        .map_err(|e| Error::Internal(format!("PNG deflate: {e}")))?;
-    let idat = z
-        .finish()
-        .map_err(|e| Error::Internal(format!("PNG deflate: {e}")))?;
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, filter 0, no interlace
-    let mut out = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-    push_chunk(&mut out, b"IHDR", &ihdr)?;
-    push_chunk(&mut out, b"IDAT", &idat)?;
-    push_chunk(&mut out, b"IEND", &[])?;
-    Ok(out)
+    crate::io::png::encode_rgb(width, height, rgb)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::smile::stats::SegmentStat;
-    use std::io::Read;
 
     fn stats(percent: impl Fn(u8) -> f64) -> SegmentStats {
         let per_segment = std::array::from_fn(|i| {
@@ -608,11 +554,6 @@ mod tests {
             total_mvo_ml: 0.0,
             burden: 0.0,
         }
-    }
-
-    #[test]
-    fn crc_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     }
 
     #[test]
@@ -668,31 +609,11 @@ mod tests {
             ..Default::default()
         };
         let png = render_png(&s, &opts).unwrap();
-        assert_eq!(&png[..8], &[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]);
-        let width = u32::from_be_bytes(png[16..20].try_into().unwrap()) as usize;
-        let height = u32::from_be_bytes(png[20..24].try_into().unwrap()) as usize;
+        let (width, height, rgb) = crate::io::png::decode_rgb(&png).unwrap();
         assert_eq!((width, height), (260, 200));
-        // Walk the chunks, checking CRCs, and collect IDAT.
-        let mut at = 8;
-        let mut idat = Vec::new();
-        while at < png.len() {
-            let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
-            let body = &png[at + 4..at + 8 + len];
-            let crc = u32::from_be_bytes(png[at + 8 + len..at + 12 + len].try_into().unwrap());
-            assert_eq!(crc32(body), crc);
-            if &body[..4] == b"IDAT" {
-                idat.extend_from_slice(&body[4..]);
-            }
-            at += 12 + len;
-        }
-        let mut raw = Vec::new();
-        flate2::read::ZlibDecoder::new(&idat[..])
-            .read_to_end(&mut raw)
-            .unwrap();
-        assert_eq!(raw.len(), height * (1 + 3 * width));
         let pixel = |x: usize, y: usize| {
-            let at = y * (1 + 3 * width) + 1 + 3 * x;
-            [raw[at], raw[at + 1], raw[at + 2]]
+            let at = (y * width + x) * 3;
+            [rgb[at], rgb[at + 1], rgb[at + 2]]
         };
         // Apex (segment 17) is fully scarred: dark red near the centre, off the digits.
         assert_eq!(pixel(100 - 15, 100), [128, 0, 38]);

@@ -267,6 +267,8 @@ struct Prepared {
     windows: Vec<Vec<f32>>,
     known: Vec<Vec<f32>>,
     source: Vec<Vec<u8>>,
+    /// Each window's label values (0 outside the image).
+    labels: Vec<Vec<i32>>,
 }
 
 /// Value of padding voxels of a 2-D window in [−1, 1]: the window's minimum.
@@ -448,6 +450,7 @@ fn prepare(
         windows: Vec::new(),
         known: Vec::new(),
         source: Vec::new(),
+        labels: Vec::new(),
     };
     for slices in groups {
         let real: Vec<usize> = slices.iter().flatten().copied().collect();
@@ -458,6 +461,7 @@ fn prepare(
         let mut raw = vec![f32::NAN; n];
         let mut known = vec![1f32; n];
         let mut source = vec![0u8; n];
+        let mut window_labels = vec![0i32; n];
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         for (f, k) in slices.iter().enumerate() {
             let Some(k) = *k else { continue };
@@ -480,6 +484,7 @@ fn prepare(
                     }
                     // At most MAX_CHANNELS (8) channels: fits u8.
                     source[p] = layout.channel_of(*l) as u8;
+                    window_labels[p] = *l;
                 }
             }
         }
@@ -499,6 +504,7 @@ fn prepare(
         out.windows.push(window);
         out.known.push(known);
         out.source.push(source);
+        out.labels.push(window_labels);
     }
     Ok(out)
 }
@@ -631,6 +637,12 @@ pub struct TrainingWindow {
     /// The measured histogram condition, 16 bins per channel (of the
     /// values inside that channel's mask; zeros for an empty mask).
     pub condition: Vec<f32>,
+    /// The label values under the window, `[F, S, S]` (0 outside the
+    /// image).
+    pub labels: Vec<i32>,
+    /// The raw intensities that −1 and +1 stand for (the min–max scaling),
+    /// so `raw = lo + (v + 1)/2 · (hi − lo)`.
+    pub range: [f32; 2],
 }
 
 /// The training windows of one case for a model of `config`: every window
@@ -656,11 +668,13 @@ pub fn training_windows(
     let prepared = prepare(&values, labels, &scheme, &layout, groups, params.crop_size)?;
     let channels = layout.channels;
     let mut out = Vec::with_capacity(prepared.windows.len());
-    for ((window, known), source) in prepared
+    for ((((window, known), source), labels), item) in prepared
         .windows
         .into_iter()
         .zip(&prepared.known)
         .zip(&prepared.source)
+        .zip(prepared.labels)
+        .zip(&prepared.items)
     {
         let mut masks = Vec::with_capacity(channels * window.len());
         let mut condition = Vec::with_capacity(channels * HISTOGRAM_BINS);
@@ -677,6 +691,8 @@ pub fn training_windows(
             values: window,
             masks,
             condition,
+            labels,
+            range: [item.min, item.max],
         });
     }
     Ok(out)

@@ -221,6 +221,19 @@ pub fn phantom_dataset(
     matrix_size: usize,
     slices: usize,
 ) -> Result<TrainingData> {
+    phantom_cases(count, seed, matrix_size, slices, true)
+}
+
+/// `count` phantom cases, seeds `seed`, `seed + 1`, …, with infarcts
+/// (`with_scar`) or without (normal hearts, the sources of synthetic
+/// cases).
+pub fn phantom_cases(
+    count: usize,
+    seed: u64,
+    matrix_size: usize,
+    slices: usize,
+    with_scar: bool,
+) -> Result<TrainingData> {
     if count == 0 {
         return Err(Error::invalid("--phantom: the number of cases must be ≥ 1"));
     }
@@ -228,7 +241,7 @@ pub fn phantom_dataset(
     for i in 0..count {
         let params = crate::phantom::PhantomParams {
             seed: seed.wrapping_add(i as u64),
-            with_scar: true,
+            with_scar,
             matrix_size,
             slice_count: slices,
             ..Default::default()
@@ -243,7 +256,10 @@ pub fn phantom_dataset(
     Ok(TrainingData {
         cases,
         scheme: crate::phantom::LABEL_SCHEME,
-        source: format!("{count} phantoms from seed {seed}"),
+        source: format!(
+            "{count} {} phantoms from seed {seed}",
+            if with_scar { "scarred" } else { "normal" }
+        ),
     })
 }
 

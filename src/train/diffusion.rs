@@ -210,6 +210,29 @@ pub fn loss_and_gradients(
     params: &[(String, Tensor)],
     batch: &DiffusionBatch,
 ) -> Result<(f32, Gradients)> {
+    let loss = diffusion_loss(config, params, batch)?;
+    let value = finite_loss(&loss)?;
+    Ok((value, loss.backward()?))
+}
+
+/// The loss's value, or an error when it is not finite.
+fn finite_loss(loss: &Tensor) -> Result<f32> {
+    let value = loss.to_vec()?[0];
+    if !value.is_finite() {
+        return Err(Error::invalid(format!(
+            "the training loss is {value}: lower the learning rate"
+        )));
+    }
+    Ok(value)
+}
+
+/// The lesion-focused L1 of `batch` under the network with parameters
+/// `params` (a scalar tensor, on the graph of `params`).
+pub fn diffusion_loss(
+    config: &DenoiserConfig,
+    params: &[(String, Tensor)],
+    batch: &DiffusionBatch,
+) -> Result<Tensor> {
     let weights = Weights::from_tensors(params.iter().cloned())?;
     let model = Denoiser::new(&weights.root(), config)?;
     let rows = match (&batch.conditions, model.null_condition()) {
@@ -231,15 +254,13 @@ pub fn loss_and_gradients(
         _ => None,
     };
     let eps = model.predict_noise(&batch.noisy, &batch.timesteps, rows.as_ref())?;
-    let loss = eps.masked_l1_loss(&batch.noise, &batch.mask)?;
-    let value = loss.to_vec()?[0];
-    if !value.is_finite() {
-        return Err(Error::invalid(format!(
-            "the training loss is {value}: lower the learning rate"
-        )));
-    }
-    Ok((value, loss.backward()?))
+    eps.masked_l1_loss(&batch.noise, &batch.mask)
 }
+
+/// A loss term added to the diffusion loss of one step: given the step's
+/// parameters (trainable ones tracked), a scalar tensor on their graph, or
+/// `None` for no term this step.
+pub type ExtraLoss<'a> = dyn FnMut(&[(String, Tensor)]) -> Result<Option<Tensor>> + 'a;
 
 /// A diffusion training run: the data's windows, the weights, the
 /// optimiser and the weight average. Drive it with [`step`](Self::step);
@@ -356,6 +377,44 @@ impl DiffusionTrainer {
         })
     }
 
+    /// Starts from `model`'s weights instead of fresh ones (the weight
+    /// average too): fine-tuning a trained denoiser. Only before the first
+    /// step; the model must have the run's configuration.
+    pub fn start_from(&mut self, model: &Denoiser) -> Result<()> {
+        if self.state.step != 0 {
+            return Err(Error::invalid(
+                "a run can start from a model only before its first step",
+            ));
+        }
+        if *model.config() != self.config.model {
+            return Err(Error::invalid(format!(
+                "the starting model's configuration {:?} differs from the run's {:?}",
+                model.config(),
+                self.config.model
+            )));
+        }
+        use crate::nn::layers::Module as _;
+        let loaded: HashMap<String, Tensor> = model.named_parameters().into_iter().collect();
+        for p in &mut self.state.params {
+            let t = loaded
+                .get(&p.name)
+                .ok_or_else(|| Error::Model(format!("the starting model lacks `{}`", p.name)))?;
+            if t.dims() != p.shape.as_slice() {
+                return Err(Error::Model(format!(
+                    "the starting model's `{}` has shape {:?}, the run's {:?}",
+                    p.name,
+                    t.dims(),
+                    p.shape
+                )));
+            }
+            p.values = t.to_vec()?;
+        }
+        if let Some(ema) = self.state.ema.as_mut() {
+            ema.clone_from(&self.state.params);
+        }
+        Ok(())
+    }
+
     /// The run's configuration.
     pub fn config(&self) -> &DiffusionTrainConfig {
         &self.config
@@ -395,10 +454,33 @@ impl DiffusionTrainer {
     /// clip, update the weights and the average. A non-finite loss or
     /// gradient is an error and changes nothing.
     pub fn step(&mut self) -> Result<StepReport> {
+        Ok(self.step_with(&mut |_| Ok(None))?.0)
+    }
+
+    /// [`step`](Self::step) with `extra`'s term added to the loss before
+    /// the gradients are taken (CLAIM's joint loop adds the segmenter's
+    /// loss on the network's one-step estimate). The report's loss is the
+    /// diffusion loss; the term's value comes second.
+    pub fn step_with(&mut self, extra: &mut ExtraLoss<'_>) -> Result<(StepReport, Option<f32>)> {
         let step = self.state.step;
         let batch = draw_batch(&self.data, &self.config, &self.schedule, step)?;
         let tensors = parameter_tensors(&self.state.params, true)?;
-        let (loss, mut grads) = loss_and_gradients(&self.config.model, &tensors, &batch)?;
+        let diffusion = diffusion_loss(&self.config.model, &tensors, &batch)?;
+        let loss = finite_loss(&diffusion)?;
+        let (total, term) = match extra(&tensors)? {
+            Some(term) => {
+                let value = term.to_vec()?.first().copied().unwrap_or(f32::NAN);
+                if !value.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "step {step}: the added loss term is {value}"
+                    )));
+                }
+                (diffusion.add(&term)?, Some(value))
+            }
+            None => (diffusion, None),
+        };
+        let mut grads = total.backward()?;
+        drop(total);
         let mut host = take_host_gradients(&tensors, &mut grads)?;
         drop((grads, tensors));
         let norm = match self.options.grad_clip {
@@ -418,12 +500,25 @@ impl DiffusionTrainer {
             policy.update(ema, &self.state.params, step)?;
         }
         self.state.step += 1;
-        Ok(StepReport {
-            step,
-            loss,
-            lr,
-            grad_norm: norm,
-        })
+        Ok((
+            StepReport {
+                step,
+                loss,
+                lr,
+                grad_norm: norm,
+            },
+            term,
+        ))
+    }
+
+    /// The noise schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The training windows.
+    pub fn data(&self) -> &DiffusionData {
+        &self.data
     }
 
     /// Saves everything [`resume`](Self::resume) needs.

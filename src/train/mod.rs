@@ -7,6 +7,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod data;
 pub mod diffusion;
+pub mod joint;
 pub mod log;
 pub mod optim;
 pub mod seg_loss;

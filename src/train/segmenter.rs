@@ -712,6 +712,7 @@ pub struct SegmenterTrainer {
     batch_size: usize,
     train: Vec<PreparedCase>,
     validation: Vec<PreparedCase>,
+    scheme: LabelScheme,
     state: TrainState,
 }
 
@@ -903,6 +904,7 @@ impl SegmenterTrainer {
             batch_size,
             train,
             validation,
+            scheme: data.scheme,
             state,
         })
     }
@@ -997,7 +999,15 @@ impl SegmenterTrainer {
     }
 
     /// The batch of step `step`: `[B, 1, (D,) H, W]` and the class maps.
-    fn batch(&self, step: u64) -> Result<(Tensor, Vec<u8>)> {
+    /// With `extra` cases, each item comes from them with probability
+    /// `1 − real_fraction` (without, the draws are exactly those of a
+    /// plain run).
+    fn batch(
+        &self,
+        step: u64,
+        extra: &[PreparedCase],
+        real_fraction: f64,
+    ) -> Result<(Tensor, Vec<u8>)> {
         let mut rng = Rng::new(self.config.seed).fork(step.wrapping_add(1));
         let (pd, ph, pw) = self.patch_dhw();
         let b = self.batch_size;
@@ -1007,7 +1017,12 @@ impl SegmenterTrainer {
             Vec::with_capacity(b * pd * ph * pw),
         );
         for item in 0..b {
-            let case = &self.train[rng.below(self.train.len() as u64) as usize];
+            let pool = if !extra.is_empty() && rng.uniform() >= real_fraction {
+                extra
+            } else {
+                &self.train
+            };
+            let case = &pool[rng.below(pool.len() as u64) as usize];
             let force = item >= b - forced.min(b);
             let mut patch = if self.patch.len() == 2 {
                 // A forced item prefers a slice that has foreground.
@@ -1101,34 +1116,26 @@ impl SegmenterTrainer {
     /// supervised Dice + CE and its gradients, clip, update. A non-finite
     /// loss or gradient is an error and changes nothing.
     pub fn step(&mut self) -> Result<StepReport> {
+        self.step_mixed(&[], 1.0)
+    }
+
+    /// [`step`](Self::step) with `extra` cases (e.g. synthetic ones,
+    /// prepared by [`prepare`](Self::prepare)) mixed into the batch: each
+    /// item is a real training case with probability `real_fraction`, else
+    /// one of `extra`.
+    pub fn step_mixed(&mut self, extra: &[PreparedCase], real_fraction: f64) -> Result<StepReport> {
+        if !(0.0..=1.0).contains(&real_fraction) {
+            return Err(Error::invalid(format!(
+                "the real fraction must be in [0, 1], got {real_fraction}"
+            )));
+        }
         let step = self.state.step;
-        let (x, classes) = self.batch(step)?;
+        let (x, classes) = self.batch(step, extra, real_fraction)?;
         let tensors = parameter_tensors(&self.state.params, true)?;
         let net = PlainConvUNet::from_state_dict(tensors.clone(), &self.network)?;
         let heads = net.forward_deep_supervision(&x)?;
-        // Each head's target: the class map sampled at its stride (nearest).
         let (pd, ph, pw) = self.patch_dhw();
-        let b = self.batch_size;
-        let mut targets = Vec::with_capacity(heads.len());
-        for head in &heads {
-            let d = &head.dims()[2..];
-            let (hd, hh, hw) = match *d {
-                [hd, hh, hw] => (hd, hh, hw),
-                [hh, hw] => (1, hh, hw),
-                _ => return Err(Error::Internal(format!("head of shape {:?}", head.dims()))),
-            };
-            let (sz, sy, sx) = (pd / hd.max(1), ph / hh.max(1), pw / hw.max(1));
-            let mut t = Vec::with_capacity(b * hd * hh * hw);
-            for item in 0..b {
-                for z in 0..hd {
-                    for r in 0..hh {
-                        let row = ((item * pd + z * sz) * ph + r * sy) * pw;
-                        t.extend((0..hw).map(|c| classes[row + c * sx]));
-                    }
-                }
-            }
-            targets.push(t);
-        }
+        let targets = head_targets(&heads, &classes, self.batch_size, (pd, ph, pw))?;
         let loss = dice_ce_loss(&heads, &targets, true)?;
         let value = loss.to_vec()?[0];
         if !value.is_finite() {
@@ -1157,6 +1164,59 @@ impl SegmenterTrainer {
             lr,
             grad_norm: norm,
         })
+    }
+
+    /// Preprocesses `case` (labels in the run's scheme) exactly as the
+    /// run's own cases, for [`step_mixed`](Self::step_mixed).
+    pub fn prepare(&self, case: &crate::train::data::TrainingCase) -> Result<PreparedCase> {
+        let parsed = Plans::parse(&self.plans.to_string())?;
+        let conf = parsed.configuration(&self.config.configuration)?;
+        prepare_case(case, &self.scheme, &parsed, &conf)
+    }
+
+    /// The current weights.
+    pub fn parameters(&self) -> &[Parameter] {
+        &self.state.params
+    }
+
+    /// The label scheme of the run's data.
+    pub fn scheme(&self) -> LabelScheme {
+        self.scheme
+    }
+
+    /// The network with the current weights as constants (no gradient
+    /// reaches them): what another model's loss can run through.
+    pub fn frozen_network(&self) -> Result<PlainConvUNet> {
+        PlainConvUNet::from_state_dict(parameter_tensors(&self.state.params, false)?, &self.network)
+    }
+
+    /// The mean and standard deviation (f64) the plans' z-score
+    /// normalisation gives `image` (statistics over the whole image, no
+    /// mask): `normalised = (raw − mean)/std`. Other normalisation schemes
+    /// are refused.
+    pub fn zscore_statistics(&self, image: &crate::volume::Image) -> Result<(f64, f64)> {
+        let parsed = Plans::parse(&self.plans.to_string())?;
+        let conf = parsed.configuration(&self.config.configuration)?;
+        let zscore = conf.normalization_schemes.first().copied()
+            == Some(crate::segmentation::plans::NormalizationScheme::ZScore)
+            && !conf.use_mask_for_norm.first().copied().unwrap_or(false);
+        if !zscore {
+            return Err(Error::Unsupported(format!(
+                "the {} configuration normalises with {:?} (mask {:?}); the segmenter's loss on \
+                 generated images needs unmasked z-score normalisation",
+                self.config.configuration, conf.normalization_schemes, conf.use_mask_for_norm
+            )));
+        }
+        let image = image.to_f32();
+        let values = image.as_slice()?;
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        Ok((mean, var.sqrt().max(1e-8)))
     }
 
     /// Mean Dice per foreground class over the validation cases (each
@@ -1319,6 +1379,43 @@ impl SegmenterTrainer {
     }
 }
 
+/// The class maps of deep-supervision heads: each head's target is the
+/// batch's class map (`[B, D, H, W]` of a `(D, H, W)` patch) sampled at
+/// the head's stride (nearest), as nnU-Net downsamples its targets.
+pub fn head_targets(
+    heads: &[Tensor],
+    classes: &[u8],
+    batch: usize,
+    (pd, ph, pw): (usize, usize, usize),
+) -> Result<Vec<Vec<u8>>> {
+    if classes.len() != batch * pd * ph * pw {
+        return Err(Error::Internal(format!(
+            "{} class values for a batch of {batch} patches of {pd}×{ph}×{pw}",
+            classes.len()
+        )));
+    }
+    let mut targets = Vec::with_capacity(heads.len());
+    for head in heads {
+        let (hd, hh, hw) = match head.dims()[2..] {
+            [hd, hh, hw] => (hd, hh, hw),
+            [hh, hw] => (1, hh, hw),
+            _ => return Err(Error::Internal(format!("head of shape {:?}", head.dims()))),
+        };
+        let (sz, sy, sx) = (pd / hd.max(1), ph / hh.max(1), pw / hw.max(1));
+        let mut t = Vec::with_capacity(batch * hd * hh * hw);
+        for item in 0..batch {
+            for z in 0..hd {
+                for r in 0..hh {
+                    let row = ((item * pd + z * sz) * ph + r * sy) * pw;
+                    t.extend((0..hw).map(|c| classes[row + c * sx]));
+                }
+            }
+        }
+        targets.push(t);
+    }
+    Ok(targets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1439,7 +1536,7 @@ mod tests {
         };
         let mut trainer = SegmenterTrainer::new(&data, Some(plans), config).unwrap();
         assert_eq!(trainer.network().spatial_dims, 3);
-        let (x, classes) = trainer.batch(0).unwrap();
+        let (x, classes) = trainer.batch(0, &[], 1.0).unwrap();
         assert_eq!(x.dims(), [2, 1, 4, 32, 32]);
         assert_eq!(classes.len(), 2 * 4 * 32 * 32);
         let losses: Vec<f32> = (0..8).map(|_| trainer.step().unwrap().loss).collect();

@@ -178,6 +178,18 @@ static void loading_checks(void)
           "the selected fold and configuration are in use");
     claim_segmenter_free(model);
     claim_segmenter_free(NULL);
+
+    /* The built-in segmenter, by name: 2d, fold 0, the phantom's six classes. */
+    expect_ok(claim_segmenter_load("builtin", NULL, NULL, &model), "load the built-in segmenter");
+    if (model) {
+        memset(&info, 0, sizeof info);
+        info.struct_size = sizeof info;
+        expect_ok(claim_segmenter_info_get(model, &info), "info of the built-in segmenter");
+        CHECK(info.num_classes == 6 && info.fold_count == 1 &&
+                  strcmp(info.configuration, "2d") == 0,
+              "built-in segmenter: 2d, one fold, six classes");
+        claim_segmenter_free(model);
+    }
 }
 
 /* ---- raw logits ---- */

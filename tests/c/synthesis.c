@@ -439,6 +439,20 @@ static void synthesis_checks(void)
     claim_diffusion_free(model);
     model = NULL;
 
+    /* The built-in model, by name: CLAIM's layout (one channel, 2-D). */
+    expect_ok(claim_diffusion_load("builtin", NULL, &model), "load the built-in model");
+    if (model) {
+        claim_diffusion_info info;
+        info.struct_size = sizeof info;
+        expect_ok(claim_diffusion_info_get(model, &info), "info of the built-in model");
+        CHECK(info.channels == 1 && info.frames == 1 && info.histogram_count == 1,
+              "built-in model: one channel, one frame, one histogram");
+        claim_diffusion_free(model);
+        model = NULL;
+    }
+    expect_error(claim_diffusion_load("./builtin", NULL, &model), CLAIM_ERR_IO, "builtin",
+                 "./builtin is a file path, not the built-in model");
+
     /* A two-channel 3-D model (C 2, cond 8): the image on both channels,
      * scar from channel 0, MVO from channel 1. */
     snprintf(path, sizeof path, "%s/denoiser/unet3d_weights.safetensors", CLAIM_FIXTURES);

@@ -278,13 +278,61 @@ fn demo_runs_the_pipeline_and_reports() {
     for file in report["files"].as_array().unwrap() {
         assert!(tmp.path().join(file.as_str().unwrap()).is_file(), "{file}");
     }
-    assert_eq!(report["steps"].as_array().unwrap().len(), 6);
+    assert_eq!(report["steps"].as_array().unwrap().len(), 10);
     assert!(!report["not_built_yet"].as_array().unwrap().is_empty());
     let png = std::fs::read(dir.join("bullseye.png")).unwrap();
     assert!(png.starts_with(PNG_SIGNATURE));
 
+    // The built-in models: a bright painted infarct, nothing else changed,
+    // a segmentation that finds the heart and the scar, overlays.
+    let models = &report["models"];
+    assert_eq!(models["changed_outside_lesion"], 0, "{models}");
+    let (scar, remote) = (
+        models["scar_mean"].as_f64().unwrap(),
+        models["remote_myocardium_mean"].as_f64().unwrap(),
+    );
+    assert!(
+        scar > 2.0 * remote,
+        "painted scar {scar}, remote myocardium {remote}"
+    );
+    let dice = |name: &str| -> f64 {
+        models["dice"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d[0] == name)
+            .and_then(|d| d[1].as_f64())
+            .unwrap()
+    };
+    assert!(dice("myocardium incl. lesions") >= 0.8, "{models}");
+    assert!(dice("scar incl. MVO") >= 0.4, "{models}");
+    for file in [
+        "synth_image.nii.gz",
+        "synth_labels.nii.gz",
+        "predicted_labels.nii.gz",
+        "predicted_bullseye.svg",
+        "predicted_bullseye.png",
+    ] {
+        assert!(dir.join(file).is_file(), "demo did not write {file}");
+    }
+    let overlays = models["overlays"].as_array().unwrap();
+    assert_eq!(overlays.len(), 3);
+    for overlay in overlays {
+        let png = std::fs::read(tmp.path().join(overlay.as_str().unwrap())).unwrap();
+        let (width, height, _) = claim::io::png::decode_rgb(&png).unwrap();
+        assert!(
+            width > 3 * height,
+            "three panels side by side: {width}×{height}"
+        );
+    }
+    let synth = claim::io::read_image(&dir.join("synth_image.nii.gz")).unwrap();
+    assert_eq!(synth.dims(), [192, 192, 10]);
+
     // An explicit folder works too, and the report names the files it wrote.
-    let out = claim(&["demo", "-o", "elsewhere", "--seed", "4"], tmp.path());
+    let out = claim(
+        &["demo", "-o", "elsewhere", "--seed", "4", "--quick"],
+        tmp.path(),
+    );
     assert_ok(&out);
     let report: Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("elsewhere/report.json")).unwrap())
@@ -827,7 +875,7 @@ fn a_closed_stdout_does_not_stop_the_work() {
     // every file and succeeds, without a panic message.
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_claim"))
-        .args(["demo", "-o", "piped"])
+        .args(["demo", "-o", "piped", "--quick"])
         .current_dir(tmp.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod cli_eval;
 mod cli_hostile;
+mod cli_joint;
 mod cli_segment;
 mod cli_train;
 mod cli_twochan;

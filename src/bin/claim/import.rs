@@ -8,6 +8,9 @@
 //! the schedule buffers. Integer tensors (BatchNorm's
 //! `num_batches_tracked`) are not weights and are left out. nnU-Net
 //! checkpoints and results folders go through the segmentation bundle.
+//! claim's own safetensors files (a diffusion model, a segmentation
+//! bundle) are re-encoded; `--half` stores any of them as f16 (how the
+//! built-in models ship).
 
 use crate::label_maps::in_file;
 use claim::io::torch::{read_torch_file, state_dict_tensors, PickleValue};
@@ -20,13 +23,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "The checkpoint is read without executing anything in it: classes and \
-functions it names are recorded, never run. Tensors are written as f32; the output is \
+functions it names are recorded, never run. Tensors are written as f32 (f16 with --half); the output is \
 written to a temporary file and renamed into place."
 )]
 pub struct Args {
     /// A torch.save checkpoint (.pt / .pth: a LeFusion/CLAIM diffusion
-    /// checkpoint, a bare state dict, or nnU-Net's checkpoint_final.pth) or an
-    /// nnU-Net results folder (…/Trainer__Plans__configuration).
+    /// checkpoint, a bare state dict, or nnU-Net's checkpoint_final.pth), an
+    /// nnU-Net results folder (…/Trainer__Plans__configuration), or a claim
+    /// .safetensors model (to re-encode, e.g. with --half).
     #[arg(value_name = "SRC")]
     src: PathBuf,
     /// Output .safetensors file.
@@ -35,6 +39,10 @@ pub struct Args {
     /// Diffusion checkpoints: take the EMA weights (`ema`) instead of `model`.
     #[arg(long)]
     ema: bool,
+    /// Store the tensors as f16 (half the size; every loader widens them
+    /// to f32). The built-in models ship this way.
+    #[arg(long)]
+    half: bool,
     /// nnU-Net: the folds to import (`--fold 0 1`, `--fold 0,1`, `--fold all`
     /// for fold_all; default every numbered fold found).
     #[arg(long = "fold", value_name = "N", num_args = 1.., value_delimiter = ',', value_parser = parse_fold)]
@@ -51,6 +59,9 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if args.src.is_dir() {
         return import_nnunet(args);
+    }
+    if is_safetensors(&args.src) {
+        return import_safetensors(args);
     }
     let checkpoint = read_torch_file(&args.src)?;
     if checkpoint.get("network_weights").is_some() {
@@ -77,7 +88,9 @@ fn import_nnunet(args: &Args) -> Result<()> {
     // dataset, architecture, every fold's weights), so that no bundle is
     // written that cannot be loaded.
     Segmenter::from_bundle(bundle.clone(), None).map_err(|e| in_file(&args.src, e))?;
-    claim::io::atomic::write_atomically_via(&args.output, |temp| bundle.write_safetensors(temp))?;
+    claim::io::atomic::write_atomically_via(&args.output, |temp| {
+        bundle.write_safetensors_as(temp, args.half)
+    })?;
     let fold_names: Vec<String> = bundle.fold_numbers().into_iter().map(fold_name).collect();
     let tensors: usize = bundle.folds.iter().map(|(_, sd)| sd.len()).sum();
     outln!(
@@ -135,7 +148,7 @@ fn import_diffusion(args: &Args, checkpoint: &PickleValue) -> Result<()> {
             if args.ema { "ema" } else { "model" }.to_string(),
         ),
     ]);
-    claim::nn::weights::write_f32_safetensors(&args.output, &views, metadata)?;
+    claim::nn::weights::write_safetensors_as(&args.output, &views, metadata, args.half)?;
     let values: usize = tensors.iter().map(|(_, t)| t.elem_count()).sum();
     outln!(
         "{}: {} tensors, {:.2} M values from {origin} of {}{}",
@@ -212,4 +225,60 @@ fn same_file(src: &Path, output: &Path) -> bool {
         }
     };
     src == target
+}
+
+/// Whether `path` is a safetensors file (by its first bytes).
+fn is_safetensors(path: &std::path::Path) -> bool {
+    let mut head = vec![0u8; 4096];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    head.truncate(n);
+    // A header longer than the first read still starts with its length
+    // and `{`.
+    n >= 9 && head[8] == b'{'
+}
+
+/// A claim safetensors file (diffusion model or segmentation bundle)
+/// re-encoded, e.g. to f16 with `--half`; its metadata is kept.
+fn import_safetensors(args: &Args) -> Result<()> {
+    let bytes = std::fs::read(&args.src).map_err(|e| Error::io_at(&args.src, &e))?;
+    claim::io::check_safetensors_magic(&bytes).map_err(|e| in_file(&args.src, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::format(format!("{}: {e}", args.src.display())))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    if metadata.get("format").map(String::as_str)
+        == Some(claim::segmentation::bundle::BUNDLE_FORMAT)
+    {
+        return import_nnunet(args);
+    }
+    if args.ema || !args.folds.is_empty() {
+        return Err(Error::invalid(
+            "--ema and --fold apply to torch checkpoints and nnU-Net models",
+        ));
+    }
+    let weights =
+        claim::nn::Weights::from_safetensors(&bytes).map_err(|e| in_file(&args.src, e))?;
+    // Check it is a model synthesis can load before writing anything.
+    claim::models::Denoiser::load(&weights).map_err(|e| in_file(&args.src, e))?;
+    let keys: Vec<String> = weights.keys().map(str::to_string).collect();
+    let mut tensors = Vec::with_capacity(keys.len());
+    for key in &keys {
+        if let Some(t) = weights.peek(key) {
+            tensors.push((key.as_str(), t.dims().to_vec(), t.to_vec()?));
+        }
+    }
+    let views: Vec<(&str, &[usize], &[f32])> = tensors
+        .iter()
+        .map(|(k, d, v)| (*k, d.as_slice(), v.as_slice()))
+        .collect();
+    claim::nn::weights::write_safetensors_as(&args.output, &views, metadata, args.half)?;
+    outln!(
+        "{}: diffusion model from {}, {} tensors{}",
+        args.output.display(),
+        args.src.display(),
+        views.len(),
+        if args.half { " as f16" } else { "" }
+    );
+    Ok(())
 }

@@ -16,6 +16,12 @@ pub struct Args {
     /// Add an LAD-territory infarct (label 3) with an MVO core (label 4).
     #[arg(long)]
     scar: bool,
+    /// Matrix size in pixels (1.5625 mm each; 96 holds the heart alone).
+    #[arg(long, value_name = "PX", default_value_t = 192)]
+    size: usize,
+    /// Slices (9 mm apart).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    slices: usize,
 }
 
 /// Names of the files a case is written to.
@@ -27,6 +33,8 @@ pub fn run(args: &Args) -> Result<()> {
     let case = phantom::generate(&PhantomParams {
         seed: args.seed,
         with_scar: args.scar,
+        matrix_size: args.size,
+        slice_count: args.slices,
         ..PhantomParams::default()
     })?;
     let (image_path, labels_path) = write_case(&case, &args.output)?;

@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "train/joint.rs"]
+mod joint;
+
 /// Arguments of `claim train`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,6 +40,9 @@ enum What {
     /// Train an nnU-Net PlainConvUNet segmenter (nnU-Net's recipe) into an
     /// nnU-Net v2 results folder.
     Segmenter(SegmenterArgs),
+    /// CLAIM's joint loop: the diffusion generator and the segmenter
+    /// trained together on real and synthetic cases.
+    Joint(Box<joint::JointArgs>),
 }
 
 /// Arguments of `claim train segmenter`.
@@ -162,6 +168,21 @@ pub struct DiffusionArgs {
     /// Total optimizer steps (upstream trains ~50000).
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     steps: u64,
+    #[command(flatten)]
+    generator: GeneratorArgs,
+    /// Save the checkpoint, model and log every N steps.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    checkpoint_every: u64,
+    /// Continue the run saved in this checkpoint (its model settings hold;
+    /// give the same --data or --phantom; --steps may extend it).
+    #[arg(long, value_name = "CKPT")]
+    resume: Option<PathBuf>,
+}
+
+/// The denoiser's network and optimiser (`claim train diffusion` and
+/// `claim train joint`).
+#[derive(Debug, clap::Args)]
+struct GeneratorArgs {
     /// Windows per step (CLAIM 4, LeFusion 20).
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
@@ -225,13 +246,32 @@ pub struct DiffusionArgs {
     /// Seed of the initial weights and of every batch.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
-    /// Save the checkpoint, model and log every N steps.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    checkpoint_every: u64,
-    /// Continue the run saved in this checkpoint (its model settings hold;
-    /// give the same --data or --phantom; --steps may extend it).
-    #[arg(long, value_name = "CKPT")]
-    resume: Option<PathBuf>,
+}
+
+impl GeneratorArgs {
+    /// The network flags (fixed by a checkpoint or a starting model), with
+    /// whether each was given.
+    fn network_flags(&self) -> [(&'static str, bool); 5] {
+        [
+            ("--dim", self.dim.is_some()),
+            ("--dim-mults", self.dim_mults.is_some()),
+            ("--heads", self.heads.is_some()),
+            ("--dim-head", self.dim_head.is_some()),
+            ("--channels", self.channels.is_some()),
+        ]
+    }
+
+    /// The flags a checkpoint fixes: the network's and the windows'.
+    fn fixed_by_checkpoint(&self) -> Vec<(&'static str, bool)> {
+        let mut flags = self.network_flags().to_vec();
+        flags.extend([
+            ("--frames", self.frames.is_some()),
+            ("--crop", self.crop.is_some()),
+            ("--batch", self.batch.is_some()),
+            ("--null-cond-prob", self.null_cond_prob.is_some()),
+        ]);
+        flags
+    }
 }
 
 /// Runs `claim train`.
@@ -239,6 +279,7 @@ pub fn run(args: &Args) -> Result<()> {
     match &args.what {
         What::Diffusion(a) => run_diffusion(a),
         What::Segmenter(a) => run_segmenter(a),
+        What::Joint(a) => joint::run_joint(a),
     }
 }
 
@@ -262,7 +303,7 @@ fn load_data(a: &DataArgs) -> Result<TrainingData> {
     }
 }
 
-fn diffusion_config(a: &DiffusionArgs) -> Result<DiffusionTrainConfig> {
+fn diffusion_config(a: &GeneratorArgs) -> Result<DiffusionTrainConfig> {
     let mut model = DenoiserConfig::claim();
     if let Some(dim) = a.dim {
         if dim == 0 || dim % 8 != 0 {
@@ -307,7 +348,7 @@ fn diffusion_config(a: &DiffusionArgs) -> Result<DiffusionTrainConfig> {
     })
 }
 
-fn optim_options(a: &DiffusionArgs) -> Result<OptimOptions> {
+fn optim_options(a: &GeneratorArgs) -> Result<OptimOptions> {
     let kind = match a.optimizer.as_str() {
         "adam" => OptimizerKind::adam(),
         "adamw" => OptimizerKind::adamw(),
@@ -465,24 +506,13 @@ fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
     let log_svg = beside(&a.output, ".loss.svg");
     let trainer = match &a.resume {
         Some(ckpt) => {
-            let fixed = [
-                ("--dim", a.dim.is_some()),
-                ("--dim-mults", a.dim_mults.is_some()),
-                ("--heads", a.heads.is_some()),
-                ("--dim-head", a.dim_head.is_some()),
-                ("--frames", a.frames.is_some()),
-                ("--channels", a.channels.is_some()),
-                ("--crop", a.crop.is_some()),
-                ("--batch", a.batch.is_some()),
-                ("--null-cond-prob", a.null_cond_prob.is_some()),
-            ];
-            refuse_fixed(&fixed, ckpt)?;
+            refuse_fixed(&a.generator.fixed_by_checkpoint(), ckpt)?;
             let data = load_data(&a.data)?;
             DiffusionTrainer::resume(ckpt, &data, Some(a.steps))?
         }
         None => {
-            let config = diffusion_config(a)?;
-            let options = optim_options(a)?;
+            let config = diffusion_config(&a.generator)?;
+            let options = optim_options(&a.generator)?;
             let data = load_data(&a.data)?;
             DiffusionTrainer::new(&data, config, options, a.steps)?
         }
