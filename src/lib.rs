@@ -11,6 +11,7 @@
 //! holding no logic. See `README.md` for the map.
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod backend;
 pub mod error;
 pub mod imgproc;

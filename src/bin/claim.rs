@@ -35,6 +35,8 @@ macro_rules! out {
 // to live in src/bin/claim/.
 #[path = "claim/aha.rs"]
 mod aha;
+#[path = "claim/augment.rs"]
+mod augment;
 #[path = "claim/bullseye.rs"]
 mod bullseye;
 #[path = "claim/demo.rs"]
@@ -104,6 +106,8 @@ enum Command {
     Import(import::Args),
     /// Train a diffusion model in-process (checkpoints, resume, loss log).
     Train(train::Args),
+    /// Make a synthetic scar dataset from a dataset's normal cases (resumable, shardable).
+    Augment(augment::Args),
     /// Run everything claim can do on the built-in phantom.
     Demo(demo::Args),
 }
@@ -121,6 +125,7 @@ fn run(command: Command) -> claim::Result<()> {
         Command::Eval(args) => eval::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Augment(args) => augment::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

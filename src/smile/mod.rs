@@ -9,6 +9,7 @@
 
 pub mod aha;
 pub mod bullseye;
+pub mod distribution;
 pub mod field;
 pub mod generate;
 pub mod pattern;
@@ -16,6 +17,7 @@ pub mod stats;
 pub mod territory;
 
 pub use bullseye::{render_png, render_svg, BullseyeOptions};
+pub use distribution::MaskDistribution;
 pub use generate::{generate, generate_with_segments, SmileContext, SmileParams, SmileResult};
 pub use pattern::Pattern;
 pub use stats::{segment_stats, SegmentStat, SegmentStats};

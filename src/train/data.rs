@@ -67,23 +67,74 @@ pub fn detect_layout(dir: &Path) -> Result<DatasetLayout> {
     )))
 }
 
-/// Reads every case of the dataset in `dir` (layout detected).
-pub fn read_dataset(dir: &Path) -> Result<TrainingData> {
-    let data = match detect_layout(dir)? {
-        DatasetLayout::Emidec => read_emidec(dir)?,
-        DatasetLayout::NnUnetRaw => read_nnunet_raw(dir)?,
+/// One case's files, listed but not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseFiles {
+    /// The case's name (EMIDEC folder, or nnU-Net case identifier).
+    pub name: String,
+    /// Its image (channel 0).
+    pub image: PathBuf,
+    /// Its label map.
+    pub labels: PathBuf,
+}
+
+/// A dataset's cases, listed without reading any image.
+#[derive(Clone, Debug)]
+pub struct DatasetListing {
+    /// The folder layout.
+    pub layout: DatasetLayout,
+    /// Every case, sorted by name.
+    pub cases: Vec<CaseFiles>,
+    /// What the label values mean.
+    pub scheme: LabelScheme,
+    /// The nnU-Net `dataset.json` (nnU-Net raw layout only).
+    pub dataset_json: Option<serde_json::Value>,
+    /// The file ending of the images and labels (`.nii.gz` or `.nii`; the
+    /// nnU-Net dataset's `file_ending`).
+    pub file_ending: String,
+}
+
+/// Lists the cases of the dataset in `dir` (layout detected). Only the
+/// folder structure and `dataset.json` are read: a case whose files are
+/// missing or broken is found by [`read_case`].
+pub fn list_dataset(dir: &Path) -> Result<DatasetListing> {
+    let listing = match detect_layout(dir)? {
+        DatasetLayout::Emidec => list_emidec(dir)?,
+        DatasetLayout::NnUnetRaw => list_nnunet_raw(dir)?,
     };
-    if data.cases.is_empty() {
+    if listing.cases.is_empty() {
         return Err(Error::invalid(format!(
             "{}: the dataset holds no case",
             dir.display()
         )));
     }
-    Ok(data)
+    Ok(listing)
 }
 
-/// An image and its labels from two files, checked to share a grid.
-fn read_case(name: String, image: &Path, labels: &Path) -> Result<TrainingCase> {
+/// Reads every case of the dataset in `dir` (layout detected).
+pub fn read_dataset(dir: &Path) -> Result<TrainingData> {
+    let listing = list_dataset(dir)?;
+    let cases = listing
+        .cases
+        .iter()
+        .map(read_case)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TrainingData {
+        cases,
+        scheme: listing.scheme,
+        source: dir.display().to_string(),
+    })
+}
+
+/// Reads one listed case: its image and labels, checked to share a grid.
+pub fn read_case(files: &CaseFiles) -> Result<TrainingCase> {
+    let (name, image, labels) = (&files.name, &files.image, &files.labels);
+    if !image.is_file() {
+        return Err(Error::Io(format!(
+            "case {name}: no image {}",
+            image.display()
+        )));
+    }
     let image_data = read_image(image).map_err(|e| e.context(image.display()))?;
     let label_data = read_image(labels)
         .map_err(|e| e.context(labels.display()))?
@@ -97,29 +148,30 @@ fn read_case(name: String, image: &Path, labels: &Path) -> Result<TrainingCase> 
         )));
     }
     Ok(TrainingCase {
-        name,
+        name: name.clone(),
         image: image_data,
         labels: label_data,
     })
 }
 
-fn read_emidec(dir: &Path) -> Result<TrainingData> {
+fn list_emidec(dir: &Path) -> Result<DatasetListing> {
     let mut cases = Vec::new();
     for case in find_cases(dir)? {
         let images = dir.join(&case.name).join("Images");
-        let image = nifti_file(&images, &case.name).ok_or_else(|| {
-            Error::Io(format!(
-                "case {}: no image {}",
-                case.name,
-                images.join(format!("{}.nii.gz", case.name)).display()
-            ))
-        })?;
-        cases.push(read_case(case.name.clone(), &image, &case.ground_truth)?);
+        let image = nifti_file(&images, &case.name)
+            .unwrap_or_else(|| images.join(format!("{}.nii.gz", case.name)));
+        cases.push(CaseFiles {
+            name: case.name.clone(),
+            image,
+            labels: case.ground_truth.clone(),
+        });
     }
-    Ok(TrainingData {
+    Ok(DatasetListing {
+        layout: DatasetLayout::Emidec,
         cases,
         scheme: LabelScheme::EMIDEC,
-        source: dir.display().to_string(),
+        dataset_json: None,
+        file_ending: ".nii.gz".into(),
     })
 }
 
@@ -172,7 +224,7 @@ pub fn scheme_from_dataset_json(json: &serde_json::Value, path: &Path) -> Result
     Ok(scheme)
 }
 
-fn read_nnunet_raw(dir: &Path) -> Result<TrainingData> {
+fn list_nnunet_raw(dir: &Path) -> Result<DatasetListing> {
     let json_path = dir.join("dataset.json");
     let text = std::fs::read_to_string(&json_path).map_err(|e| Error::io_at(&json_path, &e))?;
     let json: serde_json::Value = serde_json::from_str(&text)
@@ -190,26 +242,26 @@ fn read_nnunet_raw(dir: &Path) -> Result<TrainingData> {
         let entry = entry.map_err(|e| Error::io_at(&labels, &e))?;
         let file = entry.file_name().to_string_lossy().into_owned();
         if let Some(stem) = file.strip_suffix(&ending) {
-            names.push(stem.to_string());
+            if !stem.starts_with('.') {
+                names.push(stem.to_string());
+            }
         }
     }
     names.sort();
-    let mut cases = Vec::with_capacity(names.len());
-    for name in names {
-        let image: PathBuf = images.join(format!("{name}_0000{ending}"));
-        if !image.is_file() {
-            return Err(Error::Io(format!(
-                "case {name}: no image {}",
-                image.display()
-            )));
-        }
-        let label_path = labels.join(format!("{name}{ending}"));
-        cases.push(read_case(name, &image, &label_path)?);
-    }
-    Ok(TrainingData {
+    let cases = names
+        .into_iter()
+        .map(|name| CaseFiles {
+            image: images.join(format!("{name}_0000{ending}")),
+            labels: labels.join(format!("{name}{ending}")),
+            name,
+        })
+        .collect();
+    Ok(DatasetListing {
+        layout: DatasetLayout::NnUnetRaw,
         cases,
         scheme,
-        source: dir.display().to_string(),
+        dataset_json: Some(json),
+        file_ending: ending,
     })
 }
 

@@ -36,7 +36,8 @@ use crate::models::{Denoiser, PlainConvUNet};
 use crate::nn::{Tensor, Weights};
 use crate::rng::Rng;
 use crate::smile::aha::{self, AhaParams};
-use crate::smile::{Pattern, SmileContext, SmileParams, Territory};
+pub use crate::smile::MaskDistribution;
+use crate::smile::{Pattern, SmileContext, SmileParams};
 use crate::synthesis::{synthesize, Condition, JumpParams, SynthesisParams, TIMESTEPS};
 use crate::train::data::{TrainingCase, TrainingData};
 use crate::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
@@ -50,83 +51,6 @@ use crate::volume::{Image, Volume};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-
-/// How SMILE masks are drawn for the synthetic cases.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct MaskDistribution {
-    /// Patterns, drawn with equal probability (`ischemic`, `midwall`,
-    /// `epicardial`, `insertion`, `claim`).
-    pub patterns: Vec<String>,
-    /// Culprit territory of ischaemic masks (`any`, `lad`, `rca`, `lcx`).
-    pub territory: String,
-    /// Lesion burden, uniform in `[lo, hi]` (fraction of the myocardium;
-    /// the `claim` pattern keeps upstream's threshold instead).
-    pub burden: [f64; 2],
-    /// Probability that an ischaemic mask gets an MVO core.
-    pub mvo_probability: f64,
-}
-
-impl Default for MaskDistribution {
-    fn default() -> Self {
-        MaskDistribution {
-            patterns: vec!["ischemic".into()],
-            territory: "any".into(),
-            burden: [0.05, 0.30],
-            mvo_probability: 0.3,
-        }
-    }
-}
-
-impl MaskDistribution {
-    /// Parses and checks every field; the error names the bad one.
-    pub fn validate(&self) -> Result<Vec<Pattern>> {
-        if self.patterns.is_empty() {
-            return Err(Error::invalid("mask patterns: give at least one"));
-        }
-        let patterns = self
-            .patterns
-            .iter()
-            .map(|p| Pattern::from_str(p))
-            .collect::<Result<Vec<_>>>()?;
-        Territory::from_str(&self.territory)?;
-        let [lo, hi] = self.burden;
-        if !(lo > 0.0 && lo <= hi && hi <= 0.9) {
-            return Err(Error::invalid(format!(
-                "mask burden range [{lo}, {hi}]: need 0 < lo ≤ hi ≤ 0.9"
-            )));
-        }
-        if !(0.0..=1.0).contains(&self.mvo_probability) {
-            return Err(Error::invalid(format!(
-                "mask MVO probability {}: need 0–1",
-                self.mvo_probability
-            )));
-        }
-        Ok(patterns)
-    }
-
-    /// The SMILE parameters of one draw.
-    fn draw(&self, patterns: &[Pattern], rng: &mut Rng, base: &SmileParams) -> Result<SmileParams> {
-        let pattern = patterns[rng.below(patterns.len() as u64) as usize];
-        let burden = rng.uniform_range(self.burden[0], self.burden[1]);
-        // Upstream's generator has no burden: its threshold decides.
-        let burden = (pattern != Pattern::Claim).then_some(burden);
-        let ischemic = pattern == Pattern::Ischemic;
-        let mvo = ischemic && rng.uniform() < self.mvo_probability;
-        Ok(SmileParams {
-            pattern,
-            territory: if ischemic {
-                Territory::from_str(&self.territory)?
-            } else {
-                Territory::Any
-            },
-            burden,
-            mvo,
-            ..*base
-        })
-    }
-}
 
 /// What the joint loop adds to the two trainings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

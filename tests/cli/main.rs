@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod cli_augment;
 mod cli_eval;
 mod cli_hostile;
 mod cli_joint;

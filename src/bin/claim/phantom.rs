@@ -22,6 +22,15 @@ pub struct Args {
     /// Slices (9 mm apart).
     #[arg(long, value_name = "N", default_value_t = 10)]
     slices: usize,
+    /// Write an nnU-Net raw dataset of N cases instead (imagesTr/,
+    /// labelsTr/, dataset.json; seeds --seed, --seed + 1, …), e.g. the
+    /// input of `claim augment` or `claim train`.
+    #[arg(long, value_name = "N", conflicts_with = "scar")]
+    cases: Option<usize>,
+    /// With --cases: how many of them (the first) have an infarct; the
+    /// others are normal hearts.
+    #[arg(long, value_name = "M", default_value_t = 0, requires = "cases")]
+    scarred: usize,
 }
 
 /// Names of the files a case is written to.
@@ -30,6 +39,9 @@ pub const IMAGE_FILE: &str = "image.nii.gz";
 pub const LABELS_FILE: &str = "labels.nii.gz";
 
 pub fn run(args: &Args) -> Result<()> {
+    if let Some(count) = args.cases {
+        return write_dataset(args, count);
+    }
     let case = phantom::generate(&PhantomParams {
         seed: args.seed,
         with_scar: args.scar,
@@ -82,4 +94,64 @@ fn labels_as_u8(labels: &Volume<i32>) -> Result<Volume<u8>> {
         })
         .collect::<Result<Vec<u8>>>()?;
     Volume::from_vec(labels.dims(), data, labels.geometry)
+}
+
+/// `--cases N`: an nnU-Net raw dataset of phantoms.
+fn write_dataset(args: &Args, count: usize) -> Result<()> {
+    if count == 0 || count > 10_000 || args.scarred > count {
+        return Err(Error::invalid(format!(
+            "--cases {count} --scarred {}: need 1–10000 cases and at most that many scarred",
+            args.scarred
+        )));
+    }
+    let (images, labels) = (args.output.join("imagesTr"), args.output.join("labelsTr"));
+    create_output_dir(&images)?;
+    create_output_dir(&labels)?;
+    for i in 0..count {
+        let case = phantom::generate(&PhantomParams {
+            seed: args.seed.wrapping_add(i as u64),
+            with_scar: i < args.scarred,
+            matrix_size: args.size,
+            slice_count: args.slices,
+            ..PhantomParams::default()
+        })?;
+        let name = format!("phantom_{i:03}");
+        claim::io::write_image(
+            &Image::F32(case.image.clone()),
+            &images.join(format!("{name}_0000.nii.gz")),
+        )?;
+        claim::io::write_image(
+            &Image::U8(labels_as_u8(&case.labels)?),
+            &labels.join(format!("{name}.nii.gz")),
+        )?;
+    }
+    let s = phantom::LABEL_SCHEME;
+    let dataset = serde_json::json!({
+        "channel_names": {"0": "LGE"},
+        "labels": {
+            "background": 0,
+            "cavity": s.lv_cavity,
+            "normal_myocardium": s.myocardium,
+            "infarction": s.scar,
+            "no_reflow": s.mvo,
+            "RV": s.rv,
+        },
+        "numTraining": count,
+        "file_ending": ".nii.gz",
+        "name": "claim_phantoms",
+        "description": format!(
+            "{count} claim phantoms from seed {} ({} with an LAD infarct)",
+            args.seed, args.scarred
+        ),
+    });
+    let text = serde_json::to_string_pretty(&dataset)
+        .map_err(|e| Error::Internal(format!("dataset.json: {e}")))?;
+    let path = args.output.join("dataset.json");
+    std::fs::write(&path, text).map_err(|e| Error::io_at(&path, &e))?;
+    outln!(
+        "wrote {count} phantom cases ({} scarred) to {}",
+        args.scarred,
+        args.output.display()
+    );
+    Ok(())
 }

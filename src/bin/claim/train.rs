@@ -374,7 +374,7 @@ fn optim_options(a: &GeneratorArgs) -> Result<OptimOptions> {
 }
 
 /// Ctrl-C sets the flag; the loop saves and stops at the next step.
-fn interrupt_flag() -> Arc<AtomicBool> {
+pub(crate) fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let setter = flag.clone();
     // A second handler cannot be installed (tests call run twice): the

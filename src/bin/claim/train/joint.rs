@@ -202,6 +202,7 @@ fn joint_config(a: &JointArgs) -> JointConfig {
             territory: a.territory.clone(),
             burden: [a.burden[0], a.burden[1]],
             mvo_probability: a.mvo_probability,
+            transmurality: None,
         },
         synth_t_start: a.synth_t_start,
         synth_jump_length: a.synth_jump[0],
