@@ -152,7 +152,7 @@ pub struct CaseRecord {
 pub struct RunIdentity {
     /// claim's version.
     pub claim_version: String,
-    /// The input folder, as given.
+    /// The input folder (canonical path).
     pub input: String,
     /// The model, as given (`builtin` or a path).
     pub model: String,

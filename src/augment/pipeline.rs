@@ -201,7 +201,11 @@ pub fn run(job: &AugmentJob, progress: &mut dyn FnMut(Progress<'_>) -> bool) -> 
     });
     let identity = RunIdentity {
         claim_version: env!("CARGO_PKG_VERSION").into(),
-        input: job.input.display().to_string(),
+        // Canonical, so `data`, `./data` and its absolute path are one input.
+        input: std::fs::canonicalize(&job.input)
+            .unwrap_or_else(|_| job.input.clone())
+            .display()
+            .to_string(),
         model: job.model.display().to_string(),
         model_sha256: model_sha256.clone(),
         config: job.config.clone(),
