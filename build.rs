@@ -20,6 +20,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    set_soname();
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -47,6 +48,41 @@ fn main() {
             write_module(&out_dir, &[], &[]);
         }
     }
+}
+
+/// Gives the shared library the name a dynamic linker looks for at run
+/// time: `libclaim.so.<ABI major>` on Linux (the ABI major of
+/// `src/ffi/version.rs`, so the name changes exactly when a compiled
+/// caller would break), `@rpath/libclaim.<major>.dylib` on macOS.
+/// `bindings/install.sh` installs the file under that name with the
+/// `libclaim.so` development link beside it.
+fn set_soname() {
+    let version_rs = "src/ffi/version.rs";
+    println!("cargo:rerun-if-changed={version_rs}");
+    let text = fs::read_to_string(version_rs)
+        .unwrap_or_else(|e| panic!("build.rs: cannot read {version_rs}: {e}"));
+    let major = abi_major(&text).unwrap_or_else(|| {
+        panic!("build.rs: no `CLAIM_ABI_VERSION_MAJOR: u32 = N;` in {version_rs}")
+    });
+    match env::var("CARGO_CFG_TARGET_OS").as_deref() {
+        Ok("linux") | Ok("freebsd") | Ok("netbsd") | Ok("openbsd") | Ok("android") => {
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libclaim.so.{major}");
+        }
+        Ok("macos") | Ok("ios") => {
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-install_name,@rpath/libclaim.{major}.dylib");
+        }
+        _ => {}
+    }
+}
+
+/// The number in `pub const CLAIM_ABI_VERSION_MAJOR: u32 = N;`.
+fn abi_major(version_rs: &str) -> Option<u32> {
+    version_rs.lines().find_map(|line| {
+        let rest = line
+            .trim()
+            .strip_prefix("pub const CLAIM_ABI_VERSION_MAJOR: u32 =")?;
+        rest.trim().strip_suffix(';')?.trim().parse().ok()
+    })
 }
 
 /// One SASS target: the number (80, 90) and an optional suffix (`a`).

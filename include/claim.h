@@ -48,7 +48,7 @@
  * Minor ABI version of this header: grows when functions or struct fields
  * are appended.
  */
-#define CLAIM_ABI_VERSION_MINOR 1
+#define CLAIM_ABI_VERSION_MINOR 2
 
 /**
  * ABI version of this header, `major << 16 | minor`.
@@ -1474,6 +1474,40 @@ claim_status claim_bullseye_render_png(const struct claim_aha_segment_stats *sta
                                        uint8_t *buf,
                                        size_t cap,
                                        size_t *needed);
+
+/**
+ * Compares the label map `prediction` with the reference `reference` and
+ * writes the metrics as a NUL-terminated UTF-8 JSON object into the
+ * caller's buffer: per structure (LV cavity, myocardium, scar, MVO, RV
+ * when the scheme has one) Dice, HD95 and Hausdorff distance in mm,
+ * voxels and mL of each map and their difference; the scar burden of the
+ * whole myocardium and EMIDEC's percentage errors; the burden per AHA
+ * segment of the reference's parcellation; notes for a reader (labels the
+ * scheme does not name, why segment values are missing). The same numbers
+ * as `claim eval --json`.
+ *
+ * `prediction`, `reference`: label maps of equal dims and geometry
+ * (spacing, origin, direction within 1e-3), any voxel type with integral
+ * values; borrowed for the call. `params`: NULL for EMIDEC labels without
+ * RV and no rotation, else its `labels` (the scheme of both maps) and
+ * `rotation_deg` (of the AHA segments) are used; its `long_axis` must be
+ * 0, 0, 0 (the reference's long axis is estimated). `buf`, `cap`,
+ * `needed`: as `claim_bullseye_render_svg` (call with `buf` NULL and `cap`
+ * 0 to learn the size, NUL included). A reference that cannot be
+ * parcellated is not an error: its segment values are `null` and a note
+ * says why.
+ *
+ * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL maps or `needed`, bad
+ * `struct_size`, bad volume or scheme, non-integral labels, dims or
+ * geometry that differ, a non-zero `long_axis`, `buf` NULL with `cap` > 0,
+ * `cap` smaller than needed). Thread-safe.
+ */
+claim_status claim_labels_evaluate_json(const struct claim_volume *prediction,
+                                        const struct claim_volume *reference,
+                                        const struct claim_aha_params *params,
+                                        char *buf,
+                                        size_t cap,
+                                        size_t *needed);
 
 /**
  * Fills `*out` with the default options: CPU, device 0, automatic

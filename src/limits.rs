@@ -9,7 +9,7 @@
 //!   NIfTI files are refused from their header, before any voxel is
 //!   decompressed, and C callers' volumes before they are copied. It is set
 //!   by the environment variable `CLAIM_MAX_VOXELS` (read once, at first
-//!   use), by `claim_set_max_voxels` in the C API, by `claim --max-voxels N`
+//!   use), by `claim_max_voxels_set` in the C API, by `claim --max-voxels N`
 //!   on the command line, or by [`set_max_voxels`]; at most
 //!   [`crate::volume::MAX_VOXELS`]. A refusal is
 //!   [`Error::OutOfMemory`] naming the volume, its voxels and the limit.
@@ -93,7 +93,7 @@ pub fn check_voxels(dims: &[u64], what: &str) -> Result<()> {
         let shown: Vec<String> = dims.iter().map(u64::to_string).collect();
         return Err(Error::OutOfMemory(format!(
             "{what}: {} voxels ({count}) exceed the limit of {limit} voxels per volume \
-             (raise it with {MAX_VOXELS_ENV}, claim --max-voxels or claim_set_max_voxels)",
+             (raise it with {MAX_VOXELS_ENV}, claim --max-voxels or claim_max_voxels_set)",
             shown.join("×")
         )));
     }

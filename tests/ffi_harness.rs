@@ -37,7 +37,7 @@ fn library_dir() -> PathBuf {
         Some(deps.to_path_buf()),
         deps.parent().map(Path::to_path_buf),
     ];
-    candidates
+    let dir = candidates
         .into_iter()
         .flatten()
         .find(|dir| dir.join(file).is_file())
@@ -47,7 +47,36 @@ fn library_dir() -> PathBuf {
                  which builds the cdylib",
                 deps.display()
             )
-        })
+        });
+    link_soname(&dir, file);
+    dir
+}
+
+/// The library records its soname (`libclaim.so.<ABI major>`, see
+/// build.rs) and programs linked to it ask the loader for that name, which
+/// cargo does not create; `bindings/install.sh` does in a prefix. Here a
+/// link beside the freshly built library stands in for it.
+fn link_soname(dir: &Path, file: &str) {
+    let major = claim::ffi::version::CLAIM_ABI_VERSION_MAJOR;
+    let soname = if cfg!(target_os = "macos") {
+        format!("libclaim.{major}.dylib")
+    } else {
+        format!("libclaim.so.{major}")
+    };
+    let link = dir.join(&soname);
+    if std::fs::read_link(&link).is_ok_and(|target| target == Path::new(file)) {
+        return;
+    }
+    // Concurrent test threads may race here: a link made by another one is fine.
+    let _ = std::fs::remove_file(&link);
+    #[cfg(unix)]
+    if let Err(e) = std::os::unix::fs::symlink(file, &link) {
+        assert!(
+            link.exists(),
+            "cannot link {} -> {file}: {e}",
+            link.display()
+        );
+    }
 }
 
 /// The memory checker asked for with `$CLAIM_HARNESS_CHECK`.

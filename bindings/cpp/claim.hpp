@@ -7,7 +7,7 @@
 // shape: call the C function, pass its status to check(), wrap any returned
 // handle in a Handle<...>. Areas: versions and labels, Image (NIfTI I/O),
 // SMILE (aha_segment(s), SmileParams, smile_generate, SmileContext,
-// segment_stats, bullseye_svg / bullseye_png), diffusion (DiffusionModel,
+// segment_stats, bullseye_svg / bullseye_png, labels_evaluate_json), diffusion (DiffusionModel,
 // SynthesisParams, synthesize, measure_histogram), segmentation (Segmenter,
 // SegmenterOptions, SegmentationParams, segment).
 #ifndef CLAIM_HPP
@@ -414,6 +414,19 @@ inline std::vector<std::uint8_t> bullseye_render_png(
     std::vector<std::uint8_t> png(needed);
     check(claim_bullseye_render_png(&stats, &options, png.data(), png.size(), &needed));
     return png;
+}
+
+/// The metrics of `claim eval` comparing `prediction` with `reference`
+/// (Dice, HD95, volumes, scar burden, per AHA segment) as a JSON object;
+/// `params` nullptr for EMIDEC labels without rotation.
+inline std::string labels_evaluate_json(const claim_volume& prediction, const claim_volume& reference,
+                                        const claim_aha_params* params = nullptr) {
+    std::size_t needed = 0;
+    check(claim_labels_evaluate_json(&prediction, &reference, params, nullptr, 0, &needed));
+    std::string json(needed, '\0');
+    check(claim_labels_evaluate_json(&prediction, &reference, params, &json[0], json.size(), &needed));
+    json.resize(needed - 1);  // drop the NUL
+    return json;
 }
 
 /// One heart prepared for many scar draws (parcellated once). Move-only;

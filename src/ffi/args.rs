@@ -166,6 +166,47 @@ pub(crate) unsafe fn check_out_struct<T: CStruct>(ptr: *const T, name: &str) -> 
     check_struct_size::<T>(size, name)
 }
 
+/// Copies `bytes` into the caller's buffer under the size-query protocol
+/// of the functions that return documents (`claim_bullseye_render_svg`,
+/// `claim_labels_evaluate_json`): `*needed` always receives the size; a
+/// NULL `buf` with `cap` 0 is only a query; a `cap` too small fails and
+/// writes nothing to `buf`.
+///
+/// # Safety
+///
+/// `needed` is NULL or writable for a `usize`; `buf` is NULL or writable
+/// for `cap` bytes, not overlapping `bytes`.
+pub(crate) unsafe fn copy_out_bytes(
+    bytes: &[u8],
+    buf: *mut u8,
+    cap: usize,
+    needed: *mut usize,
+) -> Result<()> {
+    if needed.is_null() {
+        return Err(Error::invalid("needed must not be NULL"));
+    }
+    // SAFETY: `needed` is non-NULL and writable (contract above).
+    unsafe { needed.write_unaligned(bytes.len()) };
+    if buf.is_null() {
+        if cap == 0 {
+            return Ok(());
+        }
+        return Err(Error::invalid(format!(
+            "buf must not be NULL when cap ({cap}) is not 0"
+        )));
+    }
+    if cap < bytes.len() {
+        return Err(Error::invalid(format!(
+            "cap: expected at least {} bytes (see *needed), got {cap}",
+            bytes.len()
+        )));
+    }
+    // SAFETY: `buf` is non-NULL and writable for `cap` ≥ bytes.len() bytes
+    // and does not overlap `bytes` (contract above).
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
+    Ok(())
+}
+
 /// Borrows a NUL-terminated UTF-8 string argument.
 ///
 /// # Safety

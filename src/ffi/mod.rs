@@ -72,6 +72,8 @@ pub mod smile;
 
 pub mod stats;
 
+pub mod eval;
+
 pub mod diffusion;
 
 pub mod synthesis;

@@ -8,7 +8,9 @@
 //! another by value, so each can grow on its own.
 
 use super::aha::{aha_params_from_c, claim_aha_params};
-use super::args::{c_str, check_out_struct, read_struct, write_default, write_struct, CStruct};
+use super::args::{
+    c_str, check_out_struct, copy_out_bytes, read_struct, write_default, write_struct, CStruct,
+};
 use super::boundary;
 use super::smile::segments_from_c;
 use super::status::claim_status;
@@ -356,26 +358,9 @@ unsafe fn render_into(
     if terminate {
         bytes.push(0);
     }
-    // SAFETY: `needed` is non-NULL and writable (header contract).
-    unsafe { needed.write_unaligned(bytes.len()) };
-    if buf.is_null() {
-        if cap == 0 {
-            return Ok(());
-        }
-        return Err(Error::invalid(format!(
-            "buf must not be NULL when cap ({cap}) is not 0"
-        )));
-    }
-    if cap < bytes.len() {
-        return Err(Error::invalid(format!(
-            "cap: expected at least {} bytes (see *needed), got {cap}",
-            bytes.len()
-        )));
-    }
-    // SAFETY: `buf` is non-NULL and writable for `cap` ≥ bytes.len() bytes
-    // (header contract); `bytes` is the library's own memory (no overlap).
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
-    Ok(())
+    // SAFETY: `needed` is non-NULL; `buf` is NULL or writable for `cap`
+    // bytes (header contract).
+    unsafe { copy_out_bytes(&bytes, buf, cap, needed) }
 }
 
 /// Renders the bull's-eye plot of `stats` as a standalone SVG document

@@ -10,7 +10,9 @@
 //! 2.0 is the one-time clean-up of the 0.x API (no released users): sized
 //! `_default(out, size)` initialisers, no struct nested by value, one
 //! meaning per word and `claim_<noun>_<verb>` names, `claim_build_info`.
-//! From 2.0 on the ABI only grows.
+//! From 2.0 on the ABI only grows: 2.1 appended the two-channel fields and
+//! `claim_histogram_measure_channels`, and added the voxel limit
+//! (`claim_max_voxels_set` / `_get`); 2.2 added `claim_labels_evaluate_json`.
 
 use super::args::{write_struct, CStruct};
 use super::boundary;
@@ -23,7 +25,7 @@ use std::mem::size_of;
 pub const CLAIM_ABI_VERSION_MAJOR: u32 = 2;
 /// Minor ABI version of this header: grows when functions or struct fields
 /// are appended.
-pub const CLAIM_ABI_VERSION_MINOR: u32 = 1;
+pub const CLAIM_ABI_VERSION_MINOR: u32 = 2;
 /// ABI version of this header, `major << 16 | minor`.
 pub const CLAIM_ABI_VERSION: u32 = (CLAIM_ABI_VERSION_MAJOR << 16) | CLAIM_ABI_VERSION_MINOR;
 
@@ -247,7 +249,7 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(claim_abi_version(), 0x0002_0001);
+        assert_eq!(claim_abi_version(), 0x0002_0002);
         // SAFETY: a static NUL-terminated string.
         let v = unsafe { CStr::from_ptr(claim_version_string()) };
         assert_eq!(v.to_str().unwrap(), crate::VERSION);

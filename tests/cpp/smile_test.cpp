@@ -142,6 +142,16 @@ void draws(const Heart& heart) {
            "bullseye_svg: a whole SVG document");
     const std::vector<std::uint8_t> png = claim::bullseye_render_png(stats);
     expect(png.size() > 8 && png[1] == 'P' && png[2] == 'N' && png[3] == 'G', "bullseye_png");
+
+    claim_aha_params with_scheme = aha;
+    const std::string same_json = claim::labels_evaluate_json(mask, mask, &with_scheme);
+    expect(same_json.front() == '{' && same_json.find("\"dice\": 1.0") != std::string::npos &&
+               same_json.find('\0') == std::string::npos,
+           "labels_evaluate_json: a map against itself has Dice 1");
+    const std::string other_json = claim::labels_evaluate_json(mask, heart.labels, &with_scheme);
+    expect(other_json.find("\"structure\": \"scar\"") != std::string::npos &&
+               other_json != same_json,
+           "labels_evaluate_json: a scar against none differs");
 }
 
 void errors(const Heart& heart) {
@@ -172,6 +182,10 @@ void errors(const Heart& heart) {
     bad.scar_percent[3] = -1.0;
     expect_throws([&] { claim::bullseye_render_svg(bad); }, CLAIM_ERR_INVALID_ARGUMENT,
                   "stats.scar_percent[3]", "bullseye_svg of negative stats throws");
+    claim_volume shifted = heart.labels;
+    shifted.origin[0] += 5.0;
+    expect_throws([&] { claim::labels_evaluate_json(heart.labels, shifted); },
+                  CLAIM_ERR_INVALID_ARGUMENT, "origin", "labels_evaluate_json of other grids throws");
 }
 
 }  // namespace
