@@ -1,4 +1,5 @@
-//! The README's "Use it from …" snippets are the programs CI runs: each
+//! The READMEs' snippets (the project README's "Use it from …" section and
+//! the bindings' READMEs) are the programs CI runs: each
 //! fenced block after a `<!-- snippet: PATH -->` line must equal the part
 //! of PATH between its `readme:begin` and `readme:end` marker lines (any
 //! comment syntax; the whole file without markers), dedented. CI builds
@@ -87,36 +88,58 @@ fn snippets(readme: &str) -> Vec<Snippet> {
     out
 }
 
-#[test]
-fn readme_snippets_are_the_files_ci_runs() {
-    let readme_path = repo().join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).expect("README.md");
+/// The READMEs that quote files: the project's and the bindings'.
+const READMES: &[&str] = &[
+    "README.md",
+    "bindings/python/README.md",
+    "bindings/itk/README.md",
+    "bindings/slicer/README.md",
+];
+
+/// Checks (or with `bless` rewrites) the snippets of one README; returns
+/// how many it quotes and the paths of those that drifted.
+fn check_readme(readme_rel: &str, bless: bool) -> (usize, Vec<String>) {
+    let readme_path = repo().join(readme_rel);
+    let readme = std::fs::read_to_string(&readme_path)
+        .unwrap_or_else(|e| panic!("{readme_rel}: {e}"));
     let found = snippets(&readme);
-    let bless = std::env::var_os("CLAIM_BLESS").is_some();
     let mut blessed = readme.clone();
     let mut stale = Vec::new();
     // Back to front so earlier ranges stay valid while rewriting.
     for snippet in found.iter().rev() {
         let text = std::fs::read_to_string(repo().join(&snippet.path))
-            .unwrap_or_else(|e| panic!("README quotes {}: {e}", snippet.path));
+            .unwrap_or_else(|e| panic!("{readme_rel} quotes {}: {e}", snippet.path));
         let want = region(&text, &snippet.path);
         if readme[snippet.contents.clone()] != want {
-            stale.push(snippet.path.clone());
+            stale.push(format!("{readme_rel}: {}", snippet.path));
             blessed.replace_range(snippet.contents.clone(), &want);
         }
     }
-    if bless {
-        if blessed != readme {
-            std::fs::write(&readme_path, blessed).expect("rewrite README.md");
+    if bless && blessed != readme {
+        std::fs::write(&readme_path, blessed)
+            .unwrap_or_else(|e| panic!("rewrite {readme_rel}: {e}"));
+    }
+    (found.len(), stale)
+}
+
+#[test]
+fn readme_snippets_are_the_files_ci_runs() {
+    let bless = std::env::var_os("CLAIM_BLESS").is_some();
+    let mut stale = Vec::new();
+    for readme in READMES {
+        let (count, drifted) = check_readme(readme, bless);
+        if *readme == "README.md" {
+            // C, C++, CMake, pkg-config, Python, ITK, Slicer.
+            assert!(
+                count >= 7,
+                "expected README.md to quote at least 7 snippets, found {count}"
+            );
         }
+        stale.extend(drifted);
+    }
+    if bless {
         return;
     }
-    // C, C++, CMake, pkg-config, Python, ITK, Slicer.
-    assert!(
-        found.len() >= 7,
-        "expected the README to quote at least 7 snippets, found {}",
-        found.len()
-    );
     assert!(
         stale.is_empty(),
         "README snippets differ from the files CI runs: {stale:?}; regenerate with \

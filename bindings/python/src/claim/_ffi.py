@@ -558,3 +558,36 @@ def sized(cls):
     value = cls()
     value.struct_size = ctypes.sizeof(cls)
     return value
+
+
+class Handle:
+    """A library handle freed by `close()`, a `with` block or garbage collection."""
+
+    _free = None
+
+    def __init__(self):
+        self._handle = None
+
+    @property
+    def handle(self):
+        if self._handle is None:
+            raise ValueError(f"{type(self).__name__}: used after close()")
+        return self._handle
+
+    def close(self):
+        """Frees the handle. Must not be called while another thread uses it."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            type(self)._free(handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -8,7 +8,7 @@ from typing import Tuple
 import numpy as np
 
 from . import _ffi, _progress
-from ._ffi import check, lib
+from ._ffi import Handle, check, lib
 from ._image import as_image, input_volume, output_volume, same_shape, to_claim_dtype
 from ._smile import label_scheme
 
@@ -72,39 +72,6 @@ def _tensor(array, name):
     return t, array
 
 
-class _Handle:
-    """A library handle freed by `close()`, a `with` block or garbage collection."""
-
-    _free = None
-
-    def __init__(self):
-        self._handle = None
-
-    @property
-    def handle(self):
-        if self._handle is None:
-            raise ValueError(f"{type(self).__name__}: used after close()")
-        return self._handle
-
-    def close(self):
-        """Frees the model. Must not be called while another thread uses it."""
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            type(self)._free(handle)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
 @dataclass(frozen=True)
 class DiffusionInfo:
     """What a loaded denoiser is (claim_diffusion_info): image channels (CLAIM
@@ -121,7 +88,7 @@ class DiffusionInfo:
     histogram_count: int
 
 
-class DiffusionModel(_Handle):
+class DiffusionModel(Handle):
     """A LeFusion/CLAIM denoiser (claim_diffusion_load).
 
     path: a .safetensors file, or "builtin" for the small CLAIM-layout model
@@ -365,7 +332,7 @@ class SegmenterInfo:
     trainer: str
 
 
-class Segmenter(_Handle):
+class Segmenter(Handle):
     """A trained nnU-Net v2 model (claim_segmenter_load), run without Python
     or PyTorch.
 

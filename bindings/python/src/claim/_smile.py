@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _ffi
-from ._ffi import check, lib
+from ._ffi import Handle, check, lib
 from ._image import as_image, input_volume, output_volume, same_shape
 
 __all__ = [
@@ -199,7 +199,7 @@ def smile(
     return out.to_image()
 
 
-class SmileContext:
+class SmileContext(Handle):
     """One heart prepared for many SMILE draws (claim_smile_context_*): the
     parcellation and distances are computed once, `draw(seed)` only draws.
 
@@ -210,6 +210,8 @@ class SmileContext:
     threads may draw at once. Free it with `close()` or a `with` block (it
     is also freed when garbage-collected).
     """
+
+    _free = staticmethod(lambda h: lib.claim_smile_context_free(h))
 
     def __init__(
         self,
@@ -252,29 +254,10 @@ class SmileContext:
 
     def draw(self, seed):
         """One mask: (Image of the input's dtype and geometry, SmileInfo)."""
-        if self._handle is None:
-            raise ValueError("SmileContext: used after close()")
         out = output_volume(self._geometry, self._dtype, self._shape)
         info = _ffi.sized(_ffi.claim_smile_info)
-        check(lib.claim_smile_context_draw(self._handle, int(seed), out.ref, ctypes.byref(info)))
+        check(lib.claim_smile_context_draw(self.handle, int(seed), out.ref, ctypes.byref(info)))
         return out.to_image(), SmileInfo._from_struct(info)
-
-    def close(self):
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            lib.claim_smile_context_free(handle)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def smile_draw(labels, seed=0, **kwargs):
