@@ -1227,8 +1227,9 @@ claim_status claim_image_read(const char *path, struct claim_image **out);
  * `img`: borrowed for the call. `path`: NUL-terminated UTF-8, borrowed.
  *
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL or non-UTF-8 argument),
- * `CLAIM_ERR_IO` (cannot create or write the file). Thread-safe; several
- * threads may write the same image at once.
+ * `CLAIM_ERR_IO` (cannot create or write the file),
+ * `CLAIM_ERR_UNSUPPORTED` (an axis longer than NIfTI-1's 32767 voxels).
+ * Thread-safe; several threads may write the same image at once.
  */
 claim_status claim_image_write(const struct claim_image *img, const char *path);
 
@@ -1500,7 +1501,8 @@ claim_status claim_bullseye_render_png(const struct claim_aha_segment_stats *sta
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL maps or `needed`, bad
  * `struct_size`, bad volume or scheme, non-integral labels, dims or
  * geometry that differ, a non-zero `long_axis`, `buf` NULL with `cap` > 0,
- * `cap` smaller than needed). Thread-safe.
+ * `cap` smaller than needed), `CLAIM_ERR_OUT_OF_MEMORY` (maps over
+ * `claim_max_voxels_get()` voxels). Thread-safe.
  */
 claim_status claim_labels_evaluate_json(const struct claim_volume *prediction,
                                         const struct claim_volume *reference,
@@ -1660,7 +1662,8 @@ claim_status claim_diffusion_synthesize(const struct claim_diffusion_model *mode
  * `CLAIM_HISTOGRAM_VALUES`.
  *
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad volume or scheme, no
- * scar, crop size). Thread-safe.
+ * scar, crop size), `CLAIM_ERR_OUT_OF_MEMORY` (volumes over
+ * `claim_max_voxels_get()`). Thread-safe.
  */
 claim_status claim_histogram_measure(const struct claim_volume *image,
                                      const struct claim_volume *labels,
@@ -1686,7 +1689,8 @@ claim_status claim_histogram_measure(const struct claim_volume *image,
  *
  * Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad volume or params, a
  * channel map that disagrees with the model, `capacity` too small, a
- * reference without any of the channels' labels). Thread-safe.
+ * reference without any of the channels' labels), `CLAIM_ERR_OUT_OF_MEMORY`
+ * (volumes over `claim_max_voxels_get()`). Thread-safe.
  */
 claim_status claim_histogram_measure_channels(const struct claim_diffusion_model *model,
                                               const struct claim_volume *image,

@@ -100,8 +100,8 @@ const READMES: &[&str] = &[
 /// how many it quotes and the paths of those that drifted.
 fn check_readme(readme_rel: &str, bless: bool) -> (usize, Vec<String>) {
     let readme_path = repo().join(readme_rel);
-    let readme = std::fs::read_to_string(&readme_path)
-        .unwrap_or_else(|e| panic!("{readme_rel}: {e}"));
+    let readme =
+        std::fs::read_to_string(&readme_path).unwrap_or_else(|e| panic!("{readme_rel}: {e}"));
     let found = snippets(&readme);
     let mut blessed = readme.clone();
     let mut stale = Vec::new();

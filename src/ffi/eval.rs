@@ -40,7 +40,8 @@ use std::ffi::c_char;
 /// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL maps or `needed`, bad
 /// `struct_size`, bad volume or scheme, non-integral labels, dims or
 /// geometry that differ, a non-zero `long_axis`, `buf` NULL with `cap` > 0,
-/// `cap` smaller than needed). Thread-safe.
+/// `cap` smaller than needed), `CLAIM_ERR_OUT_OF_MEMORY` (maps over
+/// `claim_max_voxels_get()` voxels). Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_labels_evaluate_json(
     prediction: *const claim_volume,

@@ -129,8 +129,9 @@ pub extern "C" fn claim_image_read(
 /// `img`: borrowed for the call. `path`: NUL-terminated UTF-8, borrowed.
 ///
 /// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL or non-UTF-8 argument),
-/// `CLAIM_ERR_IO` (cannot create or write the file). Thread-safe; several
-/// threads may write the same image at once.
+/// `CLAIM_ERR_IO` (cannot create or write the file),
+/// `CLAIM_ERR_UNSUPPORTED` (an axis longer than NIfTI-1's 32767 voxels).
+/// Thread-safe; several threads may write the same image at once.
 #[no_mangle]
 pub extern "C" fn claim_image_write(img: *const claim_image, path: *const c_char) -> claim_status {
     boundary::call("claim_image_write", || {

@@ -84,3 +84,6 @@ mod layout;
 
 pub(crate) mod args;
 pub(crate) mod boundary;
+
+#[cfg(test)]
+mod status_contract;

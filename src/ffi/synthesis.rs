@@ -398,7 +398,8 @@ pub extern "C" fn claim_diffusion_synthesize(
 /// `CLAIM_HISTOGRAM_VALUES`.
 ///
 /// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad volume or scheme, no
-/// scar, crop size). Thread-safe.
+/// scar, crop size), `CLAIM_ERR_OUT_OF_MEMORY` (volumes over
+/// `claim_max_voxels_get()`). Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_histogram_measure(
     image: *const claim_volume,
@@ -452,7 +453,8 @@ pub extern "C" fn claim_histogram_measure(
 ///
 /// Errors: `CLAIM_ERR_INVALID_ARGUMENT` (NULL, bad volume or params, a
 /// channel map that disagrees with the model, `capacity` too small, a
-/// reference without any of the channels' labels). Thread-safe.
+/// reference without any of the channels' labels), `CLAIM_ERR_OUT_OF_MEMORY`
+/// (volumes over `claim_max_voxels_get()`). Thread-safe.
 #[no_mangle]
 pub extern "C" fn claim_histogram_measure_channels(
     model: *const claim_diffusion_model,

@@ -135,9 +135,9 @@ pub fn read_case(files: &CaseFiles) -> Result<TrainingCase> {
             image.display()
         )));
     }
-    let image_data = read_image(image).map_err(|e| e.context(image.display()))?;
-    let label_data = read_image(labels)
-        .map_err(|e| e.context(labels.display()))?
+    // read_image's messages name the file already.
+    let image_data = read_image(image)?;
+    let label_data = read_image(labels)?
         .to_labels()
         .map_err(|e| e.context(labels.display()))?;
     if image_data.dims() != label_data.dims() {

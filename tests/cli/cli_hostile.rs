@@ -174,6 +174,7 @@ fn a_decompression_bomb_is_refused_by_every_command_from_its_header() {
             args[0],
         );
     }
+    the_dataset_readers_refuse_a_bomb(dir.path(), &bomb);
     // The limit is the user's to raise; a smaller one refuses smaller images.
     let small = dir.path().join("small.nii.gz");
     write_zero_nifti_gz(&small, [16, 16, 4]);
@@ -536,4 +537,267 @@ fn writes_clean_up_after_killed_writers_and_keep_permissions() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o640);
+}
+
+/// Copies the folder `src` (recursively) to `dst`.
+fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Every file under `dir`, as paths relative to it (empty when `dir` is
+/// missing).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(folder) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap();
+                files.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The four commands that read a whole dataset, with the shortest runs
+/// they take, reading `data` and writing under `out`.
+fn dataset_commands(data: &str, out: &str) -> Vec<Vec<String>> {
+    let tiny_generator =
+        "--steps 1 --dim 8 --dim-mults 1,2 --heads 1 --dim-head 8 --batch 1 --crop 32";
+    let commands = [
+        format!("train diffusion --data {data} -o {out}/model.safetensors {tiny_generator}"),
+        format!(
+            "train segmenter --data {data} -o {out}/segmenter --epochs 1 \
+             --iterations-per-epoch 1 --batch 1 --patch 32,32 --features 4,8"
+        ),
+        format!(
+            "train joint --data {data} -o {out}/joint {tiny_generator} --seg-features 4,8 \
+             --seg-patch 32,32 --seg-iterations-per-epoch 1"
+        ),
+        format!("augment --input {data} -o {out}/augment --model builtin --per-case 1"),
+    ];
+    commands
+        .iter()
+        .map(|c| c.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// `train diffusion`, `train segmenter`, `train joint` and `augment` on
+/// broken datasets (an nnU-Net raw dataset with a truncated image, with a
+/// garbage label map, with a garbage `dataset.json`; an empty folder; a
+/// missing one): each ends with the documented status, one `error:` line
+/// naming the file and the problem, no panic, and writes nothing. `augment`
+/// works case by case: a case it cannot read is recorded as failed in the
+/// manifest (naming the file), the others are finished, and it exits with
+/// status 1 leaving no partial file.
+#[test]
+fn training_and_augment_refuse_broken_datasets_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // phantom_000 has an infarct (augment copies it), phantom_001 is normal
+    // (augment would paint it): the broken files are phantom_001's.
+    let phantom: Vec<&str> = "phantom --cases 2 --scarred 1 --size 64 --slices 4 -o good"
+        .split(' ')
+        .collect();
+    let made = super::common::claim(&phantom, d);
+    super::common::assert_ok(&made);
+    let good = d.join("good");
+
+    copy_tree(&good, &d.join("truncated"));
+    let image = d.join("truncated/imagesTr/phantom_001_0000.nii.gz");
+    let bytes = std::fs::read(&image).unwrap();
+    std::fs::write(&image, &bytes[..bytes.len() / 2]).unwrap();
+    copy_tree(&good, &d.join("garbage"));
+    std::fs::write(
+        d.join("garbage/labelsTr/phantom_001.nii.gz"),
+        b"this is no label map, just text\n",
+    )
+    .unwrap();
+    copy_tree(&good, &d.join("bad_json"));
+    std::fs::write(d.join("bad_json/dataset.json"), b"{ \"labels\": [1, 2,").unwrap();
+    std::fs::create_dir(d.join("empty")).unwrap();
+
+    // (dataset, status, mentions, the file augment fails on alone)
+    let cases: [(&str, i32, &[&str], Option<&str>); 5] = [
+        (
+            "truncated",
+            FORMAT,
+            &[
+                "truncated/imagesTr/phantom_001_0000.nii.gz",
+                "file ends inside",
+            ],
+            Some("phantom_001"),
+        ),
+        (
+            "garbage",
+            FORMAT,
+            &["garbage/labelsTr/phantom_001.nii.gz", "not a NIfTI file"],
+            Some("phantom_001"),
+        ),
+        ("bad_json", FORMAT, &["bad_json/dataset.json"], None),
+        (
+            "empty",
+            INVALID,
+            &["empty", "neither an nnU-Net raw dataset"],
+            None,
+        ),
+        ("missing", IO, &["missing", "not a folder"], None),
+    ];
+    for (data, status, mentions, failed_case) in cases {
+        let out = format!("out_{data}");
+        std::fs::create_dir(d.join(&out)).unwrap();
+        for command in dataset_commands(data, &out) {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
+            let name = format!("{} on {data}", args[..2].join(" "));
+            let run = claim(&args, d);
+            match (args[0], failed_case) {
+                ("augment", Some(case)) => {
+                    let err = stderr(&run);
+                    let all = format!("{}{err}", super::common::stdout(&run));
+                    assert_eq!(run.status.code(), Some(INVALID), "{name}: {all}");
+                    assert!(err.contains("1 case(s) failed"), "{name}: {err}");
+                    assert!(!all.contains("panicked"), "{name}: {all}");
+                    for m in mentions {
+                        assert!(all.contains(m), "{name}: output lacks {m:?}: {all}");
+                    }
+                    let written = files_under(&d.join(&out).join("augment"));
+                    assert!(
+                        written
+                            .iter()
+                            .all(|f| !f.contains(case) && !f.contains("claim-tmp")),
+                        "{name}: a partial or failed case was written: {written:?}"
+                    );
+                    let manifest =
+                        std::fs::read_to_string(d.join(&out).join("augment/manifest.jsonl"))
+                            .unwrap();
+                    let line = manifest
+                        .lines()
+                        .find(|l| l.contains(&format!("\"case\":\"{case}\"")))
+                        .unwrap_or_else(|| panic!("{name}: {case} not in the manifest"));
+                    assert!(
+                        line.contains("\"status\":\"failed\"") && line.contains(mentions[0]),
+                        "{name}: {line}"
+                    );
+                }
+                _ => {
+                    assert_refused(&run, &[status], mentions, &name);
+                    let written = files_under(&d.join(&out));
+                    assert!(written.is_empty(), "{name} wrote {written:?}");
+                }
+            }
+        }
+    }
+}
+
+/// `phantom` and `demo` take no input files; their hostile input is
+/// options out of range and an output path that cannot be a folder. Each is
+/// refused with its status and a message naming it, and nothing is written.
+#[test]
+fn phantom_and_demo_refuse_impossible_options_and_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a_file"), b"not a folder").unwrap();
+    let cases: [(&[&str], i32, &[&str]); 7] = [
+        (
+            &["phantom", "--size", "0", "-o", "p"],
+            INVALID,
+            &["matrix_size", "got 0"],
+        ),
+        (
+            &["phantom", "--size", "60000", "-o", "p"],
+            INVALID,
+            &["matrix_size", "60000"],
+        ),
+        (
+            &["phantom", "--slices", "0", "-o", "p"],
+            INVALID,
+            &["slice_count"],
+        ),
+        (
+            &["phantom", "--cases", "0", "-o", "p"],
+            INVALID,
+            &["--cases 0"],
+        ),
+        (&["phantom", "-o", "a_file"], IO, &["a_file"]),
+        (&["demo", "-o", "a_file"], IO, &["a_file"]),
+        (&["demo", "-o", "a_file/sub"], IO, &["a_file/sub"]),
+    ];
+    for (args, status, mentions) in cases {
+        let run = claim(args, d);
+        assert_refused(&run, &[status], mentions, &args.join(" "));
+        assert!(!d.join("p").exists(), "{args:?} wrote p/");
+        assert_eq!(
+            std::fs::read(d.join("a_file")).unwrap(),
+            b"not a folder",
+            "{args:?}"
+        );
+    }
+}
+
+/// The bomb as the one case of an nnU-Net raw dataset: the training
+/// commands refuse it from its header with the out-of-memory status and
+/// write nothing; `augment` records the case as failed, naming the limit,
+/// and exits with status 1.
+fn the_dataset_readers_refuse_a_bomb(d: &Path, bomb: &Path) {
+    let set = d.join("bombset");
+    for folder in ["imagesTr", "labelsTr"] {
+        std::fs::create_dir_all(set.join(folder)).unwrap();
+    }
+    std::fs::copy(bomb, set.join("imagesTr/bomb_000_0000.nii.gz")).unwrap();
+    std::fs::copy(bomb, set.join("labelsTr/bomb_000.nii.gz")).unwrap();
+    std::fs::write(
+        set.join("dataset.json"),
+        r#"{"channel_names": {"0": "LGE"}, "labels": {"background": 0, "cavity": 1,
+            "myocardium": 2, "infarction": 3, "no_reflow": 4}, "numTraining": 1,
+            "file_ending": ".nii.gz"}"#,
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("bomb_out")).unwrap();
+    let mentions = ["bomb_000", "2048×1024×1024", "limit"];
+    for command in dataset_commands("bombset", "bomb_out") {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        let name = format!("{} on the bomb", args[..2].join(" "));
+        let run = claim(&args, d);
+        if args[0] == "augment" {
+            let err = stderr(&run);
+            let all = format!("{}{err}", super::common::stdout(&run));
+            assert_eq!(run.status.code(), Some(INVALID), "{name}: {all}");
+            assert!(err.contains("1 case(s) failed"), "{name}: {err}");
+            assert!(!all.contains("panicked"), "{name}: {all}");
+            for m in mentions {
+                assert!(all.contains(m), "{name}: output lacks {m:?}: {all}");
+            }
+            let written = files_under(&d.join("bomb_out/augment"));
+            assert!(
+                written
+                    .iter()
+                    .all(|f| !f.contains("bomb_000") && !f.contains("claim-tmp")),
+                "{name}: {written:?}"
+            );
+        } else {
+            assert_refused(&run, &[OUT_OF_MEMORY], &mentions, &name);
+            let written: Vec<String> = files_under(&d.join("bomb_out"))
+                .into_iter()
+                .filter(|f| !f.starts_with("augment"))
+                .collect();
+            assert!(written.is_empty(), "{name} wrote {written:?}");
+        }
+    }
 }
