@@ -8,24 +8,28 @@
 //! this project builds with one stable toolchain; cargo-afl's AFL++ build
 //! wants an LLVM matching rustc's (the machine has LLVM 14, rustc 1.95 uses a
 //! far newer one). So this is a plain in-process mutation fuzzer: seeds
-//! from the committed fixtures and `tests/fixtures/fuzz/` (inputs that once
-//! failed, kept as regressions), byte-level mutations (bit flips, interesting
+//! from the committed fixtures and `tests/fixtures/fuzz/<reader>/` (kept as
+//! regressions: the smallest input of each outcome of a long run, and any
+//! input that once failed), byte-level mutations (bit flips, interesting
 //! integers, insertions, deletions, truncation, splices), deterministic from
 //! a seed. It is guided by outcomes, not coverage: a mutant whose result
-//! (`Ok`, or the error's status with digits stripped from its message) was
-//! not seen before joins the corpus.
+//! (`Ok`, or the error's status with digits and quoted text stripped from
+//! its message) was not seen before joins the corpus.
 //!
 //! A finding is a panic (caught, and reported with the input written under
 //! `target/fuzz-findings/`), or an abort or signal (the test process dies).
-//! CI runs a short pass (`FUZZ_ITERATIONS_DEFAULT` per reader). A long run:
+//! CI runs a short pass (`FUZZ_ITERATIONS_DEFAULT` per reader). A long run,
+//! writing the smallest input seen for each outcome under
+//! `<dir>/<reader>/` (a candidate regression corpus for
+//! `tests/fixtures/fuzz/`):
 //!
 //! ```text
-//! CLAIM_FUZZ_ITERATIONS=2000000 CLAIM_FUZZ_SEED=7 \
+//! CLAIM_FUZZ_ITERATIONS=2000000 CLAIM_FUZZ_SEED=7 CLAIM_FUZZ_SAVE_CORPUS=/tmp/corpus \
 //!     cargo test --release --test cli fuzz -- --nocapture
 //! ```
 
 use claim::segmentation::{DatasetInfo, Plans};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -137,21 +141,110 @@ fn mutate(input: &[u8], others: &[Vec<u8>], rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-/// What a reader said, with numbers stripped so that "offset 12" and
-/// "offset 13" are one outcome.
+/// What a reader said, with numbers and quoted text stripped so that
+/// "offset 12" and "offset 13" are one outcome, and so are "key `ab`",
+/// "key `ac`" and "CRC-32 mismatch (stored 0x89abcdef)" (that
+/// text echoes the input; a mutant that only changes it reaches no new code).
 fn outcome(result: claim::Result<()>) -> String {
     match result {
         Ok(()) => "ok".into(),
         Err(e) => {
-            let msg: String = e
-                .to_string()
-                .chars()
-                .filter(|c| !c.is_ascii_digit())
-                .take(80)
+            let stripped = strip_quoted(&e.to_string());
+            let words: Vec<&str> = stripped
+                .split(' ')
+                .filter(|w| !w.contains(|c: char| c.is_ascii_digit()))
                 .collect();
+            let msg: String = words.join(" ").chars().take(80).collect();
             format!("{}:{msg}", e.status_code())
         }
     }
+}
+
+/// `text` with what lies between its first and last `` ` ``, between `"`
+/// quotes (Rust's `{:?}` and JSON's escapes honoured), square brackets or
+/// braces (nested, their strings skipped whole) replaced by `_`.
+fn strip_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let close = match c {
+            '`' | '"' => c,
+            '[' => ']',
+            '{' => '}',
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        match c {
+            // Names are quoted as-is, backticks included: the quote ends
+            // at the last backtick.
+            '`' => {
+                let rest = chars.as_str();
+                let end = rest.rfind('`').map_or(rest.len(), |i| i + 1);
+                chars = rest[end..].chars();
+            }
+            '"' => skip_string(&mut chars),
+            _ => {
+                let mut depth = 1;
+                while let Some(q) = chars.next() {
+                    match q {
+                        '"' => skip_string(&mut chars),
+                        '[' | '{' => depth += 1,
+                        ']' | '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out.extend([c, '_', close]);
+    }
+    out
+}
+
+/// Skips the rest of a `"`-quoted string (its opening quote already read).
+fn skip_string(chars: &mut std::str::Chars) {
+    while let Some(q) = chars.next() {
+        match q {
+            '\\' => {
+                chars.next();
+            }
+            '"' => return,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn outcomes_leave_out_what_echoes_the_input() {
+    let format = |m: &str| outcome(Err(claim::Error::format(m)));
+    let same = [
+        (
+            r#"label `a}b` = {"x\"}{":[1,{"y":2}]} is not an integer"#,
+            r#"label `c` = {"z":3} is not an integer"#,
+        ),
+        (
+            "zip entry \"a\\\"b\": CRC-32 mismatch (stored 0x89abcdef, data 0x0000beef)",
+            "zip entry \"c\": CRC-32 mismatch (stored 0x01234567, data 0x76543210)",
+        ),
+        ("magic [ab, ec] at byte 12", "magic [f, ca, 0] at byte 7"),
+        (
+            "state dict entry `a`b` is a `x` object, not a tensor",
+            "state dict entry `c` is a `y`z` object, not a tensor",
+        ),
+    ];
+    for (a, b) in same {
+        assert_eq!(format(a), format(b), "{a} | {b}");
+    }
+    assert_ne!(
+        format("offset 1 past the end"),
+        format("offset 1 too small")
+    );
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -272,22 +365,76 @@ fn seed() -> u64 {
         .unwrap_or(0x5eed_c1a1)
 }
 
+/// Where `CLAIM_FUZZ_SAVE_CORPUS` asks the corpus to be written, if it does.
+fn save_corpus_dir() -> Option<PathBuf> {
+    std::env::var_os("CLAIM_FUZZ_SAVE_CORPUS").map(PathBuf::from)
+}
+
+/// 64-bit FNV-1a, for stable names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Writes the smallest input of each outcome to `<dir>/<name>/<hash>`, and
+/// which outcome each one gave to `<dir>/<name>.outcomes` (beside the
+/// folder, so that a folder copied into `tests/fixtures/fuzz/` holds inputs
+/// only).
+fn save_corpus(dir: &Path, name: &str, smallest: &HashMap<String, Vec<u8>>) {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display()));
+    let mut index: Vec<(usize, String, &str)> = Vec::new();
+    for (outcome, input) in smallest {
+        let file = format!("{:016x}", fnv1a(input));
+        let path = folder.join(&file);
+        std::fs::write(&path, input).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        index.push((input.len(), file, outcome));
+    }
+    index.sort();
+    let lines: String = index
+        .iter()
+        .map(|(len, file, outcome)| format!("{file}\t{len}\t{}\n", outcome.replace('\n', " ")))
+        .collect();
+    let path = dir.join(format!("{name}.outcomes"));
+    std::fs::write(&path, lines).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    println!(
+        "fuzz {name}: {} inputs written to {}",
+        smallest.len(),
+        folder.display()
+    );
+}
+
 /// Runs `target` on every seed, then on `iterations()` mutants; panics
 /// (after writing the input under target/fuzz-findings/) when it panics.
+/// Keeps the smallest input seen for each outcome, written out when
+/// `CLAIM_FUZZ_SAVE_CORPUS` names a folder.
 fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> claim::Result<()>) {
     let mut corpus = seeds;
     corpus.extend(regressions(name));
     assert!(!corpus.is_empty(), "{name}: no seeds");
-    let mut seen = HashSet::new();
-    let mut rng = Rng(seed()
-        ^ name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        }));
+    // Outcome -> the smallest input that produced it.
+    let mut smallest: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut keep = |outcome: String, input: &[u8]| -> bool {
+        match smallest.get_mut(&outcome) {
+            Some(best) => {
+                if input.len() < best.len() {
+                    *best = input.to_vec();
+                }
+                false
+            }
+            None => {
+                smallest.insert(outcome, input.to_vec());
+                true
+            }
+        }
+    };
+    let mut rng = Rng(seed() ^ fnv1a(name.as_bytes()));
     let run = |input: &[u8]| catch_unwind(AssertUnwindSafe(|| target(input)));
     for input in corpus.clone() {
         match run(&input) {
             Ok(result) => {
-                seen.insert(outcome(result));
+                keep(outcome(result), &input);
             }
             Err(_) => report(name, &input),
         }
@@ -299,7 +446,7 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> claim::Result
         let child = mutate(parent, &corpus, &mut rng);
         match run(&child) {
             Ok(result) => {
-                if seen.insert(outcome(result)) && corpus.len() < 4096 {
+                if keep(outcome(result), &child) && corpus.len() < 4096 {
                     corpus.push(child);
                 }
             }
@@ -309,9 +456,12 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> claim::Result
     println!(
         "fuzz {name}: {total} mutants in {:.1} s, {} outcomes, corpus {}",
         start.elapsed().as_secs_f64(),
-        seen.len(),
+        smallest.len(),
         corpus.len()
     );
+    if let Some(dir) = save_corpus_dir() {
+        save_corpus(&dir, name, &smallest);
+    }
 }
 
 fn report(name: &str, input: &[u8]) -> ! {

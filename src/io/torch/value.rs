@@ -115,7 +115,7 @@ impl PickleValue {
     }
 
     /// What kind of value this is, for messages (`"dict"`, `"float32
-    /// tensor"`, `"torch.device object"`, …).
+    /// tensor"`, ``"`torch.device` object"``, …).
     pub fn kind(&self) -> String {
         match self {
             PickleValue::None => "None".into(),
@@ -128,8 +128,8 @@ impl PickleValue {
             PickleValue::Tuple(_) => "tuple".into(),
             PickleValue::Dict(_) => "dict".into(),
             PickleValue::Tensor(t) => format!("{} tensor", t.dtype.name()),
-            PickleValue::Global { name } => format!("reference to {name}"),
-            PickleValue::Opaque { name } => format!("{name} object"),
+            PickleValue::Global { name } => format!("reference to `{name}`"),
+            PickleValue::Opaque { name } => format!("`{name}` object"),
         }
     }
 
@@ -222,7 +222,7 @@ mod tests {
             Some(2)
         );
         assert!(v.get("c").is_none());
-        assert_eq!(v.get("dev").unwrap().kind(), "torch.device object");
+        assert_eq!(v.get("dev").unwrap().kind(), "`torch.device` object");
         assert_eq!(
             v.to_json(),
             serde_json::json!({"a": 3, "b": [0.5, null], "dev": "<torch.device(...)>", "nan": "NaN"})
