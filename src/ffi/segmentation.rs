@@ -647,7 +647,7 @@ pub extern "C" fn claim_segmenter_segment(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -793,25 +793,12 @@ mod tests {
     }
 
     /// The committed 2-D results folder (or `$CLAIM_NNUNET_FIXTURES`'s).
-    fn results_2d() -> std::path::PathBuf {
-        std::env::var_os("CLAIM_NNUNET_FIXTURES")
-            .filter(|v| !v.is_empty())
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nnunet"))
-            .join("Dataset990_ClaimTiny/nnUNetTrainer__nnUNetPlans__2d")
-    }
-
-    /// `claim_segmenter_segment` takes one image, so a model of two channels (the
-    /// fixture's plans and labels, random weights) is refused as unsupported
-    /// before any work, and the output is left alone.
-    #[test]
-    fn multi_channel_models_are_unsupported_by_claim_segmenter_segment() {
-        use crate::ffi::status::CLAIM_ERR_UNSUPPORTED;
-        use crate::ffi::volume::{volume_to_c, CLAIM_VOXEL_U8};
+    /// The 2-D fixture's plans and labels declared for two input channels
+    /// (LGE, T2), with random weights of that shape (`seed`): a model
+    /// `claim_segmenter_segment` refuses as unsupported.
+    pub(crate) fn two_channel_segmenter(seed: u64) -> claim_segmenter {
         use crate::models::plain_unet::random_state_dict;
         use crate::segmentation::{NnunetBundle, Plans};
-        use crate::volume::{Geometry, Volume};
-
         let mut bundle = NnunetBundle::load(&results_2d(), Some(&[0])).unwrap();
         let mut dataset: serde_json::Value = serde_json::from_str(&bundle.dataset_json).unwrap();
         dataset["channel_names"] = serde_json::json!({"0": "LGE", "1": "T2"});
@@ -828,10 +815,30 @@ mod tests {
             .unwrap()
             .network_config(2, 5)
             .unwrap();
-        bundle.folds = vec![(0, random_state_dict(&network, 1))];
-        let handle = claim_segmenter {
+        bundle.folds = vec![(0, random_state_dict(&network, seed))];
+        claim_segmenter {
             model: Segmenter::from_bundle(bundle, None).unwrap(),
-        };
+        }
+    }
+
+    fn results_2d() -> std::path::PathBuf {
+        std::env::var_os("CLAIM_NNUNET_FIXTURES")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nnunet"))
+            .join("Dataset990_ClaimTiny/nnUNetTrainer__nnUNetPlans__2d")
+    }
+
+    /// `claim_segmenter_segment` takes one image, so a model of two channels (the
+    /// fixture's plans and labels, random weights) is refused as unsupported
+    /// before any work, and the output is left alone.
+    #[test]
+    fn multi_channel_models_are_unsupported_by_claim_segmenter_segment() {
+        use crate::ffi::status::CLAIM_ERR_UNSUPPORTED;
+        use crate::ffi::volume::{volume_to_c, CLAIM_VOXEL_U8};
+        use crate::volume::{Geometry, Volume};
+
+        let handle = two_channel_segmenter(1);
 
         let image =
             Image::F32(Volume::from_vec([8, 8, 1], vec![1.0; 64], Geometry::default()).unwrap());

@@ -35,6 +35,7 @@ use super::image::{
     claim_image, claim_image_create, claim_image_free, claim_image_read, claim_image_view,
     claim_image_write, claim_max_voxels_get, claim_max_voxels_set,
 };
+use super::segmentation::tests::two_channel_segmenter;
 use super::segmentation::{
     claim_segmentation_params, claim_segmenter, claim_segmenter_info, claim_segmenter_info_get,
     claim_segmenter_load, claim_segmenter_options, claim_segmenter_predict_logits,
@@ -901,7 +902,7 @@ fn cases() -> Vec<Case> {
             CLAIM_ERR_UNSUPPORTED,
             "2 channels",
             || {
-                let two = two_channel_segmenter();
+                let two = two_channel_segmenter(7);
                 let (_pixels, image) = heart_f32(heart());
                 let mut labels = vec![0u8; heart().len()];
                 let mut out = view(heart(), &mut labels, CLAIM_VOXEL_U8);
@@ -1025,33 +1026,6 @@ fn segmenter() -> *const claim_segmenter {
             Shared(s)
         })
         .0
-}
-
-/// The 2-D fixture's plans and labels declared for two input channels, with
-/// random weights of that shape: a model `claim_segmenter_segment` refuses.
-fn two_channel_segmenter() -> claim_segmenter {
-    use crate::models::plain_unet::random_state_dict;
-    use crate::segmentation::{NnunetBundle, Plans, Segmenter};
-    let mut bundle = NnunetBundle::load(&results_2d(), Some(&[0])).unwrap();
-    let mut dataset: serde_json::Value = serde_json::from_str(&bundle.dataset_json).unwrap();
-    dataset["channel_names"] = serde_json::json!({"0": "LGE", "1": "cine"});
-    bundle.dataset_json = dataset.to_string();
-    let mut plans: serde_json::Value = serde_json::from_str(&bundle.plans_json).unwrap();
-    let config = &mut plans["configurations"]["2d"];
-    config["normalization_schemes"] =
-        serde_json::json!(["ZScoreNormalization", "ZScoreNormalization"]);
-    config["use_mask_for_norm"] = serde_json::json!([false, false]);
-    bundle.plans_json = plans.to_string();
-    let network = Plans::parse(&bundle.plans_json)
-        .unwrap()
-        .configuration("2d")
-        .unwrap()
-        .network_config(2, 5)
-        .unwrap();
-    bundle.folds = vec![(0, random_state_dict(&network, 7))];
-    claim_segmenter {
-        model: Segmenter::from_bundle(bundle, None).unwrap(),
-    }
 }
 
 /// Loads a copy of the 2-D results folder (fold 0) whose `plans.json` was
