@@ -74,6 +74,11 @@ struct Cli {
     /// before anything is decompressed.
     #[arg(long, global = true, value_name = "N", value_parser = parse_max_voxels)]
     max_voxels: Option<u64>,
+    /// Print the command's peak memory (resident set high-water mark) to
+    /// stderr when it ends, to size machines or check the documented bounds
+    /// (Linux; elsewhere it says it cannot).
+    #[arg(long, global = true)]
+    report_memory: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,6 +148,24 @@ fn write_stdout(args: std::fmt::Arguments) {
     }
 }
 
+/// `peak memory: N KiB` from the kernel's high-water mark of this
+/// process's resident set (`VmHWM` in `/proc/self/status`).
+fn peak_memory_line() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find_map(|line| {
+        line.strip_prefix("VmHWM:")?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    match kib {
+        Some(kib) => format!("peak memory: {kib} KiB ({:.1} MiB)", kib as f64 / 1024.0),
+        None => "peak memory: unknown (no VmHWM in /proc/self/status on this system)".into(),
+    }
+}
+
 /// Exit status of an error: its `claim_status` number.
 fn exit_code(status: i32) -> ExitCode {
     ExitCode::from(u8::try_from(status).unwrap_or(u8::MAX))
@@ -173,7 +196,12 @@ fn main() -> ExitCode {
             return exit_code(err.status_code());
         }
     }
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command))) {
+    let report_memory = cli.report_memory;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command)));
+    if report_memory {
+        eprintln!("{}", peak_memory_line());
+    }
+    match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
             eprintln!("error: {err}");

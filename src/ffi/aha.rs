@@ -5,9 +5,9 @@ use super::args::{check_struct_size, read_optional_struct, read_struct, write_de
 use super::boundary;
 use super::labels::{claim_label_scheme, label_scheme_from_ptr};
 use super::status::claim_status;
-use super::volume::{claim_volume, labels_from_c, out_volume_from_c};
+use super::volume::{claim_volume, labels_cropped_from_c, out_volume_from_c};
 use crate::error::{Error, Result, ResultExt};
-use crate::smile::aha::{aha_segments, AhaParams};
+use crate::smile::aha::{parcellate_cropped, AhaParams};
 use crate::volume::Image;
 use std::mem::size_of;
 
@@ -180,12 +180,12 @@ pub extern "C" fn claim_aha_parcellate(
         let params = unsafe { aha_params_from_c(&params, "params", true) }?;
         // SAFETY: `labels` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
-        let labels = unsafe { labels_from_c(labels, "labels") }?;
+        let labels = unsafe { labels_cropped_from_c(labels, "labels") }?;
         // SAFETY: `out_segments` is NULL or a writable claim_volume whose data
         // has room for dims voxels of dtype (header contract).
         let out = unsafe { out_volume_from_c(out_segments, "out_segments") }?;
-        out.expect_dims(labels.dims(), "labels")?;
-        let segments = aha_segments(&labels, &params)?;
+        out.expect_dims(labels.placement.full_dims, "labels")?;
+        let segments = parcellate_cropped(&labels, &params)?.segments;
         out.write(&Image::U8(segments), "labels")
     })
 }
@@ -197,6 +197,7 @@ pub(crate) mod tests {
     use crate::ffi::status::{CLAIM_ERR_INVALID_ARGUMENT, CLAIM_OK};
     use crate::ffi::volume::{CLAIM_VOXEL_I16, CLAIM_VOXEL_U8};
     use crate::phantom::{self, PhantomParams};
+    use crate::smile::aha::aha_segments;
     use crate::volume::{LabelScheme, Volume};
     use std::ptr::{null, null_mut};
 

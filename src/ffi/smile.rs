@@ -9,12 +9,12 @@ use super::args::{
 use super::boundary;
 use super::labels::{claim_label_scheme, label_scheme_from_ptr};
 use super::status::claim_status;
-use super::volume::{claim_volume, labels_from_c, out_volume_from_c};
+use super::volume::{claim_volume, image_from_c, labels_cropped_from_c, out_volume_from_c};
 use crate::error::{Error, Result, ResultExt};
 use crate::smile::generate::{SmileContext, SmileParams, SmileResult};
 use crate::smile::pattern::Pattern;
 use crate::smile::territory::Territory;
-use crate::volume::{Image, LabelScheme, Volume};
+use crate::volume::{CropPlacement, Image, LabelScheme, Volume};
 use std::mem::size_of;
 
 /// Scar pattern of a SMILE draw (a `typedef int32_t`; see `claim_status`
@@ -328,25 +328,16 @@ impl From<&SmileResult> for claim_smile_info {
     }
 }
 
-/// Checked segment map of a caller: any dtype, values 0 or 1–17.
+/// Checked segment map of a caller: any dtype, values 0 or 1–17, converted
+/// straight to u8.
 ///
 /// # Safety
 ///
 /// As [`labels_from_c`].
 pub(crate) unsafe fn segments_from_c(ptr: *const claim_volume, name: &str) -> Result<Volume<u8>> {
     // SAFETY: forwarded contract.
-    let values = unsafe { labels_from_c(ptr, name) }?;
-    if let Some((n, bad)) = values
-        .data
-        .iter()
-        .enumerate()
-        .find(|(_, s)| !(0..=17).contains(*s))
-    {
-        return Err(Error::invalid(format!(
-            "{name}: expected 0 (no segment) or AHA segments 1–17, got {bad} at voxel #{n}"
-        )));
-    }
-    Ok(values.map(|s| *s as u8))
+    let image = unsafe { image_from_c(ptr, name) }?;
+    image.to_segments().context(name)
 }
 
 /// The values a draw may write: every label of the scheme.
@@ -381,20 +372,21 @@ unsafe fn check_draw_output(
     out.expect_holds(&scheme_labels(scheme), "the label scheme")
 }
 
-/// Writes the label map of one draw into the caller's output volume.
+/// Writes the label map of one draw (the box `placement` of the map) into
+/// the caller's output volume.
 ///
 /// # Safety
 ///
 /// `out_labels` as in `claim_smile_generate`.
 unsafe fn write_draw(
     labels: Volume<i32>,
+    placement: &CropPlacement,
     out_labels: *mut claim_volume,
     dims_source: &str,
 ) -> Result<()> {
     // SAFETY: forwarded contract.
     let out = unsafe { out_volume_from_c(out_labels, "out_labels") }?;
-    out.expect_dims(labels.dims(), dims_source)?;
-    out.write(&Image::I32(labels), dims_source)
+    out.write_in_box(&Image::I32(labels), placement, dims_source)
 }
 
 /// Draws one scar mask into a copy of a label map: parcellates the LV into
@@ -435,13 +427,14 @@ pub extern "C" fn claim_smile_generate(
         let params = unsafe { smile_params_from_c(&params, "params") }?;
         // SAFETY: `labels` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
-        let labels = unsafe { labels_from_c(labels, "labels") }?;
+        let labels = unsafe { labels_cropped_from_c(labels, "labels") }?;
+        let placement = labels.placement;
         // SAFETY: `out_labels` is NULL or a writable claim_volume whose data
         // has room for dims voxels of dtype (header contract).
-        unsafe { check_draw_output(out_labels, labels.dims(), "labels", &params.labels) }?;
-        let result = SmileContext::new(&labels, &params)?.draw(seed)?;
+        unsafe { check_draw_output(out_labels, placement.full_dims, "labels", &params.labels) }?;
+        let result = SmileContext::new_cropped(&labels, &params)?.draw_in_box(seed)?;
         // SAFETY: as above.
-        unsafe { write_draw(result.labels, out_labels, "labels") }
+        unsafe { write_draw(result.labels, &placement, out_labels, "labels") }
     })
 }
 
@@ -488,26 +481,24 @@ pub extern "C" fn claim_smile_context_create(
         let params = unsafe { smile_params_from_c(&params, "params") }?;
         // SAFETY: `labels` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
-        let labels = unsafe { labels_from_c(labels, "labels") }?;
+        let labels = unsafe { labels_cropped_from_c(labels, "labels") }?;
+        let dims = labels.placement.full_dims;
         let context = if segments.is_null() {
-            SmileContext::new(&labels, &params)?
+            SmileContext::new_cropped(&labels, &params)?
         } else {
             // SAFETY: a non-NULL `segments` is a claim_volume whose data
             // holds dims voxels of dtype (header contract).
             let segments = unsafe { segments_from_c(segments, "segments") }?;
-            if segments.dims() != labels.dims() {
+            if segments.dims() != dims {
                 return Err(Error::invalid(format!(
                     "segments.dims: expected {} (the dims of labels), got {}",
-                    super::volume::dims_text(labels.dims()),
+                    super::volume::dims_text(dims),
                     super::volume::dims_text(segments.dims())
                 )));
             }
-            SmileContext::with_segments(&labels, &segments, &params)?
+            SmileContext::with_segments_cropped(&labels, &segments, &params)?
         };
-        out.set(Box::new(claim_smile_context {
-            context,
-            dims: labels.dims(),
-        }));
+        out.set(Box::new(claim_smile_context { context, dims }));
         Ok(())
     })
 }
@@ -545,10 +536,11 @@ pub extern "C" fn claim_smile_context_draw(
             // struct_size bytes (header contract).
             unsafe { check_out_struct(out_info.cast_const(), "out_info") }?;
         }
-        let result = ctx.context.draw(seed)?;
+        let result = ctx.context.draw_in_box(seed)?;
         let info = claim_smile_info::from(&result);
+        let placement = ctx.context.placement();
         // SAFETY: as above.
-        unsafe { write_draw(result.labels, out_labels, "the context's labels") }?;
+        unsafe { write_draw(result.labels, placement, out_labels, "the context's labels") }?;
         if !out_info.is_null() {
             // SAFETY: a non-NULL `out_info` is writable for struct_size bytes.
             unsafe { write_struct(out_info, info, "out_info") }?;
@@ -594,6 +586,103 @@ mod tests {
     fn convert(value: &claim_smile_params, name: &str) -> Result<SmileParams> {
         // SAFETY: the tests' `labels` and `aha` are NULL or live.
         unsafe { smile_params_from_c(value, name) }
+    }
+
+    /// The small heart in a field of view twice as wide and 6 slices
+    /// deeper, the rest 0.
+    fn heart_in_a_wide_field() -> Volume<i32> {
+        let heart = small_heart();
+        let [ni, nj, nk] = heart.dims();
+        let mut wide = Volume::<i32>::zeros([2 * ni, 2 * nj, nk + 6], heart.geometry);
+        wide.data
+            .slice_mut(ndarray::s![4..4 + nk, 3..3 + nj, ni - 5..2 * ni - 5])
+            .assign(&heart.data);
+        wide
+    }
+
+    /// Parcellation, draws (one-shot and from a context) and statistics of
+    /// a map with a wide field of view work on the heart's box and give
+    /// the whole map's results, 0 written outside the box.
+    #[test]
+    fn a_wide_field_gives_the_whole_maps_results() {
+        use crate::ffi::aha::claim_aha_parcellate;
+        use crate::ffi::stats::{claim_aha_segment_stats, claim_aha_segment_stats_measure};
+        let whole = heart_in_a_wide_field();
+        let mut voxels: Vec<u8> = whole.data.iter().map(|l| *l as u8).collect();
+        let labels = view(&whole, &mut voxels, CLAIM_VOXEL_U8);
+        let params = lad_params();
+        let rust = convert(&params, "params").unwrap();
+
+        let mut segments = vec![99u8; whole.len()];
+        let mut out = view(&whole, &mut segments, CLAIM_VOXEL_U8);
+        let aha = claim_aha_params {
+            labels: &EMIDEC_WITH_RV,
+            ..claim_aha_params::default()
+        };
+        assert_eq!(
+            claim_aha_parcellate(&labels, &aha, &mut out),
+            CLAIM_OK,
+            "{}",
+            last_error()
+        );
+        let expected_segments =
+            crate::smile::aha::aha_segments(&whole, &rust.aha_params()).unwrap();
+        assert!(segments.iter().eq(expected_segments.data.iter()));
+
+        let expected = SmileContext::new(&whole, &rust)
+            .unwrap()
+            .draw(11)
+            .unwrap()
+            .labels;
+        let mut drawn = vec![99u8; whole.len()];
+        let mut out = view(&whole, &mut drawn, CLAIM_VOXEL_U8);
+        assert_eq!(
+            claim_smile_generate(&labels, &params, 11, &mut out),
+            CLAIM_OK,
+            "{}",
+            last_error()
+        );
+        assert!(drawn
+            .iter()
+            .map(|l| i32::from(*l))
+            .eq(expected.data.iter().copied()));
+
+        let mut ctx = null_mut();
+        assert_eq!(
+            claim_smile_context_create(&labels, null(), &params, &mut ctx),
+            CLAIM_OK
+        );
+        let mut from_context = vec![99i32; whole.len()];
+        let mut out = view(&whole, &mut from_context, CLAIM_VOXEL_I32);
+        let status = claim_smile_context_draw(ctx, 11, &mut out, null_mut());
+        claim_smile_context_free(ctx);
+        assert_eq!(status, CLAIM_OK, "{}", last_error());
+        assert!(from_context.iter().eq(expected.data.iter()));
+        assert_eq!(out.origin, {
+            let mut c = claim_volume::default();
+            crate::ffi::volume::set_geometry(&mut c, &whole.geometry);
+            c.origin
+        });
+
+        let mut measured = claim_aha_segment_stats {
+            struct_size: size_of::<claim_aha_segment_stats>() as u32,
+            ..claim_aha_segment_stats::default()
+        };
+        let mut scarred: Vec<u8> = expected.data.iter().map(|l| *l as u8).collect();
+        let scarred_view = view(&whole, &mut scarred, CLAIM_VOXEL_U8);
+        assert_eq!(
+            claim_aha_segment_stats_measure(&scarred_view, null(), &aha, &mut measured),
+            CLAIM_OK,
+            "{}",
+            last_error()
+        );
+        let stats = crate::smile::stats::segment_stats(
+            &expected,
+            &expected_segments,
+            &LabelScheme::EMIDEC_WITH_RV,
+        )
+        .unwrap();
+        assert_eq!(measured, claim_aha_segment_stats::from(&stats));
     }
 
     #[test]

@@ -14,11 +14,11 @@ use super::args::{
 use super::boundary;
 use super::smile::segments_from_c;
 use super::status::claim_status;
-use super::volume::{claim_volume, dims_text, labels_from_c};
+use super::volume::{claim_volume, dims_text, labels_cropped_from_c};
 use crate::error::{Error, Result, ResultExt};
-use crate::smile::aha::aha_segments;
+use crate::smile::aha::parcellate_cropped;
 use crate::smile::bullseye::{render_png, render_svg, BullseyeOptions};
-use crate::smile::stats::{segment_stats, SegmentStat, SegmentStats};
+use crate::smile::stats::{crop_segment_map, segment_stats, SegmentStat, SegmentStats};
 use std::ffi::c_char;
 use std::mem::size_of;
 
@@ -197,23 +197,25 @@ pub extern "C" fn claim_aha_segment_stats_measure(
         let params = unsafe { aha_params_from_c(&params, "params", true) }?;
         // SAFETY: `labels` is NULL or a claim_volume whose data holds dims
         // voxels of dtype (header contract).
-        let labels = unsafe { labels_from_c(labels, "labels") }?;
+        let labels = unsafe { labels_cropped_from_c(labels, "labels") }?;
+        let dims = labels.placement.full_dims;
         let segments = if segments.is_null() {
-            aha_segments(&labels, &params)?
+            let whole = parcellate_cropped(&labels, &params)?.segments;
+            labels.placement.crop(&whole, "the AHA segment map")?
         } else {
             // SAFETY: a non-NULL `segments` is a claim_volume whose data
             // holds dims voxels of dtype (header contract).
             let segments = unsafe { segments_from_c(segments, "segments") }?;
-            if segments.dims() != labels.dims() {
+            if segments.dims() != dims {
                 return Err(Error::invalid(format!(
                     "segments.dims: expected {} (the dims of labels), got {}",
-                    dims_text(labels.dims()),
+                    dims_text(dims),
                     dims_text(segments.dims())
                 )));
             }
-            segments
+            crop_segment_map(&labels, &segments)?
         };
-        let stats = segment_stats(&labels, &segments, &params.labels)?;
+        let stats = segment_stats(&labels.labels, &segments, &params.labels)?;
         // SAFETY: `out` is writable for struct_size bytes (header contract).
         unsafe { write_struct(out, claim_aha_segment_stats::from(&stats), "out") }
     })

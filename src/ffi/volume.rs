@@ -4,7 +4,10 @@
 
 use super::args::{read_struct, write_struct, CStruct};
 use crate::error::{Error, Result, ResultExt};
-use crate::volume::{checked_voxel_count, DType, Geometry, Image, Volume};
+use crate::volume::{
+    checked_voxel_count, CropPlacement, CroppedLabels, DType, Geometry, Image, LabelVoxel, Volume,
+    LABEL_CROP_MARGIN,
+};
 use std::ffi::c_void;
 use std::mem::{align_of, size_of};
 
@@ -257,6 +260,56 @@ pub(crate) unsafe fn labels_from_c(ptr: *const claim_volume, name: &str) -> Resu
     image.to_labels().context(name)
 }
 
+/// Reads a caller's label map as the box around its labelled voxels
+/// ([`CroppedLabels`], margin [`LABEL_CROP_MARGIN`]) straight from the
+/// caller's buffer: only the box is copied, as i32, so a large field of
+/// view costs nothing beyond the caller's own buffer. Checks as
+/// [`labels_from_c`].
+///
+/// # Safety
+///
+/// As [`image_from_c`].
+pub(crate) unsafe fn labels_cropped_from_c(
+    ptr: *const claim_volume,
+    name: &str,
+) -> Result<CroppedLabels> {
+    // SAFETY: forwarded contract.
+    let volume = unsafe { read_struct(ptr, name) }?;
+    let dtype = dtype_from_c(volume.voxel_type, &format!("{name}.voxel_type"))?;
+    let dims = dims_from_c(volume.dims, name)?;
+    let geometry = geometry_from_c(&volume, name)?;
+    let data = volume.data as *const c_void;
+    // SAFETY (all arms): `data` holds `dims` voxels of `dtype` by contract.
+    match dtype {
+        DType::U8 => unsafe { crop_voxels::<u8>(data, dims, geometry, name) },
+        DType::I16 => unsafe { crop_voxels::<i16>(data, dims, geometry, name) },
+        DType::U16 => unsafe { crop_voxels::<u16>(data, dims, geometry, name) },
+        DType::I32 => unsafe { crop_voxels::<i32>(data, dims, geometry, name) },
+        DType::F32 => unsafe { crop_voxels::<f32>(data, dims, geometry, name) },
+    }
+}
+
+/// [`CroppedLabels::from_voxels`] of the caller's buffer.
+///
+/// # Safety
+///
+/// As [`copy_voxels`].
+unsafe fn crop_voxels<T: LabelVoxel>(
+    data: *const c_void,
+    dims: [usize; 3],
+    geometry: Geometry,
+    name: &str,
+) -> Result<CroppedLabels> {
+    check_data::<T>(data, name)?;
+    let count = checked_voxel_count(dims)?;
+    // SAFETY: `data` is non-NULL and aligned (checked above) and holds
+    // `count` elements of T by the caller's contract; `count` ≤ MAX_VOXELS,
+    // so the byte length fits isize. The slice is dropped before any output
+    // is written, so an output aliasing this input is never read through it.
+    let source = unsafe { std::slice::from_raw_parts(data.cast::<T>(), count) };
+    CroppedLabels::from_voxels(source, dims, geometry, LABEL_CROP_MARGIN).context(name)
+}
+
 /// Reads dims and geometry of a caller's volume without looking at `dtype`
 /// or `data` (for "shaped like" arguments).
 ///
@@ -421,6 +474,96 @@ impl OutVolume {
         // SAFETY: `self.ptr` passed the same checks in `out_volume_from_c`
         // and is writable for `struct_size` bytes by its contract.
         unsafe { write_struct(self.ptr, view, &self.name) }
+    }
+
+    /// Writes `part`, the box `placement` of a map, into the caller's
+    /// buffer of the full map's dims: 0 outside the box. Converts as
+    /// [`OutVolume::write`] (a value that does not fit leaves the buffer
+    /// untouched) and sets the caller's geometry to the full map's.
+    pub(crate) fn write_in_box(
+        self,
+        part: &Image,
+        placement: &CropPlacement,
+        source: &str,
+    ) -> Result<()> {
+        self.expect_dims(placement.full_dims, source)?;
+        if part.dims() != placement.dims {
+            return Err(Error::Internal(format!(
+                "{}: a part of dims {:?} for a box of {:?}",
+                self.name,
+                part.dims(),
+                placement.dims
+            )));
+        }
+        match part {
+            Image::U8(v) => self.write_box_from(v, placement)?,
+            Image::I16(v) => self.write_box_from(v, placement)?,
+            Image::U16(v) => self.write_box_from(v, placement)?,
+            Image::I32(v) => self.write_box_from(v, placement)?,
+            Image::F32(v) => self.write_box_from(v, placement)?,
+        }
+        let mut view = self.view;
+        set_geometry(&mut view, &placement.full_geometry);
+        // SAFETY: `self.ptr` passed the same checks in `out_volume_from_c`
+        // and is writable for `struct_size` bytes by its contract.
+        unsafe { write_struct(self.ptr, view, &self.name) }
+    }
+
+    fn write_box_from<S: Voxel>(&self, part: &Volume<S>, placement: &CropPlacement) -> Result<()> {
+        let source = part.as_slice()?;
+        match self.dtype {
+            DType::U8 => self.convert_box_into::<S, u8>(source, placement),
+            DType::I16 => self.convert_box_into::<S, i16>(source, placement),
+            DType::U16 => self.convert_box_into::<S, u16>(source, placement),
+            DType::I32 => self.convert_box_into::<S, i32>(source, placement),
+            DType::F32 => self.convert_box_into::<S, f32>(source, placement),
+        }
+    }
+
+    fn convert_box_into<S: Voxel, D: Voxel>(
+        &self,
+        source: &[S],
+        placement: &CropPlacement,
+    ) -> Result<()> {
+        let [ni, nj, _] = placement.full_dims;
+        let [bi, bj, _] = placement.dims;
+        let [oi, oj, ok] = placement.offset;
+        // Flat index in the full map of the first voxel of box row `r`.
+        let row_start = |r: usize| oi + ni * (oj + r % bj + nj * (ok + r / bj));
+        // Check every value first so a refused conversion writes nothing.
+        if let Some((n, value)) = source
+            .iter()
+            .enumerate()
+            .find(|(_, s)| D::from_f64_exact(s.to_f64()).is_none())
+        {
+            return Err(Error::invalid(format!(
+                "{}: value {} at voxel #{} does not fit {} exactly",
+                self.name,
+                value.to_f64(),
+                row_start(n / bi) + n % bi,
+                dtype_name(D::DTYPE)
+            )));
+        }
+        let count = checked_voxel_count(placement.full_dims)?;
+        // SAFETY: `data` is non-NULL and aligned for D (checked in
+        // `out_volume_from_c`) with room for the full dims' voxels by
+        // contract (dims checked in `write_in_box`); inputs were copied
+        // before the work, so no Rust reference aliases the caller's buffer.
+        let target = unsafe { std::slice::from_raw_parts_mut(self.view.data.cast::<D>(), count) };
+        target.fill(D::ZERO);
+        for (r, row) in source.chunks_exact(bi).enumerate() {
+            let start = row_start(r);
+            let Some(slots) = target.get_mut(start..start + bi) else {
+                return Err(Error::Internal(format!(
+                    "{}: box row {r} outside",
+                    self.name
+                )));
+            };
+            for (t, s) in slots.iter_mut().zip(row) {
+                *t = D::from_f64_exact(s.to_f64()).unwrap_or(D::ZERO);
+            }
+        }
+        Ok(())
     }
 
     fn write_from<S: Voxel>(&self, volume: &Volume<S>) -> Result<()> {
@@ -639,6 +782,42 @@ mod tests {
             msg.contains("labels: label map holds a non-integral value 2.5"),
             "{msg}"
         );
+    }
+
+    /// A box's values land at its offset in the full buffer, 0 elsewhere;
+    /// a value the dtype cannot hold is named by its full voxel number and
+    /// leaves the buffer untouched.
+    #[test]
+    fn a_box_is_written_in_place_with_zeros_around_it() {
+        let placement = CropPlacement {
+            offset: [1, 1, 0],
+            dims: [2, 1, 1],
+            full_dims: [3, 3, 2],
+            full_geometry: oblique(),
+        };
+        let part = |values: Vec<i32>| {
+            Image::I32(Volume::from_vec([2, 1, 1], values, placement.geometry()).unwrap())
+        };
+        let mut out8 = [7u8; 18];
+        let mut v = view_of(&mut out8, CLAIM_VOXEL_U8, [3, 3, 2]);
+        v.spacing = [0.0; 3];
+        // SAFETY: `v` describes the live `out8`.
+        let out = unsafe { out_volume_from_c(&mut v, "out_labels") }.unwrap();
+        let msg = out
+            .write_in_box(&part(vec![1, 300]), &placement, "labels")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("value 300 at voxel #5 does not fit"), "{msg}");
+        assert_eq!(out8, [7; 18]);
+        // SAFETY: as above.
+        let out = unsafe { out_volume_from_c(&mut v, "out_labels") }.unwrap();
+        out.write_in_box(&part(vec![4, 5]), &placement, "labels")
+            .unwrap();
+        let mut expected = [0u8; 18];
+        (expected[4], expected[5]) = (4, 5);
+        assert_eq!(out8, expected);
+        assert_eq!(v.spacing, oblique().spacing);
+        assert_eq!(v.origin, oblique().origin);
     }
 
     #[test]

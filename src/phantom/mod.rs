@@ -166,6 +166,8 @@ pub fn generate(params: &PhantomParams) -> Result<Phantom> {
 
     let dims = [params.matrix_size, params.matrix_size, params.slice_count];
     let count = checked_voxel_count(dims)?;
+    // The voxel limit covers volumes claim makes, not only those it reads.
+    crate::limits::check_voxels(&dims.map(|d| d as u64), "the phantom volume")?;
     let [ni, nj, nk] = dims;
     let mut materials = Vec::with_capacity(count);
     for k in 0..nk {

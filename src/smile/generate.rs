@@ -29,7 +29,7 @@ use crate::imgproc::bounding_box;
 use crate::imgproc::components::{neighbour_index, unflatten, Connectivity};
 use crate::imgproc::distance::squared_distance_mm;
 use crate::rng::Rng;
-use crate::volume::{Geometry, LabelScheme, Volume};
+use crate::volume::{CropPlacement, CroppedLabels, Geometry, LabelScheme, Volume};
 use serde::Serialize;
 
 /// Parameters of a scar draw. Build with [`SmileParams::default`] and the
@@ -310,7 +310,10 @@ impl MyoGrid {
 #[derive(Debug, Clone)]
 pub struct SmileContext {
     params: SmileParams,
+    /// The input labels (of the box `placement`) with lesions reset.
     base_labels: Volume<i32>,
+    /// Where `base_labels` sit in the map the caller sees.
+    placement: CropPlacement,
     grid: MyoGrid,
     /// Rank-normalised blob field over the crop (CLAIM preset only).
     blobs: Option<Volume<f32>>,
@@ -318,7 +321,7 @@ pub struct SmileContext {
 
 /// Crop margin (voxels) around the myocardium: room for the outside class
 /// of the depth map, for the CLAIM preset's 7×7 erosion and its smoothing.
-const CROP_MARGIN: [usize; 3] = [4, 4, 2];
+const CROP_MARGIN: [usize; 3] = crate::volume::LABEL_CROP_MARGIN;
 
 /// Blob σ of the CLAIM preset: porespy's mean(shape)/(40·blobiness) on the
 /// 140×140×56 atlas = 2.8 voxels of 1.25 mm.
@@ -352,8 +355,40 @@ impl SmileContext {
         segments: &Volume<u8>,
         params: &SmileParams,
     ) -> Result<Self> {
+        let placement = CropPlacement::whole(labels.dims(), labels.geometry);
+        SmileContext::prepare(labels, placement, segments, params)
+    }
+
+    /// [`SmileContext::new`] for a label map cut to its heart's box
+    /// ([`CroppedLabels::from_image`]): the same draws, holding only the
+    /// box. [`SmileContext::draw_in_box`] gives draws without widening them
+    /// to the whole map.
+    pub fn new_cropped(map: &CroppedLabels, params: &SmileParams) -> Result<Self> {
         params.validate()?;
-        labels.geometry.validate("label map geometry")?;
+        check_labels(&map.labels, &params.labels)?;
+        let segments = aha::parcellate_cropped(map, &params.aha_params())?.segments;
+        SmileContext::with_segments_cropped(map, &segments, params)
+    }
+
+    /// [`SmileContext::with_segments`] for a label map cut to its heart's
+    /// box; `segments` is the whole map's segment map.
+    pub fn with_segments_cropped(
+        map: &CroppedLabels,
+        segments: &Volume<u8>,
+        params: &SmileParams,
+    ) -> Result<Self> {
+        let segments = super::stats::crop_segment_map(map, segments)?;
+        SmileContext::prepare(&map.labels, map.placement, &segments, params)
+    }
+
+    fn prepare(
+        labels: &Volume<i32>,
+        placement: CropPlacement,
+        segments: &Volume<u8>,
+        params: &SmileParams,
+    ) -> Result<Self> {
+        params.validate()?;
+        placement.full_geometry.validate("label map geometry")?;
         check_labels(labels, &params.labels)?;
         check_segment_map(labels, segments)?;
         let scheme = params.labels;
@@ -377,6 +412,7 @@ impl SmileContext {
         Ok(SmileContext {
             params: *params,
             base_labels,
+            placement,
             grid,
             blobs,
         })
@@ -392,9 +428,28 @@ impl SmileContext {
         self.grid.voxels.len()
     }
 
+    /// Where the context's labels sit in the caller's map: the whole map,
+    /// or the box of a context made from a [`CroppedLabels`].
+    pub fn placement(&self) -> &CropPlacement {
+        &self.placement
+    }
+
     /// Draws one mask. The same seed gives the same mask on every run,
-    /// machine and thread.
+    /// machine and thread. The result's labels cover the whole map.
     pub fn draw(&self, seed: u64) -> Result<SmileResult> {
+        let mut result = self.draw_in_box(seed)?;
+        if !self.placement.is_whole() {
+            result.labels = self
+                .placement
+                .uncrop(&result.labels, "the SMILE label map")?;
+        }
+        Ok(result)
+    }
+
+    /// [`SmileContext::draw`], with the labels of the box
+    /// [`SmileContext::placement`] only (the whole map for a context made
+    /// from a whole map): outside the box every voxel is 0.
+    pub fn draw_in_box(&self, seed: u64) -> Result<SmileResult> {
         let rng = Rng::new(seed);
         let draw = match self.params.pattern {
             Pattern::Ischemic => pattern::ischemic(&self.grid, &self.params, &rng)?,
@@ -636,6 +691,92 @@ fn long_axis_from_segments(voxels: &[MyoVoxel]) -> Option<[f64; 3]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A phantom heart (EMIDEC with RV 5) in a field of view twice as wide
+    /// as the phantom's, the rest 0.
+    fn heart_in_a_wide_field() -> Volume<i32> {
+        let heart = crate::phantom::generate(&crate::phantom::PhantomParams {
+            seed: 5,
+            matrix_size: 64,
+            slice_count: 12,
+            pixel_spacing_mm: 2.5,
+            slice_spacing_mm: 8.0,
+            ..crate::phantom::PhantomParams::default()
+        })
+        .unwrap()
+        .labels;
+        let [ni, nj, nk] = heart.dims();
+        let mut wide = Volume::<i32>::zeros([2 * ni, 2 * nj, nk + 6], heart.geometry);
+        wide.data
+            .slice_mut(ndarray::s![3..3 + nk, 10..10 + nj, 50..50 + ni])
+            .assign(&heart.data);
+        wide
+    }
+
+    /// A context made from the heart's box draws, seed for seed, the masks
+    /// of the whole map's context, in every pattern, with and without MVO
+    /// and with given segments.
+    #[test]
+    fn a_cropped_context_draws_the_whole_maps_masks() {
+        let whole = heart_in_a_wide_field();
+        let crop = CroppedLabels::from_image(
+            &crate::volume::Image::I32(whole.clone()),
+            crate::volume::LABEL_CROP_MARGIN,
+        )
+        .unwrap();
+        assert!(crop.labels.len() * 3 < whole.len());
+        for (pattern, mvo) in [
+            (Pattern::Ischemic, true),
+            (Pattern::Midwall, false),
+            (Pattern::Insertion, false),
+            (Pattern::Claim, false),
+        ] {
+            let mut params = SmileParams::default().with_pattern(pattern);
+            params.mvo = mvo;
+            params.labels = LabelScheme::EMIDEC_WITH_RV;
+            params.aha.labels = LabelScheme::EMIDEC_WITH_RV;
+            let full = SmileContext::new(&whole, &params).unwrap();
+            let boxed = SmileContext::new_cropped(&crop, &params).unwrap();
+            assert_eq!(boxed.placement(), &crop.placement);
+            assert_eq!(full.myocardium_voxels(), boxed.myocardium_voxels());
+            for seed in [1, 7] {
+                let expected = full.draw(seed).unwrap();
+                let in_box = boxed.draw_in_box(seed).unwrap();
+                assert_eq!(in_box.labels.dims(), crop.placement.dims);
+                let placed = crop.placement.uncrop(&in_box.labels, "test").unwrap();
+                assert_eq!(placed, expected.labels, "{pattern} seed {seed}");
+                assert_eq!(boxed.draw(seed).unwrap().labels, expected.labels);
+                assert_eq!(
+                    (
+                        in_box.scar_voxels,
+                        in_box.mvo_voxels,
+                        in_box.segments_chosen
+                    ),
+                    (
+                        expected.scar_voxels,
+                        expected.mvo_voxels,
+                        expected.segments_chosen
+                    )
+                );
+            }
+            let segments = aha::aha_segments(&whole, &params.aha_params()).unwrap();
+            let given = SmileContext::with_segments_cropped(&crop, &segments, &params).unwrap();
+            assert_eq!(given.draw(3).unwrap().labels, full.draw(3).unwrap().labels);
+        }
+        let emidec_rv = AhaParams {
+            labels: LabelScheme::EMIDEC_WITH_RV,
+            ..AhaParams::default()
+        };
+        let mut shifted = aha::aha_segments(&whole, &emidec_rv).unwrap();
+        shifted.geometry.origin[0] += 1.0;
+        let params = SmileParams {
+            labels: LabelScheme::EMIDEC_WITH_RV,
+            aha: emidec_rv,
+            ..SmileParams::default()
+        };
+        let err = SmileContext::with_segments_cropped(&crop, &shifted, &params).unwrap_err();
+        assert!(err.to_string().contains("geometry differs"), "{err}");
+    }
 
     /// A ring of myocardium (radii 6–12 voxels) around a cavity, 6 slices
     /// of `slice_mm`, all one segment per quadrant of the basal ring.

@@ -8,7 +8,7 @@
 
 use super::territory::SEGMENT_COUNT;
 use crate::error::{Error, Result};
-use crate::volume::{LabelScheme, Volume};
+use crate::volume::{CroppedLabels, Geometry, LabelScheme, Volume};
 use serde::Serialize;
 
 /// Statistics of one AHA segment.
@@ -61,14 +61,30 @@ impl SegmentStats {
 /// Checks that `segments` can describe `labels`: same dims and geometry,
 /// values 0 (none) or 1–17.
 pub(crate) fn check_segment_map(labels: &Volume<i32>, segments: &Volume<u8>) -> Result<()> {
-    if segments.dims() != labels.dims() {
+    check_segment_map_of(labels.dims(), &labels.geometry, segments)
+}
+
+/// The part of a whole segment map (checked as [`check_segment_map`]
+/// against the whole label map) inside the box of a cropped label map.
+pub fn crop_segment_map(map: &CroppedLabels, segments: &Volume<u8>) -> Result<Volume<u8>> {
+    let placement = &map.placement;
+    check_segment_map_of(placement.full_dims, &placement.full_geometry, segments)?;
+    placement.crop(segments, "segment map")
+}
+
+fn check_segment_map_of(
+    dims: [usize; 3],
+    geometry: &Geometry,
+    segments: &Volume<u8>,
+) -> Result<()> {
+    if segments.dims() != dims {
         return Err(Error::invalid(format!(
             "segment map dims {:?} differ from the label map's {:?}",
             segments.dims(),
-            labels.dims()
+            dims
         )));
     }
-    if let Some(diff) = segments.geometry.difference(&labels.geometry, 1e-3) {
+    if let Some(diff) = segments.geometry.difference(geometry, 1e-3) {
         return Err(Error::invalid(format!(
             "segment map geometry differs from the label map's: {diff} (segment map vs label map)"
         )));

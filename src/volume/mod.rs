@@ -3,9 +3,11 @@
 //! Arrays are `ndarray::Array3` indexed `[k][j][i]`, so i is the fastest
 //! axis, as in NIfTI files, ITK buffers and `claim_volume`.
 
+mod crop;
 mod geometry;
 mod labels;
 
+pub use crop::{CropPlacement, CroppedLabels, LabelVoxel, LABEL_CROP_MARGIN};
 pub(crate) use geometry::is_orthonormal;
 pub use geometry::Geometry;
 pub use labels::{narrow_labels, voxel_type_holds, LabelScheme, Tissue};
@@ -229,20 +231,14 @@ impl Image {
     pub fn to_labels(&self) -> Result<Volume<i32>> {
         match self {
             Image::F32(v) => {
-                if let Some((n, x)) =
-                    v.data.iter().enumerate().find(|(_, x)| {
-                        !x.is_finite() || (*x - x.round()).abs() > 1e-3 || x.abs() > 1e9
-                    })
+                if let Some((n, why)) = v
+                    .data
+                    .iter()
+                    .enumerate()
+                    .find_map(|(n, x)| crop::float_label(*x).err().map(|why| (n, why)))
                 {
-                    let what = if !x.is_finite() {
-                        "a non-finite value"
-                    } else if x.abs() > 1e9 {
-                        "a value beyond ±1e9, out of range for a label,"
-                    } else {
-                        "a non-integral value"
-                    };
                     return Err(Error::invalid(format!(
-                        "label map holds {what} {x} at voxel #{n}; expected integer labels"
+                        "{why} at voxel #{n}; expected integer labels"
                     )));
                 }
                 try_map(v, |x| x.round() as i32)
@@ -252,6 +248,40 @@ impl Image {
             Image::U16(v) => try_map(v, |x| i32::from(*x)),
             Image::I32(v) => try_map(v, |x| *x),
         }
+    }
+}
+
+impl Image {
+    /// The voxels as an AHA segment map: 0 (no segment) or 1–17 in any
+    /// voxel type (floats integral). Converted straight to u8, so a map
+    /// costs one byte a voxel beside the image. Errors name the first
+    /// voxel out of range.
+    pub fn to_segments(&self) -> Result<Volume<u8>> {
+        fn convert<T: LabelVoxel>(v: &Volume<T>) -> Result<Volume<u8>> {
+            let values = v.as_slice()?;
+            let mut data = crate::limits::try_vec(values.len(), "the AHA segment map")?;
+            for (n, x) in values.iter().enumerate() {
+                let segment = x
+                    .to_label()
+                    .ok()
+                    .and_then(|l| u8::try_from(l).ok())
+                    .filter(|s| *s <= 17);
+                match segment {
+                    Some(s) => data.push(s),
+                    None => {
+                        let shown = match x.to_label() {
+                            Ok(l) => l.to_string(),
+                            Err(why) => why.replacen("label map holds ", "", 1),
+                        };
+                        return Err(Error::invalid(format!(
+                            "expected 0 (no segment) or AHA segments 1–17, got {shown} at voxel #{n}"
+                        )));
+                    }
+                }
+            }
+            Volume::from_vec(v.dims(), data, v.geometry)
+        }
+        with_volume!(self, v => convert(v))
     }
 }
 

@@ -2,7 +2,7 @@
 //! a killed run resumes to the same result, a corrupt case is reported and
 //! skipped, and the output passes nnU-Net's own dataset check.
 
-use crate::common::{assert_fails, assert_ok, claim, stdout};
+use crate::common::{assert_fails, assert_ok, claim, stderr, stdout};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -204,11 +204,18 @@ fn a_corrupt_case_is_reported_and_the_others_finish() {
     )
     .unwrap();
     let out = augment(d, "out", &["--per-case", "1"]);
-    assert_fails(&out, 1, "1 case(s) failed");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("failed: phantom_002"),
+        stderr(&out).contains("error: invalid argument: 1 case(s) failed"),
         "{}",
-        stdout(&out)
+        stderr(&out)
+    );
+    // The reason goes to stderr, with the error the command ends with.
+    assert!(
+        stderr(&out).contains("failed: phantom_002") && !stdout(&out).contains("failed: "),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(&out),
+        stderr(&out)
     );
     let records: Vec<serde_json::Value> = std::fs::read_to_string(d.join("out/manifest.jsonl"))
         .unwrap()
@@ -234,7 +241,8 @@ fn a_corrupt_case_is_reported_and_the_others_finish() {
         "gated",
         &["--per-case", "1", "--gate", "builtin", "--gate-dice", "1.0"],
     );
-    assert_fails(&gated, 1, "1 case(s) failed");
+    assert_eq!(gated.status.code(), Some(1), "{}", stderr(&gated));
+    assert!(stderr(&gated).contains("error: invalid argument: 1 case(s) failed"));
     assert!(
         stdout(&gated).contains("2 dropped by the gate"),
         "{}",

@@ -90,6 +90,12 @@ fn results_2d() -> PathBuf {
 /// A gzip NIfTI-1 u8 image of `dims` whose voxels are all zero, written as
 /// a stream (the file stays small however large the image).
 fn write_zero_nifti_gz(path: &Path, dims: [u64; 3]) {
+    write_u8_nifti_gz(path, dims, 0);
+}
+
+/// As [`write_zero_nifti_gz`], with `corner_label` in the first and the
+/// last voxel, so the box of labelled voxels is the whole map.
+fn write_u8_nifti_gz(path: &Path, dims: [u64; 3], corner_label: u8) {
     let mut header = vec![0u8; 352];
     header[0..4].copy_from_slice(&348i32.to_le_bytes());
     let dim: [i16; 8] = [
@@ -115,11 +121,16 @@ fn write_zero_nifti_gz(path: &Path, dims: [u64; 3]) {
     let file = std::fs::File::create(path).unwrap();
     let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
     gz.write_all(&header).unwrap();
-    let chunk = vec![0u8; 1 << 20];
+    let mut chunk = vec![0u8; 1 << 20];
     let mut left = dims.iter().product::<u64>();
+    chunk[0] = corner_label;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
+        if n as u64 == left {
+            chunk[n - 1] = corner_label;
+        }
         gz.write_all(&chunk[..n]).unwrap();
+        chunk[0] = 0;
         left -= n as u64;
     }
     gz.finish().unwrap();
@@ -190,14 +201,30 @@ fn a_decompression_bomb_is_refused_by_every_command_from_its_header() {
 }
 
 /// A valid image too large for the memory the process may use: with the
-/// voxel limit raised, `claim aha` on a 1024×1024×512 u8 map under a 1.5 GiB
-/// address-space limit reads it (512 MiB) but cannot widen it to 32-bit
+/// voxel limit raised, `claim aha` on a 1024×1024×512 u8 map labelled in
+/// two opposite corners, under a 1.5 GiB address-space limit, reads it
+/// (512 MiB) but cannot widen its labelled box (the whole map) to 32-bit
 /// labels (2 GiB): out of memory, with the size and what it was for, and
-/// no abort.
+/// no abort. The same map without labels widens only one voxel and gets
+/// its real answer: no myocardium.
 #[test]
 fn an_allocation_the_address_space_cannot_hold_is_an_error_not_an_abort() {
     let dir = tempfile::tempdir().unwrap();
-    write_zero_nifti_gz(&dir.path().join("big.nii.gz"), [1024, 1024, 512]);
+    write_zero_nifti_gz(&dir.path().join("empty.nii.gz"), [1024, 1024, 512]);
+    let out = claim_limited(
+        &[
+            "--max-voxels",
+            "4294967296",
+            "aha",
+            "empty.nii.gz",
+            "-o",
+            "seg.nii.gz",
+        ],
+        dir.path(),
+        3 << 29,
+    );
+    assert_refused(&out, &[INVALID], &["no myocardium"], "aha of an empty map");
+    write_u8_nifti_gz(&dir.path().join("big.nii.gz"), [1024, 1024, 512], 2);
     let out = claim_limited(
         &[
             "--max-voxels",
@@ -714,7 +741,24 @@ fn phantom_and_demo_refuse_impossible_options_and_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("a_file"), b"not a folder").unwrap();
-    let cases: [(&[&str], i32, &[&str]); 7] = [
+    let cases: [(&[&str], i32, &[&str]); 8] = [
+        (
+            // The voxel limit covers generated volumes too (64×64×10 =
+            // 40960 voxels).
+            &[
+                "--max-voxels",
+                "40000",
+                "phantom",
+                "--size",
+                "64",
+                "--slices",
+                "10",
+                "-o",
+                "p",
+            ],
+            OUT_OF_MEMORY,
+            &["phantom volume", "64×64×10", "40000"],
+        ),
         (
             &["phantom", "--size", "0", "-o", "p"],
             INVALID,

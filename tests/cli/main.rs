@@ -9,6 +9,7 @@ mod cli_augment;
 mod cli_eval;
 mod cli_hostile;
 mod cli_joint;
+mod cli_memory;
 mod cli_segment;
 mod cli_train;
 mod cli_twochan;

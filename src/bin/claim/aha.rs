@@ -2,7 +2,7 @@
 
 use crate::label_maps::{
     check_nifti_output, create_parent, format_direction, orientation_note, parcellate,
-    read_label_map, SchemeArgs,
+    read_heart_box, SchemeArgs,
 };
 use claim::smile::territory::SEGMENT_COUNT;
 use claim::{Image, LabelScheme, Result};
@@ -27,7 +27,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     check_nifti_output(&args.output)?;
     let params = args.scheme.aha_params(args.mvo_label)?;
-    let map = read_label_map(&args.labels)?;
+    let map = read_heart_box(&args.labels)?;
     let (parcellation, took) = parcellate(&map, &params)?;
     create_parent(&args.output)?;
     let segments = &parcellation.segments;

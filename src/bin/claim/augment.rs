@@ -183,8 +183,10 @@ pub fn run(args: &Args) -> Result<()> {
             Progress::InputDone { .. } => bar.inc(1),
             Progress::Case(record) => {
                 if record.status == CaseStatus::Failed {
+                    // A failure is a diagnostic: stderr, beside the error line
+                    // the command ends with, so `2>` logs keep the reasons.
                     bar.suspend(|| {
-                        outln!(
+                        eprintln!(
                             "failed: {}: {}",
                             record.case,
                             record.error.as_deref().unwrap_or("")

@@ -1,6 +1,6 @@
 //! `claim bullseye`: the AHA bull's-eye plot of per-segment scar, SVG or PNG.
 
-use crate::label_maps::{in_file, read_label_map, segments_for, write_bytes, SchemeArgs};
+use crate::label_maps::{in_file, read_heart_box, segments_for, write_bytes, SchemeArgs};
 use claim::smile::{render_png, render_svg, segment_stats, BullseyeOptions};
 use claim::{Error, LabelScheme, Result};
 use std::path::{Path, PathBuf};
@@ -69,10 +69,10 @@ pub fn run(args: &Args) -> Result<()> {
     };
     options.validate()?;
     let params = args.scheme.aha_params(args.mvo_label)?;
-    let map = read_label_map(&args.labels)?;
+    let map = read_heart_box(&args.labels)?;
     let (segments, source) = segments_for(&map, args.segments.as_deref(), &params)?;
-    let stats =
-        segment_stats(&map.labels, &segments, &params.labels).map_err(|e| in_file(&map.path, e))?;
+    let stats = segment_stats(map.labels(), &segments, &params.labels)
+        .map_err(|e| in_file(&map.path, e))?;
     let bytes = match format {
         PlotFormat::Svg => render_svg(&stats, &options)?.into_bytes(),
         PlotFormat::Png => render_png(&stats, &options)?,

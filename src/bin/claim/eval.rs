@@ -119,7 +119,7 @@ fn evaluate_files(
 ) -> Result<CaseMetrics> {
     let pred_map = read_label_map(pred)?;
     let ref_map = read_label_map(reference)?;
-    evaluate_case(&pred_map.labels, &ref_map.labels, scheme, options).map_err(|e| match e {
+    evaluate_case(pred_map.labels(), ref_map.labels(), scheme, options).map_err(|e| match e {
         Error::InvalidArgument(_) => e.context(format!(
             "{} against {}",
             pred.display(),

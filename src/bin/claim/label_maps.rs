@@ -4,8 +4,8 @@
 
 pub use claim::io::emidec::is_nifti_name;
 use claim::smile::aha::{self, AhaParams, AhaParcellation};
-use claim::smile::territory::SEGMENT_COUNT;
-use claim::volume::voxel_type_holds;
+use claim::smile::stats::crop_segment_map;
+use claim::volume::{voxel_type_holds, CroppedLabels, LABEL_CROP_MARGIN};
 use claim::{DType, Error, LabelScheme, Result, Volume};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -95,8 +95,17 @@ pub struct LabelMap {
     pub path: PathBuf,
     /// The file's voxel type; outputs keep it.
     pub dtype: DType,
-    /// The labels.
-    pub labels: Volume<i32>,
+    /// The labels: the whole map, or the box around its heart (see
+    /// [`read_heart_box`]).
+    pub cropped: CroppedLabels,
+}
+
+impl LabelMap {
+    /// The labels held: the whole map from [`read_label_map`], the box of
+    /// [`CroppedLabels::placement`] from [`read_heart_box`].
+    pub fn labels(&self) -> &Volume<i32> {
+        &self.cropped.labels
+    }
 }
 
 /// Reads a label map (any voxel type; float labels must be integral).
@@ -106,32 +115,37 @@ pub fn read_label_map(path: &Path) -> Result<LabelMap> {
     Ok(LabelMap {
         path: path.to_path_buf(),
         dtype: image.dtype(),
-        labels,
+        cropped: CroppedLabels::whole(labels),
+    })
+}
+
+/// Reads a label map for the heart's analysis (`aha`, `smile`, `stats`,
+/// `bullseye`): only the box around its labelled voxels is widened to
+/// 32-bit labels, so a large field of view costs its file's voxel type, not
+/// 4 bytes a voxel. Results are those of the whole map.
+pub fn read_heart_box(path: &Path) -> Result<LabelMap> {
+    let image = claim::io::read_image(path)?;
+    let cropped =
+        CroppedLabels::from_image(&image, LABEL_CROP_MARGIN).map_err(|e| in_file(path, e))?;
+    Ok(LabelMap {
+        path: path.to_path_buf(),
+        dtype: image.dtype(),
+        cropped,
     })
 }
 
 /// Reads an AHA segment map: any voxel type, values 0 (none) or 1–17.
 pub fn read_segment_map(path: &Path) -> Result<Volume<u8>> {
-    let labels = read_label_map(path)?.labels;
-    if let Some(bad) = labels
-        .data
-        .iter()
-        .find(|s| !(0..=SEGMENT_COUNT as i32).contains(*s))
-    {
-        return Err(Error::invalid(format!(
-            "{}: segment map holds {bad}; expected 0 (none) or AHA segments 1–17",
-            path.display()
-        )));
-    }
-    // Every value is in 0..=17 (checked above), so the cast is exact.
-    Ok(labels.map(|s| *s as u8))
+    claim::io::read_image(path)?
+        .to_segments()
+        .map_err(|e| in_file(path, e))
 }
 
 /// Refuses label values the scheme does not name, with the flags to fix it.
 /// (The library refuses them too; this message speaks in CLI flags.)
 pub fn check_named(map: &LabelMap, scheme: &LabelScheme) -> Result<()> {
     let mut unnamed: Vec<i32> = Vec::new();
-    for l in map.labels.data.iter() {
+    for l in map.labels().data.iter() {
         if scheme.tissue(*l).is_none() && !unnamed.contains(l) {
             unnamed.push(*l);
         }
@@ -156,7 +170,8 @@ pub fn check_named(map: &LabelMap, scheme: &LabelScheme) -> Result<()> {
 pub fn parcellate(map: &LabelMap, params: &AhaParams) -> Result<(AhaParcellation, Duration)> {
     check_named(map, &params.labels)?;
     let started = Instant::now();
-    let parcellation = aha::parcellate(&map.labels, params).map_err(|e| in_file(&map.path, e))?;
+    let parcellation =
+        aha::parcellate_cropped(&map.cropped, params).map_err(|e| in_file(&map.path, e))?;
     Ok((parcellation, started.elapsed()))
 }
 
@@ -178,19 +193,20 @@ pub fn format_direction(v: [f64; 3]) -> String {
     format!("({:.3}, {:.3}, {:.3})", r(v[0]), r(v[1]), r(v[2]))
 }
 
-/// The segment map to measure with: read from `segments` when given, else
-/// parcellated from the labels. Returns it with a line saying where it came
-/// from.
+/// The segment map to measure with, over the box `map` holds: read from
+/// `segments` when given, else parcellated from the labels. Returns it with
+/// a line saying where it came from.
 pub fn segments_for(
     map: &LabelMap,
     segments: Option<&Path>,
     params: &AhaParams,
 ) -> Result<(Volume<u8>, String)> {
     match segments {
-        Some(path) => Ok((
-            read_segment_map(path)?,
-            format!("segments from {}", path.display()),
-        )),
+        Some(path) => {
+            let whole = read_segment_map(path)?;
+            let part = crop_segment_map(&map.cropped, &whole).map_err(|e| in_file(path, e))?;
+            Ok((part, format!("segments from {}", path.display())))
+        }
         None => {
             let (parcellation, took) = parcellate(map, params)?;
             let note = format!(
@@ -198,7 +214,11 @@ pub fn segments_for(
                 took.as_secs_f64(),
                 orientation_note(&parcellation, &params.labels)
             );
-            Ok((parcellation.segments, note))
+            let part = map
+                .cropped
+                .placement
+                .crop(&parcellation.segments, "segment map")?;
+            Ok((part, note))
         }
     }
 }

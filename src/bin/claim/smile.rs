@@ -2,7 +2,7 @@
 
 use crate::label_maps::{
     check_dtype_holds, check_named, create_parent, in_file, is_nifti_name, orientation_note,
-    parcellate, read_label_map, read_segment_map, SchemeArgs,
+    parcellate, read_heart_box, read_segment_map, SchemeArgs,
 };
 use claim::smile::{Pattern, SmileContext, SmileParams, SmileResult, Territory};
 use claim::volume::narrow_labels;
@@ -155,7 +155,7 @@ pub fn run(args: &Args) -> Result<()> {
     let params = smile_params(args)?;
     let destination = Destination::parse(&args.output, args.count)?;
 
-    let map = read_label_map(&args.labels)?;
+    let map = read_heart_box(&args.labels)?;
     check_dtype_holds(map.dtype, params.labels.scar, "scar", &map.path)?;
     if params.mvo {
         check_dtype_holds(map.dtype, params.labels.mvo, "MVO", &map.path)?;
@@ -165,14 +165,15 @@ pub fn run(args: &Args) -> Result<()> {
         Some(path) => {
             check_named(&map, &params.labels)?;
             let segments = read_segment_map(path)?;
-            let context = SmileContext::with_segments(&map.labels, &segments, &params)
+            let context = SmileContext::with_segments_cropped(&map.cropped, &segments, &params)
                 .map_err(|e| in_file(&map.path, e))?;
             (context, format!("segments from {}", path.display()))
         }
         None => {
             let (parcellation, _) = parcellate(&map, &params.aha_params())?;
-            let context = SmileContext::with_segments(&map.labels, &parcellation.segments, &params)
-                .map_err(|e| in_file(&map.path, e))?;
+            let context =
+                SmileContext::with_segments_cropped(&map.cropped, &parcellation.segments, &params)
+                    .map_err(|e| in_file(&map.path, e))?;
             (
                 context,
                 format!(
@@ -197,11 +198,15 @@ pub fn run(args: &Args) -> Result<()> {
 
     for seed in args.seed..=last_seed {
         let started = Instant::now();
-        let draw = context.draw(seed)?;
+        let draw = context.draw_in_box(seed)?;
         let took = started.elapsed();
         let path = destination.path(seed);
         create_parent(&path)?;
-        claim::io::write_image(&narrow_labels(&draw.labels, map.dtype)?, &path)?;
+        // Narrowed in the box, then placed: the whole map is only ever held
+        // in the file's voxel type.
+        let placement = context.placement();
+        let whole = placement.uncrop_image(&narrow_labels(&draw.labels, map.dtype)?, "the draw")?;
+        claim::io::write_image(&whole, &path)?;
         outln!(
             "{}, {:.3} s, wrote {}",
             describe_draw(&draw),

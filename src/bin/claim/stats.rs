@@ -1,6 +1,6 @@
 //! `claim stats`: myocardium, scar and MVO per AHA segment.
 
-use crate::label_maps::{in_file, read_label_map, segments_for, SchemeArgs};
+use crate::label_maps::{in_file, read_heart_box, segments_for, SchemeArgs};
 use claim::smile::territory::SEGMENT_NAMES;
 use claim::smile::{segment_stats, SegmentStat, SegmentStats};
 use claim::{LabelScheme, Result};
@@ -27,10 +27,10 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let params = args.scheme.aha_params(args.mvo_label)?;
-    let map = read_label_map(&args.labels)?;
+    let map = read_heart_box(&args.labels)?;
     let (segments, source) = segments_for(&map, args.segments.as_deref(), &params)?;
-    let stats =
-        segment_stats(&map.labels, &segments, &params.labels).map_err(|e| in_file(&map.path, e))?;
+    let stats = segment_stats(map.labels(), &segments, &params.labels)
+        .map_err(|e| in_file(&map.path, e))?;
     if args.json {
         outln!("{}", stats.to_json()?);
     } else {

@@ -161,7 +161,7 @@ pub fn run(args: &Args) -> Result<()> {
             let reference_labels = read_label_map(ref_labels)?;
             let values = measure_channel_histograms(
                 &reference,
-                &reference_labels.labels,
+                reference_labels.labels(),
                 &scheme,
                 &layout,
                 args.crop,
@@ -182,7 +182,7 @@ pub fn run(args: &Args) -> Result<()> {
     let result = synthesize(
         &model,
         &image,
-        &labels.labels,
+        labels.labels(),
         &params,
         &mut |done, total| {
             bar.set_length(total);

@@ -3,7 +3,7 @@
 
 use super::linalg::{add, scale, Vec3};
 use crate::error::{Error, Result};
-use crate::volume::{LabelScheme, Tissue, Volume};
+use crate::volume::{CropPlacement, LabelScheme, Tissue, Volume};
 use std::collections::BTreeMap;
 
 /// Per-voxel class codes of [`LabelCloud::class`].
@@ -33,23 +33,36 @@ pub(super) struct LabelCloud {
 }
 
 impl LabelCloud {
-    /// Classifies every voxel; labels the scheme does not name are an error
-    /// that lists them, as are maps without myocardium or without cavity.
-    pub(super) fn collect(labels: &Volume<i32>, scheme: &LabelScheme) -> Result<LabelCloud> {
+    /// Classifies every voxel of `labels`, the box `placement` of a full
+    /// map; labels the scheme does not name are an error that lists them,
+    /// as are maps without myocardium or without cavity.
+    ///
+    /// World positions are computed from the full map's geometry and full
+    /// indices, so a crop gives bit for bit the positions of the whole map.
+    pub(super) fn collect(
+        labels: &Volume<i32>,
+        placement: &CropPlacement,
+        scheme: &LabelScheme,
+    ) -> Result<LabelCloud> {
         let dims = labels.dims();
-        let geometry = &labels.geometry;
+        let geometry = &placement.full_geometry;
+        let [oi, oj, ok] = placement.offset;
         let steps =
             [0, 1, 2].map(|axis| scale(geometry.axis_direction(axis), geometry.spacing[axis]));
         let world = |i: usize, j: usize, k: usize| {
             add(
                 geometry.origin,
                 add(
-                    scale(steps[0], i as f64),
-                    add(scale(steps[1], j as f64), scale(steps[2], k as f64)),
+                    scale(steps[0], (i + oi) as f64),
+                    add(
+                        scale(steps[1], (j + oj) as f64),
+                        scale(steps[2], (k + ok) as f64),
+                    ),
                 ),
             )
         };
-        let mut class = vec![CLASS_BACKGROUND; labels.len()];
+        let mut class =
+            crate::limits::try_filled(labels.len(), CLASS_BACKGROUND, "the AHA voxel classes")?;
         let mut cavity = Vec::new();
         let mut myocardium = Vec::new();
         let mut rv = Vec::new();
@@ -75,7 +88,8 @@ impl LabelCloud {
                     CLASS_RV
                 }
                 None => {
-                    unknown.entry(value).or_insert((0, [i, j, k])).0 += 1;
+                    let first = placement.full_index([i, j, k]);
+                    unknown.entry(value).or_insert((0, first)).0 += 1;
                     CLASS_BACKGROUND
                 }
             };

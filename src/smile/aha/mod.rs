@@ -73,7 +73,7 @@ mod linalg;
 mod tests;
 
 use crate::error::{Error, Result};
-use crate::volume::{LabelScheme, Volume};
+use crate::volume::{CropPlacement, CroppedLabels, LabelScheme, Volume};
 use cloud::LabelCloud;
 use levels::{Frame, Insertions, Levels};
 use linalg::{add, dot, normalize, scale, sub};
@@ -216,9 +216,29 @@ pub struct AhaParcellation {
 /// not name (the message lists them); no myocardium; no LV cavity; an LV
 /// lying in a single plane.
 pub fn parcellate(labels: &Volume<i32>, params: &AhaParams) -> Result<AhaParcellation> {
+    parcellate_box(
+        labels,
+        &CropPlacement::whole(labels.dims(), labels.geometry),
+        params,
+    )
+}
+
+/// [`parcellate`] of a label map cut to its heart's box
+/// ([`CroppedLabels::from_image`]): the same result as for the whole map,
+/// bit for bit, with the segment map and voxel indices of the whole map,
+/// while only the box is held as 32-bit labels.
+pub fn parcellate_cropped(map: &CroppedLabels, params: &AhaParams) -> Result<AhaParcellation> {
+    parcellate_box(&map.labels, &map.placement, params)
+}
+
+fn parcellate_box(
+    labels: &Volume<i32>,
+    placement: &CropPlacement,
+    params: &AhaParams,
+) -> Result<AhaParcellation> {
     params.validate()?;
-    labels.geometry.validate("label map geometry")?;
-    let cloud = LabelCloud::collect(labels, &params.labels)?;
+    placement.full_geometry.validate("label map geometry")?;
+    let cloud = LabelCloud::collect(labels, placement, &params.labels)?;
     let long_axis = match params.long_axis.and_then(normalize) {
         Some(given) => given,
         None => {
@@ -255,8 +275,11 @@ pub fn parcellate(labels: &Volume<i32>, params: &AhaParams) -> Result<AhaParcell
             }
         };
 
-    let mut segments: Volume<u8> =
-        Volume::try_zeros(labels.dims(), labels.geometry, "the AHA segment map")?;
+    let mut segments: Volume<u8> = Volume::try_zeros(
+        placement.full_dims,
+        placement.full_geometry,
+        "the AHA segment map",
+    )?;
     let mut voxels = crate::limits::try_vec(cloud.myocardium.len(), "the myocardium voxels")?;
     for m in &cloud.myocardium {
         let t = dot(m.world, long_axis);
@@ -266,12 +289,13 @@ pub fn parcellate(labels: &Volume<i32>, params: &AhaParams) -> Result<AhaParcell
         let (anterior, septal_arc) = insertions.at(&levels, t, apical);
         let angle = (theta - anterior).rem_euclid(360.0);
         let segment = segment_of(height, angle, septal_arc);
-        let [i, j, k] = m.index;
+        let index = placement.full_index(m.index);
+        let [i, j, k] = index;
         if let Some(v) = segments.data.get_mut([k, j, i]) {
             *v = segment;
         }
         voxels.push(MyocardiumVoxel {
-            index: m.index,
+            index,
             segment,
             height: height as f32,
             angle_deg: angle as f32,

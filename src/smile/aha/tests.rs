@@ -611,3 +611,67 @@ fn scar_and_mvo_count_as_myocardium() {
     let b = aha_segments(&lesion, &scheme(false)).unwrap();
     assert_eq!(a, b);
 }
+
+/// A heart in a large field of view, cut to its box, is parcellated bit for
+/// bit as the whole map (segments, voxels, levels, axis), with and without
+/// RV, and an unknown label is reported at its index in the whole map.
+#[test]
+fn a_cropped_map_gives_the_whole_maps_parcellation() {
+    let h = heart();
+    let dims = [128, 120, 48];
+    let geometry = grid(
+        dims,
+        [1.9, 1.7, 2.5],
+        rotation([0.3, -0.2, 1.0], 25.0),
+        add(heart_centre(&h), [12.0, -9.0, 4.0]),
+    );
+    for with_rv in [true, false] {
+        let whole = h.render(dims, geometry, with_rv);
+        let image = crate::volume::Image::U8(whole.map(|l| *l as u8));
+        let crop = CroppedLabels::from_image(&image, crate::volume::LABEL_CROP_MARGIN).unwrap();
+        assert!(
+            crop.labels.len() * 3 < whole.len(),
+            "box {:?} of {dims:?}",
+            crop.placement.dims
+        );
+        let params = scheme(with_rv);
+        let expected = parcellate(&whole, &params).unwrap();
+        let got = parcellate_cropped(&crop, &params).unwrap();
+        assert_eq!(got.segments, expected.segments);
+        assert_eq!(got.voxels, expected.voxels);
+        assert_eq!(got.levels, expected.levels);
+        assert_eq!(
+            (got.long_axis, got.apex, got.cavity_tip, got.base),
+            (
+                expected.long_axis,
+                expected.apex,
+                expected.cavity_tip,
+                expected.base
+            )
+        );
+        assert_eq!(
+            (got.reference_direction, got.used_rv),
+            (expected.reference_direction, expected.used_rv)
+        );
+    }
+    let mut unknown = h.render(dims, geometry, false);
+    let first = unknown
+        .data
+        .indexed_iter()
+        .find(|(_, l)| **l == MYO)
+        .map(|((k, j, i), _)| [i, j, k])
+        .unwrap();
+    unknown.data[[first[2], first[1], first[0]]] = 7;
+    let crop = CroppedLabels::from_image(
+        &crate::volume::Image::I32(unknown),
+        crate::volume::LABEL_CROP_MARGIN,
+    )
+    .unwrap();
+    let text = parcellate_cropped(&crop, &scheme(false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains(&format!("7 (1 voxels, first at i,j,k = {first:?})")),
+        "{text}"
+    );
+}
