@@ -11,9 +11,10 @@ use super::aha::{aha_params_from_ptr, claim_aha_params};
 use super::args::copy_out_bytes;
 use super::boundary;
 use super::status::claim_status;
-use super::volume::{claim_volume, labels_from_c};
+use super::volume::{claim_volume, image_from_c};
 use crate::error::Error;
-use crate::metrics::{evaluate_case, EvalOptions};
+use crate::metrics::{evaluate_case_cropped, EvalOptions};
+use crate::volume::{CroppedLabels, LABEL_CROP_MARGIN};
 use std::ffi::c_char;
 
 /// Compares the label map `prediction` with the reference `reference` and
@@ -66,14 +67,20 @@ pub extern "C" fn claim_labels_evaluate_json(
         }
         // SAFETY: each map is NULL or a claim_volume whose data holds dims
         // voxels of its type (header contract).
-        let prediction = unsafe { labels_from_c(prediction, "prediction") }?;
+        let prediction = unsafe { image_from_c(prediction, "prediction") }?;
         // SAFETY: as above.
-        let reference = unsafe { labels_from_c(reference, "reference") }?;
+        let reference = unsafe { image_from_c(reference, "reference") }?;
+        // Only the box of both maps' labelled voxels is widened to i32.
+        let (prediction, reference) = CroppedLabels::pair_from_images(
+            (&prediction, "prediction"),
+            (&reference, "reference"),
+            LABEL_CROP_MARGIN,
+        )?;
         let options = EvalOptions {
             aha_rotation_deg: params.rotation_deg,
             ..EvalOptions::default()
         };
-        let metrics = evaluate_case(&prediction, &reference, &params.labels, &options)?;
+        let metrics = evaluate_case_cropped(&prediction, &reference, &params.labels, &options)?;
         let mut json = metrics.to_json()?.into_bytes();
         json.push(0);
         // SAFETY: `needed` is non-NULL; `buf` is NULL or writable for

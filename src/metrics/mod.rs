@@ -75,10 +75,10 @@ pub use surface::{
 };
 
 use crate::error::{Error, Result};
-use crate::smile::aha::{parcellate, AhaParams};
+use crate::smile::aha::{parcellate_in_box, AhaParams};
 use crate::smile::segment_stats;
 use crate::smile::territory::SEGMENT_COUNT;
-use crate::volume::{LabelScheme, Volume};
+use crate::volume::{CropPlacement, CroppedLabels, Geometry, LabelScheme, Volume};
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -365,6 +365,45 @@ pub fn evaluate_case(
 ) -> Result<CaseMetrics> {
     scheme.validate()?;
     check_same_grid(pred, reference, options.geometry_tolerance)?;
+    let placement = CropPlacement::whole(reference.dims(), reference.geometry);
+    evaluate_in_box(pred, reference, &placement, scheme, options)
+}
+
+/// [`evaluate_case`] of two maps cut to one box
+/// ([`CroppedLabels::pair_from_images`]): the same metrics, holding only
+/// the box as 32-bit labels. Dims and geometry are checked on the whole
+/// maps.
+pub fn evaluate_case_cropped(
+    pred: &CroppedLabels,
+    reference: &CroppedLabels,
+    scheme: &LabelScheme,
+    options: &EvalOptions,
+) -> Result<CaseMetrics> {
+    scheme.validate()?;
+    let (p, r) = (&pred.placement, &reference.placement);
+    check_same_grid_of(
+        (p.full_dims, &p.full_geometry),
+        (r.full_dims, &r.full_geometry),
+        options.geometry_tolerance,
+    )?;
+    if (p.offset, p.dims) != (r.offset, r.dims) {
+        return Err(Error::invalid(format!(
+            "prediction and reference are cut to different boxes ({:?}+{:?} vs {:?}+{:?})",
+            p.offset, p.dims, r.offset, r.dims
+        )));
+    }
+    evaluate_in_box(&pred.labels, &reference.labels, r, scheme, options)
+}
+
+/// The metrics of two label maps of one box `placement` (the whole map, or
+/// a crop holding every labelled voxel of both).
+fn evaluate_in_box(
+    pred: &Volume<i32>,
+    reference: &Volume<i32>,
+    placement: &CropPlacement,
+    scheme: &LabelScheme,
+    options: &EvalOptions,
+) -> Result<CaseMetrics> {
     let dims = reference.dims();
     let spacing = reference.geometry.spacing;
     let voxel_ml = reference.geometry.voxel_volume_mm3() * ML_PER_MM3;
@@ -390,7 +429,7 @@ pub fn evaluate_case(
     let scar_burden = scar_burden(&structures);
 
     let (segments, segments_used_rv) = if options.per_segment {
-        match segment_burdens(pred, reference, scheme, options.aha_rotation_deg) {
+        match segment_burdens(pred, reference, placement, scheme, options.aha_rotation_deg) {
             Ok((segments, used_rv)) => {
                 if !used_rv {
                     let why = if scheme.rv.is_some() {
@@ -418,7 +457,7 @@ pub fn evaluate_case(
 
     Ok(CaseMetrics {
         case: String::new(),
-        dims,
+        dims: placement.full_dims,
         spacing_mm: spacing,
         voxel_ml,
         structures,
@@ -431,22 +470,33 @@ pub fn evaluate_case(
 
 /// Refuses maps of different dims or geometry.
 fn check_same_grid(pred: &Volume<i32>, reference: &Volume<i32>, tolerance: f64) -> Result<()> {
+    check_same_grid_of(
+        (pred.dims(), &pred.geometry),
+        (reference.dims(), &reference.geometry),
+        tolerance,
+    )
+}
+
+/// [`check_same_grid`] of the `(dims, geometry)` of two maps.
+fn check_same_grid_of(
+    (pred_dims, pred_geometry): ([usize; 3], &Geometry),
+    (ref_dims, ref_geometry): ([usize; 3], &Geometry),
+    tolerance: f64,
+) -> Result<()> {
     if !(tolerance.is_finite() && tolerance >= 0.0) {
         return Err(Error::invalid(format!(
             "geometry tolerance must be finite and ≥ 0, got {tolerance}"
         )));
     }
-    reference.geometry.validate("reference geometry")?;
-    pred.geometry.validate("prediction geometry")?;
-    if pred.dims() != reference.dims() {
+    ref_geometry.validate("reference geometry")?;
+    pred_geometry.validate("prediction geometry")?;
+    if pred_dims != ref_dims {
         return Err(Error::invalid(format!(
-            "prediction dims {:?} differ from the reference's {:?}",
-            pred.dims(),
-            reference.dims()
+            "prediction dims {pred_dims:?} differ from the reference's {ref_dims:?}"
         )));
     }
-    if !pred.geometry.approx_eq(&reference.geometry, tolerance) {
-        let (p, r) = (&pred.geometry, &reference.geometry);
+    if !pred_geometry.approx_eq(ref_geometry, tolerance) {
+        let (p, r) = (pred_geometry, ref_geometry);
         return Err(Error::invalid(format!(
             "prediction geometry differs from the reference's (tolerance {tolerance}): \
              spacing {:?} vs {:?}, origin {:?} vs {:?}, direction {:?} vs {:?}",
@@ -552,6 +602,7 @@ fn scar_burden(structures: &[StructureMetrics]) -> ScarBurden {
 fn segment_burdens(
     pred: &Volume<i32>,
     reference: &Volume<i32>,
+    placement: &CropPlacement,
     scheme: &LabelScheme,
     rotation_deg: f64,
 ) -> Result<(Vec<SegmentBurden>, bool)> {
@@ -560,9 +611,14 @@ fn segment_burdens(
         rotation_deg,
         ..AhaParams::default()
     };
-    let parcellation = parcellate(reference, &params)?;
-    let pred_stats = segment_stats(pred, &parcellation.segments, scheme)?;
-    let ref_stats = segment_stats(reference, &parcellation.segments, scheme)?;
+    let parcellation = parcellate_in_box(reference, placement, &params)?;
+    let segments = if placement.is_whole() {
+        parcellation.segments
+    } else {
+        placement.crop(&parcellation.segments, "the AHA segment map")?
+    };
+    let pred_stats = segment_stats(pred, &segments, scheme)?;
+    let ref_stats = segment_stats(reference, &segments, scheme)?;
     let burdens = pred_stats
         .per_segment
         .iter()
@@ -584,4 +640,71 @@ fn segment_burdens(
         })
         .collect();
     Ok((burdens, parcellation.used_rv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{Image, LABEL_CROP_MARGIN};
+
+    /// A scarred phantom heart (EMIDEC with RV 5) in a field of view twice
+    /// as wide, the rest 0.
+    fn wide(heart: &Volume<i32>) -> Volume<i32> {
+        let [ni, nj, nk] = heart.dims();
+        let mut wide = Volume::<i32>::zeros([2 * ni, 2 * nj, nk + 4], heart.geometry);
+        wide.data
+            .slice_mut(ndarray::s![2..2 + nk, 7..7 + nj, ni - 3..2 * ni - 3])
+            .assign(&heart.data);
+        wide
+    }
+
+    /// Maps cut to the box of both their labels give the whole maps'
+    /// metrics (overlaps, surface distances, volumes, per-segment burdens,
+    /// dims), and refuse a geometry mismatch on the whole maps.
+    #[test]
+    fn cropped_maps_give_the_whole_maps_metrics() {
+        let heart = crate::phantom::generate(&crate::phantom::PhantomParams {
+            seed: 4,
+            matrix_size: 64,
+            slice_count: 10,
+            with_scar: true,
+            ..crate::phantom::PhantomParams::default()
+        })
+        .unwrap()
+        .labels;
+        let reference = wide(&heart);
+        // A prediction that misses part of the scar and adds some elsewhere.
+        let mut pred = reference.clone();
+        for (n, l) in pred.data.iter_mut().enumerate() {
+            if *l == 3 && n % 3 == 0 {
+                *l = 2;
+            } else if *l == 2 && n % 11 == 0 {
+                *l = 3;
+            }
+        }
+        let scheme = LabelScheme::EMIDEC_WITH_RV;
+        let options = EvalOptions::default();
+        let expected = evaluate_case(&pred, &reference, &scheme, &options).unwrap();
+        let (p, r) = CroppedLabels::pair_from_images(
+            (&Image::I32(pred.clone()), "prediction"),
+            (&Image::U8(reference.map(|l| *l as u8)), "reference"),
+            LABEL_CROP_MARGIN,
+        )
+        .unwrap();
+        assert!(r.labels.len() * 3 < reference.len());
+        let got = evaluate_case_cropped(&p, &r, &scheme, &options).unwrap();
+        assert!(expected.segments.is_some());
+        assert_eq!(got, expected);
+
+        let mut moved = pred.clone();
+        moved.geometry.origin[1] += 2.0;
+        let (p, r) = CroppedLabels::pair_from_images(
+            (&Image::I32(moved), "prediction"),
+            (&Image::I32(reference), "reference"),
+            LABEL_CROP_MARGIN,
+        )
+        .unwrap();
+        let err = evaluate_case_cropped(&p, &r, &scheme, &options).unwrap_err();
+        assert!(err.to_string().contains("geometry differs"), "{err}");
+    }
 }

@@ -8,7 +8,7 @@
 //! where the box sits so results can be placed back into the full map.
 
 use super::{checked_voxel_count, Geometry, Image, Volume};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 
 /// Voxels kept around the labelled box on each side, along i, j and k. It
 /// equals the padding the SMILE grid puts around the myocardium, so a draw
@@ -188,32 +188,50 @@ impl CroppedLabels {
         geometry: Geometry,
         margin: [usize; 3],
     ) -> Result<CroppedLabels> {
-        let count = checked_voxel_count(dims)?;
-        if data.len() != count {
-            return Err(Error::Internal(format!(
-                "label map of {dims:?} with {} voxels",
-                data.len()
-            )));
+        let labelled = labelled_box(data, dims)?;
+        let (lo, hi) = grown_box(labelled, margin, dims);
+        CroppedLabels::widen_box(data, dims, geometry, lo, hi)
+    }
+
+    /// Two maps of one grid (a prediction and its reference) cut to one
+    /// box: the union of their labelled boxes, grown by `margin`. Maps of
+    /// different dims are kept whole (whoever compares them reports the
+    /// mismatch). Each map comes with the name its errors start with.
+    pub fn pair_from_images(
+        (a, a_name): (&Image, &str),
+        (b, b_name): (&Image, &str),
+        margin: [usize; 3],
+    ) -> Result<(CroppedLabels, CroppedLabels)> {
+        let dims = a.dims();
+        if b.dims() != dims {
+            return Ok((
+                CroppedLabels::whole(a.to_labels().context(a_name)?),
+                CroppedLabels::whole(b.to_labels().context(b_name)?),
+            ));
         }
+        let union = match (image_box(a)?, image_box(b)?) {
+            (Some((alo, ahi)), Some((blo, bhi))) => Some((
+                [0, 1, 2].map(|x| alo[x].min(blo[x])),
+                [0, 1, 2].map(|x| ahi[x].max(bhi[x])),
+            )),
+            (one, other) => one.or(other),
+        };
+        let (lo, hi) = grown_box(union, margin, dims);
+        Ok((
+            CroppedLabels::from_image_box(a, lo, hi).context(a_name)?,
+            CroppedLabels::from_image_box(b, lo, hi).context(b_name)?,
+        ))
+    }
+
+    /// The box `lo..hi` of `data`, widened to i32 labels.
+    fn widen_box<T: LabelVoxel>(
+        data: &[T],
+        dims: [usize; 3],
+        geometry: Geometry,
+        lo: [usize; 3],
+        hi: [usize; 3],
+    ) -> Result<CroppedLabels> {
         let [ni, nj, _] = dims;
-        let mut lo = [usize::MAX; 3];
-        let mut hi = [0usize; 3];
-        for (row_index, row) in data.chunks_exact(ni).enumerate() {
-            let Some(first) = row.iter().position(|v| !v.is_zero()) else {
-                continue;
-            };
-            let last = row.iter().rposition(|v| !v.is_zero()).unwrap_or(first);
-            let (j, k) = (row_index % nj, row_index / nj);
-            lo = [lo[0].min(first), lo[1].min(j), lo[2].min(k)];
-            hi = [hi[0].max(last + 1), hi[1].max(j + 1), hi[2].max(k + 1)];
-        }
-        if lo[0] == usize::MAX {
-            (lo, hi) = ([0; 3], [1; 3]);
-        }
-        for a in 0..3 {
-            lo[a] = lo[a].saturating_sub(margin[a]);
-            hi[a] = hi[a].saturating_add(margin[a]).min(dims[a]);
-        }
         let box_dims = [0, 1, 2].map(|a| hi[a] - lo[a]);
         let mut labels = crate::limits::try_vec(
             checked_voxel_count(box_dims)?,
@@ -246,6 +264,17 @@ impl CroppedLabels {
         })
     }
 
+    fn from_image_box(image: &Image, lo: [usize; 3], hi: [usize; 3]) -> Result<CroppedLabels> {
+        let (dims, geometry) = (image.dims(), *image.geometry());
+        match image {
+            Image::U8(v) => Self::widen_box(v.as_slice()?, dims, geometry, lo, hi),
+            Image::I16(v) => Self::widen_box(v.as_slice()?, dims, geometry, lo, hi),
+            Image::U16(v) => Self::widen_box(v.as_slice()?, dims, geometry, lo, hi),
+            Image::I32(v) => Self::widen_box(v.as_slice()?, dims, geometry, lo, hi),
+            Image::F32(v) => Self::widen_box(v.as_slice()?, dims, geometry, lo, hi),
+        }
+    }
+
     /// [`CroppedLabels::from_voxels`] of an image.
     pub fn from_image(image: &Image, margin: [usize; 3]) -> Result<CroppedLabels> {
         let (dims, geometry) = (image.dims(), *image.geometry());
@@ -263,6 +292,61 @@ impl CroppedLabels {
         let placement = CropPlacement::whole(labels.dims(), labels.geometry);
         CroppedLabels { labels, placement }
     }
+}
+
+/// The box `(lo, hi)` (hi exclusive) of the non-zero voxels of `data`
+/// (i fastest, `dims`), or `None` when every voxel is 0.
+fn labelled_box<T: LabelVoxel>(
+    data: &[T],
+    dims: [usize; 3],
+) -> Result<Option<([usize; 3], [usize; 3])>> {
+    let count = checked_voxel_count(dims)?;
+    if data.len() != count {
+        return Err(Error::Internal(format!(
+            "label map of {dims:?} with {} voxels",
+            data.len()
+        )));
+    }
+    let [ni, nj, _] = dims;
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    for (row_index, row) in data.chunks_exact(ni).enumerate() {
+        let Some(first) = row.iter().position(|v| !v.is_zero()) else {
+            continue;
+        };
+        let last = row.iter().rposition(|v| !v.is_zero()).unwrap_or(first);
+        let (j, k) = (row_index % nj, row_index / nj);
+        lo = [lo[0].min(first), lo[1].min(j), lo[2].min(k)];
+        hi = [hi[0].max(last + 1), hi[1].max(j + 1), hi[2].max(k + 1)];
+    }
+    Ok((lo[0] != usize::MAX).then_some((lo, hi)))
+}
+
+/// [`labelled_box`] of an image.
+fn image_box(image: &Image) -> Result<Option<([usize; 3], [usize; 3])>> {
+    let dims = image.dims();
+    match image {
+        Image::U8(v) => labelled_box(v.as_slice()?, dims),
+        Image::I16(v) => labelled_box(v.as_slice()?, dims),
+        Image::U16(v) => labelled_box(v.as_slice()?, dims),
+        Image::I32(v) => labelled_box(v.as_slice()?, dims),
+        Image::F32(v) => labelled_box(v.as_slice()?, dims),
+    }
+}
+
+/// A labelled box grown by `margin` and clipped to `dims`; the first voxel
+/// when nothing is labelled.
+fn grown_box(
+    labelled: Option<([usize; 3], [usize; 3])>,
+    margin: [usize; 3],
+    dims: [usize; 3],
+) -> ([usize; 3], [usize; 3]) {
+    let (mut lo, mut hi) = labelled.unwrap_or(([0; 3], [1; 3]));
+    for a in 0..3 {
+        lo[a] = lo[a].saturating_sub(margin[a]);
+        hi[a] = hi[a].saturating_add(margin[a]).min(dims[a]);
+    }
+    (lo, hi)
 }
 
 #[cfg(test)]
@@ -342,6 +426,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("at voxel #14"));
+    }
+
+    #[test]
+    fn a_pair_shares_the_union_of_its_boxes() {
+        let dims = [12, 10, 6];
+        let mut a: Volume<u8> = Volume::zeros(dims, geometry());
+        let mut b: Volume<f32> = Volume::zeros(dims, geometry());
+        a.data[[1, 2, 3]] = 1;
+        b.data[[4, 6, 9]] = 2.0;
+        let (ca, cb) = CroppedLabels::pair_from_images(
+            (&Image::U8(a.clone()), "a"),
+            (&Image::F32(b), "b"),
+            [1, 1, 0],
+        )
+        .unwrap();
+        assert_eq!(ca.placement, cb.placement);
+        assert_eq!(
+            (ca.placement.offset, ca.placement.dims),
+            ([2, 1, 1], [9, 7, 4])
+        );
+        assert_eq!(*ca.labels.at(1, 1, 0), 1);
+        assert_eq!(*cb.labels.at(7, 5, 3), 2);
+        let other: Volume<u8> = Volume::zeros([12, 10, 5], geometry());
+        let (wa, wb) = CroppedLabels::pair_from_images(
+            (&Image::U8(a), "a"),
+            (&Image::U8(other), "b"),
+            [1, 1, 0],
+        )
+        .unwrap();
+        assert!(wa.placement.is_whole() && wb.placement.is_whole());
     }
 
     #[test]

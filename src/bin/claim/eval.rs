@@ -1,12 +1,13 @@
 //! `claim eval`: compare predicted label maps with ground truth — one pair
 //! of files, or a folder of EMIDEC-layout cases.
 
-use crate::label_maps::{in_file, read_label_map, write_bytes};
+use crate::label_maps::{in_file, write_bytes};
 use claim::io::emidec::{case_name, find_cases};
 use claim::metrics::{
-    aggregate, evaluate_case, to_csv, Aggregate, CaseMetrics, EvalOptions, Structure,
+    aggregate, evaluate_case_cropped, to_csv, Aggregate, CaseMetrics, EvalOptions, Structure,
 };
 use claim::smile::territory::SEGMENT_NAMES;
+use claim::volume::{CroppedLabels, LABEL_CROP_MARGIN};
 use claim::{Error, LabelScheme, Result, ResultExt};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -117,9 +118,18 @@ fn evaluate_files(
     scheme: &LabelScheme,
     options: &EvalOptions,
 ) -> Result<CaseMetrics> {
-    let pred_map = read_label_map(pred)?;
-    let ref_map = read_label_map(reference)?;
-    evaluate_case(pred_map.labels(), ref_map.labels(), scheme, options).map_err(|e| match e {
+    // Both maps cut to the box of their labelled voxels: a wide field of
+    // view is held as stored, not as 32-bit labels.
+    let pred_image = claim::io::read_image(pred)?;
+    let ref_image = claim::io::read_image(reference)?;
+    let (pred_shown, ref_shown) = (pred.display().to_string(), reference.display().to_string());
+    let (pred_map, ref_map) = CroppedLabels::pair_from_images(
+        (&pred_image, &pred_shown),
+        (&ref_image, &ref_shown),
+        LABEL_CROP_MARGIN,
+    )?;
+    drop((pred_image, ref_image));
+    evaluate_case_cropped(&pred_map, &ref_map, scheme, options).map_err(|e| match e {
         Error::InvalidArgument(_) => e.context(format!(
             "{} against {}",
             pred.display(),

@@ -216,7 +216,7 @@ pub struct AhaParcellation {
 /// not name (the message lists them); no myocardium; no LV cavity; an LV
 /// lying in a single plane.
 pub fn parcellate(labels: &Volume<i32>, params: &AhaParams) -> Result<AhaParcellation> {
-    parcellate_box(
+    parcellate_in_box(
         labels,
         &CropPlacement::whole(labels.dims(), labels.geometry),
         params,
@@ -228,10 +228,12 @@ pub fn parcellate(labels: &Volume<i32>, params: &AhaParams) -> Result<AhaParcell
 /// bit for bit, with the segment map and voxel indices of the whole map,
 /// while only the box is held as 32-bit labels.
 pub fn parcellate_cropped(map: &CroppedLabels, params: &AhaParams) -> Result<AhaParcellation> {
-    parcellate_box(&map.labels, &map.placement, params)
+    parcellate_in_box(&map.labels, &map.placement, params)
 }
 
-fn parcellate_box(
+/// [`parcellate`] of `labels`, the box `placement` of a whole map (as
+/// [`parcellate_cropped`], for labels held apart from their placement).
+pub fn parcellate_in_box(
     labels: &Volume<i32>,
     placement: &CropPlacement,
     params: &AhaParams,
