@@ -461,19 +461,8 @@ impl OutVolume {
     /// dtype when every value converts exactly (else nothing is written), and
     /// sets the caller's geometry fields to the image's.
     pub(crate) fn write(self, image: &Image, source: &str) -> Result<()> {
-        self.expect_dims(image.dims(), source)?;
-        match image {
-            Image::U8(v) => self.write_from(v)?,
-            Image::I16(v) => self.write_from(v)?,
-            Image::U16(v) => self.write_from(v)?,
-            Image::I32(v) => self.write_from(v)?,
-            Image::F32(v) => self.write_from(v)?,
-        }
-        let mut view = self.view;
-        set_geometry(&mut view, image.geometry());
-        // SAFETY: `self.ptr` passed the same checks in `out_volume_from_c`
-        // and is writable for `struct_size` bytes by its contract.
-        unsafe { write_struct(self.ptr, view, &self.name) }
+        let placement = CropPlacement::whole(image.dims(), *image.geometry());
+        self.write_in_box(image, &placement, source)
     }
 
     /// Writes `part`, the box `placement` of a map, into the caller's
@@ -496,11 +485,11 @@ impl OutVolume {
             )));
         }
         match part {
-            Image::U8(v) => self.write_box_from(v, placement)?,
-            Image::I16(v) => self.write_box_from(v, placement)?,
-            Image::U16(v) => self.write_box_from(v, placement)?,
-            Image::I32(v) => self.write_box_from(v, placement)?,
-            Image::F32(v) => self.write_box_from(v, placement)?,
+            Image::U8(v) => self.write_from(v, placement)?,
+            Image::I16(v) => self.write_from(v, placement)?,
+            Image::U16(v) => self.write_from(v, placement)?,
+            Image::I32(v) => self.write_from(v, placement)?,
+            Image::F32(v) => self.write_from(v, placement)?,
         }
         let mut view = self.view;
         set_geometry(&mut view, &placement.full_geometry);
@@ -509,22 +498,36 @@ impl OutVolume {
         unsafe { write_struct(self.ptr, view, &self.name) }
     }
 
-    fn write_box_from<S: Voxel>(&self, part: &Volume<S>, placement: &CropPlacement) -> Result<()> {
+    fn write_from<S: Voxel>(&self, part: &Volume<S>, placement: &CropPlacement) -> Result<()> {
         let source = part.as_slice()?;
         match self.dtype {
-            DType::U8 => self.convert_box_into::<S, u8>(source, placement),
-            DType::I16 => self.convert_box_into::<S, i16>(source, placement),
-            DType::U16 => self.convert_box_into::<S, u16>(source, placement),
-            DType::I32 => self.convert_box_into::<S, i32>(source, placement),
-            DType::F32 => self.convert_box_into::<S, f32>(source, placement),
+            DType::U8 => self.convert_into::<S, u8>(source, placement),
+            DType::I16 => self.convert_into::<S, i16>(source, placement),
+            DType::U16 => self.convert_into::<S, u16>(source, placement),
+            DType::I32 => self.convert_into::<S, i32>(source, placement),
+            DType::F32 => self.convert_into::<S, f32>(source, placement),
         }
     }
 
-    fn convert_box_into<S: Voxel, D: Voxel>(
+    /// Converts the box's voxels `source` into the caller's buffer at
+    /// their place, zeros around them.
+    fn convert_into<S: Voxel, D: Voxel>(
         &self,
         source: &[S],
         placement: &CropPlacement,
     ) -> Result<()> {
+        let count = checked_voxel_count(placement.full_dims)?;
+        let target = self.view.data.cast::<D>();
+        if S::DTYPE == D::DTYPE && placement.is_whole() {
+            // SAFETY: S and D are the same type (same dtype), so the copy is
+            // bit-exact. `data` is non-NULL and aligned for D (checked in
+            // `out_volume_from_c`) with room for the full dims' voxels by
+            // contract, and the source is the whole map (dims checked in
+            // `write_in_box`). `source` is the library's own buffer, so the
+            // regions do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(source.as_ptr().cast::<D>(), target, count) };
+            return Ok(());
+        }
         let [ni, nj, _] = placement.full_dims;
         let [bi, bj, _] = placement.dims;
         let [oi, oj, ok] = placement.offset;
@@ -544,13 +547,13 @@ impl OutVolume {
                 dtype_name(D::DTYPE)
             )));
         }
-        let count = checked_voxel_count(placement.full_dims)?;
-        // SAFETY: `data` is non-NULL and aligned for D (checked in
-        // `out_volume_from_c`) with room for the full dims' voxels by
-        // contract (dims checked in `write_in_box`); inputs were copied
-        // before the work, so no Rust reference aliases the caller's buffer.
-        let target = unsafe { std::slice::from_raw_parts_mut(self.view.data.cast::<D>(), count) };
-        target.fill(D::ZERO);
+        // SAFETY: as above (non-NULL, aligned, room for the full dims'
+        // voxels); inputs were copied before the work, so no Rust reference
+        // aliases the caller's buffer.
+        let target = unsafe { std::slice::from_raw_parts_mut(target, count) };
+        if !placement.is_whole() {
+            target.fill(D::ZERO);
+        }
         for (r, row) in source.chunks_exact(bi).enumerate() {
             let start = row_start(r);
             let Some(slots) = target.get_mut(start..start + bi) else {
@@ -562,53 +565,6 @@ impl OutVolume {
             for (t, s) in slots.iter_mut().zip(row) {
                 *t = D::from_f64_exact(s.to_f64()).unwrap_or(D::ZERO);
             }
-        }
-        Ok(())
-    }
-
-    fn write_from<S: Voxel>(&self, volume: &Volume<S>) -> Result<()> {
-        let source = volume.as_slice()?;
-        match self.dtype {
-            DType::U8 => self.convert_into::<S, u8>(source),
-            DType::I16 => self.convert_into::<S, i16>(source),
-            DType::U16 => self.convert_into::<S, u16>(source),
-            DType::I32 => self.convert_into::<S, i32>(source),
-            DType::F32 => self.convert_into::<S, f32>(source),
-        }
-    }
-
-    fn convert_into<S: Voxel, D: Voxel>(&self, source: &[S]) -> Result<()> {
-        let target = self.view.data.cast::<D>();
-        if S::DTYPE == D::DTYPE {
-            // SAFETY: S and D are the same type (same dtype), so the copy is
-            // bit-exact. `data` is non-NULL and aligned for D (checked in
-            // `out_volume_from_c`) with room for dims voxels by contract, and
-            // dims equal the source's (checked in `write`). `source` is the
-            // library's own buffer, so the regions do not overlap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(source.as_ptr().cast::<D>(), target, source.len())
-            };
-            return Ok(());
-        }
-        // Check every value first so a refused conversion writes nothing.
-        if let Some((n, value)) = source
-            .iter()
-            .enumerate()
-            .find(|(_, s)| D::from_f64_exact(s.to_f64()).is_none())
-        {
-            return Err(Error::invalid(format!(
-                "{}: value {} at voxel #{n} does not fit {} exactly",
-                self.name,
-                value.to_f64(),
-                dtype_name(D::DTYPE)
-            )));
-        }
-        // SAFETY: as above (non-NULL, aligned, room for source.len() voxels);
-        // inputs were copied before the work, so no Rust reference aliases
-        // the caller's buffer.
-        let target = unsafe { std::slice::from_raw_parts_mut(target, source.len()) };
-        for (t, s) in target.iter_mut().zip(source) {
-            *t = D::from_f64_exact(s.to_f64()).unwrap_or(D::ZERO);
         }
         Ok(())
     }
