@@ -48,6 +48,9 @@ impl CropPlacement {
     /// Geometry of the box: the full map's, with the origin moved to the
     /// box's first voxel, so every voxel keeps its world position.
     pub fn geometry(&self) -> Geometry {
+        if self.offset == [0; 3] {
+            return self.full_geometry;
+        }
         let mut geometry = self.full_geometry;
         geometry.origin = self
             .full_geometry
@@ -156,24 +159,21 @@ impl LabelVoxel for f32 {
     fn is_zero(self) -> bool {
         self == 0.0
     }
+    /// Integral within 1e-3, finite, within ±1e9.
     fn to_label(self) -> std::result::Result<i32, String> {
-        float_label(self)
+        let x = self;
+        let what = if !x.is_finite() {
+            "a non-finite value"
+        } else if x.abs() > 1e9 {
+            "a value beyond ±1e9, out of range for a label,"
+        } else if (x - x.round()).abs() > 1e-3 {
+            "a non-integral value"
+        } else {
+            // Within ±1e9, so the cast is exact after rounding.
+            return Ok(x.round() as i32);
+        };
+        Err(format!("{what} {x}"))
     }
-}
-
-/// A float voxel as a label: integral within 1e-3, finite, within ±1e9.
-pub(crate) fn float_label(x: f32) -> std::result::Result<i32, String> {
-    let what = if !x.is_finite() {
-        "a non-finite value"
-    } else if x.abs() > 1e9 {
-        "a value beyond ±1e9, out of range for a label,"
-    } else if (x - x.round()).abs() > 1e-3 {
-        "a non-integral value"
-    } else {
-        // Within ±1e9, so the cast is exact after rounding.
-        return Ok(x.round() as i32);
-    };
-    Err(format!("label map holds {what} {x}"))
 }
 
 impl CroppedLabels {
@@ -233,10 +233,12 @@ impl CroppedLabels {
     ) -> Result<CroppedLabels> {
         let [ni, nj, _] = dims;
         let box_dims = [0, 1, 2].map(|a| hi[a] - lo[a]);
-        let mut labels = crate::limits::try_vec(
-            checked_voxel_count(box_dims)?,
-            "the label map's heart region as 32-bit labels",
-        )?;
+        let what = if box_dims == dims {
+            "the label map as 32-bit labels"
+        } else {
+            "the label map's heart region as 32-bit labels"
+        };
+        let mut labels = crate::limits::try_vec(checked_voxel_count(box_dims)?, what)?;
         for k in lo[2]..hi[2] {
             for j in lo[1]..hi[1] {
                 let start = lo[0] + ni * (j + nj * k);
@@ -244,7 +246,7 @@ impl CroppedLabels {
                 for (di, v) in row.iter().enumerate() {
                     let label = v.to_label().map_err(|why| {
                         Error::invalid(format!(
-                            "{why} at voxel #{}; expected integer labels",
+                            "label map holds {why} at voxel #{}; expected integer labels",
                             start + di
                         ))
                     })?;
@@ -262,6 +264,11 @@ impl CroppedLabels {
             labels: Volume::from_vec(box_dims, labels, placement.geometry())?,
             placement,
         })
+    }
+
+    /// Every voxel of `image` as i32 labels ([`Image::to_labels`]).
+    pub(super) fn whole_of(image: &Image) -> Result<Volume<i32>> {
+        Ok(CroppedLabels::from_image_box(image, [0; 3], image.dims())?.labels)
     }
 
     fn from_image_box(image: &Image, lo: [usize; 3], hi: [usize; 3]) -> Result<CroppedLabels> {

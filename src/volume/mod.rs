@@ -229,25 +229,7 @@ impl Image {
     /// is not within 1e-3 of an integer (or not finite) is an error naming
     /// the first offending voxel.
     pub fn to_labels(&self) -> Result<Volume<i32>> {
-        match self {
-            Image::F32(v) => {
-                if let Some((n, why)) = v
-                    .data
-                    .iter()
-                    .enumerate()
-                    .find_map(|(n, x)| crop::float_label(*x).err().map(|why| (n, why)))
-                {
-                    return Err(Error::invalid(format!(
-                        "{why} at voxel #{n}; expected integer labels"
-                    )));
-                }
-                try_map(v, |x| x.round() as i32)
-            }
-            Image::U8(v) => try_map(v, |x| i32::from(*x)),
-            Image::I16(v) => try_map(v, |x| i32::from(*x)),
-            Image::U16(v) => try_map(v, |x| i32::from(*x)),
-            Image::I32(v) => try_map(v, |x| *x),
-        }
+        CroppedLabels::whole_of(self)
     }
 }
 
@@ -261,37 +243,23 @@ impl Image {
             let values = v.as_slice()?;
             let mut data = crate::limits::try_vec(values.len(), "the AHA segment map")?;
             for (n, x) in values.iter().enumerate() {
-                let segment = x
-                    .to_label()
-                    .ok()
-                    .and_then(|l| u8::try_from(l).ok())
-                    .filter(|s| *s <= 17);
+                let segment = x.to_label().and_then(|l| {
+                    u8::try_from(l)
+                        .ok()
+                        .filter(|s| *s <= 17)
+                        .ok_or_else(|| l.to_string())
+                });
                 match segment {
-                    Some(s) => data.push(s),
-                    None => {
-                        let shown = match x.to_label() {
-                            Ok(l) => l.to_string(),
-                            Err(why) => why.replacen("label map holds ", "", 1),
-                        };
-                        return Err(Error::invalid(format!(
-                            "expected 0 (no segment) or AHA segments 1–17, got {shown} at voxel #{n}"
-                        )));
-                    }
+                    Ok(s) => data.push(s),
+                    Err(shown) => return Err(Error::invalid(format!(
+                        "expected 0 (no segment) or AHA segments 1–17, got {shown} at voxel #{n}"
+                    ))),
                 }
             }
             Volume::from_vec(v.dims(), data, v.geometry)
         }
         with_volume!(self, v => convert(v))
     }
-}
-
-/// `volume` mapped voxel by voxel into a buffer allocated fallibly (as
-/// label maps): [`Error::OutOfMemory`] instead of an abort.
-fn try_map<T, U: Clone + Default>(volume: &Volume<T>, f: impl Fn(&T) -> U) -> Result<Volume<U>> {
-    let mut data = crate::limits::try_vec(volume.len(), "the label map as 32-bit labels")?;
-    // Iterated in logical order (i fastest), the order from_vec expects.
-    data.extend(volume.data.iter().map(f));
-    Volume::from_vec(volume.dims(), data, volume.geometry)
 }
 
 impl<T: Clone + Default> Volume<T> {
