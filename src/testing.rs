@@ -133,6 +133,27 @@ pub fn phantom_labels(seed: u64, with_scar: bool) -> Volume<i32> {
     .labels
 }
 
+/// `heart` placed at voxel `offset` of a map of `dims` that is 0 around it,
+/// every voxel keeping its world position: a label map with a wide field
+/// of view, for tests of the heart box ([`crate::volume::CroppedLabels`]).
+pub fn in_wide_field<T: Clone + Default>(
+    heart: &Volume<T>,
+    offset: [usize; 3],
+    dims: [usize; 3],
+) -> Volume<T> {
+    let mut full_geometry = heart.geometry;
+    full_geometry.origin = heart.geometry.index_to_world(offset.map(|o| -(o as f64)));
+    let placement = crate::volume::CropPlacement {
+        offset,
+        dims: heart.dims(),
+        full_dims: dims,
+        full_geometry,
+    };
+    placement
+        .uncrop(heart, "the wide field")
+        .expect("the heart fits the field")
+}
+
 // ---- full-size denoisers with random weights ----
 
 /// Random weights of a full-size denoiser (dim 72, four levels, 8 heads of

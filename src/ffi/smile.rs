@@ -593,11 +593,7 @@ mod tests {
     fn heart_in_a_wide_field() -> Volume<i32> {
         let heart = small_heart();
         let [ni, nj, nk] = heart.dims();
-        let mut wide = Volume::<i32>::zeros([2 * ni, 2 * nj, nk + 6], heart.geometry);
-        wide.data
-            .slice_mut(ndarray::s![4..4 + nk, 3..3 + nj, ni - 5..2 * ni - 5])
-            .assign(&heart.data);
-        wide
+        crate::testing::in_wide_field(&heart, [ni - 5, 3, 4], [2 * ni, 2 * nj, nk + 6])
     }
 
     /// Parcellation, draws (one-shot and from a context) and statistics of

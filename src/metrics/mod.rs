@@ -651,11 +651,7 @@ mod tests {
     /// as wide, the rest 0.
     fn wide(heart: &Volume<i32>) -> Volume<i32> {
         let [ni, nj, nk] = heart.dims();
-        let mut wide = Volume::<i32>::zeros([2 * ni, 2 * nj, nk + 4], heart.geometry);
-        wide.data
-            .slice_mut(ndarray::s![2..2 + nk, 7..7 + nj, ni - 3..2 * ni - 3])
-            .assign(&heart.data);
-        wide
+        crate::testing::in_wide_field(heart, [ni - 3, 7, 2], [2 * ni, 2 * nj, nk + 4])
     }
 
     /// Maps cut to the box of both their labels give the whole maps'

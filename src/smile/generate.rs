@@ -706,11 +706,7 @@ mod tests {
         .unwrap()
         .labels;
         let [ni, nj, nk] = heart.dims();
-        let mut wide = Volume::<i32>::zeros([2 * ni, 2 * nj, nk + 6], heart.geometry);
-        wide.data
-            .slice_mut(ndarray::s![3..3 + nk, 10..10 + nj, 50..50 + ni])
-            .assign(&heart.data);
-        wide
+        crate::testing::in_wide_field(&heart, [50, 10, 3], [2 * ni, 2 * nj, nk + 6])
     }
 
     /// A context made from the heart's box draws, seed for seed, the masks

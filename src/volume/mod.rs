@@ -251,9 +251,11 @@ impl Image {
                 });
                 match segment {
                     Ok(s) => data.push(s),
-                    Err(shown) => return Err(Error::invalid(format!(
+                    Err(shown) => {
+                        return Err(Error::invalid(format!(
                         "expected 0 (no segment) or AHA segments 1–17, got {shown} at voxel #{n}"
-                    ))),
+                    )))
+                    }
                 }
             }
             Volume::from_vec(v.dims(), data, v.geometry)

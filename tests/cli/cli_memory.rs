@@ -7,7 +7,7 @@
 //! `bullseye`, whose work is on the heart's box.
 
 use crate::common::{assert_ok, claim, stderr};
-use claim::{Image, Volume};
+use claim::Image;
 use std::path::Path;
 use std::process::Output;
 
@@ -47,19 +47,9 @@ fn wide_label_map(d: &Path) {
     let heart = claim::io::read_image(&d.join("ph/labels.nii.gz"))
         .unwrap()
         .to_labels()
-        .unwrap();
-    let [ni, nj, nk] = heart.dims();
-    let offset = [250, 190, 20];
-    let mut geometry = heart.geometry;
-    geometry.origin = heart.geometry.index_to_world(offset.map(|o| -(o as f64)));
-    let mut wide = Volume::<u8>::zeros(WIDE_DIMS, geometry);
-    wide.data
-        .slice_mut(ndarray::s![
-            offset[2]..offset[2] + nk,
-            offset[1]..offset[1] + nj,
-            offset[0]..offset[0] + ni
-        ])
-        .assign(&heart.data.mapv(|l| l as u8));
+        .unwrap()
+        .map(|l| *l as u8);
+    let wide = claim::testing::in_wide_field(&heart, [250, 190, 20], WIDE_DIMS);
     claim::io::write_image(&Image::U8(wide), &d.join("wide.nii")).unwrap();
 }
 
