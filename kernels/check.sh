@@ -7,7 +7,10 @@
 #  3. checks with cuobjdump that every embedded fatbin holds SASS for each
 #     target of CLAIM_CUDA_ARCHS (default 80,90) and PTX for the first;
 #  4. prints the registers/spills of every kernel (ptxas -v, collected by
-#     build.rs) and fails on a spill in a GEMM/convolution kernel.
+#     build.rs) and fails on a spill in a GEMM/convolution kernel;
+#  5. runs the convolution's B-tile gather on the host against direct
+#     convolutions (kernels/tests/conv_tile_host.cu);
+#  6. runs the CUDA build's tests without a driver.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -166,6 +169,15 @@ if [ -n "$spills" ]; then
         failed=1
     fi
 fi
+
+echo "--> the convolution gather on the host (kernels/tests/conv_tile_host.cu)"
+# ConvTileB's own code, run thread by thread on the CPU against direct 2-D,
+# 3-D and transposed convolutions; needs no GPU. The pip layout keeps the
+# static CUDA runtime in <root>/lib, which nvcc.profile does not name.
+host_check="$OUT_DIR/conv_tile_host"
+"$NVCC" -std=c++17 -O1 -Ikernels -L"$(dirname "$(dirname "$NVCC")")/lib" \
+    kernels/tests/conv_tile_host.cu -o "$host_check"
+"$host_check" || { echo "FAIL: the convolution gather differs from a direct convolution"; failed=1; }
 
 echo "--> the CUDA build on this GPU-less machine (cargo test --features cuda)"
 # Without a driver: CUDA requests fail with Error::Device naming the

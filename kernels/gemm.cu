@@ -23,6 +23,7 @@
 // transpose cases share one loop. Rows are padded by 8 halves, which makes
 // every ldmatrix phase conflict-free.
 #include "common.cuh"
+#include "conv_tile.cuh"
 
 struct GemmArgs {
     u64 a, b, c;      // device addresses of A, B, C (fp16)
@@ -36,9 +37,6 @@ struct GemmArgs {
     int bias_mode;    // 0 none, 1 per row (bias[m]), 2 per column (bias[n])
     float alpha;
 };
-
-#define GEMM_BK 32
-#define GEMM_PAD 8
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return (unsigned)__cvta_generic_to_shared(p);
@@ -118,103 +116,11 @@ __device__ __forceinline__ void load_tile(__half* s, const unsigned short* g, i6
 
 // ---------------------------------------------------------------- convolution
 //
-// Per-frame 2-D convolution of x [B, C_in, F, H, W] as an implicit GEMM per
-// batch item z (no im2col buffer): A is the weight [C_out, C_in·kh·kw]
-// (K-contiguous, lda = K), and B(k, n) is gathered from x while the tile is
-// loaded, with k = (ci, ky, kx) and n = (f, oy, ox):
-//
-//   forward:    B(k, n) = x[ci, f, oy·sh − ph + ky, ox·sw − pw + kx]
-//   transposed: B(k, n) = x[ci, f, (oy + ph − ky)/sh, (ox + pw − kx)/sw]
-//               where both divisions are exact (else 0)
-//
-// (zero outside the input). The transposed form is the gather form of a
-// transposed convolution: A is then the weight permuted to
-// [C_out, C_in, kh, kw]. C = out [C_out, F·Ho·Wo] of item z, so bias per row
-// and the residual are the GEMM's epilogue. Sizes inside one batch item fit
-// in 32 bits (the runtime checks), batch offsets are 64-bit.
-struct ConvGeom {
-    int c_in, frames, h, w;  // input
-    int ho, wo;              // output
-    int kh, kw, sh, sw, ph, pw;
-    int transposed;          // 0 forward, 1 transposed (gather form)
-};
+// ConvGeom and the B-tile gather ConvTileB live in conv_tile.cuh.
 
 struct ConvArgs {
-    GemmArgs g;  // a = weight, b = x, c = out; m = C_out, n = F·Ho·Wo, k = C_in·kh·kw
+    GemmArgs g;  // a = weight, b = x, c = out; m = C_out, n = Do·Ho·Wo, k = C_in·kd·kh·kw
     ConvGeom c;
-};
-
-// The B-tile loader of the implicit GEMM. B's shared tile is N-contiguous
-// ([BK][BN + PAD], as a dense B with trans_b = 0). A thread always loads the
-// same 8 columns of a tile (THREADS is a multiple of BN/8), so their output
-// positions are decoded once per tile, and each K line costs one decode of
-// (ci, ky, kx) and 8 guarded loads, coalesced along ox across the warp.
-template <int BN, int THREADS, bool TRANSPOSED>
-struct ConvTileB {
-    static constexpr int CPL = BN / 8;                          // 8-column chunks per line
-    static constexpr int ITERS = (GEMM_BK * BN / 8) / THREADS;  // chunks per thread
-    static constexpr int LSTEP = THREADS / CPL;                 // lines between them
-    static_assert(THREADS % CPL == 0, "a thread's columns must be fixed within a tile");
-    static_assert((GEMM_BK * BN / 8) % THREADS == 0, "tile chunks must divide among threads");
-    static constexpr int OUTSIDE = -(1 << 29);  // y of a column past N: every tap misses
-
-    int y0[8], x0[8], fbase[8];
-
-    __device__ __forceinline__ void start_tile(const ConvGeom& c, i64 n0, i64 N) {
-        const int col = ((int)threadIdx.x % CPL) * 8;
-        const int plane = c.ho * c.wo;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            const i64 n = n0 + col + e;
-            if (n < N) {
-                const int nn = (int)n, f = nn / plane, r = nn - f * plane;
-                const int oy = r / c.wo, ox = r - oy * c.wo;
-                y0[e] = TRANSPOSED ? oy + c.ph : oy * c.sh - c.ph;
-                x0[e] = TRANSPOSED ? ox + c.pw : ox * c.sw - c.pw;
-                fbase[e] = f * c.h * c.w;
-            } else {
-                y0[e] = OUTSIDE;
-                x0[e] = 0;
-                fbase[e] = 0;
-            }
-        }
-    }
-
-    __device__ __forceinline__ void load(__half* s, const unsigned short* x, const ConvGeom& c, i64 K,
-                                         i64 k0) const {
-        const int col = ((int)threadIdx.x % CPL) * 8;
-        const int khw = c.kh * c.kw;
-        const i64 channel = (i64)c.frames * c.h * c.w;
-#pragma unroll
-        for (int it = 0; it < ITERS; ++it) {
-            const int line = (int)threadIdx.x / CPL + it * LSTEP;
-            const i64 k = k0 + line;
-            unsigned w[4] = {0u, 0u, 0u, 0u};
-            if (k < K) {
-                const int kk = (int)k, ci = kk / khw, r = kk - ci * khw;
-                const int ky = r / c.kw, kx = r - ky * c.kw;
-                const unsigned short* xc = x + (i64)ci * channel;
-#pragma unroll
-                for (int e = 0; e < 8; ++e) {
-                    unsigned v = 0u;
-                    if (!TRANSPOSED) {
-                        const int iy = y0[e] + ky, ix = x0[e] + kx;
-                        if ((unsigned)iy < (unsigned)c.h && (unsigned)ix < (unsigned)c.w)
-                            v = xc[fbase[e] + iy * c.w + ix];
-                    } else {
-                        const int ty = y0[e] - ky, tx = x0[e] - kx;
-                        if (ty >= 0 && tx >= 0) {
-                            const int iy = ty / c.sh, ix = tx / c.sw;
-                            if (iy * c.sh == ty && ix * c.sw == tx && iy < c.h && ix < c.w)
-                                v = xc[fbase[e] + iy * c.w + ix];
-                        }
-                    }
-                    w[e >> 1] |= v << (16 * (e & 1));
-                }
-            }
-            *reinterpret_cast<uint4*>(s + line * (BN + GEMM_PAD) + col) = make_uint4(w[0], w[1], w[2], w[3]);
-        }
-    }
 };
 
 // CONV: 0 a dense GEMM; 1 a forward and 2 a transposed convolution, B
@@ -259,11 +165,11 @@ __device__ __forceinline__ void gemm_tiles(const GemmArgs& p, __half* smem, cons
 #pragma unroll
                     for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-            if constexpr (CONV != 0) conv_b.start_tile(*conv, n0, N);
+            if constexpr (CONV != 0) conv_b.start_tile(*conv, n0, N, (int)threadIdx.x);
             __syncthreads();  // the previous tile's last reads of smem are done
             if (k_tiles > 0) {
                 load_tile<BM, THREADS, A_KC>(smem, Az, p.lda, M, K, m0, 0, a_vec);
-                if constexpr (CONV != 0) conv_b.load(smem + A_TILE, Bz, *conv, K, 0);
+                if constexpr (CONV != 0) conv_b.load(smem + A_TILE, Bz, *conv, K, 0, (int)threadIdx.x);
                 else load_tile<BN, THREADS, B_KC>(smem + A_TILE, Bz, p.ldb, N, K, n0, 0, b_vec);
             }
             cp_async_commit();
@@ -271,7 +177,7 @@ __device__ __forceinline__ void gemm_tiles(const GemmArgs& p, __half* smem, cons
                 if (kt + 1 < k_tiles) {
                     __half* s = smem + ((kt + 1) & 1) * STAGE;
                     load_tile<BM, THREADS, A_KC>(s, Az, p.lda, M, K, m0, (kt + 1) * GEMM_BK, a_vec);
-                    if constexpr (CONV != 0) conv_b.load(s + A_TILE, Bz, *conv, K, (kt + 1) * GEMM_BK);
+                    if constexpr (CONV != 0) conv_b.load(s + A_TILE, Bz, *conv, K, (kt + 1) * GEMM_BK, (int)threadIdx.x);
                     else load_tile<BN, THREADS, B_KC>(s + A_TILE, Bz, p.ldb, N, K, n0, (kt + 1) * GEMM_BK, b_vec);
                 }
                 cp_async_commit();
@@ -399,7 +305,7 @@ __device__ __forceinline__ void conv_dispatch(const ConvArgs& a, __half* smem) {
 }
 
 // Implicit-GEMM convolution (forward or transposed), 128×128 tiles.
-// Launch: as gemm_f16, with m = C_out, n = F·Ho·Wo, batch = B.
+// Launch: as gemm_f16, with m = C_out, n = Do·Ho·Wo, batch = B.
 extern "C" __global__ void __launch_bounds__(256) conv_f16(ConvArgs args) {
     __shared__ __align__(16) __half smem[GEMM_SMEM_HALVES(128, 128)];
     conv_dispatch<128, 128, 2, 4>(args, smem);

@@ -31,7 +31,7 @@ CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
     timeout 300 "$ops" cuda --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | grep -v " ok$" | tail -n 80
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-echo "==> whole models: denoiser and RePaint on the GPU against the CPU, and their timings"
+echo "==> whole models: denoiser, RePaint and the nnU-Net predictor on the GPU against the CPU, and their timings"
 CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-420}" "$engine" gpu --test-threads=1 --nocapture 2>&1 |
     tee "$out/models.txt" | grep -v "^{" | tail -n 40
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
@@ -105,6 +105,10 @@ for r in models:
     elif r.get("kind") == "repaint_parity":
         print(f"RePaint parity: {r['slices']} slices, {r['evaluations']} evaluations, lesion MAD "
               f"{r['mean_abs_diff']:.4f} of range {r['lesion_range']:.3f}; CPU {r['cpu_s']:.1f} s, GPU {r['gpu_s']:.1f} s")
+    elif r.get("kind") == "segmenter_parity":
+        print(f"segmenter parity {r['configuration']}: logits rel L2 {r['rel_l2']:.2e}, labels "
+              f"{100 * r['label_agreement']:.3f} % equal over {r['voxels']} voxels; CPU {r['cpu_s']:.2f} s, "
+              f"GPU {r['gpu_s']:.2f} s")
 peak = next((r["tflops"] for r in tm if r.get("kind") == "peak"), None)
 flops = {r["name"]: r["flops_per_item"] for r in tm if r.get("kind") == "flops"}
 torch_ms = {r["name"]: r for r in tm if r.get("kind") == "bench"}

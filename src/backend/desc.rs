@@ -28,6 +28,20 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// The same convolution as a [`Conv3dGeometry`] with a depth-1 kernel
+    /// (stride 1, no padding in depth), which convolves each frame alone.
+    pub fn per_frame(&self) -> Conv3dGeometry {
+        Conv3dGeometry {
+            batch: self.batch,
+            c_in: self.c_in,
+            c_out: self.c_out,
+            input: [self.frames, self.h, self.w],
+            kernel: [1, self.kh, self.kw],
+            stride: [1, self.stride.0, self.stride.1],
+            pad: [0, self.pad.0, self.pad.1],
+        }
+    }
+
     /// Output height and width of the forward convolution, `None` when the
     /// kernel does not fit the padded input or the stride is zero.
     pub fn conv_out(&self) -> Option<(usize, usize)> {
@@ -363,4 +377,62 @@ pub struct NoiseKey {
     pub stream: u32,
     /// The sampler step (or any counter the caller advances).
     pub step: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuStorage;
+    use crate::backend::BackendStorage;
+
+    /// `per_frame` describes the same convolution: the CPU's conv3d on it
+    /// equals its per-frame conv2d, forward and transposed, and the output
+    /// sizes agree.
+    #[test]
+    fn per_frame_is_the_depth_one_convolution() -> crate::Result<()> {
+        let g = ConvGeometry {
+            batch: 2,
+            c_in: 3,
+            c_out: 4,
+            frames: 3,
+            h: 7,
+            w: 6,
+            kh: 3,
+            kw: 2,
+            stride: (2, 1),
+            pad: (1, 0),
+        };
+        let g3 = g.per_frame();
+        let (ho, wo) = g.conv_out().expect("valid");
+        assert_eq!(g3.conv_out(), Some([3, ho, wo]));
+        let (th, tw) = g.transposed_out().expect("valid");
+        assert_eq!(g3.transposed_out(), Some([3, th, tw]));
+        let values = |n: usize, k: f32| (0..n).map(|i| ((i as f32) * k).sin()).collect::<Vec<_>>();
+        let x = CpuStorage::new(values(2 * 3 * 3 * 7 * 6, 0.37));
+        let w = CpuStorage::new(values(4 * 3 * 3 * 2, 0.91));
+        let b = CpuStorage::new(values(4, 1.3));
+        // Different CPU algorithms may sum in another order.
+        let close = |a: &CpuStorage, b: &CpuStorage| {
+            assert_eq!(a.as_slice().len(), b.as_slice().len());
+            let worst = a
+                .as_slice()
+                .iter()
+                .zip(b.as_slice())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= 1e-5, "largest difference {worst}");
+        };
+        close(
+            &x.conv2d(&w, Some(&b), None, &g)?,
+            &x.conv3d(&w, Some(&b), &g3)?,
+        );
+        let g_t = ConvGeometry { c_out: 2, ..g };
+        let w_t = CpuStorage::new(values(3 * 2 * 3 * 2, 0.53));
+        let b_t = CpuStorage::new(values(2, 0.7));
+        close(
+            &x.conv_transpose2d(&w_t, Some(&b_t), &g_t)?,
+            &x.conv_transpose3d(&w_t, Some(&b_t), &g_t.per_frame())?,
+        );
+        Ok(())
+    }
 }

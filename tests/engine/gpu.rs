@@ -1,5 +1,6 @@
-//! The denoiser and RePaint synthesis on a CUDA GPU against the CPU f32
-//! engine (CUDA back-end II), and their timings. Every test opens cuda:0
+//! The denoiser and RePaint synthesis (CUDA back-end II) and nnU-Net's
+//! predictor (CUDA back-end III) on a CUDA GPU against the CPU f32 engine,
+//! and their timings. Every test opens cuda:0
 //! and prints `skipped: no CUDA device (<reason>)` without one, so GPU-less
 //! CI only compiles them; `tools/gpu_check.sh` runs them on a GPU machine.
 //!
@@ -290,6 +291,82 @@ fn gpu_model_bench_or_skipped() -> Result<()> {
         "kind": "bench", "name": "repaint_5_5_b16", "claim_ms": total_s * 1e3,
         "evaluations": evaluations, "per_slice_s": total_s / batch as f64,
     }));
+    report(&rows);
+    Ok(())
+}
+
+/// nnU-Net's predictor on the GPU (CUDA back-end III): the golden 2d
+/// (two folds, mirroring) and 3d_fullres results folders of
+/// `tools/nnunet_reference.py` segment the built-in phantom on cuda:0 (f16)
+/// and on the CPU (f32). The fold-averaged logits agree within 2e-2
+/// relative L2 and ≥ 99.9 % of the labels are equal; the rows give both
+/// whole-case times.
+#[test]
+fn cuda_segmenter_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
+    use claim::segmentation::{SegmentParams, Segmenter, SegmenterOptions};
+    use claim::volume::LabelScheme;
+    if gpu().is_none() {
+        return Ok(());
+    }
+    let image = Image::F32(phantom::generate(&PhantomParams::default())?.image);
+    let params = SegmentParams {
+        mirroring: true,
+        step_size: 0.5,
+        postprocess: false,
+        label_scheme: LabelScheme::EMIDEC,
+    };
+    let mut rows = Vec::new();
+    for (configuration, folds) in [("2d", vec![0, 1]), ("3d_fullres", vec![0])] {
+        let folder = claim::testing::fixture_path("nnunet").join(format!(
+            "Dataset990_ClaimTiny/nnUNetTrainer__nnUNetPlans__{configuration}"
+        ));
+        let options = SegmenterOptions {
+            folds: Some(folds),
+            configuration: None,
+        };
+        let cpu = Segmenter::load(&folder, &options)?;
+        let on_gpu = Segmenter::load_with(
+            &folder,
+            &options,
+            &LoadOptions {
+                device: DeviceSpec::cuda(0),
+                precision: Precision::Auto,
+            },
+        )?;
+        let start = Instant::now();
+        let (want, want_logits) = cpu.segment_with_logits(&[&image], &params, &mut |_, _| true)?;
+        let cpu_s = start.elapsed().as_secs_f64();
+        // Once to load the kernels and fill the buffer pool, then timed.
+        on_gpu.segment_with_logits(&[&image], &params, &mut |_, _| true)?;
+        let start = Instant::now();
+        let (got, got_logits) = on_gpu.segment_with_logits(&[&image], &params, &mut |_, _| true)?;
+        let gpu_s = start.elapsed().as_secs_f64();
+        let as_f32 = |l: &claim::segmentation::CaseLogits| -> Vec<f32> {
+            l.values.iter().map(|v| v.to_f32()).collect()
+        };
+        let err = rel_l2(&as_f32(&got_logits), &as_f32(&want_logits));
+        assert_eq!(got.dims(), want.dims());
+        let equal = got
+            .data
+            .iter()
+            .zip(want.data.iter())
+            .filter(|(a, b)| a == b)
+            .count();
+        let agreement = equal as f64 / got.len() as f64;
+        rows.push(serde_json::json!({
+            "kind": "segmenter_parity", "configuration": configuration, "rel_l2": err,
+            "label_agreement": agreement, "voxels": got.len(), "cpu_s": cpu_s, "gpu_s": gpu_s,
+        }));
+        assert!(
+            err <= 2e-2,
+            "{configuration}: logits relative L2 {err:e} > 2e-2"
+        );
+        assert!(
+            agreement >= 0.999,
+            "{configuration}: only {:.4} % of the labels agree",
+            100.0 * agreement
+        );
+    }
     report(&rows);
     Ok(())
 }

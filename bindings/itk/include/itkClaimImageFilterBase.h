@@ -146,6 +146,32 @@ protected:
     };
   }
 
+  /** The model cache of the filters that load one: returns at once when
+   * `model` is loaded and was loaded for `key`; otherwise drops it, calls
+   * `load()` (which returns the new model) and records `key`. A failed load
+   * leaves no model and no key, so the next Update() tries again; its error
+   * is thrown by ThrowClaimError naming `call`. */
+  template <typename TModel, typename TLoad>
+  void
+  LoadCachedModel(TModel & model, std::string & loadedKey, const std::string & key, TLoad && load, const char * call)
+  {
+    if (model && key == loadedKey)
+    {
+      return;
+    }
+    model = TModel();
+    loadedKey.clear();
+    try
+    {
+      model = load();
+    }
+    catch (const claim::Error & error)
+    {
+      this->ThrowClaimError(error, call);
+    }
+    loadedKey = key;
+  }
+
   /** Rethrows a failed claim call `call` as ITK expects it:
    * itk::ProcessAborted when cancelled on request, else
    * itk::ClaimExceptionObject. */

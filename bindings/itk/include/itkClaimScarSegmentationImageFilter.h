@@ -118,24 +118,16 @@ public:
   void
   LoadModel()
   {
-    const std::string key = this->ModelKey();
-    if (m_Model && key == m_LoadedKey)
-    {
-      return;
-    }
-    m_Model = claim::Segmenter();
-    m_LoadedKey.clear();
-    try
-    {
-      claim::SegmenterOptions options;
-      options.folds(m_Folds).configuration(m_Configuration);
-      m_Model = claim::Segmenter::load(m_ModelPath, options, ClaimLoadOptions(m_Device, m_DeviceIndex));
-    }
-    catch (const claim::Error & error)
-    {
-      this->ThrowClaimError(error, "claim_segmenter_load");
-    }
-    m_LoadedKey = key;
+    this->LoadCachedModel(
+      m_Model,
+      m_LoadedKey,
+      this->ModelKey(),
+      [this] {
+        claim::SegmenterOptions options;
+        options.folds(m_Folds).configuration(m_Configuration);
+        return claim::Segmenter::load(m_ModelPath, options, ClaimLoadOptions(m_Device, m_DeviceIndex));
+      },
+      "claim_segmenter_load");
   }
 
   /** The segmenter loaded and cached by this filter, or nullptr before the

@@ -142,22 +142,12 @@ public:
   void
   LoadModel()
   {
-    const std::string key = this->ModelKey();
-    if (m_Model && key == m_LoadedKey)
-    {
-      return;
-    }
-    m_Model = claim::DiffusionModel();
-    m_LoadedKey.clear();
-    try
-    {
-      m_Model = claim::DiffusionModel::load(m_ModelPath, ClaimLoadOptions(m_Device, m_DeviceIndex));
-    }
-    catch (const claim::Error & error)
-    {
-      this->ThrowClaimError(error, "claim_diffusion_load");
-    }
-    m_LoadedKey = key;
+    this->LoadCachedModel(
+      m_Model,
+      m_LoadedKey,
+      this->ModelKey(),
+      [this] { return claim::DiffusionModel::load(m_ModelPath, ClaimLoadOptions(m_Device, m_DeviceIndex)); },
+      "claim_diffusion_load");
   }
 
   /** The model loaded and cached by this filter, or nullptr before the

@@ -540,8 +540,9 @@ pub(super) fn gemm(dev: &CudaDevice, args: GemmArgs) -> Result<()> {
     launch!(dev, "gemm", name, cfg; args)
 }
 
-/// The `ConvGeom` struct of `gemm.cu`: a per-frame 2-D convolution of
-/// `[B, c_in, frames, h, w]` into `[B, C_out, frames, ho, wo]`.
+/// The `ConvGeom` struct of `conv_tile.cuh`: a convolution of
+/// `[B, c_in, frames, h, w]` into `[B, C_out, fo, ho, wo]` (a per-frame 2-D
+/// one when `kd = sd = 1`, `pd = 0`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct ConvGeom {
@@ -557,12 +558,17 @@ pub(super) struct ConvGeom {
     pub sw: i32,
     pub ph: i32,
     pub pw: i32,
-    /// 0 forward, 1 transposed (gather form, weight as `[C_out, C_in, kh, kw]`).
+    /// 0 forward, 1 transposed (gather form, weight as `[C_out, C_in, kd, kh, kw]`).
     pub transposed: i32,
+    /// Output frames.
+    pub fo: i32,
+    pub kd: i32,
+    pub sd: i32,
+    pub pd: i32,
 }
 
 /// The `ConvArgs` struct of `gemm.cu`: the GEMM view (`a` weight, `b`
-/// input, `c` output; `m` = C_out, `n` = F·Ho·Wo, `k` = C_in·kh·kw) and the
+/// input, `c` output; `m` = C_out, `n` = Fo·Ho·Wo, `k` = C_in·kd·kh·kw) and the
 /// geometry its B operand is gathered with.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -572,8 +578,8 @@ pub(super) struct ConvArgs {
 }
 
 // SAFETY: `#[repr(C)]` with the members, order and types of the C struct
-// (`GemmArgs`, then thirteen `int`), so the bytes passed by value are
-// exactly what the kernel reads (192 bytes with the tail padding).
+// (`GemmArgs`, then seventeen `int`), so the bytes passed by value are
+// exactly what the kernel reads (208 bytes with the tail padding).
 unsafe impl DeviceRepr for ConvArgs {}
 
 /// The launch grid and kernel of a GEMM-shaped op: 128×128 tiles when
@@ -716,8 +722,10 @@ mod tests {
         assert_eq!(size_of::<GemmArgs>(), 136);
         assert_eq!(align_of::<GemmArgs>(), 8);
         assert_eq!(offset_of!(ConvArgs, geom), 136);
-        assert_eq!(size_of::<ConvGeom>(), 52);
-        assert_eq!(size_of::<ConvArgs>(), 192);
+        assert_eq!(offset_of!(ConvGeom, fo), 52);
+        assert_eq!(offset_of!(ConvGeom, pd), 64);
+        assert_eq!(size_of::<ConvGeom>(), 68);
+        assert_eq!(size_of::<ConvArgs>(), 208);
     }
 
     #[test]

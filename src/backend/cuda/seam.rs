@@ -22,13 +22,6 @@ use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
 use crate::{Error, Result};
 
-/// The error of an op that has no CUDA kernel yet.
-fn not_yet(op: &str) -> Error {
-    Error::Unsupported(format!(
-        "{op} on CUDA is not implemented yet (CUDA back-end II)"
-    ))
-}
-
 /// Product of sizes, refusing overflow.
 fn product(dims: &[usize]) -> Result<usize> {
     dims.iter()
@@ -213,38 +206,40 @@ impl CudaStorage {
         Ok(out)
     }
 
-    /// A per-frame 2-D convolution (forward, or transposed in gather form
-    /// with the weight already as `[C_out, C_in, kh, kw]`) as one implicit
-    /// GEMM per batch item, bias and residual fused into its epilogue.
+    /// A convolution with a 3-D kernel (forward, or transposed in gather
+    /// form with the weight already as `[C_out, C_in, kd, kh, kw]`) as one
+    /// implicit GEMM per batch item, bias and residual fused into its
+    /// epilogue. The per-frame 2-D convolutions are its depth-1 case.
     fn implicit_conv(
         &self,
         op: &str,
         weight: &CudaStorage,
         bias: Option<&CudaStorage>,
         residual: Option<&CudaStorage>,
-        g: &ConvGeometry,
+        g: &Conv3dGeometry,
         transposed: bool,
     ) -> Result<CudaStorage> {
         self.require(op, DType::F16)?;
-        let out_hw = if transposed {
+        let out_size = if transposed {
             g.transposed_out()
         } else {
             g.conv_out()
         };
-        let (ho, wo) = out_hw.ok_or_else(|| {
+        let [fo, ho, wo] = out_size.ok_or_else(|| {
             Error::invalid(format!(
-                "{op}: a {}×{} kernel with stride {:?} and padding {:?} gives no output for {}×{}",
-                g.kh, g.kw, g.stride, g.pad, g.h, g.w
+                "{op}: a {:?} kernel with stride {:?} and padding {:?} gives no output for {:?}",
+                g.kernel, g.stride, g.pad, g.input
             ))
         })?;
-        let item_in = product(&[g.c_in, g.frames, g.h, g.w])?;
+        let [frames, h, w] = g.input;
+        let item_in = product(&[g.c_in, frames, h, w])?;
         self.check_len(op, product(&[g.batch, item_in])?)?;
-        let k_len = product(&[g.c_in, g.kh, g.kw])?;
+        let k_len = product(&[g.c_in, g.kernel[0], g.kernel[1], g.kernel[2]])?;
         self.check_operand(weight, op, "the weight", product(&[g.c_out, k_len])?)?;
         if let Some(b) = bias {
             self.check_operand(b, op, "the bias", g.c_out)?;
         }
-        let n = product(&[g.frames, ho, wo])?;
+        let n = product(&[fo, ho, wo])?;
         let item_out = product(&[g.c_out, n])?;
         let out_len = product(&[g.batch, item_out])?;
         if let Some(r) = residual {
@@ -255,18 +250,22 @@ impl CudaStorage {
         let geom = (|| {
             Some(ConvGeom {
                 c_in: small(g.c_in)?,
-                frames: small(g.frames)?,
-                h: small(g.h)?,
-                w: small(g.w)?,
+                frames: small(frames)?,
+                h: small(h)?,
+                w: small(w)?,
                 ho: small(ho)?,
                 wo: small(wo)?,
-                kh: small(g.kh)?,
-                kw: small(g.kw)?,
-                sh: small(g.stride.0)?,
-                sw: small(g.stride.1)?,
-                ph: small(g.pad.0)?,
-                pw: small(g.pad.1)?,
+                kh: small(g.kernel[1])?,
+                kw: small(g.kernel[2])?,
+                sh: small(g.stride[1])?,
+                sw: small(g.stride[2])?,
+                ph: small(g.pad[1])?,
+                pw: small(g.pad[2])?,
                 transposed: i32::from(transposed),
+                fo: small(fo)?,
+                kd: small(g.kernel[0])?,
+                sd: small(g.stride[0])?,
+                pd: small(g.pad[0])?,
             })
         })()
         .filter(|_| {
@@ -813,7 +812,7 @@ impl BackendStorage for CudaStorage {
     ) -> Result<Self> {
         let pointwise = g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.pad == (0, 0);
         if !pointwise {
-            return self.implicit_conv("conv2d", weight, bias, residual, g, false);
+            return self.implicit_conv("conv2d", weight, bias, residual, &g.per_frame(), false);
         }
         let positions = product(&[g.frames, g.h, g.w])?;
         self.pointwise_conv(
@@ -837,16 +836,13 @@ impl BackendStorage for CudaStorage {
         self.check_operand(weight, op, "the weight", product(&[g.c_in, g.c_out, taps])?)?;
         // [C_in, C_out, kh, kw] → [C_out, C_in, kh, kw]: the gather form's A.
         let gathered = weight.permute(&[g.c_in, g.c_out, taps], &[1, 0, 2])?;
-        self.implicit_conv(op, &gathered, bias, None, g, true)
+        self.implicit_conv(op, &gathered, bias, None, &g.per_frame(), true)
     }
 
     fn conv3d(&self, weight: &Self, bias: Option<&Self>, g: &Conv3dGeometry) -> Result<Self> {
         let pointwise = g.kernel == [1, 1, 1] && g.stride == [1, 1, 1] && g.pad == [0, 0, 0];
         if !pointwise {
-            return Err(not_yet(&format!(
-                "conv3d with a {:?} kernel, stride {:?}, padding {:?}",
-                g.kernel, g.stride, g.pad
-            )));
+            return self.implicit_conv("conv3d", weight, bias, None, g, false);
         }
         let positions = product(&g.input)?;
         self.pointwise_conv(
@@ -858,8 +854,19 @@ impl BackendStorage for CudaStorage {
         )
     }
 
-    fn conv_transpose3d(&self, _: &Self, _: Option<&Self>, _: &Conv3dGeometry) -> Result<Self> {
-        Err(not_yet("conv_transpose3d"))
+    fn conv_transpose3d(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        g: &Conv3dGeometry,
+    ) -> Result<Self> {
+        let op = "conv_transpose3d";
+        self.require(op, DType::F16)?;
+        let taps = product(&g.kernel)?;
+        self.check_operand(weight, op, "the weight", product(&[g.c_in, g.c_out, taps])?)?;
+        // [C_in, C_out, kd, kh, kw] → [C_out, C_in, kd, kh, kw]: the gather form's A.
+        let gathered = weight.permute(&[g.c_in, g.c_out, taps], &[1, 0, 2])?;
+        self.implicit_conv(op, &gathered, bias, None, g, true)
     }
 
     fn linear_attention(&self, d: &LinearAttentionDesc) -> Result<Self> {

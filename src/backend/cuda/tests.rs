@@ -625,17 +625,6 @@ fn products_match_the_cpu() -> Result<()> {
         &cx.conv3d(&cw, Some(&cb), &g3)?,
         1e-2,
     )?;
-    // Full 3-D kernels are CUDA III's, and say so.
-    let g333 = Conv3dGeometry {
-        kernel: [3, 3, 3],
-        pad: [1, 1, 1],
-        ..g3
-    };
-    let w333 = dev.storage_from_f32(&random(g.c_out * g.c_in * 27, 114, 0.1, 0.0), dtype)?;
-    match x.conv3d(&w333, None, &g333) {
-        Err(Error::Unsupported(m)) => assert!(m.contains("not implemented yet"), "{m}"),
-        other => panic!("expected Unsupported, got {other:?}"),
-    }
     Ok(())
 }
 
@@ -800,6 +789,149 @@ fn convolutions_match_the_cpu() -> Result<()> {
             &format!("conv_transpose2d {name}, no bias"),
             &x.conv_transpose2d(&w, None, &g)?,
             &cx.conv_transpose2d(&cw, None, &g)?,
+            1e-2,
+        )?;
+    }
+    Ok(())
+}
+
+/// Full 3-D convolutions (nnU-Net's 3d_fullres stages: 3×3×3 with stride 1
+/// and 2, anisotropic 1×3×3 first stages, 2×2×2 and 1×2×2 transposed
+/// up-sampling) plus odd kernels, strides and paddings, against the CPU.
+#[test]
+fn convolutions_3d_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let dtype = DType::F16;
+    let base = Conv3dGeometry {
+        batch: 2,
+        c_in: 8,
+        c_out: 16,
+        input: [5, 9, 10],
+        kernel: [3, 3, 3],
+        stride: [1, 1, 1],
+        pad: [1, 1, 1],
+    };
+    let forward = [
+        ("3×3×3 pad 1", base),
+        (
+            "3×3×3 stride 2 pad 1",
+            Conv3dGeometry {
+                stride: [2, 2, 2],
+                ..base
+            },
+        ),
+        (
+            "1×3×3 stride (1, 2, 2) pad (0, 1, 1), one input channel",
+            Conv3dGeometry {
+                c_in: 1,
+                kernel: [1, 3, 3],
+                stride: [1, 2, 2],
+                pad: [0, 1, 1],
+                ..base
+            },
+        ),
+        (
+            "3×2×4 stride (2, 3, 1) pad (1, 0, 2), odd channels",
+            Conv3dGeometry {
+                c_in: 5,
+                c_out: 7,
+                input: [6, 10, 7],
+                kernel: [3, 2, 4],
+                stride: [2, 3, 1],
+                pad: [1, 0, 2],
+                ..base
+            },
+        ),
+        (
+            "3×3×3, 32 → 32 channels at 16×32×32 (128×128 tiles)",
+            Conv3dGeometry {
+                c_in: 32,
+                c_out: 32,
+                input: [16, 32, 32],
+                ..base
+            },
+        ),
+    ];
+    for (i, (name, g)) in forward.into_iter().enumerate() {
+        let seed = 500 + 10 * i as u64;
+        let taps: usize = g.kernel.iter().product();
+        let n_in = g.batch * g.c_in * g.input.iter().product::<usize>();
+        let (x, cx) = pair(&dev, &random(n_in, seed, 1.0, 0.0), dtype)?;
+        let scale = ((g.c_in * taps) as f32).powf(-0.5);
+        let (w, cw) = pair(
+            &dev,
+            &random(g.c_out * g.c_in * taps, seed + 1, scale, 0.0),
+            dtype,
+        )?;
+        let (b, cb) = pair(&dev, &random(g.c_out, seed + 2, 0.5, 0.0), dtype)?;
+        assert_close(
+            &format!("conv3d {name}"),
+            &x.conv3d(&w, Some(&b), &g)?,
+            &cx.conv3d(&cw, Some(&cb), &g)?,
+            1e-2,
+        )?;
+        assert_close(
+            &format!("conv3d {name}, no bias"),
+            &x.conv3d(&w, None, &g)?,
+            &cx.conv3d(&cw, None, &g)?,
+            1e-2,
+        )?;
+    }
+    let up = Conv3dGeometry {
+        c_in: 16,
+        c_out: 8,
+        input: [3, 5, 4],
+        kernel: [2, 2, 2],
+        stride: [2, 2, 2],
+        pad: [0, 0, 0],
+        ..base
+    };
+    let transposed = [
+        ("2×2×2 stride 2", up),
+        (
+            "1×2×2 stride (1, 2, 2)",
+            Conv3dGeometry {
+                kernel: [1, 2, 2],
+                stride: [1, 2, 2],
+                ..up
+            },
+        ),
+        (
+            "3×3×3 stride 2 pad 1, odd channels",
+            Conv3dGeometry {
+                c_in: 3,
+                c_out: 5,
+                kernel: [3, 3, 3],
+                pad: [1, 1, 1],
+                ..up
+            },
+        ),
+        (
+            "2×2×2, 64 → 32 channels at 8×16×16",
+            Conv3dGeometry {
+                c_in: 64,
+                c_out: 32,
+                input: [8, 16, 16],
+                ..up
+            },
+        ),
+    ];
+    for (i, (name, g)) in transposed.into_iter().enumerate() {
+        let seed = 600 + 10 * i as u64;
+        let taps: usize = g.kernel.iter().product();
+        let n_in = g.batch * g.c_in * g.input.iter().product::<usize>();
+        let (x, cx) = pair(&dev, &random(n_in, seed, 1.0, 0.0), dtype)?;
+        let scale = ((g.c_in * taps) as f32).powf(-0.5);
+        let (w, cw) = pair(
+            &dev,
+            &random(g.c_in * g.c_out * taps, seed + 1, scale, 0.0),
+            dtype,
+        )?;
+        let (b, cb) = pair(&dev, &random(g.c_out, seed + 2, 0.5, 0.0), dtype)?;
+        assert_close(
+            &format!("conv_transpose3d {name}"),
+            &x.conv_transpose3d(&w, Some(&b), &g)?,
+            &cx.conv_transpose3d(&cw, Some(&cb), &g)?,
             1e-2,
         )?;
     }

@@ -101,7 +101,15 @@ def aha_segments(labels, lv=1, myo=2, rv=None, rotation_deg=0.0, long_axis=None,
     return out.to_image()
 
 
-def _smile_params(pattern, territory, burden, transmurality, mvo, scheme, aha):
+def _smile_params(
+    pattern, territory, burden, transmurality, mvo, lv, myo, scar, mvo_label, rv, rotation_deg, long_axis
+):
+    """claim_smile_params with its label scheme and AHA parameters, from the
+    keyword arguments `smile` and `SmileContext` share. The struct keeps the
+    scheme and AHA structs it points to alive (ctypes pointers hold their
+    targets)."""
+    scheme = label_scheme(lv, myo, scar, mvo_label, rv)
+    aha = _aha_params(scheme, rotation_deg, long_axis)
     params = _ffi.default(_ffi.claim_smile_params)
     params.pattern = _choice(pattern, PATTERNS, "pattern")
     params.territory = _choice(territory, TERRITORIES, "territory")
@@ -191,9 +199,9 @@ def smile(
     (INVALID_ARGUMENT) for out-of-range values or labels outside the scheme.
     """
     vol = input_volume(labels, "labels")
-    scheme = label_scheme(lv, myo, scar, mvo_label, rv)
-    aha = _aha_params(scheme, rotation_deg, long_axis)
-    params = _smile_params(pattern, territory, burden, transmurality, mvo, scheme, aha)
+    params = _smile_params(
+        pattern, territory, burden, transmurality, mvo, lv, myo, scar, mvo_label, rv, rotation_deg, long_axis
+    )
     out = output_volume(vol.geometry, vol.array.dtype, vol.array.shape)
     check(lib.claim_smile_generate(vol.ref, ctypes.byref(params), int(seed), out.ref))
     return out.to_image()
@@ -236,9 +244,9 @@ class SmileContext(Handle):
         if segments is not None:
             same_shape(as_image(labels, "labels"), as_image(segments, "segments"), "labels", "segments")
             seg = input_volume(segments, "segments")
-        scheme = label_scheme(lv, myo, scar, mvo_label, rv)
-        aha = _aha_params(scheme, rotation_deg, long_axis)
-        params = _smile_params(pattern, territory, burden, transmurality, mvo, scheme, aha)
+        params = _smile_params(
+            pattern, territory, burden, transmurality, mvo, lv, myo, scar, mvo_label, rv, rotation_deg, long_axis
+        )
         handle = _ffi.claim_smile_context_p()
         check(
             lib.claim_smile_context_create(
