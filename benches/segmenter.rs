@@ -6,6 +6,10 @@
 //!   128, 256, 512, 512, 3×3 kernels, strides 1, 2, 2, 2, 2, 2, two
 //!   convolutions per encoder and decoder stage, InstanceNorm + LeakyReLU,
 //!   4 classes — on a 1×1×256×256 input;
+//! - `plain_unet_forward_1x1x128x128` and `plain_unet_forward_4x1x128x128`:
+//!   the same network on one window of the phantom run below, and on four
+//!   in one batch (what `WindowBatch::Windows` does on a GPU); per item,
+//!   the ratio says whether batching windows pays on the CPU;
 //! - `segment_phantom_192x192x10`: the whole built-in phantom (seed 0,
 //!   192×192×10 at 1.5625×1.5625×9 mm) through the full prediction (crop,
 //!   z-score, sliding window with patch 128×128 and step 0.5 — 4 windows per
@@ -64,6 +68,18 @@ fn bench_segmenter(c: &mut Criterion) {
     group.bench_function("plain_unet_forward_1x1x256x256", |b| {
         b.iter(|| net.forward(&x).expect("forward"))
     });
+    for batch in [1, 4] {
+        let x = Tensor::from_vec(
+            (0..batch * 128 * 128)
+                .map(|_| rng.normal() as f32)
+                .collect(),
+            &[batch, 1, 128, 128],
+        )
+        .expect("input");
+        group.bench_function(format!("plain_unet_forward_{batch}x1x128x128"), |b| {
+            b.iter(|| net.forward(&x).expect("forward"))
+        });
+    }
 
     let plans = json!({
         "dataset_name": "Dataset999_Bench",

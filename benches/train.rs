@@ -33,30 +33,7 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn segmenter_config() -> PlainUNetConfig {
-    let stride = |s: usize| vec![s, s];
-    PlainUNetConfig {
-        spatial_dims: 2,
-        input_channels: 1,
-        num_classes: 4,
-        features_per_stage: vec![32, 64, 128, 256, 512, 512],
-        kernel_sizes: vec![vec![3, 3]; 6],
-        strides: vec![
-            stride(1),
-            stride(2),
-            stride(2),
-            stride(2),
-            stride(2),
-            stride(2),
-        ],
-        n_conv_per_stage: vec![2; 6],
-        n_conv_per_stage_decoder: vec![2; 5],
-        conv_bias: true,
-        norm: true,
-        norm_eps: 1e-5,
-        norm_affine: true,
-        negative_slope: Some(0.01),
-        nonlin_first: false,
-    }
+    PlainUNetConfig::standard(2, 1, 4, vec![32, 64, 128, 256, 512, 512])
 }
 
 fn bench_train(c: &mut Criterion) {

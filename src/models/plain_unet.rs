@@ -83,6 +83,39 @@ pub struct PlainUNetConfig {
 }
 
 impl PlainUNetConfig {
+    /// The network nnU-Net's planner builds when nothing is anisotropic:
+    /// one stage per entry of `features_per_stage`, 3×3(×3) kernels,
+    /// stride 1 then 2 on every axis, two convolutions per encoder and
+    /// decoder stage, biases, affine InstanceNorm (eps 1e-5) and
+    /// LeakyReLU(0.01) after it.
+    pub fn standard(
+        spatial_dims: usize,
+        input_channels: usize,
+        num_classes: usize,
+        features_per_stage: Vec<usize>,
+    ) -> PlainUNetConfig {
+        let stages = features_per_stage.len();
+        let strides = (0..stages)
+            .map(|s| vec![if s == 0 { 1 } else { 2 }; spatial_dims])
+            .collect();
+        PlainUNetConfig {
+            spatial_dims,
+            input_channels,
+            num_classes,
+            features_per_stage,
+            kernel_sizes: vec![vec![3; spatial_dims]; stages],
+            strides,
+            n_conv_per_stage: vec![2; stages],
+            n_conv_per_stage_decoder: vec![2; stages.saturating_sub(1)],
+            conv_bias: true,
+            norm: true,
+            norm_eps: 1e-5,
+            norm_affine: true,
+            negative_slope: Some(0.01),
+            nonlin_first: false,
+        }
+    }
+
     /// Reads `arch_kwargs` of a plans configuration's `architecture`.
     ///
     /// Scalars are broadcast as upstream does (one kernel size for every
@@ -307,6 +340,33 @@ impl PlainUNetConfig {
             }
         }
         Ok(())
+    }
+
+    /// An upper estimate of the activation bytes one batch item of `patch`
+    /// holds at the peak of a forward, with `element_bytes` per value: every
+    /// stage's skip (kept until the decoder uses it), four tensors of the
+    /// largest stage live at once (convolution, normalisation, the
+    /// decoder's up-sampled features and their concatenation with the
+    /// skip), the input and the logits; doubled for the caching
+    /// allocator's size buckets. It sizes sliding-window batches on a GPU
+    /// from free memory; it is a bound, not a measurement.
+    pub fn activation_bytes_per_item(&self, patch: &[usize], element_bytes: usize) -> usize {
+        let mut voxels: Vec<usize> = Vec::with_capacity(self.strides.len());
+        let mut size = patch.to_vec();
+        for stride in &self.strides {
+            for (s, &k) in size.iter_mut().zip(stride) {
+                *s = s.div_ceil(k.max(1));
+            }
+            voxels.push(size.iter().product());
+        }
+        let stage = |s: usize| self.features_per_stage.get(s).copied().unwrap_or(0) * voxels[s];
+        let skips: usize = (0..voxels.len()).map(stage).sum();
+        let largest = (0..voxels.len()).map(stage).max().unwrap_or(0);
+        let full: usize = patch.iter().product();
+        let values = skips
+            .saturating_add(largest.saturating_mul(4))
+            .saturating_add(full.saturating_mul(self.input_channels + self.num_classes));
+        values.saturating_mul(element_bytes).saturating_mul(2)
     }
 
     /// Per spatial axis, the product of all strides: input sizes must be
@@ -851,6 +911,21 @@ mod tests {
             "nonlin": "torch.nn.LeakyReLU",
             "nonlin_kwargs": {"inplace": true}
         })
+    }
+
+    #[test]
+    fn activation_bytes_count_skips_temporaries_and_ends() {
+        let cfg = PlainUNetConfig::from_arch_kwargs(&arch_2d(), 1, 4).unwrap();
+        // Stages at [16, 8], [8, 8], [4, 4] with 4, 8, 16 features: skips
+        // 512 + 512 + 256, four of the largest (512), input and logits
+        // 128 × (1 + 4); f16, doubled for the allocator.
+        let values = 1280 + 4 * 512 + 128 * 5;
+        assert_eq!(cfg.activation_bytes_per_item(&[16, 8], 2), values * 2 * 2);
+        // Larger patches need more.
+        assert!(
+            cfg.activation_bytes_per_item(&[32, 16], 2)
+                > cfg.activation_bytes_per_item(&[16, 8], 2)
+        );
     }
 
     #[test]

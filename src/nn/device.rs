@@ -179,6 +179,16 @@ impl Device {
         }
     }
 
+    /// Bytes of memory free on the device now, for sizing batches: `None`
+    /// on the CPU (host memory is not budgeted this way) or when the GPU
+    /// cannot be asked.
+    pub fn free_memory(&self) -> Option<usize> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda(d) => d.free_memory().ok(),
+        }
+    }
+
     /// Whether two devices are the same one.
     pub fn same(&self, other: &Device) -> bool {
         self.spec() == other.spec()

@@ -6,7 +6,9 @@ use super::bundle::NnunetBundle;
 use super::normalize::normalize_channel;
 use super::plans::{ConfigurationPlan, DatasetInfo, Plans, ResamplingSpec};
 use super::postprocess::{label_tissues, output_values, postprocess_classes};
-use super::sliding::{argmax_classes, average_folds, predict_sliding_window, WindowPlan};
+use super::sliding::{
+    argmax_classes, average_folds, predict_sliding_window, WindowBatch, WindowPlan,
+};
 use crate::imgproc::fill_holes;
 use crate::imgproc::resample::{
     nnunet_new_shape, resample_data_or_seg_to_shape, ResampleOrder, ResampleSettings,
@@ -346,11 +348,22 @@ impl Segmenter {
         };
         let mut per_fold = Vec::with_capacity(self.networks.len());
         for (_, net) in &self.networks {
+            let batch = WindowBatch::for_device(
+                &net.device(),
+                net.dtype(),
+                net.config().activation_bytes_per_item(
+                    &self.configuration.patch_size,
+                    net.dtype().size_in_bytes(),
+                ),
+                passes as usize,
+                plan.len(),
+            );
             per_fold.push(predict_sliding_window(
                 case.view(),
                 &plan,
                 cfg.num_classes,
                 &mirror_axes,
+                batch,
                 &mut |x: &Tensor| net.forward(x),
                 &mut tick,
             )?);

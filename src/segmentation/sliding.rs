@@ -16,7 +16,7 @@
 //! window order. The result then equals nnU-Net's label map bit for bit
 //! whenever the network outputs agree to f32 precision.
 
-use crate::nn::Tensor;
+use crate::nn::{DType, Device, Tensor};
 use crate::{Error, Result};
 use half::{f16, slice::HalfFloatSliceExt};
 use ndarray::{s, Array4, ArrayView4, Axis};
@@ -316,18 +316,66 @@ impl Accumulator {
     }
 }
 
+/// How many network items one forward of the sliding window evaluates.
+#[derive(Clone, Debug)]
+pub enum WindowBatch {
+    /// One window and one mirror pass per forward, assembled on the host:
+    /// the least memory (the CPU's choice).
+    Sequential,
+    /// Up to `windows` windows per forward, each with all its mirror passes
+    /// as extra batch items (`windows · 2^axes` items), uploaded once per
+    /// batch to the network's `device` in its `dtype` and flipped there:
+    /// few, large launches for a GPU. The logits are those of
+    /// [`WindowBatch::Sequential`]: items are independent and the passes
+    /// are summed in the same order.
+    Windows {
+        /// Windows per forward (≥ 1).
+        windows: usize,
+        /// Where the network runs.
+        device: Device,
+        /// The network's element type.
+        dtype: DType,
+    },
+}
+
+impl WindowBatch {
+    /// The batch for a network on `device` in `dtype`: sequential on the
+    /// CPU; on a GPU as many windows as half the free memory holds at
+    /// `bytes_per_item` per batch item and `passes` items per window (at
+    /// least one window, at most `windows` and 64).
+    pub fn for_device(
+        device: &Device,
+        dtype: DType,
+        bytes_per_item: usize,
+        passes: usize,
+        windows: usize,
+    ) -> WindowBatch {
+        let Some(free) = device.free_memory() else {
+            return WindowBatch::Sequential;
+        };
+        let per_window = bytes_per_item.max(1).saturating_mul(passes.max(1));
+        WindowBatch::Windows {
+            windows: (free / 2 / per_window).clamp(1, windows.clamp(1, 64)),
+            device: device.clone(),
+            dtype,
+        }
+    }
+}
+
 /// Logits `[classes, Z, Y, X]` (f16) of a normalised case `data`
 /// `[C, Z, Y, X]` by sliding windows of `plan`.
 ///
-/// `network` maps a `[1, C, *patch]` tensor to `[1, classes, *patch]`
-/// logits; it is called once per window and mirror combination of
-/// `mirror_axes` (axes of the patch), and `after_each` after every call
+/// `network` maps a `[B, C, *patch]` tensor to `[B, classes, *patch]`
+/// logits; `batch` decides how many windows and mirror passes (of
+/// `mirror_axes`, axes of the patch) go into one call. `after_each` runs
+/// once per window and mirror pass, after the call that evaluated it
 /// (progress and cancellation: an error stops the prediction).
 pub fn predict_sliding_window(
     data: ArrayView4<'_, f32>,
     plan: &WindowPlan,
     classes: usize,
     mirror_axes: &[usize],
+    batch: WindowBatch,
     network: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     after_each: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Array4<f16>> {
@@ -361,50 +409,100 @@ pub fn predict_sliding_window(
         .iter()
         .map(|g| g.to_f32())
         .collect();
-    let combos = mirror_combinations(mirror_axes);
-    let mut input_shape = vec![1, channels];
-    input_shape.extend_from_slice(&plan.patch);
-    let mut output_shape = vec![1, classes];
-    output_shape.extend_from_slice(&plan.patch);
+    // Patch axis a is tensor axis a + 2.
+    let flips: Vec<Vec<usize>> = mirror_combinations(mirror_axes)
+        .iter()
+        .map(|axes| axes.iter().map(|a| a + 2).collect())
+        .collect();
+    let passes = flips.len() + 1;
+    let windows_per_forward = match &batch {
+        WindowBatch::Sequential => 1,
+        WindowBatch::Windows { windows, .. } => (*windows).max(1),
+    };
+    let window_values = channels * extent.iter().product::<usize>();
+    let prediction_values = classes * extent.iter().product::<usize>();
     let mut acc = Accumulator::new(classes, plan.padded)?;
-    for start in &plan.starts {
-        let window = padded.slice(s![
-            ..,
-            start[0]..start[0] + extent[0],
-            start[1]..start[1] + extent[1],
-            start[2]..start[2] + extent[2]
-        ]);
-        let input: Vec<f32> = window.iter().copied().collect();
-        let x = Tensor::from_vec(input, &input_shape)?;
+    for chunk in plan.starts.chunks(windows_per_forward) {
+        let count = chunk.len();
+        let mut input =
+            crate::limits::try_vec(count.saturating_mul(window_values), "a batch of windows")?;
+        for start in chunk {
+            let window = padded.slice(s![
+                ..,
+                start[0]..start[0] + extent[0],
+                start[1]..start[1] + extent[1],
+                start[2]..start[2] + extent[2]
+            ]);
+            input.extend(window.iter().copied());
+        }
+        let mut input_shape = vec![count, channels];
+        input_shape.extend_from_slice(&plan.patch);
+        let x = match &batch {
+            WindowBatch::Sequential => Tensor::from_vec(input, &input_shape)?,
+            WindowBatch::Windows { device, dtype, .. } => {
+                Tensor::from_slice_on(&input, &input_shape, device, *dtype)?
+            }
+        };
         let mut run = |x: &Tensor| -> Result<Tensor> {
             let y = network(x)?;
-            if y.dims() != output_shape {
+            let mut expected = vec![x.dims()[0], classes];
+            expected.extend_from_slice(&plan.patch);
+            if y.dims() != expected {
                 return Err(Error::Internal(format!(
-                    "network returned {:?} for a {:?} window, expected {output_shape:?}",
+                    "network returned {:?} for a {:?} batch of windows, expected {expected:?}",
                     y.dims(),
                     x.dims()
                 )));
             }
-            after_each()?;
+            for _ in 0..x.dims()[0] {
+                after_each()?;
+            }
             Ok(y)
         };
-        // Mirroring as tensor ops: flip the window, run, flip back, sum in
-        // the order nnU-Net does, then one division.
-        let mut prediction = run(&x)?;
-        for axes in &combos {
-            // Patch axis a is tensor axis a + 2.
-            let tensor_axes: Vec<usize> = axes.iter().map(|a| a + 2).collect();
-            let back = run(&x.flip(&tensor_axes)?)?.flip(&tensor_axes)?;
-            prediction = prediction.add(&back)?;
-        }
-        if !combos.is_empty() {
-            let n = (combos.len() + 1) as f32;
+        // Mirroring as tensor ops: flip the windows, run, flip back, sum in
+        // the order nnU-Net does (pass after pass), then one division.
+        let mut prediction = match &batch {
+            WindowBatch::Sequential => {
+                let mut sum = run(&x)?;
+                for axes in &flips {
+                    sum = sum.add(&run(&x.flip(axes)?)?.flip(axes)?)?;
+                }
+                sum
+            }
+            WindowBatch::Windows { .. } => {
+                let mut parts = vec![x.clone()];
+                for axes in &flips {
+                    parts.push(x.flip(axes)?);
+                }
+                let all = if parts.len() == 1 {
+                    run(&x)?
+                } else {
+                    run(&Tensor::cat(&parts.iter().collect::<Vec<_>>(), 0)?)?
+                };
+                let mut sum = all.narrow(0, 0, count)?;
+                for (pass, axes) in flips.iter().enumerate() {
+                    let back = all.narrow(0, (pass + 1) * count, count)?.flip(axes)?;
+                    sum = sum.add(&back)?;
+                }
+                sum
+            }
+        };
+        if passes > 1 {
             prediction = prediction.binary(
-                &Tensor::full_on(n, &[1], &prediction.device(), prediction.dtype())?,
+                &Tensor::full_on(
+                    passes as f32,
+                    &[1],
+                    &prediction.device(),
+                    prediction.dtype(),
+                )?,
                 crate::backend::desc::BinaryOp::Div,
             )?;
         }
-        acc.add(*start, extent, &prediction.to_vec()?, &gaussian);
+        let values = prediction.to_vec()?;
+        for (i, start) in chunk.iter().enumerate() {
+            let window = &values[i * prediction_values..(i + 1) * prediction_values];
+            acc.add(*start, extent, window, &gaussian);
+        }
     }
     acc.finish(plan.pad_below, plan.shape)
 }
@@ -567,8 +665,16 @@ mod tests {
             calls += 1;
             Ok(())
         };
-        let logits =
-            predict_sliding_window(data.view(), &plan, 2, &[0, 1], &mut net, &mut count).unwrap();
+        let logits = predict_sliding_window(
+            data.view(),
+            &plan,
+            2,
+            &[0, 1],
+            WindowBatch::Sequential,
+            &mut net,
+            &mut count,
+        )
+        .unwrap();
         assert_eq!(calls, plan.len() * 4);
         assert_eq!(logits.dim(), (2, 2, 6, 11));
         for ((c, z, y, x), v) in logits.indexed_iter() {
@@ -582,6 +688,147 @@ mod tests {
         let classes = argmax_classes(&logits);
         assert_eq!(classes[[0, 0, 0]], 1);
         assert_eq!(classes[[1, 5, 10]], 0);
+    }
+
+    /// A per-item "network" that is not mirror-symmetric: every output
+    /// depends on its position in the patch, its class and its item's input,
+    /// so a window placed, flipped or paired wrongly in a batch shows.
+    fn asymmetric_net(x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let per_item: usize = dims[1..].iter().product();
+        let positions: usize = dims[2..].iter().product();
+        let v = x.to_vec()?;
+        let mut out = Vec::with_capacity(dims[0] * 3 * positions);
+        for item in v.chunks(per_item) {
+            for c in 0..3 {
+                for (i, &a) in item[..positions].iter().enumerate() {
+                    out.push(
+                        a * (1.0 + 0.013 * i as f32) * (c as f32 + 0.5) + 0.01 * (i * c) as f32,
+                    );
+                }
+            }
+        }
+        let mut shape = dims;
+        shape[1] = 3;
+        Tensor::from_vec(out, &shape)
+    }
+
+    /// Runs the sliding window with `batch`: (logits, after_each calls,
+    /// network calls, largest batch seen).
+    fn run_batched(
+        data: &Array4<f32>,
+        plan: &WindowPlan,
+        mirror: &[usize],
+        batch: WindowBatch,
+        network: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> (Array4<f16>, usize, usize, usize) {
+        let (mut ticks, mut calls, mut largest) = (0, 0, 0);
+        let mut net = |x: &Tensor| {
+            calls += 1;
+            largest = largest.max(x.dims()[0]);
+            network(x)
+        };
+        let mut tick = || -> Result<()> {
+            ticks += 1;
+            Ok(())
+        };
+        let logits =
+            predict_sliding_window(data.view(), plan, 3, mirror, batch, &mut net, &mut tick)
+                .unwrap();
+        (logits, ticks, calls, largest)
+    }
+
+    /// `n` windows per forward, assembled on the CPU.
+    fn on_cpu(n: usize) -> WindowBatch {
+        WindowBatch::Windows {
+            windows: n,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+
+    fn same_bits(a: &Array4<f16>, b: &Array4<f16>) -> bool {
+        a.dim() == b.dim()
+            && a.iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    /// Batching windows and mirror passes changes how many items a forward
+    /// sees, not the logits: bit for bit the sequential result, with the
+    /// same progress count, 2-D and 3-D, with and without mirroring.
+    #[test]
+    fn batched_windows_give_the_sequential_logits() {
+        let cases: [(&[usize], [usize; 3], &[usize]); 4] = [
+            (&[8, 4], [2, 6, 11], &[0, 1]),
+            (&[8, 4], [2, 6, 11], &[]),
+            (&[4, 4, 4], [5, 6, 7], &[0, 1, 2]),
+            (&[4, 4, 4], [5, 6, 7], &[1]),
+        ];
+        for (patch, shape, mirror) in cases {
+            let data = Array4::from_shape_fn((2, shape[0], shape[1], shape[2]), |(c, z, y, x)| {
+                ((c * 1000 + z * 100 + y * 10 + x) as f32 * 0.37).sin()
+            });
+            let plan = WindowPlan::new(shape, patch, 0.5).unwrap();
+            let passes = 1 << mirror.len();
+            let (want, ticks, calls, largest) = run_batched(
+                &data,
+                &plan,
+                mirror,
+                WindowBatch::Sequential,
+                &asymmetric_net,
+            );
+            assert_eq!(
+                (ticks, calls, largest),
+                (plan.len() * passes, plan.len() * passes, 1)
+            );
+            for n in [1, 3, plan.len() + 5] {
+                let (got, ticks, calls, largest) =
+                    run_batched(&data, &plan, mirror, on_cpu(n), &asymmetric_net);
+                let what = format!("patch {patch:?}, mirror {mirror:?}, {n} windows per forward");
+                assert_eq!(ticks, plan.len() * passes, "{what}");
+                assert_eq!(calls, plan.len().div_ceil(n), "{what}");
+                assert_eq!(largest, n.min(plan.len()) * passes, "{what}");
+                assert!(
+                    same_bits(&got, &want),
+                    "{what}: logits differ from the sequential run"
+                );
+            }
+        }
+    }
+
+    /// The same with nnU-Net's network on the CPU (2-D and 3-D, random
+    /// weights): a batch's items are computed independently.
+    #[test]
+    fn batched_windows_through_a_plain_unet_match_sequential() {
+        use crate::models::plain_unet::random_state_dict;
+        use crate::models::{PlainConvUNet, PlainUNetConfig};
+        for (patch, shape) in [(vec![8, 8], [2, 12, 10]), (vec![4, 8, 8], [6, 10, 9])] {
+            let dims = patch.len();
+            let cfg = PlainUNetConfig::standard(dims, 1, 3, vec![4, 8]);
+            let net = PlainConvUNet::from_state_dict(random_state_dict(&cfg, 5), &cfg).unwrap();
+            let forward = |x: &Tensor| net.forward(x);
+            let data = Array4::from_shape_fn((1, shape[0], shape[1], shape[2]), |(_, z, y, x)| {
+                ((z * 100 + y * 10 + x) as f32 * 0.21).cos()
+            });
+            let plan = WindowPlan::new(shape, &patch, 0.5).unwrap();
+            let mirror: Vec<usize> = (0..dims).collect();
+            let (want, ..) = run_batched(&data, &plan, &mirror, WindowBatch::Sequential, &forward);
+            let (got, ..) = run_batched(&data, &plan, &mirror, on_cpu(3), &forward);
+            assert!(
+                same_bits(&got, &want),
+                "{dims}-D: batched logits differ from the sequential run"
+            );
+        }
+    }
+
+    #[test]
+    fn batches_follow_free_memory() {
+        // No free-memory budget on the CPU: one item per forward.
+        assert!(matches!(
+            WindowBatch::for_device(&Device::Cpu, DType::F32, 1 << 20, 4, 100),
+            WindowBatch::Sequential
+        ));
     }
 
     #[test]

@@ -133,24 +133,7 @@ fn denoiser_3d_two_channel_gradients_match_pytorch() {
 
 fn unet_case(name: &str, dims: usize) {
     let (fixture, params) = load(name);
-    let k = vec![3; dims];
-    let stride = |s: usize| vec![s; dims];
-    let cfg = PlainUNetConfig {
-        spatial_dims: dims,
-        input_channels: 1,
-        num_classes: 3,
-        features_per_stage: vec![4, 8, 16],
-        kernel_sizes: vec![k.clone(), k.clone(), k],
-        strides: vec![stride(1), stride(2), stride(2)],
-        n_conv_per_stage: vec![2, 2, 2],
-        n_conv_per_stage_decoder: vec![2, 2],
-        conv_bias: true,
-        norm: true,
-        norm_eps: 1e-5,
-        norm_affine: true,
-        negative_slope: Some(0.01),
-        nonlin_first: false,
-    };
+    let cfg = PlainUNetConfig::standard(dims, 1, 3, vec![4, 8, 16]);
     let net = PlainConvUNet::from_state_dict(params.clone(), &cfg).unwrap();
     let x = fixture.peek("x").unwrap();
     let out = net.forward(x).unwrap();
