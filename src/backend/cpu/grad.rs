@@ -527,19 +527,6 @@ pub fn attention_backward(
     })
 }
 
-/// The per-frame 2-D convolution as a 3-D one with kernel depth 1.
-fn as_3d(g: &ConvGeometry) -> Conv3dGeometry {
-    Conv3dGeometry {
-        batch: g.batch,
-        c_in: g.c_in,
-        c_out: g.c_out,
-        input: [g.frames, g.h, g.w],
-        kernel: [1, g.kh, g.kw],
-        stride: [1, g.stride.0, g.stride.1],
-        pad: [0, g.pad.0, g.pad.1],
-    }
-}
-
 /// Gradient of a per-frame 2-D convolution's input from its output's.
 /// `weight`: `[C_out, C_in, kh, kw]`.
 pub fn conv2d_backward_input(
@@ -547,12 +534,12 @@ pub fn conv2d_backward_input(
     weight: &[f32],
     g: &ConvGeometry,
 ) -> Result<Vec<f32>> {
-    conv3d_backward_input(grad_out, weight, &as_3d(g))
+    conv3d_backward_input(grad_out, weight, &g.per_frame())
 }
 
 /// Gradient of a per-frame 2-D convolution's weight `[C_out, C_in, kh, kw]`.
 pub fn conv2d_backward_weight(x: &[f32], grad_out: &[f32], g: &ConvGeometry) -> Result<Vec<f32>> {
-    conv3d_backward_weight(x, grad_out, &as_3d(g))
+    conv3d_backward_weight(x, grad_out, &g.per_frame())
 }
 
 /// Gradient of a per-frame transposed convolution's input. `weight`:
@@ -562,7 +549,7 @@ pub fn conv_transpose2d_backward_input(
     weight: &[f32],
     g: &ConvGeometry,
 ) -> Result<Vec<f32>> {
-    conv_transpose3d_backward_input(grad_out, weight, &as_3d(g))
+    conv_transpose3d_backward_input(grad_out, weight, &g.per_frame())
 }
 
 /// Gradient of a per-frame transposed convolution's weight `[C_in, C_out,
@@ -572,7 +559,7 @@ pub fn conv_transpose2d_backward_weight(
     grad_out: &[f32],
     g: &ConvGeometry,
 ) -> Result<Vec<f32>> {
-    conv_transpose3d_backward_weight(x, grad_out, &as_3d(g))
+    conv_transpose3d_backward_weight(x, grad_out, &g.per_frame())
 }
 
 /// Output size of the forward convolution `g`, or a clear error.
@@ -890,7 +877,7 @@ mod tests {
         let dw = conv_transpose2d_backward_weight(&x, &gy, &g).unwrap_or_default();
         assert!((dot(&x, &dx) - lhs).abs() < 1e-3 * lhs.abs().max(1.0));
         assert!((dot(&w, &dw) - lhs).abs() < 1e-3 * lhs.abs().max(1.0));
-        let g3 = as_3d(&g);
+        let g3 = g.per_frame();
         let y3 = conv_transpose3d(&x, &w, None, &g3);
         assert!((dot(&y3, &gy) - lhs).abs() < 1e-3 * lhs.abs().max(1.0));
     }

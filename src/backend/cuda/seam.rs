@@ -318,6 +318,48 @@ impl CudaStorage {
         Ok(out)
     }
 
+    /// A forward convolution (per-frame 2-D ones as their depth-1 case):
+    /// 1×1×1 with stride 1 and no padding is a plain GEMM, anything else
+    /// the implicit GEMM.
+    fn convolution(
+        &self,
+        op: &str,
+        weight: &CudaStorage,
+        bias: Option<&CudaStorage>,
+        residual: Option<&CudaStorage>,
+        g: &Conv3dGeometry,
+    ) -> Result<CudaStorage> {
+        let pointwise = g.kernel == [1, 1, 1] && g.stride == [1, 1, 1] && g.pad == [0, 0, 0];
+        if !pointwise {
+            return self.implicit_conv(op, weight, bias, residual, g, false);
+        }
+        let positions = product(&g.input)?;
+        self.pointwise_conv(
+            op,
+            weight,
+            bias,
+            residual,
+            (g.batch, g.c_in, g.c_out, positions),
+        )
+    }
+
+    /// A transposed convolution (per-frame 2-D ones as their depth-1 case)
+    /// in gather form: the weight `[C_in, C_out, taps]` permuted to
+    /// `[C_out, C_in, taps]` for the implicit GEMM.
+    fn transposed_convolution(
+        &self,
+        op: &str,
+        weight: &CudaStorage,
+        bias: Option<&CudaStorage>,
+        g: &Conv3dGeometry,
+    ) -> Result<CudaStorage> {
+        self.require(op, DType::F16)?;
+        let taps = product(&g.kernel)?;
+        self.check_operand(weight, op, "the weight", product(&[g.c_in, g.c_out, taps])?)?;
+        let gathered = weight.permute(&[g.c_in, g.c_out, taps], &[1, 0, 2])?;
+        self.implicit_conv(op, &gathered, bias, None, g, true)
+    }
+
     /// A strided gather of `axes` (`(size, [source stride])`, outermost
     /// first) starting at `offset`.
     fn gather(&self, op: &str, axes: &[(usize, [i64; 1])], offset: i64) -> Result<CudaStorage> {
@@ -810,18 +852,7 @@ impl BackendStorage for CudaStorage {
         residual: Option<&Self>,
         g: &ConvGeometry,
     ) -> Result<Self> {
-        let pointwise = g.kh == 1 && g.kw == 1 && g.stride == (1, 1) && g.pad == (0, 0);
-        if !pointwise {
-            return self.implicit_conv("conv2d", weight, bias, residual, &g.per_frame(), false);
-        }
-        let positions = product(&[g.frames, g.h, g.w])?;
-        self.pointwise_conv(
-            "conv2d",
-            weight,
-            bias,
-            residual,
-            (g.batch, g.c_in, g.c_out, positions),
-        )
+        self.convolution("conv2d", weight, bias, residual, &g.per_frame())
     }
 
     fn conv_transpose2d(
@@ -830,28 +861,11 @@ impl BackendStorage for CudaStorage {
         bias: Option<&Self>,
         g: &ConvGeometry,
     ) -> Result<Self> {
-        let op = "conv_transpose2d";
-        self.require(op, DType::F16)?;
-        let taps = product(&[g.kh, g.kw])?;
-        self.check_operand(weight, op, "the weight", product(&[g.c_in, g.c_out, taps])?)?;
-        // [C_in, C_out, kh, kw] → [C_out, C_in, kh, kw]: the gather form's A.
-        let gathered = weight.permute(&[g.c_in, g.c_out, taps], &[1, 0, 2])?;
-        self.implicit_conv(op, &gathered, bias, None, &g.per_frame(), true)
+        self.transposed_convolution("conv_transpose2d", weight, bias, &g.per_frame())
     }
 
     fn conv3d(&self, weight: &Self, bias: Option<&Self>, g: &Conv3dGeometry) -> Result<Self> {
-        let pointwise = g.kernel == [1, 1, 1] && g.stride == [1, 1, 1] && g.pad == [0, 0, 0];
-        if !pointwise {
-            return self.implicit_conv("conv3d", weight, bias, None, g, false);
-        }
-        let positions = product(&g.input)?;
-        self.pointwise_conv(
-            "conv3d",
-            weight,
-            bias,
-            None,
-            (g.batch, g.c_in, g.c_out, positions),
-        )
+        self.convolution("conv3d", weight, bias, None, g)
     }
 
     fn conv_transpose3d(
@@ -860,13 +874,7 @@ impl BackendStorage for CudaStorage {
         bias: Option<&Self>,
         g: &Conv3dGeometry,
     ) -> Result<Self> {
-        let op = "conv_transpose3d";
-        self.require(op, DType::F16)?;
-        let taps = product(&g.kernel)?;
-        self.check_operand(weight, op, "the weight", product(&[g.c_in, g.c_out, taps])?)?;
-        // [C_in, C_out, kd, kh, kw] → [C_out, C_in, kd, kh, kw]: the gather form's A.
-        let gathered = weight.permute(&[g.c_in, g.c_out, taps], &[1, 0, 2])?;
-        self.implicit_conv(op, &gathered, bias, None, g, true)
+        self.transposed_convolution("conv_transpose3d", weight, bias, g)
     }
 
     fn linear_attention(&self, d: &LinearAttentionDesc) -> Result<Self> {

@@ -795,13 +795,33 @@ fn convolutions_match_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// Input, weight (C_in·C_out·taps values, either layout) and bias of a
+/// 3-D convolution of `g`, on the GPU (F16) and the CPU, from `seed`.
+fn conv3d_operands(
+    dev: &CudaDevice,
+    g: &Conv3dGeometry,
+    seed: u64,
+) -> Result<[(CudaStorage, CpuStorage); 3]> {
+    let taps: usize = g.kernel.iter().product();
+    let n_in = g.batch * g.c_in * g.input.iter().product::<usize>();
+    let scale = ((g.c_in * taps) as f32).powf(-0.5);
+    Ok([
+        pair(dev, &random(n_in, seed, 1.0, 0.0), DType::F16)?,
+        pair(
+            dev,
+            &random(g.c_in * g.c_out * taps, seed + 1, scale, 0.0),
+            DType::F16,
+        )?,
+        pair(dev, &random(g.c_out, seed + 2, 0.5, 0.0), DType::F16)?,
+    ])
+}
+
 /// Full 3-D convolutions (nnU-Net's 3d_fullres stages: 3×3×3 with stride 1
 /// and 2, anisotropic 1×3×3 first stages, 2×2×2 and 1×2×2 transposed
 /// up-sampling) plus odd kernels, strides and paddings, against the CPU.
 #[test]
 fn convolutions_3d_match_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
-    let dtype = DType::F16;
     let base = Conv3dGeometry {
         batch: 2,
         c_in: 8,
@@ -853,17 +873,7 @@ fn convolutions_3d_match_the_cpu() -> Result<()> {
         ),
     ];
     for (i, (name, g)) in forward.into_iter().enumerate() {
-        let seed = 500 + 10 * i as u64;
-        let taps: usize = g.kernel.iter().product();
-        let n_in = g.batch * g.c_in * g.input.iter().product::<usize>();
-        let (x, cx) = pair(&dev, &random(n_in, seed, 1.0, 0.0), dtype)?;
-        let scale = ((g.c_in * taps) as f32).powf(-0.5);
-        let (w, cw) = pair(
-            &dev,
-            &random(g.c_out * g.c_in * taps, seed + 1, scale, 0.0),
-            dtype,
-        )?;
-        let (b, cb) = pair(&dev, &random(g.c_out, seed + 2, 0.5, 0.0), dtype)?;
+        let [(x, cx), (w, cw), (b, cb)] = conv3d_operands(&dev, &g, 500 + 10 * i as u64)?;
         assert_close(
             &format!("conv3d {name}"),
             &x.conv3d(&w, Some(&b), &g)?,
@@ -917,17 +927,7 @@ fn convolutions_3d_match_the_cpu() -> Result<()> {
         ),
     ];
     for (i, (name, g)) in transposed.into_iter().enumerate() {
-        let seed = 600 + 10 * i as u64;
-        let taps: usize = g.kernel.iter().product();
-        let n_in = g.batch * g.c_in * g.input.iter().product::<usize>();
-        let (x, cx) = pair(&dev, &random(n_in, seed, 1.0, 0.0), dtype)?;
-        let scale = ((g.c_in * taps) as f32).powf(-0.5);
-        let (w, cw) = pair(
-            &dev,
-            &random(g.c_in * g.c_out * taps, seed + 1, scale, 0.0),
-            dtype,
-        )?;
-        let (b, cb) = pair(&dev, &random(g.c_out, seed + 2, 0.5, 0.0), dtype)?;
+        let [(x, cx), (w, cw), (b, cb)] = conv3d_operands(&dev, &g, 600 + 10 * i as u64)?;
         assert_close(
             &format!("conv_transpose3d {name}"),
             &x.conv_transpose3d(&w, Some(&b), &g)?,
