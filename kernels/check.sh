@@ -9,7 +9,8 @@
 #  4. prints the registers/spills of every kernel (ptxas -v, collected by
 #     build.rs) and fails on a spill in a GEMM/convolution kernel;
 #  5. runs the convolution's B-tile gather on the host against direct
-#     convolutions (kernels/tests/conv_tile_host.cu);
+#     convolutions (kernels/tests/conv_tile_host.cu), and the sliding-window
+#     sum against window-by-window accumulation (kernels/tests/sliding_host.cu);
 #  6. runs the CUDA build's tests without a driver.
 set -euo pipefail
 
@@ -178,6 +179,14 @@ host_check="$OUT_DIR/conv_tile_host"
 "$NVCC" -std=c++17 -O1 -Ikernels -L"$(dirname "$(dirname "$NVCC")")/lib" \
     kernels/tests/conv_tile_host.cu -o "$host_check"
 "$host_check" || { echo "FAIL: the convolution gather differs from a direct convolution"; failed=1; }
+
+echo "--> the sliding-window sum on the host (kernels/tests/sliding_host.cu)"
+# sliding_sum_at, the code of sliding_accumulate_f16's threads, against
+# nnU-Net's window-by-window f16 accumulation, bit for bit.
+sliding_check="$OUT_DIR/sliding_host"
+"$NVCC" -std=c++17 -O1 -Ikernels -L"$(dirname "$(dirname "$NVCC")")/lib" \
+    kernels/tests/sliding_host.cu -o "$sliding_check"
+"$sliding_check" || { echo "FAIL: the sliding-window sum differs from window-by-window accumulation"; failed=1; }
 
 echo "--> the CUDA build on this GPU-less machine (cargo test --features cuda)"
 # Without a driver: CUDA requests fail with Error::Device naming the

@@ -14,6 +14,7 @@
 #define UN_SQUARE 7
 #define UN_SQRT 8
 #define UN_RECIP 9
+#define UN_ROUND_HALF 10
 
 __device__ __forceinline__ float unary_op(float v, int op, float p0, float p1) {
     switch (op) {
@@ -31,6 +32,8 @@ __device__ __forceinline__ float unary_op(float v, int op, float p0, float p1) {
         case UN_SQUARE: return v * v;
         case UN_SQRT: return sqrtf(v);
         case UN_RECIP: return 1.0f / v;
+        // why: cpu::sliding::round_half, the nearest f16 (ties to even).
+        case UN_ROUND_HALF: return __half2float(__float2half_rn(v));
         default: return __int_as_float(0x7fc00000);  // unknown op: NaN, never silent
     }
 }

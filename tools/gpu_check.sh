@@ -108,7 +108,7 @@ for r in models:
     elif r.get("kind") == "segmenter_parity":
         print(f"segmenter parity {r['configuration']}: logits rel L2 {r['rel_l2']:.2e}, labels "
               f"{100 * r['label_agreement']:.3f} % equal over {r['voxels']} voxels; CPU {r['cpu_s']:.2f} s, "
-              f"GPU {r['gpu_s']:.2f} s")
+              f"GPU {r['gpu_s']:.2f} s (labels only, argmax on the GPU: {r.get('gpu_labels_only_s', float('nan')):.2f} s)")
 peak = next((r["tflops"] for r in tm if r.get("kind") == "peak"), None)
 flops = {r["name"]: r["flops_per_item"] for r in tm if r.get("kind") == "flops"}
 torch_ms = {r["name"]: r for r in tm if r.get("kind") == "bench"}

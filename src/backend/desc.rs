@@ -154,6 +154,11 @@ pub enum UnaryOp {
     Sqrt,
     /// `1/x`.
     Recip,
+    /// The nearest half-precision value (ties to even), kept in the
+    /// storage's type: what a cast to f16 and back gives, so an f32 buffer
+    /// can stand in for nnU-Net's f16 ones. Its gradient is the identity,
+    /// as a cast's is.
+    RoundHalf,
 }
 
 impl UnaryOp {
@@ -169,6 +174,7 @@ impl UnaryOp {
             UnaryOp::Square => (7, 0.0, 0.0),
             UnaryOp::Sqrt => (8, 0.0, 0.0),
             UnaryOp::Recip => (9, 0.0, 0.0),
+            UnaryOp::RoundHalf => (10, 0.0, 0.0),
         }
     }
 }
@@ -336,6 +342,27 @@ pub struct LinearDesc {
     pub n_in: usize,
     /// Output features.
     pub n_out: usize,
+}
+
+/// Most windows one [`WindowSumDesc`] adds (the kernel's argument
+/// struct holds this many starts; nnU-Net-style batches are smaller).
+pub const MAX_WINDOWS_PER_SUM: usize = 64;
+
+/// A batch of sliding windows added into a case-sized sum
+/// (`BackendStorage::accumulate_windows`): window `w` covers
+/// `starts[w] .. starts[w] + extent` of the `[classes, grid]` sum.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowSumDesc {
+    /// Channels of the sum and of every window (classes, or 1 for the
+    /// weight sum).
+    pub classes: usize,
+    /// The sum's spatial size (z, y, x).
+    pub grid: [usize; 3],
+    /// Every window's spatial size (z, y, x).
+    pub extent: [usize; 3],
+    /// First voxel of each window, in the order they are added
+    /// (1..=[`MAX_WINDOWS_PER_SUM`] of them, each inside the grid).
+    pub starts: Vec<[usize; 3]>,
 }
 
 /// The RePaint known-region step at one timestep:

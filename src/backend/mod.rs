@@ -21,7 +21,7 @@ use crate::nn::DType;
 use crate::Result;
 use desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
+    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp, WindowSumDesc,
 };
 
 pub use desc::NoiseKey;
@@ -132,6 +132,20 @@ pub trait BackendStorage: Sized + std::fmt::Debug {
     ) -> Result<Self>;
     /// One ancestral reverse step of `self` (x_t) given the predicted noise.
     fn ancestral_step(&self, eps: &Self, noise: &Self, p: AncestralStep) -> Result<Self>;
+
+    // ---- sliding-window prediction ----
+    /// `sum[:, window w] += self[w] · gaussian` for the windows of `desc`
+    /// in order, every stored value rounded to half precision after each
+    /// addition (nnU-Net's f16 logit and weight buffers; the product and
+    /// the addition in f32). `self` is `[windows, classes, extent]`, `sum`
+    /// `[classes, grid]`, `gaussian` `[extent]`; returns the new sum.
+    fn accumulate_windows(&self, sum: &Self, gaussian: &Self, desc: &WindowSumDesc)
+        -> Result<Self>;
+    /// Index of the largest entry along the middle axis of `[outer, size,
+    /// inner]`, as a value of this storage's type, `[outer, inner]`: the
+    /// first on ties, and a NaN never wins (numpy's and PyTorch's argmax on
+    /// finite values).
+    fn argmax(&self, axis: AxisDesc) -> Result<Self>;
 }
 
 /// Constructors that create a storage on a device from host values or

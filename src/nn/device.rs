@@ -25,6 +25,15 @@ impl DType {
             DType::F16 => 2,
         }
     }
+
+    /// The largest integer n such that 0..=n are all exact values of the
+    /// type (2^24 for f32, 2^11 for f16).
+    pub fn max_exact_integer(self) -> usize {
+        match self {
+            DType::F32 => 1 << 24,
+            DType::F16 => 1 << 11,
+        }
+    }
 }
 
 /// Which kind of device a [`DeviceSpec`] asks for.

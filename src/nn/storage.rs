@@ -6,7 +6,7 @@ use crate::backend::cpu::{CpuDevice, CpuStorage};
 use crate::backend::cuda::CudaStorage;
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
+    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp, WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::{DType, Device};
@@ -354,5 +354,18 @@ impl Storage {
         p: AncestralStep,
     ) -> Result<Storage> {
         on_device!(self, x => x.ancestral_step(same(self, eps)?, same(self, noise)?, p)?)
+    }
+
+    pub(crate) fn accumulate_windows(
+        &self,
+        sum: &Storage,
+        gaussian: &Storage,
+        d: &WindowSumDesc,
+    ) -> Result<Storage> {
+        on_device!(self, x => x.accumulate_windows(same(self, sum)?, same(self, gaussian)?, d)?)
+    }
+
+    pub(crate) fn argmax(&self, axis: AxisDesc) -> Result<Storage> {
+        on_device!(self, x => x.argmax(axis)?)
     }
 }

@@ -7,7 +7,7 @@ use super::normalize::normalize_channel;
 use super::plans::{ConfigurationPlan, DatasetInfo, Plans, ResamplingSpec};
 use super::postprocess::{label_tissues, output_values, postprocess_classes};
 use super::sliding::{
-    argmax_classes, average_folds, predict_sliding_window, WindowBatch, WindowPlan,
+    argmax_classes, predict_window_logits, WindowBatch, WindowLogits, WindowPlan,
 };
 use crate::imgproc::fill_holes;
 use crate::imgproc::resample::{
@@ -255,7 +255,7 @@ impl Segmenter {
         params: &SegmentParams,
         progress: &mut dyn FnMut(u64, u64) -> bool,
     ) -> Result<Volume<u8>> {
-        Ok(self.segment_with_logits(channels, params, progress)?.0)
+        Ok(self.predict(channels, params, progress, false)?.0)
     }
 
     /// [`Segmenter::segment_channels`], also returning the logits the labels
@@ -267,6 +267,22 @@ impl Segmenter {
         params: &SegmentParams,
         progress: &mut dyn FnMut(u64, u64) -> bool,
     ) -> Result<(Volume<u8>, CaseLogits)> {
+        let (labels, logits) = self.predict(channels, params, progress, true)?;
+        let logits = logits.ok_or_else(|| Error::Internal("the logits were not kept".into()))?;
+        Ok((labels, logits))
+    }
+
+    /// The prediction behind both: the logits come back to the host only
+    /// when `keep_logits` or when they must be resampled; otherwise, for
+    /// networks on a GPU, the fold mean and the argmax run there and only
+    /// the label map is downloaded.
+    fn predict(
+        &self,
+        channels: &[&Image],
+        params: &SegmentParams,
+        progress: &mut dyn FnMut(u64, u64) -> bool,
+        keep_logits: bool,
+    ) -> Result<(Volume<u8>, Option<CaseLogits>)> {
         let step = checked_step(params.step_size)?;
         let label_values = output_values(&self.dataset.labels, &params.label_scheme)?;
         let first = channels
@@ -323,7 +339,6 @@ impl Segmenter {
             spacing,
             target,
         } = preprocess_case(data, spacing, &self.configuration, &self.plans)?;
-        let crop = s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]];
         let shape_c = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
         let (_, d0, d1, d2) = case.dim();
         let shape_r = [d0, d1, d2];
@@ -358,7 +373,7 @@ impl Segmenter {
                 passes as usize,
                 plan.len(),
             );
-            per_fold.push(predict_sliding_window(
+            per_fold.push(predict_window_logits(
                 case.view(),
                 &plan,
                 cfg.num_classes,
@@ -369,7 +384,21 @@ impl Segmenter {
             )?);
         }
         drop(case);
-        let mut logits = average_folds(per_fold)?;
+        let placement = LabelPlacement {
+            lo,
+            hi,
+            shape_t,
+            geometry,
+            dims,
+        };
+        let mean = WindowLogits::mean(per_fold)?;
+        if !keep_logits && !resampled {
+            let classes_c = mean.labels()?;
+            drop(mean);
+            let out = self.finish_labels(classes_c, &placement, params, &label_values)?;
+            return Ok((out, None));
+        }
+        let mut logits = mean.into_host()?;
 
         // Logits back to the cropped grid (linear), stored as f16 like nnU-Net's.
         if resampled {
@@ -391,22 +420,42 @@ impl Segmenter {
             .map_err(|e| Error::Internal(format!("resampled logits: {e}")))?;
         }
         let classes_c = argmax_classes(&logits);
+        let out = self.finish_labels(classes_c, &placement, params, &label_values)?;
+        let case_logits = CaseLogits {
+            values: logits,
+            crop_start: lo,
+            transpose_forward: tf,
+        };
+        Ok((out, Some(case_logits)))
+    }
 
-        // Un-crop, transpose back, then post-process and map the labels.
-        let mut classes_t = Array3::<u8>::zeros(shape_t);
-        classes_t.slice_mut(crop).assign(&classes_c);
+    /// The label map of the image from the classes of the crop box: un-crop,
+    /// transpose back, post-process and map to the scheme's `label_values`.
+    fn finish_labels(
+        &self,
+        classes_c: Array3<u8>,
+        at: &LabelPlacement,
+        params: &SegmentParams,
+        label_values: &[u8],
+    ) -> Result<Volume<u8>> {
+        let (lo, hi) = (at.lo, at.hi);
+        let mut classes_t = Array3::<u8>::zeros(at.shape_t);
+        classes_t
+            .slice_mut(s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]])
+            .assign(&classes_c);
         let classes = classes_t
             .permuted_axes(self.plans.transpose_backward)
             .as_standard_layout()
             .into_owned();
         let mut out = Volume {
             data: classes,
-            geometry,
+            geometry: at.geometry,
         };
-        if out.dims() != dims {
+        if out.dims() != at.dims {
             return Err(Error::Internal(format!(
-                "prediction has dims {:?}, the image {dims:?}",
-                out.dims()
+                "prediction has dims {:?}, the image {:?}",
+                out.dims(),
+                at.dims
             )));
         }
         if params.postprocess {
@@ -414,13 +463,19 @@ impl Segmenter {
         }
         out.data
             .mapv_inplace(|c| label_values.get(c as usize).copied().unwrap_or(c));
-        let case_logits = CaseLogits {
-            values: logits,
-            crop_start: lo,
-            transpose_forward: tf,
-        };
-        Ok((out, case_logits))
+        Ok(out)
     }
+}
+
+/// Where the classes of a crop box go back into the image.
+struct LabelPlacement {
+    /// The crop box `lo..hi` in the transposed array of `shape_t`.
+    lo: [usize; 3],
+    hi: [usize; 3],
+    shape_t: [usize; 3],
+    /// The image's geometry and dims.
+    geometry: Geometry,
+    dims: [usize; 3],
 }
 
 /// A case as nnU-Net's preprocessor hands it to the network for one

@@ -15,11 +15,18 @@
 //! [`half::f16`]: f32 arithmetic, one rounding per stored value, in the same
 //! window order. The result then equals nnU-Net's label map bit for bit
 //! whenever the network outputs agree to f32 precision.
+//!
+//! **Where.** Sequential prediction (the CPU's) cuts windows and sums them
+//! on the host. Batched prediction ([`WindowBatch::Windows`], a GPU's)
+//! uploads the case once and keeps windows, sums, fold mean and argmax on
+//! the network's device ([`WindowLogits::Device`]); the same rounding is
+//! applied there, so both give the same bits.
 
+use crate::backend::desc::{BinaryOp, MAX_WINDOWS_PER_SUM};
 use crate::nn::{DType, Device, Tensor};
 use crate::{Error, Result};
 use half::{f16, slice::HalfFloatSliceExt};
-use ndarray::{s, Array4, ArrayView4, Axis};
+use ndarray::{s, Array3, Array4, ArrayView4, Axis};
 
 /// Start offsets of the windows along one axis: `n = ceil((size − patch) /
 /// (patch·step)) + 1` windows, starts `round(i·(size − patch)/(n − 1))`
@@ -368,13 +375,8 @@ impl WindowBatch {
 }
 
 /// Logits `[classes, Z, Y, X]` (f16) of a normalised case `data`
-/// `[C, Z, Y, X]` by sliding windows of `plan`.
-///
-/// `network` maps a `[B, C, *patch]` tensor to `[B, classes, *patch]`
-/// logits; `batch` decides how many windows and mirror passes (of
-/// `mirror_axes`, axes of the patch) go into one call. `after_each` runs
-/// once per window and mirror pass, after the call that evaluated it
-/// (progress and cancellation: an error stops the prediction).
+/// `[C, Z, Y, X]` by sliding windows of `plan`: [`predict_window_logits`]
+/// brought to the host.
 pub fn predict_sliding_window(
     data: ArrayView4<'_, f32>,
     plan: &WindowPlan,
@@ -384,6 +386,146 @@ pub fn predict_sliding_window(
     network: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     after_each: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Array4<f16>> {
+    predict_window_logits(data, plan, classes, mirror_axes, batch, network, after_each)?.into_host()
+}
+
+/// A case's logits `[classes, Z, Y, X]` as nnU-Net keeps them, in half
+/// precision: on the host, or where the network ran.
+#[derive(Debug)]
+pub enum WindowLogits {
+    /// In host memory (the sequential path).
+    Host(Array4<f16>),
+    /// A tensor on the network's device: f16 on a GPU; on the CPU f32
+    /// values that are all f16 values (every sum was rounded).
+    Device(Tensor),
+}
+
+impl WindowLogits {
+    /// The logits in host memory (a download for device logits).
+    pub fn into_host(self) -> Result<Array4<f16>> {
+        match self {
+            WindowLogits::Host(a) => Ok(a),
+            WindowLogits::Device(t) => {
+                let &[c, z, y, x] = t.dims() else {
+                    return Err(Error::Internal(format!(
+                        "case logits of shape {:?}",
+                        t.dims()
+                    )));
+                };
+                let values = t.to_vec()?.into_iter().map(f16::from_f32).collect();
+                Array4::from_shape_vec((c, z, y, x), values)
+                    .map_err(|e| Error::Internal(format!("case logits: {e}")))
+            }
+        }
+    }
+
+    /// The mean of the folds' logits ([`average_folds`]); on the device
+    /// when every fold is there (a running f16 sum, then one division).
+    pub fn mean(mut folds: Vec<WindowLogits>) -> Result<WindowLogits> {
+        if !folds.iter().all(|f| matches!(f, WindowLogits::Device(_))) {
+            let host = folds
+                .into_iter()
+                .map(WindowLogits::into_host)
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(WindowLogits::Host(average_folds(host)?));
+        }
+        let n = folds.len();
+        let mut tensors = folds.drain(..).filter_map(|f| match f {
+            WindowLogits::Device(t) => Some(t),
+            WindowLogits::Host(_) => None,
+        });
+        let mut sum = tensors
+            .next()
+            .ok_or_else(|| Error::Internal("no fold predictions to average".into()))?;
+        for other in tensors {
+            if other.dims() != sum.dims() {
+                return Err(Error::Internal("fold predictions differ in shape".into()));
+            }
+            sum = as_half(sum.add(&other)?)?;
+        }
+        if n > 1 {
+            let d = Tensor::full_on(n as f32, &[1], &sum.device(), sum.dtype())?;
+            sum = as_half(sum.binary(&d, BinaryOp::Div)?)?;
+        }
+        Ok(WindowLogits::Device(sum))
+    }
+
+    /// The class of every voxel ([`argmax_classes`]); for device logits the
+    /// argmax runs there and only the labels come back.
+    pub fn labels(&self) -> Result<Array3<u8>> {
+        match self {
+            WindowLogits::Host(a) => Ok(argmax_classes(a)),
+            WindowLogits::Device(t) => {
+                let &[classes, z, y, x] = t.dims() else {
+                    return Err(Error::Internal(format!(
+                        "case logits of shape {:?}",
+                        t.dims()
+                    )));
+                };
+                if classes > 256 {
+                    return Err(Error::invalid(format!(
+                        "{classes} classes do not fit an 8-bit label map"
+                    )));
+                }
+                let labels = t
+                    .argmax(0)?
+                    .to_vec()?
+                    .into_iter()
+                    .map(|c| c as u8)
+                    .collect();
+                Array3::from_shape_vec((z, y, x), labels)
+                    .map_err(|e| Error::Internal(format!("label map: {e}")))
+            }
+        }
+    }
+}
+
+/// `t` rounded to f16 values when its type is wider (a no-op on f16).
+fn as_half(t: Tensor) -> Result<Tensor> {
+    match t.dtype() {
+        DType::F16 => Ok(t),
+        DType::F32 => t.round_half(),
+    }
+}
+
+/// Where the window sums live: host f16 buffers for sequential prediction,
+/// tensors on the network's device for batches.
+enum WindowSums {
+    Host(Accumulator),
+    Device {
+        /// `[classes, padded]` and `[1, padded]`.
+        logits: Tensor,
+        weights: Tensor,
+        /// The importance map `[extent]`.
+        gaussian: Tensor,
+        /// `[windows, 1, extent]` ones: the weight sum is the logit sum of
+        /// a one-class prediction of 1.
+        ones: Tensor,
+    },
+}
+
+/// [`predict_sliding_window`] leaving the logits where they were summed.
+///
+/// `network` maps a `[B, C, *patch]` tensor to `[B, classes, *patch]`
+/// logits; `batch` decides how many windows and mirror passes (of
+/// `mirror_axes`, axes of the patch) go into one call. `after_each` runs
+/// once per window and mirror pass, after the call that evaluated it
+/// (progress and cancellation: an error stops the prediction).
+///
+/// With [`WindowBatch::Windows`] the padded case is uploaded once, the
+/// windows are cut from it on the device, and the Gaussian-weighted sums
+/// stay there in f16 ([`Tensor::accumulate_windows`]); the result is
+/// [`WindowLogits::Device`]. Sequentially, windows are cut and summed on the
+/// host.
+pub fn predict_window_logits(
+    data: ArrayView4<'_, f32>,
+    plan: &WindowPlan,
+    classes: usize,
+    mirror_axes: &[usize],
+    batch: WindowBatch,
+    network: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    after_each: &mut dyn FnMut() -> Result<()>,
+) -> Result<WindowLogits> {
     let (channels, z, y, x) = data.dim();
     if [z, y, x] != plan.shape {
         return Err(Error::Internal(format!(
@@ -420,32 +562,84 @@ pub fn predict_sliding_window(
         .map(|axes| axes.iter().map(|a| a + 2).collect())
         .collect();
     let passes = flips.len() + 1;
-    let windows_per_forward = match &batch {
-        WindowBatch::Sequential => 1,
-        WindowBatch::Windows { windows, .. } => (*windows).max(1),
-    };
-    let window_values = channels * extent.iter().product::<usize>();
+    let mut window_shape = vec![1, channels];
+    window_shape.extend_from_slice(&plan.patch);
     let prediction_values = classes * extent.iter().product::<usize>();
-    let mut acc = Accumulator::new(classes, plan.padded)?;
+
+    let windows_per_forward;
+    let mut sums;
+    // The padded case on the network's device, for batches.
+    let mut case_on_device = None;
+    match &batch {
+        WindowBatch::Sequential => {
+            windows_per_forward = 1;
+            sums = WindowSums::Host(Accumulator::new(classes, plan.padded)?);
+        }
+        WindowBatch::Windows {
+            windows,
+            device,
+            dtype,
+        } => {
+            windows_per_forward = (*windows).clamp(1, MAX_WINDOWS_PER_SUM);
+            let [pz, py, px] = plan.padded;
+            let flat = padded
+                .as_slice()
+                .ok_or_else(|| Error::Internal("the padded case is not contiguous".into()))?;
+            case_on_device = Some(Tensor::from_slice_on(
+                flat,
+                &[channels, pz, py, px],
+                device,
+                *dtype,
+            )?);
+            // f16 sums on a GPU; f16-rounded f32 ones on the CPU.
+            let sum_dtype = match device {
+                Device::Cpu => DType::F32,
+                Device::Cuda(_) => DType::F16,
+            };
+            let mut ones_shape = vec![windows_per_forward, 1];
+            ones_shape.extend_from_slice(&extent);
+            sums = WindowSums::Device {
+                logits: Tensor::full_on(0.0, &[classes, pz, py, px], device, sum_dtype)?,
+                weights: Tensor::full_on(0.0, &[1, pz, py, px], device, sum_dtype)?,
+                gaussian: Tensor::from_slice_on(&gaussian, &extent, device, sum_dtype)?,
+                ones: Tensor::full_on(1.0, &ones_shape, device, sum_dtype)?,
+            };
+        }
+    }
+
     for chunk in plan.starts.chunks(windows_per_forward) {
         let count = chunk.len();
-        let mut input =
-            crate::limits::try_vec(count.saturating_mul(window_values), "a batch of windows")?;
-        for start in chunk {
-            let window = padded.slice(s![
-                ..,
-                start[0]..start[0] + extent[0],
-                start[1]..start[1] + extent[1],
-                start[2]..start[2] + extent[2]
-            ]);
-            input.extend(window.iter().copied());
-        }
-        let mut input_shape = vec![count, channels];
-        input_shape.extend_from_slice(&plan.patch);
-        let x = match &batch {
-            WindowBatch::Sequential => Tensor::from_vec(input, &input_shape)?,
-            WindowBatch::Windows { device, dtype, .. } => {
-                Tensor::from_slice_on(&input, &input_shape, device, *dtype)?
+        let x = match &case_on_device {
+            None => {
+                let window_values = channels * extent.iter().product::<usize>();
+                let mut input = crate::limits::try_vec(
+                    count.saturating_mul(window_values),
+                    "a batch of windows",
+                )?;
+                for start in chunk {
+                    let window = padded.slice(s![
+                        ..,
+                        start[0]..start[0] + extent[0],
+                        start[1]..start[1] + extent[1],
+                        start[2]..start[2] + extent[2]
+                    ]);
+                    input.extend(window.iter().copied());
+                }
+                let mut input_shape = window_shape.clone();
+                input_shape[0] = count;
+                Tensor::from_vec(input, &input_shape)?
+            }
+            Some(case) => {
+                let windows = chunk
+                    .iter()
+                    .map(|start| {
+                        case.narrow(1, start[0], extent[0])?
+                            .narrow(2, start[1], extent[1])?
+                            .narrow(3, start[2], extent[2])?
+                            .reshape(&window_shape)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&windows.iter().collect::<Vec<_>>(), 0)?
             }
         };
         let mut run = |x: &Tensor| -> Result<Tensor> {
@@ -500,16 +694,49 @@ pub fn predict_sliding_window(
                     &prediction.device(),
                     prediction.dtype(),
                 )?,
-                crate::backend::desc::BinaryOp::Div,
+                BinaryOp::Div,
             )?;
         }
-        let values = prediction.to_vec()?;
-        for (i, start) in chunk.iter().enumerate() {
-            let window = &values[i * prediction_values..(i + 1) * prediction_values];
-            acc.add(*start, extent, window, &gaussian);
+        match &mut sums {
+            WindowSums::Host(acc) => {
+                let values = prediction.to_vec()?;
+                for (i, start) in chunk.iter().enumerate() {
+                    let window = &values[i * prediction_values..(i + 1) * prediction_values];
+                    acc.add(*start, extent, window, &gaussian);
+                }
+            }
+            WindowSums::Device {
+                logits,
+                weights,
+                gaussian,
+                ones,
+            } => {
+                let mut shape = vec![count, classes];
+                shape.extend_from_slice(&extent);
+                let prediction = prediction.to_dtype(logits.dtype())?.reshape(&shape)?;
+                *logits = prediction.accumulate_windows(logits, gaussian, chunk)?;
+                *weights = ones
+                    .narrow(0, 0, count)?
+                    .accumulate_windows(weights, gaussian, chunk)?;
+            }
         }
     }
-    acc.finish(plan.pad_below, plan.shape)
+    match sums {
+        WindowSums::Host(acc) => Ok(WindowLogits::Host(acc.finish(plan.pad_below, plan.shape)?)),
+        WindowSums::Device {
+            logits, weights, ..
+        } => {
+            let crop = |t: &Tensor| -> Result<Tensor> {
+                let mut t = t.clone();
+                for a in 0..3 {
+                    t = t.narrow(a + 1, plan.pad_below[a], plan.shape[a])?;
+                }
+                Ok(t)
+            };
+            let divided = crop(&logits)?.binary(&crop(&weights)?, BinaryOp::Div)?;
+            Ok(WindowLogits::Device(as_half(divided)?))
+        }
+    }
 }
 
 /// Mean of the folds' logits in f16, as nnU-Net's
@@ -536,9 +763,9 @@ pub fn average_folds(mut folds: Vec<Array4<f16>>) -> Result<Array4<f16>> {
 
 /// Class index of the largest logit per voxel (the first on ties, as numpy
 /// and PyTorch's argmax), over axis 0 of `[classes, Z, Y, X]`.
-pub fn argmax_classes(logits: &Array4<f16>) -> ndarray::Array3<u8> {
+pub fn argmax_classes(logits: &Array4<f16>) -> Array3<u8> {
     let (_, z, y, x) = logits.dim();
-    let mut best = ndarray::Array3::<u8>::zeros((z, y, x));
+    let mut best = Array3::<u8>::zeros((z, y, x));
     let mut best_value = logits.index_axis(Axis(0), 0).mapv(f16::to_f32);
     for (c, plane) in logits.axis_iter(Axis(0)).enumerate().skip(1) {
         ndarray::Zip::from(&mut best)
@@ -843,5 +1070,45 @@ mod tests {
         let m = average_folds(vec![a, b]).unwrap();
         assert_eq!(m[[0, 0, 0, 1]].to_f32(), 1.5);
         assert!(average_folds(Vec::new()).is_err());
+    }
+
+    /// The fold mean and the argmax on the device (here the CPU engine,
+    /// f16-rounded f32) equal the host's f16 ones bit for bit, ties included.
+    #[test]
+    fn device_fold_mean_and_labels_equal_the_host_ones() -> Result<()> {
+        let shape = (4, 3, 5, 7);
+        let fold = |k: usize| {
+            Array4::from_shape_fn(shape, |(c, z, y, x)| {
+                // Few distinct values, so sums round and argmax ties occur.
+                f16::from_f32((((c * 7 + z * 5 + y * 3 + x + k) % 6) as f32 - 2.5) * 1.37)
+            })
+        };
+        for folds in 1..=3 {
+            let host: Vec<Array4<f16>> = (0..folds).map(fold).collect();
+            let device = host
+                .iter()
+                .map(|a| {
+                    let values: Vec<f32> = a.iter().map(|v| v.to_f32()).collect();
+                    Ok(WindowLogits::Device(Tensor::from_vec(
+                        values,
+                        &[4, 3, 5, 7],
+                    )?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let want = average_folds(host.clone())?;
+            let mean = WindowLogits::mean(device)?;
+            assert!(matches!(mean, WindowLogits::Device(_)));
+            assert_eq!(mean.labels()?, argmax_classes(&want), "{folds} folds");
+            assert!(same_bits(&mean.into_host()?, &want), "{folds} folds");
+            // A mix of host and device folds averages on the host.
+            let first: Vec<f32> = host[0].iter().map(|v| v.to_f32()).collect();
+            let mut mixed = vec![WindowLogits::Device(Tensor::from_vec(
+                first,
+                &[4, 3, 5, 7],
+            )?)];
+            mixed.extend(host[1..].iter().map(|a| WindowLogits::Host(a.clone())));
+            assert!(same_bits(&WindowLogits::mean(mixed)?.into_host()?, &want));
+        }
+        Ok(())
     }
 }

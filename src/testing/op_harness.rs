@@ -1011,6 +1011,7 @@ pub fn op_cases() -> Vec<OpCase> {
     conv_cases(&mut cases);
     attention_cases(&mut cases);
     sampler_cases(&mut cases);
+    sliding_cases(&mut cases);
     for (i, c) in cases.iter_mut().enumerate() {
         c.seed = 1000 + 16 * i as u64;
     }
@@ -1019,7 +1020,7 @@ pub fn op_cases() -> Vec<OpCase> {
 
 fn elementwise_cases(cases: &mut Vec<OpCase>) {
     type Scalar = fn(f64) -> f64;
-    let unary: [(UnaryOp, Dist, Scalar); 9] = [
+    let unary: [(UnaryOp, Dist, Scalar); 10] = [
         (
             UnaryOp::Silu,
             Dist::Normal {
@@ -1091,6 +1092,14 @@ fn elementwise_cases(cases: &mut Vec<OpCase>) {
             UnaryOp::Recip,
             Dist::AwayFromZero { lo: 0.25, hi: 4.0 },
             |x| 1.0 / x,
+        ),
+        (
+            UnaryOp::RoundHalf,
+            Dist::Normal {
+                mean: 0.0,
+                std: 300.0,
+            },
+            |x| f64::from(half::f16::from_f64(x)),
         ),
     ];
     for (op, dist, f) in unary {
@@ -2106,6 +2115,97 @@ fn sampler_cases(cases: &mut Vec<OpCase>) {
             .shape(format!("{shape:?}"));
         }
         cases.push(case);
+    }
+}
+
+/// nnU-Net's window sums (against its window-by-window loop on the host)
+/// and the argmax (against a host loop).
+fn sliding_cases(cases: &mut Vec<OpCase>) {
+    type Layout = (&'static str, usize, [usize; 3], [usize; 3], Vec<[usize; 3]>);
+    let layouts: [Layout; 2] = [
+        (
+            "2-D slices",
+            3,
+            [2, 20, 18],
+            [1, 12, 12],
+            vec![[0, 0, 0], [0, 0, 6], [0, 8, 0], [0, 8, 6], [1, 0, 6]],
+        ),
+        (
+            "overlapping 3-D windows",
+            2,
+            [7, 9, 8],
+            [4, 6, 5],
+            vec![[0, 0, 0], [3, 0, 3], [0, 3, 0], [3, 3, 3], [1, 1, 1]],
+        ),
+    ];
+    for (name, classes, grid, extent, starts) in layouts {
+        let mut pred_shape = vec![starts.len(), classes];
+        pred_shape.extend_from_slice(&extent);
+        let mut sum_shape = vec![classes];
+        sum_shape.extend_from_slice(&grid);
+        let run_starts = starts.clone();
+        cases.push(
+            OpCase::new(
+                "accumulate_windows",
+                name,
+                vec![
+                    normal(&pred_shape),
+                    Input::with(
+                        &sum_shape,
+                        Dist::Normal {
+                            mean: 0.0,
+                            std: 4.0,
+                        },
+                    ),
+                    Input::with(&extent, Dist::Uniform { lo: 0.01, hi: 10.0 }),
+                ],
+                move |x, _| x[0].accumulate_windows(&x[1], &x[2], &run_starts),
+            )
+            .composed(1e-7, move |x, _| {
+                let (pred, gaussian) = (x[0].to_vec()?, x[2].to_vec()?);
+                let mut sum = x[1].to_vec()?;
+                let [ez, ey, ex] = extent;
+                let voxels: usize = grid.iter().product();
+                for (w, st) in starts.iter().enumerate() {
+                    for i in 0..classes * ez * ey * ex {
+                        let (c, off) = (i / (ez * ey * ex), i % (ez * ey * ex));
+                        let (oz, oy, ox) = (off / (ey * ex), (off / ex) % ey, off % ex);
+                        let at = ((st[0] + oz) * grid[1] + st[1] + oy) * grid[2] + st[2] + ox;
+                        let v = &mut sum[c * voxels + at];
+                        let product = pred[(w * classes + c) * ez * ey * ex + off] * gaussian[off];
+                        *v = half::f16::from_f32(*v + product).to_f32();
+                    }
+                }
+                host(sum, x[1].dims())
+            }),
+        );
+    }
+    for (shape, dim) in [(&[3usize, 5, 7][..], 1usize), (&[4, 2, 16, 16], 0)] {
+        cases.push(
+            OpCase::new(
+                "argmax",
+                format!("dim {dim}"),
+                vec![normal(shape)],
+                move |x, _| x[0].argmax(dim),
+            )
+            .composed(0.0, move |x, _| {
+                let v = x[0].to_vec()?;
+                let d = x[0].dims();
+                let (size, inner) = (d[dim], d[dim + 1..].iter().product::<usize>());
+                let outer = v.len() / (size * inner);
+                let mut labels = Vec::with_capacity(outer * inner);
+                for o in 0..outer {
+                    for j in 0..inner {
+                        let at = |c: usize| v[(o * size + c) * inner + j];
+                        let best = (1..size).fold(0, |b, c| if at(c) > at(b) { c } else { b });
+                        labels.push(best as f32);
+                    }
+                }
+                let mut out_shape = d.to_vec();
+                out_shape.remove(dim);
+                host(labels, &out_shape)
+            }),
+        );
     }
 }
 

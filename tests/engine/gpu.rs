@@ -341,6 +341,15 @@ fn cuda_segmenter_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
         let start = Instant::now();
         let (got, got_logits) = on_gpu.segment_with_logits(&[&image], &params, &mut |_, _| true)?;
         let gpu_s = start.elapsed().as_secs_f64();
+        // Labels only: the fold mean and the argmax stay on the GPU (when no
+        // resampling needs the logits) and must give the same map.
+        let start = Instant::now();
+        let labels_only = on_gpu.segment(&image, &params, &mut |_, _| true)?;
+        let gpu_labels_s = start.elapsed().as_secs_f64();
+        assert!(
+            labels_only.data == got.data,
+            "{configuration}: the labels-only prediction differs from the argmax of the logits"
+        );
         let as_f32 = |l: &claim::segmentation::CaseLogits| -> Vec<f32> {
             l.values.iter().map(|v| v.to_f32()).collect()
         };
@@ -356,6 +365,7 @@ fn cuda_segmenter_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
         rows.push(serde_json::json!({
             "kind": "segmenter_parity", "configuration": configuration, "rel_l2": err,
             "label_agreement": agreement, "voxels": got.len(), "cpu_s": cpu_s, "gpu_s": gpu_s,
+            "gpu_labels_only_s": gpu_labels_s,
         }));
         assert!(
             err <= 2e-2,

@@ -772,6 +772,7 @@ pub fn unary_backward(x: &[f32], grad_out: &[f32], op: UnaryOp) -> Vec<f32> {
             UnaryOp::Square => 2.0 * v,
             UnaryOp::Sqrt => 0.5 / v.sqrt(),
             UnaryOp::Recip => -1.0 / (v * v),
+            UnaryOp::RoundHalf => 1.0,
         }
     };
     x.par_iter()

@@ -1,10 +1,11 @@
 //! [`CpuStorage`]: the CPU back-end's side of the [`BackendStorage`] seam.
 //! Each method hands plain slices to the kernels of this folder.
 
-use super::{attention, conv, conv3d, elementwise as ew, norm, output_buffer};
+use super::{attention, conv, conv3d, elementwise as ew, norm, output_buffer, sliding};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
     KnownBlend, LinearAttentionDesc, LinearDesc, NormActivation, NormDesc, NormOperands, UnaryOp,
+    WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -99,6 +100,7 @@ impl BackendStorage for CpuStorage {
             UnaryOp::Square => ew::map(x, |v| v * v),
             UnaryOp::Sqrt => ew::map(x, f32::sqrt),
             UnaryOp::Recip => ew::map(x, |v| 1.0 / v),
+            UnaryOp::RoundHalf => ew::map(x, sliding::round_half),
         }))
     }
 
@@ -345,6 +347,19 @@ impl BackendStorage for CpuStorage {
                 mean + sigma * z
             },
         )))
+    }
+
+    fn accumulate_windows(&self, sum: &Self, gaussian: &Self, d: &WindowSumDesc) -> Result<Self> {
+        Ok(CpuStorage(sliding::accumulate_windows(
+            &self.0,
+            &sum.0,
+            &gaussian.0,
+            d,
+        )))
+    }
+
+    fn argmax(&self, axis: AxisDesc) -> Result<Self> {
+        Ok(CpuStorage(sliding::argmax(&self.0, axis)))
     }
 }
 

@@ -8,6 +8,7 @@
 //! GEMM kernels get exactly the block size their warp layout assumes.
 
 use super::device::CudaDevice;
+use crate::backend::desc::{WindowSumDesc, MAX_WINDOWS_PER_SUM};
 use crate::{Error, Result};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
@@ -699,6 +700,90 @@ pub(super) fn rotary(
     launch!(dev, "attention", "rotary_f16", cfg_1d(pairs); x, freqs, y, pairs, t, d)
 }
 
+// -------------------------------------------------------------------- sliding
+
+/// The `SlidingArgs` struct of `sliding.cuh`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SlidingArgs {
+    pub classes: i64,
+    pub grid: [i64; 3],
+    pub extent: [i64; 3],
+    pub windows: i64,
+    pub lo: [i64; 3],
+    pub hi: [i64; 3],
+    pub starts: [[i64; 3]; MAX_WINDOWS_PER_SUM],
+}
+
+// SAFETY: `#[repr(C)]` with the members, order and types of the C struct
+// (only `long long`s, so no padding: 1648 bytes, under the 4 KiB kernel
+// parameter limit).
+unsafe impl DeviceRepr for SlidingArgs {}
+
+impl SlidingArgs {
+    /// The arguments for `desc`, with the bounding box of its windows.
+    pub(super) fn new(desc: &WindowSumDesc) -> Result<SlidingArgs> {
+        let windows = desc.starts.len();
+        if !(1..=MAX_WINDOWS_PER_SUM).contains(&windows) {
+            return Err(Error::invalid(format!(
+                "accumulate_windows: {windows} windows (1 to {MAX_WINDOWS_PER_SUM})"
+            )));
+        }
+        let mut args = SlidingArgs {
+            classes: i64_of(desc.classes, "classes")?,
+            grid: [0; 3],
+            extent: [0; 3],
+            windows: windows as i64,
+            lo: [i64::MAX; 3],
+            hi: [0; 3],
+            starts: [[0; 3]; MAX_WINDOWS_PER_SUM],
+        };
+        for a in 0..3 {
+            args.grid[a] = i64_of(desc.grid[a], "sum size")?;
+            args.extent[a] = i64_of(desc.extent[a], "window size")?;
+        }
+        for (w, start) in desc.starts.iter().enumerate() {
+            for (a, &s) in start.iter().enumerate() {
+                let s = i64_of(s, "window start")?;
+                args.starts[w][a] = s;
+                args.lo[a] = args.lo[a].min(s);
+                args.hi[a] = args.hi[a].max(s.saturating_add(args.extent[a]));
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// `sliding_accumulate_f16`: `out` = `sum` with the windows of `args`
+/// added (pointers: prediction, gaussian, sum, out; `n` sum elements).
+pub(super) fn sliding_accumulate(
+    dev: &CudaDevice,
+    (pred, gaussian, sum, out): (u64, u64, u64, u64),
+    n: usize,
+    args: SlidingArgs,
+) -> Result<()> {
+    launch!(dev, "sliding", "sliding_accumulate_f16", cfg_1d(n as u64);
+        pred, gaussian, sum, out, args)
+}
+
+/// The argmax over the middle axis of `[outer, n, inner]` (`argmax_f16` /
+/// `argmax_f32`).
+pub(super) fn argmax(
+    dev: &CudaDevice,
+    f16: bool,
+    (x, y): (u64, u64),
+    outer: usize,
+    n: usize,
+    inner: usize,
+) -> Result<()> {
+    let cfg = cfg_1d((outer as u64).saturating_mul(inner as u64));
+    let outer = i64_of(outer, "argmax outer size")?;
+    let n = i64_of(n, "argmax axis")?;
+    let inner = i64_of(inner, "argmax inner size")?;
+    let name = if f16 { "argmax_f16" } else { "argmax_f32" };
+    launch!(dev, "sliding", name, cfg; x, y, outer, n, inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,6 +811,9 @@ mod tests {
         assert_eq!(offset_of!(ConvGeom, pd), 64);
         assert_eq!(size_of::<ConvGeom>(), 68);
         assert_eq!(size_of::<ConvArgs>(), 208);
+        assert_eq!(offset_of!(SlidingArgs, windows), 56);
+        assert_eq!(offset_of!(SlidingArgs, starts), 112);
+        assert_eq!(size_of::<SlidingArgs>(), 1648);
     }
 
     #[test]

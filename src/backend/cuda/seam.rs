@@ -7,7 +7,9 @@
 //! Element types: the network ops (norms, GEMM-backed products) take F16
 //! storages; element-wise, layout, softmax and embedding ops take F16 or
 //! F32; the sampler ops (RePaint blend and step) take F32; noise is drawn
-//! in F32 (and narrowed when F16 is asked for).
+//! in F32 (and narrowed when F16 is asked for). The sliding-window sum is
+//! F16 (it stands for nnU-Net's half-precision buffers); argmax takes
+//! either.
 
 use super::device::CudaDevice;
 use super::kernels::{
@@ -16,7 +18,7 @@ use super::kernels::{
 use super::storage::{Buffer, CudaStorage};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
+    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp, WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -1030,6 +1032,51 @@ impl BackendStorage for CudaStorage {
                     },
                 )
             })?;
+        }
+        Ok(out)
+    }
+
+    fn accumulate_windows(&self, sum: &Self, gaussian: &Self, d: &WindowSumDesc) -> Result<Self> {
+        let op = "accumulate_windows";
+        self.require(op, DType::F16)?;
+        let patch = product(&d.extent)?;
+        let n = product(&[d.classes, d.grid[0], d.grid[1], d.grid[2]])?;
+        self.check_len(op, product(&[d.starts.len(), d.classes, patch])?)?;
+        self.check_operand(sum, op, "the sum", n)?;
+        self.check_operand(gaussian, op, "the importance map", patch)?;
+        let args = k::SlidingArgs::new(d)?;
+        let out = self.output(n)?;
+        if n > 0 {
+            self.ordered(&[sum, gaussian], || {
+                k::sliding_accumulate(
+                    self.device(),
+                    (
+                        self.address()?,
+                        gaussian.address()?,
+                        sum.address()?,
+                        out.address()?,
+                    ),
+                    n,
+                    args,
+                )
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn argmax(&self, a: AxisDesc) -> Result<Self> {
+        self.check_len("argmax", product(&[a.outer, a.size, a.inner])?)?;
+        let n = product(&[a.outer, a.inner])?;
+        let out = self.output(n)?;
+        if n > 0 && a.size > 0 {
+            k::argmax(
+                self.device(),
+                self.is_f16(),
+                (self.address()?, out.address()?),
+                a.outer,
+                a.size,
+                a.inner,
+            )?;
         }
         Ok(out)
     }

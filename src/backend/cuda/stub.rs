@@ -84,6 +84,7 @@ mod seam {
     use crate::backend::desc::{
         AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry,
         ConvGeometry, KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
+        WindowSumDesc,
     };
     use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
     use crate::nn::DType;
@@ -185,6 +186,12 @@ mod seam {
             match *self {}
         }
         fn ancestral_step(&self, _: &Self, _: &Self, _: AncestralStep) -> Result<Self> {
+            match *self {}
+        }
+        fn accumulate_windows(&self, _: &Self, _: &Self, _: &WindowSumDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn argmax(&self, _: AxisDesc) -> Result<Self> {
             match *self {}
         }
     }

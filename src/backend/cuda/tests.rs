@@ -12,6 +12,7 @@ use crate::backend::cpu::{CpuDevice, CpuStorage};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
     KnownBlend, LinearAttentionDesc, LinearDesc, NormActivation, NormDesc, NormOperands, UnaryOp,
+    WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -273,6 +274,7 @@ fn unary_ops_match_the_cpu() -> Result<()> {
         UnaryOp::Square,
         UnaryOp::Sqrt,
         UnaryOp::Recip,
+        UnaryOp::RoundHalf,
     ];
     for dtype in DTYPES {
         for op in ops {
@@ -1101,5 +1103,89 @@ fn mismatched_operands_are_refused_and_streams_interoperate() -> Result<()> {
     let sum = a32.lincomb(1.0, &b, 1.0)?;
     let want: Vec<f32> = data.iter().map(|v| v + v).collect();
     assert_exact("cross-stream lincomb", &sum, &want)?;
+    Ok(())
+}
+
+/// nnU-Net's f16 window sums and the argmax are bit-identical to the CPU
+/// engine's (which rounds its f32 sums to f16 the same way): 2-D slices and
+/// overlapping 3-D windows, batch after batch, and argmax with ties in both
+/// types.
+#[test]
+fn sliding_window_sums_and_argmax_are_bit_identical_to_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    // (classes, grid, extent, window starts)
+    type Case = (usize, [usize; 3], [usize; 3], Vec<[usize; 3]>);
+    let cases: [Case; 2] = [
+        (
+            3,
+            [2, 20, 18],
+            [1, 12, 12],
+            vec![
+                [0, 0, 0],
+                [0, 0, 6],
+                [0, 8, 0],
+                [0, 8, 6],
+                [1, 0, 0],
+                [1, 8, 6],
+            ],
+        ),
+        (
+            2,
+            [7, 9, 8],
+            [4, 6, 5],
+            vec![[0, 0, 0], [3, 0, 3], [0, 3, 0], [3, 3, 3], [1, 1, 1]],
+        ),
+    ];
+    for (classes, grid, extent, starts) in cases {
+        let patch: usize = extent.iter().product();
+        let n: usize = classes * grid.iter().product::<usize>();
+        let (g_gauss, c_gauss) = pair(&dev, &random(patch, 21, 3.0, 5.0), DType::F16)?;
+        let (mut g_sum, mut c_sum) = pair(&dev, &random(n, 22, 8.0, 0.0), DType::F16)?;
+        // Two batches: the windows split 3 + rest, the second from the
+        // first's sum.
+        for (batch, part) in [&starts[..3], &starts[3..]].into_iter().enumerate() {
+            let desc = WindowSumDesc {
+                classes,
+                grid,
+                extent,
+                starts: part.to_vec(),
+            };
+            let values = random(part.len() * classes * patch, 23 + batch as u64, 4.0, 0.0);
+            let (g_pred, c_pred) = pair(&dev, &values, DType::F16)?;
+            g_sum = g_pred.accumulate_windows(&g_sum, &g_gauss, &desc)?;
+            c_sum = c_pred.accumulate_windows(&c_sum, &c_gauss, &desc)?;
+            assert_exact(
+                &format!("window sum {grid:?}, batch {batch}"),
+                &g_sum,
+                c_sum.as_slice(),
+            )?;
+        }
+        let axis = AxisDesc {
+            outer: 1,
+            size: classes,
+            inner: n / classes,
+        };
+        assert_exact(
+            "argmax of the sums",
+            &g_sum.argmax(axis)?,
+            c_sum.argmax(axis)?.as_slice(),
+        )?;
+    }
+    // Ties and NaN in both types: few distinct values over 5 classes.
+    for dtype in DTYPES {
+        let mut values: Vec<f32> = (0..5 * 777).map(|i| ((i * 7) % 4) as f32).collect();
+        values[3] = f32::NAN;
+        let (g, c) = pair(&dev, &values, dtype)?;
+        let axis = AxisDesc {
+            outer: 3,
+            size: 5,
+            inner: 259,
+        };
+        assert_exact(
+            &format!("argmax {dtype:?}"),
+            &g.argmax(axis)?,
+            c.argmax(axis)?.as_slice(),
+        )?;
+    }
     Ok(())
 }

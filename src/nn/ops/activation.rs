@@ -36,6 +36,12 @@ impl Tensor {
         self.unary(UnaryOp::Affine(a, b))
     }
 
+    /// Every value rounded to the nearest f16 (see [`UnaryOp::RoundHalf`]);
+    /// on f16 storage a copy.
+    pub fn round_half(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::RoundHalf)
+    }
+
     /// Softmax over the last dimension.
     pub fn softmax_last(&self) -> Result<Tensor> {
         self.softmax(self.rank().saturating_sub(1))
@@ -66,6 +72,7 @@ fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Ten
         // d√x = 1/(2√x); d(1/x) = −1/x².
         UnaryOp::Sqrt => g.div(y)?.affine(0.5, 0.0),
         UnaryOp::Recip => g.mul(&y.unary(UnaryOp::Square)?)?.affine(-1.0, 0.0),
+        UnaryOp::RoundHalf => Ok(g.clone()),
         UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::LeakyRelu(_) => {
             let dx = grad::unary_backward(host(x, "activation")?, host(g, "activation")?, op);
             Tensor::from_vec(dx, x.dims())
@@ -97,6 +104,9 @@ mod tests {
         assert!(s0.iter().zip(&st).all(|(a, b)| (a - b).abs() < 1e-7));
         assert!((s0[0] + s0[2] - 1.0).abs() < 1e-6);
         assert!(x.softmax(2).is_err());
+        let r = Tensor::from_vec(vec![2049.0, 2051.0, 0.1, -65520.0], &[4])?.round_half()?;
+        assert_eq!(r.to_vec()?[..3], [2048.0, 2052.0, 0.099_975_586]);
+        assert_eq!(r.to_vec()?[3], f32::NEG_INFINITY);
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ mod embedding;
 mod linear;
 mod norm;
 mod sampler;
+mod sliding;
 
 pub use conv::ConvParams;
 pub use conv3d::Conv3dParams;
