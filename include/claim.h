@@ -761,7 +761,9 @@ typedef struct claim_synthesis_params {
      */
     int32_t keep_network_output;
     /**
-     * Items (slices or slice stacks) per network batch, 1–1024 (default 4).
+     * Items (slices or slice stacks) per network batch, 1–1024; 0 (the
+     * default) = automatic: 4 on the CPU, on a GPU as many as half its
+     * free memory holds. The image does not depend on it.
      */
     uint32_t batch_size;
     /**

@@ -81,7 +81,8 @@ pub struct SynthesisSettings {
     pub jump_n_sample: usize,
     /// Classifier-free guidance scale (1 = off).
     pub guidance: f32,
-    /// Slices (items) per network batch.
+    /// Slices (items) per network batch; 0 = automatic (4 on the CPU, from
+    /// free memory on a GPU). The images do not depend on it.
     pub batch_size: usize,
     /// In-plane window side around the LV cavity.
     pub crop: usize,
@@ -192,10 +193,10 @@ impl AugmentConfig {
                 s.guidance
             )));
         }
-        if s.batch_size == 0 || s.crop < 16 || s.crop > 1024 || s.frames > 64 {
+        if s.batch_size > 1024 || s.crop < 16 || s.crop > 1024 || s.frames > 64 {
             return Err(Error::invalid(format!(
-                "synthesis batch_size {} / crop {} / frames {}: need batch ≥ 1, crop 16–1024, \
-                 frames 0–64",
+                "synthesis batch_size {} / crop {} / frames {}: need batch 0 (automatic) to 1024, \
+                 crop 16–1024, frames 0–64",
                 s.batch_size, s.crop, s.frames
             )));
         }

@@ -96,7 +96,9 @@ pub struct claim_synthesis_params {
     /// voxel is copied bit for bit. 1: the whole cropped window of each
     /// synthesized slice is the network's output, as upstream.
     pub keep_network_output: i32,
-    /// Items (slices or slice stacks) per network batch, 1–1024 (default 4).
+    /// Items (slices or slice stacks) per network batch, 1–1024; 0 (the
+    /// default) = automatic: 4 on the CPU, on a GPU as many as half its
+    /// free memory holds. The image does not depend on it.
     pub batch_size: u32,
     /// Side of the in-plane window centred on the LV cavity, cropped or
     /// zero-padded, a multiple of the model's `size_multiple` (default 72).
@@ -137,7 +139,7 @@ impl Default for claim_synthesis_params {
             histogram: [0.0; 32],
             perturb_histogram: 1,
             keep_network_output: 0,
-            batch_size: 4,
+            batch_size: 0,
             crop_size: CLAIM_CROP_SIZE as u32,
             frames: 0,
             labels: std::ptr::null(),
@@ -190,7 +192,6 @@ pub(crate) unsafe fn synthesis_params_from_c(
     for (field, v) in [
         ("jump_length", value.jump_length),
         ("jump_n_sample", value.jump_n_sample),
-        ("batch_size", value.batch_size),
         ("crop_size", value.crop_size),
     ] {
         if v == 0 {

@@ -63,6 +63,45 @@ impl DenoiserConfig {
         }
     }
 
+    /// An upper estimate of the activation bytes one item of `frames` ×
+    /// `size`² holds at the peak of an inference forward, at
+    /// `element_bytes` per value: both skips of every level (kept for the
+    /// decoder), and at the widest level (width × voxels) four tensors of
+    /// twice the width (a decoder block's concatenated input, its
+    /// normalised and convolved features) plus the spatial attention's
+    /// q, k, v and output (`heads · dim_head` channels each); then the
+    /// input and output; doubled for the caching allocator's size
+    /// buckets. It sizes automatic synthesis batches on a GPU from free
+    /// memory; a bound, not a measurement.
+    pub fn activation_bytes_per_item(
+        &self,
+        frames: usize,
+        size: usize,
+        element_bytes: usize,
+    ) -> usize {
+        let hidden = self.attn_heads.saturating_mul(self.attn_dim_head);
+        let (mut skips, mut widest, mut side) = (0usize, 0usize, size);
+        for m in &self.dim_mults {
+            let voxels = frames.saturating_mul(side).saturating_mul(side);
+            let width = self.dim.saturating_mul(*m);
+            skips = skips.saturating_add(voxels.saturating_mul(2 * width));
+            let working = 8usize
+                .saturating_mul(width)
+                .saturating_add(4usize.saturating_mul(hidden));
+            widest = widest.max(voxels.saturating_mul(working));
+            side = side.div_ceil(2);
+        }
+        let ends = frames
+            .saturating_mul(size)
+            .saturating_mul(size)
+            .saturating_mul(2 * self.channels);
+        skips
+            .saturating_add(widest)
+            .saturating_add(ends)
+            .saturating_mul(element_bytes)
+            .saturating_mul(2)
+    }
+
     /// Reads the configuration off a state dict's tensor shapes (GroupNorm
     /// groups are taken as 8, the upstream value).
     pub fn infer(weights: &Weights) -> Result<DenoiserConfig> {

@@ -77,7 +77,9 @@ pub struct SynthesisParams {
     /// Apply upstream's 10 % perturbation to the condition (one draw per
     /// item, each channel's histogram on its own).
     pub perturb_condition: bool,
-    /// Items per network batch (≥ 1).
+    /// Items per network batch, 1–1024; 0 (the default) = automatic
+    /// ([`batch_size_for`]: 4 on the CPU, from free memory on a GPU). The
+    /// result does not depend on it (noise is drawn per item).
     pub batch_size: usize,
     /// In-plane window side (the model's training size; multiple of the
     /// model's downsampling factor).
@@ -105,7 +107,7 @@ impl Default for SynthesisParams {
             guidance: 1.0,
             condition: Condition::Preset,
             perturb_condition: true,
-            batch_size: 4,
+            batch_size: 0,
             crop_size: CLAIM_CROP_SIZE,
             frames: 0,
             keep_network_output: false,
@@ -287,9 +289,9 @@ fn check_params(params: &SynthesisParams, model: &Denoiser) -> Result<()> {
             params.crop_size
         )));
     }
-    if params.batch_size == 0 || params.batch_size > 1024 {
+    if params.batch_size > 1024 {
         return Err(Error::invalid(format!(
-            "params.batch_size must be 1–1024, got {}",
+            "params.batch_size must be 0 (automatic) or 1–1024, got {}",
             params.batch_size
         )));
     }
@@ -698,6 +700,22 @@ pub fn training_windows(
     Ok(out)
 }
 
+/// Items per batch on the CPU when `batch_size` is automatic: the old
+/// fixed default (results do not depend on it, and the CPU's forward gains
+/// little from larger batches).
+pub const CPU_BATCH_SIZE: usize = 4;
+
+/// The automatic batch: [`CPU_BATCH_SIZE`] without a device memory figure
+/// (the CPU); on a GPU as many items as half of `free_bytes` holds at
+/// `bytes_per_item` each, at least 1 and at most `items` (and 1024).
+pub fn batch_size_for(free_bytes: Option<usize>, bytes_per_item: usize, items: usize) -> usize {
+    let cap = items.clamp(1, 1024);
+    match free_bytes {
+        None => CPU_BATCH_SIZE.min(cap),
+        Some(free) => (free / 2 / bytes_per_item.max(1)).clamp(1, cap),
+    }
+}
+
 /// Synthesizes scar intensities inside the scar and MVO labels of `labels`
 /// on `image` with `model` (any upstream layout, see the module docs).
 /// `progress(done, total)` is called before the first network evaluation
@@ -750,7 +768,24 @@ pub fn synthesize(
         )));
     }
     let n_items = prepared.items.len();
-    let batches = n_items.div_ceil(params.batch_size);
+    let batch_size = match params.batch_size {
+        0 => {
+            let per_item = model.config().activation_bytes_per_item(
+                frames,
+                size,
+                model.dtype().size_in_bytes(),
+            );
+            // Guidance evaluates both branches in one batched forward.
+            let branches = if params.guidance != 1.0 { 2 } else { 1 };
+            batch_size_for(
+                model.device().free_memory(),
+                per_item.saturating_mul(branches),
+                n_items,
+            )
+        }
+        n => n,
+    };
+    let batches = n_items.div_ceil(batch_size);
     let total = total_evaluations(params, batches)?;
     let mut progress = Progress::new(total, progress);
     let schedule = Schedule::cosine(TIMESTEPS)?;
@@ -763,8 +798,8 @@ pub fn synthesize(
     let channels = layout.channels;
     let item_len = frames * size * size;
     let mut blend = Blend::default();
-    for first in (0..n_items).step_by(params.batch_size) {
-        let last = (first + params.batch_size).min(n_items);
+    for first in (0..n_items).step_by(batch_size) {
+        let last = (first + batch_size).min(n_items);
         let mut conditions = base.as_ref().map(|_| Vec::new());
         for item in first..last {
             if let (Some(base), Some(conds)) = (&base, conditions.as_mut()) {
@@ -1032,6 +1067,26 @@ pub fn measure_channel_histograms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The automatic batch: 4 on the CPU (fewer items, fewer); on a GPU half
+    /// the free memory over the per-item estimate, within 1..=items.
+    #[test]
+    fn automatic_batches_follow_free_memory() {
+        assert_eq!(batch_size_for(None, 1 << 20, 100), CPU_BATCH_SIZE);
+        assert_eq!(batch_size_for(None, 1 << 20, 3), 3);
+        assert_eq!(batch_size_for(Some(64 << 20), 1 << 20, 100), 32);
+        assert_eq!(batch_size_for(Some(1 << 20), 1 << 20, 100), 1);
+        assert_eq!(batch_size_for(Some(usize::MAX), 1, 100_000), 1024);
+        assert_eq!(batch_size_for(Some(64 << 20), 0, 10), 10);
+        // CLAIM's generator at 72²: tens of MB per f16 item, so an 80 GB
+        // GPU batches every slice of a case.
+        let claim = DenoiserConfig::claim();
+        let per_item = claim.activation_bytes_per_item(1, 72, 2);
+        assert!((8 << 20..128 << 20).contains(&per_item), "{per_item}");
+        assert_eq!(claim.activation_bytes_per_item(10, 72, 2), 10 * per_item);
+        assert!(claim.activation_bytes_per_item(1, 144, 2) > 3 * per_item);
+        assert_eq!(batch_size_for(Some(80 << 30), per_item, 12), 12);
+    }
 
     fn some(r: std::ops::Range<usize>) -> Vec<Option<usize>> {
         r.map(Some).collect()

@@ -376,7 +376,7 @@ fn bad_requests_are_refused_with_reasons() {
         ),
         (
             SynthesisParams {
-                batch_size: 0,
+                batch_size: 1025,
                 ..quick_params(1)
             },
             "batch_size",

@@ -45,7 +45,8 @@ namespace itk
  * Sampling (claim_synthesis_params; the defaults are the library's, i.e.
  * CLAIM's inference setting): TStart (RePaint's t_T, 1-300, default 300),
  * JumpLength (5), JumpNSample (5), Seed (0: the same seed, inputs and
- * parameters give the same image), BatchSize (slices per network batch, 4),
+ * parameters give the same image), BatchSize (items per network batch, 0 =
+ * automatic: 4 on the CPU, from free memory on a GPU),
  * CropSize (in-plane window on the LV cavity, 72), GuidanceScale
  * (classifier-free guidance, 1 = off), Frames (0 = the model's layout),
  * KeepNetworkOutput (off), PerturbHistogram (on), Histogram (empty = the

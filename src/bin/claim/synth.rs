@@ -106,8 +106,9 @@ pub struct Args {
     /// Paste the network's whole window (as upstream) instead of only the lesion.
     #[arg(long)]
     keep_network_output: bool,
-    /// Slices per network batch.
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    /// Items (slices or slice stacks) per network batch; 0 = automatic (4 on
+    /// the CPU, from free memory on a GPU). The image does not depend on it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     batch_size: usize,
     /// In-plane window side around the LV cavity (the model's training size).
     #[arg(long, value_name = "PX", default_value_t = 72)]

@@ -213,7 +213,7 @@ def synthesize(
     jump_n_sample=5,
     guidance_scale=1.0,
     histogram=None,
-    batch_size=4,
+    batch_size=0,
     crop_size=72,
     frames=0,
     keep_network_output=False,
@@ -237,7 +237,8 @@ def synthesize(
     (1 = off). histogram: None or "preset" (the layout's built-in centres),
     "null" (unconditional), or the whole condition as values (16 per
     channel, e.g. from `measure_histogram`); perturb_histogram: ±10 % per bin
-    as upstream. batch_size: items per network batch. crop_size: in-plane
+    as upstream. batch_size: items per network batch (0: automatic, 4 on the
+    CPU and from free memory on a GPU; the image does not depend on it). crop_size: in-plane
     window side around the LV (a multiple of `model.info.size_multiple`).
     frames: slices per item (0: the model's). keep_network_output: paste the
     network's whole window instead of only the lesion voxels.
