@@ -374,21 +374,6 @@ impl WindowBatch {
     }
 }
 
-/// Logits `[classes, Z, Y, X]` (f16) of a normalised case `data`
-/// `[C, Z, Y, X]` by sliding windows of `plan`: [`predict_window_logits`]
-/// brought to the host.
-pub fn predict_sliding_window(
-    data: ArrayView4<'_, f32>,
-    plan: &WindowPlan,
-    classes: usize,
-    mirror_axes: &[usize],
-    batch: WindowBatch,
-    network: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-    after_each: &mut dyn FnMut() -> Result<()>,
-) -> Result<Array4<f16>> {
-    predict_window_logits(data, plan, classes, mirror_axes, batch, network, after_each)?.into_host()
-}
-
 /// A case's logits `[classes, Z, Y, X]` as nnU-Net keeps them, in half
 /// precision: on the host, or where the network ran.
 #[derive(Debug)]
@@ -504,7 +489,9 @@ enum WindowSums {
     },
 }
 
-/// [`predict_sliding_window`] leaving the logits where they were summed.
+/// Logits `[classes, Z, Y, X]` of a normalised case `data` `[C, Z, Y, X]`
+/// by sliding windows of `plan`, left where they were summed
+/// ([`WindowLogits::into_host`] brings them to the host).
 ///
 /// `network` maps a `[B, C, *patch]` tensor to `[B, classes, *patch]`
 /// logits; `batch` decides how many windows and mirror passes (of
@@ -897,7 +884,7 @@ mod tests {
             calls += 1;
             Ok(())
         };
-        let logits = predict_sliding_window(
+        let logits = predict_window_logits(
             data.view(),
             &plan,
             2,
@@ -906,6 +893,7 @@ mod tests {
             &mut net,
             &mut count,
         )
+        .and_then(WindowLogits::into_host)
         .unwrap();
         assert_eq!(calls, plan.len() * 4);
         assert_eq!(logits.dim(), (2, 2, 6, 11));
@@ -965,7 +953,8 @@ mod tests {
             Ok(())
         };
         let logits =
-            predict_sliding_window(data.view(), plan, 3, mirror, batch, &mut net, &mut tick)
+            predict_window_logits(data.view(), plan, 3, mirror, batch, &mut net, &mut tick)
+                .and_then(WindowLogits::into_host)
                 .unwrap();
         (logits, ticks, calls, largest)
     }
