@@ -38,6 +38,15 @@ while read -r name exe; do
     objcopy --strip-debug "$exe" "$out/$dest"
     chmod +x "$out/$dest"
 done <"$out/executables.txt"
-cp tools/gpu_check.sh tools/torch_gpu_ops.py tools/torch_gpu_denoiser.py "$out/"
+cp tools/gpu_check.sh tools/torch_gpu_ops.py tools/torch_gpu_denoiser.py tools/nnunet_gpu_predictor.py "$out/"
+# nnU-Net's predictor for the segmentation speed comparison: the GPU
+# machine has PyTorch but no nnunetv2 and no package index, so its
+# pure-Python packages travel as wheels (the versions the fixtures were
+# made with; tools/nnunet_gpu_predictor.py stands in for the compiled
+# readers it imports but does not call).
+mkdir -p "$out/wheels"
+python3 -m pip wheel --quiet --no-deps -w "$out/wheels" nnunetv2==2.8.1 acvl-utils==0.2.6 \
+    dynamic-network-architectures==0.4.4 batchgenerators==0.25.5 ||
+    echo "gpu_build: no nnunetv2 wheels (offline?); gpu_check.sh will skip nnUNetPredictor"
 ls -la "$out"
 du -sh "$out"

@@ -32,7 +32,7 @@ CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "==> whole models: denoiser, RePaint and the nnU-Net predictor on the GPU against the CPU, and their timings"
-CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-420}" "$engine" gpu --test-threads=1 --nocapture 2>&1 |
+CLAIM_GPU_CASE_DIR="$out/case" CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-420}" "$engine" gpu --test-threads=1 --nocapture 2>&1 |
     tee "$out/models.txt" | grep -v "^{" | tail -n 40
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
@@ -41,6 +41,18 @@ timeout 180 python3 tools/torch_gpu_ops.py >"$out/torch_bench.jsonl" 2>"$out/tor
     { echo "torch timing failed:"; tail -n 20 "$out/torch_err.txt"; }
 timeout 240 python3 tools/torch_gpu_denoiser.py >"$out/torch_models.jsonl" 2>"$out/torch_models_err.txt" ||
     { echo "torch model timing failed:"; tail -n 20 "$out/torch_models_err.txt"; }
+
+echo "==> nnU-Net's nnUNetPredictor on the same case and results folders"
+if ls .gpu/wheels/*.whl >/dev/null 2>&1 && [ -s "$out/case/phantom_image.f32" ]; then
+    site="$(mktemp -d)"
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl &&
+        PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" timeout 300 python3 tools/nnunet_gpu_predictor.py \
+            --case "$out/case" >"$out/nnunet_bench.jsonl" 2>"$out/nnunet_err.txt" ||
+        { echo "nnUNetPredictor timing failed:"; tail -n 20 "$out/nnunet_err.txt"; }
+    cat "$out/nnunet_bench.jsonl"
+else
+    echo "skipped: no wheels in .gpu/wheels or no case from the engine run"
+fi
 
 echo "==> table"
 python3 - "$out" <<'PY'
@@ -109,6 +121,15 @@ for r in models:
         print(f"segmenter parity {r['configuration']}: logits rel L2 {r['rel_l2']:.2e}, labels "
               f"{100 * r['label_agreement']:.3f} % equal over {r['voxels']} voxels; CPU {r['cpu_s']:.2f} s, "
               f"GPU {r['gpu_s']:.2f} s (labels only, argmax on the GPU: {r.get('gpu_labels_only_s', float('nan')):.2f} s)")
+nnunet = {r["configuration"]: r for r in load("nnunet_bench.jsonl")}
+for r in models:
+    if r.get("kind") == "segmenter_parity" and r["configuration"] in nnunet:
+        n = nnunet[r["configuration"]]
+        agree = n.get("label_agreement_with_claim")
+        agree_s = f"{100 * agree:.3f} % of labels equal" if agree is not None else "labels not compared"
+        print(f"whole case {r['configuration']}: claim GPU {r['gpu_s']:.3f} s (labels only "
+              f"{r.get('gpu_labels_only_s', float('nan')):.3f} s), nnUNetPredictor {n['nnunet_s']:.3f} s, "
+              f"claim ÷ nnU-Net {r['gpu_s'] / n['nnunet_s']:.2f}; {agree_s}")
 peak = next((r["tflops"] for r in tm if r.get("kind") == "peak"), None)
 flops = {r["name"]: r["flops_per_item"] for r in tm if r.get("kind") == "flops"}
 torch_ms = {r["name"]: r for r in tm if r.get("kind") == "bench"}

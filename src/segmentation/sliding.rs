@@ -569,7 +569,8 @@ pub fn predict_window_logits(
         } => {
             windows_per_forward = (*windows).clamp(1, MAX_WINDOWS_PER_SUM);
             let [pz, py, px] = plan.padded;
-            let flat = padded
+            let standard = padded.as_standard_layout();
+            let flat = standard
                 .as_slice()
                 .ok_or_else(|| Error::Internal("the padded case is not contiguous".into()))?;
             case_on_device = Some(Tensor::from_slice_on(

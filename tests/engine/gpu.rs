@@ -52,6 +52,39 @@ fn report(rows: &[serde_json::Value]) {
     }
 }
 
+/// Writes what `tools/nnunet_gpu_predictor.py` needs to run nnU-Net's own
+/// predictor on the same case: the image as raw little-endian f32 in
+/// (z, y, x) order with its shape and (z, y, x) spacing
+/// (`phantom_image.f32`, `phantom_image.json`), and claim's GPU label map
+/// for `configuration` as raw u8 (`phantom_labels_<configuration>.u8`).
+fn write_case_for_nnunet(
+    dir: &std::path::Path,
+    image: &Image,
+    configuration: &str,
+    labels: &claim::volume::Volume<u8>,
+) -> Result<()> {
+    let io = |e: std::io::Error| claim::Error::io_at(dir, &e);
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let Image::F32(volume) = image else {
+        return Err(claim::Error::invalid("the phantom image is f32"));
+    };
+    let values: Vec<u8> = volume.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("phantom_image.f32"), values).map_err(io)?;
+    let s = volume.geometry.spacing;
+    let meta = serde_json::json!({
+        "shape_zyx": volume.data.shape(),
+        "spacing_zyx": [s[2], s[1], s[0]],
+    });
+    std::fs::write(dir.join("phantom_image.json"), meta.to_string()).map_err(io)?;
+    let bytes: Vec<u8> = labels.data.iter().copied().collect();
+    std::fs::write(
+        dir.join(format!("phantom_labels_{configuration}.u8")),
+        bytes,
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
 /// The two full-size layouts: (name, channels, cond_dim, frames).
 const LAYOUTS: [(&str, usize, usize, usize); 2] =
     [("claim_2d", 1, 16, 1), ("lefusion_3d", 2, 32, 10)];
@@ -350,6 +383,9 @@ fn cuda_segmenter_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
             labels_only.data == got.data,
             "{configuration}: the labels-only prediction differs from the argmax of the logits"
         );
+        if let Some(dir) = std::env::var_os("CLAIM_GPU_CASE_DIR") {
+            write_case_for_nnunet(std::path::Path::new(&dir), &image, configuration, &got)?;
+        }
         let as_f32 = |l: &claim::segmentation::CaseLogits| -> Vec<f32> {
             l.values.iter().map(|v| v.to_f32()).collect()
         };
