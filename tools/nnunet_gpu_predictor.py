@@ -66,28 +66,27 @@ def _inert_init(self, *args, **kwargs):
     pass
 
 
+def _stand_in_attribute(owner, name):
+    """A new inert class named `name`, kept on `owner`."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    value = _StandInType(name, (), {"__init__": _inert_init})
+    setattr(owner, name, value)
+    return value
+
+
 class _StandInType(type):
     """Inert classes whose attributes are inert classes again: enough for
     `from X import Y`, `X.sub.Y` in annotations, base classes and
     module-level constants."""
 
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = _StandInType(name, (), {"__init__": _inert_init})
-        setattr(cls, name, value)
-        return value
+    __getattr__ = _stand_in_attribute
 
 
 class _StandInModule(types.ModuleType):
     """A module whose every attribute is an inert class (`_StandInType`)."""
 
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        value = _StandInType(name, (), {"__init__": _inert_init})
-        setattr(self, name, value)
-        return value
+    __getattr__ = _stand_in_attribute
 
 
 class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
