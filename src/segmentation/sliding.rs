@@ -406,27 +406,31 @@ impl WindowLogits {
 
     /// The mean of the folds' logits ([`average_folds`]); on the device
     /// when every fold is there (a running f16 sum, then one division).
-    pub fn mean(mut folds: Vec<WindowLogits>) -> Result<WindowLogits> {
-        if !folds.iter().all(|f| matches!(f, WindowLogits::Device(_))) {
+    pub fn mean(folds: Vec<WindowLogits>) -> Result<WindowLogits> {
+        let on_device: Vec<&Tensor> = folds
+            .iter()
+            .filter_map(|f| match f {
+                WindowLogits::Device(t) => Some(t),
+                WindowLogits::Host(_) => None,
+            })
+            .collect();
+        if on_device.len() != folds.len() {
             let host = folds
                 .into_iter()
                 .map(WindowLogits::into_host)
                 .collect::<Result<Vec<_>>>()?;
             return Ok(WindowLogits::Host(average_folds(host)?));
         }
-        let n = folds.len();
-        let mut tensors = folds.drain(..).filter_map(|f| match f {
-            WindowLogits::Device(t) => Some(t),
-            WindowLogits::Host(_) => None,
-        });
-        let mut sum = tensors
-            .next()
+        let n = on_device.len();
+        let (first, rest) = on_device
+            .split_first()
             .ok_or_else(|| Error::Internal("no fold predictions to average".into()))?;
-        for other in tensors {
+        let mut sum = (*first).clone();
+        for other in rest {
             if other.dims() != sum.dims() {
                 return Err(Error::Internal("fold predictions differ in shape".into()));
             }
-            sum = as_half(sum.add(&other)?)?;
+            sum = as_half(sum.add(other)?)?;
         }
         if n > 1 {
             let d = Tensor::full_on(n as f32, &[1], &sum.device(), sum.dtype())?;
