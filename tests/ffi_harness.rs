@@ -7,7 +7,9 @@
 //! and any report fails them; with `CLAIM_HARNESS_CHECK=valgrind` they run
 //! under valgrind memcheck with `--error-exitcode`, so any memory error,
 //! use of uninitialised bytes or definite leak fails them. CI runs both
-//! (`.ci/run`).
+//! (`.ci/run`). `CLAIM_VALGRIND_TRACK_ORIGINS=1` adds `--track-origins=yes`,
+//! which names where an uninitialised value came from at up to twice the
+//! run time: for diagnosing a report, not for every run.
 //!
 //! Compilers: `$CC` / `$CXX`, else `cc` / `c++`. With no compiler the tests
 //! fail and say so (CI has gcc). The atlas checks in the programs run when
@@ -171,13 +173,15 @@ fn run_with_args(exe: &Path, scratch: &Path, args: &[&Path]) {
                 "--leak-check=full",
                 "--errors-for-leak-kinds=definite",
                 "--show-leak-kinds=definite",
-                "--track-origins=yes",
                 &format!(
                     "--suppressions={}",
                     repo().join("tests/valgrind.supp").display()
                 ),
-            ])
-            .arg(exe);
+            ]);
+            if std::env::var_os("CLAIM_VALGRIND_TRACK_ORIGINS").is_some_and(|v| v == "1") {
+                cmd.arg("--track-origins=yes");
+            }
+            cmd.arg(exe);
             cmd
         }
         _ => Command::new(exe),
@@ -220,9 +224,14 @@ fn run_with_args(exe: &Path, scratch: &Path, args: &[&Path]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
+    let hint = if check() == Check::Valgrind {
+        "\n(rerun with CLAIM_VALGRIND_TRACK_ORIGINS=1 to see where an uninitialised value came from)"
+    } else {
+        ""
+    };
     assert!(
         output.status.success(),
-        "{} exited with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        "{} exited with {}{hint}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
         exe.display(),
         output.status
     );

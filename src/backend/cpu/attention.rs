@@ -145,10 +145,15 @@ pub fn attention(
 /// `freqs`: `[d/2]`; token p's pair j is rotated by the angle `p·freqs[j]`:
 /// `(u₂ⱼ, u₂ⱼ₊₁) → (u₂ⱼ cos θ − u₂ⱼ₊₁ sin θ, u₂ⱼ₊₁ cos θ + u₂ⱼ sin θ)`.
 pub fn rotary_interleaved(x: &[f32], t: usize, d: usize, freqs: &[f32]) -> Vec<f32> {
-    // Angles are formed in f32 exactly as the reference does (p·freq).
-    let table: Vec<(f32, f32)> = (0..t)
-        .flat_map(|p| freqs.iter().map(move |&fr| ((p as f32) * fr).sin_cos()))
-        .collect();
+    // Angles are formed in f32 exactly as the reference does (p·freq). A
+    // plain loop rather than a flat_map collect: memcheck cannot follow the
+    // optimised flat_map's partly-set Option tags (tests/valgrind.supp).
+    let mut table: Vec<(f32, f32)> = Vec::with_capacity(t * freqs.len());
+    for p in 0..t {
+        for &fr in freqs {
+            table.push(((p as f32) * fr).sin_cos());
+        }
+    }
     let mut out = output_buffer(x.len());
     out.par_chunks_mut(t * d)
         .zip(x.par_chunks(t * d))
