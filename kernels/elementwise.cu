@@ -50,6 +50,45 @@ extern "C" __global__ void unary_f32(const float* x, float* y, u64 n, int op, fl
     unary_body(x, y, n, op, p0, p1);
 }
 
+// The slope op′(v) of a unary op (CPU: cpu::grad::unary_backward), in
+// fp32; the backward multiplies it by the output gradient.
+__device__ __forceinline__ float unary_slope(float v, int op, float p0) {
+    switch (op) {
+        case UN_COPY: return 1.0f;
+        // why: σ(v)·(1 + v·(1 − σ(v))), cpu::grad::silu_slope.
+        case UN_SILU: {
+            const float sig = 1.0f / (1.0f + expf(-v));
+            return sig * (1.0f + v * (1.0f - sig));
+        }
+        // why: Φ(v) + v·φ(v) for the exact erf GELU.
+        case UN_GELU:
+            return 0.5f * (1.0f + erff(v * 0.70710678118654752f)) +
+                   v * expf(-0.5f * v * v) * 0.39894228040143268f;
+        case UN_LEAKY: return v >= 0.0f ? 1.0f : p0;
+        case UN_AFFINE: return p0;
+        case UN_EXP: return expf(v);
+        case UN_NEG: return -1.0f;
+        case UN_SQUARE: return 2.0f * v;
+        case UN_SQRT: return 0.5f / sqrtf(v);
+        case UN_RECIP: return -1.0f / (v * v);
+        // why: the rounding's gradient is the identity (straight through).
+        case UN_ROUND_HALF: return 1.0f;
+        default: return __int_as_float(0x7fc00000);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void unary_backward_body(const T* x, const T* g, T* dx, u64 n, int op, float p0) {
+    GRID_STRIDE_LOOP(i, n) { st_f32(dx, i, ld_f32(g, i) * unary_slope(ld_f32(x, i), op, p0)); }
+}
+
+extern "C" __global__ void unary_backward_f16(const __half* x, const __half* g, __half* dx, u64 n, int op, float p0) {
+    unary_backward_body(x, g, dx, n, op, p0);
+}
+extern "C" __global__ void unary_backward_f32(const float* x, const float* g, float* dx, u64 n, int op, float p0) {
+    unary_backward_body(x, g, dx, n, op, p0);
+}
+
 // Broadcasting: output index → per-operand offsets through the output
 // dims and each operand's strides (0 along broadcast dims). Mirrors
 // cpu::broadcast_binary, whose `eff` strides are exactly these.

@@ -46,6 +46,9 @@ fn the_registry_covers_every_op() {
         "to_dtype",
         "accumulate_windows",
         "argmax",
+        "unary_backward",
+        "softmax_backward",
+        "sum",
     ] {
         let n = cases.iter().filter(|c| c.op == op).count();
         assert!(n >= 2, "{op}: {n} cases");

@@ -45,6 +45,9 @@ pub trait BackendStorage: Sized + std::fmt::Debug {
     // ---- element-wise ----
     /// `op(x)` for every element.
     fn unary(&self, op: UnaryOp) -> Result<Self>;
+    /// The backward of [`Self::unary`] (`self` is its input `x`):
+    /// `grad·op′(x)` for every element.
+    fn unary_backward(&self, grad: &Self, op: UnaryOp) -> Result<Self>;
     /// `op(a, b)` with broadcasting.
     fn binary(&self, rhs: &Self, op: BinaryOp, shapes: &BroadcastDesc) -> Result<Self>;
     /// `α·self + β·rhs` for operands of equal length.
@@ -65,6 +68,13 @@ pub trait BackendStorage: Sized + std::fmt::Debug {
     // ---- normalisation and softmax ----
     /// Softmax over the middle axis of `[outer, size, inner]`.
     fn softmax(&self, axis: AxisDesc) -> Result<Self>;
+    /// The backward of [`Self::softmax`] (`self` is its output `y`):
+    /// `y·(g − Σ y·g)` over the middle axis of `[outer, size, inner]`.
+    fn softmax_backward(&self, grad: &Self, axis: AxisDesc) -> Result<Self>;
+    /// Sum over the middle axis of `[outer, size, inner]` into
+    /// `[outer, inner]` (bias and broadcast gradients), accumulated wider
+    /// than the storage and rounded once.
+    fn reduce_sum(&self, axis: AxisDesc) -> Result<Self>;
     /// Fused group normalisation, see [`NormDesc`].
     fn group_norm(&self, desc: &NormDesc, operands: NormOperands<'_, Self>) -> Result<Self>;
     /// LayerNorm across channels of `[B, C, S]` at every position, times

@@ -273,42 +273,33 @@ pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         return Ok(g.clone());
     }
     let rank = g.rank();
+    let mismatch = || Error::Internal(format!("sum_to_shape: {:?} into {shape:?}", g.dims()));
     if shape.len() > rank {
-        return Err(Error::Internal(format!(
-            "sum_to_shape: {:?} into {shape:?}",
-            g.dims()
-        )));
+        return Err(mismatch());
     }
     let mut padded = vec![1; rank - shape.len()];
     padded.extend_from_slice(shape);
-    let src = g.to_vec()?;
-    let out_n: usize = padded.iter().product();
-    let mut out = vec![0f32; out_n];
-    let g_dims = g.dims();
-    let out_strides = crate::backend::cpu::elementwise::strides(&padded);
-    // Walk g's elements with a multi-index; the target index drops the
-    // broadcast (size-1) axes.
-    let mut index = vec![0usize; rank];
-    for v in &src {
-        let target: usize = (0..rank)
-            .map(|a| {
-                if padded[a] == 1 {
-                    0
-                } else {
-                    index[a] * out_strides[a]
-                }
-            })
-            .sum();
-        out[target] += v;
-        for a in (0..rank).rev() {
-            index[a] += 1;
-            if index[a] < g_dims[a] {
-                break;
+    // Each run of consecutive broadcast axes is summed in one pass on the
+    // tensor's own device.
+    let mut out = g.clone();
+    let mut a = 0;
+    while a < rank {
+        if padded[a] != 1 {
+            if padded[a] != g.dims()[a] {
+                return Err(mismatch());
             }
-            index[a] = 0;
+            a += 1;
+            continue;
+        }
+        let start = a;
+        while a < rank && padded[a] == 1 {
+            a += 1;
+        }
+        if g.dims()[start..a].iter().product::<usize>() > 1 {
+            out = out.sum_dims_keepdim(start, a - start)?;
         }
     }
-    Tensor::from_slice_on(&out, shape, &g.device(), g.dtype())
+    out.reshape(shape)
 }
 
 /// The gradient of `narrow(dim, start, len)`: `g` placed at `start` in

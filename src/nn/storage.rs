@@ -167,6 +167,10 @@ impl Storage {
         on_device!(self, x => x.unary(op)?)
     }
 
+    pub(crate) fn unary_backward(&self, grad: &Storage, op: UnaryOp) -> Result<Storage> {
+        on_device!(self, x => x.unary_backward(same(self, grad)?, op)?)
+    }
+
     pub(crate) fn binary(&self, rhs: &Storage, op: BinaryOp, s: &BroadcastDesc) -> Result<Storage> {
         on_device!(self, x => x.binary(same(self, rhs)?, op, s)?)
     }
@@ -221,6 +225,14 @@ impl Storage {
 
     pub(crate) fn softmax(&self, axis: AxisDesc) -> Result<Storage> {
         on_device!(self, x => x.softmax(axis)?)
+    }
+
+    pub(crate) fn softmax_backward(&self, grad: &Storage, axis: AxisDesc) -> Result<Storage> {
+        on_device!(self, x => x.softmax_backward(same(self, grad)?, axis)?)
+    }
+
+    pub(crate) fn reduce_sum(&self, axis: AxisDesc) -> Result<Storage> {
+        on_device!(self, x => x.reduce_sum(axis)?)
     }
 
     pub(crate) fn group_norm(&self, d: &NormDesc, o: NormOperands<'_, Storage>) -> Result<Storage> {

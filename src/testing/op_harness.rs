@@ -1012,6 +1012,7 @@ pub fn op_cases() -> Vec<OpCase> {
     attention_cases(&mut cases);
     sampler_cases(&mut cases);
     sliding_cases(&mut cases);
+    backward_cases(&mut cases);
     for (i, c) in cases.iter_mut().enumerate() {
         c.seed = 1000 + 16 * i as u64;
     }
@@ -2204,6 +2205,137 @@ fn sliding_cases(cases: &mut Vec<OpCase>) {
                 let mut out_shape = d.to_vec();
                 out_shape.remove(dim);
                 host(labels, &out_shape)
+            }),
+        );
+    }
+}
+
+/// The gradient `f(x)` passes back to `x` for the output gradient `g`.
+fn input_gradient(x: &Tensor, g: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let v = x.variable();
+    let grads = f(&v)?.backward_with(g)?;
+    grads
+        .get(&v)
+        .cloned()
+        .ok_or_else(|| Error::Internal("the op passed no gradient to its input".into()))
+}
+
+/// The backward kernels of training: each activation's and softmax's
+/// gradient through autograd (against their derivatives on the host), and
+/// the sums behind bias and broadcast gradients.
+fn backward_cases(cases: &mut Vec<OpCase>) {
+    type Slope = fn(f64) -> f64;
+    let slopes: [(UnaryOp, Slope); 3] = [
+        (UnaryOp::Silu, |x| {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s * (1.0 + x * (1.0 - s))
+        }),
+        (UnaryOp::Gelu, |x| {
+            0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2))
+                + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+        }),
+        (
+            UnaryOp::LeakyRelu(0.01),
+            |x| if x >= 0.0 { 1.0 } else { 0.01 },
+        ),
+    ];
+    for (op, slope) in slopes {
+        for shape in [&[3usize, 5, 7][..], &[2, 8, 64, 64]] {
+            cases.push(
+                OpCase::new(
+                    "unary_backward",
+                    format!("{op:?}").to_lowercase(),
+                    vec![
+                        Input::with(
+                            shape,
+                            Dist::Normal {
+                                mean: 0.0,
+                                std: 2.0,
+                            },
+                        ),
+                        normal(shape),
+                    ],
+                    move |x, _| input_gradient(&x[0], &x[1], |v| v.unary(op)),
+                )
+                .composed(1e-6, move |x, _| {
+                    let (v, g) = (x[0].to_vec()?, x[1].to_vec()?);
+                    let dx = v.iter().zip(&g);
+                    host(
+                        dx.map(|(&a, &b)| (slope(f64::from(a)) * f64::from(b)) as f32)
+                            .collect(),
+                        x[0].dims(),
+                    )
+                }),
+            );
+        }
+    }
+    let softmaxes: [(&[usize], usize, f32); 4] = [
+        (&[3, 5, 7], 1, 1.0),
+        (&[3, 5, 7], 2, 1.0),
+        (&[64, 1000], 1, 4.0),
+        (&[2, 3, 4096], 1, 2.0),
+    ];
+    for (shape, dim, std) in softmaxes {
+        cases.push(
+            OpCase::new(
+                "softmax_backward",
+                format!("dim {dim}"),
+                vec![
+                    Input::with(shape, Dist::Normal { mean: 0.0, std }),
+                    normal(shape),
+                ],
+                move |x, _| input_gradient(&x[0], &x[1], |v| v.softmax(dim)),
+            )
+            .composed(1e-6, move |x, _| {
+                let (y, g) = (host_softmax(&x[0], dim)?.to_vec()?, x[1].to_vec()?);
+                let (size, inner) = (shape[dim], shape[dim + 1..].iter().product::<usize>());
+                let mut dx = vec![0f32; y.len()];
+                for o in 0..y.len() / (size * inner) {
+                    for i in 0..inner {
+                        let at = |k: usize| (o * size + k) * inner + i;
+                        let dot: f64 = (0..size)
+                            .map(|k| f64::from(y[at(k)]) * f64::from(g[at(k)]))
+                            .sum();
+                        for k in 0..size {
+                            dx[at(k)] = (f64::from(y[at(k)]) * (f64::from(g[at(k)]) - dot)) as f32;
+                        }
+                    }
+                }
+                host(dx, shape)
+            }),
+        );
+    }
+    let sums: [(&[usize], usize); 5] = [
+        (&[3, 5, 7], 0),
+        (&[3, 5, 7], 1),
+        (&[3, 5, 7], 2),
+        (&[5000, 64], 0),
+        (&[2, 16, 32, 32], 3),
+    ];
+    for (shape, dim) in sums {
+        cases.push(
+            OpCase::new(
+                "sum",
+                format!("dim {dim}"),
+                vec![normal(shape)],
+                move |x, _| x[0].sum_keepdim(dim),
+            )
+            .composed(1e-7, move |x, _| {
+                let v = x[0].to_vec()?;
+                let (size, inner) = (shape[dim], shape[dim + 1..].iter().product::<usize>());
+                let outer = v.len() / (size * inner);
+                let mut out = vec![0f32; outer * inner];
+                for o in 0..outer {
+                    for i in 0..inner {
+                        let s: f64 = (0..size)
+                            .map(|k| f64::from(v[(o * size + k) * inner + i]))
+                            .sum();
+                        out[o * inner + i] = s as f32;
+                    }
+                }
+                let mut out_shape = shape.to_vec();
+                out_shape[dim] = 1;
+                host(out, &out_shape)
             }),
         );
     }

@@ -1,6 +1,7 @@
 //! Element-wise kernels: activations, broadcasting binary ops, softmax.
 
 use super::{output_buffer, simd};
+use crate::backend::desc::AxisDesc;
 use rayon::prelude::*;
 
 /// Elements per rayon task for element-wise maps.
@@ -244,6 +245,30 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
             || softmax_in_place(row),
         )
     });
+    out
+}
+
+/// Sum over the middle axis of an `[outer, n, inner]` buffer into
+/// `[outer, inner]`, accumulated in f64 and rounded once.
+pub fn reduce_sum(x: &[f32], axis: AxisDesc) -> Vec<f32> {
+    let AxisDesc { outer, size, inner } = axis;
+    let mut out = vec![0f32; outer * inner];
+    if size == 0 || inner == 0 {
+        return out;
+    }
+    out.par_chunks_mut(inner)
+        .zip(x.par_chunks(size * inner))
+        .for_each(|(dst, src)| {
+            let mut acc = vec![0f64; inner];
+            for row in src.chunks(inner) {
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += f64::from(v);
+                }
+            }
+            for (d, a) in dst.iter_mut().zip(acc) {
+                *d = a as f32;
+            }
+        });
     out
 }
 

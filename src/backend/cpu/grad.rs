@@ -733,21 +733,6 @@ pub fn conv_transpose3d_backward_weight(
     conv3d_backward_weight(grad_out, x, &adjoint(g)?)
 }
 
-/// `Σ_b Σ_s g[b, c, s]` for every channel c: the gradient of a per-channel
-/// bias.
-pub fn channel_sum(grad_out: &[f32], batch: usize, channels: usize, spatial: usize) -> Vec<f32> {
-    let mut acc = vec![0f64; channels];
-    if spatial == 0 {
-        return vec![0.0; channels];
-    }
-    for sample in grad_out.chunks(channels * spatial).take(batch) {
-        for (a, row) in acc.iter_mut().zip(sample.chunks(spatial)) {
-            *a += row.iter().map(|&v| v as f64).sum::<f64>();
-        }
-    }
-    acc.into_iter().map(|v| v as f32).collect()
-}
-
 /// `gy·f′(x)` for an element-wise function.
 pub fn unary_backward(x: &[f32], grad_out: &[f32], op: UnaryOp) -> Vec<f32> {
     let slope = |v: f32| -> f32 {

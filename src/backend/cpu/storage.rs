@@ -117,6 +117,12 @@ impl BackendStorage for CpuStorage {
         }))
     }
 
+    fn unary_backward(&self, grad: &Self, op: UnaryOp) -> Result<Self> {
+        Ok(CpuStorage(super::grad::unary_backward(
+            &self.0, &grad.0, op,
+        )))
+    }
+
     fn lincomb(&self, alpha: f32, rhs: &Self, beta: f32) -> Result<Self> {
         Ok(CpuStorage(ew::broadcast_binary(
             &self.0,
@@ -179,6 +185,16 @@ impl BackendStorage for CpuStorage {
 
     fn softmax(&self, a: AxisDesc) -> Result<Self> {
         Ok(CpuStorage(ew::softmax_axis(&self.0, a.size, a.inner)))
+    }
+
+    fn softmax_backward(&self, grad: &Self, a: AxisDesc) -> Result<Self> {
+        Ok(CpuStorage(super::grad::softmax_backward(
+            &self.0, &grad.0, a,
+        )))
+    }
+
+    fn reduce_sum(&self, a: AxisDesc) -> Result<Self> {
+        Ok(CpuStorage(ew::reduce_sum(&self.0, a)))
     }
 
     fn group_norm(&self, d: &NormDesc, o: NormOperands<'_, Self>) -> Result<Self> {

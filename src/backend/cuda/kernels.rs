@@ -104,6 +104,24 @@ pub(super) fn unary(
     launch!(dev, "elementwise", name, cfg_1d(n); x, y, n, op, p0, p1)
 }
 
+/// `dx = g·op′(x)` (`unary_backward_f16` / `unary_backward_f32`); `op`,
+/// `p0` as `UnaryOp::kernel_code`.
+pub(super) fn unary_backward(
+    dev: &CudaDevice,
+    f16: bool,
+    [x, g, dx]: [u64; 3],
+    n: usize,
+    (op, p0, _): (i32, f32, f32),
+) -> Result<()> {
+    let n = n as u64;
+    let name = if f16 {
+        "unary_backward_f16"
+    } else {
+        "unary_backward_f32"
+    };
+    launch!(dev, "elementwise", name, cfg_1d(n); x, g, dx, n, op, p0)
+}
+
 /// The `BroadcastArgs` struct of `elementwise.cu`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -402,6 +420,66 @@ pub(super) fn softmax(
     let n = i64_of(n, "softmax axis")?;
     let inner = i64_of(inner, "softmax inner size")?;
     let name = if f16 { "softmax_f16" } else { "softmax_f32" };
+    launch!(dev, "softmax", name, cfg; x, y, outer, n, inner)
+}
+
+/// Softmax backward over the middle axis of `[outer, n, inner]`
+/// (`softmax_backward_f16` / `softmax_backward_f32`), launched as the
+/// forward.
+pub(super) fn softmax_backward(
+    dev: &CudaDevice,
+    f16: bool,
+    [y, g, dx]: [u64; 3],
+    outer: usize,
+    n: usize,
+    inner: usize,
+) -> Result<()> {
+    let cfg = if inner == 1 {
+        cfg_blocks(outer as u64, BLOCK)
+    } else {
+        cfg_1d((outer as u64).saturating_mul(inner as u64))
+    };
+    let outer = i64_of(outer, "softmax outer size")?;
+    let n = i64_of(n, "softmax axis")?;
+    let inner = i64_of(inner, "softmax inner size")?;
+    let name = if f16 {
+        "softmax_backward_f16"
+    } else {
+        "softmax_backward_f32"
+    };
+    launch!(dev, "softmax", name, cfg; y, g, dx, outer, n, inner)
+}
+
+/// Rows of the summed axis one `reduce_sum` block walks at once
+/// (`REDUCE_ROWS` of `softmax.cu`).
+const REDUCE_ROWS: u32 = 32;
+
+/// Sum over the middle axis of `[outer, n, inner]` into `[outer, inner]`
+/// (`reduce_sum_f16` / `reduce_sum_f32`): blocks of 32 inner positions ×
+/// [`REDUCE_ROWS`] rows, x over inner tiles, y over `outer`.
+pub(super) fn reduce_sum(
+    dev: &CudaDevice,
+    f16: bool,
+    x: u64,
+    y: u64,
+    outer: usize,
+    n: usize,
+    inner: usize,
+) -> Result<()> {
+    let tiles = (inner as u64).div_ceil(32).clamp(1, MAX_GRID_X) as u32;
+    let cfg = LaunchConfig {
+        grid_dim: (tiles, (outer as u64).clamp(1, MAX_GRID_YZ) as u32, 1),
+        block_dim: (32, REDUCE_ROWS, 1),
+        shared_mem_bytes: 0,
+    };
+    let outer = i64_of(outer, "reduce_sum outer size")?;
+    let n = i64_of(n, "reduce_sum axis")?;
+    let inner = i64_of(inner, "reduce_sum inner size")?;
+    let name = if f16 {
+        "reduce_sum_f16"
+    } else {
+        "reduce_sum_f32"
+    };
     launch!(dev, "softmax", name, cfg; x, y, outer, n, inner)
 }
 

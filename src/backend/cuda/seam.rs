@@ -516,6 +516,24 @@ impl BackendStorage for CudaStorage {
         Ok(out)
     }
 
+    fn unary_backward(&self, grad: &Self, op: UnaryOp) -> Result<Self> {
+        let name = "the backward of a unary op";
+        self.check_operand(grad, name, "the gradient", self.len())?;
+        let out = self.output(self.len())?;
+        if !self.is_empty() {
+            self.ordered(&[grad], || {
+                k::unary_backward(
+                    self.device(),
+                    self.is_f16(),
+                    [self.address()?, grad.address()?, out.address()?],
+                    self.len(),
+                    op.kernel_code(),
+                )
+            })?;
+        }
+        Ok(out)
+    }
+
     fn lincomb(&self, alpha: f32, rhs: &Self, beta: f32) -> Result<Self> {
         self.check_operand(rhs, "lincomb", "the right operand", self.len())?;
         let out = self.output(self.len())?;
@@ -699,6 +717,49 @@ impl BackendStorage for CudaStorage {
                 a.size,
                 a.inner,
             )?;
+        }
+        Ok(out)
+    }
+
+    fn softmax_backward(&self, grad: &Self, a: AxisDesc) -> Result<Self> {
+        let name = "softmax_backward";
+        let n = product(&[a.outer, a.size, a.inner])?;
+        self.check_len(name, n)?;
+        self.check_operand(grad, name, "the gradient", n)?;
+        let out = self.output(n)?;
+        if n > 0 {
+            self.ordered(&[grad], || {
+                k::softmax_backward(
+                    self.device(),
+                    self.is_f16(),
+                    [self.address()?, grad.address()?, out.address()?],
+                    a.outer,
+                    a.size,
+                    a.inner,
+                )
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn reduce_sum(&self, a: AxisDesc) -> Result<Self> {
+        self.check_len("reduce_sum", product(&[a.outer, a.size, a.inner])?)?;
+        let n_out = product(&[a.outer, a.inner])?;
+        let out = self.output(n_out)?;
+        if n_out > 0 {
+            if a.size == 0 {
+                k::fill(self.device(), self.is_f16(), out.address()?, n_out, 0.0)?;
+            } else {
+                k::reduce_sum(
+                    self.device(),
+                    self.is_f16(),
+                    self.address()?,
+                    out.address()?,
+                    a.outer,
+                    a.size,
+                    a.inner,
+                )?;
+            }
         }
         Ok(out)
     }

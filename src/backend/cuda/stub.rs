@@ -106,6 +106,9 @@ mod seam {
         fn unary(&self, _: UnaryOp) -> Result<Self> {
             match *self {}
         }
+        fn unary_backward(&self, _: &Self, _: UnaryOp) -> Result<Self> {
+            match *self {}
+        }
         fn binary(&self, _: &Self, _: BinaryOp, _: &BroadcastDesc) -> Result<Self> {
             match *self {}
         }
@@ -131,6 +134,12 @@ mod seam {
             match *self {}
         }
         fn softmax(&self, _: AxisDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn softmax_backward(&self, _: &Self, _: AxisDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn reduce_sum(&self, _: AxisDesc) -> Result<Self> {
             match *self {}
         }
         fn group_norm(&self, _: &NormDesc, _: NormOperands<'_, Self>) -> Result<Self> {

@@ -298,6 +298,131 @@ fn unary_ops_match_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// The backward kernels of training (issue 15): `g·op′(x)` for every
+/// unary op, the softmax backward over rows and columns, and the sums of
+/// bias and broadcast gradients (one column, wide rows, many tiles).
+#[test]
+fn backward_unary_softmax_and_sums_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let ops = [
+        UnaryOp::Silu,
+        UnaryOp::Gelu,
+        UnaryOp::LeakyRelu(0.01),
+        UnaryOp::Affine(1.5, -0.25),
+        UnaryOp::Exp,
+        UnaryOp::Neg,
+        UnaryOp::Square,
+        UnaryOp::Sqrt,
+        UnaryOp::Recip,
+        UnaryOp::RoundHalf,
+    ];
+    for dtype in DTYPES {
+        let (gg, cg) = pair(&dev, &random(4099, 4, 1.0, 0.0), dtype)?;
+        for op in ops {
+            let data = match op {
+                UnaryOp::Sqrt | UnaryOp::Recip => random(4099, 3, 0.3, 2.0)
+                    .into_iter()
+                    .map(f32::abs)
+                    .collect(),
+                _ => random(4099, 3, 2.0, 0.0),
+            };
+            let (gx, cx) = pair(&dev, &data, dtype)?;
+            assert_close(
+                &format!("{op:?} backward {dtype:?}"),
+                &gx.unary_backward(&gg, op)?,
+                &cx.unary_backward(&cg, op)?,
+                tol(dtype),
+            )?;
+        }
+        for (i, axis) in [
+            AxisDesc {
+                outer: 37,
+                size: 300,
+                inner: 1,
+            },
+            AxisDesc {
+                outer: 2,
+                size: 5,
+                inner: 4096,
+            },
+            AxisDesc {
+                outer: 3,
+                size: 1,
+                inner: 9,
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let n = axis.outer * axis.size * axis.inner;
+            let (gl, _) = pair(&dev, &random(n, 80 + i as u64, 3.0, 0.0), dtype)?;
+            let gy = gl.softmax(axis)?;
+            // The CPU backward sees the GPU's (rounded) probabilities.
+            let cy = CpuStorage::new(gy.to_host_f32()?);
+            let (gg, cg) = pair(&dev, &random(n, 90 + i as u64, 1.0, 0.0), dtype)?;
+            assert_close(
+                &format!("softmax backward {axis:?} {dtype:?}"),
+                &gy.softmax_backward(&gg, axis)?,
+                &cy.softmax_backward(&cg, axis)?,
+                tol(dtype),
+            )?;
+        }
+        for (i, axis) in [
+            // A linear layer's bias: rows summed per output feature.
+            AxisDesc {
+                outer: 1,
+                size: 5000,
+                inner: 64,
+            },
+            // A convolution's spatial sum, then its batch sum.
+            AxisDesc {
+                outer: 96,
+                size: 4096,
+                inner: 1,
+            },
+            AxisDesc {
+                outer: 1,
+                size: 3,
+                inner: 32,
+            },
+            // Broadcast gradients: more inner tiles than one grid row.
+            AxisDesc {
+                outer: 3,
+                size: 7,
+                inner: 70_001,
+            },
+            AxisDesc {
+                outer: 4,
+                size: 0,
+                inner: 5,
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let n = axis.outer * axis.size * axis.inner;
+            let (gx, cx) = pair(&dev, &random(n.max(1), 100 + i as u64, 1.0, 0.5), dtype)?;
+            let (gx, cx) = if n == 0 {
+                (
+                    dev.storage_full(0.0, 0, dtype)?,
+                    CpuStorage::new(Vec::new()),
+                )
+            } else {
+                (gx, cx)
+            };
+            let got = gx.reduce_sum(axis)?;
+            assert_eq!(got.len(), axis.outer * axis.inner, "{axis:?}");
+            assert_close(
+                &format!("reduce_sum {axis:?} {dtype:?}"),
+                &got,
+                &cx.reduce_sum(axis)?,
+                tol(dtype),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn binary_ops_broadcast_like_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };

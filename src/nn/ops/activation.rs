@@ -1,8 +1,6 @@
 //! Unary activations and softmax.
 
-use crate::backend::cpu::grad;
 use crate::backend::desc::UnaryOp;
-use crate::nn::autograd::host;
 use crate::nn::Tensor;
 use crate::Result;
 
@@ -55,8 +53,8 @@ impl Tensor {
         Ok(y.record("softmax", &[self], |y| {
             let y = y.detach();
             Box::new(move |g, _| {
-                let dx = grad::softmax_backward(host(&y, "softmax")?, host(g, "softmax")?, axis);
-                Ok(vec![Some(Tensor::from_vec(dx, y.dims())?)])
+                let dx = y.storage().softmax_backward(g.storage(), axis)?;
+                Ok(vec![Some(y.same_shape(dx)?)])
             })
         }))
     }
@@ -73,9 +71,9 @@ fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Ten
         UnaryOp::Sqrt => g.div(y)?.affine(0.5, 0.0),
         UnaryOp::Recip => g.mul(&y.unary(UnaryOp::Square)?)?.affine(-1.0, 0.0),
         UnaryOp::RoundHalf => Ok(g.clone()),
+        // One kernel for the slope and the product (every device).
         UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::LeakyRelu(_) => {
-            let dx = grad::unary_backward(host(x, "activation")?, host(g, "activation")?, op);
-            Tensor::from_vec(dx, x.dims())
+            x.same_shape(x.storage().unary_backward(g.storage(), op)?)
         }
     }
 }

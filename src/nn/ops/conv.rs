@@ -282,7 +282,8 @@ fn stride_one_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Op
 
 /// The gradients of a convolution-like op (input, weight, optional bias,
 /// in that order) from its device-specific input and weight kernels; the
-/// bias gradient is the output gradient summed per channel.
+/// bias gradient is the output gradient summed per channel, on the
+/// gradient's own device.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_grads(
     op: &str,
@@ -294,28 +295,31 @@ pub(super) fn conv_grads(
     input_grad: impl FnOnce(&[f32]) -> Result<Vec<f32>>,
     weight_grad: impl FnOnce(&[f32], &[f32]) -> Result<Vec<f32>>,
 ) -> Result<Vec<Option<Tensor>>> {
-    let g_host = host(gy, op)?;
     let mut grads = Vec::with_capacity(3);
     grads.push(
         needs[0]
-            .then(|| Tensor::from_vec(input_grad(g_host)?, x.dims()))
+            .then(|| Tensor::from_vec(input_grad(host(gy, op)?)?, x.dims()))
             .transpose()?,
     );
     grads.push(
         needs[1]
-            .then(|| Tensor::from_vec(weight_grad(host(x, op)?, g_host)?, w.dims()))
+            .then(|| Tensor::from_vec(weight_grad(host(x, op)?, host(gy, op)?)?, w.dims()))
             .transpose()?,
     );
     if has_bias {
-        let (b, c) = (gy.dims()[0], gy.dims()[1]);
-        let spatial = gy.elem_count() / (b * c).max(1);
-        grads.push(
-            needs[2]
-                .then(|| Tensor::from_vec(grad::channel_sum(g_host, b, c, spatial), &[c]))
-                .transpose()?,
-        );
+        grads.push(needs[2].then(|| channel_sum(gy)).transpose()?);
     }
     Ok(grads)
+}
+
+/// `[B, C, …]` summed over every dimension but the channels: `[C]`.
+pub(super) fn channel_sum(gy: &Tensor) -> Result<Tensor> {
+    let (b, c) = (gy.dims()[0], gy.dims()[1]);
+    let spatial = gy.elem_count() / (b * c).max(1);
+    gy.reshape(&[b, c, spatial])?
+        .sum_keepdim(2)?
+        .sum_keepdim(0)?
+        .reshape(&[c])
 }
 
 #[cfg(test)]

@@ -1,9 +1,7 @@
 //! Fully connected layers.
 
 use super::expect_rank;
-use crate::backend::cpu::grad;
 use crate::backend::desc::LinearDesc;
-use crate::nn::autograd::host;
 use crate::nn::Tensor;
 use crate::{Error, Result};
 
@@ -59,10 +57,7 @@ impl Tensor {
                 if needs.len() > 2 {
                     grads.push(
                         needs[2]
-                            .then(|| {
-                                let db = grad::channel_sum(host(&g2, "linear")?, rows, n_out, 1);
-                                Tensor::from_vec(db, &[n_out])
-                            })
+                            .then(|| g2.sum_keepdim(0)?.reshape(&[n_out]))
                             .transpose()?,
                     );
                 }

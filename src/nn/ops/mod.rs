@@ -10,6 +10,7 @@ mod conv3d;
 mod embedding;
 mod linear;
 mod norm;
+mod reduce;
 mod sampler;
 mod sliding;
 
