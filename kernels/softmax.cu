@@ -92,9 +92,12 @@ extern "C" __global__ void softmax_backward_f32(const float* y, const float* g, 
 
 // Sum over the middle axis of [outer, n, inner] into [outer, inner] (CPU:
 // cpu::elementwise::reduce_sum; bias gradients, broadcast gradients), in
-// fp32, rounded once. Block (32, REDUCE_ROWS): x over 32 neighbouring inner
-// positions (coalesced), y over a stride of the summed axis; the partial
-// sums meet in shared memory. Grid: x over inner tiles, y over outer.
+// fp32, rounded once.
+//
+// reduce_sum_*: inner > 1. Block (32, REDUCE_ROWS): x over 32 neighbouring
+// inner positions (coalesced), y over a stride of the summed axis; the
+// partial sums meet in shared memory. Grid: x over inner tiles, y over
+// outer; both loop.
 #define REDUCE_ROWS 32
 template <typename T>
 __device__ __forceinline__ void reduce_sum_body(const T* x, T* y, i64 outer, i64 n, i64 inner) {
@@ -122,9 +125,32 @@ __device__ __forceinline__ void reduce_sum_body(const T* x, T* y, i64 outer, i64
     }
 }
 
-extern "C" __global__ void reduce_sum_f16(const __half* x, __half* y, long long outer, long long n, long long inner) {
+extern "C" __global__ void __launch_bounds__(32 * REDUCE_ROWS)
+    reduce_sum_f16(const __half* x, __half* y, long long outer, long long n, long long inner) {
     reduce_sum_body(x, y, outer, n, inner);
 }
-extern "C" __global__ void reduce_sum_f32(const float* x, float* y, long long outer, long long n, long long inner) {
+extern "C" __global__ void __launch_bounds__(32 * REDUCE_ROWS)
+    reduce_sum_f32(const float* x, float* y, long long outer, long long n, long long inner) {
     reduce_sum_body(x, y, outer, n, inner);
+}
+
+// reduce_sum_rows_*: inner == 1 (a convolution bias's spatial sum): a block
+// per row of n contiguous values, summed by the whole block.
+template <typename T>
+__device__ __forceinline__ void reduce_sum_rows_body(const T* x, T* y, i64 rows, i64 n) {
+    __shared__ float scratch[32];
+    for (u64 r = blockIdx.x; r < (u64)rows; r += gridDim.x) {
+        const T* xr = x + r * (u64)n;
+        float s = 0.0f;
+        for (u64 j = threadIdx.x; j < (u64)n; j += blockDim.x) s += ld_f32(xr, j);
+        s = block_sum(s, scratch);
+        if (threadIdx.x == 0) st_f32(y, r, s);
+    }
+}
+
+extern "C" __global__ void reduce_sum_rows_f16(const __half* x, __half* y, long long rows, long long n) {
+    reduce_sum_rows_body(x, y, rows, n);
+}
+extern "C" __global__ void reduce_sum_rows_f32(const float* x, float* y, long long rows, long long n) {
+    reduce_sum_rows_body(x, y, rows, n);
 }

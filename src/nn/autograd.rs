@@ -159,7 +159,12 @@ impl Tensor {
         };
         let order = topological_order(root);
         let mut pending: HashMap<u64, Tensor> = HashMap::new();
-        pending.insert(root.id, grad.detach());
+        // The seed on the output's device and in its element type: the
+        // backward kernels take operands of one device and type.
+        pending.insert(
+            root.id,
+            grad.detach().to_device(&self.device(), self.dtype())?,
+        );
         let mut leaves = HashMap::new();
         for node in order.iter().rev() {
             let Some(g) = pending.remove(&node.id) else {
@@ -295,7 +300,8 @@ pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         while a < rank && padded[a] == 1 {
             a += 1;
         }
-        if g.dims()[start..a].iter().product::<usize>() > 1 {
+        // A run of size 1 needs no sum; one of size 0 sums to zeros.
+        if g.dims()[start..a].iter().product::<usize>() != 1 {
             out = out.sum_dims_keepdim(start, a - start)?;
         }
     }
@@ -379,6 +385,10 @@ mod tests {
             vec![6.0, 9.0, 24.0, 27.0]
         );
         assert_eq!(sum_to_shape(&g, &[1])?.to_vec()?, vec![66.0]);
+        // Broadcast from size 1 to size 0: the operand's gradient is zeros.
+        let empty = Tensor::from_vec(Vec::new(), &[0, 3])?;
+        assert_eq!(sum_to_shape(&empty, &[1, 3])?.to_vec()?, vec![0.0; 3]);
+        assert_eq!(sum_to_shape(&empty, &[3])?.to_vec()?, vec![0.0; 3]);
         Ok(())
     }
 }

@@ -454,9 +454,10 @@ pub(super) fn softmax_backward(
 /// (`REDUCE_ROWS` of `softmax.cu`).
 const REDUCE_ROWS: u32 = 32;
 
-/// Sum over the middle axis of `[outer, n, inner]` into `[outer, inner]`
-/// (`reduce_sum_f16` / `reduce_sum_f32`): blocks of 32 inner positions ×
-/// [`REDUCE_ROWS`] rows, x over inner tiles, y over `outer`.
+/// Sum over the middle axis of `[outer, n, inner]` into `[outer, inner]`:
+/// with `inner == 1` a block per row (`reduce_sum_rows_f16` / `_f32`),
+/// otherwise blocks of 32 inner positions × [`REDUCE_ROWS`] rows, x over
+/// inner tiles, y over `outer` (`reduce_sum_f16` / `reduce_sum_f32`).
 pub(super) fn reduce_sum(
     dev: &CudaDevice,
     f16: bool,
@@ -466,6 +467,17 @@ pub(super) fn reduce_sum(
     n: usize,
     inner: usize,
 ) -> Result<()> {
+    if inner == 1 {
+        let cfg = cfg_blocks(outer as u64, BLOCK);
+        let rows = i64_of(outer, "reduce_sum rows")?;
+        let n = i64_of(n, "reduce_sum axis")?;
+        let name = if f16 {
+            "reduce_sum_rows_f16"
+        } else {
+            "reduce_sum_rows_f32"
+        };
+        return launch!(dev, "softmax", name, cfg; x, y, rows, n);
+    }
     let tiles = (inner as u64).div_ceil(32).clamp(1, MAX_GRID_X) as u32;
     let cfg = LaunchConfig {
         grid_dim: (tiles, (outer as u64).clamp(1, MAX_GRID_YZ) as u32, 1),

@@ -385,11 +385,17 @@ fn backward_unary_softmax_and_sums_match_the_cpu() -> Result<()> {
                 size: 3,
                 inner: 32,
             },
-            // Broadcast gradients: more inner tiles than one grid row.
+            // Broadcast gradients: many inner tiles, the last one partial.
             AxisDesc {
                 outer: 3,
                 size: 7,
                 inner: 70_001,
+            },
+            // Rows (a block each) with fewer values than threads.
+            AxisDesc {
+                outer: 5,
+                size: 3,
+                inner: 1,
             },
             AxisDesc {
                 outer: 4,
