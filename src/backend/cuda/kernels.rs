@@ -399,6 +399,23 @@ pub(super) fn layer_norm_channels(
 
 // -------------------------------------------------------------------- softmax
 
+/// The grid of the softmax kernels (forward and backward) over the middle
+/// axis of `[outer, n, inner]`, and the sizes as their `long long`s. Rows
+/// (inner 1): a block per row; columns: a thread per column.
+fn softmax_launch(outer: usize, n: usize, inner: usize) -> Result<(LaunchConfig, [i64; 3])> {
+    let cfg = if inner == 1 {
+        cfg_blocks(outer as u64, BLOCK)
+    } else {
+        cfg_1d((outer as u64).saturating_mul(inner as u64))
+    };
+    let sizes = [
+        i64_of(outer, "softmax outer size")?,
+        i64_of(n, "softmax axis")?,
+        i64_of(inner, "softmax inner size")?,
+    ];
+    Ok((cfg, sizes))
+}
+
 /// Softmax over the middle axis of `[outer, n, inner]` (`softmax_f16` /
 /// `softmax_f32`).
 pub(super) fn softmax(
@@ -410,15 +427,7 @@ pub(super) fn softmax(
     n: usize,
     inner: usize,
 ) -> Result<()> {
-    // Rows (inner 1): a block per row; columns: a thread per column.
-    let cfg = if inner == 1 {
-        cfg_blocks(outer as u64, BLOCK)
-    } else {
-        cfg_1d((outer as u64).saturating_mul(inner as u64))
-    };
-    let outer = i64_of(outer, "softmax outer size")?;
-    let n = i64_of(n, "softmax axis")?;
-    let inner = i64_of(inner, "softmax inner size")?;
+    let (cfg, [outer, n, inner]) = softmax_launch(outer, n, inner)?;
     let name = if f16 { "softmax_f16" } else { "softmax_f32" };
     launch!(dev, "softmax", name, cfg; x, y, outer, n, inner)
 }
@@ -434,14 +443,7 @@ pub(super) fn softmax_backward(
     n: usize,
     inner: usize,
 ) -> Result<()> {
-    let cfg = if inner == 1 {
-        cfg_blocks(outer as u64, BLOCK)
-    } else {
-        cfg_1d((outer as u64).saturating_mul(inner as u64))
-    };
-    let outer = i64_of(outer, "softmax outer size")?;
-    let n = i64_of(n, "softmax axis")?;
-    let inner = i64_of(inner, "softmax inner size")?;
+    let (cfg, [outer, n, inner]) = softmax_launch(outer, n, inner)?;
     let name = if f16 {
         "softmax_backward_f16"
     } else {

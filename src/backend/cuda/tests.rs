@@ -261,32 +261,56 @@ fn philox_noise_is_bit_identical_to_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// Softmax axes: long rows (a block each), wide columns, a single value.
+const SOFTMAX_AXES: [AxisDesc; 3] = [
+    AxisDesc {
+        outer: 37,
+        size: 300,
+        inner: 1,
+    },
+    AxisDesc {
+        outer: 2,
+        size: 5,
+        inner: 4096,
+    },
+    AxisDesc {
+        outer: 3,
+        size: 1,
+        inner: 9,
+    },
+];
+
+/// Every unary op, each with parameters where it has them.
+const EVERY_UNARY_OP: [UnaryOp; 10] = [
+    UnaryOp::Silu,
+    UnaryOp::Gelu,
+    UnaryOp::LeakyRelu(0.01),
+    UnaryOp::Affine(1.5, -0.25),
+    UnaryOp::Exp,
+    UnaryOp::Neg,
+    UnaryOp::Square,
+    UnaryOp::Sqrt,
+    UnaryOp::Recip,
+    UnaryOp::RoundHalf,
+];
+
+/// 4099 random inputs for `op`: positive where the op needs them.
+fn unary_input(op: UnaryOp) -> Vec<f32> {
+    match op {
+        UnaryOp::Sqrt | UnaryOp::Recip => random(4099, 3, 0.3, 2.0)
+            .into_iter()
+            .map(f32::abs)
+            .collect(),
+        _ => random(4099, 3, 2.0, 0.0),
+    }
+}
+
 #[test]
 fn unary_ops_match_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
-    let ops = [
-        UnaryOp::Silu,
-        UnaryOp::Gelu,
-        UnaryOp::LeakyRelu(0.01),
-        UnaryOp::Affine(1.5, -0.25),
-        UnaryOp::Exp,
-        UnaryOp::Neg,
-        UnaryOp::Square,
-        UnaryOp::Sqrt,
-        UnaryOp::Recip,
-        UnaryOp::RoundHalf,
-    ];
     for dtype in DTYPES {
-        for op in ops {
-            // Positive inputs where the op needs them.
-            let data = match op {
-                UnaryOp::Sqrt | UnaryOp::Recip => random(4099, 3, 0.3, 2.0)
-                    .into_iter()
-                    .map(f32::abs)
-                    .collect(),
-                _ => random(4099, 3, 2.0, 0.0),
-            };
-            let (g, c) = pair(&dev, &data, dtype)?;
+        for op in EVERY_UNARY_OP {
+            let (g, c) = pair(&dev, &unary_input(op), dtype)?;
             assert_close(
                 &format!("{op:?} {dtype:?}"),
                 &g.unary(op)?,
@@ -304,29 +328,10 @@ fn unary_ops_match_the_cpu() -> Result<()> {
 #[test]
 fn backward_unary_softmax_and_sums_match_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
-    let ops = [
-        UnaryOp::Silu,
-        UnaryOp::Gelu,
-        UnaryOp::LeakyRelu(0.01),
-        UnaryOp::Affine(1.5, -0.25),
-        UnaryOp::Exp,
-        UnaryOp::Neg,
-        UnaryOp::Square,
-        UnaryOp::Sqrt,
-        UnaryOp::Recip,
-        UnaryOp::RoundHalf,
-    ];
     for dtype in DTYPES {
         let (gg, cg) = pair(&dev, &random(4099, 4, 1.0, 0.0), dtype)?;
-        for op in ops {
-            let data = match op {
-                UnaryOp::Sqrt | UnaryOp::Recip => random(4099, 3, 0.3, 2.0)
-                    .into_iter()
-                    .map(f32::abs)
-                    .collect(),
-                _ => random(4099, 3, 2.0, 0.0),
-            };
-            let (gx, cx) = pair(&dev, &data, dtype)?;
+        for op in EVERY_UNARY_OP {
+            let (gx, cx) = pair(&dev, &unary_input(op), dtype)?;
             assert_close(
                 &format!("{op:?} backward {dtype:?}"),
                 &gx.unary_backward(&gg, op)?,
@@ -334,26 +339,7 @@ fn backward_unary_softmax_and_sums_match_the_cpu() -> Result<()> {
                 tol(dtype),
             )?;
         }
-        for (i, axis) in [
-            AxisDesc {
-                outer: 37,
-                size: 300,
-                inner: 1,
-            },
-            AxisDesc {
-                outer: 2,
-                size: 5,
-                inner: 4096,
-            },
-            AxisDesc {
-                outer: 3,
-                size: 1,
-                inner: 9,
-            },
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, axis) in SOFTMAX_AXES.into_iter().enumerate() {
             let n = axis.outer * axis.size * axis.inner;
             let (gl, _) = pair(&dev, &random(n, 80 + i as u64, 3.0, 0.0), dtype)?;
             let gy = gl.softmax(axis)?;
@@ -557,23 +543,7 @@ fn layout_ops_move_bits_like_the_cpu() -> Result<()> {
 fn softmax_matches_the_cpu() -> Result<()> {
     let Some(dev) = gpu() else { return Ok(()) };
     for dtype in DTYPES {
-        for axis in [
-            AxisDesc {
-                outer: 37,
-                size: 300,
-                inner: 1,
-            },
-            AxisDesc {
-                outer: 2,
-                size: 5,
-                inner: 4096,
-            },
-            AxisDesc {
-                outer: 3,
-                size: 1,
-                inner: 9,
-            },
-        ] {
+        for axis in SOFTMAX_AXES {
             let n = axis.outer * axis.size * axis.inner;
             let (g, c) = pair(&dev, &random(n, 70, 3.0, 0.0), dtype)?;
             assert_close(
