@@ -38,7 +38,8 @@ while read -r name exe; do
     objcopy --strip-debug "$exe" "$out/$dest"
     chmod +x "$out/$dest"
 done <"$out/executables.txt"
-cp tools/gpu_check.sh tools/torch_gpu_ops.py tools/torch_gpu_denoiser.py tools/nnunet_gpu_predictor.py "$out/"
+cp tools/gpu_check.sh tools/torch_gpu_ops.py tools/torch_gpu_denoiser.py tools/torch_gpu_train.py \
+    tools/nnunet_gpu_predictor.py "$out/"
 # nnU-Net's predictor for the segmentation speed comparison: the GPU
 # machine has PyTorch but no nnunetv2 and no package index, so its
 # pure-Python packages travel as wheels (the versions the fixtures were

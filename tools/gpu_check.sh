@@ -31,8 +31,8 @@ CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
     timeout 300 "$ops" cuda --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | grep -v " ok$" | tail -n 80
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-echo "==> whole models: denoiser, RePaint and the nnU-Net predictor on the GPU against the CPU, and their timings"
-CLAIM_GPU_CASE_DIR="$out/case" CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-420}" "$engine" gpu --test-threads=1 --nocapture 2>&1 |
+echo "==> whole models: denoiser, RePaint, the nnU-Net predictor and training steps on the GPU against the CPU, and their timings"
+CLAIM_GPU_CASE_DIR="$out/case" CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-480}" "$engine" gpu --test-threads=1 --nocapture 2>&1 |
     tee "$out/models.txt" | grep -v "^{" | tail -n 40
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
@@ -42,12 +42,23 @@ timeout 180 python3 tools/torch_gpu_ops.py >"$out/torch_bench.jsonl" 2>"$out/tor
 timeout 240 python3 tools/torch_gpu_denoiser.py >"$out/torch_models.jsonl" 2>"$out/torch_models_err.txt" ||
     { echo "torch model timing failed:"; tail -n 20 "$out/torch_models_err.txt"; }
 
-echo "==> nnU-Net's nnUNetPredictor on the same case and results folders"
-if ls .gpu/wheels/*.whl >/dev/null 2>&1 && [ -s "$out/case/phantom_image.f32" ]; then
+# nnU-Net's pure-Python packages (the predictor, and the PlainConvUNet the
+# AMP training anchor builds) travel as wheels.
+site=""
+if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
     site="$(mktemp -d)"
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl &&
-        PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" timeout 300 python3 tools/nnunet_gpu_predictor.py \
-            --case "$out/case" >"$out/nnunet_bench.jsonl" 2>"$out/nnunet_err.txt" ||
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl || site=""
+fi
+
+echo "==> PyTorch AMP training steps"
+PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" timeout 180 python3 tools/torch_gpu_train.py \
+    >"$out/torch_train.jsonl" 2>"$out/torch_train_err.txt" ||
+    { echo "torch training timing failed:"; tail -n 20 "$out/torch_train_err.txt"; }
+
+echo "==> nnU-Net's nnUNetPredictor on the same case and results folders"
+if [ -n "$site" ] && [ -s "$out/case/phantom_image.f32" ]; then
+    PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" timeout 300 python3 tools/nnunet_gpu_predictor.py \
+        --case "$out/case" >"$out/nnunet_bench.jsonl" 2>"$out/nnunet_err.txt" ||
         { echo "nnUNetPredictor timing failed:"; tail -n 20 "$out/nnunet_err.txt"; }
     cat "$out/nnunet_bench.jsonl"
 else
@@ -151,6 +162,23 @@ for r in models:
     extra = f" ({r['per_slice_s']:.2f} s per slice)" if "per_slice_s" in r else ""
     tstr = f"{tms:.2f}" if tms else "-"
     print(f"| {name}{extra} | {r['claim_ms']:.2f} | {tstr} | {ratio} | {ctf} | {ttf} |")
+
+print()
+for r in models:
+    if r.get("kind") == "train_parity":
+        print(f"training step parity {r['model']}: loss {r['loss_gpu']:.6f} (GPU) vs {r['loss_cpu']:.6f} (CPU), "
+              f"rel err {r['loss_rel_err']:.1e}; worst gradient rel L2 {r['worst_grad_rel_l2']:.2e} "
+              f"({r['worst_tensor']}) over {r['tensors']} tensors; loss scale {r['loss_scale']:g}")
+torch_train = {r["name"]: r["torch_ms"] for r in load("torch_train.jsonl") if r.get("kind") == "train_bench"}
+print()
+print("| training step | claim GPU ms (f16, host optimizer) | PyTorch AMP ms | claim / PyTorch |")
+print("|---|---|---|---|")
+for r in models:
+    if r.get("kind") == "train_bench":
+        t = torch_train.get(r["name"])
+        ts = f"{t:.1f}" if t else "-"
+        ratio = f"{r['gpu_ms'] / t:.2f}" if t else "-"
+        print(f"| {r['name']} | {r['gpu_ms']:.1f} | {ts} | {ratio} |")
 PY
 echo "gpu_check: status $status"
 exit $status

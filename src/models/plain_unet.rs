@@ -693,8 +693,21 @@ impl PlainConvUNet {
         options: &LoadOptions,
     ) -> Result<PlainConvUNet> {
         let (device, dtype) = options.resolve()?;
+        PlainConvUNet::from_state_dict_on(named, cfg, &device, dtype)
+    }
+
+    /// [`PlainConvUNet::from_state_dict`] onto an opened `device` as
+    /// `dtype`. Tracked parameters stay on the graph: the conversion's
+    /// backward returns their gradients to their own device and type
+    /// (mixed-precision training).
+    pub fn from_state_dict_on(
+        named: impl IntoIterator<Item = (String, Tensor)>,
+        cfg: &PlainUNetConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<PlainConvUNet> {
         let weights = Weights::from_tensors(named.into_iter().filter(|(k, _)| !is_alias_key(k)))?;
-        let net = PlainConvUNet::new(&weights.root_on(&device, dtype), cfg)?;
+        let net = PlainConvUNet::new(&weights.root_on(device, dtype), cfg)?;
         weights.check_all_used()?;
         Ok(net)
     }

@@ -15,6 +15,7 @@
 
 use crate::nn::Tensor;
 use crate::{Error, Result};
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,7 +197,9 @@ impl Tensor {
                         input.dims()
                     )));
                 }
-                let gi = gi.to_dtype(input.dtype())?.detach();
+                // Each gradient on its operand's device and in its type: a
+                // backward computed on the host gives CPU tensors.
+                let gi = gi.to_device(&input.device(), input.dtype())?.detach();
                 let sum = match pending.remove(&inode.id) {
                     Some(acc) => acc.add(&gi)?,
                     None => gi,
@@ -332,15 +335,19 @@ pub(crate) fn unnarrow(g: &Tensor, full: &[usize], dim: usize, start: usize) -> 
     Tensor::cat(&parts, dim)
 }
 
-/// The host values of a tensor that a CPU-only backward kernel needs;
-/// names the op in the error for tensors on other devices.
-pub(crate) fn host<'a>(t: &'a Tensor, op: &str) -> Result<&'a [f32]> {
-    t.as_slice().map_err(|_| {
-        Error::Unsupported(format!(
-            "the backward of {op} runs on the CPU only for now (tensor on {})",
-            t.device()
-        ))
-    })
+/// The host values of a tensor that a backward computed on the CPU needs:
+/// borrowed for CPU tensors, downloaded (as f32) from other devices. The
+/// gradient such a backward returns is a CPU tensor, which
+/// [`Tensor::backward_with`] moves to its operand's device; the ops with
+/// device kernels for their backward never come here.
+pub(crate) fn host<'a>(t: &'a Tensor, op: &str) -> Result<Cow<'a, [f32]>> {
+    match t.as_slice() {
+        Ok(values) => Ok(Cow::Borrowed(values)),
+        Err(_) => t
+            .to_vec()
+            .map(Cow::Owned)
+            .map_err(|e| e.context(format!("downloading an operand of {op}'s backward"))),
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::nn::{Gradients, Tensor, Weights};
 use crate::rng::Rng;
 use crate::synthesis::{training_windows, Schedule, SynthesisParams, TrainingWindow, TIMESTEPS};
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint, save_parameters, TrainState};
+use crate::train::compute::{Compute, SCALER_METADATA_KEY};
 use crate::train::data::TrainingData;
 use crate::train::optim::{
     clip_grad_norm, grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer,
@@ -210,7 +211,7 @@ pub fn loss_and_gradients(
     params: &[(String, Tensor)],
     batch: &DiffusionBatch,
 ) -> Result<(f32, Gradients)> {
-    let loss = diffusion_loss(config, params, batch)?;
+    let loss = diffusion_loss(config, params, batch, &Compute::cpu())?;
     let value = finite_loss(&loss)?;
     Ok((value, loss.backward()?))
 }
@@ -227,14 +228,18 @@ fn finite_loss(loss: &Tensor) -> Result<f32> {
 }
 
 /// The lesion-focused L1 of `batch` under the network with parameters
-/// `params` (a scalar tensor, on the graph of `params`).
+/// `params` (a scalar f32 tensor, on the graph of `params`), the network
+/// run on `compute`'s device and element type (the parameters and the
+/// batch are converted on the way in, the prediction cast to f32 for the
+/// loss).
 pub fn diffusion_loss(
     config: &DenoiserConfig,
     params: &[(String, Tensor)],
     batch: &DiffusionBatch,
+    compute: &Compute,
 ) -> Result<Tensor> {
     let weights = Weights::from_tensors(params.iter().cloned())?;
-    let model = Denoiser::new(&weights.root(), config)?;
+    let model = Denoiser::new(&weights.root_on(&compute.device, compute.dtype), config)?;
     let rows = match (&batch.conditions, model.null_condition()) {
         (Some((cond, dropped)), Some(null)) => {
             let parts: Vec<Tensor> = dropped
@@ -244,7 +249,8 @@ pub fn diffusion_loss(
                     if *d {
                         Ok(null.clone())
                     } else {
-                        cond.narrow(0, i, 1)
+                        cond.narrow(0, i, 1)?
+                            .to_device(&null.device(), null.dtype())
                     }
                 })
                 .collect::<Result<_>>()?;
@@ -254,7 +260,9 @@ pub fn diffusion_loss(
         _ => None,
     };
     let eps = model.predict_noise(&batch.noisy, &batch.timesteps, rows.as_ref())?;
-    eps.masked_l1_loss(&batch.noise, &batch.mask)
+    compute
+        .for_loss(&eps)?
+        .masked_l1_loss(&batch.noise, &batch.mask)
 }
 
 /// A loss term added to the diffusion loss of one step: given the step's
@@ -275,6 +283,10 @@ pub struct DiffusionTrainer {
     data: DiffusionData,
     schedule: Schedule,
     state: TrainState,
+    compute: Compute,
+    /// The loss scaler's state from the checkpoint this run resumed
+    /// (restored when a scaling compute is set).
+    resumed_scaler: Option<String>,
 }
 
 impl DiffusionTrainer {
@@ -315,6 +327,8 @@ impl DiffusionTrainer {
             data: prepared,
             schedule: Schedule::cosine(TIMESTEPS)?,
             state,
+            compute: Compute::cpu(),
+            resumed_scaler: None,
         })
     }
 
@@ -366,6 +380,7 @@ impl DiffusionTrainer {
         if !same {
             return Err(bad("its weights do not match its model configuration"));
         }
+        let resumed_scaler = state.metadata.remove(SCALER_METADATA_KEY);
         state.metadata.clear();
         Ok(DiffusionTrainer {
             data: DiffusionData::prepare(data, &config)?,
@@ -374,7 +389,24 @@ impl DiffusionTrainer {
             total_steps,
             schedule: Schedule::cosine(TIMESTEPS)?,
             state,
+            compute: Compute::cpu(),
+            resumed_scaler,
         })
+    }
+
+    /// Runs the following steps' forward and backward passes on
+    /// `compute` (e.g. [`Compute::open`] of a GPU: f16 with dynamic loss
+    /// scaling); the weights and the optimiser stay f32 on the host. A run
+    /// resumed from a checkpoint takes up its saved loss scale.
+    pub fn set_compute(&mut self, mut compute: Compute) -> Result<()> {
+        compute.restore_scaler(self.resumed_scaler.as_deref())?;
+        self.compute = compute;
+        Ok(())
+    }
+
+    /// Where the steps compute.
+    pub fn compute(&self) -> &Compute {
+        &self.compute
     }
 
     /// Starts from `model`'s weights instead of fresh ones (the weight
@@ -451,8 +483,10 @@ impl DiffusionTrainer {
     }
 
     /// One update: draw the step's batch, compute the loss and gradients,
-    /// clip, update the weights and the average. A non-finite loss or
-    /// gradient is an error and changes nothing.
+    /// clip, update the weights and the average. A non-finite loss is an
+    /// error and changes nothing; so is a non-finite gradient, except under
+    /// loss scaling, where the update is skipped and the scale halved (the
+    /// report says so).
     pub fn step(&mut self) -> Result<StepReport> {
         Ok(self.step_with(&mut |_| Ok(None))?.0)
     }
@@ -465,7 +499,7 @@ impl DiffusionTrainer {
         let step = self.state.step;
         let batch = draw_batch(&self.data, &self.config, &self.schedule, step)?;
         let tensors = parameter_tensors(&self.state.params, true)?;
-        let diffusion = diffusion_loss(&self.config.model, &tensors, &batch)?;
+        let diffusion = diffusion_loss(&self.config.model, &tensors, &batch, &self.compute)?;
         let loss = finite_loss(&diffusion)?;
         let (total, term) = match extra(&tensors)? {
             Some(term) => {
@@ -479,10 +513,23 @@ impl DiffusionTrainer {
             }
             None => (diffusion, None),
         };
-        let mut grads = total.backward()?;
+        let mut grads = self.compute.backward(&total)?;
         drop(total);
         let mut host = take_host_gradients(&tensors, &mut grads)?;
         drop((grads, tensors));
+        let lr = self.options.policy(self.total_steps).at(step);
+        if !self.compute.unscale(&mut host) {
+            self.compute.update(true);
+            self.state.step += 1;
+            let report = StepReport {
+                step,
+                loss,
+                lr,
+                grad_norm: f32::INFINITY,
+                skipped: true,
+            };
+            return Ok((report, term));
+        }
         let norm = match self.options.grad_clip {
             Some(max) => clip_grad_norm(&mut host, max)?,
             None => grad_norm(&host),
@@ -492,13 +539,13 @@ impl DiffusionTrainer {
                 "step {step}: the gradient norm is {norm}: lower the learning rate"
             )));
         }
-        let lr = self.options.policy(self.total_steps).at(step);
         self.state
             .optimizer
             .step(&mut self.state.params, &host, lr)?;
         if let (Some(policy), Some(ema)) = (self.options.ema, self.state.ema.as_mut()) {
             policy.update(ema, &self.state.params, step)?;
         }
+        self.compute.update(false);
         self.state.step += 1;
         Ok((
             StepReport {
@@ -506,6 +553,7 @@ impl DiffusionTrainer {
                 loss,
                 lr,
                 grad_norm: norm,
+                skipped: false,
             },
             term,
         ))
@@ -530,6 +578,11 @@ impl DiffusionTrainer {
             ("options".to_string(), to_json(&self.options)?),
             ("total_steps".to_string(), self.total_steps.to_string()),
         ]);
+        if let Some(scaler) = self.compute.scaler_metadata()? {
+            state
+                .metadata
+                .insert(SCALER_METADATA_KEY.to_string(), scaler);
+        }
         save_checkpoint(path, &state)
     }
 
@@ -673,6 +726,70 @@ mod tests {
             straight.model_parameters(),
             "EMA lags"
         );
+    }
+
+    /// The mixed-precision step's loss scaling, on the CPU in f32: a
+    /// power-of-two scale is exact (the same losses and weights bit for
+    /// bit), an overflow skips the update and halves the scale, and the
+    /// scale survives a checkpoint.
+    #[test]
+    fn loss_scaling_is_exact_and_an_overflow_skips_the_update() {
+        use crate::train::compute::GradScaler;
+        let data = phantom_dataset(2, 5, 96, 4).unwrap();
+        let mut plain = DiffusionTrainer::new(&data, tiny_config(3), options(), 3).unwrap();
+        let mut scaled = plain.clone();
+        scaled
+            .set_compute(Compute {
+                scaler: Some(GradScaler::with_scale(1024.0).unwrap()),
+                ..Compute::cpu()
+            })
+            .unwrap();
+        for _ in 0..3 {
+            let (a, b) = (plain.step().unwrap(), scaled.step().unwrap());
+            assert_eq!(
+                (a.loss, a.grad_norm, a.skipped),
+                (b.loss, b.grad_norm, b.skipped)
+            );
+        }
+        assert_eq!(plain.parameters(), scaled.parameters());
+        assert_eq!(plain.model_parameters(), scaled.model_parameters());
+
+        let mut overflowing = DiffusionTrainer::new(&data, tiny_config(3), options(), 3).unwrap();
+        let before = overflowing.parameters().to_vec();
+        let infinite = GradScaler {
+            scale: f32::INFINITY,
+            ..GradScaler::default()
+        };
+        overflowing
+            .set_compute(Compute {
+                scaler: Some(infinite),
+                ..Compute::cpu()
+            })
+            .unwrap();
+        let report = overflowing.step().unwrap();
+        assert!(report.skipped && report.grad_norm.is_infinite());
+        assert!(report.loss.is_finite());
+        assert_eq!(overflowing.step_count(), 1, "a skipped update still counts");
+        assert_eq!(overflowing.parameters(), before.as_slice());
+        assert_eq!(overflowing.model_parameters(), before.as_slice());
+
+        // The scale is saved with the run and taken up on resume by a
+        // compute that scales; one that does not keeps none.
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("run.ckpt.safetensors");
+        scaled.save_checkpoint(&ckpt).unwrap();
+        let mut resumed = DiffusionTrainer::resume(&ckpt, &data, Some(5)).unwrap();
+        resumed
+            .set_compute(Compute {
+                scaler: Some(GradScaler::default()),
+                ..Compute::cpu()
+            })
+            .unwrap();
+        assert_eq!(resumed.compute().scaler, scaled.compute().scaler);
+        assert_eq!(resumed.compute().loss_scale(), 1024.0);
+        let mut unscaled = DiffusionTrainer::resume(&ckpt, &data, Some(5)).unwrap();
+        unscaled.set_compute(Compute::cpu()).unwrap();
+        assert_eq!(unscaled.compute().scaler, None);
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::smile::aha::{self, AhaParams};
 pub use crate::smile::MaskDistribution;
 use crate::smile::{Pattern, SmileContext, SmileParams};
 use crate::synthesis::{synthesize, Condition, JumpParams, SynthesisParams, TIMESTEPS};
+use crate::train::compute::Compute;
 use crate::train::data::{TrainingCase, TrainingData};
 use crate::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use crate::train::optim::{OptimOptions, Parameter};
@@ -507,6 +508,18 @@ impl JointTrainer {
         self.total_steps
     }
 
+    /// Runs both networks' steps, the estimate term and the painting of
+    /// synthetic cases on `compute` (see [`DiffusionTrainer::set_compute`]).
+    pub fn set_compute(&mut self, compute: Compute) -> Result<()> {
+        self.generator.set_compute(compute.clone())?;
+        self.segmenter.set_compute(compute)
+    }
+
+    /// Where the steps compute.
+    pub fn compute(&self) -> &Compute {
+        self.generator.compute()
+    }
+
     /// One step of the loop (see the module docs). A failure changes
     /// nothing of the generator; on a joint step the segmenter moves
     /// after the generator.
@@ -524,6 +537,7 @@ impl JointTrainer {
                     loss: f32::NAN,
                     lr: 0.0,
                     grad_norm: 0.0,
+                    skipped: false,
                     ..seg
                 },
                 estimate_loss: None,
@@ -537,8 +551,11 @@ impl JointTrainer {
         };
         let model = self.generator.config().model.clone();
         let lambda = self.config.lambda;
+        let compute = self.generator.compute().clone();
         let (generator, estimate_loss) = self.generator.step_with(&mut |params| match &term {
-            Some((net, batch)) => Ok(Some(estimate_loss(&model, params, net, batch, lambda)?)),
+            Some((net, batch)) => Ok(Some(estimate_loss(
+                &model, params, net, batch, lambda, &compute,
+            )?)),
             None => Ok(None),
         })?;
         let segmenter = if joint {
@@ -572,6 +589,7 @@ impl JointTrainer {
             &net,
             &batch,
             self.config.lambda,
+            self.generator.compute(),
         )?;
         let mut grads = loss.backward()?;
         crate::train::optim::take_host_gradients(&tensors, &mut grads)
@@ -597,6 +615,7 @@ impl JointTrainer {
         let model = model_from(
             self.generator.model_parameters(),
             &self.generator.config().model,
+            self.generator.compute(),
         )?;
         let mut rng = Rng::new(self.config.seed ^ SYNTH_STREAM).fork(step.wrapping_add(1));
         let scheme = self.segmenter.scheme();
@@ -768,16 +787,20 @@ struct EstimateBatch {
     crop: [(usize, usize); 2],
 }
 
-/// `λ · DiceCE(segmenter(norm(x̂₀)), labels)` on the graph of `params`.
+/// `λ · DiceCE(segmenter(norm(x̂₀)), labels)` on the graph of `params`,
+/// the generator run on `compute` (where `net` must be too), the loss in
+/// f32.
 fn estimate_loss(
     config: &crate::models::DenoiserConfig,
     params: &[(String, Tensor)],
     net: &PlainConvUNet,
     batch: &EstimateBatch,
     lambda: f32,
+    compute: &Compute,
 ) -> Result<Tensor> {
     let weights = Weights::from_tensors(params.iter().cloned())?;
-    let model = Denoiser::new(&weights.root(), config)?;
+    let model = Denoiser::new(&weights.root_on(&compute.device, compute.dtype), config)?;
+    let on_compute = |t: &Tensor| t.to_device(&compute.device, compute.dtype);
     let [b, c, f, s, _] = batch.noisy.dims()[..] else {
         return Err(Error::Internal("estimate batch is not 5-D".into()));
     };
@@ -786,24 +809,34 @@ fn estimate_loss(
         None => None,
     };
     let eps = model.predict_noise(&batch.noisy, &batch.timesteps, cond.as_ref())?;
-    let x0 = batch
-        .noisy
-        .mul(&batch.x_coef)?
-        .add(&eps.mul(&batch.e_coef)?)?;
+    let x0 = on_compute(&batch.noisy)?
+        .mul(&on_compute(&batch.x_coef)?)?
+        .add(&eps.mul(&on_compute(&batch.e_coef)?)?)?;
     let [(oy, hy), (ox, hx)] = batch.crop;
     let first = if c > 1 { x0.narrow(1, 0, 1)? } else { x0 };
     let planes = first
         .reshape(&[b * f, 1, s, s])?
         .narrow(2, oy, hy)?
         .narrow(3, ox, hx)?;
-    let input = planes.mul(&batch.scale)?.add(&batch.shift)?;
-    let heads = net.forward_deep_supervision(&input)?;
+    let input = planes
+        .mul(&on_compute(&batch.scale)?)?
+        .add(&on_compute(&batch.shift)?)?;
+    let heads = net
+        .forward_deep_supervision(&input)?
+        .iter()
+        .map(|h| compute.for_loss(h))
+        .collect::<Result<Vec<_>>>()?;
     let targets = head_targets(&heads, &batch.classes, b * f, (1, hy, hx))?;
     dice_ce_loss(&heads, &targets, true)?.affine(lambda, 0.0)
 }
 
-/// A denoiser built from trained parameters (for synthesis).
-fn model_from(params: &[Parameter], config: &crate::models::DenoiserConfig) -> Result<Denoiser> {
+/// A denoiser built from trained parameters (for synthesis), on
+/// `compute`'s device and type.
+fn model_from(
+    params: &[Parameter],
+    config: &crate::models::DenoiserConfig,
+    compute: &Compute,
+) -> Result<Denoiser> {
     let tensors = params
         .iter()
         .map(|p| {
@@ -814,7 +847,7 @@ fn model_from(params: &[Parameter], config: &crate::models::DenoiserConfig) -> R
         })
         .collect::<Result<Vec<_>>>()?;
     let weights = Weights::from_tensors(tensors)?;
-    let mut model = Denoiser::new(&weights.root(), config)?;
+    let mut model = Denoiser::new(&weights.root_on(&compute.device, compute.dtype), config)?;
     model.fold_for_inference()?;
     Ok(model)
 }

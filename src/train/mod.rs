@@ -2,9 +2,11 @@
 //! ([`diffusion`]), nnU-Net's segmenter recipe ([`segmenter`], with
 //! [`augment`] and the deep-supervised Dice + CE loss of [`seg_loss`]),
 //! optimisers ([`optim`]), checkpoints and logs, all on the reverse-mode
-//! autograd of [`crate::nn`].
+//! autograd of [`crate::nn`], on the CPU or a GPU in mixed precision
+//! ([`compute`]).
 pub mod augment;
 pub mod checkpoint;
+pub mod compute;
 pub mod data;
 pub mod diffusion;
 pub mod joint;
@@ -22,6 +24,10 @@ pub struct StepReport {
     pub loss: f32,
     /// The learning rate used.
     pub lr: f32,
-    /// The global gradient norm before clipping.
+    /// The global gradient norm before clipping (infinite on a skipped
+    /// step).
     pub grad_norm: f32,
+    /// Whether the update was skipped because the scaled gradients
+    /// overflowed (mixed precision; the loss scale was halved).
+    pub skipped: bool,
 }

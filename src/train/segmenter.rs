@@ -61,6 +61,7 @@ use crate::train::augment::{
     AugmentParams, Patch,
 };
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
+use crate::train::compute::{Compute, SCALER_METADATA_KEY};
 use crate::train::data::TrainingData;
 use crate::train::optim::{
     clip_grad_norm, grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer,
@@ -714,6 +715,9 @@ pub struct SegmenterTrainer {
     validation: Vec<PreparedCase>,
     scheme: LabelScheme,
     state: TrainState,
+    compute: Compute,
+    /// The loss scaler's state from the checkpoint this run resumed.
+    resumed_scaler: Option<String>,
 }
 
 impl std::fmt::Debug for SegmenterTrainer {
@@ -802,8 +806,10 @@ impl SegmenterTrainer {
             config.epochs = epochs;
         }
         check_config(&config)?;
+        let resumed_scaler = state.metadata.remove(SCALER_METADATA_KEY);
         state.metadata.clear();
-        let trainer = Self::assemble(data, plans, dataset, config, Some(state))?;
+        let mut trainer = Self::assemble(data, plans, dataset, config, Some(state))?;
+        trainer.resumed_scaler = resumed_scaler;
         let (train, validation) = trainer.split();
         if split != json!({"train": train, "validation": validation}) {
             return Err(Error::invalid(format!(
@@ -906,7 +912,24 @@ impl SegmenterTrainer {
             validation,
             scheme: data.scheme,
             state,
+            compute: Compute::cpu(),
+            resumed_scaler: None,
         })
+    }
+
+    /// Runs the following steps' forward and backward passes on
+    /// `compute` (e.g. [`Compute::open`] of a GPU: f16 with dynamic loss
+    /// scaling); the weights and the optimiser stay f32 on the host. A run
+    /// resumed from a checkpoint takes up its saved loss scale.
+    pub fn set_compute(&mut self, mut compute: Compute) -> Result<()> {
+        compute.restore_scaler(self.resumed_scaler.as_deref())?;
+        self.compute = compute;
+        Ok(())
+    }
+
+    /// Where the steps compute.
+    pub fn compute(&self) -> &Compute {
+        &self.compute
     }
 
     /// Saves everything [`resume`](Self::resume) needs (weights, optimiser
@@ -928,6 +951,11 @@ impl SegmenterTrainer {
                 text(&json!({"train": train, "validation": validation})),
             ),
         ]);
+        if let Some(scaler) = self.compute.scaler_metadata()? {
+            state
+                .metadata
+                .insert(SCALER_METADATA_KEY.to_string(), scaler);
+        }
         save_checkpoint(path, &state)
     }
 
@@ -1114,7 +1142,9 @@ impl SegmenterTrainer {
 
     /// One optimiser step: draw the step's batch, compute the deep-
     /// supervised Dice + CE and its gradients, clip, update. A non-finite
-    /// loss or gradient is an error and changes nothing.
+    /// loss is an error and changes nothing; so is a non-finite gradient,
+    /// except under loss scaling, where the update is skipped and the scale
+    /// halved (the report says so).
     pub fn step(&mut self) -> Result<StepReport> {
         self.step_mixed(&[], 1.0)
     }
@@ -1132,8 +1162,12 @@ impl SegmenterTrainer {
         let step = self.state.step;
         let (x, classes) = self.batch(step, extra, real_fraction)?;
         let tensors = parameter_tensors(&self.state.params, true)?;
-        let net = PlainConvUNet::from_state_dict(tensors.clone(), &self.network)?;
-        let heads = net.forward_deep_supervision(&x)?;
+        let net = self.network_on_compute(tensors.clone())?;
+        let heads = net
+            .forward_deep_supervision(&x)?
+            .iter()
+            .map(|h| self.compute.for_loss(h))
+            .collect::<Result<Vec<_>>>()?;
         let (pd, ph, pw) = self.patch_dhw();
         let targets = head_targets(&heads, &classes, self.batch_size, (pd, ph, pw))?;
         let loss = dice_ce_loss(&heads, &targets, true)?;
@@ -1141,9 +1175,21 @@ impl SegmenterTrainer {
         if !value.is_finite() {
             return Err(Error::invalid(format!("step {step}: the loss is {value}")));
         }
-        let mut grads = loss.backward()?;
+        let mut grads = self.compute.backward(&loss)?;
         let mut host = take_host_gradients(&tensors, &mut grads)?;
         drop((grads, tensors, heads, net));
+        let lr = self.learning_rate();
+        if !self.compute.unscale(&mut host) {
+            self.compute.update(true);
+            self.state.step += 1;
+            return Ok(StepReport {
+                step,
+                loss: value,
+                lr,
+                grad_norm: f32::INFINITY,
+                skipped: true,
+            });
+        }
         let norm = match self.options.grad_clip {
             Some(max) => clip_grad_norm(&mut host, max)?,
             None => grad_norm(&host),
@@ -1153,16 +1199,17 @@ impl SegmenterTrainer {
                 "step {step}: the gradient norm is {norm}"
             )));
         }
-        let lr = self.learning_rate();
         self.state
             .optimizer
             .step(&mut self.state.params, &host, lr)?;
+        self.compute.update(false);
         self.state.step += 1;
         Ok(StepReport {
             step,
             loss: value,
             lr,
             grad_norm: norm,
+            skipped: false,
         })
     }
 
@@ -1185,9 +1232,21 @@ impl SegmenterTrainer {
     }
 
     /// The network with the current weights as constants (no gradient
-    /// reaches them): what another model's loss can run through.
+    /// reaches them), on the run's compute device and type: what another
+    /// model's loss can run through.
     pub fn frozen_network(&self) -> Result<PlainConvUNet> {
-        PlainConvUNet::from_state_dict(parameter_tensors(&self.state.params, false)?, &self.network)
+        self.network_on_compute(parameter_tensors(&self.state.params, false)?)
+    }
+
+    /// The network built from `tensors` (tracked or not) on the run's
+    /// compute device and element type.
+    fn network_on_compute(&self, tensors: Vec<(String, Tensor)>) -> Result<PlainConvUNet> {
+        PlainConvUNet::from_state_dict_on(
+            tensors,
+            &self.network,
+            &self.compute.device,
+            self.compute.dtype,
+        )
     }
 
     /// The mean and standard deviation (f64) the plans' z-score
@@ -1226,8 +1285,7 @@ impl SegmenterTrainer {
         if self.validation.is_empty() {
             return Ok(Vec::new());
         }
-        let tensors = parameter_tensors(&self.state.params, false)?;
-        let net = PlainConvUNet::from_state_dict(tensors, &self.network)?;
+        let net = self.frozen_network()?;
         let classes = self.network.num_classes;
         let div = self.network.size_divisor();
         // 2d: each plane alone; 3d: the whole case at once.

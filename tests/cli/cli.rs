@@ -1091,7 +1091,24 @@ fn model_commands_resolve_the_device_first() {
     let segment = [
         "segment", "--model", "none", "--image", "none.nii", "-o", "out.nii",
     ];
-    for command in [&synth[..], &segment[..]] {
+    // The trainers open their compute device before reading any data.
+    let train_diffusion = [
+        "train",
+        "diffusion",
+        "--data",
+        "none",
+        "-o",
+        "out.safetensors",
+    ];
+    let train_segmenter = ["train", "segmenter", "--data", "none", "-o", "results"];
+    let train_joint = ["train", "joint", "--data", "none", "-o", "joint"];
+    for command in [
+        &synth[..],
+        &segment[..],
+        &train_diffusion[..],
+        &train_segmenter[..],
+        &train_joint[..],
+    ] {
         let with = |device: &str| {
             let mut args = command.to_vec();
             args.extend(["--device", device]);
@@ -1108,8 +1125,11 @@ fn model_commands_resolve_the_device_first() {
                 stderr(&out)
             );
         }
-        // The CPU resolves; the missing model is what fails then.
+        // The CPU resolves; the missing model or data is what fails then.
         let out = with("cpu");
         assert_fails(&out, 2, "none");
+    }
+    for written in ["out.nii", "out.safetensors", "results", "joint"] {
+        assert!(!tmp.path().join(written).exists(), "{written} was written");
     }
 }

@@ -6,6 +6,8 @@
 //! folder `claim segment` and nnU-Net's predictor load.
 
 use claim::models::DenoiserConfig;
+use claim::nn::{DeviceSpec, LoadOptions, Precision};
+use claim::train::compute::Compute;
 use claim::train::data::{phantom_dataset, read_dataset, TrainingData};
 use claim::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
 use claim::train::log::{LogRow, TrainingLog};
@@ -66,6 +68,8 @@ median spacing; patch = median resampled shape; depth from the patch; see `claim
 pub struct SegmenterArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// The nnU-Net results folder to write.
     #[arg(short, long, value_name = "RESULTS_DIR")]
     output: PathBuf,
@@ -121,6 +125,30 @@ pub struct SegmenterArgs {
     resume: bool,
 }
 
+/// Where a run's steps compute (every trainer).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ComputeArgs {
+    /// Device of the forward and backward passes: `cpu`, `cuda` or
+    /// `cuda:N`. On a GPU the steps run in mixed precision (f16 weights and
+    /// activations, f32 losses, f32 master weights and optimizer state on
+    /// the host, dynamic loss scaling: a step whose gradients overflow is
+    /// skipped and the scale halved). CUDA fails with the reason when this
+    /// build or machine has none (see `claim info --build`).
+    #[arg(long, value_name = "cpu|cuda[:N]", default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+impl ComputeArgs {
+    /// Opens the device: before any data is read, so a missing GPU fails
+    /// fast and writes nothing.
+    pub(crate) fn open(&self) -> Result<Compute> {
+        Compute::open(&LoadOptions {
+            device: self.device,
+            precision: Precision::Auto,
+        })
+    }
+}
+
 /// Where the training cases come from (both trainers).
 #[derive(Debug, clap::Args)]
 struct DataArgs {
@@ -162,6 +190,8 @@ scaled to [-1, 1] exactly as `claim synth` does. --phantom N trains on N built-i
 pub struct DiffusionArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// The model to write (.safetensors).
     #[arg(short, long, value_name = "MODEL")]
     output: PathBuf,
@@ -419,6 +449,7 @@ fn drive(run: &mut impl Run, total: u64, log: &mut TrainingLog) -> Result<f64> {
     bar.reset_eta();
     let started = Instant::now();
     let mut smoothed: Option<f32> = None;
+    let mut skipped = 0u64;
     while run.steps_done() < total {
         let report = match run.step().and_then(|r| run.after_step(&bar).map(|()| r)) {
             Ok(r) => r,
@@ -429,6 +460,7 @@ fn drive(run: &mut impl Run, total: u64, log: &mut TrainingLog) -> Result<f64> {
                 return Err(e);
             }
         };
+        skipped += u64::from(report.skipped);
         log.record(LogRow {
             step: report.step,
             loss: report.loss,
@@ -456,6 +488,11 @@ fn drive(run: &mut impl Run, total: u64, log: &mut TrainingLog) -> Result<f64> {
         }
     }
     bar.finish_and_clear();
+    if skipped > 0 {
+        eprintln!(
+            "{skipped} update(s) skipped: their f16 gradients overflowed and the loss scale was halved"
+        );
+    }
     run.save()?;
     log.flush()?;
     Ok(started.elapsed().as_secs_f64())
@@ -504,7 +541,8 @@ fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
     let checkpoint = beside(&a.output, ".ckpt.safetensors");
     let log_csv = beside(&a.output, ".log.csv");
     let log_svg = beside(&a.output, ".loss.svg");
-    let trainer = match &a.resume {
+    let compute = a.compute.open()?;
+    let mut trainer = match &a.resume {
         Some(ckpt) => {
             refuse_fixed(&a.generator.fixed_by_checkpoint(), ckpt)?;
             let data = load_data(&a.data)?;
@@ -517,6 +555,7 @@ fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
             DiffusionTrainer::new(&data, config, options, a.steps)?
         }
     };
+    trainer.set_compute(compute)?;
     let start_step = trainer.step_count();
     if start_step >= a.steps {
         return Err(Error::invalid(format!(
@@ -525,12 +564,13 @@ fn run_diffusion(a: &DiffusionArgs) -> Result<()> {
     }
     let cfg = trainer.config().model.clone();
     eprintln!(
-        "training a {}-channel denoiser (dim {}, mults {:?}) on {} windows, steps {start_step}..{}",
+        "training a {}-channel denoiser (dim {}, mults {:?}) on {} windows, steps {start_step}..{}, on {}",
         cfg.channels,
         cfg.dim,
         cfg.dim_mults,
         trainer.window_count(),
-        a.steps
+        a.steps,
+        trainer.compute()
     );
     let title = format!(
         "claim train diffusion: dim {}, mults {:?}, batch {}",
@@ -745,7 +785,8 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
     let state_file = fold_dir.join("claim_train_state.safetensors");
     let log_csv = fold_dir.join("training_log.csv");
     let log_svg = fold_dir.join("progress.svg");
-    let trainer = if a.resume {
+    let compute = a.compute.open()?;
+    let mut trainer = if a.resume {
         let fixed = [
             ("--plans", a.plans.is_some()),
             ("--configuration", a.configuration.is_some()),
@@ -834,6 +875,7 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
         };
         SegmenterTrainer::new(&data, plans, config)?
     };
+    trainer.set_compute(compute)?;
     let total = trainer.total_steps();
     let start_step = trainer.step_count();
     if start_step >= total {
@@ -849,7 +891,7 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
     let class_names = trainer.class_names();
     eprintln!(
         "training PlainConvUNet {configuration} (features {:?}, patch {}, batch {}) on {} cases, \
-         validating on {}; epochs {}..{} of {} steps",
+         validating on {}; epochs {}..{} of {} steps, on {}",
         net.features_per_stage,
         trainer.plans()["configurations"][&configuration]["patch_size"],
         trainer.batch_size(),
@@ -857,7 +899,8 @@ fn run_segmenter(a: &SegmenterArgs) -> Result<()> {
         validation.len(),
         trainer.epoch(),
         trainer.config().epochs,
-        trainer.config().iterations_per_epoch
+        trainer.config().iterations_per_epoch,
+        trainer.compute()
     );
     let title = format!(
         "claim train segmenter: {configuration}, features {:?}, fold {}",

@@ -42,7 +42,7 @@ impl Tensor {
             let qkv = self.detach();
             Box::new(move |g, _| {
                 let op = "linear_attention";
-                let dx = grad::linear_attention_backward(host(&qkv, op)?, &desc, host(g, op)?)?;
+                let dx = grad::linear_attention_backward(&host(&qkv, op)?, &desc, &host(g, op)?)?;
                 Ok(vec![Some(Tensor::from_vec(dx, qkv.dims())?)])
             })
         }))
@@ -89,13 +89,14 @@ impl Tensor {
             let bias = bias.map(Tensor::detach);
             Box::new(move |g, _| {
                 let op = "attention";
+                let bias_values = bias.as_ref().map(|b| host(b, op)).transpose()?;
                 let grads = grad::attention_backward(
-                    host(&q, op)?,
-                    host(&k, op)?,
-                    host(&v, op)?,
-                    bias.as_ref().map(|b| host(b, op)).transpose()?,
+                    &host(&q, op)?,
+                    &host(&k, op)?,
+                    &host(&v, op)?,
+                    bias_values.as_deref(),
                     &desc,
-                    host(g, op)?,
+                    &host(g, op)?,
                 )?;
                 let mut out = vec![
                     Some(Tensor::from_vec(grads.q, q.dims())?),

@@ -5,7 +5,7 @@ use crate::backend::cpu::grad;
 use crate::backend::desc::ConvGeometry;
 use crate::nn::autograd::host;
 use crate::nn::tensor::checked_count;
-use crate::nn::Tensor;
+use crate::nn::{Device, Tensor};
 use crate::{Error, Result};
 
 /// Stride and zero padding of a convolution (rows, columns).
@@ -175,18 +175,25 @@ impl Tensor {
             let (x, w) = (self.detach(), weight.detach());
             let has_bias = bias.is_some();
             Box::new(move |gy, needs| {
+                let op = "conv2d";
                 let mut grads = conv_grads(
-                    "conv2d",
                     &x,
                     &w,
                     has_bias,
                     gy,
                     needs,
-                    |gh| match stride_one_input_grad(gy, &w, &g)? {
+                    || match conv2d_input_grad(gy, &w, &g)? {
                         Some(dx) => Ok(dx),
-                        None => grad::conv2d_backward_input(gh, host(&w, "conv2d")?, &g),
+                        None => host_grad(op, gy, &w, x.dims(), |gy, w| {
+                            grad::conv2d_backward_input(gy, w, &g)
+                        }),
                     },
-                    |x, gy| grad::conv2d_backward_weight(x, gy, &g),
+                    || match conv2d_weight_grad(&x, gy, &g)? {
+                        Some(dw) => dw.reshape(w.dims()),
+                        None => host_grad(op, &x, gy, w.dims(), |x, gy| {
+                            grad::conv2d_backward_weight(x, gy, &g)
+                        }),
+                    },
                 )?;
                 if needs.len() > grads.len() {
                     grads.push(Some(gy.clone()));
@@ -228,86 +235,146 @@ impl Tensor {
             Box::new(move |gy, needs| {
                 let op = "conv_transpose2d";
                 conv_grads(
-                    op,
                     &x,
                     &w,
                     has_bias,
                     gy,
                     needs,
-                    |gy| grad::conv_transpose2d_backward_input(gy, host(&w, op)?, &g),
-                    |x, gy| grad::conv_transpose2d_backward_weight(x, gy, &g),
+                    // The adjoint of a transposed convolution is the forward
+                    // convolution with the same weight, stride and padding.
+                    || gy.conv2d(&w, None, p),
+                    || {
+                        host_grad(op, &x, gy, w.dims(), |x, gy| {
+                            grad::conv_transpose2d_backward_weight(x, gy, &g)
+                        })
+                    },
                 )
             })
         }))
     }
 }
 
-/// The input gradient of a stride-1 convolution as the forward
-/// convolution of the output gradient with the flipped, transposed kernel
-/// (padding `k − 1 − p`), so it runs on the forward path's fast kernels
-/// (Winograd for 3×3) rather than the generic column kernel. `None` for
-/// other geometries.
-fn stride_one_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Option<Vec<f32>>> {
-    if g.stride != (1, 1) || g.pad.0 >= g.kh || g.pad.1 >= g.kw {
+/// Whether a convolution's output covers its padded input to the last row
+/// and column (`(n + 2p − k)` a multiple of the stride on both axes), so
+/// that the transposed convolution of the output has the input's size.
+pub(super) fn tiles_exactly(n: usize, pad: usize, k: usize, stride: usize) -> bool {
+    stride > 0
+        && (n + 2 * pad)
+            .checked_sub(k)
+            .is_some_and(|d| d % stride == 0)
+}
+
+/// The input gradient of a per-frame convolution from forward ops on the
+/// gradient's own device: for stride 1, the convolution of the output
+/// gradient with the flipped, transposed kernel (padding `k − 1 − p`, so
+/// it runs on the fast forward kernels, Winograd for 3×3); for a stride
+/// that tiles the input exactly, the transposed convolution with the same
+/// weight. `None` for other geometries (a host kernel then).
+fn conv2d_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Option<Tensor>> {
+    let w4 = w.reshape(&[g.c_out, g.c_in, g.kh, g.kw])?;
+    let dx = if g.stride == (1, 1) && g.pad.0 < g.kh && g.pad.1 < g.kw {
+        let flipped = w4
+            .flip(&[2, 3])?
+            .permute(&[1, 0, 2, 3])?
+            .reshape(&[g.c_in, g.c_out, 1, g.kh, g.kw])?;
+        let p = ConvParams {
+            stride: (1, 1),
+            pad: (g.kh - 1 - g.pad.0, g.kw - 1 - g.pad.1),
+        };
+        gy.conv2d(&flipped, None, p)?
+    } else if tiles_exactly(g.h, g.pad.0, g.kh, g.stride.0)
+        && tiles_exactly(g.w, g.pad.1, g.kw, g.stride.1)
+    {
+        let p = ConvParams {
+            stride: g.stride,
+            pad: g.pad,
+        };
+        gy.conv_transpose2d(&w4, None, p)?
+    } else {
         return Ok(None);
-    }
-    let (o, i, kh, kw) = (g.c_out, g.c_in, g.kh, g.kw);
-    let wv = host(w, "conv2d")?;
-    let mut flipped = vec![0f32; wv.len()];
-    for oc in 0..o {
-        for ic in 0..i {
-            for a in 0..kh {
-                for b in 0..kw {
-                    flipped[((ic * o + oc) * kh + a) * kw + b] =
-                        wv[((oc * i + ic) * kh + (kh - 1 - a)) * kw + (kw - 1 - b)];
-                }
-            }
-        }
-    }
-    let wt = Tensor::from_vec(flipped, &[i, o, 1, kh, kw])?;
-    let p = ConvParams {
-        stride: (1, 1),
-        pad: (kh - 1 - g.pad.0, kw - 1 - g.pad.1),
     };
-    let dx = gy.detach().conv2d(&wt, None, p)?;
-    let want = [g.batch, i, g.frames, g.h, g.w];
+    let want = [g.batch, g.c_in, g.frames, g.h, g.w];
     if dx.elem_count() != want.iter().product::<usize>() {
         return Err(Error::Internal(format!(
             "conv2d backward: input gradient {:?}, expected {want:?}",
             dx.dims()
         )));
     }
-    Ok(Some(dx.to_vec()?))
+    Ok(Some(dx))
+}
+
+/// The weight gradient of a stride-1 per-frame convolution as one forward
+/// convolution on the tensors' device: the input with batch and channels
+/// swapped (`[C_in, B·F, H, W]`) convolved with the output gradient as the
+/// kernel (`[C_out, B·F, Ho, Wo]`), giving `[C_in, C_out, kh, kw]`, then
+/// transposed. The CPU keeps its column kernel (a kernel as large as the
+/// frame suits it badly); `None` there and for strided convolutions.
+fn conv2d_weight_grad(x: &Tensor, gy: &Tensor, g: &ConvGeometry) -> Result<Option<Tensor>> {
+    if matches!(x.device(), Device::Cpu) || g.stride != (1, 1) {
+        return Ok(None);
+    }
+    conv2d_weight_grad_by_conv(x, gy, g).map(Some)
+}
+
+/// [`conv2d_weight_grad`]'s formulation on any device: `[C_out, C_in, kh, kw]`.
+fn conv2d_weight_grad_by_conv(x: &Tensor, gy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    let (b, f) = (g.batch, g.frames);
+    let (ho, wo) = (g.h + 2 * g.pad.0 + 1 - g.kh, g.w + 2 * g.pad.1 + 1 - g.kw);
+    let swapped = |t: &Tensor, c: usize, h: usize, w: usize| -> Result<Tensor> {
+        t.reshape(&[b, c, f, h, w])?
+            .permute(&[1, 0, 2, 3, 4])?
+            .reshape(&[c, b * f, h, w])
+    };
+    let input = swapped(x, g.c_in, g.h, g.w)?;
+    let kernel = swapped(gy, g.c_out, ho, wo)?;
+    let p = ConvParams {
+        stride: (1, 1),
+        pad: g.pad,
+    };
+    input.conv2d(&kernel, None, p)?.permute(&[1, 0, 2, 3])
+}
+
+/// A gradient computed by a CPU kernel on host copies of `a` and `b`
+/// (downloads for device tensors), shaped `shape`; the autograd moves it
+/// to its operand's device.
+pub(super) fn host_grad(
+    op: &str,
+    a: &Tensor,
+    b: &Tensor,
+    shape: &[usize],
+    kernel: impl FnOnce(&[f32], &[f32]) -> Result<Vec<f32>>,
+) -> Result<Tensor> {
+    Tensor::from_vec(kernel(&host(a, op)?, &host(b, op)?)?, shape)
 }
 
 /// The gradients of a convolution-like op (input, weight, optional bias,
-/// in that order) from its device-specific input and weight kernels; the
-/// bias gradient is the output gradient summed per channel, on the
-/// gradient's own device.
-#[allow(clippy::too_many_arguments)]
+/// in that order), each computed only when needed; the bias gradient is
+/// the output gradient summed per channel, on the gradient's own device.
 pub(super) fn conv_grads(
-    op: &str,
     x: &Tensor,
     w: &Tensor,
     has_bias: bool,
     gy: &Tensor,
     needs: &[bool],
-    input_grad: impl FnOnce(&[f32]) -> Result<Vec<f32>>,
-    weight_grad: impl FnOnce(&[f32], &[f32]) -> Result<Vec<f32>>,
+    input_grad: impl FnOnce() -> Result<Tensor>,
+    weight_grad: impl FnOnce() -> Result<Tensor>,
 ) -> Result<Vec<Option<Tensor>>> {
     let mut grads = Vec::with_capacity(3);
-    grads.push(
-        needs[0]
-            .then(|| Tensor::from_vec(input_grad(host(gy, op)?)?, x.dims()))
-            .transpose()?,
-    );
-    grads.push(
-        needs[1]
-            .then(|| Tensor::from_vec(weight_grad(host(x, op)?, host(gy, op)?)?, w.dims()))
-            .transpose()?,
-    );
+    grads.push(needs[0].then(input_grad).transpose()?);
+    grads.push(needs[1].then(weight_grad).transpose()?);
     if has_bias {
         grads.push(needs[2].then(|| channel_sum(gy)).transpose()?);
+    }
+    for (gi, like) in grads.iter().zip([x, w]) {
+        if let Some(gi) = gi {
+            if gi.elem_count() != like.elem_count() {
+                return Err(Error::Internal(format!(
+                    "convolution backward: gradient {:?} for operand {:?}",
+                    gi.dims(),
+                    like.dims()
+                )));
+            }
+        }
     }
     Ok(grads)
 }
@@ -358,6 +425,71 @@ mod tests {
                 .fold(0f32, |m, v| m.max(v.abs()));
             assert!(err < 1e-4, "k{k} without bias: {err}");
             assert!(x.conv2d_add(&w, Some(&b), p, &x).is_err());
+        }
+        Ok(())
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// The device formulations of the backward (forward convolutions of the
+    /// output gradient, and the weight gradient as a convolution) equal the
+    /// host kernels, per frame, for stride 1, strides that tile the input
+    /// exactly, and a stride that does not (no formulation: `None`).
+    #[test]
+    fn device_formulations_of_the_backward_match_the_host_kernels() -> Result<()> {
+        use crate::backend::cpu::random_normal;
+        let (b, c_in, c_out, f) = (2, 3, 4, 2);
+        for (h, k, stride, pad, exact) in [
+            (9, 3, 1, 1, true),
+            (8, 1, 1, 0, true),
+            (10, 7, 1, 3, true),
+            (9, 3, 2, 1, true),
+            (8, 4, 2, 1, true),
+            (8, 3, 2, 1, false),
+        ] {
+            let what = format!("h{h} k{k} s{stride} p{pad}");
+            let x = Tensor::from_vec(random_normal(b * c_in * f * h * h, 5), &[b, c_in, f, h, h])?;
+            let w = Tensor::from_vec(
+                random_normal(c_out * c_in * k * k, 6),
+                &[c_out, c_in, 1, k, k],
+            )?;
+            let p = ConvParams::new(stride, pad);
+            let g = conv_geometry("conv2d", &x, &w, None, p, false)?;
+            let y = x.conv2d(&w, None, p)?;
+            let gy = Tensor::from_vec(random_normal(y.elem_count(), 7), y.dims())?;
+            let want_dx = grad::conv2d_backward_input(gy.as_slice()?, w.as_slice()?, &g)?;
+            match conv2d_input_grad(&gy, &w, &g)? {
+                Some(dx) => {
+                    assert!(exact, "{what}: a formulation for an inexact stride");
+                    assert_eq!(dx.dims(), x.dims());
+                    let err = max_diff(&dx.to_vec()?, &want_dx);
+                    assert!(err < 1e-4, "{what}: input gradient off by {err}");
+                }
+                None => assert!(!exact, "{what}: no formulation"),
+            }
+            if stride == 1 {
+                let dw = conv2d_weight_grad_by_conv(&x, &gy, &g)?;
+                let want = grad::conv2d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
+                let err = max_diff(&dw.to_vec()?, &want);
+                assert!(err < 1e-3, "{what}: weight gradient off by {err}");
+            }
+            assert!(
+                conv2d_weight_grad(&x, &gy, &g)?.is_none(),
+                "the CPU keeps its kernel"
+            );
+            // The transposed convolution's input gradient is the forward
+            // convolution with the same weight.
+            let wt =
+                Tensor::from_vec(random_normal(c_in * c_out * k * k, 8), &[c_in, c_out, k, k])?;
+            let gt = conv_geometry("conv_transpose2d", &x, &wt, None, p, true)?;
+            let yt = x.conv_transpose2d(&wt, None, p)?;
+            let gyt = Tensor::from_vec(random_normal(yt.elem_count(), 9), yt.dims())?;
+            let want = grad::conv_transpose2d_backward_input(gyt.as_slice()?, wt.as_slice()?, &gt)?;
+            let err = max_diff(&gyt.conv2d(&wt, None, p)?.to_vec()?, &want);
+            assert!(err < 1e-4, "{what}: transposed input gradient off by {err}");
         }
         Ok(())
     }

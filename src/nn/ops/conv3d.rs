@@ -1,11 +1,11 @@
 //! Full 3-D convolutions (PyTorch `Conv3d` and `ConvTranspose3d`) on
 //! `[B, C, D, H, W]` tensors, for any kernel, stride and padding.
 
+use super::conv::{conv_grads, host_grad, tiles_exactly};
 use crate::backend::cpu::grad;
 use crate::backend::desc::Conv3dGeometry;
-use crate::nn::autograd::host;
 use crate::nn::tensor::checked_count;
-use crate::nn::Tensor;
+use crate::nn::{Device, Tensor};
 use crate::{Error, Result};
 
 /// Stride and zero padding of a 3-D convolution (depth, rows, columns).
@@ -137,15 +137,24 @@ impl Tensor {
             let has_bias = bias.is_some();
             Box::new(move |gy, needs| {
                 let op = "conv3d";
-                super::conv::conv_grads(
-                    op,
+                conv_grads(
                     &x,
                     &w,
                     has_bias,
                     gy,
                     needs,
-                    |gy| grad::conv3d_backward_input(gy, host(&w, op)?, &g),
-                    |x, gy| grad::conv3d_backward_weight(x, gy, &g),
+                    || match conv3d_input_grad(gy, &w, &g)? {
+                        Some(dx) => Ok(dx),
+                        None => host_grad(op, gy, &w, x.dims(), |gy, w| {
+                            grad::conv3d_backward_input(gy, w, &g)
+                        }),
+                    },
+                    || match conv3d_weight_grad(&x, gy, &g)? {
+                        Some(dw) => Ok(dw),
+                        None => host_grad(op, &x, gy, w.dims(), |x, gy| {
+                            grad::conv3d_backward_weight(x, gy, &g)
+                        }),
+                    },
                 )
             })
         }))
@@ -180,19 +189,86 @@ impl Tensor {
             let has_bias = bias.is_some();
             Box::new(move |gy, needs| {
                 let op = "conv_transpose3d";
-                super::conv::conv_grads(
-                    op,
+                conv_grads(
                     &x,
                     &w,
                     has_bias,
                     gy,
                     needs,
-                    |gy| grad::conv_transpose3d_backward_input(gy, host(&w, op)?, &g),
-                    |x, gy| grad::conv_transpose3d_backward_weight(x, gy, &g),
+                    // The adjoint of a transposed convolution is the forward
+                    // convolution with the same weight, stride and padding.
+                    || gy.conv3d(&w, None, p),
+                    || {
+                        host_grad(op, &x, gy, w.dims(), |x, gy| {
+                            grad::conv_transpose3d_backward_weight(x, gy, &g)
+                        })
+                    },
                 )
             })
         }))
     }
+}
+
+/// The input gradient of a 3-D convolution from forward ops on the
+/// gradient's device: for stride 1, the convolution with the flipped,
+/// transposed kernel (padding `k − 1 − p`); for strides that tile the input
+/// exactly, the transposed convolution with the same weight. `None` for
+/// other geometries (a host kernel then).
+fn conv3d_input_grad(gy: &Tensor, w: &Tensor, g: &Conv3dGeometry) -> Result<Option<Tensor>> {
+    let k = g.kernel;
+    let fits = (0..3).all(|a| g.pad[a] < k[a]);
+    let dx = if g.stride == [1, 1, 1] && fits {
+        let flipped = w.flip(&[2, 3, 4])?.permute(&[1, 0, 2, 3, 4])?;
+        let p = Conv3dParams {
+            stride: (1, 1, 1),
+            pad: (
+                k[0] - 1 - g.pad[0],
+                k[1] - 1 - g.pad[1],
+                k[2] - 1 - g.pad[2],
+            ),
+        };
+        gy.conv3d(&flipped, None, p)?
+    } else if (0..3).all(|a| tiles_exactly(g.input[a], g.pad[a], k[a], g.stride[a])) {
+        let p = Conv3dParams {
+            stride: (g.stride[0], g.stride[1], g.stride[2]),
+            pad: (g.pad[0], g.pad[1], g.pad[2]),
+        };
+        gy.conv_transpose3d(w, None, p)?
+    } else {
+        return Ok(None);
+    };
+    let want = [g.batch, g.c_in, g.input[0], g.input[1], g.input[2]];
+    if dx.dims() != want {
+        return Err(Error::Internal(format!(
+            "conv3d backward: input gradient {:?}, expected {want:?}",
+            dx.dims()
+        )));
+    }
+    Ok(Some(dx))
+}
+
+/// The weight gradient of a stride-1 3-D convolution as one forward
+/// convolution on the tensors' device (see the per-frame
+/// `conv2d_weight_grad`); `None` on the CPU, which keeps its column kernel,
+/// and for strided convolutions.
+fn conv3d_weight_grad(x: &Tensor, gy: &Tensor, g: &Conv3dGeometry) -> Result<Option<Tensor>> {
+    if matches!(x.device(), Device::Cpu) || g.stride != [1, 1, 1] {
+        return Ok(None);
+    }
+    conv3d_weight_grad_by_conv(x, gy, g).map(Some)
+}
+
+/// [`conv3d_weight_grad`]'s formulation on any device: `[C_out, C_in, kd,
+/// kh, kw]`.
+fn conv3d_weight_grad_by_conv(x: &Tensor, gy: &Tensor, g: &Conv3dGeometry) -> Result<Tensor> {
+    let swap = [1, 0, 2, 3, 4];
+    let p = Conv3dParams {
+        stride: (1, 1, 1),
+        pad: (g.pad[0], g.pad[1], g.pad[2]),
+    };
+    x.permute(&swap)?
+        .conv3d(&gy.permute(&swap)?, None, p)?
+        .permute(&swap)
 }
 
 #[cfg(test)]
@@ -227,6 +303,62 @@ mod tests {
         let up_w = random(&[6, 4, 3, 3, 3], 6);
         let up = down.conv_transpose3d(&up_w, None, Conv3dParams::new(2, 1))?;
         assert_eq!(up.dims(), &[2, 4, 5, 7, 9]);
+        Ok(())
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// The device formulations of the 3-D backward equal the host kernels:
+    /// stride 1, nnU-Net's exactly tiling strided convolutions, an inexact
+    /// stride (no formulation), and the transposed convolution's input
+    /// gradient as a forward convolution.
+    #[test]
+    fn device_formulations_of_the_backward_match_the_host_kernels() -> Result<()> {
+        let x = random(&[2, 3, 5, 7, 9], 11);
+        for (stride, pad, k, exact) in [
+            ((1, 1, 1), (1, 1, 1), 3, true),
+            ((1, 2, 2), (1, 1, 1), 3, true),
+            ((1, 1, 1), (0, 0, 0), 1, true),
+            ((2, 2, 2), (1, 1, 1), 3, true),
+            ((1, 2, 2), (0, 0, 0), 2, false),
+        ] {
+            let what = format!("s{stride:?} p{pad:?} k{k}");
+            let p = Conv3dParams { stride, pad };
+            let w = random(&[4, 3, k, k, k], 12);
+            let g = conv3d_geometry("conv3d", &x, &w, None, p, false)?;
+            let y = x.conv3d(&w, None, p)?;
+            let gy = random(y.dims(), 13);
+            let want = grad::conv3d_backward_input(gy.as_slice()?, w.as_slice()?, &g)?;
+            match conv3d_input_grad(&gy, &w, &g)? {
+                Some(dx) => {
+                    assert!(exact, "{what}: a formulation for an inexact stride");
+                    let err = max_diff(&dx.to_vec()?, &want);
+                    assert!(err < 1e-4, "{what}: input gradient off by {err}");
+                }
+                None => assert!(!exact, "{what}: no formulation"),
+            }
+            if stride == (1, 1, 1) {
+                let dw = conv3d_weight_grad_by_conv(&x, &gy, &g)?;
+                assert_eq!(dw.dims(), w.dims());
+                let want = grad::conv3d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
+                let err = max_diff(&dw.to_vec()?, &want);
+                assert!(err < 1e-3, "{what}: weight gradient off by {err}");
+            }
+            assert!(
+                conv3d_weight_grad(&x, &gy, &g)?.is_none(),
+                "the CPU keeps its kernel"
+            );
+            let wt = random(&[3, 4, k, k, k], 14);
+            let gt = conv3d_geometry("conv_transpose3d", &x, &wt, None, p, true)?;
+            let yt = x.conv_transpose3d(&wt, None, p)?;
+            let gyt = random(yt.dims(), 15);
+            let want = grad::conv_transpose3d_backward_input(gyt.as_slice()?, wt.as_slice()?, &gt)?;
+            let err = max_diff(&gyt.conv3d(&wt, None, p)?.to_vec()?, &want);
+            assert!(err < 1e-4, "{what}: transposed input gradient off by {err}");
+        }
         Ok(())
     }
 

@@ -128,13 +128,15 @@ impl Tensor {
                     Some((a, b)) => Some((host(a, op)?, host(b, op)?)),
                     None => None,
                 };
+                let weight_values = weight.as_ref().map(|w| host(w, op)).transpose()?;
+                let bias_values = bias.as_ref().map(|b| host(b, op)).transpose()?;
                 let grads = grad::group_norm_backward(
-                    host(&x, op)?,
+                    &host(&x, op)?,
                     &desc,
-                    weight.as_ref().map(|w| host(w, op)).transpose()?,
-                    bias.as_ref().map(|b| host(b, op)).transpose()?,
-                    ss,
-                    host(g, op)?,
+                    weight_values.as_deref(),
+                    bias_values.as_deref(),
+                    ss.as_ref().map(|(a, b)| (&**a, &**b)),
+                    &host(g, op)?,
                 )?;
                 let mut out = vec![Some(Tensor::from_vec(grads.x, x.dims())?)];
                 let shaped = |v: Option<Vec<f32>>, like: &Tensor| -> Result<Option<Tensor>> {
@@ -228,13 +230,13 @@ impl Tensor {
             Box::new(move |g, _| {
                 let op = "layer_norm_channels";
                 let (dx, dgamma) = grad::layer_norm_channels_backward(
-                    host(&x, op)?,
-                    host(&gamma, op)?,
+                    &host(&x, op)?,
+                    &host(&gamma, op)?,
                     b,
                     c,
                     s,
                     eps,
-                    host(g, op)?,
+                    &host(g, op)?,
                 )?;
                 Ok(vec![
                     Some(Tensor::from_vec(dx, x.dims())?),

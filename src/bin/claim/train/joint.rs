@@ -4,8 +4,8 @@
 //! the segmenter's loss of its one-step estimates.
 
 use super::{
-    diffusion_config, drive, loss_summary, optim_options, refuse_fixed, DataArgs, GeneratorArgs,
-    Run,
+    diffusion_config, drive, loss_summary, optim_options, refuse_fixed, ComputeArgs, DataArgs,
+    GeneratorArgs, Run,
 };
 use claim::train::data::{phantom_cases, read_dataset, TrainingData};
 use claim::train::joint::{
@@ -46,6 +46,8 @@ joint.json: what --resume reads). Ctrl-C saves before exiting."
 pub struct JointArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    compute: ComputeArgs,
     /// Normal (scar-free) phantom cases with --phantom, the synthesis sources.
     #[arg(long, value_name = "M", default_value_t = 4, requires = "phantom")]
     phantom_normal: usize,
@@ -306,7 +308,8 @@ pub fn run_joint(a: &JointArgs) -> Result<()> {
     }
     let out = &a.output;
     let state = out.join(JOINT_STATE);
-    let trainer = if a.resume {
+    let compute = a.compute.open()?;
+    let mut trainer = if a.resume {
         if !state.is_file() {
             return Err(Error::invalid(format!(
                 "--resume: {} does not exist (no joint run in {})",
@@ -389,6 +392,7 @@ pub fn run_joint(a: &JointArgs) -> Result<()> {
             &sick, &normal, generator, options, a.steps, seg, plans, config,
         )?
     };
+    trainer.set_compute(compute)?;
     let start = trainer.step_count();
     if start >= a.steps {
         return Err(Error::invalid(format!(
@@ -401,7 +405,7 @@ pub fn run_joint(a: &JointArgs) -> Result<()> {
     let (train, validation) = trainer.segmenter().split();
     eprintln!(
         "joint training: denoiser dim {} mults {:?} on {} windows; segmenter features {:?} on {} \
-         real cases (validating on {}); joint steps from {} every {} (λ {}), steps {start}..{}",
+         real cases (validating on {}); joint steps from {} every {} (λ {}), steps {start}..{}, on {}",
         cfg.dim,
         cfg.dim_mults,
         trainer.generator().window_count(),
@@ -411,7 +415,8 @@ pub fn run_joint(a: &JointArgs) -> Result<()> {
         trainer.config().start_step,
         trainer.config().every,
         trainer.config().lambda,
-        a.steps
+        a.steps,
+        trainer.compute()
     );
     let resume_at = a.resume.then_some(start);
     let log = |name: &str, title: &str| -> Result<TrainingLog> {

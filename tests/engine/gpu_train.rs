@@ -1,0 +1,343 @@
+//! Training on a CUDA GPU (CUDA back-end III): one mixed-precision step
+//! (f16 network, f32 losses, dynamic loss scaling, f32 master weights)
+//! against the CPU f32 engine, per parameter tensor, for the denoiser and
+//! the 2-D and 3-D segmenters; and the step times `tools/gpu_check.sh`
+//! sets beside PyTorch AMP (`tools/torch_gpu_train.py`). Every test opens
+//! cuda:0 and prints `skipped: no CUDA device (<reason>)` without one.
+
+use claim::models::{Denoiser, DenoiserConfig, PlainConvUNet, PlainUNetConfig};
+use claim::nn::{DeviceSpec, LoadOptions, Precision, Tensor};
+use claim::rng::Rng;
+use claim::testing::rel_l2;
+use claim::train::compute::Compute;
+use claim::train::diffusion::{diffusion_loss, is_trainable, DiffusionBatch};
+use claim::train::optim::{
+    parameter_tensors, take_host_gradients, Optimizer, OptimizerKind, Parameter,
+};
+use claim::train::seg_loss::dice_ce_loss;
+use claim::train::segmenter::head_targets;
+use claim::Result;
+use std::time::Instant;
+
+/// The GPU in mixed precision, or `None` after saying why the test is
+/// skipped.
+fn gpu_compute() -> Option<Compute> {
+    let options = LoadOptions {
+        device: DeviceSpec::cuda(0),
+        precision: Precision::Auto,
+    };
+    match Compute::open(&options) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+fn report(rows: &[serde_json::Value]) {
+    for r in rows {
+        println!("{r}");
+    }
+    let Some(path) = std::env::var_os("CLAIM_GPU_MODELS") else {
+        return;
+    };
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        for r in rows {
+            let _ = writeln!(f, "{r}");
+        }
+    }
+}
+
+/// A step's loss from the named parameters, on a compute device.
+type LossOf<'a> = dyn Fn(&[(String, Tensor)], &Compute) -> Result<Tensor> + 'a;
+
+/// A step's loss, its unscaled host gradients (one per parameter) and the
+/// loss scale that held.
+type StepGradients = (f32, Vec<Option<Vec<f32>>>, f32);
+
+fn normal(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32).collect()
+}
+
+/// A model's parameters as the trainers hold them (host f32).
+fn parameters(
+    named: Vec<(String, Tensor)>,
+    trainable: impl Fn(&str) -> bool,
+) -> Result<Vec<Parameter>> {
+    named
+        .into_iter()
+        .map(|(name, t)| {
+            Ok(Parameter {
+                trainable: trainable(&name),
+                shape: t.dims().to_vec(),
+                values: t.to_vec()?,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// One step's loss and unscaled host gradients on `compute`; on an
+/// overflow the scale is halved and the step taken again, as the trainers'
+/// next step would. Returns the scale that held.
+fn loss_and_gradients(
+    compute: &mut Compute,
+    params: &[Parameter],
+    loss_of: &LossOf<'_>,
+) -> Result<StepGradients> {
+    loop {
+        let tensors = parameter_tensors(params, true)?;
+        let loss = loss_of(&tensors, compute)?;
+        let value = loss.to_vec()?[0];
+        let mut grads = compute.backward(&loss)?;
+        let mut host = take_host_gradients(&tensors, &mut grads)?;
+        let scale = compute.loss_scale();
+        if compute.unscale(&mut host) {
+            compute.update(false);
+            return Ok((value, host, scale));
+        }
+        compute.update(true);
+        assert!(scale > 1.0, "gradients overflow at loss scale {scale}");
+    }
+}
+
+/// Compares one step on the GPU with the CPU's: the loss within 1e-3
+/// (relative), every parameter's gradient within 5e-2 relative L2.
+fn check_step(
+    name: &str,
+    params: &[Parameter],
+    loss_of: &LossOf<'_>,
+) -> Result<Option<serde_json::Value>> {
+    let Some(mut gpu) = gpu_compute() else {
+        return Ok(None);
+    };
+    let (want_loss, want, _) = loss_and_gradients(&mut Compute::cpu(), params, loss_of)?;
+    let (got_loss, got, scale) = loss_and_gradients(&mut gpu, params, loss_of)?;
+    let loss_err = f64::from((got_loss - want_loss).abs()) / f64::from(want_loss.abs()).max(1e-12);
+    let mut worst = (0f64, String::new());
+    let mut failures = Vec::new();
+    for ((p, g), w) in params.iter().zip(&got).zip(&want) {
+        match (g, w) {
+            (Some(g), Some(w)) => {
+                let err = rel_l2(g, w);
+                if err > worst.0 {
+                    worst = (err, p.name.clone());
+                }
+                if err > 5e-2 {
+                    failures.push(format!("{} {:?}: {err:.2e}", p.name, p.shape));
+                }
+            }
+            (None, None) => {}
+            _ => failures.push(format!("{}: a gradient on one device only", p.name)),
+        }
+    }
+    let row = serde_json::json!({
+        "kind": "train_parity", "model": name, "loss_cpu": want_loss, "loss_gpu": got_loss,
+        "loss_rel_err": loss_err, "worst_grad_rel_l2": worst.0, "worst_tensor": worst.1,
+        "tensors": params.len(), "loss_scale": scale,
+    });
+    println!("{row}");
+    assert!(
+        loss_err <= 1e-3,
+        "{name}: loss {got_loss} on the GPU, {want_loss} on the CPU"
+    );
+    assert!(
+        failures.is_empty(),
+        "{name}: gradients off:\n{}",
+        failures.join("\n")
+    );
+    Ok(Some(row))
+}
+
+/// A random diffusion batch for `config` (`[B, C, 1, size, size]`): noisy
+/// input, noise, a lesion mask covering about a third, conditions with one
+/// item dropped to the null condition.
+fn diffusion_batch(
+    config: &DenoiserConfig,
+    batch: usize,
+    size: usize,
+    seed: u64,
+) -> Result<DiffusionBatch> {
+    let mut rng = Rng::new(seed);
+    let shape = [batch, config.channels, 1, size, size];
+    let n: usize = shape.iter().product();
+    let mask: Vec<f32> = (0..n)
+        .map(|_| f32::from(u8::from(rng.uniform() < 0.35)))
+        .collect();
+    let conditions = match config.cond_dim {
+        Some(dim) => {
+            let mut rows = Vec::with_capacity(batch * dim);
+            for _ in 0..batch {
+                let row: Vec<f64> = (0..dim).map(|_| rng.uniform()).collect();
+                let sum: f64 = row.iter().sum();
+                rows.extend(row.iter().map(|v| (v / sum) as f32));
+            }
+            let dropped = (0..batch).map(|i| i == batch - 1).collect();
+            Some((Tensor::from_vec(rows, &[batch, dim])?, dropped))
+        }
+        None => None,
+    };
+    Ok(DiffusionBatch {
+        noisy: Tensor::from_vec(normal(n, &mut rng), &shape)?,
+        timesteps: (0..batch).map(|_| (rng.next_u64() % 1000) as f32).collect(),
+        noise: Tensor::from_vec(normal(n, &mut rng), &shape)?,
+        mask: Tensor::from_vec(mask, &shape)?,
+        conditions,
+    })
+}
+
+/// A random segmenter batch: `[B, 1, …patch]` images and class maps.
+fn segmenter_batch(
+    patch: &[usize],
+    batch: usize,
+    classes: u8,
+    seed: u64,
+) -> Result<(Tensor, Vec<u8>)> {
+    let mut rng = Rng::new(seed);
+    let n = batch * patch.iter().product::<usize>();
+    let labels = (0..n)
+        .map(|_| (rng.next_u64() % u64::from(classes)) as u8)
+        .collect();
+    let shape: Vec<usize> = [batch, 1].iter().chain(patch).copied().collect();
+    Ok((Tensor::from_vec(normal(n, &mut rng), &shape)?, labels))
+}
+
+/// The deep-supervised Dice + CE of the network `cfg` with the given
+/// parameters on `x`, run on the compute device.
+fn segmenter_loss<'a>(
+    cfg: &'a PlainUNetConfig,
+    x: &'a Tensor,
+    classes: &'a [u8],
+    batch: usize,
+) -> impl Fn(&[(String, Tensor)], &Compute) -> Result<Tensor> + 'a {
+    let patch: Vec<usize> = x.dims()[2..].to_vec();
+    let (pd, ph, pw) = match patch[..] {
+        [d, h, w] => (d, h, w),
+        [h, w] => (1, h, w),
+        _ => (1, 1, 1),
+    };
+    move |tensors, compute| {
+        let net = PlainConvUNet::from_state_dict_on(
+            tensors.to_vec(),
+            cfg,
+            &compute.device,
+            compute.dtype,
+        )?;
+        let heads = net
+            .forward_deep_supervision(x)?
+            .iter()
+            .map(|h| compute.for_loss(h))
+            .collect::<Result<Vec<_>>>()?;
+        let targets = head_targets(&heads, classes, batch, (pd, ph, pw))?;
+        dice_ce_loss(&heads, &targets, true)
+    }
+}
+
+/// The denoiser (CLAIM's 2-D model, PyTorch's initialisation) and the 2-D
+/// and 3-D segmenters: one step's loss and every parameter gradient on the
+/// GPU in mixed precision against the CPU in f32.
+#[test]
+fn cuda_training_step_gradients_match_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
+    if gpu_compute().is_none() {
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    let config = DenoiserConfig::claim();
+    let params = parameters(Denoiser::initial_parameters(&config, 3)?, is_trainable)?;
+    let batch = diffusion_batch(&config, 2, 72, 4)?;
+    let loss = |t: &[(String, Tensor)], c: &Compute| diffusion_loss(&config, t, &batch, c);
+    rows.extend(check_step("denoiser_claim_2d", &params, &loss)?);
+    for (name, cfg, patch) in [
+        (
+            "segmenter_2d",
+            PlainUNetConfig::standard(2, 1, 4, vec![16, 32, 64, 128]),
+            vec![64, 64],
+        ),
+        (
+            "segmenter_3d",
+            PlainUNetConfig::standard(3, 1, 4, vec![8, 16, 32]),
+            vec![16, 32, 32],
+        ),
+    ] {
+        let params = parameters(
+            claim::models::plain_unet::random_state_dict(&cfg, 5),
+            |_| true,
+        )?;
+        let (x, classes) = segmenter_batch(&patch, 2, 4, 6)?;
+        let loss = segmenter_loss(&cfg, &x, &classes, 2);
+        rows.extend(check_step(name, &params, &loss)?);
+    }
+    report(&rows);
+    Ok(())
+}
+
+/// Median milliseconds of a whole training step on `compute` (parameters
+/// converted in, forward, f32 loss, scaled backward, gradients to the
+/// host, unscaled, the optimiser's update of the f32 master weights),
+/// after two warm-up steps.
+fn step_ms(
+    compute: &mut Compute,
+    params: &mut [Parameter],
+    kind: OptimizerKind,
+    reps: usize,
+    loss_of: &LossOf<'_>,
+) -> Result<f64> {
+    let mut optimizer = Optimizer::new(kind, 0.0, params.len())?;
+    let mut times = Vec::with_capacity(reps);
+    for rep in 0..reps + 2 {
+        let start = Instant::now();
+        let (_, grads, _) = loss_and_gradients(compute, params, loss_of)?;
+        optimizer.step(params, &grads, 1e-5)?;
+        if rep >= 2 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Training step times on the GPU (mixed precision) for the shapes
+/// `tools/torch_gpu_train.py` times under PyTorch AMP: CLAIM's denoiser at
+/// batch 16 on 72×72 (Adam) and nnU-Net's 2-D PlainConvUNet (features
+/// 32…512, batch 12 of 256×256, SGD). Runs only when `$CLAIM_GPU_MODELS`
+/// is set (and a GPU opens).
+#[test]
+fn gpu_train_bench_or_skipped() -> Result<()> {
+    if std::env::var_os("CLAIM_GPU_MODELS").is_none() {
+        eprintln!("skipped: set CLAIM_GPU_MODELS=FILE to time training steps on the GPU");
+        return Ok(());
+    }
+    let Some(mut gpu) = gpu_compute() else {
+        return Ok(());
+    };
+    let mut rows = Vec::new();
+    let config = DenoiserConfig::claim();
+    let mut params = parameters(Denoiser::initial_parameters(&config, 3)?, is_trainable)?;
+    let batch = diffusion_batch(&config, 16, 72, 8)?;
+    let loss = |t: &[(String, Tensor)], c: &Compute| diffusion_loss(&config, t, &batch, c);
+    let ms = step_ms(&mut gpu, &mut params, OptimizerKind::adam(), 10, &loss)?;
+    rows.push(serde_json::json!({"kind": "train_bench", "name": "train_denoiser_claim_2d_b16", "gpu_ms": ms}));
+    let cfg = PlainUNetConfig::standard(2, 1, 4, vec![32, 64, 128, 256, 512, 512]);
+    let mut params = parameters(
+        claim::models::plain_unet::random_state_dict(&cfg, 9),
+        |_| true,
+    )?;
+    let (x, classes) = segmenter_batch(&[256, 256], 12, 4, 10)?;
+    let loss = segmenter_loss(&cfg, &x, &classes, 12);
+    let ms = step_ms(
+        &mut gpu,
+        &mut params,
+        OptimizerKind::sgd_nesterov(0.99),
+        10,
+        &loss,
+    )?;
+    rows.push(serde_json::json!({"kind": "train_bench", "name": "train_segmenter_2d_b12_256", "gpu_ms": ms}));
+    report(&rows);
+    Ok(())
+}
