@@ -182,11 +182,16 @@ impl Tensor {
                     has_bias,
                     gy,
                     needs,
-                    || match conv2d_input_grad(gy, &w, &g)? {
-                        Some(dx) => Ok(dx),
-                        None => host_grad(op, gy, &w, x.dims(), |gy, w| {
-                            grad::conv2d_backward_input(gy, w, &g)
-                        }),
+                    || {
+                        // The CPU keeps its own choices (the flipped kernel
+                        // for stride 1, measured faster; the column kernel
+                        // otherwise), so CPU results do not move.
+                        if matches!(x.device(), Device::Cpu) && g.stride != (1, 1) {
+                            return host_grad(op, gy, &w, x.dims(), |gy, w| {
+                                grad::conv2d_backward_input(gy, w, &g)
+                            });
+                        }
+                        conv2d_input_grad(gy, &w, &g)
                     },
                     || match conv2d_weight_grad(&x, gy, &g)? {
                         Some(dw) => dw.reshape(w.dims()),
@@ -241,9 +246,21 @@ impl Tensor {
                     gy,
                     needs,
                     // The adjoint of a transposed convolution is the forward
-                    // convolution with the same weight, stride and padding.
-                    || gy.conv2d(&w, None, p),
+                    // convolution with the same weight, stride and padding
+                    // (the CPU keeps its column kernel).
                     || {
+                        if matches!(x.device(), Device::Cpu) {
+                            return host_grad(op, gy, &w, x.dims(), |gy, w| {
+                                grad::conv_transpose2d_backward_input(gy, w, &g)
+                            });
+                        }
+                        gy.conv2d(&w, None, p)
+                    },
+                    || {
+                        if !matches!(x.device(), Device::Cpu) {
+                            return weight_grad_by_conv(gy, &x, (g.kh, g.kw), g.stride, g.pad)?
+                                .reshape(w.dims());
+                        }
                         host_grad(op, &x, gy, w.dims(), |x, gy| {
                             grad::conv_transpose2d_backward_weight(x, gy, &g)
                         })
@@ -269,8 +286,11 @@ pub(super) fn tiles_exactly(n: usize, pad: usize, k: usize, stride: usize) -> bo
 /// gradient with the flipped, transposed kernel (padding `k − 1 − p`, so
 /// it runs on the fast forward kernels, Winograd for 3×3); for a stride
 /// that tiles the input exactly, the transposed convolution with the same
-/// weight. `None` for other geometries (a host kernel then).
-fn conv2d_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Option<Tensor>> {
+/// weight; otherwise (nnU-Net's 3×3/2 on even sizes) the unpadded
+/// transposed convolution cut to the input's rows (`[p, p + H)`, zeros
+/// past its end), which is what a transposed convolution's output padding
+/// gives.
+fn conv2d_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
     let w4 = w.reshape(&[g.c_out, g.c_in, g.kh, g.kw])?;
     let dx = if g.stride == (1, 1) && g.pad.0 < g.kh && g.pad.1 < g.kw {
         let flipped = w4
@@ -291,7 +311,18 @@ fn conv2d_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Option
         };
         gy.conv_transpose2d(&w4, None, p)?
     } else {
-        return Ok(None);
+        let p = ConvParams {
+            stride: g.stride,
+            pad: (0, 0),
+        };
+        let full = gy.conv_transpose2d(&w4, None, p)?;
+        let rank = full.rank();
+        window(
+            &window(&full, rank - 2, g.pad.0, g.h)?,
+            rank - 1,
+            g.pad.1,
+            g.w,
+        )?
     };
     let want = [g.batch, g.c_in, g.frames, g.h, g.w];
     if dx.elem_count() != want.iter().product::<usize>() {
@@ -300,38 +331,83 @@ fn conv2d_input_grad(gy: &Tensor, w: &Tensor, g: &ConvGeometry) -> Result<Option
             dx.dims()
         )));
     }
-    Ok(Some(dx))
+    Ok(dx)
 }
 
-/// The weight gradient of a stride-1 per-frame convolution as one forward
-/// convolution on the tensors' device: the input with batch and channels
-/// swapped (`[C_in, B·F, H, W]`) convolved with the output gradient as the
-/// kernel (`[C_out, B·F, Ho, Wo]`), giving `[C_in, C_out, kh, kw]`, then
-/// transposed. The CPU keeps its column kernel (a kernel as large as the
-/// frame suits it badly); `None` there and for strided convolutions.
+/// Entries `[start, start + len)` of `t` along `axis`, zeros where that
+/// runs past its end.
+pub(super) fn window(t: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+    let size = t.dim(axis)?;
+    let kept = size.saturating_sub(start).min(len);
+    let mut zeros_shape = t.dims().to_vec();
+    zeros_shape[axis] = len - kept;
+    let zeros = Tensor::full_on(0.0, &zeros_shape, &t.device(), t.dtype())?;
+    if kept == 0 {
+        return Ok(zeros);
+    }
+    let part = t.narrow(axis, start, kept)?;
+    if kept == len {
+        return Ok(part);
+    }
+    Tensor::cat(&[&part, &zeros], axis)
+}
+
+/// The weight gradient of a per-frame convolution as forward ops on the
+/// tensors' device (see [`weight_grad_by_conv`]); `None` on the CPU, which
+/// keeps its column kernel (a kernel as large as the frame suits it badly).
 fn conv2d_weight_grad(x: &Tensor, gy: &Tensor, g: &ConvGeometry) -> Result<Option<Tensor>> {
-    if matches!(x.device(), Device::Cpu) || g.stride != (1, 1) {
+    if matches!(x.device(), Device::Cpu) {
         return Ok(None);
     }
-    conv2d_weight_grad_by_conv(x, gy, g).map(Some)
+    weight_grad_by_conv(x, gy, (g.kh, g.kw), g.stride, g.pad).map(Some)
 }
 
-/// [`conv2d_weight_grad`]'s formulation on any device: `[C_out, C_in, kh, kw]`.
-fn conv2d_weight_grad_by_conv(x: &Tensor, gy: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
-    let (b, f) = (g.batch, g.frames);
-    let (ho, wo) = (g.h + 2 * g.pad.0 + 1 - g.kh, g.w + 2 * g.pad.1 + 1 - g.kw);
+/// `dW[o, i, a, b] = Σ dy[n, o, f, y, x] · x_pad[n, i, f, y·s + a, x·s + b]`,
+/// the weight gradient `[C_out, C_in, kh, kw]` of a per-frame convolution
+/// of `input` (`[B, C_in, (F,) H, W]`) whose output gradient is `out_grad`,
+/// as one forward convolution: the input with batch and channels swapped
+/// (`[C_in, B·F, H, W]`) convolved with the output gradient as the kernel
+/// (`[C_out, B·F, Ho, Wo]`), dilated by the stride first (a transposed
+/// 1×1 convolution of stride s places its values s apart), then cut to
+/// `kh × kw` (rows the stride never reached give the extra ones).
+/// A transposed convolution's weight gradient is this with the roles of
+/// its input and output gradient exchanged.
+fn weight_grad_by_conv(
+    input: &Tensor,
+    out_grad: &Tensor,
+    (kh, kw): (usize, usize),
+    stride: (usize, usize),
+    pad: (usize, usize),
+) -> Result<Tensor> {
+    let (b, c_in, f, h, w) = frames_of(input, "conv2d backward")?;
+    let (_, c_out, _, ho, wo) = frames_of(out_grad, "conv2d backward")?;
     let swapped = |t: &Tensor, c: usize, h: usize, w: usize| -> Result<Tensor> {
         t.reshape(&[b, c, f, h, w])?
             .permute(&[1, 0, 2, 3, 4])?
             .reshape(&[c, b * f, h, w])
     };
-    let input = swapped(x, g.c_in, g.h, g.w)?;
-    let kernel = swapped(gy, g.c_out, ho, wo)?;
+    let mut kernel = swapped(out_grad, c_out, ho, wo)?;
+    if stride != (1, 1) {
+        let one = Tensor::full_on(1.0, &[1, 1, 1, 1], &kernel.device(), kernel.dtype())?;
+        let dilate = ConvParams {
+            stride,
+            pad: (0, 0),
+        };
+        let (hd, wd) = ((ho - 1) * stride.0 + 1, (wo - 1) * stride.1 + 1);
+        kernel = kernel
+            .reshape(&[c_out * b * f, 1, ho, wo])?
+            .conv_transpose2d(&one, None, dilate)?
+            .reshape(&[c_out, b * f, hd, wd])?;
+    }
     let p = ConvParams {
         stride: (1, 1),
-        pad: g.pad,
+        pad,
     };
-    input.conv2d(&kernel, None, p)?.permute(&[1, 0, 2, 3])
+    swapped(input, c_in, h, w)?
+        .conv2d(&kernel, None, p)?
+        .narrow(2, 0, kh)?
+        .narrow(3, 0, kw)?
+        .permute(&[1, 0, 2, 3])
 }
 
 /// A gradient computed by a CPU kernel on host copies of `a` and `b`
@@ -436,8 +512,9 @@ mod tests {
 
     /// The device formulations of the backward (forward convolutions of the
     /// output gradient, and the weight gradient as a convolution) equal the
-    /// host kernels, per frame, for stride 1, strides that tile the input
-    /// exactly, and a stride that does not (no formulation: `None`).
+    /// host kernels, per frame: stride 1 (also with a padding as large as
+    /// the kernel), strides that tile the input exactly, and strides that
+    /// leave rows over (cut, or padded with zeros past the output).
     #[test]
     fn device_formulations_of_the_backward_match_the_host_kernels() -> Result<()> {
         use crate::backend::cpu::random_normal;
@@ -446,9 +523,13 @@ mod tests {
             (9, 3, 1, 1, true),
             (8, 1, 1, 0, true),
             (10, 7, 1, 3, true),
+            (5, 3, 1, 3, true),
             (9, 3, 2, 1, true),
             (8, 4, 2, 1, true),
+            (10, 3, 3, 1, true),
             (8, 3, 2, 1, false),
+            (8, 3, 2, 0, false),
+            (9, 2, 3, 0, false),
         ] {
             let what = format!("h{h} k{k} s{stride} p{pad}");
             let x = Tensor::from_vec(random_normal(b * c_in * f * h * h, 5), &[b, c_in, f, h, h])?;
@@ -461,21 +542,20 @@ mod tests {
             let y = x.conv2d(&w, None, p)?;
             let gy = Tensor::from_vec(random_normal(y.elem_count(), 7), y.dims())?;
             let want_dx = grad::conv2d_backward_input(gy.as_slice()?, w.as_slice()?, &g)?;
-            match conv2d_input_grad(&gy, &w, &g)? {
-                Some(dx) => {
-                    assert!(exact, "{what}: a formulation for an inexact stride");
-                    assert_eq!(dx.dims(), x.dims());
-                    let err = max_diff(&dx.to_vec()?, &want_dx);
-                    assert!(err < 1e-4, "{what}: input gradient off by {err}");
-                }
-                None => assert!(!exact, "{what}: no formulation"),
-            }
-            if stride == 1 {
-                let dw = conv2d_weight_grad_by_conv(&x, &gy, &g)?;
-                let want = grad::conv2d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
-                let err = max_diff(&dw.to_vec()?, &want);
-                assert!(err < 1e-3, "{what}: weight gradient off by {err}");
-            }
+            let dx = conv2d_input_grad(&gy, &w, &g)?;
+            assert_eq!(dx.dims(), x.dims());
+            let err = max_diff(&dx.to_vec()?, &want_dx);
+            assert!(err < 1e-4, "{what}: input gradient off by {err}");
+            assert_eq!(
+                exact,
+                tiles_exactly(h, pad, k, stride),
+                "{what}: the case list is wrong"
+            );
+            let dw = weight_grad_by_conv(&x, &gy, (k, k), (stride, stride), (pad, pad))?;
+            assert_eq!(dw.dims(), [c_out, c_in, k, k]);
+            let want = grad::conv2d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
+            let err = max_diff(&dw.to_vec()?, &want);
+            assert!(err < 1e-3, "{what}: weight gradient off by {err}");
             assert!(
                 conv2d_weight_grad(&x, &gy, &g)?.is_none(),
                 "the CPU keeps its kernel"
@@ -490,6 +570,14 @@ mod tests {
             let want = grad::conv_transpose2d_backward_input(gyt.as_slice()?, wt.as_slice()?, &gt)?;
             let err = max_diff(&gyt.conv2d(&wt, None, p)?.to_vec()?, &want);
             assert!(err < 1e-4, "{what}: transposed input gradient off by {err}");
+            let dwt = weight_grad_by_conv(&gyt, &x, (k, k), (stride, stride), (pad, pad))?;
+            assert_eq!(dwt.dims(), [c_in, c_out, k, k]);
+            let want = grad::conv_transpose2d_backward_weight(x.as_slice()?, gyt.as_slice()?, &gt)?;
+            let err = max_diff(&dwt.to_vec()?, &want);
+            assert!(
+                err < 1e-3,
+                "{what}: transposed weight gradient off by {err}"
+            );
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Full 3-D convolutions (PyTorch `Conv3d` and `ConvTranspose3d`) on
 //! `[B, C, D, H, W]` tensors, for any kernel, stride and padding.
 
-use super::conv::{conv_grads, host_grad, tiles_exactly};
+use super::conv::{conv_grads, host_grad, tiles_exactly, window};
 use crate::backend::cpu::grad;
 use crate::backend::desc::Conv3dGeometry;
 use crate::nn::tensor::checked_count;
@@ -143,11 +143,15 @@ impl Tensor {
                     has_bias,
                     gy,
                     needs,
-                    || match conv3d_input_grad(gy, &w, &g)? {
-                        Some(dx) => Ok(dx),
-                        None => host_grad(op, gy, &w, x.dims(), |gy, w| {
-                            grad::conv3d_backward_input(gy, w, &g)
-                        }),
+                    || {
+                        // The CPU keeps its column kernel (CPU results do
+                        // not move).
+                        if matches!(x.device(), Device::Cpu) {
+                            return host_grad(op, gy, &w, x.dims(), |gy, w| {
+                                grad::conv3d_backward_input(gy, w, &g)
+                            });
+                        }
+                        conv3d_input_grad(gy, &w, &g)
                     },
                     || match conv3d_weight_grad(&x, gy, &g)? {
                         Some(dw) => Ok(dw),
@@ -196,9 +200,20 @@ impl Tensor {
                     gy,
                     needs,
                     // The adjoint of a transposed convolution is the forward
-                    // convolution with the same weight, stride and padding.
-                    || gy.conv3d(&w, None, p),
+                    // convolution with the same weight, stride and padding
+                    // (the CPU keeps its column kernel).
                     || {
+                        if matches!(x.device(), Device::Cpu) {
+                            return host_grad(op, gy, &w, x.dims(), |gy, w| {
+                                grad::conv_transpose3d_backward_input(gy, w, &g)
+                            });
+                        }
+                        gy.conv3d(&w, None, p)
+                    },
+                    || {
+                        if !matches!(x.device(), Device::Cpu) {
+                            return weight_grad_by_conv3d(gy, &x, g.kernel, g.stride, g.pad);
+                        }
                         host_grad(op, &x, gy, w.dims(), |x, gy| {
                             grad::conv_transpose3d_backward_weight(x, gy, &g)
                         })
@@ -212,9 +227,10 @@ impl Tensor {
 /// The input gradient of a 3-D convolution from forward ops on the
 /// gradient's device: for stride 1, the convolution with the flipped,
 /// transposed kernel (padding `k − 1 − p`); for strides that tile the input
-/// exactly, the transposed convolution with the same weight. `None` for
-/// other geometries (a host kernel then).
-fn conv3d_input_grad(gy: &Tensor, w: &Tensor, g: &Conv3dGeometry) -> Result<Option<Tensor>> {
+/// exactly, the transposed convolution with the same weight; otherwise the
+/// unpadded transposed convolution cut to the input (as the per-frame
+/// `conv2d_input_grad`).
+fn conv3d_input_grad(gy: &Tensor, w: &Tensor, g: &Conv3dGeometry) -> Result<Tensor> {
     let k = g.kernel;
     let fits = (0..3).all(|a| g.pad[a] < k[a]);
     let dx = if g.stride == [1, 1, 1] && fits {
@@ -235,7 +251,15 @@ fn conv3d_input_grad(gy: &Tensor, w: &Tensor, g: &Conv3dGeometry) -> Result<Opti
         };
         gy.conv_transpose3d(w, None, p)?
     } else {
-        return Ok(None);
+        let p = Conv3dParams {
+            stride: (g.stride[0], g.stride[1], g.stride[2]),
+            pad: (0, 0, 0),
+        };
+        let mut dx = gy.conv_transpose3d(w, None, p)?;
+        for a in 0..3 {
+            dx = window(&dx, 2 + a, g.pad[a], g.input[a])?;
+        }
+        dx
     };
     let want = [g.batch, g.c_in, g.input[0], g.input[1], g.input[2]];
     if dx.dims() != want {
@@ -244,30 +268,59 @@ fn conv3d_input_grad(gy: &Tensor, w: &Tensor, g: &Conv3dGeometry) -> Result<Opti
             dx.dims()
         )));
     }
-    Ok(Some(dx))
+    Ok(dx)
 }
 
-/// The weight gradient of a stride-1 3-D convolution as one forward
-/// convolution on the tensors' device (see the per-frame
-/// `conv2d_weight_grad`); `None` on the CPU, which keeps its column kernel,
-/// and for strided convolutions.
+/// The weight gradient of a 3-D convolution as forward ops on the
+/// tensors' device (see [`weight_grad_by_conv3d`]); `None` on the CPU,
+/// which keeps its column kernel.
 fn conv3d_weight_grad(x: &Tensor, gy: &Tensor, g: &Conv3dGeometry) -> Result<Option<Tensor>> {
-    if matches!(x.device(), Device::Cpu) || g.stride != [1, 1, 1] {
+    if matches!(x.device(), Device::Cpu) {
         return Ok(None);
     }
-    conv3d_weight_grad_by_conv(x, gy, g).map(Some)
+    weight_grad_by_conv3d(x, gy, g.kernel, g.stride, g.pad).map(Some)
 }
 
-/// [`conv3d_weight_grad`]'s formulation on any device: `[C_out, C_in, kd,
-/// kh, kw]`.
-fn conv3d_weight_grad_by_conv(x: &Tensor, gy: &Tensor, g: &Conv3dGeometry) -> Result<Tensor> {
+/// The weight gradient `[C_out, C_in, kd, kh, kw]` of a 3-D convolution of
+/// `input` whose output gradient is `out_grad`, as one forward convolution
+/// (the per-frame `weight_grad_by_conv` in three dimensions): batch and
+/// channels swapped, the output gradient dilated by the stride as the
+/// kernel, the result cut to the kernel's size. With the roles exchanged,
+/// a transposed convolution's weight gradient.
+fn weight_grad_by_conv3d(
+    input: &Tensor,
+    out_grad: &Tensor,
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    pad: [usize; 3],
+) -> Result<Tensor> {
     let swap = [1, 0, 2, 3, 4];
+    let mut k = out_grad.permute(&swap)?;
+    if stride != [1, 1, 1] {
+        let &[c, b, d, h, w] = k.dims() else {
+            return Err(Error::Internal(format!("conv3d backward: {:?}", k.dims())));
+        };
+        let one = Tensor::full_on(1.0, &[1, 1, 1, 1, 1], &k.device(), k.dtype())?;
+        let dilate = Conv3dParams {
+            stride: (stride[0], stride[1], stride[2]),
+            pad: (0, 0, 0),
+        };
+        k = k
+            .reshape(&[c * b, 1, d, h, w])?
+            .conv_transpose3d(&one, None, dilate)?;
+        let dilated = k.dims()[2..].to_vec();
+        k = k.reshape(&[c, b, dilated[0], dilated[1], dilated[2]])?;
+    }
     let p = Conv3dParams {
         stride: (1, 1, 1),
-        pad: (g.pad[0], g.pad[1], g.pad[2]),
+        pad: (pad[0], pad[1], pad[2]),
     };
-    x.permute(&swap)?
-        .conv3d(&gy.permute(&swap)?, None, p)?
+    input
+        .permute(&swap)?
+        .conv3d(&k, None, p)?
+        .narrow(2, 0, kernel[0])?
+        .narrow(3, 0, kernel[1])?
+        .narrow(4, 0, kernel[2])?
         .permute(&swap)
 }
 
@@ -312,9 +365,9 @@ mod tests {
     }
 
     /// The device formulations of the 3-D backward equal the host kernels:
-    /// stride 1, nnU-Net's exactly tiling strided convolutions, an inexact
-    /// stride (no formulation), and the transposed convolution's input
-    /// gradient as a forward convolution.
+    /// stride 1, nnU-Net's exactly tiling strided convolutions, strides that
+    /// leave planes, rows or columns over, and the transposed convolution's
+    /// gradients.
     #[test]
     fn device_formulations_of_the_backward_match_the_host_kernels() -> Result<()> {
         let x = random(&[2, 3, 5, 7, 9], 11);
@@ -324,6 +377,8 @@ mod tests {
             ((1, 1, 1), (0, 0, 0), 1, true),
             ((2, 2, 2), (1, 1, 1), 3, true),
             ((1, 2, 2), (0, 0, 0), 2, false),
+            ((2, 2, 2), (1, 1, 1), 2, false),
+            ((1, 2, 4), (0, 1, 0), 3, false),
         ] {
             let what = format!("s{stride:?} p{pad:?} k{k}");
             let p = Conv3dParams { stride, pad };
@@ -332,21 +387,17 @@ mod tests {
             let y = x.conv3d(&w, None, p)?;
             let gy = random(y.dims(), 13);
             let want = grad::conv3d_backward_input(gy.as_slice()?, w.as_slice()?, &g)?;
-            match conv3d_input_grad(&gy, &w, &g)? {
-                Some(dx) => {
-                    assert!(exact, "{what}: a formulation for an inexact stride");
-                    let err = max_diff(&dx.to_vec()?, &want);
-                    assert!(err < 1e-4, "{what}: input gradient off by {err}");
-                }
-                None => assert!(!exact, "{what}: no formulation"),
-            }
-            if stride == (1, 1, 1) {
-                let dw = conv3d_weight_grad_by_conv(&x, &gy, &g)?;
-                assert_eq!(dw.dims(), w.dims());
-                let want = grad::conv3d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
-                let err = max_diff(&dw.to_vec()?, &want);
-                assert!(err < 1e-3, "{what}: weight gradient off by {err}");
-            }
+            let dx = conv3d_input_grad(&gy, &w, &g)?;
+            assert_eq!(dx.dims(), x.dims());
+            let err = max_diff(&dx.to_vec()?, &want);
+            assert!(err < 1e-4, "{what}: input gradient off by {err}");
+            let tiles = (0..3).all(|a| tiles_exactly(g.input[a], g.pad[a], k, g.stride[a]));
+            assert_eq!(exact, tiles, "{what}: the case list is wrong");
+            let dw = weight_grad_by_conv3d(&x, &gy, g.kernel, g.stride, g.pad)?;
+            assert_eq!(dw.dims(), w.dims());
+            let want = grad::conv3d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
+            let err = max_diff(&dw.to_vec()?, &want);
+            assert!(err < 1e-3, "{what}: weight gradient off by {err}");
             assert!(
                 conv3d_weight_grad(&x, &gy, &g)?.is_none(),
                 "the CPU keeps its kernel"
@@ -358,6 +409,14 @@ mod tests {
             let want = grad::conv_transpose3d_backward_input(gyt.as_slice()?, wt.as_slice()?, &gt)?;
             let err = max_diff(&gyt.conv3d(&wt, None, p)?.to_vec()?, &want);
             assert!(err < 1e-4, "{what}: transposed input gradient off by {err}");
+            let dwt = weight_grad_by_conv3d(&gyt, &x, gt.kernel, gt.stride, gt.pad)?;
+            assert_eq!(dwt.dims(), wt.dims());
+            let want = grad::conv_transpose3d_backward_weight(x.as_slice()?, gyt.as_slice()?, &gt)?;
+            let err = max_diff(&dwt.to_vec()?, &want);
+            assert!(
+                err < 1e-3,
+                "{what}: transposed weight gradient off by {err}"
+            );
         }
         Ok(())
     }

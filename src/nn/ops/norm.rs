@@ -2,9 +2,9 @@
 
 use super::expect_shape;
 use crate::backend::cpu::grad;
-use crate::backend::desc::{NormActivation, NormDesc, NormOperands};
+use crate::backend::desc::{NormActivation, NormDesc, NormOperands, UnaryOp};
 use crate::nn::autograd::host;
-use crate::nn::Tensor;
+use crate::nn::{Device, Tensor};
 use crate::{Error, Result};
 
 /// `(B, C, S)` of a `[B, C, ...]` tensor, S the product of the rest.
@@ -124,6 +124,32 @@ impl Tensor {
             let has_residual = residual.is_some();
             Box::new(move |g, _| {
                 let op = "group_norm";
+                if !matches!(x.device(), Device::Cpu) {
+                    let ss = scale_shift.as_ref().map(|(a, b)| (a, b));
+                    let grads = group_norm_backward_by_ops(
+                        &x,
+                        &desc,
+                        weight.as_ref(),
+                        bias.as_ref(),
+                        ss,
+                        g,
+                    )?;
+                    let mut out = vec![Some(grads.x)];
+                    if weight.is_some() {
+                        out.push(grads.weight);
+                    }
+                    if bias.is_some() {
+                        out.push(grads.bias);
+                    }
+                    if scale_shift.is_some() {
+                        out.push(grads.scale);
+                        out.push(grads.shift);
+                    }
+                    if has_residual {
+                        out.push(Some(g.clone()));
+                    }
+                    return Ok(out);
+                }
                 let ss = match &scale_shift {
                     Some((a, b)) => Some((host(a, op)?, host(b, op)?)),
                     None => None,
@@ -229,6 +255,10 @@ impl Tensor {
             let (x, gamma) = (self.detach(), gamma.detach());
             Box::new(move |g, _| {
                 let op = "layer_norm_channels";
+                if !matches!(x.device(), Device::Cpu) {
+                    let (dx, dgamma) = layer_norm_channels_backward_by_ops(&x, &gamma, eps, g)?;
+                    return Ok(vec![Some(dx), Some(dgamma)]);
+                }
                 let (dx, dgamma) = grad::layer_norm_channels_backward(
                     &host(&x, op)?,
                     &host(&gamma, op)?,
@@ -247,6 +277,147 @@ impl Tensor {
     }
 }
 
+/// The gradients of [`Tensor::group_norm_fused`] as tensors on the
+/// operands' device (`None` for the absent optional operands).
+struct NormGradTensors {
+    x: Tensor,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    scale: Option<Tensor>,
+    shift: Option<Tensor>,
+}
+
+/// The backward of the fused GroupNorm composed of engine ops, so it runs
+/// on the operands' device (the CPU keeps its fused host kernel, which this
+/// is checked against): with `x̂` the normalised input, `z = x̂·w + b`,
+/// `m = z·k + shift` (`k = scale + 1`) and `gm = g·act′(m)`,
+/// `gz = gm·k`, `dw = Σ gz·x̂`, `db = Σ gz`, `dscale = Σ gm·z`,
+/// `dshift = Σ gm` and, per group, `dx = rstd·(gx̂ − mean gx̂ − x̂·mean(gx̂·x̂))`
+/// with `gx̂ = gz·w`. Sums run in f32 in the reduction kernels.
+fn group_norm_backward_by_ops(
+    x: &Tensor,
+    desc: &NormDesc,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    scale_shift: Option<(&Tensor, &Tensor)>,
+    g: &Tensor,
+) -> Result<NormGradTensors> {
+    let (b, c, s, groups) = (desc.batch, desc.channels, desc.spatial, desc.groups);
+    let x3 = x.reshape(&[b, c, s])?;
+    let g3 = g.reshape(&[b, c, s])?;
+    let xhat = x3.group_norm(groups, None, None, desc.eps)?;
+    let per_channel = |t: &Tensor| t.reshape(&[1, c, 1]);
+    let w = weight.map(per_channel).transpose()?;
+    let z = match (&w, bias) {
+        (Some(w), Some(bi)) => xhat.mul(w)?.add(&per_channel(bi)?)?,
+        (Some(w), None) => xhat.mul(w)?,
+        (None, Some(bi)) => xhat.add(&per_channel(bi)?)?,
+        (None, None) => xhat.clone(),
+    };
+    let modulation = scale_shift
+        .map(|(scale, shift)| -> Result<(Tensor, Tensor)> {
+            Ok((
+                scale.reshape(&[b, c, 1])?.affine(1.0, 1.0)?,
+                shift.reshape(&[b, c, 1])?,
+            ))
+        })
+        .transpose()?;
+    let gm = match desc.activation {
+        NormActivation::Identity => g3,
+        act => {
+            let m = match &modulation {
+                Some((k, shift)) => z.mul(k)?.add(shift)?,
+                None => z.clone(),
+            };
+            let op = match act {
+                NormActivation::Silu => UnaryOp::Silu,
+                NormActivation::LeakyRelu(slope) => UnaryOp::LeakyRelu(slope),
+                NormActivation::Identity => UnaryOp::Affine(1.0, 0.0),
+            };
+            m.same_shape(m.storage().unary_backward(g3.storage(), op)?)?
+        }
+    };
+    let gz = match &modulation {
+        Some((k, _)) => gm.mul(k)?,
+        None => gm.clone(),
+    };
+    // Σ over the batch and the positions: [C].
+    let channel_sums = |t: &Tensor| t.sum_keepdim(2)?.sum_keepdim(0)?.reshape(&[c]);
+    let d_weight = weight.map(|_| channel_sums(&gz.mul(&xhat)?)).transpose()?;
+    let d_bias = bias.map(|_| channel_sums(&gz)).transpose()?;
+    let (d_scale, d_shift) = match scale_shift {
+        Some((scale, shift)) => (
+            Some(gm.mul(&z)?.sum_keepdim(2)?.reshape(scale.dims())?),
+            Some(gm.sum_keepdim(2)?.reshape(shift.dims())?),
+        ),
+        None => (None, None),
+    };
+    let gxhat = match &w {
+        Some(w) => gz.mul(w)?,
+        None => gz,
+    };
+    let per_group = [b, groups, c / groups * s];
+    let n = (c / groups * s).max(1) as f32;
+    let group_mean = |t: &Tensor| t.sum_keepdim(2)?.affine(1.0 / n, 0.0);
+    let (gxhat, xhat, xg) = (
+        gxhat.reshape(&per_group)?,
+        xhat.reshape(&per_group)?,
+        x3.reshape(&per_group)?,
+    );
+    let centred = xg.sub(&group_mean(&xg)?)?;
+    let rstd = centred
+        .unary(UnaryOp::Square)?
+        .sum_keepdim(2)?
+        .affine(1.0 / n, desc.eps as f32)?
+        .unary(UnaryOp::Sqrt)?
+        .unary(UnaryOp::Recip)?;
+    let dx = gxhat
+        .sub(&group_mean(&gxhat)?)?
+        .sub(&xhat.mul(&group_mean(&gxhat.mul(&xhat)?)?)?)?
+        .mul(&rstd)?
+        .reshape(x.dims())?;
+    Ok(NormGradTensors {
+        x: dx,
+        weight: d_weight,
+        bias: d_bias,
+        scale: d_scale,
+        shift: d_shift,
+    })
+}
+
+/// The backward of [`Tensor::layer_norm_channels`] composed of engine ops
+/// (statistics over the channels at each position): `dγ = Σ g·x̂` and
+/// `dx = rstd·(gx̂ − mean_c gx̂ − x̂·mean_c(gx̂·x̂))` with `gx̂ = g·γ`.
+fn layer_norm_channels_backward_by_ops(
+    x: &Tensor,
+    gamma: &Tensor,
+    eps: f64,
+    g: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (b, c, s) = bcs(x, "layer_norm_channels")?;
+    let (x3, g3) = (x.reshape(&[b, c, s])?, g.reshape(&[b, c, s])?);
+    let n = c.max(1) as f32;
+    let channel_mean = |t: &Tensor| t.sum_keepdim(1)?.affine(1.0 / n, 0.0);
+    let centred = x3.sub(&channel_mean(&x3)?)?;
+    let rstd = channel_mean(&centred.unary(UnaryOp::Square)?)?
+        .affine(1.0, eps as f32)?
+        .unary(UnaryOp::Sqrt)?
+        .unary(UnaryOp::Recip)?;
+    let xhat = centred.mul(&rstd)?;
+    let d_gamma = g3
+        .mul(&xhat)?
+        .sum_keepdim(2)?
+        .sum_keepdim(0)?
+        .reshape(gamma.dims())?;
+    let gxhat = g3.mul(&gamma.reshape(&[1, c, 1])?)?;
+    let dx = gxhat
+        .sub(&channel_mean(&gxhat)?)?
+        .sub(&xhat.mul(&channel_mean(&gxhat.mul(&xhat)?)?)?)?
+        .mul(&rstd)?
+        .reshape(x.dims())?;
+    Ok((dx, d_gamma))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::backend::cpu::random_normal;
@@ -257,6 +428,101 @@ mod tests {
         a.iter()
             .zip(&b)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    fn max_rel(got: &super::Tensor, want: &[f32]) -> f32 {
+        let got = got.to_vec().unwrap();
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        got.iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale
+    }
+
+    /// The backward composed of engine ops (what devices run) equals the
+    /// fused host kernel: every activation, with and without the affine
+    /// parameters and the FiLM modulation, GroupNorm and InstanceNorm.
+    #[test]
+    fn norm_backward_by_ops_matches_the_host_kernel() -> crate::Result<()> {
+        use super::*;
+        let shape = [2, 6, 3, 5, 4];
+        let n: usize = shape.iter().product();
+        let x = Tensor::from_vec(
+            random_normal(n, 11).iter().map(|v| 1.5 * v + 0.5).collect(),
+            &shape,
+        )?;
+        let g = Tensor::from_vec(random_normal(n, 12), &shape)?;
+        let w = Tensor::from_vec(random_normal(6, 13), &[6])?;
+        let bias = Tensor::from_vec(random_normal(6, 14), &[6])?;
+        let scale = Tensor::from_vec(random_normal(12, 15), &[2, 6, 1, 1, 1])?;
+        let shift = Tensor::from_vec(random_normal(12, 16), &[2, 6, 1, 1, 1])?;
+        for groups in [3, 6] {
+            for activation in [
+                NormActivation::Identity,
+                NormActivation::Silu,
+                NormActivation::LeakyRelu(0.01),
+            ] {
+                for (affine, film) in [(true, true), (true, false), (false, true), (false, false)] {
+                    let what =
+                        format!("{groups} groups, {activation:?}, affine {affine}, FiLM {film}");
+                    let desc = NormDesc {
+                        batch: 2,
+                        channels: 6,
+                        spatial: 60,
+                        groups,
+                        eps: 1e-5,
+                        activation,
+                    };
+                    let (wt, bt) = if affine {
+                        (Some(&w), Some(&bias))
+                    } else {
+                        (None, None)
+                    };
+                    let ss = film.then_some((&scale, &shift));
+                    let got = group_norm_backward_by_ops(&x, &desc, wt, bt, ss, &g)?;
+                    let want = grad::group_norm_backward(
+                        x.as_slice()?,
+                        &desc,
+                        wt.map(|t| t.as_slice()).transpose()?,
+                        bt.map(|t| t.as_slice()).transpose()?,
+                        ss.map(|(a, b)| Ok::<_, crate::Error>((a.as_slice()?, b.as_slice()?)))
+                            .transpose()?,
+                        g.as_slice()?,
+                    )?;
+                    assert!(max_rel(&got.x, &want.x) < 1e-4, "{what}: dx");
+                    for (name, got, want) in [
+                        ("weight", got.weight, want.weight),
+                        ("bias", got.bias, want.bias),
+                        ("scale", got.scale, want.scale),
+                        ("shift", got.shift, want.shift),
+                    ] {
+                        match (got, want) {
+                            (Some(got), Some(want)) => {
+                                assert!(max_rel(&got, &want) < 1e-4, "{what}: d{name}")
+                            }
+                            (None, None) => {}
+                            _ => panic!("{what}: d{name} on one side only"),
+                        }
+                    }
+                }
+            }
+        }
+        let gamma = Tensor::from_vec(random_normal(6, 17), &[1, 6, 1, 1, 1])?;
+        let (dx, dgamma) = layer_norm_channels_backward_by_ops(&x, &gamma, 1e-5, &g)?;
+        let (want_dx, want_dgamma) = grad::layer_norm_channels_backward(
+            x.as_slice()?,
+            gamma.as_slice()?,
+            2,
+            6,
+            60,
+            1e-5,
+            g.as_slice()?,
+        )?;
+        assert!(max_rel(&dx, &want_dx) < 1e-4, "layer norm dx");
+        assert!(max_rel(&dgamma, &want_dgamma) < 1e-4, "layer norm dgamma");
+        assert_eq!(dgamma.dims(), gamma.dims());
+        Ok(())
     }
 
     /// The fused op equals GroupNorm → (scale + 1)/shift → SiLU → + residual
