@@ -50,14 +50,23 @@ if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl || site=""
 fi
 
+# Runs a command with the wheels' site first on PYTHONPATH (when there is one).
+with_site() {
+    if [ -n "$site" ]; then
+        PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" "$@"
+    else
+        "$@"
+    fi
+}
+
 echo "==> PyTorch AMP training steps"
-PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" timeout 180 python3 tools/torch_gpu_train.py \
+with_site timeout 180 python3 tools/torch_gpu_train.py \
     >"$out/torch_train.jsonl" 2>"$out/torch_train_err.txt" ||
     { echo "torch training timing failed:"; tail -n 20 "$out/torch_train_err.txt"; }
 
 echo "==> nnU-Net's nnUNetPredictor on the same case and results folders"
 if [ -n "$site" ] && [ -s "$out/case/phantom_image.f32" ]; then
-    PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" timeout 300 python3 tools/nnunet_gpu_predictor.py \
+    with_site timeout 300 python3 tools/nnunet_gpu_predictor.py \
         --case "$out/case" >"$out/nnunet_bench.jsonl" 2>"$out/nnunet_err.txt" ||
         { echo "nnUNetPredictor timing failed:"; tail -n 20 "$out/nnunet_err.txt"; }
     cat "$out/nnunet_bench.jsonl"

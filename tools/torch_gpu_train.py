@@ -33,6 +33,14 @@ from denoiser_reference import Unet3D  # noqa: E402
 from torch_gpu_ops import median_ms  # noqa: E402
 
 
+def grad_scaler():
+    """torch.amp.GradScaler("cuda") (torch >= 2.3), else the older spelling."""
+    try:
+        return torch.amp.GradScaler("cuda")
+    except (AttributeError, TypeError):
+        return torch.cuda.amp.GradScaler()
+
+
 def amp_step(net, optimizer, scaler, loss_fn):
     def step():
         with torch.autocast("cuda", dtype=torch.float16):
@@ -57,7 +65,7 @@ def denoiser_case(dev, repeats):
     noise = torch.randn_like(x)
     mask = (torch.rand_like(x) < 0.35).float()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-5)
-    scaler = torch.amp.GradScaler("cuda")
+    scaler = grad_scaler()
 
     def loss_fn(pred):
         return (mask * noise - mask * pred.float()).abs().mean()
@@ -95,7 +103,7 @@ def segmenter_case(dev, repeats):
     for i in range(1, heads):
         targets.append(F.interpolate(target.float(), scale_factor=0.5**i, mode="nearest").long())
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-5, momentum=0.99, nesterov=True)
-    scaler = torch.amp.GradScaler("cuda")
+    scaler = grad_scaler()
 
     def dice_ce(logits, y):
         logits = logits.float()

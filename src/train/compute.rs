@@ -138,7 +138,8 @@ impl Compute {
         })
     }
 
-    /// Whether this is the CPU in f32 (the reference path).
+    /// Whether the steps run on the CPU (always in f32 there: the CPU
+    /// refuses f16).
     pub fn is_cpu(&self) -> bool {
         matches!(self.device, Device::Cpu)
     }
@@ -191,8 +192,21 @@ impl Compute {
     /// its loss (a run resumed on another device keeps its own default).
     pub fn restore_scaler(&mut self, metadata: Option<&str>) -> Result<()> {
         if let (Some(scaler), Some(text)) = (self.scaler.as_mut(), metadata) {
-            *scaler = serde_json::from_str(text)
+            let saved: GradScaler = serde_json::from_str(text)
                 .map_err(|e| Error::format(format!("checkpoint grad_scaler: {e}")))?;
+            let positive = |v: f32| v.is_finite() && v > 0.0;
+            if !(positive(saved.scale)
+                && saved.growth_factor.is_finite()
+                && saved.growth_factor >= 1.0
+                && positive(saved.backoff_factor)
+                && saved.backoff_factor < 1.0
+                && saved.growth_interval > 0)
+            {
+                return Err(Error::format(format!(
+                    "checkpoint grad_scaler: unusable settings {saved:?}"
+                )));
+            }
+            *scaler = saved;
         }
         Ok(())
     }
@@ -281,6 +295,14 @@ mod tests {
         fresh.restore_scaler(Some(&text))?;
         assert_eq!(fresh.scaler, c.scaler);
         assert!(fresh.restore_scaler(Some("{")).is_err());
+        for bad in [
+            r#"{"scale":-1.0,"clean_steps":0,"growth_factor":2.0,"backoff_factor":0.5,"growth_interval":2000}"#,
+            r#"{"scale":1.0,"clean_steps":0,"growth_factor":2.0,"backoff_factor":0.5,"growth_interval":0}"#,
+            r#"{"scale":1.0,"clean_steps":0,"growth_factor":2.0,"backoff_factor":1.5,"growth_interval":9}"#,
+        ] {
+            assert!(fresh.restore_scaler(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(fresh.scaler, c.scaler, "a refused state changes nothing");
         let mut unscaled = Compute::cpu();
         unscaled.restore_scaler(Some(&text))?;
         assert_eq!(unscaled.scaler, None, "an unscaled run stays unscaled");

@@ -397,9 +397,12 @@ impl DiffusionTrainer {
     /// Runs the following steps' forward and backward passes on
     /// `compute` (e.g. [`Compute::open`] of a GPU: f16 with dynamic loss
     /// scaling); the weights and the optimiser stay f32 on the host. A run
-    /// resumed from a checkpoint takes up its saved loss scale.
+    /// resumed from a checkpoint takes up its saved loss scale (in the
+    /// first compute set after resuming, when it scales its loss).
     pub fn set_compute(&mut self, mut compute: Compute) -> Result<()> {
+        // The saved scale is taken up once, by the first compute set.
         compute.restore_scaler(self.resumed_scaler.as_deref())?;
+        self.resumed_scaler = None;
         self.compute = compute;
         Ok(())
     }

@@ -591,8 +591,17 @@ impl JointTrainer {
             self.config.lambda,
             self.generator.compute(),
         )?;
-        let mut grads = loss.backward()?;
-        crate::train::optim::take_host_gradients(&tensors, &mut grads)
+        // Scaled as a training step is, so f16 gradients do not underflow.
+        let compute = self.generator.compute();
+        let mut grads = compute.backward(&loss)?;
+        let mut host = crate::train::optim::take_host_gradients(&tensors, &mut grads)?;
+        if !compute.unscale(&mut host) {
+            return Err(Error::invalid(format!(
+                "the estimate term's gradients overflowed at loss scale {}",
+                compute.loss_scale()
+            )));
+        }
+        Ok(host)
     }
 
     /// Paints fresh synthetic cases when joint step `step` opens a new

@@ -186,7 +186,9 @@ impl Tensor {
                         // The CPU keeps its own choices (the flipped kernel
                         // for stride 1, measured faster; the column kernel
                         // otherwise), so CPU results do not move.
-                        if matches!(x.device(), Device::Cpu) && g.stride != (1, 1) {
+                        let flipped_kernel_fits =
+                            g.stride == (1, 1) && g.pad.0 < g.kh && g.pad.1 < g.kw;
+                        if matches!(x.device(), Device::Cpu) && !flipped_kernel_fits {
                             return host_grad(op, gy, &w, x.dims(), |gy, w| {
                                 grad::conv2d_backward_input(gy, w, &g)
                             });

@@ -4,7 +4,7 @@ use super::expect_shape;
 use crate::backend::cpu::grad;
 use crate::backend::desc::{NormActivation, NormDesc, NormOperands, UnaryOp};
 use crate::nn::autograd::host;
-use crate::nn::{Device, Tensor};
+use crate::nn::{DType, Device, Tensor};
 use crate::{Error, Result};
 
 /// `(B, C, S)` of a `[B, C, ...]` tensor, S the product of the rest.
@@ -293,7 +293,11 @@ struct NormGradTensors {
 /// `m = z·k + shift` (`k = scale + 1`) and `gm = g·act′(m)`,
 /// `gz = gm·k`, `dw = Σ gz·x̂`, `db = Σ gz`, `dscale = Σ gm·z`,
 /// `dshift = Σ gm` and, per group, `dx = rstd·(gx̂ − mean gx̂ − x̂·mean(gx̂·x̂))`
-/// with `gx̂ = gz·w`. Sums run in f32 in the reduction kernels.
+/// with `gx̂ = gz·w`. Everything runs in f32, whatever the operands' type
+/// (as PyTorch's autocast keeps normalisation in f32): a group's sum of
+/// squares, or of loss-scaled gradients, overflows f16 long before its
+/// mean does. The gradients come back in f32; the autograd converts them
+/// to each operand's type.
 fn group_norm_backward_by_ops(
     x: &Tensor,
     desc: &NormDesc,
@@ -303,22 +307,31 @@ fn group_norm_backward_by_ops(
     g: &Tensor,
 ) -> Result<NormGradTensors> {
     let (b, c, s, groups) = (desc.batch, desc.channels, desc.spatial, desc.groups);
-    let x3 = x.reshape(&[b, c, s])?;
-    let g3 = g.reshape(&[b, c, s])?;
-    let xhat = x3.group_norm(groups, None, None, desc.eps)?;
-    let per_channel = |t: &Tensor| t.reshape(&[1, c, 1]);
-    let w = weight.map(per_channel).transpose()?;
-    let z = match (&w, bias) {
-        (Some(w), Some(bi)) => xhat.mul(w)?.add(&per_channel(bi)?)?,
+    let f32_shaped = |t: &Tensor, shape: &[usize]| t.reshape(shape)?.to_dtype(DType::F32);
+    let per_group = [b, groups, c / groups * s];
+    let n = (c / groups * s).max(1) as f32;
+    let group_mean = |t: &Tensor| t.sum_keepdim(2)?.affine(1.0 / n, 0.0);
+    let xg = f32_shaped(x, &per_group)?;
+    let centred = xg.sub(&group_mean(&xg)?)?;
+    let rstd = group_mean(&centred.unary(UnaryOp::Square)?)?
+        .affine(1.0, desc.eps as f32)?
+        .unary(UnaryOp::Sqrt)?
+        .unary(UnaryOp::Recip)?;
+    let xhat = centred.mul(&rstd)?.reshape(&[b, c, s])?;
+    let g3 = f32_shaped(g, &[b, c, s])?;
+    let w = weight.map(|t| f32_shaped(t, &[1, c, 1])).transpose()?;
+    let bias = bias.map(|t| f32_shaped(t, &[1, c, 1])).transpose()?;
+    let z = match (&w, &bias) {
+        (Some(w), Some(bi)) => xhat.mul(w)?.add(bi)?,
         (Some(w), None) => xhat.mul(w)?,
-        (None, Some(bi)) => xhat.add(&per_channel(bi)?)?,
+        (None, Some(bi)) => xhat.add(bi)?,
         (None, None) => xhat.clone(),
     };
     let modulation = scale_shift
         .map(|(scale, shift)| -> Result<(Tensor, Tensor)> {
             Ok((
-                scale.reshape(&[b, c, 1])?.affine(1.0, 1.0)?,
-                shift.reshape(&[b, c, 1])?,
+                f32_shaped(scale, &[b, c, 1])?.affine(1.0, 1.0)?,
+                f32_shaped(shift, &[b, c, 1])?,
             ))
         })
         .transpose()?;
@@ -343,8 +356,11 @@ fn group_norm_backward_by_ops(
     };
     // Σ over the batch and the positions: [C].
     let channel_sums = |t: &Tensor| t.sum_keepdim(2)?.sum_keepdim(0)?.reshape(&[c]);
-    let d_weight = weight.map(|_| channel_sums(&gz.mul(&xhat)?)).transpose()?;
-    let d_bias = bias.map(|_| channel_sums(&gz)).transpose()?;
+    let d_weight = w
+        .as_ref()
+        .map(|_| channel_sums(&gz.mul(&xhat)?))
+        .transpose()?;
+    let d_bias = bias.as_ref().map(|_| channel_sums(&gz)).transpose()?;
     let (d_scale, d_shift) = match scale_shift {
         Some((scale, shift)) => (
             Some(gm.mul(&z)?.sum_keepdim(2)?.reshape(scale.dims())?),
@@ -356,21 +372,7 @@ fn group_norm_backward_by_ops(
         Some(w) => gz.mul(w)?,
         None => gz,
     };
-    let per_group = [b, groups, c / groups * s];
-    let n = (c / groups * s).max(1) as f32;
-    let group_mean = |t: &Tensor| t.sum_keepdim(2)?.affine(1.0 / n, 0.0);
-    let (gxhat, xhat, xg) = (
-        gxhat.reshape(&per_group)?,
-        xhat.reshape(&per_group)?,
-        x3.reshape(&per_group)?,
-    );
-    let centred = xg.sub(&group_mean(&xg)?)?;
-    let rstd = centred
-        .unary(UnaryOp::Square)?
-        .sum_keepdim(2)?
-        .affine(1.0 / n, desc.eps as f32)?
-        .unary(UnaryOp::Sqrt)?
-        .unary(UnaryOp::Recip)?;
+    let (gxhat, xhat) = (gxhat.reshape(&per_group)?, xhat.reshape(&per_group)?);
     let dx = gxhat
         .sub(&group_mean(&gxhat)?)?
         .sub(&xhat.mul(&group_mean(&gxhat.mul(&xhat)?)?)?)?
@@ -386,8 +388,9 @@ fn group_norm_backward_by_ops(
 }
 
 /// The backward of [`Tensor::layer_norm_channels`] composed of engine ops
-/// (statistics over the channels at each position): `dγ = Σ g·x̂` and
-/// `dx = rstd·(gx̂ − mean_c gx̂ − x̂·mean_c(gx̂·x̂))` with `gx̂ = g·γ`.
+/// (statistics over the channels at each position), in f32 as the
+/// GroupNorm's: `dγ = Σ g·x̂` and `dx = rstd·(gx̂ − mean_c gx̂ −
+/// x̂·mean_c(gx̂·x̂))` with `gx̂ = g·γ`.
 fn layer_norm_channels_backward_by_ops(
     x: &Tensor,
     gamma: &Tensor,
@@ -395,7 +398,8 @@ fn layer_norm_channels_backward_by_ops(
     g: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     let (b, c, s) = bcs(x, "layer_norm_channels")?;
-    let (x3, g3) = (x.reshape(&[b, c, s])?, g.reshape(&[b, c, s])?);
+    let f32_shaped = |t: &Tensor, shape: &[usize]| t.reshape(shape)?.to_dtype(DType::F32);
+    let (x3, g3) = (f32_shaped(x, &[b, c, s])?, f32_shaped(g, &[b, c, s])?);
     let n = c.max(1) as f32;
     let channel_mean = |t: &Tensor| t.sum_keepdim(1)?.affine(1.0 / n, 0.0);
     let centred = x3.sub(&channel_mean(&x3)?)?;
@@ -409,7 +413,7 @@ fn layer_norm_channels_backward_by_ops(
         .sum_keepdim(2)?
         .sum_keepdim(0)?
         .reshape(gamma.dims())?;
-    let gxhat = g3.mul(&gamma.reshape(&[1, c, 1])?)?;
+    let gxhat = g3.mul(&f32_shaped(gamma, &[1, c, 1])?)?;
     let dx = gxhat
         .sub(&channel_mean(&gxhat)?)?
         .sub(&xhat.mul(&channel_mean(&gxhat.mul(&xhat)?)?)?)?

@@ -258,7 +258,12 @@ impl Run for JointRun<'_> {
                 seconds,
             });
         }
-        Ok(report.generator)
+        // Either network's skipped update counts in the run's summary.
+        let segmenter_skipped = report.segmenter.is_some_and(|s| s.skipped);
+        Ok(StepReport {
+            skipped: report.generator.skipped || segmenter_skipped,
+            ..report.generator
+        })
     }
     fn save(&mut self) -> Result<()> {
         let out = &self.args.output;
