@@ -31,6 +31,7 @@ fn the_registry_covers_every_op() {
         "group_norm_fused",
         "layer_norm_channels",
         "linear",
+        "matmul",
         "conv2d",
         "conv2d_add",
         "conv_transpose2d",

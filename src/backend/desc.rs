@@ -333,6 +333,33 @@ pub struct AttentionDesc {
     pub heads: usize,
 }
 
+/// A batched matrix product `c_z = op(a_z)·op(b_z)` over `batch` items,
+/// each operand row-major and contiguous per item: `a` is `[m, k]` per item
+/// (`[k, m]` when `trans_a`), `b` `[k, n]` (`[n, k]` when `trans_b`), the
+/// product `[m, n]`. The attention backwards are made of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDesc {
+    /// Items in the batch.
+    pub batch: usize,
+    /// Rows of each product.
+    pub m: usize,
+    /// Columns of each product.
+    pub n: usize,
+    /// The contracted length.
+    pub k: usize,
+    /// `a` holds each item as `[k, m]` (its transpose is used).
+    pub trans_a: bool,
+    /// `b` holds each item as `[n, k]` (its transpose is used).
+    pub trans_b: bool,
+}
+
+impl MatmulDesc {
+    /// Elements of one item of `a`, `b` and the product.
+    pub fn item_lens(&self) -> (usize, usize, usize) {
+        (self.m * self.k, self.k * self.n, self.m * self.n)
+    }
+}
+
 /// A fully connected layer: `[rows, n_in]·[n_out, n_in]ᵀ + bias`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinearDesc {

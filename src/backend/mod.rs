@@ -21,7 +21,8 @@ use crate::nn::DType;
 use crate::Result;
 use desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp, WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, UnaryOp,
+    WindowSumDesc,
 };
 
 pub use desc::NoiseKey;
@@ -91,6 +92,9 @@ pub trait BackendStorage: Sized + std::fmt::Debug {
     // ---- products ----
     /// `self·weightᵀ + bias` ([`LinearDesc`]).
     fn linear(&self, weight: &Self, bias: Option<&Self>, desc: &LinearDesc) -> Result<Self>;
+    /// The batched product `op(self)·op(rhs)` ([`MatmulDesc`]), accumulated
+    /// in f32.
+    fn matmul(&self, rhs: &Self, desc: &MatmulDesc) -> Result<Self>;
     /// Per-frame 2-D convolution, plus `residual` (the output's shape) when given.
     fn conv2d(
         &self,

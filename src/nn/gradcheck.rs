@@ -91,6 +91,17 @@ fn shape_ops() -> Result<()> {
     gradcheck(vec![random(&[5, 3], 3)], |v| v[0].index_rows(&[4, 0, 4, 2]))
 }
 
+/// The batched product, every transpose combination, both operands.
+#[test]
+fn batched_matmul() -> Result<()> {
+    for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a = random(if trans_a { &[2, 4, 3] } else { &[2, 3, 4] }, 11);
+        let b = random(if trans_b { &[2, 5, 4] } else { &[2, 4, 5] }, 12);
+        gradcheck(vec![a, b], |v| v[0].matmul(&v[1], trans_a, trans_b))?;
+    }
+    Ok(())
+}
+
 #[test]
 fn element_wise_ops() -> Result<()> {
     let (a, b) = (random(&[2, 3, 4], 4), random(&[3, 1], 5));

@@ -6,7 +6,8 @@ use crate::backend::cpu::{CpuDevice, CpuStorage};
 use crate::backend::cuda::CudaStorage;
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp, WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, UnaryOp,
+    WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::{DType, Device};
@@ -313,6 +314,10 @@ impl Storage {
         g: &Conv3dGeometry,
     ) -> Result<Storage> {
         on_device!(self, x => x.conv_transpose3d(same(self, weight)?, same_opt(self, bias)?, g)?)
+    }
+
+    pub(crate) fn matmul(&self, rhs: &Storage, d: &MatmulDesc) -> Result<Storage> {
+        on_device!(self, a => a.matmul(same(self, rhs)?, d)?)
     }
 
     pub(crate) fn linear_attention(&self, d: &LinearAttentionDesc) -> Result<Storage> {

@@ -1555,6 +1555,57 @@ fn product_cases(cases: &mut Vec<OpCase>) {
             .tol_f32(1e-4),
         );
     }
+    // The batched product (the attention backwards): every transpose, a
+    // large batch of attention-sized items and items past one tile.
+    let products: [(usize, usize, usize, usize, bool, bool); 5] = [
+        (3, 5, 7, 4, false, false),
+        (3, 5, 7, 4, true, false),
+        (3, 5, 7, 4, false, true),
+        (2, 33, 65, 17, true, true),
+        (4096, 10, 10, 32, false, true),
+    ];
+    for (batch, m, n, k, trans_a, trans_b) in products {
+        let a_shape = if trans_a {
+            [batch, k, m]
+        } else {
+            [batch, m, k]
+        };
+        let b_shape = if trans_b {
+            [batch, n, k]
+        } else {
+            [batch, k, n]
+        };
+        cases.push(
+            OpCase::new(
+                "matmul",
+                format!("{batch}×{m}×{n}×{k} ta {trans_a} tb {trans_b}"),
+                vec![normal(&a_shape), normal(&b_shape)],
+                move |x, _| x[0].matmul(&x[1], trans_a, trans_b),
+            )
+            .composed(1e-5, move |x, _| {
+                let (a, b) = (x[0].to_vec()?, x[1].to_vec()?);
+                let mut out = vec![0f32; batch * m * n];
+                for z in 0..batch {
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot: f64 = (0..k)
+                                .map(|l| {
+                                    let av =
+                                        a[z * m * k + if trans_a { l * m + i } else { i * k + l }];
+                                    let bv =
+                                        b[z * k * n + if trans_b { j * k + l } else { l * n + j }];
+                                    f64::from(av) * f64::from(bv)
+                                })
+                                .sum();
+                            out[(z * m + i) * n + j] = dot as f32;
+                        }
+                    }
+                }
+                host(out, &[batch, m, n])
+            })
+            .tol_f32(1e-4),
+        );
+    }
 }
 
 fn conv_cases(cases: &mut Vec<OpCase>) {

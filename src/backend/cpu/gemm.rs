@@ -13,6 +13,7 @@
 //! that are themselves parallel tasks). [`gemm`] keeps the ndarray-view
 //! entry point for code written against it.
 
+use crate::backend::desc::MatmulDesc;
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, Par};
 pub use faer::{MatMut, MatRef};
@@ -207,6 +208,53 @@ pub fn gemm(
     }
 }
 
+/// A `rows × cols` operand stored row-major, or its transpose stored so.
+fn operand(data: &[f32], rows: usize, cols: usize, transposed: bool) -> MatRef<'_, f32> {
+    if transposed {
+        MatRef::from_row_major_slice(data, cols, rows).transpose()
+    } else {
+        MatRef::from_row_major_slice(data, rows, cols)
+    }
+}
+
+/// The batched product of [`MatmulDesc`]: `op(a_z)·op(b_z)` for every item
+/// `z`, items in parallel when there are enough of them (each product on
+/// its own thread), else one parallel product after another.
+pub fn batched_matmul(a: &[f32], b: &[f32], d: &MatmulDesc) -> crate::Result<Vec<f32>> {
+    let (len_a, len_b, len_c) = d.item_lens();
+    if a.len() != d.batch * len_a || b.len() != d.batch * len_b {
+        return Err(crate::Error::invalid(format!(
+            "matmul: {} and {} values for {d:?}",
+            a.len(),
+            b.len()
+        )));
+    }
+    let mut c = vec![0f32; d.batch * len_c];
+    if len_c == 0 {
+        return Ok(c);
+    }
+    let item = |z: usize, out: &mut [f32], parallel: bool| {
+        let fa = operand(&a[z * len_a..(z + 1) * len_a], d.m, d.k, d.trans_a);
+        let fb = operand(&b[z * len_b..(z + 1) * len_b], d.k, d.n, d.trans_b);
+        let fc = MatMut::from_row_major_slice_mut(out, d.m, d.n);
+        if parallel {
+            matmul(fc, fa, fb, false);
+        } else {
+            matmul_seq(fc, fa, fb, false);
+        }
+    };
+    if d.batch >= rayon::current_num_threads() {
+        c.par_chunks_mut(len_c)
+            .enumerate()
+            .for_each(|(z, out)| item(z, out, false));
+    } else {
+        for (z, out) in c.chunks_mut(len_c).enumerate() {
+            item(z, out, true);
+        }
+    }
+    Ok(c)
+}
+
 /// `x·Wᵀ + b` (PyTorch `nn.Linear`): `x` is `rows × n_in`, `w` is
 /// `n_out × n_in`, `bias` has `n_out` values; the caller checked the sizes.
 pub fn linear(
@@ -253,6 +301,56 @@ mod tests {
     }
 
     /// Both split directions on two threads, and accumulation.
+    #[test]
+    fn batched_matmul_matches_the_definition_for_every_transpose() {
+        let (batch, m, n, k) = (5, 3, 4, 6);
+        let a = crate::backend::cpu::random_normal(batch * m * k, 1);
+        let b = crate::backend::cpu::random_normal(batch * k * n, 2);
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            let d = MatmulDesc {
+                batch,
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b,
+            };
+            let c = batched_matmul(&a, &b, &d).unwrap();
+            for z in 0..batch {
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|l| {
+                                let av = if trans_a {
+                                    a[z * m * k + l * m + i]
+                                } else {
+                                    a[z * m * k + i * k + l]
+                                };
+                                let bv = if trans_b {
+                                    b[z * k * n + j * k + l]
+                                } else {
+                                    b[z * k * n + l * n + j]
+                                };
+                                f64::from(av) * f64::from(bv)
+                            })
+                            .sum();
+                        let got = c[z * m * n + i * n + j];
+                        assert!((f64::from(got) - want).abs() < 1e-5, "{d:?} ({z},{i},{j})");
+                    }
+                }
+            }
+        }
+        let d = MatmulDesc {
+            batch: 2,
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+        };
+        assert!(batched_matmul(&a, &b, &d).is_err(), "wrong operand sizes");
+    }
+
     #[test]
     fn matmul_matches_naive_product_in_both_split_directions() {
         let mut rng = crate::rng::Rng::new(3);

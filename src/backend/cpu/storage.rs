@@ -4,8 +4,8 @@
 use super::{attention, conv, conv3d, elementwise as ew, norm, output_buffer, sliding};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormActivation, NormDesc, NormOperands, UnaryOp,
-    WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormActivation, NormDesc,
+    NormOperands, UnaryOp, WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -237,6 +237,10 @@ impl BackendStorage for CpuStorage {
             d.n_in,
             d.n_out,
         )))
+    }
+
+    fn matmul(&self, rhs: &Self, d: &MatmulDesc) -> Result<Self> {
+        Ok(CpuStorage(super::gemm::batched_matmul(&self.0, &rhs.0, d)?))
     }
 
     fn conv2d(

@@ -18,7 +18,8 @@ use super::kernels::{
 use super::storage::{Buffer, CudaStorage};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp, WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, UnaryOp,
+    WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -901,6 +902,47 @@ impl BackendStorage for CudaStorage {
                     trans_a: 0,
                     trans_b: 1,
                     bias_mode: if bias.is_some() { 2 } else { 0 },
+                    alpha: 1.0,
+                },
+            )
+        })?;
+        Ok(out)
+    }
+
+    fn matmul(&self, rhs: &Self, d: &MatmulDesc) -> Result<Self> {
+        let op = "matmul";
+        self.require(op, DType::F16)?;
+        let (len_a, len_b, len_c) = d.item_lens();
+        self.check_len(op, product(&[d.batch, len_a])?)?;
+        self.check_operand(rhs, op, "the right operand", product(&[d.batch, len_b])?)?;
+        let out = self.output(product(&[d.batch, len_c])?)?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        // Each item is row-major: a is [m, k] (or [k, m] transposed), b is
+        // [k, n] (or [n, k]); the leading dimensions are the stored rows'.
+        self.ordered(&[rhs], || {
+            k::gemm(
+                self.device(),
+                GemmArgs {
+                    a: self.address()?,
+                    b: rhs.address()?,
+                    c: out.address()?,
+                    bias: 0,
+                    residual: 0,
+                    m: as_i64(d.m)?,
+                    n: as_i64(d.n)?,
+                    k: as_i64(d.k)?,
+                    lda: as_i64(if d.trans_a { d.m } else { d.k })?,
+                    ldb: as_i64(if d.trans_b { d.k } else { d.n })?,
+                    ldc: as_i64(d.n)?,
+                    batch: as_i64(d.batch)?,
+                    stride_a: as_i64(len_a)?,
+                    stride_b: as_i64(len_b)?,
+                    stride_c: as_i64(len_c)?,
+                    trans_a: i32::from(d.trans_a),
+                    trans_b: i32::from(d.trans_b),
+                    bias_mode: 0,
                     alpha: 1.0,
                 },
             )

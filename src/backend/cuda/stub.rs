@@ -83,8 +83,8 @@ mod seam {
     use super::{CudaDevice, CudaStorage};
     use crate::backend::desc::{
         AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry,
-        ConvGeometry, KnownBlend, LinearAttentionDesc, LinearDesc, NormDesc, NormOperands, UnaryOp,
-        WindowSumDesc,
+        ConvGeometry, KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc,
+        NormOperands, UnaryOp, WindowSumDesc,
     };
     use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
     use crate::nn::DType;
@@ -156,6 +156,9 @@ mod seam {
             match *self {}
         }
         fn linear(&self, _: &Self, _: Option<&Self>, _: &LinearDesc) -> Result<Self> {
+            match *self {}
+        }
+        fn matmul(&self, _: &Self, _: &MatmulDesc) -> Result<Self> {
             match *self {}
         }
         fn conv2d(

@@ -9,6 +9,7 @@ mod conv;
 mod conv3d;
 mod embedding;
 mod linear;
+mod matmul;
 mod norm;
 mod reduce;
 mod sampler;
