@@ -685,8 +685,12 @@ fn gemm_launch(
     let (m, n) = (args.m as u64, args.n as u64);
     let tiles_of = |t: u64| m.div_ceil(t).saturating_mul(n.div_ceil(t));
     let work = tiles_of(128).saturating_mul(args.batch as u64);
-    // ~2 CTAs per SM of an H100/H200 (132 SMs) at 128×128.
-    let (name, tile, threads) = if work >= 264 {
+    // ~2 CTAs per SM of an H100/H200 (132 SMs) at 128×128; products that
+    // fit one 64×64 tile (attention items, the weight gradients' 3×3
+    // outputs) take the small tile however many there are, which wastes
+    // four times less of each MMA tile.
+    let fits_small = m <= 64 && n <= 64;
+    let (name, tile, threads) = if work >= 264 && !fits_small {
         (large, 128, 256)
     } else {
         (small, 64, 128)
