@@ -187,6 +187,15 @@ impl Compute {
             .transpose()
     }
 
+    /// This compute with the loss-scaler state a resumed run saved, taken
+    /// out of `saved` so that only the first compute set after resuming
+    /// takes it up (see [`restore_scaler`](Self::restore_scaler)).
+    pub(crate) fn resuming(mut self, saved: &mut Option<String>) -> Result<Compute> {
+        self.restore_scaler(saved.as_deref())?;
+        *saved = None;
+        Ok(self)
+    }
+
     /// Restores the scaler from checkpoint metadata written by
     /// [`scaler_metadata`](Self::scaler_metadata), when this compute scales
     /// its loss (a run resumed on another device keeps its own default).

@@ -922,11 +922,8 @@ impl SegmenterTrainer {
     /// scaling); the weights and the optimiser stay f32 on the host. A run
     /// resumed from a checkpoint takes up its saved loss scale (in the
     /// first compute set after resuming, when it scales its loss).
-    pub fn set_compute(&mut self, mut compute: Compute) -> Result<()> {
-        // The saved scale is taken up once, by the first compute set.
-        compute.restore_scaler(self.resumed_scaler.as_deref())?;
-        self.resumed_scaler = None;
-        self.compute = compute;
+    pub fn set_compute(&mut self, compute: Compute) -> Result<()> {
+        self.compute = compute.resuming(&mut self.resumed_scaler)?;
         Ok(())
     }
 

@@ -33,7 +33,7 @@ fn gpu() -> Option<Device> {
 }
 
 /// Appends JSON lines to the file named by `$CLAIM_GPU_MODELS`, if set.
-fn report(rows: &[serde_json::Value]) {
+pub(crate) fn report(rows: &[serde_json::Value]) {
     for r in rows {
         println!("{r}");
     }

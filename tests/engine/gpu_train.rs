@@ -5,6 +5,7 @@
 //! sets beside PyTorch AMP (`tools/torch_gpu_train.py`). Every test opens
 //! cuda:0 and prints `skipped: no CUDA device (<reason>)` without one.
 
+use crate::gpu::report;
 use claim::models::{Denoiser, DenoiserConfig, PlainConvUNet, PlainUNetConfig};
 use claim::nn::{DeviceSpec, LoadOptions, Precision, Tensor};
 use claim::rng::Rng;
@@ -31,25 +32,6 @@ fn gpu_compute() -> Option<Compute> {
         Err(e) => {
             eprintln!("skipped: no CUDA device ({e})");
             None
-        }
-    }
-}
-
-fn report(rows: &[serde_json::Value]) {
-    for r in rows {
-        println!("{r}");
-    }
-    let Some(path) = std::env::var_os("CLAIM_GPU_MODELS") else {
-        return;
-    };
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        for r in rows {
-            let _ = writeln!(f, "{r}");
         }
     }
 }

@@ -255,13 +255,7 @@ mod tests {
     use crate::backend::cpu::random_normal;
 
     fn max_rel(got: &Tensor, want: &[f32]) -> f32 {
-        let got = got.to_vec().unwrap();
-        assert_eq!(got.len(), want.len());
-        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        got.iter()
-            .zip(want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale
+        crate::testing::max_rel_error(&got.to_vec().unwrap(), want)
     }
 
     /// The attention backwards composed of engine ops (what devices run)

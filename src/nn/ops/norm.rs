@@ -435,13 +435,7 @@ mod tests {
     }
 
     fn max_rel(got: &super::Tensor, want: &[f32]) -> f32 {
-        let got = got.to_vec().unwrap();
-        assert_eq!(got.len(), want.len());
-        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        got.iter()
-            .zip(want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-            / scale
+        crate::testing::max_rel_error(&got.to_vec().unwrap(), want)
     }
 
     /// The backward composed of engine ops (what devices run) equals the
