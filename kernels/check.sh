@@ -9,7 +9,9 @@
 #  4. prints the registers/spills of every kernel (ptxas -v, collected by
 #     build.rs) and fails on a spill in a GEMM/convolution kernel;
 #  5. runs the convolution's B-tile gather on the host against direct
-#     convolutions (kernels/tests/conv_tile_host.cu), and the sliding-window
+#     convolutions (kernels/tests/conv_tile_host.cu), the weight gradient's
+#     gather and split-K schedule against its definition
+#     (kernels/tests/conv_wgrad_host.cu), and the sliding-window
 #     sum against window-by-window accumulation (kernels/tests/sliding_host.cu);
 #  6. runs the CUDA build's tests without a driver.
 set -euo pipefail
@@ -179,6 +181,15 @@ host_check="$OUT_DIR/conv_tile_host"
 "$NVCC" -std=c++17 -O1 -Ikernels -L"$(dirname "$(dirname "$NVCC")")/lib" \
     kernels/tests/conv_tile_host.cu -o "$host_check"
 "$host_check" || { echo "FAIL: the convolution gather differs from a direct convolution"; failed=1; }
+
+echo "--> the weight gradient's gather and split-K schedule on the host (kernels/tests/conv_wgrad_host.cu)"
+# WgradTileB, wgrad_split_range and SliceCursor, run thread by thread on the
+# CPU against the weight gradients of direct 2-D, 3-D and transposed
+# convolutions, with one split, a few, and more splits than slices.
+wgrad_check="$OUT_DIR/conv_wgrad_host"
+"$NVCC" -std=c++17 -O1 -Ikernels -L"$(dirname "$(dirname "$NVCC")")/lib" \
+    kernels/tests/conv_wgrad_host.cu -o "$wgrad_check"
+"$wgrad_check" || { echo "FAIL: the weight-gradient gather differs from the definition"; failed=1; }
 
 echo "--> the sliding-window sum on the host (kernels/tests/sliding_host.cu)"
 # sliding_sum_at, the code of sliding_accumulate_f16's threads, against

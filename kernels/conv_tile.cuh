@@ -120,3 +120,134 @@ struct ConvTileB {
         }
     }
 };
+
+// ------------------------------------------------------------ weight gradient
+//
+// The weight gradient of the forward convolution above as one implicit GEMM
+// over the whole batch (gemm.cu's conv_wgrad_f16):
+//
+//   dW[co, ci, kz, ky, kx] = Σ_b Σ_(oz,oy,ox) dy_b[co, oz, oy, ox] · x_b[ci, iz, iy, ix],
+//   iz = oz·sd − pd + kz, iy = oy·sh − ph + ky, ix = ox·sw − pw + kx,
+//
+// M = C_out, N = C_in·kd·kh·kw (the weight's own layout), K = B·P with
+// P = Do·Ho·Wo. K runs item by item in GEMM_BK slices of one item's
+// positions (a slice never straddles two items), so A is each item's dy
+// [C_out, P] (K-contiguous, lda = P) and B(k, n) is gathered from x_b.
+//
+// WgradTileB fills B's K-contiguous shared tile [BN][BK + PAD]: thread
+// `tid` always loads 8 consecutive positions of the same lines, which are
+// consecutive in x along ox for stride 1 (coalesced across the warp); the
+// lines' (ci, kz, ky, kx) are decoded once per tile, the positions once
+// per chunk.
+template <int BN, int THREADS>
+struct WgradTileB {
+    static constexpr int CPL = GEMM_BK / 8;                     // 8-position chunks per line
+    static constexpr int ITERS = (BN * GEMM_BK / 8) / THREADS;  // chunks per thread
+    static constexpr int LSTEP = THREADS / CPL;                 // lines between them
+    static_assert(THREADS % CPL == 0, "a thread's positions must be fixed within a slice");
+    static_assert((BN * GEMM_BK / 8) % THREADS == 0, "tile chunks must divide among threads");
+
+    // Per line: the channel's offset in x_b (−1 past N) and the tap's
+    // offsets from an output position's origin (kz − pd, ky − ph, kx − pw).
+    i64 chan[ITERS];
+    int dz[ITERS], dy[ITERS], dx[ITERS];
+
+    __host__ __device__ __forceinline__ void start_tile(const ConvGeom& c, i64 n0, i64 N, int tid) {
+        const int khw = c.kh * c.kw, taps = c.kd * khw;
+        const i64 channel = (i64)c.frames * c.h * c.w;
+#pragma unroll
+        for (int it = 0; it < ITERS; ++it) {
+            const i64 n = n0 + tid / CPL + it * LSTEP;
+            if (n < N) {
+                const int nn = (int)n, ci = nn / taps;
+                int r = nn - ci * taps;
+                const int kz = r / khw;
+                r -= kz * khw;
+                const int ky = r / c.kw;
+                chan[it] = (i64)ci * channel;
+                dz[it] = kz - c.pd;
+                dy[it] = ky - c.ph;
+                dx[it] = r - ky * c.kw - c.pw;
+            } else {
+                chan[it] = -1;
+                dz[it] = dy[it] = dx[it] = 0;
+            }
+        }
+    }
+
+    // Loads positions [k0, k0 + BK) of one item (`x` its input, P its
+    // positions; zeros past P, past N and outside the input).
+    __host__ __device__ __forceinline__ void load(__half* s, const unsigned short* x, const ConvGeom& c, i64 P,
+                                                  i64 k0, int tid) const {
+        const int col = (tid % CPL) * 8;
+        const int plane = c.ho * c.wo, hw = c.h * c.w;
+        // The chunk's first position, decoded once; the rest step along ox.
+        const i64 k = k0 + col;
+        int oz = 0, oy = 0, ox = 0;
+        if (k < P) {
+            const int kk = (int)k;
+            oz = kk / plane;
+            const int r = kk - oz * plane;
+            oy = r / c.wo;
+            ox = r - oy * c.wo;
+        }
+#pragma unroll
+        for (int it = 0; it < ITERS; ++it) {
+            const int line = tid / CPL + it * LSTEP;
+            unsigned w[4] = {0u, 0u, 0u, 0u};
+            if (chan[it] >= 0) {
+                const unsigned short* xc = x + chan[it];
+                int z = oz, y = oy, xx = ox;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) {
+                    if (k + e < P) {
+                        const int iz = z * c.sd + dz[it], iy = y * c.sh + dy[it], ix = xx * c.sw + dx[it];
+                        if ((unsigned)iz < (unsigned)c.frames && (unsigned)iy < (unsigned)c.h &&
+                            (unsigned)ix < (unsigned)c.w)
+                            w[e >> 1] |= (unsigned)xc[iz * hw + iy * c.w + ix] << (16 * (e & 1));
+                    }
+                    if (++xx == c.wo) {
+                        xx = 0;
+                        if (++y == c.ho) {
+                            y = 0;
+                            ++z;
+                        }
+                    }
+                }
+            }
+            *reinterpret_cast<uint4*>(s + line * (GEMM_BK + GEMM_PAD) + col) = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+    }
+};
+
+// The K slices of the whole batch (item-major: slice t is item t / per_item,
+// positions from (t % per_item)·BK) that split `s` of `splits` runs:
+// [first, last), as even as integer division allows; every slice belongs
+// to exactly one split.
+struct SliceRange {
+    i64 first, last;
+};
+__host__ __device__ __forceinline__ SliceRange wgrad_split_range(i64 s, i64 splits, i64 slices) {
+    const i64 base = slices / splits, extra = slices % splits;
+    const i64 first = base * s + (s < extra ? s : extra);
+    return SliceRange{first, first + base + (s < extra ? 1 : 0)};
+}
+
+// Walks the slices of one split in order as (item, first position),
+// stepping without 64-bit divisions (which are calls on the GPU).
+struct SliceCursor {
+    i64 b, k0;
+    __host__ __device__ __forceinline__ SliceCursor(i64 slice, i64 per_item) : b(0), k0(0) {
+        if (per_item > 0) {
+            b = slice / per_item;
+            k0 = (slice - b * per_item) * GEMM_BK;
+        }
+    }
+    __host__ __device__ __forceinline__ void step(i64 positions) {
+        k0 += GEMM_BK;
+        if (k0 >= positions) {
+            k0 = 0;
+            ++b;
+        }
+    }
+};

@@ -114,6 +114,55 @@ __device__ __forceinline__ void load_tile(__half* s, const unsigned short* g, i6
     }
 }
 
+// One shared-memory stage (a BK slice of both tiles) into a warp's
+// accumulators: ldmatrix (transposed where the operand's contiguous axis is
+// M or N) and mma.sync.m16n8k16, as gemm_tiles' K loop does inline. The
+// weight gradient calls it; gemm_tiles keeps its inline copy because
+// calling this function changed ptxas' allocation of the kernels built on
+// it (on sm_90, gemm_f16_64x64 118 → 126 and conv_f16_64x64 125 → 155
+// registers, 4 → 3 blocks per SM), and the GEMM was timed on a GPU as it
+// is.
+template <int BM, int BN, int WARPS_M, int WARPS_N, bool A_KC, bool B_KC>
+__device__ __forceinline__ void mma_stage(float (&acc)[BM / WARPS_M / 16][BN / WARPS_N / 8][4], const __half* sA,
+                                          const __half* sB, int wm, int wn, int lane) {
+    constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+    constexpr int MT = WM / 16, NT = WN / 8;
+#pragma unroll
+    for (int kk = 0; kk < GEMM_BK; kk += 16) {
+        unsigned af[MT][4];
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+            const int r = wm + i * 16;
+            if (A_KC) {
+                // [BM][BK+PAD]: lanes 0-15 rows r.., k kk; 16-31 k kk+8.
+                ldsm_x4<false>(af[i], sA + (r + (lane & 15)) * (GEMM_BK + GEMM_PAD) + kk + (lane >> 4) * 8);
+            } else {
+                // [BK][BM+PAD]: matrix q = lane/8 holds m-block q%2, k-block q/2.
+                const int q = lane >> 3;
+                ldsm_x4<true>(af[i], sA + (kk + (q >> 1) * 8 + (lane & 7)) * (BM + GEMM_PAD) + r + (q & 1) * 8);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NT; j += 2) {
+            unsigned bf[4];
+            const int c = wn + j * 8;
+            const int q = lane >> 3;
+            if (B_KC) {
+                // [BN][BK+PAD]: matrix q holds n-block q/2, k-block q%2.
+                ldsm_x4<false>(bf, sB + (c + (q >> 1) * 8 + (lane & 7)) * (GEMM_BK + GEMM_PAD) + kk + (q & 1) * 8);
+            } else {
+                // [BK][BN+PAD]: same matrices, loaded transposed.
+                ldsm_x4<true>(bf, sB + (kk + (q & 1) * 8 + (lane & 7)) * (BN + GEMM_PAD) + c + (q >> 1) * 8);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                mma16816(acc[i][j], af[i], bf[0], bf[1]);
+                mma16816(acc[i][j + 1], af[i], bf[2], bf[3]);
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- convolution
 //
 // ConvGeom and the B-tile gather ConvTileB live in conv_tile.cuh.
@@ -315,4 +364,135 @@ extern "C" __global__ void __launch_bounds__(256) conv_f16(ConvArgs args) {
 extern "C" __global__ void __launch_bounds__(128) conv_f16_64x64(ConvArgs args) {
     __shared__ __align__(16) __half smem[GEMM_SMEM_HALVES(64, 64)];
     conv_dispatch<64, 64, 2, 2>(args, smem);
+}
+
+// ------------------------------------------------------------ weight gradient
+//
+// dW = Σ_b dy_b · gather(x_b)ᵀ, the weight gradient of a forward
+// convolution (conv_tile.cuh, WgradTileB), as one implicit GEMM with
+// M = C_out, N = C_in·kd·kh·kw, K = B·Do·Ho·Wo, split along K: blockIdx.y
+// picks a split (a contiguous run of the batch's BK slices,
+// wgrad_split_range) whose fp32 sums go to its own plane of `partial`
+// [splits, M, N]; splitk_sum_f16 adds the planes in a fixed order. The
+// early layers of a segmenter have a few hundred output values and
+// millions of positions, so without the split a handful of blocks would
+// run the whole reduction; without atomics the result is deterministic.
+// A transposed convolution's weight gradient is this with its input and
+// output gradient exchanged (the runtime's adjoint geometry).
+struct WgradArgs {
+    u64 x;          // fp16 [B, C_in, D, H, W]
+    u64 dy;         // fp16 [B, C_out, Do, Ho, Wo]
+    u64 partial;    // fp32 [splits, M, N], every element written
+    i64 m, n;       // C_out, C_in·kd·kh·kw
+    i64 positions;  // P = Do·Ho·Wo
+    i64 batch;
+    i64 splits;     // ≥ 1
+    ConvGeom c;
+};
+
+// Loads slice (item b, positions from k0) of dy into A's tile and of the
+// gather into B's.
+template <int BM, int BN, int THREADS>
+__device__ __forceinline__ void wgrad_load(__half* s, const WgradArgs& p, const WgradTileB<BN, THREADS>& gather,
+                                           i64 b, i64 k0, i64 m0, bool a_vec) {
+    constexpr int A_TILE = TileSize<BM>::value;
+    const unsigned short* dy = reinterpret_cast<const unsigned short*>(p.dy) + b * p.m * p.positions;
+    const unsigned short* x =
+        reinterpret_cast<const unsigned short*>(p.x) + b * ((i64)p.c.c_in * p.c.frames * p.c.h * p.c.w);
+    load_tile<BM, THREADS, true>(s, dy, p.positions, p.m, p.positions, m0, k0, a_vec);
+    gather.load(s + A_TILE, x, p.c, p.positions, k0, (int)threadIdx.x);
+}
+
+template <int BM, int BN, int WARPS_M, int WARPS_N>
+__device__ __forceinline__ void wgrad_tiles(const WgradArgs& p, __half* smem) {
+    constexpr int THREADS = WARPS_M * WARPS_N * 32;
+    constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+    constexpr int MT = WM / 16, NT = WN / 8;
+    constexpr int STAGE = TileSize<BM>::value + TileSize<BN>::value;
+    if (p.m <= 0 || p.n <= 0 || p.positions < 0 || p.batch < 0 || p.splits <= 0) return;
+
+    const i64 M = p.m, N = p.n;
+    const i64 per_item = (p.positions + GEMM_BK - 1) / GEMM_BK;
+    const i64 slices = per_item * p.batch;
+    // dy rows are 16-byte aligned when P is a multiple of 8.
+    const bool a_vec = (p.dy % 16 == 0) && (p.positions % 8 == 0);
+    const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
+    const int wm = (warp / WARPS_N) * WM, wn = (warp % WARPS_N) * WN;
+    const u64 tiles_m = (u64)((M + BM - 1) / BM), tiles_n = (u64)((N + BN - 1) / BN);
+    const u64 tiles = tiles_m * tiles_n;
+    WgradTileB<BN, THREADS> gather;
+
+    for (u64 s = blockIdx.y; s < (u64)p.splits; s += gridDim.y) {
+        const SliceRange range = wgrad_split_range((i64)s, p.splits, slices);
+        const i64 first = range.first, last = range.last;
+        float* out = reinterpret_cast<float*>(p.partial) + (i64)s * M * N;
+        for (u64 tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+            const i64 m0 = (i64)(tile % tiles_m) * BM, n0 = (i64)(tile / tiles_m) * BN;
+            float acc[MT][NT][4];
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NT; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+            gather.start_tile(p.c, n0, N, (int)threadIdx.x);
+            __syncthreads();  // the previous tile's last reads of smem are done
+            SliceCursor next(first, per_item);
+            if (first < last) {
+                wgrad_load<BM, BN, THREADS>(smem, p, gather, next.b, next.k0, m0, a_vec);
+                next.step(p.positions);
+            }
+            cp_async_commit();
+            for (i64 t = first; t < last; ++t) {
+                if (t + 1 < last) {
+                    wgrad_load<BM, BN, THREADS>(smem + ((t + 1 - first) & 1) * STAGE, p, gather, next.b, next.k0, m0,
+                                                a_vec);
+                    next.step(p.positions);
+                }
+                cp_async_commit();
+                cp_async_wait1();
+                __syncthreads();
+                const __half* sA = smem + ((t - first) & 1) * STAGE;
+                mma_stage<BM, BN, WARPS_M, WARPS_N, true, true>(acc, sA, sA + TileSize<BM>::value, wm, wn, lane);
+                __syncthreads();
+            }
+            cp_async_wait0();
+
+            // Epilogue: this split's fp32 sums (zeros for an empty split).
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const i64 row = m0 + wm + i * 16 + (lane >> 2) + h * 8;
+                    if (row >= M) continue;
+#pragma unroll
+                    for (int j = 0; j < NT; ++j) {
+                        const i64 col = n0 + wn + j * 8 + (lane & 3) * 2;
+                        if (col < N) out[row * N + col] = acc[i][j][2 * h];
+                        if (col + 1 < N) out[row * N + col + 1] = acc[i][j][2 * h + 1];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The weight gradient with 64×64 tiles, 128 threads: M and N are a layer's
+// channels (times its taps), small next to K, and the split supplies the
+// blocks. Launch: block (128), grid (tiles, splits ≤ 65535).
+extern "C" __global__ void __launch_bounds__(128) conv_wgrad_f16(WgradArgs args) {
+    __shared__ __align__(16) __half smem[GEMM_SMEM_HALVES(64, 64)];
+    wgrad_tiles<64, 64, 2, 2>(args, smem);
+}
+
+// out[i] = Σ_s partial[s·count + i] in fp32, s ascending, rounded to fp16
+// once. Launch: any 1-D grid.
+extern "C" __global__ void splitk_sum_f16(const float* __restrict__ partial, __half* __restrict__ out, i64 splits,
+                                          i64 count) {
+    GRID_STRIDE_LOOP(i, count) {
+        float acc = 0.0f;
+        for (i64 s = 0; s < splits; ++s) acc += partial[s * count + (i64)i];
+        out[i] = __float2half_rn(acc);
+    }
 }

@@ -50,6 +50,7 @@ fn the_registry_covers_every_op() {
         "unary_backward",
         "softmax_backward",
         "sum",
+        "conv_weight_grad",
     ] {
         let n = cases.iter().filter(|c| c.op == op).count();
         assert!(n >= 2, "{op}: {n} cases");

@@ -188,6 +188,14 @@ for r in models:
         ts = f"{t:.1f}" if t else "-"
         ratio = f"{r['gpu_ms'] / t:.2f}" if t else "-"
         print(f"| {r['name']} | {r['gpu_ms']:.1f} | {ts} | {ratio} |")
+print()
+print("| weight gradient (nnU-Net 2-D stage) | split-K ms | swapped conv ms | swapped / split-K | split-K TFLOP/s | rel L2 between |")
+print("|---|---|---|---|---|---|")
+for r in models:
+    if r.get("kind") == "wgrad_bench":
+        print(f"| {r['name']} | {r['split_k_ms']:.3f} | {r['swapped_conv_ms']:.3f} | "
+              f"{r['swapped_conv_ms'] / max(r['split_k_ms'], 1e-9):.1f} | {r['split_k_tflops']:.1f} | "
+              f"{r['rel_l2_between']:.1e} |")
 PY
 echo "gpu_check: status $status"
 exit $status

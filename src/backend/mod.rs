@@ -120,6 +120,12 @@ pub trait BackendStorage: Sized + std::fmt::Debug {
         bias: Option<&Self>,
         geometry: &Conv3dGeometry,
     ) -> Result<Self>;
+    /// The weight gradient `[C_out, C_in, kd, kh, kw]` of the forward
+    /// convolution `geometry` of this input, given its output gradient
+    /// (per-frame 2-D convolutions are the depth-1 case; a transposed
+    /// convolution's is this for its adjoint geometry, with input and
+    /// output gradient exchanged).
+    fn conv3d_weight_grad(&self, out_grad: &Self, geometry: &Conv3dGeometry) -> Result<Self>;
 
     // ---- attention ----
     /// The denoiser's spatial linear attention.

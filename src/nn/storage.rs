@@ -316,6 +316,14 @@ impl Storage {
         on_device!(self, x => x.conv_transpose3d(same(self, weight)?, same_opt(self, bias)?, g)?)
     }
 
+    pub(crate) fn conv3d_weight_grad(
+        &self,
+        out_grad: &Storage,
+        g: &Conv3dGeometry,
+    ) -> Result<Storage> {
+        on_device!(self, x => x.conv3d_weight_grad(same(self, out_grad)?, g)?)
+    }
+
     pub(crate) fn matmul(&self, rhs: &Storage, d: &MatmulDesc) -> Result<Storage> {
         on_device!(self, a => a.matmul(same(self, rhs)?, d)?)
     }

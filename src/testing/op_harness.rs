@@ -1013,6 +1013,7 @@ pub fn op_cases() -> Vec<OpCase> {
     sampler_cases(&mut cases);
     sliding_cases(&mut cases);
     backward_cases(&mut cases);
+    weight_grad_cases(&mut cases);
     for (i, c) in cases.iter_mut().enumerate() {
         c.seed = 1000 + 16 * i as u64;
     }
@@ -2388,6 +2389,235 @@ fn backward_cases(cases: &mut Vec<OpCase>) {
                 out_shape[dim] = 1;
                 host(out, &out_shape)
             }),
+        );
+    }
+}
+
+/// The gradient of `Σ g·f(x, w)` with respect to `w`, through autograd.
+fn weight_gradient(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let v = w.variable();
+    let grads = f(x, &v)?.backward_with(g)?;
+    grads
+        .get(&v)
+        .cloned()
+        .ok_or_else(|| Error::Internal("the op passed no gradient to its weight".into()))
+}
+
+/// `dW[o, c, kz, ky, kx] = Σ gy[b, o, z, y, x]·x[b, c, z·s − p + kz, …]`
+/// in f64 from the definition: the weight gradient of a forward
+/// convolution of `x` (`[B, C, D, H, W]`) whose output gradient is `gy`
+/// (`[B, O, Do, Ho, Wo]`).
+fn direct_weight_grad(
+    x: &[f32],
+    [b, c, d, h, w]: [usize; 5],
+    gy: &[f32],
+    [o, fo, ho, wo]: [usize; 4],
+    k: [usize; 3],
+    s: [usize; 3],
+    p: [usize; 3],
+) -> Vec<f32> {
+    let taps = k[0] * k[1] * k[2];
+    let mut dw = vec![0f32; o * c * taps];
+    let tap_of = |t: usize| (t / (k[1] * k[2]), t / k[2] % k[1], t % k[2]);
+    let source = |out: usize, tap: usize, axis: usize, size: usize| {
+        (out * s[axis] + tap)
+            .checked_sub(p[axis])
+            .filter(|&i| i < size)
+    };
+    for (i, v) in dw.iter_mut().enumerate() {
+        let (oc, ic, t) = (i / (c * taps), i / taps % c, i % taps);
+        let (kz, ky, kx) = tap_of(t);
+        let mut acc = 0f64;
+        for bi in 0..b {
+            for z in 0..fo {
+                let Some(iz) = source(z, kz, 0, d) else {
+                    continue;
+                };
+                for y in 0..ho {
+                    let Some(iy) = source(y, ky, 1, h) else {
+                        continue;
+                    };
+                    for xo in 0..wo {
+                        let Some(ix) = source(xo, kx, 2, w) else {
+                            continue;
+                        };
+                        let g = gy[(((bi * o + oc) * fo + z) * ho + y) * wo + xo];
+                        let xv = x[(((bi * c + ic) * d + iz) * h + iy) * w + ix];
+                        acc += f64::from(g) * f64::from(xv);
+                    }
+                }
+            }
+        }
+        *v = acc as f32;
+    }
+    dw
+}
+
+/// The convolutions' weight gradients through autograd (the op each
+/// device implements with its own kernel: the CPU's columns, CUDA's
+/// split-K implicit GEMM), against the definition in f64; transposed
+/// convolutions through the definition with input and output gradient
+/// exchanged.
+fn weight_grad_cases(cases: &mut Vec<OpCase>) {
+    #[derive(Clone, Copy, Debug)]
+    enum Kind {
+        PerFrame,
+        Full,
+        Transposed2d,
+        Transposed3d,
+    }
+    // (kind, input [B, C, D, H, W], C_out, kernel, stride, pad, output [D, H, W], path)
+    type WeightGrad = (
+        Kind,
+        [usize; 5],
+        usize,
+        [usize; 3],
+        [usize; 3],
+        [usize; 3],
+        [usize; 3],
+        &'static str,
+    );
+    let grads: [WeightGrad; 9] = [
+        (
+            Kind::PerFrame,
+            [2, 3, 2, 9, 11],
+            4,
+            [1, 3, 3],
+            [1, 1, 1],
+            [0, 1, 1],
+            [2, 9, 11],
+            "3x3 s1",
+        ),
+        (
+            Kind::PerFrame,
+            [2, 4, 1, 9, 10],
+            5,
+            [1, 3, 3],
+            [1, 2, 2],
+            [0, 1, 1],
+            [1, 5, 5],
+            "3x3 s2 (odd sizes)",
+        ),
+        (
+            Kind::PerFrame,
+            [4, 1, 1, 64, 64],
+            32,
+            [1, 3, 3],
+            [1, 1, 1],
+            [0, 1, 1],
+            [1, 64, 64],
+            "3x3 one input channel, 2^14 positions (split K)",
+        ),
+        (
+            Kind::PerFrame,
+            [2, 64, 1, 16, 16],
+            32,
+            [1, 1, 1],
+            [1, 1, 1],
+            [0, 0, 0],
+            [1, 16, 16],
+            "1x1 64 channels",
+        ),
+        (
+            Kind::Full,
+            [2, 3, 5, 6, 7],
+            4,
+            [3, 3, 3],
+            [1, 1, 1],
+            [1, 1, 1],
+            [5, 6, 7],
+            "3x3x3 s1",
+        ),
+        (
+            Kind::Full,
+            [1, 4, 7, 8, 9],
+            6,
+            [3, 3, 3],
+            [2, 2, 2],
+            [1, 1, 1],
+            [4, 4, 5],
+            "3x3x3 s2 (odd sizes)",
+        ),
+        (
+            Kind::Full,
+            [2, 16, 8, 16, 16],
+            64,
+            [3, 3, 3],
+            [1, 1, 1],
+            [1, 1, 1],
+            [8, 16, 16],
+            "3x3x3 16 to 64 channels (several tiles)",
+        ),
+        (
+            Kind::Transposed2d,
+            [2, 4, 2, 5, 5],
+            3,
+            [1, 4, 4],
+            [1, 2, 2],
+            [0, 1, 1],
+            [2, 10, 10],
+            "transposed 4x4 s2 p1",
+        ),
+        (
+            Kind::Transposed3d,
+            [1, 4, 3, 4, 5],
+            3,
+            [2, 2, 2],
+            [2, 2, 2],
+            [0, 0, 0],
+            [6, 8, 10],
+            "transposed 2x2x2 s2",
+        ),
+    ];
+    for (kind, x_shape, c_out, k, s, p, out, path) in grads {
+        let [b, c, ..] = x_shape;
+        let transposed = matches!(kind, Kind::Transposed2d | Kind::Transposed3d);
+        let w_shape = if transposed {
+            [c, c_out, k[0], k[1], k[2]]
+        } else {
+            [c_out, c, k[0], k[1], k[2]]
+        };
+        let gy_shape = [b, c_out, out[0], out[1], out[2]];
+        let p2 = ConvParams {
+            stride: (s[1], s[2]),
+            pad: (p[1], p[2]),
+        };
+        let p3 = Conv3dParams {
+            stride: (s[0], s[1], s[2]),
+            pad: (p[0], p[1], p[2]),
+        };
+        cases.push(
+            OpCase::new(
+                "conv_weight_grad",
+                path,
+                vec![normal(&x_shape), normal(&w_shape), normal(&gy_shape)],
+                move |t, _| {
+                    weight_gradient(&t[0], &t[1], &t[2], |x, w| match kind {
+                        Kind::PerFrame => x.conv2d(w, None, p2),
+                        Kind::Full => x.conv3d(w, None, p3),
+                        Kind::Transposed2d => x.conv_transpose2d(w, None, p2),
+                        Kind::Transposed3d => x.conv_transpose3d(w, None, p3),
+                    })
+                },
+            )
+            .composed(1e-5, move |t, _| {
+                let (x, gy) = (t[0].to_vec()?, t[2].to_vec()?);
+                let [_, _, d, h, w] = x_shape;
+                let dw = if transposed {
+                    // The forward convolution from the output back to the
+                    // input: its input is gy, its output gradient x.
+                    direct_weight_grad(&gy, gy_shape, &x, [c, d, h, w], k, s, p)
+                } else {
+                    direct_weight_grad(&x, x_shape, &gy, [c_out, out[0], out[1], out[2]], k, s, p)
+                };
+                host(dw, &w_shape)
+            })
+            .tol_f32(1e-4),
         );
     }
 }

@@ -325,3 +325,96 @@ fn gpu_train_bench_or_skipped() -> Result<()> {
     report(&rows);
     Ok(())
 }
+
+/// The weight gradient of a stride-1 per-frame convolution as one forward
+/// convolution with batch and channels swapped (the output gradient as the
+/// kernel), the formulation the device used before the split-K kernel:
+/// timed beside it so that one run gives the ratio.
+fn weight_grad_as_swapped_conv(x: &Tensor, gy: &Tensor, k: usize) -> Result<Tensor> {
+    let swap = |t: &Tensor| -> Result<Tensor> {
+        let d = t.dims().to_vec();
+        t.permute(&[1, 0, 2, 3])?.reshape(&[d[1], d[0], d[2], d[3]])
+    };
+    let pad = k / 2;
+    swap(x)?
+        .conv2d(&swap(gy)?, None, claim::nn::ConvParams::new(1, pad))?
+        .narrow(2, 0, k)?
+        .narrow(3, 0, k)?
+        .permute(&[1, 0, 2, 3])
+}
+
+/// The weight gradients of nnU-Net's 2-D stages at batch 12 of 256² (3×3,
+/// stride 1): the split-K kernel through autograd against the swapped
+/// convolution, both after the same forward, with the kernel's TFLOP/s.
+/// Runs only when `$CLAIM_GPU_MODELS` is set (and a GPU opens).
+#[test]
+fn gpu_weight_gradient_bench_or_skipped() -> Result<()> {
+    if std::env::var_os("CLAIM_GPU_MODELS").is_none() {
+        eprintln!("skipped: set CLAIM_GPU_MODELS=FILE to time weight gradients on the GPU");
+        return Ok(());
+    }
+    let Some(gpu) = gpu_compute() else {
+        return Ok(());
+    };
+    let (device, dtype) = (gpu.device.clone(), gpu.dtype);
+    let mut rng = Rng::new(31);
+    let mut rows = Vec::new();
+    // (C_in, C_out, side): the first layer and the stages at their sizes.
+    for (c_in, c_out, side) in [
+        (1, 32, 256),
+        (32, 32, 256),
+        (64, 64, 128),
+        (128, 128, 64),
+        (256, 256, 32),
+    ] {
+        let batch = 12;
+        let on_gpu = |shape: &[usize], rng: &mut Rng| -> Result<Tensor> {
+            let n = shape.iter().product();
+            Tensor::from_vec(normal(n, rng), shape)?.to_device(&device, dtype)
+        };
+        let x = on_gpu(&[batch, c_in, side, side], &mut rng)?;
+        let w = on_gpu(&[c_out, c_in, 3, 3], &mut rng)?;
+        let gy = on_gpu(&[batch, c_out, side, side], &mut rng)?;
+        let p = claim::nn::ConvParams::new(1, 1);
+        let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+            let mut times = Vec::new();
+            for rep in 0..12 {
+                let start = Instant::now();
+                f()?;
+                device.synchronize()?;
+                if rep >= 2 {
+                    times.push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            Ok(times[times.len() / 2])
+        };
+        let forward_ms = time(&|| x.conv2d(&w, None, p).map(drop))?;
+        let split_k = || -> Result<Tensor> {
+            let v = w.variable();
+            let grads = x.conv2d(&v, None, p)?.backward_with(&gy)?;
+            grads
+                .get(&v)
+                .cloned()
+                .ok_or_else(|| claim::Error::Internal("no weight gradient".into()))
+        };
+        let swapped = || -> Result<Tensor> {
+            x.conv2d(&w, None, p)?;
+            weight_grad_as_swapped_conv(&x, &gy, 3)
+        };
+        let err = rel_l2(&split_k()?.to_vec()?, &swapped()?.to_vec()?);
+        let split_k_ms = time(&|| split_k().map(drop))? - forward_ms;
+        let swapped_ms = time(&|| swapped().map(drop))? - forward_ms;
+        let flops = 2.0 * (c_out * c_in * 9 * batch * side * side) as f64;
+        rows.push(serde_json::json!({
+            "kind": "wgrad_bench",
+            "name": format!("3x3 {c_in}->{c_out} at {side}², batch {batch}"),
+            "split_k_ms": split_k_ms,
+            "swapped_conv_ms": swapped_ms,
+            "split_k_tflops": flops / split_k_ms / 1e9,
+            "rel_l2_between": err,
+        }));
+    }
+    report(&rows);
+    Ok(())
+}

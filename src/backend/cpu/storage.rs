@@ -296,6 +296,14 @@ impl BackendStorage for CpuStorage {
         )))
     }
 
+    fn conv3d_weight_grad(&self, out_grad: &Self, g: &Conv3dGeometry) -> Result<Self> {
+        Ok(CpuStorage(super::grad::conv3d_backward_weight(
+            &self.0,
+            &out_grad.0,
+            g,
+        )?))
+    }
+
     fn linear_attention(&self, d: &LinearAttentionDesc) -> Result<Self> {
         Ok(CpuStorage(attention::linear_attention(
             &self.0,

@@ -717,6 +717,80 @@ pub(super) fn conv(dev: &CudaDevice, args: ConvArgs) -> Result<()> {
     launch!(dev, "gemm", name, cfg; args)
 }
 
+/// The `WgradArgs` struct of `gemm.cu`: the weight gradient
+/// `[m = C_out, n = C_in·kd·kh·kw]` of the forward convolution `geom` of
+/// `x` whose output gradient is `dy`, split along its `batch·positions`
+/// reduction into `splits` fp32 planes of `partial`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct WgradArgs {
+    pub x: u64,
+    pub dy: u64,
+    pub partial: u64,
+    pub m: i64,
+    pub n: i64,
+    pub positions: i64,
+    pub batch: i64,
+    pub splits: i64,
+    pub geom: ConvGeom,
+}
+
+// SAFETY: `#[repr(C)]` with the members, order and types of the C struct
+// (three `u64`, five `long long`, then `ConvGeom`'s seventeen `int`), so
+// the bytes passed by value are exactly what the kernel reads (136 bytes
+// with the tail padding).
+unsafe impl DeviceRepr for WgradArgs {}
+
+/// Tile edge and K slice of `conv_wgrad_f16` (`gemm.cu`).
+const WGRAD_TILE: usize = 64;
+const WGRAD_SLICE: usize = 32;
+
+/// How many K splits the weight gradient of an `m × n` product over
+/// `batch` items of `positions` gets: enough blocks for ~4 per SM of a
+/// 132-SM GPU, at least 8 slices (256 positions) per split so that a
+/// split's fp32 plane stays small next to what it reads, and at most
+/// 256 MiB of planes.
+pub(super) fn wgrad_splits(m: usize, n: usize, positions: usize, batch: usize) -> usize {
+    const TARGET_BLOCKS: usize = 4 * 132;
+    const MIN_SLICES_PER_SPLIT: usize = 8;
+    const MAX_PARTIAL_BYTES: usize = 256 << 20;
+    let tiles = m.div_ceil(WGRAD_TILE).max(1) * n.div_ceil(WGRAD_TILE).max(1);
+    let slices = positions.div_ceil(WGRAD_SLICE).saturating_mul(batch);
+    let by_blocks = TARGET_BLOCKS.div_ceil(tiles);
+    let by_work = (slices / MIN_SLICES_PER_SPLIT).max(1);
+    let plane = m.saturating_mul(n).saturating_mul(4).max(1);
+    let by_memory = (MAX_PARTIAL_BYTES / plane).max(1);
+    by_blocks
+        .min(by_work)
+        .min(by_memory)
+        .min(MAX_GRID_YZ as usize)
+        .max(1)
+}
+
+/// The weight gradient (`conv_wgrad_f16`, then `splitk_sum_f16` into the
+/// fp16 `out` of `m·n` elements); `args.partial` holds `args.splits`
+/// planes of `m·n` fp32.
+pub(super) fn conv_wgrad(dev: &CudaDevice, args: WgradArgs, out: u64) -> Result<()> {
+    if args.m <= 0 || args.n <= 0 || args.splits <= 0 {
+        return Ok(());
+    }
+    let (m, n) = (args.m as u64, args.n as u64);
+    let tile = WGRAD_TILE as u64;
+    let tiles = m.div_ceil(tile).saturating_mul(n.div_ceil(tile));
+    let cfg = LaunchConfig {
+        grid_dim: (
+            tiles.clamp(1, i32::MAX as u64) as u32,
+            (args.splits as u64).clamp(1, MAX_GRID_YZ) as u32,
+            1,
+        ),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(dev, "gemm", "conv_wgrad_f16", cfg; args)?;
+    let (partial, splits, count) = (args.partial, args.splits, args.m * args.n);
+    launch!(dev, "gemm", "splitk_sum_f16", cfg_1d(count as u64); partial, out, splits, count)
+}
+
 // ------------------------------------------------------------------ attention
 
 /// `linear_attention_dD_f16` for `head_dim` D ∈ {8, 16, 32, 64}: one block

@@ -13,7 +13,7 @@
 
 use super::device::CudaDevice;
 use super::kernels::{
-    self as k, BroadcastArgs, ConvArgs, ConvGeom, GatherArgs, GemmArgs, MAX_RANK,
+    self as k, BroadcastArgs, ConvArgs, ConvGeom, GatherArgs, GemmArgs, WgradArgs, MAX_RANK,
 };
 use super::storage::{Buffer, CudaStorage};
 use crate::backend::desc::{
@@ -68,6 +68,32 @@ fn merge_axes<const N: usize>(axes: &[(usize, [i64; N])]) -> Vec<(usize, [i64; N
     }
     out.reverse();
     out
+}
+
+/// The kernels' `ConvGeom` of `g` with output `[fo, ho, wo]`, or `None`
+/// when a size does not fit their 32-bit indexing.
+fn conv_geom(g: &Conv3dGeometry, [fo, ho, wo]: [usize; 3], transposed: bool) -> Option<ConvGeom> {
+    let small = |v: usize| i32::try_from(v).ok();
+    let [frames, h, w] = g.input;
+    Some(ConvGeom {
+        c_in: small(g.c_in)?,
+        frames: small(frames)?,
+        h: small(h)?,
+        w: small(w)?,
+        ho: small(ho)?,
+        wo: small(wo)?,
+        kh: small(g.kernel[1])?,
+        kw: small(g.kernel[2])?,
+        sh: small(g.stride[1])?,
+        sw: small(g.stride[2])?,
+        ph: small(g.pad[1])?,
+        pw: small(g.pad[2])?,
+        transposed: i32::from(transposed),
+        fo: small(fo)?,
+        kd: small(g.kernel[0])?,
+        sd: small(g.stride[0])?,
+        pd: small(g.pad[0])?,
+    })
 }
 
 impl CudaStorage {
@@ -250,38 +276,18 @@ impl CudaStorage {
         }
         // The kernel indexes inside one batch item in 32 bits.
         let small = |v: usize| i32::try_from(v).ok();
-        let geom = (|| {
-            Some(ConvGeom {
-                c_in: small(g.c_in)?,
-                frames: small(frames)?,
-                h: small(h)?,
-                w: small(w)?,
-                ho: small(ho)?,
-                wo: small(wo)?,
-                kh: small(g.kernel[1])?,
-                kw: small(g.kernel[2])?,
-                sh: small(g.stride[1])?,
-                sw: small(g.stride[2])?,
-                ph: small(g.pad[1])?,
-                pw: small(g.pad[2])?,
-                transposed: i32::from(transposed),
-                fo: small(fo)?,
-                kd: small(g.kernel[0])?,
-                sd: small(g.stride[0])?,
-                pd: small(g.pad[0])?,
+        let geom = conv_geom(g, [fo, ho, wo], transposed)
+            .filter(|_| {
+                [item_in, item_out, k_len, n]
+                    .iter()
+                    .all(|&v| small(v).is_some())
             })
-        })()
-        .filter(|_| {
-            [item_in, item_out, k_len, n]
-                .iter()
-                .all(|&v| small(v).is_some())
-        })
-        .ok_or_else(|| {
-            Error::Unsupported(format!(
-                "{op}: one batch item of {item_in} input or {item_out} output elements is too \
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{op}: one batch item of {item_in} input or {item_out} output elements is too \
                  large for the CUDA convolution (2^31 - 1 at most)"
-            ))
-        })?;
+                ))
+            })?;
         let out = self.output(out_len)?;
         if out_len == 0 {
             return Ok(out);
@@ -361,6 +367,73 @@ impl CudaStorage {
         self.check_operand(weight, op, "the weight", product(&[g.c_in, g.c_out, taps])?)?;
         let gathered = weight.permute(&[g.c_in, g.c_out, taps], &[1, 0, 2])?;
         self.implicit_conv(op, &gathered, bias, None, g, true)
+    }
+
+    /// The weight gradient `[C_out, C_in·taps]` of the forward convolution
+    /// `g` of this input whose output gradient is `out_grad`: one implicit
+    /// GEMM over the whole batch, split along its reduction into fp32
+    /// planes that a second kernel adds in a fixed order (deterministic,
+    /// no atomics), rounded to f16 once.
+    fn weight_gradient(&self, out_grad: &CudaStorage, g: &Conv3dGeometry) -> Result<CudaStorage> {
+        let op = "convolution weight gradient";
+        self.require(op, DType::F16)?;
+        let [fo, ho, wo] = g.conv_out().ok_or_else(|| {
+            Error::invalid(format!(
+                "{op}: a {:?} kernel with stride {:?} and padding {:?} gives no output for {:?}",
+                g.kernel, g.stride, g.pad, g.input
+            ))
+        })?;
+        let [frames, h, w] = g.input;
+        let item_in = product(&[g.c_in, frames, h, w])?;
+        self.check_len(op, product(&[g.batch, item_in])?)?;
+        let positions = product(&[fo, ho, wo])?;
+        let item_out = product(&[g.c_out, positions])?;
+        self.check_operand(
+            out_grad,
+            op,
+            "the output gradient",
+            product(&[g.batch, item_out])?,
+        )?;
+        let n = product(&[g.c_in, g.kernel[0], g.kernel[1], g.kernel[2]])?;
+        let count = product(&[g.c_out, n])?;
+        // The kernel indexes inside one batch item in 32 bits.
+        let small = |v: usize| i32::try_from(v).ok();
+        let geom = conv_geom(g, [fo, ho, wo], false)
+            .filter(|_| {
+                [item_in, item_out, positions, n]
+                    .iter()
+                    .all(|&v| small(v).is_some())
+            })
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                "{op}: one batch item of {item_in} input or {item_out} output-gradient elements \
+                 is too large for the CUDA kernel (2^31 - 1 at most)"
+            ))
+            })?;
+        let out = self.output(count)?;
+        if count == 0 {
+            return Ok(out);
+        }
+        let splits = k::wgrad_splits(g.c_out, n, positions, g.batch);
+        let partial = CudaStorage::uninit(self.device(), product(&[splits, count])?, DType::F32)?;
+        self.ordered(&[out_grad], || {
+            k::conv_wgrad(
+                self.device(),
+                WgradArgs {
+                    x: self.address()?,
+                    dy: out_grad.address()?,
+                    partial: partial.address()?,
+                    m: as_i64(g.c_out)?,
+                    n: as_i64(n)?,
+                    positions: as_i64(positions)?,
+                    batch: as_i64(g.batch)?,
+                    splits: as_i64(splits)?,
+                    geom,
+                },
+                out.address()?,
+            )
+        })?;
+        Ok(out)
     }
 
     /// A strided gather of `axes` (`(size, [source stride])`, outermost
@@ -980,6 +1053,10 @@ impl BackendStorage for CudaStorage {
         g: &Conv3dGeometry,
     ) -> Result<Self> {
         self.transposed_convolution("conv_transpose3d", weight, bias, g)
+    }
+
+    fn conv3d_weight_grad(&self, out_grad: &Self, g: &Conv3dGeometry) -> Result<Self> {
+        self.weight_gradient(out_grad, g)
     }
 
     fn linear_attention(&self, d: &LinearAttentionDesc) -> Result<Self> {

@@ -179,6 +179,9 @@ mod seam {
         fn conv_transpose3d(&self, _: &Self, _: Option<&Self>, _: &Conv3dGeometry) -> Result<Self> {
             match *self {}
         }
+        fn conv3d_weight_grad(&self, _: &Self, _: &Conv3dGeometry) -> Result<Self> {
+            match *self {}
+        }
         fn linear_attention(&self, _: &LinearAttentionDesc) -> Result<Self> {
             match *self {}
         }

@@ -1041,6 +1041,133 @@ fn convolutions_3d_match_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// Convolution weight gradients (the split-K implicit GEMM, then the
+/// ordered sum of its fp32 planes) against the CPU's column kernel:
+/// nnU-Net's 2-D first layer (one input channel, batch 12 of 256², a
+/// single tile whose reduction the splits share), 2-D and 3-D stages of
+/// several tiles, stride 2 on odd sizes, positions that are not a multiple
+/// of 8 (A tiles loaded without 16-byte copies), and transposed
+/// convolutions through their adjoint geometry.
+#[test]
+fn convolution_weight_gradients_match_the_cpu() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let frame = |batch, c_in, c_out, h: usize, w: usize, k: usize, stride: usize| Conv3dGeometry {
+        batch,
+        c_in,
+        c_out,
+        input: [1, h, w],
+        kernel: [1, k, k],
+        stride: [1, stride, stride],
+        pad: [0, k / 2, k / 2],
+    };
+    let cube = |batch, c_in, c_out, n: usize, stride: usize| Conv3dGeometry {
+        batch,
+        c_in,
+        c_out,
+        input: [n, n, n],
+        kernel: [3, 3, 3],
+        stride: [stride; 3],
+        pad: [1, 1, 1],
+    };
+    let forward = [
+        (
+            "2-D first layer, 1 → 32 at 256², batch 12",
+            frame(12, 1, 32, 256, 256, 3, 1),
+        ),
+        (
+            "2-D 32 → 32 at 128², batch 4",
+            frame(4, 32, 32, 128, 128, 3, 1),
+        ),
+        (
+            "2-D 32 → 64 stride 2 at 127×129",
+            frame(2, 32, 64, 127, 129, 3, 2),
+        ),
+        (
+            "2-D 3×3 at 13×11 (positions not a multiple of 8)",
+            frame(3, 5, 7, 13, 11, 3, 1),
+        ),
+        ("2-D 1×1, 64 → 32 at 48²", frame(2, 64, 32, 48, 48, 1, 1)),
+        (
+            "per-frame 3×3, 3 frames of 40², 24 → 24",
+            Conv3dGeometry {
+                input: [3, 40, 40],
+                ..frame(2, 24, 24, 40, 40, 3, 1)
+            },
+        ),
+        ("3-D 3×3×3, 32 → 32 at 32³, batch 2", cube(2, 32, 32, 32, 1)),
+        ("3-D 3×3×3 stride 2 at 9³, 4 → 6", cube(2, 4, 6, 9, 2)),
+        (
+            "3-D 3×3×3, 128 → 128 at 8³ (many tiles, few splits)",
+            cube(2, 128, 128, 8, 1),
+        ),
+    ];
+    for (i, (name, g)) in forward.into_iter().enumerate() {
+        let out = g.conv_out().expect("a valid test geometry");
+        let n_in = g.batch * g.c_in * g.input.iter().product::<usize>();
+        let n_out = g.batch * g.c_out * out.iter().product::<usize>();
+        let (x, cx) = pair(&dev, &random(n_in, 700 + i as u64, 1.0, 0.0), DType::F16)?;
+        let (gy, cgy) = pair(&dev, &random(n_out, 750 + i as u64, 1.0, 0.0), DType::F16)?;
+        assert_close(
+            &format!("weight gradient {name}"),
+            &x.conv3d_weight_grad(&gy, &g)?,
+            &cx.conv3d_weight_grad(&cgy, &g)?,
+            1e-2,
+        )?;
+    }
+    let transposed = [
+        (
+            "transposed 2×2×2 stride 2, 64 → 32 at 8×16×16",
+            Conv3dGeometry {
+                batch: 2,
+                c_in: 64,
+                c_out: 32,
+                input: [8, 16, 16],
+                kernel: [2, 2, 2],
+                stride: [2, 2, 2],
+                pad: [0, 0, 0],
+            },
+        ),
+        (
+            "transposed per-frame 4×4 stride 2 pad 1, 16 → 8 at 3×20×20",
+            Conv3dGeometry {
+                batch: 2,
+                c_in: 16,
+                c_out: 8,
+                input: [3, 20, 20],
+                kernel: [1, 4, 4],
+                stride: [1, 2, 2],
+                pad: [0, 1, 1],
+            },
+        ),
+    ];
+    for (i, (name, g)) in transposed.into_iter().enumerate() {
+        let out = g.transposed_out().expect("a valid test geometry");
+        let adjoint = g.adjoint_of_transposed(out);
+        let n_in = g.batch * g.c_in * g.input.iter().product::<usize>();
+        let n_out = g.batch * g.c_out * out.iter().product::<usize>();
+        let (x, cx) = pair(&dev, &random(n_in, 800 + i as u64, 1.0, 0.0), DType::F16)?;
+        let (gy, cgy) = pair(&dev, &random(n_out, 850 + i as u64, 1.0, 0.0), DType::F16)?;
+        assert_close(
+            &format!("weight gradient {name}"),
+            &gy.conv3d_weight_grad(&x, &adjoint)?,
+            &cgy.conv3d_weight_grad(&cx, &adjoint)?,
+            1e-2,
+        )?;
+    }
+    // Refusals: a wrong output-gradient length and f32 storage.
+    let g = frame(1, 2, 3, 5, 5, 3, 1);
+    let (x, _) = pair(&dev, &random(50, 1, 1.0, 0.0), DType::F16)?;
+    let (short, _) = pair(&dev, &random(74, 2, 1.0, 0.0), DType::F16)?;
+    assert!(x.conv3d_weight_grad(&short, &g).is_err());
+    let (x32, _) = pair(&dev, &random(50, 3, 1.0, 0.0), DType::F32)?;
+    let (gy32, _) = pair(&dev, &random(75, 4, 1.0, 0.0), DType::F32)?;
+    assert!(matches!(
+        x32.conv3d_weight_grad(&gy32, &g),
+        Err(Error::Unsupported(_))
+    ));
+    Ok(())
+}
+
 /// Linear attention, softmax attention with and without a bias, and the
 /// rotary embedding, at the denoiser's sizes and odd ones.
 #[test]

@@ -1,6 +1,7 @@
 //! Per-frame 2-D convolutions (PyTorch `Conv2d`, and `Conv3d` with kernel
 //! depth 1) and their transposes.
 
+use super::conv3d::{conv_weight_grad, transposed_weight_grad};
 use crate::backend::cpu::grad;
 use crate::backend::desc::ConvGeometry;
 use crate::nn::autograd::host;
@@ -195,12 +196,7 @@ impl Tensor {
                         }
                         conv2d_input_grad(gy, &w, &g)
                     },
-                    || match conv2d_weight_grad(&x, gy, &g)? {
-                        Some(dw) => dw.reshape(w.dims()),
-                        None => host_grad(op, &x, gy, w.dims(), |x, gy| {
-                            grad::conv2d_backward_weight(x, gy, &g)
-                        }),
-                    },
+                    || conv_weight_grad(&x, gy, &g.per_frame())?.reshape(w.dims()),
                 )?;
                 if needs.len() > grads.len() {
                     grads.push(Some(gy.clone()));
@@ -258,15 +254,7 @@ impl Tensor {
                         }
                         gy.conv2d(&w, None, p)
                     },
-                    || {
-                        if !matches!(x.device(), Device::Cpu) {
-                            return weight_grad_by_conv(gy, &x, (g.kh, g.kw), g.stride, g.pad)?
-                                .reshape(w.dims());
-                        }
-                        host_grad(op, &x, gy, w.dims(), |x, gy| {
-                            grad::conv_transpose2d_backward_weight(x, gy, &g)
-                        })
-                    },
+                    || transposed_weight_grad(&x, gy, &g.per_frame())?.reshape(w.dims()),
                 )
             })
         }))
@@ -352,64 +340,6 @@ pub(super) fn window(t: &Tensor, axis: usize, start: usize, len: usize) -> Resul
         return Ok(part);
     }
     Tensor::cat(&[&part, &zeros], axis)
-}
-
-/// The weight gradient of a per-frame convolution as forward ops on the
-/// tensors' device (see [`weight_grad_by_conv`]); `None` on the CPU, which
-/// keeps its column kernel (a kernel as large as the frame suits it badly).
-fn conv2d_weight_grad(x: &Tensor, gy: &Tensor, g: &ConvGeometry) -> Result<Option<Tensor>> {
-    if matches!(x.device(), Device::Cpu) {
-        return Ok(None);
-    }
-    weight_grad_by_conv(x, gy, (g.kh, g.kw), g.stride, g.pad).map(Some)
-}
-
-/// `dW[o, i, a, b] = Σ dy[n, o, f, y, x] · x_pad[n, i, f, y·s + a, x·s + b]`,
-/// the weight gradient `[C_out, C_in, kh, kw]` of a per-frame convolution
-/// of `input` (`[B, C_in, (F,) H, W]`) whose output gradient is `out_grad`,
-/// as one forward convolution: the input with batch and channels swapped
-/// (`[C_in, B·F, H, W]`) convolved with the output gradient as the kernel
-/// (`[C_out, B·F, Ho, Wo]`), dilated by the stride first (a transposed
-/// 1×1 convolution of stride s places its values s apart), then cut to
-/// `kh × kw` (rows the stride never reached give the extra ones).
-/// A transposed convolution's weight gradient is this with the roles of
-/// its input and output gradient exchanged.
-fn weight_grad_by_conv(
-    input: &Tensor,
-    out_grad: &Tensor,
-    (kh, kw): (usize, usize),
-    stride: (usize, usize),
-    pad: (usize, usize),
-) -> Result<Tensor> {
-    let (b, c_in, f, h, w) = frames_of(input, "conv2d backward")?;
-    let (_, c_out, _, ho, wo) = frames_of(out_grad, "conv2d backward")?;
-    let swapped = |t: &Tensor, c: usize, h: usize, w: usize| -> Result<Tensor> {
-        t.reshape(&[b, c, f, h, w])?
-            .permute(&[1, 0, 2, 3, 4])?
-            .reshape(&[c, b * f, h, w])
-    };
-    let mut kernel = swapped(out_grad, c_out, ho, wo)?;
-    if stride != (1, 1) {
-        let one = Tensor::full_on(1.0, &[1, 1, 1, 1], &kernel.device(), kernel.dtype())?;
-        let dilate = ConvParams {
-            stride,
-            pad: (0, 0),
-        };
-        let (hd, wd) = ((ho - 1) * stride.0 + 1, (wo - 1) * stride.1 + 1);
-        kernel = kernel
-            .reshape(&[c_out * b * f, 1, ho, wo])?
-            .conv_transpose2d(&one, None, dilate)?
-            .reshape(&[c_out, b * f, hd, wd])?;
-    }
-    let p = ConvParams {
-        stride: (1, 1),
-        pad,
-    };
-    swapped(input, c_in, h, w)?
-        .conv2d(&kernel, None, p)?
-        .narrow(2, 0, kh)?
-        .narrow(3, 0, kw)?
-        .permute(&[1, 0, 2, 3])
 }
 
 /// A gradient computed by a CPU kernel on host copies of `a` and `b`
@@ -512,13 +442,13 @@ mod tests {
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
     }
 
-    /// The device formulations of the backward (forward convolutions of the
-    /// output gradient, and the weight gradient as a convolution) equal the
-    /// host kernels, per frame: stride 1 (also with a padding as large as
+    /// The device formulations of the input gradients (forward
+    /// convolutions of the output gradient) equal the host kernels, per
+    /// frame: stride 1 (also with a padding as large as
     /// the kernel), strides that tile the input exactly, and strides that
     /// leave rows over (cut, or padded with zeros past the output).
     #[test]
-    fn device_formulations_of_the_backward_match_the_host_kernels() -> Result<()> {
+    fn device_formulations_of_the_input_gradients_match_the_host_kernels() -> Result<()> {
         use crate::backend::cpu::random_normal;
         let (b, c_in, c_out, f) = (2, 3, 4, 2);
         for (h, k, stride, pad, exact) in [
@@ -553,15 +483,6 @@ mod tests {
                 tiles_exactly(h, pad, k, stride),
                 "{what}: the case list is wrong"
             );
-            let dw = weight_grad_by_conv(&x, &gy, (k, k), (stride, stride), (pad, pad))?;
-            assert_eq!(dw.dims(), [c_out, c_in, k, k]);
-            let want = grad::conv2d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
-            let err = max_diff(&dw.to_vec()?, &want);
-            assert!(err < 1e-3, "{what}: weight gradient off by {err}");
-            assert!(
-                conv2d_weight_grad(&x, &gy, &g)?.is_none(),
-                "the CPU keeps its kernel"
-            );
             // The transposed convolution's input gradient is the forward
             // convolution with the same weight.
             let wt =
@@ -572,14 +493,6 @@ mod tests {
             let want = grad::conv_transpose2d_backward_input(gyt.as_slice()?, wt.as_slice()?, &gt)?;
             let err = max_diff(&gyt.conv2d(&wt, None, p)?.to_vec()?, &want);
             assert!(err < 1e-4, "{what}: transposed input gradient off by {err}");
-            let dwt = weight_grad_by_conv(&gyt, &x, (k, k), (stride, stride), (pad, pad))?;
-            assert_eq!(dwt.dims(), [c_in, c_out, k, k]);
-            let want = grad::conv_transpose2d_backward_weight(x.as_slice()?, gyt.as_slice()?, &gt)?;
-            let err = max_diff(&dwt.to_vec()?, &want);
-            assert!(
-                err < 1e-3,
-                "{what}: transposed weight gradient off by {err}"
-            );
         }
         Ok(())
     }

@@ -153,12 +153,7 @@ impl Tensor {
                         }
                         conv3d_input_grad(gy, &w, &g)
                     },
-                    || match conv3d_weight_grad(&x, gy, &g)? {
-                        Some(dw) => Ok(dw),
-                        None => host_grad(op, &x, gy, w.dims(), |x, gy| {
-                            grad::conv3d_backward_weight(x, gy, &g)
-                        }),
-                    },
+                    || conv_weight_grad(&x, gy, &g),
                 )
             })
         }))
@@ -210,14 +205,7 @@ impl Tensor {
                         }
                         gy.conv3d(&w, None, p)
                     },
-                    || {
-                        if !matches!(x.device(), Device::Cpu) {
-                            return weight_grad_by_conv3d(gy, &x, g.kernel, g.stride, g.pad);
-                        }
-                        host_grad(op, &x, gy, w.dims(), |x, gy| {
-                            grad::conv_transpose3d_backward_weight(x, gy, &g)
-                        })
-                    },
+                    || transposed_weight_grad(&x, gy, &g),
                 )
             })
         }))
@@ -271,57 +259,37 @@ fn conv3d_input_grad(gy: &Tensor, w: &Tensor, g: &Conv3dGeometry) -> Result<Tens
     Ok(dx)
 }
 
-/// The weight gradient of a 3-D convolution as forward ops on the
-/// tensors' device (see [`weight_grad_by_conv3d`]); `None` on the CPU,
-/// which keeps its column kernel.
-fn conv3d_weight_grad(x: &Tensor, gy: &Tensor, g: &Conv3dGeometry) -> Result<Option<Tensor>> {
-    if matches!(x.device(), Device::Cpu) {
-        return Ok(None);
-    }
-    weight_grad_by_conv3d(x, gy, g.kernel, g.stride, g.pad).map(Some)
-}
-
-/// The weight gradient `[C_out, C_in, kd, kh, kw]` of a 3-D convolution of
-/// `input` whose output gradient is `out_grad`, as one forward convolution
-/// (the per-frame `weight_grad_by_conv` in three dimensions): batch and
-/// channels swapped, the output gradient dilated by the stride as the
-/// kernel, the result cut to the kernel's size. With the roles exchanged,
-/// a transposed convolution's weight gradient.
-fn weight_grad_by_conv3d(
+/// The weight gradient `[C_out, C_in, kd, kh, kw]` of the forward
+/// convolution `g` of `input` whose output gradient is `out_grad`, by the
+/// device's own kernel: the CPU's column kernel, CUDA's split-K implicit
+/// GEMM (per-frame 2-D convolutions are the depth-1 case).
+pub(super) fn conv_weight_grad(
     input: &Tensor,
     out_grad: &Tensor,
-    kernel: [usize; 3],
-    stride: [usize; 3],
-    pad: [usize; 3],
+    g: &Conv3dGeometry,
 ) -> Result<Tensor> {
-    let swap = [1, 0, 2, 3, 4];
-    let mut k = out_grad.permute(&swap)?;
-    if stride != [1, 1, 1] {
-        let &[c, b, d, h, w] = k.dims() else {
-            return Err(Error::Internal(format!("conv3d backward: {:?}", k.dims())));
-        };
-        let one = Tensor::full_on(1.0, &[1, 1, 1, 1, 1], &k.device(), k.dtype())?;
-        let dilate = Conv3dParams {
-            stride: (stride[0], stride[1], stride[2]),
-            pad: (0, 0, 0),
-        };
-        k = k
-            .reshape(&[c * b, 1, d, h, w])?
-            .conv_transpose3d(&one, None, dilate)?;
-        let dilated = k.dims()[2..].to_vec();
-        k = k.reshape(&[c, b, dilated[0], dilated[1], dilated[2]])?;
-    }
-    let p = Conv3dParams {
-        stride: (1, 1, 1),
-        pad: (pad[0], pad[1], pad[2]),
-    };
-    input
-        .permute(&swap)?
-        .conv3d(&k, None, p)?
-        .narrow(2, 0, kernel[0])?
-        .narrow(3, 0, kernel[1])?
-        .narrow(4, 0, kernel[2])?
-        .permute(&swap)
+    let dw = input.storage().conv3d_weight_grad(out_grad.storage(), g)?;
+    Tensor::from_storage(
+        dw,
+        vec![g.c_out, g.c_in, g.kernel[0], g.kernel[1], g.kernel[2]],
+    )
+}
+
+/// The weight gradient `[C_in, C_out, kd, kh, kw]` of the transposed
+/// convolution `g` of `input` whose output gradient is `out_grad`: the
+/// forward convolution's for its adjoint geometry (from the transposed
+/// output back to the input), with input and output gradient exchanged.
+pub(super) fn transposed_weight_grad(
+    input: &Tensor,
+    out_grad: &Tensor,
+    g: &Conv3dGeometry,
+) -> Result<Tensor> {
+    let out = g.transposed_out().ok_or_else(|| {
+        Error::Internal(format!(
+            "transposed convolution backward: no output for {g:?}"
+        ))
+    })?;
+    conv_weight_grad(out_grad, input, &g.adjoint_of_transposed(out))
 }
 
 #[cfg(test)]
@@ -364,12 +332,12 @@ mod tests {
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
     }
 
-    /// The device formulations of the 3-D backward equal the host kernels:
-    /// stride 1, nnU-Net's exactly tiling strided convolutions, strides that
-    /// leave planes, rows or columns over, and the transposed convolution's
-    /// gradients.
+    /// The device formulations of the 3-D input gradients equal the host
+    /// kernels: stride 1, nnU-Net's exactly tiling strided convolutions,
+    /// strides that leave planes, rows or columns over, and the transposed
+    /// convolution's.
     #[test]
-    fn device_formulations_of_the_backward_match_the_host_kernels() -> Result<()> {
+    fn device_formulations_of_the_input_gradients_match_the_host_kernels() -> Result<()> {
         let x = random(&[2, 3, 5, 7, 9], 11);
         for (stride, pad, k, exact) in [
             ((1, 1, 1), (1, 1, 1), 3, true),
@@ -393,15 +361,6 @@ mod tests {
             assert!(err < 1e-4, "{what}: input gradient off by {err}");
             let tiles = (0..3).all(|a| tiles_exactly(g.input[a], g.pad[a], k, g.stride[a]));
             assert_eq!(exact, tiles, "{what}: the case list is wrong");
-            let dw = weight_grad_by_conv3d(&x, &gy, g.kernel, g.stride, g.pad)?;
-            assert_eq!(dw.dims(), w.dims());
-            let want = grad::conv3d_backward_weight(x.as_slice()?, gy.as_slice()?, &g)?;
-            let err = max_diff(&dw.to_vec()?, &want);
-            assert!(err < 1e-3, "{what}: weight gradient off by {err}");
-            assert!(
-                conv3d_weight_grad(&x, &gy, &g)?.is_none(),
-                "the CPU keeps its kernel"
-            );
             let wt = random(&[3, 4, k, k, k], 14);
             let gt = conv3d_geometry("conv_transpose3d", &x, &wt, None, p, true)?;
             let yt = x.conv_transpose3d(&wt, None, p)?;
@@ -409,14 +368,6 @@ mod tests {
             let want = grad::conv_transpose3d_backward_input(gyt.as_slice()?, wt.as_slice()?, &gt)?;
             let err = max_diff(&gyt.conv3d(&wt, None, p)?.to_vec()?, &want);
             assert!(err < 1e-4, "{what}: transposed input gradient off by {err}");
-            let dwt = weight_grad_by_conv3d(&gyt, &x, gt.kernel, gt.stride, gt.pad)?;
-            assert_eq!(dwt.dims(), wt.dims());
-            let want = grad::conv_transpose3d_backward_weight(x.as_slice()?, gyt.as_slice()?, &gt)?;
-            let err = max_diff(&dwt.to_vec()?, &want);
-            assert!(
-                err < 1e-3,
-                "{what}: transposed weight gradient off by {err}"
-            );
         }
         Ok(())
     }
