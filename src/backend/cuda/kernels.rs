@@ -981,6 +981,10 @@ mod tests {
         assert_eq!(offset_of!(ConvGeom, pd), 64);
         assert_eq!(size_of::<ConvGeom>(), 68);
         assert_eq!(size_of::<ConvArgs>(), 208);
+        assert_eq!(offset_of!(WgradArgs, m), 24);
+        assert_eq!(offset_of!(WgradArgs, splits), 56);
+        assert_eq!(offset_of!(WgradArgs, geom), 64);
+        assert_eq!(size_of::<WgradArgs>(), 136);
         assert_eq!(offset_of!(SlidingArgs, windows), 56);
         assert_eq!(offset_of!(SlidingArgs, starts), 112);
         assert_eq!(size_of::<SlidingArgs>(), 1648);
@@ -996,5 +1000,26 @@ mod tests {
         assert_eq!(norm_chunks(2, 1000), 1);
         let c = norm_chunks(2, 1 << 22);
         assert!(c > 1 && (1 << 22) / c >= 16_384, "{c}");
+    }
+
+    /// The weight gradient's splits: many for nnU-Net's early layers (one
+    /// tile, millions of positions), none for deep ones that have tiles
+    /// enough, at least 8 slices each, within the planes' memory cap and
+    /// the grid's y limit, never zero.
+    #[test]
+    fn weight_gradient_splits_fill_the_gpu_within_bounds() {
+        // 1 → 32 at 256², batch 12: one 64×64 tile, 24 576 slices.
+        let first = wgrad_splits(32, 9, 256 * 256, 12);
+        assert!((264..=528).contains(&first), "{first}");
+        // 512 → 512 at 16², batch 12: 8 × 72 tiles already.
+        assert_eq!(wgrad_splits(512, 512 * 9, 16 * 16, 12), 1);
+        // 32 slices give at most 4 splits of 8.
+        assert_eq!(wgrad_splits(32, 9, 32 * 32, 1), 4);
+        // The fp32 planes stay within 256 MiB.
+        let big = wgrad_splits(2048, 2048 * 27, 1 << 20, 2);
+        assert!(big * 2048 * 2048 * 27 * 4 <= 256 << 20 || big == 1, "{big}");
+        assert_eq!(wgrad_splits(32, 9, 0, 12), 1);
+        assert_eq!(wgrad_splits(0, 0, 0, 0), 1);
+        assert!(wgrad_splits(1, 1, usize::MAX / 64, 64) <= MAX_GRID_YZ as usize);
     }
 }
