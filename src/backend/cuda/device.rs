@@ -96,6 +96,8 @@ struct Gpu {
     name: String,
     compute_capability: (i32, i32),
     total_memory: usize,
+    /// Streaming multiprocessors (sizes split-K launches).
+    multiprocessors: usize,
     /// Loaded modules by family name (`elementwise`, `norm`, …).
     modules: HashMap<&'static str, Arc<CudaModule>>,
     /// Functions looked up so far, by (family, kernel name).
@@ -144,18 +146,27 @@ impl Gpu {
         if embedded::FATBINS.is_empty() {
             return Err(no_kernels());
         }
-        let (ctx, name, compute_capability, total_memory) = guarded(&what, || {
-            let ctx = CudaContext::new(index)?;
-            // SAFETY: the context object is ours alone (cudarc returns a new
-            // `Arc` per `new` call) and nothing has been allocated through it
-            // yet; this module orders all work on its streams itself (see
-            // the module docs), so cudarc's per-buffer events are not needed.
-            unsafe { ctx.disable_event_tracking() };
-            let name = ctx.name()?;
-            let cc = ctx.compute_capability()?;
-            let total = ctx.total_mem()?;
-            Ok((ctx, name, cc, total))
-        })?;
+        let (ctx, name, compute_capability, total_memory, multiprocessors) =
+            guarded(&what, || {
+                let ctx = CudaContext::new(index)?;
+                // SAFETY: the context object is ours alone (cudarc returns a new
+                // `Arc` per `new` call) and nothing has been allocated through it
+                // yet; this module orders all work on its streams itself (see
+                // the module docs), so cudarc's per-buffer events are not needed.
+                unsafe { ctx.disable_event_tracking() };
+                let name = ctx.name()?;
+                let cc = ctx.compute_capability()?;
+                let total = ctx.total_mem()?;
+                let sms = ctx
+                    .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+                Ok((
+                    ctx,
+                    name,
+                    cc,
+                    total,
+                    usize::try_from(sms).unwrap_or(1).max(1),
+                ))
+            })?;
         let mut modules = HashMap::new();
         for &(family, image) in embedded::FATBINS {
             // The inner result keeps the raw driver code of a failed load.
@@ -183,6 +194,7 @@ impl Gpu {
             name,
             compute_capability,
             total_memory,
+            multiprocessors,
             modules,
             functions: Mutex::new(HashMap::new()),
             default: OnceLock::new(),
@@ -386,6 +398,11 @@ impl CudaDevice {
     /// Total device memory in bytes.
     pub fn total_memory(&self) -> usize {
         self.handle.gpu.total_memory
+    }
+
+    /// Its streaming multiprocessors.
+    pub fn multiprocessors(&self) -> usize {
+        self.handle.gpu.multiprocessors
     }
 
     /// Waits until all work queued on this handle's stream has finished,

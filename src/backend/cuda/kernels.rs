@@ -746,17 +746,22 @@ const WGRAD_TILE: usize = 64;
 const WGRAD_SLICE: usize = 32;
 
 /// How many K splits the weight gradient of an `m × n` product over
-/// `batch` items of `positions` gets: enough blocks for ~4 per SM of a
-/// 132-SM GPU, at least 8 slices (256 positions) per split so that a
-/// split's fp32 plane stays small next to what it reads, and at most
-/// 256 MiB of planes.
-pub(super) fn wgrad_splits(m: usize, n: usize, positions: usize, batch: usize) -> usize {
-    const TARGET_BLOCKS: usize = 4 * 132;
+/// `batch` items of `positions` gets on a GPU with `sms` multiprocessors:
+/// enough blocks for ~4 per SM, at least 8 slices (256 positions) per
+/// split so that a split's fp32 plane stays small next to what it reads,
+/// and at most 256 MiB of planes.
+pub(super) fn wgrad_splits(
+    sms: usize,
+    m: usize,
+    n: usize,
+    positions: usize,
+    batch: usize,
+) -> usize {
     const MIN_SLICES_PER_SPLIT: usize = 8;
     const MAX_PARTIAL_BYTES: usize = 256 << 20;
     let tiles = m.div_ceil(WGRAD_TILE).max(1) * n.div_ceil(WGRAD_TILE).max(1);
     let slices = positions.div_ceil(WGRAD_SLICE).saturating_mul(batch);
-    let by_blocks = TARGET_BLOCKS.div_ceil(tiles);
+    let by_blocks = sms.max(1).saturating_mul(4).div_ceil(tiles);
     let by_work = (slices / MIN_SLICES_PER_SPLIT).max(1);
     let plane = m.saturating_mul(n).saturating_mul(4).max(1);
     let by_memory = (MAX_PARTIAL_BYTES / plane).max(1);
@@ -1009,17 +1014,19 @@ mod tests {
     #[test]
     fn weight_gradient_splits_fill_the_gpu_within_bounds() {
         // 1 → 32 at 256², batch 12: one 64×64 tile, 24 576 slices.
-        let first = wgrad_splits(32, 9, 256 * 256, 12);
+        let first = wgrad_splits(132, 32, 9, 256 * 256, 12);
         assert!((264..=528).contains(&first), "{first}");
+        // An A100's 108 SMs get fewer.
+        assert_eq!(wgrad_splits(108, 32, 9, 256 * 256, 12), 432);
         // 512 → 512 at 16², batch 12: 8 × 72 tiles already.
-        assert_eq!(wgrad_splits(512, 512 * 9, 16 * 16, 12), 1);
+        assert_eq!(wgrad_splits(132, 512, 512 * 9, 16 * 16, 12), 1);
         // 32 slices give at most 4 splits of 8.
-        assert_eq!(wgrad_splits(32, 9, 32 * 32, 1), 4);
+        assert_eq!(wgrad_splits(132, 32, 9, 32 * 32, 1), 4);
         // The fp32 planes stay within 256 MiB.
-        let big = wgrad_splits(2048, 2048 * 27, 1 << 20, 2);
+        let big = wgrad_splits(132, 2048, 2048 * 27, 1 << 20, 2);
         assert!(big * 2048 * 2048 * 27 * 4 <= 256 << 20 || big == 1, "{big}");
-        assert_eq!(wgrad_splits(32, 9, 0, 12), 1);
-        assert_eq!(wgrad_splits(0, 0, 0, 0), 1);
-        assert!(wgrad_splits(1, 1, usize::MAX / 64, 64) <= MAX_GRID_YZ as usize);
+        assert_eq!(wgrad_splits(132, 32, 9, 0, 12), 1);
+        assert_eq!(wgrad_splits(0, 0, 0, 0, 0), 1);
+        assert!(wgrad_splits(usize::MAX, 1, 1, usize::MAX / 64, 64) <= MAX_GRID_YZ as usize);
     }
 }

@@ -414,7 +414,13 @@ impl CudaStorage {
         if count == 0 {
             return Ok(out);
         }
-        let splits = k::wgrad_splits(g.c_out, n, positions, g.batch);
+        let splits = k::wgrad_splits(
+            self.device().multiprocessors(),
+            g.c_out,
+            n,
+            positions,
+            g.batch,
+        );
         let partial = CudaStorage::uninit(self.device(), product(&[splits, count])?, DType::F32)?;
         self.ordered(&[out_grad], || {
             k::conv_wgrad(
