@@ -373,7 +373,8 @@ extern "C" __global__ void __launch_bounds__(128) conv_f16_64x64(ConvArgs args) 
 // M = C_out, N = C_in·kd·kh·kw, K = B·Do·Ho·Wo, split along K: blockIdx.y
 // picks a split (a contiguous run of the batch's BK slices,
 // wgrad_split_range) whose fp32 sums go to its own plane of `partial`
-// [splits, M, N]; splitk_sum_f16 adds the planes in a fixed order. The
+// [splits, M, N]; splitk_sum_f16 adds the planes in a fixed order (with
+// one split, the kernel writes the fp16 result itself). The
 // early layers of a segmenter have a few hundred output values and
 // millions of positions, so without the split a handful of blocks would
 // run the whole reduction; without atomics the result is deterministic.
@@ -382,7 +383,8 @@ extern "C" __global__ void __launch_bounds__(128) conv_f16_64x64(ConvArgs args) 
 struct WgradArgs {
     u64 x;          // fp16 [B, C_in, D, H, W]
     u64 dy;         // fp16 [B, C_out, Do, Ho, Wo]
-    u64 partial;    // fp32 [splits, M, N], every element written
+    u64 partial;    // fp32 [splits, M, N], every element written (splits > 1)
+    u64 out;        // fp16 [M, N], written directly when splits == 1
     i64 m, n;       // C_out, C_in·kd·kh·kw
     i64 positions;  // P = Do·Ho·Wo
     i64 batch;
@@ -425,7 +427,10 @@ __device__ __forceinline__ void wgrad_tiles(const WgradArgs& p, __half* smem) {
     for (u64 s = blockIdx.y; s < (u64)p.splits; s += gridDim.y) {
         const SliceRange range = wgrad_split_range((i64)s, p.splits, slices);
         const i64 first = range.first, last = range.last;
-        float* out = reinterpret_cast<float*>(p.partial) + (i64)s * M * N;
+        // One split writes the result itself; several write fp32 planes.
+        const bool direct = p.splits == 1;
+        float* plane = direct ? nullptr : reinterpret_cast<float*>(p.partial) + (i64)s * M * N;
+        __half* out = reinterpret_cast<__half*>(p.out);
         for (u64 tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
             const i64 m0 = (i64)(tile % tiles_m) * BM, n0 = (i64)(tile / tiles_m) * BN;
             float acc[MT][NT][4];
@@ -459,7 +464,8 @@ __device__ __forceinline__ void wgrad_tiles(const WgradArgs& p, __half* smem) {
             }
             cp_async_wait0();
 
-            // Epilogue: this split's fp32 sums (zeros for an empty split).
+            // Epilogue: this split's fp32 sums (zeros for an empty split),
+            // or the result in fp16 when there is one split.
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
 #pragma unroll
@@ -469,8 +475,13 @@ __device__ __forceinline__ void wgrad_tiles(const WgradArgs& p, __half* smem) {
 #pragma unroll
                     for (int j = 0; j < NT; ++j) {
                         const i64 col = n0 + wn + j * 8 + (lane & 3) * 2;
-                        if (col < N) out[row * N + col] = acc[i][j][2 * h];
-                        if (col + 1 < N) out[row * N + col + 1] = acc[i][j][2 * h + 1];
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            if (col + e >= N) continue;
+                            const float v = acc[i][j][2 * h + e];
+                            if (direct) out[row * N + col + e] = __float2half_rn(v);
+                            else plane[row * N + col + e] = v;
+                        }
                     }
                 }
             }
@@ -486,13 +497,28 @@ extern "C" __global__ void __launch_bounds__(128) conv_wgrad_f16(WgradArgs args)
     wgrad_tiles<64, 64, 2, 2>(args, smem);
 }
 
-// out[i] = Σ_s partial[s·count + i] in fp32, s ascending, rounded to fp16
-// once. Launch: any 1-D grid.
-extern "C" __global__ void splitk_sum_f16(const float* __restrict__ partial, __half* __restrict__ out, i64 splits,
-                                          i64 count) {
-    GRID_STRIDE_LOOP(i, count) {
+// out[i] = Σ_s partial[s·count + i] in fp32, rounded to fp16 once, in a
+// fixed order: the block's 8 warps take the splits s ≡ warp (mod 8) in
+// ascending order, 32 consecutive outputs per warp (coalesced), then the
+// 8 sums are added in warp order. Launch: block (256) exactly, any grid.
+#define SPLITK_WARPS 8
+extern "C" __global__ void __launch_bounds__(256) splitk_sum_f16(const float* __restrict__ partial,
+                                                                 __half* __restrict__ out, i64 splits, i64 count) {
+    __shared__ float sums[SPLITK_WARPS][33];
+    const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
+    for (i64 base = (i64)blockIdx.x * 32; base < count; base += (i64)gridDim.x * 32) {
+        const i64 i = base + lane;
         float acc = 0.0f;
-        for (i64 s = 0; s < splits; ++s) acc += partial[s * count + (i64)i];
-        out[i] = __float2half_rn(acc);
+        if (i < count && warp < SPLITK_WARPS)
+            for (i64 s = warp; s < splits; s += SPLITK_WARPS) acc += partial[s * count + i];
+        if (warp < SPLITK_WARPS) sums[warp][lane] = acc;
+        __syncthreads();
+        if (warp == 0 && i < count) {
+            float total = 0.0f;
+#pragma unroll
+            for (int w = 0; w < SPLITK_WARPS; ++w) total += sums[w][lane];
+            out[i] = __float2half_rn(total);
+        }
+        __syncthreads();
     }
 }

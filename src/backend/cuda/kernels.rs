@@ -720,13 +720,15 @@ pub(super) fn conv(dev: &CudaDevice, args: ConvArgs) -> Result<()> {
 /// The `WgradArgs` struct of `gemm.cu`: the weight gradient
 /// `[m = C_out, n = C_in·kd·kh·kw]` of the forward convolution `geom` of
 /// `x` whose output gradient is `dy`, split along its `batch·positions`
-/// reduction into `splits` fp32 planes of `partial`.
+/// reduction into `splits` fp32 planes of `partial` (one split writes the
+/// fp16 `out` itself).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct WgradArgs {
     pub x: u64,
     pub dy: u64,
     pub partial: u64,
+    pub out: u64,
     pub m: i64,
     pub n: i64,
     pub positions: i64,
@@ -736,20 +738,23 @@ pub(super) struct WgradArgs {
 }
 
 // SAFETY: `#[repr(C)]` with the members, order and types of the C struct
-// (three `u64`, five `long long`, then `ConvGeom`'s seventeen `int`), so
-// the bytes passed by value are exactly what the kernel reads (136 bytes
+// (four `u64`, five `long long`, then `ConvGeom`'s seventeen `int`), so
+// the bytes passed by value are exactly what the kernel reads (144 bytes
 // with the tail padding).
 unsafe impl DeviceRepr for WgradArgs {}
 
-/// Tile edge and K slice of `conv_wgrad_f16` (`gemm.cu`).
+/// Tile edge and K slice of `conv_wgrad_f16` (`gemm.cu`: its 64×64 tile
+/// and `GEMM_BK`).
 const WGRAD_TILE: usize = 64;
 const WGRAD_SLICE: usize = 32;
 
 /// How many K splits the weight gradient of an `m × n` product over
 /// `batch` items of `positions` gets on a GPU with `sms` multiprocessors:
-/// enough blocks for ~4 per SM, at least 8 slices (256 positions) per
-/// split so that a split's fp32 plane stays small next to what it reads,
-/// and at most 256 MiB of planes.
+/// enough blocks for ~4 per SM, and at least 8 slices (256 positions) per
+/// split so that a split's fp32 plane stays small next to what it reads.
+/// The planes need no cap of their own: a product with `t` tiles of
+/// 64×64 gets at most `⌈4·sms / t⌉` splits, so its planes hold at most
+/// `(4·sms + t)·16 KiB` (9 MiB on 132 SMs, and none with one split).
 pub(super) fn wgrad_splits(
     sms: usize,
     m: usize,
@@ -758,26 +763,26 @@ pub(super) fn wgrad_splits(
     batch: usize,
 ) -> usize {
     const MIN_SLICES_PER_SPLIT: usize = 8;
-    const MAX_PARTIAL_BYTES: usize = 256 << 20;
     let tiles = m.div_ceil(WGRAD_TILE).max(1) * n.div_ceil(WGRAD_TILE).max(1);
     let slices = positions.div_ceil(WGRAD_SLICE).saturating_mul(batch);
     let by_blocks = sms.max(1).saturating_mul(4).div_ceil(tiles);
     let by_work = (slices / MIN_SLICES_PER_SPLIT).max(1);
-    let plane = m.saturating_mul(n).saturating_mul(4).max(1);
-    let by_memory = (MAX_PARTIAL_BYTES / plane).max(1);
-    by_blocks
-        .min(by_work)
-        .min(by_memory)
-        .min(MAX_GRID_YZ as usize)
-        .max(1)
+    by_blocks.min(by_work).min(MAX_GRID_YZ as usize).max(1)
 }
 
-/// The weight gradient (`conv_wgrad_f16`, then `splitk_sum_f16` into the
-/// fp16 `out` of `m·n` elements); `args.partial` holds `args.splits`
-/// planes of `m·n` fp32.
-pub(super) fn conv_wgrad(dev: &CudaDevice, args: WgradArgs, out: u64) -> Result<()> {
-    if args.m <= 0 || args.n <= 0 || args.splits <= 0 {
+/// The weight gradient: `conv_wgrad_f16`, which writes the fp16
+/// `args.out` itself when `args.splits` is 1 and otherwise fills
+/// `args.partial` (`splits` planes of `m·n` fp32), then `splitk_sum_f16`
+/// (256 threads, 32 outputs per block) adds the planes into `out`.
+pub(super) fn conv_wgrad(dev: &CudaDevice, args: WgradArgs) -> Result<()> {
+    if args.m <= 0 || args.n <= 0 {
         return Ok(());
+    }
+    if args.splits <= 0 || (args.splits > 1 && args.partial == 0) {
+        return Err(Error::Internal(format!(
+            "conv_wgrad_f16: {} splits with partial planes at {:#x}",
+            args.splits, args.partial
+        )));
     }
     let (m, n) = (args.m as u64, args.n as u64);
     let tile = WGRAD_TILE as u64;
@@ -792,8 +797,20 @@ pub(super) fn conv_wgrad(dev: &CudaDevice, args: WgradArgs, out: u64) -> Result<
         shared_mem_bytes: 0,
     };
     launch!(dev, "gemm", "conv_wgrad_f16", cfg; args)?;
-    let (partial, splits, count) = (args.partial, args.splits, args.m * args.n);
-    launch!(dev, "gemm", "splitk_sum_f16", cfg_1d(count as u64); partial, out, splits, count)
+    if args.splits == 1 {
+        return Ok(());
+    }
+    let (partial, out, splits, count) = (args.partial, args.out, args.splits, args.m * args.n);
+    let sum_cfg = LaunchConfig {
+        grid_dim: (
+            (count as u64).div_ceil(32).clamp(1, MAX_GRID_X) as u32,
+            1,
+            1,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(dev, "gemm", "splitk_sum_f16", sum_cfg; partial, out, splits, count)
 }
 
 // ------------------------------------------------------------------ attention
@@ -986,10 +1003,11 @@ mod tests {
         assert_eq!(offset_of!(ConvGeom, pd), 64);
         assert_eq!(size_of::<ConvGeom>(), 68);
         assert_eq!(size_of::<ConvArgs>(), 208);
-        assert_eq!(offset_of!(WgradArgs, m), 24);
-        assert_eq!(offset_of!(WgradArgs, splits), 56);
-        assert_eq!(offset_of!(WgradArgs, geom), 64);
-        assert_eq!(size_of::<WgradArgs>(), 136);
+        assert_eq!(offset_of!(WgradArgs, out), 24);
+        assert_eq!(offset_of!(WgradArgs, m), 32);
+        assert_eq!(offset_of!(WgradArgs, splits), 64);
+        assert_eq!(offset_of!(WgradArgs, geom), 72);
+        assert_eq!(size_of::<WgradArgs>(), 144);
         assert_eq!(offset_of!(SlidingArgs, windows), 56);
         assert_eq!(offset_of!(SlidingArgs, starts), 112);
         assert_eq!(size_of::<SlidingArgs>(), 1648);
@@ -1009,8 +1027,8 @@ mod tests {
 
     /// The weight gradient's splits: many for nnU-Net's early layers (one
     /// tile, millions of positions), none for deep ones that have tiles
-    /// enough, at least 8 slices each, within the planes' memory cap and
-    /// the grid's y limit, never zero.
+    /// enough, at least 8 slices each, planes within the bound the
+    /// heuristic documents, within the grid's y limit, never zero.
     #[test]
     fn weight_gradient_splits_fill_the_gpu_within_bounds() {
         // 1 → 32 at 256², batch 12: one 64×64 tile, 24 576 slices.
@@ -1022,9 +1040,16 @@ mod tests {
         assert_eq!(wgrad_splits(132, 512, 512 * 9, 16 * 16, 12), 1);
         // 32 slices give at most 4 splits of 8.
         assert_eq!(wgrad_splits(132, 32, 9, 32 * 32, 1), 4);
-        // The fp32 planes stay within 256 MiB.
-        let big = wgrad_splits(132, 2048, 2048 * 27, 1 << 20, 2);
-        assert!(big * 2048 * 2048 * 27 * 4 <= 256 << 20 || big == 1, "{big}");
+        // The fp32 planes stay within (4·sms + tiles)·16 KiB.
+        for (m, n) in [(32, 9), (64, 576), (96, 2592), (320, 8640), (2048, 55_296)] {
+            let splits = wgrad_splits(132, m, n, 1 << 20, 2);
+            let tiles = m.div_ceil(64) * n.div_ceil(64);
+            let planes = if splits > 1 { splits * m * n * 4 } else { 0 };
+            assert!(
+                planes <= (4 * 132 + tiles) * 16_384,
+                "{m}×{n}: {splits} splits"
+            );
+        }
         assert_eq!(wgrad_splits(132, 32, 9, 0, 12), 1);
         assert_eq!(wgrad_splits(0, 0, 0, 0, 0), 1);
         assert!(wgrad_splits(usize::MAX, 1, 1, usize::MAX / 64, 64) <= MAX_GRID_YZ as usize);

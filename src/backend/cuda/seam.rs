@@ -406,8 +406,9 @@ impl CudaStorage {
             })
             .ok_or_else(|| {
                 Error::Unsupported(format!(
-                "{op}: one batch item of {item_in} input or {item_out} output-gradient elements \
-                 is too large for the CUDA kernel (2^31 - 1 at most)"
+                "{op}: a batch item of {item_in} input or {item_out} output-gradient elements, \
+                 or {n} weights per output channel, is too large for the CUDA kernel (2^31 - 1 \
+                 at most in each)"
             ))
             })?;
         let out = self.output(count)?;
@@ -421,14 +422,24 @@ impl CudaStorage {
             positions,
             g.batch,
         );
-        let partial = CudaStorage::uninit(self.device(), product(&[splits, count])?, DType::F32)?;
+        // One split writes the result itself; several need fp32 planes.
+        let partial = if splits > 1 {
+            Some(CudaStorage::uninit(
+                self.device(),
+                product(&[splits, count])?,
+                DType::F32,
+            )?)
+        } else {
+            None
+        };
         self.ordered(&[out_grad], || {
             k::conv_wgrad(
                 self.device(),
                 WgradArgs {
                     x: self.address()?,
                     dy: out_grad.address()?,
-                    partial: partial.address()?,
+                    partial: Self::addr_opt(partial.as_ref())?,
+                    out: out.address()?,
                     m: as_i64(g.c_out)?,
                     n: as_i64(n)?,
                     positions: as_i64(positions)?,
@@ -436,7 +447,6 @@ impl CudaStorage {
                     splits: as_i64(splits)?,
                     geom,
                 },
-                out.address()?,
             )
         })?;
         Ok(out)

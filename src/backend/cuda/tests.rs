@@ -1107,11 +1107,19 @@ fn convolution_weight_gradients_match_the_cpu() -> Result<()> {
         let n_out = g.batch * g.c_out * out.iter().product::<usize>();
         let (x, cx) = pair(&dev, &random(n_in, 700 + i as u64, 1.0, 0.0), DType::F16)?;
         let (gy, cgy) = pair(&dev, &random(n_out, 750 + i as u64, 1.0, 0.0), DType::F16)?;
+        let got = x.conv3d_weight_grad(&gy, &g)?;
         assert_close(
             &format!("weight gradient {name}"),
-            &x.conv3d_weight_grad(&gy, &g)?,
+            &got,
             &cx.conv3d_weight_grad(&cgy, &g)?,
             1e-2,
+        )?;
+        // The splits are added in a fixed order: a second run is identical.
+        let again = x.conv3d_weight_grad(&gy, &g)?;
+        assert_exact(
+            &format!("weight gradient {name}, run twice"),
+            &again,
+            &got.to_host_f32()?,
         )?;
     }
     let transposed = [
