@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "conv_tile.cuh"
+#include "host_common.h"
 
 namespace {
 
@@ -27,24 +28,8 @@ struct Case {
     bool transposed;
 };
 
-// Output size along one axis, or 0 when the geometry gives none.
-int out_size(int n, int k, int s, int p, bool transposed) {
-    if (transposed) return (n - 1) * s + k - 2 * p;
-    const int padded = n + 2 * p;
-    return padded >= k ? (padded - k) / s + 1 : 0;
-}
-
-unsigned lcg = 12345u;
-int small_int() {
-    lcg = lcg * 1664525u + 1013904223u;
-    return (int)((lcg >> 16) % 5u) - 2;  // −2..2
-}
-
-unsigned short half_bits(float v) {
-    const __half h = __float2half_rn(v);
-    return *reinterpret_cast<const unsigned short*>(&h);
-}
-float half_value(unsigned short bits) { return __half2float(*reinterpret_cast<const __half*>(&bits)); }
+SmallInts small_ints{12345u};
+int small_int() { return small_ints.next(); }
 
 // The GEMM of conv_f16 with tiles of BN columns and THREADS threads, with
 // the B tiles gathered by ConvTileB run for each emulated thread.

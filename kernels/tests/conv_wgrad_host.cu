@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "conv_tile.cuh"
+#include "host_common.h"
 
 namespace {
 
@@ -33,29 +34,8 @@ struct Case {
     bool transposed;
 };
 
-int out_size(int n, int k, int s, int p, bool transposed) {
-    if (transposed) return (n - 1) * s + k - 2 * p;
-    const int padded = n + 2 * p;
-    return padded >= k ? (padded - k) / s + 1 : 0;
-}
-
-unsigned lcg = 777u;
-int small_int() {
-    lcg = lcg * 1664525u + 1013904223u;
-    return (int)((lcg >> 16) % 5u) - 2;  // −2..2
-}
-
-unsigned short half_bits(float v) {
-    const __half h = __float2half_rn(v);
-    unsigned short b;
-    std::memcpy(&b, &h, sizeof b);
-    return b;
-}
-float half_value(unsigned short bits) {
-    __half h;
-    std::memcpy(&h, &bits, sizeof h);
-    return __half2float(h);
-}
+SmallInts small_ints{777u};
+int small_int() { return small_ints.next(); }
 
 // The kernel's result for a forward convolution `g` of x [B, C_in, D, H, W]
 // whose output gradient is dy [B, C_out, P]: dW [C_out, C_in·taps], with

@@ -71,9 +71,18 @@ fn merge_axes<const N: usize>(axes: &[(usize, [i64; N])]) -> Vec<(usize, [i64; N
 }
 
 /// The kernels' `ConvGeom` of `g` with output `[fo, ho, wo]`, or `None`
-/// when a size does not fit their 32-bit indexing.
-fn conv_geom(g: &Conv3dGeometry, [fo, ho, wo]: [usize; 3], transposed: bool) -> Option<ConvGeom> {
+/// when a size, or one of the per-item `extents` the kernel indexes, does
+/// not fit their 32-bit indexing.
+fn conv_geom(
+    g: &Conv3dGeometry,
+    [fo, ho, wo]: [usize; 3],
+    transposed: bool,
+    extents: &[usize],
+) -> Option<ConvGeom> {
     let small = |v: usize| i32::try_from(v).ok();
+    if extents.iter().any(|&v| small(v).is_none()) {
+        return None;
+    }
     let [frames, h, w] = g.input;
     Some(ConvGeom {
         c_in: small(g.c_in)?,
@@ -179,6 +188,26 @@ impl CudaStorage {
         s.map_or(Ok(0), CudaStorage::address)
     }
 
+    /// The output size `out` of the convolution `g` (a clear error when it
+    /// has none) and the elements of one batch item of this input, whose
+    /// length is checked.
+    fn conv_sizes(
+        &self,
+        op: &str,
+        g: &Conv3dGeometry,
+        out: Option<[usize; 3]>,
+    ) -> Result<([usize; 3], usize)> {
+        let out = out.ok_or_else(|| {
+            Error::invalid(format!(
+                "{op}: a {:?} kernel with stride {:?} and padding {:?} gives no output for {:?}",
+                g.kernel, g.stride, g.pad, g.input
+            ))
+        })?;
+        let item_in = product(&[g.c_in, g.input[0], g.input[1], g.input[2]])?;
+        self.check_len(op, product(&[g.batch, item_in])?)?;
+        Ok((out, item_in))
+    }
+
     /// `y = W·x_b + bias (+ residual)` per batch item: a 1×1 convolution
     /// as one strided-batched GEMM over the `positions` of each item.
     fn pointwise_conv(
@@ -254,15 +283,7 @@ impl CudaStorage {
         } else {
             g.conv_out()
         };
-        let [fo, ho, wo] = out_size.ok_or_else(|| {
-            Error::invalid(format!(
-                "{op}: a {:?} kernel with stride {:?} and padding {:?} gives no output for {:?}",
-                g.kernel, g.stride, g.pad, g.input
-            ))
-        })?;
-        let [frames, h, w] = g.input;
-        let item_in = product(&[g.c_in, frames, h, w])?;
-        self.check_len(op, product(&[g.batch, item_in])?)?;
+        let ([fo, ho, wo], item_in) = self.conv_sizes(op, g, out_size)?;
         let k_len = product(&[g.c_in, g.kernel[0], g.kernel[1], g.kernel[2]])?;
         self.check_operand(weight, op, "the weight", product(&[g.c_out, k_len])?)?;
         if let Some(b) = bias {
@@ -275,13 +296,7 @@ impl CudaStorage {
             self.check_operand(r, op, "the residual", out_len)?;
         }
         // The kernel indexes inside one batch item in 32 bits.
-        let small = |v: usize| i32::try_from(v).ok();
-        let geom = conv_geom(g, [fo, ho, wo], transposed)
-            .filter(|_| {
-                [item_in, item_out, k_len, n]
-                    .iter()
-                    .all(|&v| small(v).is_some())
-            })
+        let geom = conv_geom(g, [fo, ho, wo], transposed, &[item_in, item_out, k_len, n])
             .ok_or_else(|| {
                 Error::Unsupported(format!(
                     "{op}: one batch item of {item_in} input or {item_out} output elements is too \
@@ -377,15 +392,7 @@ impl CudaStorage {
     fn weight_gradient(&self, out_grad: &CudaStorage, g: &Conv3dGeometry) -> Result<CudaStorage> {
         let op = "convolution weight gradient";
         self.require(op, DType::F16)?;
-        let [fo, ho, wo] = g.conv_out().ok_or_else(|| {
-            Error::invalid(format!(
-                "{op}: a {:?} kernel with stride {:?} and padding {:?} gives no output for {:?}",
-                g.kernel, g.stride, g.pad, g.input
-            ))
-        })?;
-        let [frames, h, w] = g.input;
-        let item_in = product(&[g.c_in, frames, h, w])?;
-        self.check_len(op, product(&[g.batch, item_in])?)?;
+        let ([fo, ho, wo], item_in) = self.conv_sizes(op, g, g.conv_out())?;
         let positions = product(&[fo, ho, wo])?;
         let item_out = product(&[g.c_out, positions])?;
         self.check_operand(
@@ -397,13 +404,7 @@ impl CudaStorage {
         let n = product(&[g.c_in, g.kernel[0], g.kernel[1], g.kernel[2]])?;
         let count = product(&[g.c_out, n])?;
         // The kernel indexes inside one batch item in 32 bits.
-        let small = |v: usize| i32::try_from(v).ok();
-        let geom = conv_geom(g, [fo, ho, wo], false)
-            .filter(|_| {
-                [item_in, item_out, positions, n]
-                    .iter()
-                    .all(|&v| small(v).is_some())
-            })
+        let geom = conv_geom(g, [fo, ho, wo], false, &[item_in, item_out, positions, n])
             .ok_or_else(|| {
                 Error::Unsupported(format!(
                 "{op}: a batch item of {item_in} input or {item_out} output-gradient elements, \
