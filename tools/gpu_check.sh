@@ -1,11 +1,29 @@
 #!/usr/bin/env bash
 # Runs claim's pre-built GPU test binaries (tools/gpu_build.sh puts them in
 # .gpu/) on a GPU machine, then PyTorch fp16 on the same GPU, and prints a
-# table last: op, shape, relative L2 error against the CPU f32 engine,
-# claim's GPU time and PyTorch's (medians after warm-up). Needs a driver
-# and python3 with torch; no Rust. Results also go to $OUT when set.
+# table last (tools/gpu_table.py): op, shape, relative L2 error against the
+# CPU f32 engine, claim's GPU time and PyTorch's (medians after warm-up).
+# Needs a driver and python3 with torch; no Rust. Results go to $OUT when
+# set (each stage's files as it finishes, so a run cut short still returns
+# what it did).
 #
-# Usage (on the GPU machine, repository root): bash tools/gpu_check.sh
+# Usage (on the GPU machine, repository root):
+#   bash tools/gpu_check.sh              every stage, then the tables
+#   bash tools/gpu_check.sh STAGE...     only these, in this order
+# Stages, with their time limits (the sum is over one device call's 600 s,
+# so a session short of time runs them over several calls and builds the
+# tables here with `python3 tools/gpu_table.py DIR` on the files that came
+# back):
+#   device   nvidia-smi                                               (5 s)
+#   kernels  the CUDA runtime and kernel tests (backend::cuda)        (240 s)
+#   harness  every op on the GPU against the CPU, and op timings      (300 s)
+#   models   whole models against the CPU, and their timings          (480 s; $CLAIM_MODEL_TIMEOUT)
+#            ($CLAIM_GPU_ENGINE_FILTER picks the engine tests, default `gpu`)
+#   torch    PyTorch fp16 ops and the denoiser                        (180 + 240 s)
+#   train    PyTorch AMP training steps                               (180 s)
+#   nnunet   nnUNetPredictor on the case the models stage wrote       (300 s)
+#            ($CLAIM_GPU_CASE_DIR, default $OUT/case)
+#   table    the tables from $OUT
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,45 +31,35 @@ out="${OUT:-$(mktemp -d)}"
 bin=.gpu/claim_lib_tests
 ops=.gpu/op_harness
 engine=.gpu/engine
+case_dir="${CLAIM_GPU_CASE_DIR:-$out/case}"
 export CLAIM_FIXTURES_DIR="$PWD/tests/fixtures"
-for b in "$bin" "$ops" "$engine"; do
-    [ -x "$b" ] || { echo "gpu_check: $b missing: run tools/gpu_build.sh first"; exit 1; }
+all_stages=(device kernels harness models torch train nnunet table)
+stages=("$@")
+[ "${#stages[@]}" -gt 0 ] || stages=("${all_stages[@]}")
+for stage in "${stages[@]}"; do
+    case " ${all_stages[*]} " in
+    *" $stage "*) ;;
+    *) echo "gpu_check: unknown stage '$stage' (stages: ${all_stages[*]})"; exit 2 ;;
+    esac
 done
-
-status=0
-echo "==> device"
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || status=1
-
-echo "==> CUDA runtime and kernel tests (backend::cuda)"
-timeout 240 "$bin" backend::cuda --test-threads=1 2>&1 | tee "$out/cuda_tests.txt" | tail -n 40
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-
-echo "==> op harness: every op on the GPU against the CPU f32 engine"
-CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
-    timeout 300 "$ops" cuda --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | grep -v " ok$" | tail -n 80
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-
-echo "==> whole models: denoiser, RePaint, the nnU-Net predictor and training steps on the GPU against the CPU, and their timings"
-CLAIM_GPU_CASE_DIR="$out/case" CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-480}" "$engine" gpu --test-threads=1 --nocapture 2>&1 |
-    tee "$out/models.txt" | grep -v "^{" | tail -n 40
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-
-echo "==> PyTorch fp16 anchor"
-timeout 180 python3 tools/torch_gpu_ops.py >"$out/torch_bench.jsonl" 2>"$out/torch_err.txt" ||
-    { echo "torch timing failed:"; tail -n 20 "$out/torch_err.txt"; }
-timeout 240 python3 tools/torch_gpu_denoiser.py >"$out/torch_models.jsonl" 2>"$out/torch_models_err.txt" ||
-    { echo "torch model timing failed:"; tail -n 20 "$out/torch_models_err.txt"; }
+needs_binaries() {
+    for b in "$bin" "$ops" "$engine"; do
+        [ -x "$b" ] || { echo "gpu_check: $b missing: run tools/gpu_build.sh first"; exit 1; }
+    done
+}
 
 # nnU-Net's pure-Python packages (the predictor, and the PlainConvUNet the
-# AMP training anchor builds) travel as wheels.
+# AMP training anchor builds) travel as wheels; installed once, on demand.
 site=""
-if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
-    site="$(mktemp -d)"
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl || site=""
-fi
-
-# Runs a command with the wheels' site first on PYTHONPATH (when there is one).
+wheels_installed=0
 with_site() {
+    if [ "$wheels_installed" -eq 0 ]; then
+        wheels_installed=1
+        if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
+            site="$(mktemp -d)"
+            python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl || site=""
+        fi
+    fi
     if [ -n "$site" ]; then
         PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" "$@"
     else
@@ -59,143 +67,66 @@ with_site() {
     fi
 }
 
-echo "==> PyTorch AMP training steps"
-with_site timeout 180 python3 tools/torch_gpu_train.py \
-    >"$out/torch_train.jsonl" 2>"$out/torch_train_err.txt" ||
-    { echo "torch training timing failed:"; tail -n 20 "$out/torch_train_err.txt"; }
-
-echo "==> nnU-Net's nnUNetPredictor on the same case and results folders"
-if [ -n "$site" ] && [ -s "$out/case/phantom_image.f32" ]; then
-    with_site timeout 300 python3 tools/nnunet_gpu_predictor.py \
-        --case "$out/case" >"$out/nnunet_bench.jsonl" 2>"$out/nnunet_err.txt" ||
-        { echo "nnUNetPredictor timing failed:"; tail -n 20 "$out/nnunet_err.txt"; }
-    cat "$out/nnunet_bench.jsonl"
-else
-    echo "skipped: no wheels in .gpu/wheels or no case from the engine run"
-fi
-
-echo "==> table"
-python3 - "$out" <<'PY'
-import json, os, sys
-out = sys.argv[1]
-
-def load(name):
-    path = os.path.join(out, name)
-    rows = []
-    if os.path.exists(path):
-        for line in open(path):
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    pass
-    return rows
-
-parity = load("parity.jsonl")
-bench = load("claim_bench.jsonl")
-torch = {r["name"]: r["torch_ms"] for r in load("torch_bench.jsonl")}
-if parity:
-    counts = {}
-    for r in parity:
-        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
-    print("parity cases:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    bad = [r for r in parity if r.get("status") == "fail"]
-    for r in bad:
-        print("  FAIL", r)
-    worst = {}
-    for r in parity:
-        if r.get("status") == "pass":
-            op = r["op"] + " " + r.get("dtype", "")
-            if r["rel_l2"] >= worst.get(op, (-1, ""))[0]:
-                worst[op] = (r["rel_l2"], r.get("shape", ""))
-    print()
-    print("| op | worst case shape | rel. L2 vs CPU f32 |")
-    print("|---|---|---|")
-    for op, (err, shape) in sorted(worst.items()):
-        print(f"| {op} | {shape} | {err:.2e} |")
-    missing = sorted({r["op"] + " " + r.get("dtype", "") for r in parity if r.get("status") == "unsupported"})
-    if missing:
-        print("\nnot on the GPU yet:", ", ".join(missing))
-print()
-print("| op | shape | rel. L2 | claim GPU ms | PyTorch fp16 ms | claim ÷ PyTorch |")
-print("|---|---|---|---|---|---|")
-for r in bench:
-    t = torch.get(r["name"])
-    ratio = f"{r['gpu_ms'] / t:.2f}" if t else "-"
-    ts = f"{t:.4f}" if t else "-"
-    err = r.get("rel_l2")
-    es = f"{err:.1e}" if isinstance(err, (int, float)) else "-"
-    print(f"| {r['name']} | {r.get('shape', '')} | {es} | {r['gpu_ms']:.4f} | {ts} | {ratio} |")
-
-models = load("models.jsonl")
-tm = load("torch_models.jsonl")
-print()
-for r in models:
-    if r.get("kind") == "parity":
-        print(f"parity {r['model']} batch {r['batch']}: rel L2 {r['rel_l2']:.2e}, guided {r['rel_l2_guided']:.2e}")
-    elif r.get("kind") == "repaint_parity":
-        print(f"RePaint parity: {r['slices']} slices, {r['evaluations']} evaluations, lesion MAD "
-              f"{r['mean_abs_diff']:.4f} of range {r['lesion_range']:.3f}; CPU {r['cpu_s']:.1f} s, GPU {r['gpu_s']:.1f} s")
-    elif r.get("kind") == "segmenter_parity":
-        print(f"segmenter parity {r['configuration']}: logits rel L2 {r['rel_l2']:.2e}, labels "
-              f"{100 * r['label_agreement']:.3f} % equal over {r['voxels']} voxels; CPU {r['cpu_s']:.2f} s, "
-              f"GPU {r['gpu_s']:.2f} s (labels only, argmax on the GPU: {r.get('gpu_labels_only_s', float('nan')):.2f} s)")
-nnunet = {r["configuration"]: r for r in load("nnunet_bench.jsonl")}
-for r in models:
-    if r.get("kind") == "segmenter_parity" and r["configuration"] in nnunet:
-        n = nnunet[r["configuration"]]
-        agree = n.get("label_agreement_with_claim")
-        agree_s = f"{100 * agree:.3f} % of labels equal" if agree is not None else "labels not compared"
-        print(f"whole case {r['configuration']}: claim GPU {r['gpu_s']:.3f} s (labels only "
-              f"{r.get('gpu_labels_only_s', float('nan')):.3f} s), nnUNetPredictor {n['nnunet_s']:.3f} s, "
-              f"claim ÷ nnU-Net {r['gpu_s'] / n['nnunet_s']:.2f}; {agree_s}")
-peak = next((r["tflops"] for r in tm if r.get("kind") == "peak"), None)
-flops = {r["name"]: r["flops_per_item"] for r in tm if r.get("kind") == "flops"}
-torch_ms = {r["name"]: r for r in tm if r.get("kind") == "bench"}
-if peak:
-    print(f"dense fp16 tensor-core rate measured by PyTorch: {peak:.0f} TFLOP/s")
-print()
-print("| case | claim GPU ms | PyTorch fp16 ms | claim / PyTorch | claim TFLOP/s | PyTorch TFLOP/s |")
-print("|---|---|---|---|---|---|")
-for r in models:
-    if r.get("kind") != "bench":
-        continue
-    name = r["name"]
-    t = torch_ms.get(name, {})
-    tms = t.get("torch_ms")
-    fl = t.get("flops")
-    ratio = f"{r['claim_ms'] / tms:.2f}" if tms else "-"
-    ctf = f"{fl / r['claim_ms'] / 1e9:.1f}" if fl else "-"
-    ttf = f"{fl / tms / 1e9:.1f}" if fl and tms else "-"
-    extra = f" ({r['per_slice_s']:.2f} s per slice)" if "per_slice_s" in r else ""
-    tstr = f"{tms:.2f}" if tms else "-"
-    print(f"| {name}{extra} | {r['claim_ms']:.2f} | {tstr} | {ratio} | {ctf} | {ttf} |")
-
-print()
-for r in models:
-    if r.get("kind") == "train_parity":
-        print(f"training step parity {r['model']}: loss {r['loss_gpu']:.6f} (GPU) vs {r['loss_cpu']:.6f} (CPU), "
-              f"rel err {r['loss_rel_err']:.1e}; worst gradient rel L2 {r['worst_grad_rel_l2']:.2e} "
-              f"({r['worst_tensor']}) over {r['tensors']} tensors; loss scale {r['loss_scale']:g}")
-torch_train = {r["name"]: r["torch_ms"] for r in load("torch_train.jsonl") if r.get("kind") == "train_bench"}
-print()
-print("| training step | claim GPU ms (f16, host optimizer) | PyTorch AMP ms | claim / PyTorch |")
-print("|---|---|---|---|")
-for r in models:
-    if r.get("kind") == "train_bench":
-        t = torch_train.get(r["name"])
-        ts = f"{t:.1f}" if t else "-"
-        ratio = f"{r['gpu_ms'] / t:.2f}" if t else "-"
-        print(f"| {r['name']} | {r['gpu_ms']:.1f} | {ts} | {ratio} |")
-print()
-print("| weight gradient (nnU-Net 2-D stage) | split-K ms | swapped conv ms | swapped / split-K | split-K TFLOP/s | rel L2 between |")
-print("|---|---|---|---|---|---|")
-for r in models:
-    if r.get("kind") == "wgrad_bench":
-        print(f"| {r['name']} | {r['split_k_ms']:.3f} | {r['swapped_conv_ms']:.3f} | "
-              f"{r['swapped_conv_ms'] / max(r['split_k_ms'], 1e-9):.1f} | {r['split_k_tflops']:.1f} | "
-              f"{r['rel_l2_between']:.1e} |")
-PY
+status=0
+for stage in "${stages[@]}"; do
+    started=$(date +%s)
+    case "$stage" in
+    device)
+        echo "==> device"
+        nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || status=1
+        ;;
+    kernels)
+        needs_binaries
+        echo "==> CUDA runtime and kernel tests (backend::cuda)"
+        timeout 240 "$bin" backend::cuda --test-threads=1 2>&1 | tee "$out/cuda_tests.txt" | tail -n 40
+        [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+        ;;
+    harness)
+        needs_binaries
+        echo "==> op harness: every op on the GPU against the CPU f32 engine"
+        CLAIM_OP_REPORT="$out/parity.jsonl" CLAIM_GPU_BENCH="$out/claim_bench.jsonl" \
+            timeout 300 "$ops" cuda --test-threads=1 --nocapture 2>&1 | tee "$out/harness.txt" | grep -v " ok$" | tail -n 80
+        [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+        ;;
+    models)
+        needs_binaries
+        echo "==> whole models: denoiser, RePaint, the nnU-Net predictor and training steps on the GPU against the CPU, and their timings"
+        CLAIM_GPU_CASE_DIR="$case_dir" CLAIM_GPU_MODELS="$out/models.jsonl" timeout "${CLAIM_MODEL_TIMEOUT:-480}" \
+            "$engine" "${CLAIM_GPU_ENGINE_FILTER:-gpu}" --test-threads=1 --nocapture 2>&1 |
+            tee "$out/models.txt" | grep -v "^{" | tail -n 40
+        [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+        ;;
+    torch)
+        echo "==> PyTorch fp16 anchor"
+        timeout 180 python3 tools/torch_gpu_ops.py >"$out/torch_bench.jsonl" 2>"$out/torch_err.txt" ||
+            { echo "torch timing failed:"; tail -n 20 "$out/torch_err.txt"; }
+        timeout 240 python3 tools/torch_gpu_denoiser.py >"$out/torch_models.jsonl" 2>"$out/torch_models_err.txt" ||
+            { echo "torch model timing failed:"; tail -n 20 "$out/torch_models_err.txt"; }
+        ;;
+    train)
+        echo "==> PyTorch AMP training steps"
+        with_site timeout 180 python3 tools/torch_gpu_train.py \
+            >"$out/torch_train.jsonl" 2>"$out/torch_train_err.txt" ||
+            { echo "torch training timing failed:"; tail -n 20 "$out/torch_train_err.txt"; }
+        ;;
+    nnunet)
+        echo "==> nnU-Net's nnUNetPredictor on the same case and results folders"
+        with_site true
+        if [ -n "$site" ] && [ -s "$case_dir/phantom_image.f32" ]; then
+            with_site timeout 300 python3 tools/nnunet_gpu_predictor.py \
+                --case "$case_dir" >"$out/nnunet_bench.jsonl" 2>"$out/nnunet_err.txt" ||
+                { echo "nnUNetPredictor timing failed:"; tail -n 20 "$out/nnunet_err.txt"; }
+            cat "$out/nnunet_bench.jsonl"
+        else
+            echo "skipped: no wheels in .gpu/wheels or no case in $case_dir (run the models stage first)"
+        fi
+        ;;
+    table)
+        echo "==> table"
+        python3 tools/gpu_table.py "$out" || status=1
+        ;;
+    esac
+    echo "--- $stage: $(( $(date +%s) - started )) s"
+done
 echo "gpu_check: status $status"
 exit $status
