@@ -115,53 +115,48 @@ __device__ __forceinline__ void load_tile(__half* s, const unsigned short* g, i6
 }
 
 // One shared-memory stage (a BK slice of both tiles) into a warp's
-// accumulators: ldmatrix (transposed where the operand's contiguous axis is
-// M or N) and mma.sync.m16n8k16, as gemm_tiles' K loop does inline. The
-// weight gradient calls it; gemm_tiles keeps its inline copy because
-// calling this function changed ptxas' allocation of the kernels built on
-// it (on sm_90, gemm_f16_64x64 118 → 126 and conv_f16_64x64 125 → 155
-// registers, 4 → 3 blocks per SM), and the GEMM was timed on a GPU as it
-// is.
-template <int BM, int BN, int WARPS_M, int WARPS_N, bool A_KC, bool B_KC>
-__device__ __forceinline__ void mma_stage(float (&acc)[BM / WARPS_M / 16][BN / WARPS_N / 8][4], const __half* sA,
-                                          const __half* sB, int wm, int wn, int lane) {
-    constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
-    constexpr int MT = WM / 16, NT = WN / 8;
-#pragma unroll
-    for (int kk = 0; kk < GEMM_BK; kk += 16) {
-        unsigned af[MT][4];
-#pragma unroll
-        for (int i = 0; i < MT; ++i) {
-            const int r = wm + i * 16;
-            if (A_KC) {
-                // [BM][BK+PAD]: lanes 0-15 rows r.., k kk; 16-31 k kk+8.
-                ldsm_x4<false>(af[i], sA + (r + (lane & 15)) * (GEMM_BK + GEMM_PAD) + kk + (lane >> 4) * 8);
-            } else {
-                // [BK][BM+PAD]: matrix q = lane/8 holds m-block q%2, k-block q/2.
-                const int q = lane >> 3;
-                ldsm_x4<true>(af[i], sA + (kk + (q >> 1) * 8 + (lane & 7)) * (BM + GEMM_PAD) + r + (q & 1) * 8);
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < NT; j += 2) {
-            unsigned bf[4];
-            const int c = wn + j * 8;
-            const int q = lane >> 3;
-            if (B_KC) {
-                // [BN][BK+PAD]: matrix q holds n-block q/2, k-block q%2.
-                ldsm_x4<false>(bf, sB + (c + (q >> 1) * 8 + (lane & 7)) * (GEMM_BK + GEMM_PAD) + kk + (q & 1) * 8);
-            } else {
-                // [BK][BN+PAD]: same matrices, loaded transposed.
-                ldsm_x4<true>(bf, sB + (kk + (q & 1) * 8 + (lane & 7)) * (BN + GEMM_PAD) + c + (q >> 1) * 8);
-            }
-#pragma unroll
-            for (int i = 0; i < MT; ++i) {
-                mma16816(acc[i][j], af[i], bf[0], bf[1]);
-                mma16816(acc[i][j + 1], af[i], bf[2], bf[3]);
-            }
-        }
+// accumulators `acc`: ldmatrix (transposed where the operand's contiguous
+// axis is M or N) and mma.sync.m16n8k16. Used in the K loops of gemm_tiles
+// and wgrad_tiles, with BM, BN, MT, NT, A_KC, B_KC, wm, wn and lane in
+// scope. A macro, not a function: calling an inline function here changed
+// ptxas' allocation of the kernels built on gemm_tiles (on sm_90,
+// gemm_f16_64x64 118 → 126 and conv_f16_64x64 125 → 155 registers, 4 → 3
+// blocks per SM), and the GEMM was timed on a GPU as it is.
+#define MMA_STAGE(acc, sA, sB)                                                                                      \
+_Pragma("unroll")                                                                                                   \
+    for (int kk = 0; kk < GEMM_BK; kk += 16) {                                                                      \
+        unsigned af[MT][4];                                                                                         \
+_Pragma("unroll")                                                                                                   \
+        for (int i = 0; i < MT; ++i) {                                                                              \
+            const int r = wm + i * 16;                                                                              \
+            if (A_KC) {                                                                                             \
+                /* [BM][BK+PAD]: lanes 0-15 rows r.., k kk; 16-31 k kk+8. */                                        \
+                ldsm_x4<false>(af[i], sA + (r + (lane & 15)) * (GEMM_BK + GEMM_PAD) + kk + (lane >> 4) * 8);        \
+            } else {                                                                                                \
+                /* [BK][BM+PAD]: matrix q = lane/8 holds m-block q%2, k-block q/2. */                               \
+                const int q = lane >> 3;                                                                            \
+                ldsm_x4<true>(af[i], sA + (kk + (q >> 1) * 8 + (lane & 7)) * (BM + GEMM_PAD) + r + (q & 1) * 8);    \
+            }                                                                                                       \
+        }                                                                                                           \
+_Pragma("unroll")                                                                                                   \
+        for (int j = 0; j < NT; j += 2) {                                                                           \
+            unsigned bf[4];                                                                                         \
+            const int c = wn + j * 8;                                                                               \
+            const int q = lane >> 3;                                                                                \
+            if (B_KC) {                                                                                             \
+                /* [BN][BK+PAD]: matrix q holds n-block q/2, k-block q%2. */                                        \
+                ldsm_x4<false>(bf, sB + (c + (q >> 1) * 8 + (lane & 7)) * (GEMM_BK + GEMM_PAD) + kk + (q & 1) * 8); \
+            } else {                                                                                                \
+                /* [BK][BN+PAD]: same matrices, loaded transposed. */                                               \
+                ldsm_x4<true>(bf, sB + (kk + (q & 1) * 8 + (lane & 7)) * (BN + GEMM_PAD) + c + (q >> 1) * 8);       \
+            }                                                                                                       \
+_Pragma("unroll")                                                                                                   \
+            for (int i = 0; i < MT; ++i) {                                                                          \
+                mma16816(acc[i][j], af[i], bf[0], bf[1]);                                                           \
+                mma16816(acc[i][j + 1], af[i], bf[2], bf[3]);                                                       \
+            }                                                                                                       \
+        }                                                                                                           \
     }
-}
 
 // ---------------------------------------------------------------- convolution
 //
@@ -234,40 +229,7 @@ __device__ __forceinline__ void gemm_tiles(const GemmArgs& p, __half* smem, cons
                 __syncthreads();
                 const __half* sA = smem + (kt & 1) * STAGE;
                 const __half* sB = sA + A_TILE;
-#pragma unroll
-                for (int kk = 0; kk < GEMM_BK; kk += 16) {
-                    unsigned af[MT][4];
-#pragma unroll
-                    for (int i = 0; i < MT; ++i) {
-                        const int r = wm + i * 16;
-                        if (A_KC) {
-                            // [BM][BK+PAD]: lanes 0-15 rows r.., k kk; 16-31 k kk+8.
-                            ldsm_x4<false>(af[i], sA + (r + (lane & 15)) * (GEMM_BK + GEMM_PAD) + kk + (lane >> 4) * 8);
-                        } else {
-                            // [BK][BM+PAD]: matrix q = lane/8 holds m-block q%2, k-block q/2.
-                            const int q = lane >> 3;
-                            ldsm_x4<true>(af[i], sA + (kk + (q >> 1) * 8 + (lane & 7)) * (BM + GEMM_PAD) + r + (q & 1) * 8);
-                        }
-                    }
-#pragma unroll
-                    for (int j = 0; j < NT; j += 2) {
-                        unsigned bf[4];
-                        const int c = wn + j * 8;
-                        const int q = lane >> 3;
-                        if (B_KC) {
-                            // [BN][BK+PAD]: matrix q holds n-block q/2, k-block q%2.
-                            ldsm_x4<false>(bf, sB + (c + (q >> 1) * 8 + (lane & 7)) * (GEMM_BK + GEMM_PAD) + kk + (q & 1) * 8);
-                        } else {
-                            // [BK][BN+PAD]: same matrices, loaded transposed.
-                            ldsm_x4<true>(bf, sB + (kk + (q & 1) * 8 + (lane & 7)) * (BN + GEMM_PAD) + c + (q >> 1) * 8);
-                        }
-#pragma unroll
-                        for (int i = 0; i < MT; ++i) {
-                            mma16816(acc[i][j], af[i], bf[0], bf[1]);
-                            mma16816(acc[i][j + 1], af[i], bf[2], bf[3]);
-                        }
-                    }
-                }
+                MMA_STAGE(acc, sA, sB);
                 __syncthreads();
             }
             cp_async_wait0();
@@ -411,6 +373,7 @@ __device__ __forceinline__ void wgrad_tiles(const WgradArgs& p, __half* smem) {
     constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
     constexpr int MT = WM / 16, NT = WN / 8;
     constexpr int STAGE = TileSize<BM>::value + TileSize<BN>::value;
+    constexpr bool A_KC = true, B_KC = true;  // dy rows and the gathered lines are K-contiguous
     if (p.m <= 0 || p.n <= 0 || p.positions < 0 || p.batch < 0 || p.splits <= 0) return;
 
     const i64 M = p.m, N = p.n;
@@ -459,7 +422,8 @@ __device__ __forceinline__ void wgrad_tiles(const WgradArgs& p, __half* smem) {
                 cp_async_wait1();
                 __syncthreads();
                 const __half* sA = smem + ((t - first) & 1) * STAGE;
-                mma_stage<BM, BN, WARPS_M, WARPS_N, true, true>(acc, sA, sA + TileSize<BM>::value, wm, wn, lane);
+                const __half* sB = sA + TileSize<BM>::value;
+                MMA_STAGE(acc, sA, sB);
                 __syncthreads();
             }
             cp_async_wait0();

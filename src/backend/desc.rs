@@ -130,6 +130,18 @@ impl Conv3dGeometry {
             ..*self
         }
     }
+
+    /// [`Self::adjoint_of_transposed`] of this transposed convolution's
+    /// own output, or a clear error when it has none (what its backward
+    /// passes run on).
+    pub fn transposed_adjoint(&self) -> crate::Result<Conv3dGeometry> {
+        let out = self.transposed_out().ok_or_else(|| {
+            crate::Error::invalid(format!(
+                "transposed conv backward: no output size for {self:?}"
+            ))
+        })?;
+        Ok(self.adjoint_of_transposed(out))
+    }
 }
 
 /// Element-wise function of one tensor. A closed list (not closures) so

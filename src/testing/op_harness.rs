@@ -2393,21 +2393,6 @@ fn backward_cases(cases: &mut Vec<OpCase>) {
     }
 }
 
-/// The gradient of `Σ g·f(x, w)` with respect to `w`, through autograd.
-fn weight_gradient(
-    x: &Tensor,
-    w: &Tensor,
-    g: &Tensor,
-    f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let v = w.variable();
-    let grads = f(x, &v)?.backward_with(g)?;
-    grads
-        .get(&v)
-        .cloned()
-        .ok_or_else(|| Error::Internal("the op passed no gradient to its weight".into()))
-}
-
 /// `dW[o, c, kz, ky, kx] = Σ gy[b, o, z, y, x]·x[b, c, z·s − p + kz, …]`
 /// in f64 from the definition: the weight gradient of a forward
 /// convolution of `x` (`[B, C, D, H, W]`) whose output gradient is `gy`
@@ -2597,7 +2582,8 @@ fn weight_grad_cases(cases: &mut Vec<OpCase>) {
                 path,
                 vec![normal(&x_shape), normal(&w_shape), normal(&gy_shape)],
                 move |t, _| {
-                    weight_gradient(&t[0], &t[1], &t[2], |x, w| match kind {
+                    let x = &t[0];
+                    input_gradient(&t[1], &t[2], |w| match kind {
                         Kind::PerFrame => x.conv2d(w, None, p2),
                         Kind::Full => x.conv3d(w, None, p3),
                         Kind::Transposed2d => x.conv_transpose2d(w, None, p2),

@@ -239,7 +239,11 @@ fn cuda_synthesis_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
 
 /// Median milliseconds of `f` over `reps` runs after two warm-ups, each run
 /// ended by a stream synchronisation.
-fn median_ms(device: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub(crate) fn median_ms(
+    device: &Device,
+    reps: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<f64> {
     for _ in 0..2 {
         f()?;
     }

@@ -5,7 +5,7 @@
 //! sets beside PyTorch AMP (`tools/torch_gpu_train.py`). Every test opens
 //! cuda:0 and prints `skipped: no CUDA device (<reason>)` without one.
 
-use crate::gpu::report;
+use crate::gpu::{median_ms, report};
 use claim::models::{Denoiser, DenoiserConfig, PlainConvUNet, PlainUNetConfig};
 use claim::nn::{DeviceSpec, LoadOptions, Precision, Tensor};
 use claim::rng::Rng;
@@ -376,20 +376,7 @@ fn gpu_weight_gradient_bench_or_skipped() -> Result<()> {
         let w = on_gpu(&[c_out, c_in, 3, 3], &mut rng)?;
         let gy = on_gpu(&[batch, c_out, side, side], &mut rng)?;
         let p = claim::nn::ConvParams::new(1, 1);
-        let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
-            let mut times = Vec::new();
-            for rep in 0..12 {
-                let start = Instant::now();
-                f()?;
-                device.synchronize()?;
-                if rep >= 2 {
-                    times.push(start.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            times.sort_by(f64::total_cmp);
-            Ok(times[times.len() / 2])
-        };
-        let forward_ms = time(&|| x.conv2d(&w, None, p).map(drop))?;
+        let forward_ms = median_ms(&device, 10, || x.conv2d(&w, None, p).map(drop))?;
         let split_k = || -> Result<Tensor> {
             let v = w.variable();
             let grads = x.conv2d(&v, None, p)?.backward_with(&gy)?;
@@ -403,8 +390,8 @@ fn gpu_weight_gradient_bench_or_skipped() -> Result<()> {
             weight_grad_as_swapped_conv(&x, &gy, 3)
         };
         let err = rel_l2(&split_k()?.to_vec()?, &swapped()?.to_vec()?);
-        let split_k_ms = time(&|| split_k().map(drop))? - forward_ms;
-        let swapped_ms = time(&|| swapped().map(drop))? - forward_ms;
+        let split_k_ms = median_ms(&device, 10, || split_k().map(drop))? - forward_ms;
+        let swapped_ms = median_ms(&device, 10, || swapped().map(drop))? - forward_ms;
         let flops = 2.0 * (c_out * c_in * 9 * batch * side * side) as f64;
         rows.push(serde_json::json!({
             "kind": "wgrad_bench",

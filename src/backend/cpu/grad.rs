@@ -693,16 +693,6 @@ pub fn conv3d_backward_weight(x: &[f32], grad_out: &[f32], g: &Conv3dGeometry) -
     Ok(dw)
 }
 
-/// The forward convolution whose adjoint is the transposed convolution `g`.
-fn adjoint(g: &Conv3dGeometry) -> Result<Conv3dGeometry> {
-    let out = g.transposed_out().ok_or_else(|| {
-        Error::invalid(format!(
-            "transposed conv backward: no output size for {g:?}"
-        ))
-    })?;
-    Ok(g.adjoint_of_transposed(out))
-}
-
 /// Gradient of a 3-D transposed convolution's input: the forward
 /// convolution of the output gradient with the same weight.
 pub fn conv_transpose3d_backward_input(
@@ -710,7 +700,7 @@ pub fn conv_transpose3d_backward_input(
     weight: &[f32],
     g: &Conv3dGeometry,
 ) -> Result<Vec<f32>> {
-    let a = adjoint(g)?;
+    let a = g.transposed_adjoint()?;
     let n_in: usize = a.input.iter().product();
     if grad_out.len() != a.batch * a.c_in * n_in || weight.len() != a.c_out * a.col_rows() {
         return Err(Error::invalid(format!(
@@ -730,7 +720,7 @@ pub fn conv_transpose3d_backward_weight(
     grad_out: &[f32],
     g: &Conv3dGeometry,
 ) -> Result<Vec<f32>> {
-    conv3d_backward_weight(grad_out, x, &adjoint(g)?)
+    conv3d_backward_weight(grad_out, x, &g.transposed_adjoint()?)
 }
 
 /// `gy·f′(x)` for an element-wise function.

@@ -284,12 +284,7 @@ pub(super) fn transposed_weight_grad(
     out_grad: &Tensor,
     g: &Conv3dGeometry,
 ) -> Result<Tensor> {
-    let out = g.transposed_out().ok_or_else(|| {
-        Error::Internal(format!(
-            "transposed convolution backward: no output for {g:?}"
-        ))
-    })?;
-    conv_weight_grad(out_grad, input, &g.adjoint_of_transposed(out))
+    conv_weight_grad(out_grad, input, &g.transposed_adjoint()?)
 }
 
 #[cfg(test)]
