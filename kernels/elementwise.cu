@@ -15,6 +15,9 @@
 #define UN_SQRT 8
 #define UN_RECIP 9
 #define UN_ROUND_HALF 10
+#define UN_ABS 11
+#define UN_LN 12
+#define UN_IS_ZERO 13
 
 __device__ __forceinline__ float unary_op(float v, int op, float p0, float p1) {
     switch (op) {
@@ -34,6 +37,10 @@ __device__ __forceinline__ float unary_op(float v, int op, float p0, float p1) {
         case UN_RECIP: return 1.0f / v;
         // why: cpu::sliding::round_half, the nearest f16 (ties to even).
         case UN_ROUND_HALF: return __half2float(__float2half_rn(v));
+        case UN_ABS: return fabsf(v);
+        case UN_LN: return logf(v);
+        // why: the losses' one-hot masks and the max/min gradient's pick, exact.
+        case UN_IS_ZERO: return v == 0.0f ? 1.0f : 0.0f;
         default: return __int_as_float(0x7fc00000);  // unknown op: NaN, never silent
     }
 }
@@ -73,6 +80,10 @@ __device__ __forceinline__ float unary_slope(float v, int op, float p0) {
         case UN_RECIP: return -1.0f / (v * v);
         // why: the rounding's gradient is the identity (straight through).
         case UN_ROUND_HALF: return 1.0f;
+        // why: PyTorch's sgn, 0 at 0 (the L1 loss's subgradient).
+        case UN_ABS: return v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
+        case UN_LN: return 1.0f / v;
+        case UN_IS_ZERO: return 0.0f;
         default: return __int_as_float(0x7fc00000);
     }
 }

@@ -131,3 +131,11 @@ for r in models:
         print(f"| {r['name']} | {r['split_k_ms']:.3f} | {r['swapped_conv_ms']:.3f} | "
               f"{r['swapped_conv_ms'] / max(r['split_k_ms'], 1e-9):.1f} | {r['split_k_tflops']:.1f} | "
               f"{r['rel_l2_between']:.1e} |")
+print()
+print("| loss (forward + backward) | loss rel err | gradient rel L2 | on the device ms | download + host ms | host / device |")
+print("|---|---|---|---|---|---|")
+for r in models:
+    if r.get("kind") == "loss_parity":
+        d, h = r.get("device_ms"), r.get("through_host_ms")
+        times = f"{d:.2f} | {h:.2f} | {h / max(d, 1e-9):.1f}" if d and h else "- | - | -"
+        print(f"| {r['name']} {r['shape']} | {r['loss_rel_err']:.1e} | {r['grad_rel_l2']:.1e} | {times} |")

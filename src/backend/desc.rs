@@ -171,6 +171,14 @@ pub enum UnaryOp {
     /// can stand in for nnU-Net's f16 ones. Its gradient is the identity,
     /// as a cast's is.
     RoundHalf,
+    /// `|x|`; its gradient is `sgn x`, 0 at 0 (PyTorch's).
+    Abs,
+    /// `ln x`.
+    Ln,
+    /// 1 where `x == 0`, else 0 (NaN included); its gradient is 0. Builds
+    /// exact masks on any device: one-hot classes from class indices, the
+    /// operand a max or min selected.
+    IsZero,
 }
 
 impl UnaryOp {
@@ -187,6 +195,9 @@ impl UnaryOp {
             UnaryOp::Sqrt => (8, 0.0, 0.0),
             UnaryOp::Recip => (9, 0.0, 0.0),
             UnaryOp::RoundHalf => (10, 0.0, 0.0),
+            UnaryOp::Abs => (11, 0.0, 0.0),
+            UnaryOp::Ln => (12, 0.0, 0.0),
+            UnaryOp::IsZero => (13, 0.0, 0.0),
         }
     }
 }

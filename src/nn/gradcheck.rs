@@ -128,10 +128,11 @@ fn element_wise_ops() -> Result<()> {
         UnaryOp::Exp,
         UnaryOp::Neg,
         UnaryOp::Square,
+        UnaryOp::Abs,
     ] {
         gradcheck(vec![a.clone()], |v| v[0].unary(op))?;
     }
-    for op in [UnaryOp::Sqrt, UnaryOp::Recip] {
+    for op in [UnaryOp::Sqrt, UnaryOp::Recip, UnaryOp::Ln] {
         gradcheck(vec![positive(&[2, 3, 4], 8)], |v| v[0].unary(op))?;
     }
     gradcheck(vec![a.clone()], |v| v[0].softmax(1))?;

@@ -1,11 +1,15 @@
 //! Training losses, each a differentiable op with a one-element result.
 //!
-//! The losses reduce whole tensors to one number, so they run on host
-//! values (a download for GPU tensors) and give their gradient back on the
-//! operand's device: a small cost next to the network they sit behind.
+//! On the CPU each loss is one host pass in f64 with its gradient written
+//! out by hand. On a GPU the same loss is composed of engine ops (softmax,
+//! element-wise maps, sums) that autograd differentiates, so the logits
+//! never leave the device: downloading them and running the host softmax
+//! would cost a segmentation step as much as its network does. Both forms
+//! are checked against each other on the CPU (the tests below).
 
+use crate::backend::desc::{BinaryOp, UnaryOp};
 use crate::nn::ops::expect_shape;
-use crate::nn::Tensor;
+use crate::nn::{Device, Tensor};
 use crate::{Error, Result};
 
 /// A one-element tensor on `like`'s device.
@@ -25,6 +29,9 @@ impl Tensor {
             return Err(Error::invalid(
                 "masked_l1_loss: the target and mask must not be tracked",
             ));
+        }
+        if !matches!(self.device(), Device::Cpu) {
+            return composed::masked_l1(self, target, mask);
         }
         let (p, t, m) = (self.to_vec()?, target.to_vec()?, mask.to_vec()?);
         let n = p.len().max(1) as f64;
@@ -72,6 +79,10 @@ impl Tensor {
     /// PyTorch's `CrossEntropyLoss` (mean over voxels).
     pub fn cross_entropy_loss(&self, target: &[u8]) -> Result<Tensor> {
         let (b, k, s) = class_layout(self, target.len(), "cross_entropy_loss")?;
+        if !matches!(self.device(), Device::Cpu) {
+            check_classes(target, k, "cross_entropy_loss")?;
+            return composed::cross_entropy(self, target);
+        }
         let probs = softmax_host(&self.to_vec()?, b, k, s);
         let mut sum = 0f64;
         for bi in 0..b {
@@ -118,6 +129,10 @@ impl Tensor {
         let (b, k, s) = class_layout(self, target.len(), "soft_dice_loss")?;
         if k < 2 {
             return Err(Error::invalid("soft_dice_loss: needs at least 2 classes"));
+        }
+        if !matches!(self.device(), Device::Cpu) {
+            check_classes(target, k, "soft_dice_loss")?;
+            return composed::soft_dice(self, target, batch_dice, smooth);
         }
         let probs = softmax_host(&self.to_vec()?, b, k, s);
         let groups = if batch_dice { 1 } else { b };
@@ -206,6 +221,147 @@ fn class_layout(logits: &Tensor, labels: usize, what: &str) -> Result<(usize, us
         )));
     }
     Ok((b, k, s))
+}
+
+/// An error naming `what` when a class index is not below `k`.
+fn check_classes(target: &[u8], k: usize, what: &str) -> Result<()> {
+    match target.iter().find(|&&c| usize::from(c) >= k) {
+        Some(class) => Err(Error::invalid(format!(
+            "{what}: class {class} for {k} logits"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The losses as compositions of engine ops, for tensors off the CPU: the
+/// same values and gradients as the host forms, computed in f32 whatever
+/// the operand's type (the sums would overflow f16), without a download.
+pub(crate) mod composed {
+    use super::*;
+    use crate::nn::DType;
+
+    /// Below this many elements a sum is one pass; longer sums go through
+    /// a `[rows, cols]` split so that the device's column reduction spreads
+    /// over many blocks instead of one block per row.
+    const WIDE_SUM: usize = 1 << 16;
+
+    /// The largest column count to split a long sum into.
+    const SPLIT_COLS: usize = 4096;
+
+    /// `Σ` over the last dimension of `[rows, n]`, as `[rows, 1]`.
+    pub(crate) fn sum_rows(x: &Tensor) -> Result<Tensor> {
+        let (rows, n) = (x.dims()[0], x.dims()[1]);
+        let cols = split_columns(n);
+        if cols == 1 {
+            return x.sum_keepdim(1);
+        }
+        x.reshape(&[rows, n / cols, cols])?
+            .sum_keepdim(1)?
+            .reshape(&[rows, cols])?
+            .sum_keepdim(1)
+    }
+
+    /// The column count for a sum of `n` values: the largest divisor of `n`
+    /// up to [`SPLIT_COLS`] for long sums, else 1 (one pass).
+    pub(crate) fn split_columns(n: usize) -> usize {
+        if n < WIDE_SUM {
+            return 1;
+        }
+        (1..=SPLIT_COLS).rev().find(|c| n % c == 0).unwrap_or(1)
+    }
+
+    /// The mean of every element, as a `[1]` tensor.
+    fn mean_all(x: &Tensor) -> Result<Tensor> {
+        let n = x.elem_count();
+        sum_rows(&x.reshape(&[1, n])?)?
+            .reshape(&[1])?
+            .affine(1.0 / n.max(1) as f32, 0.0)
+    }
+
+    /// `[B, K, S]` one-hot classes on `like`'s device: the class indices
+    /// go up as `[B, 1, S]` (one value per voxel, not K) and meet the
+    /// `[1, K, 1]` class numbers in an exact equality mask.
+    fn one_hot(target: &[u8], (b, k, s): (usize, usize, usize), like: &Tensor) -> Result<Tensor> {
+        let classes: Vec<f32> = target.iter().map(|&c| f32::from(c)).collect();
+        let numbers: Vec<f32> = (0..k).map(|c| c as f32).collect();
+        let (device, dtype) = (like.device(), like.dtype());
+        let classes = Tensor::from_slice_on(&classes, &[b, 1, s], &device, dtype)?;
+        let numbers = Tensor::from_slice_on(&numbers, &[1, k, 1], &device, dtype)?;
+        classes.sub(&numbers)?.is_zero()
+    }
+
+    /// `mean |mask·target − mask·pred|`.
+    pub(crate) fn masked_l1(pred: &Tensor, target: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let device = pred.device();
+        let pred = pred.to_dtype(DType::F32)?;
+        let target = target.to_device(&device, DType::F32)?;
+        let mask = mask.to_device(&device, DType::F32)?;
+        mean_all(&mask.mul(&target)?.sub(&mask.mul(&pred)?)?.abs()?)
+    }
+
+    /// Mean cross-entropy, `ln Σ_c e^{x_c} − x_target` per voxel.
+    ///
+    /// The log-sum-exp is shifted by `m = Σ_c p_c·x_c` (detached, so the
+    /// gradient is exactly `p − onehot`). `m` is within `(K − 1)/e` of the
+    /// largest logit (`max − m = Σ p_c·Δ_c` with `p_c ≤ e^{−Δ_c}`), so no
+    /// `e^{x − m}` overflows for fewer than 240 classes and the sum, whose
+    /// largest term is at least 1, has a finite logarithm: stable without
+    /// a max reduction.
+    pub(crate) fn cross_entropy(x: &Tensor, target: &[u8]) -> Result<Tensor> {
+        let (b, k, s) = class_layout(x, target.len(), "cross_entropy_loss")?;
+        let x = x.to_dtype(DType::F32)?.reshape(&[b, k, s])?;
+        let onehot = one_hot(target, (b, k, s), &x)?;
+        let xd = x.detach();
+        let m = xd.softmax(1)?.mul(&xd)?.sum_keepdim(1)?;
+        let shifted = x.sub(&m)?;
+        let log_sum = shifted.unary(UnaryOp::Exp)?.sum_keepdim(1)?.ln()?;
+        let picked = shifted.mul(&onehot)?.sum_keepdim(1)?;
+        mean_all(&log_sum.sub(&picked)?)
+    }
+
+    /// nnU-Net's soft Dice loss (see [`Tensor::soft_dice_loss`]); the label
+    /// counts `Σy` are exact integers taken on the host.
+    pub(crate) fn soft_dice(
+        x: &Tensor,
+        target: &[u8],
+        batch_dice: bool,
+        smooth: f32,
+    ) -> Result<Tensor> {
+        let (b, k, s) = class_layout(x, target.len(), "soft_dice_loss")?;
+        let fg = k - 1;
+        let (device, dtype) = (x.device(), DType::F32);
+        let x = x.to_dtype(dtype)?.reshape(&[b, k, s])?;
+        let probs = x.softmax(1)?.narrow(1, 1, fg)?;
+        let onehot = one_hot(target, (b, k, s), &x)?.narrow(1, 1, fg)?;
+        let groups = if batch_dice { 1 } else { b };
+        // Per (group, foreground class) sums over the voxels: [groups, fg].
+        let per_group = |t: &Tensor| -> Result<Tensor> {
+            let rows = sum_rows(&t.reshape(&[b * fg, s])?)?.reshape(&[b, fg])?;
+            if batch_dice {
+                rows.sum_keepdim(0)
+            } else {
+                Ok(rows)
+            }
+        };
+        let inter = per_group(&probs.mul(&onehot)?)?;
+        let sum_p = per_group(&probs)?;
+        // Exact integers in f32 up to 2^24 voxels per class and group.
+        let mut counts = vec![0f32; groups * fg];
+        for (i, &class) in target.iter().enumerate() {
+            if class > 0 {
+                let group = if batch_dice { 0 } else { i / s };
+                counts[group * fg + usize::from(class) - 1] += 1.0;
+            }
+        }
+        let sum_y = Tensor::from_slice_on(&counts, &[groups, fg], &device, dtype)?;
+        let floor = Tensor::from_slice_on(&[1e-8], &[1], &device, dtype)?;
+        let num = inter.affine(2.0, smooth)?;
+        let den = sum_p
+            .add(&sum_y)?
+            .affine(1.0, smooth)?
+            .binary(&floor, BinaryOp::Max)?;
+        mean_all(&num.div(&den)?)?.affine(-1.0, 0.0)
+    }
 }
 
 /// Softmax over the class axis of `[B, K, S]` host values.
@@ -305,6 +461,147 @@ mod tests {
         assert!((sure.soft_dice_loss(&labels, true, 1e-5)?.to_vec()?[0] + 1.0).abs() < 1e-5);
         assert!(sure.cross_entropy_loss(&[9; 12]).is_err());
         assert!(sure.cross_entropy_loss(&[0; 5]).is_err());
+        Ok(())
+    }
+
+    /// Value and gradient of `loss` at `x`.
+    fn value_and_gradient(
+        x: &[f32],
+        shape: &[usize],
+        loss: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(f32, Vec<f32>)> {
+        let v = Tensor::from_vec(x.to_vec(), shape)?.variable();
+        let out = loss(&v)?;
+        assert_eq!(out.dims(), [1]);
+        let grads = out.backward()?;
+        let g = grads.get(&v).expect("a gradient").to_vec()?;
+        Ok((out.to_vec()?[0], g))
+    }
+
+    /// The composed (device) form against the host form on the CPU.
+    fn same_as_host(
+        what: &str,
+        x: &[f32],
+        shape: &[usize],
+        host: impl Fn(&Tensor) -> Result<Tensor>,
+        device: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        let (want, want_g) = value_and_gradient(x, shape, host)?;
+        let (got, got_g) = value_and_gradient(x, shape, device)?;
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{what}: loss {got} vs host {want}"
+        );
+        let scale = want_g.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let err = crate::testing::max_rel_error(&got_g, &want_g);
+        assert!(
+            err <= 1e-4,
+            "{what}: gradient error {err} (largest {scale})"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn composed_losses_equal_the_host_losses() -> Result<()> {
+        // Small, one-class-absent, 3-D, and long enough to split the sums.
+        let layouts: [(&[usize], u64); 4] = [
+            (&[2, 3, 2, 3], 4),
+            (&[1, 4, 5, 7], 5),
+            (&[2, 2, 3, 4, 5], 6),
+            (&[2, 3, 40, 1640], 7),
+        ];
+        for (shape, seed) in layouts {
+            let (b, k) = (shape[0], shape[1]);
+            let s: usize = shape[2..].iter().product();
+            let x: Vec<f32> = random_normal(b * k * s, seed)
+                .iter()
+                .map(|v| 3.0 * v)
+                .collect();
+            // Class k − 1 never occurs in the second layout.
+            let top = if k == 4 { k - 1 } else { k };
+            let labels: Vec<u8> = (0..b * s).map(|i| ((i * 7 + i / 5) % top) as u8).collect();
+            let what = format!("{shape:?}");
+            same_as_host(
+                &format!("ce {what}"),
+                &x,
+                shape,
+                |p| p.cross_entropy_loss(&labels),
+                |p| composed::cross_entropy(p, &labels),
+            )?;
+            for (batch_dice, smooth) in [(true, 1e-5), (false, 1e-5), (false, 0.0)] {
+                same_as_host(
+                    &format!("dice {what} {batch_dice} {smooth}"),
+                    &x,
+                    shape,
+                    |p| p.soft_dice_loss(&labels, batch_dice, smooth),
+                    |p| composed::soft_dice(p, &labels, batch_dice, smooth),
+                )?;
+            }
+            let target = Tensor::from_vec(random_normal(x.len(), seed + 10), shape)?;
+            let mut m: Vec<f32> = (0..x.len()).map(|i| f32::from(i % 3 == 0)).collect();
+            // Equal prediction and target: a zero subgradient in both forms.
+            let mut x = x;
+            x[0] = target.to_vec()?[0];
+            m[0] = 1.0;
+            let mask = Tensor::from_vec(m, shape)?;
+            same_as_host(
+                &format!("l1 {what}"),
+                &x,
+                shape,
+                |p| p.masked_l1_loss(&target, &mask),
+                |p| composed::masked_l1(p, &target, &mask),
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn composed_cross_entropy_is_stable_for_far_apart_logits() -> Result<()> {
+        // Gaps of hundreds: e^{x} overflows f32 and e^{−gap} underflows;
+        // the wrongly-confident voxel's true class has probability 0.
+        let shape = [1, 3, 4];
+        let x = [
+            500.0, -400.0, 0.0, 60_000.0, // class 0
+            -300.0, 400.0, 0.0, -60_000.0, // class 1
+            0.0, 0.0, 0.0, 0.0, // class 2
+        ];
+        let labels = [0u8, 0, 2, 1];
+        let (loss, grad) = value_and_gradient(&x, &shape, |p| composed::cross_entropy(p, &labels))?;
+        // Voxel 1 costs 800, voxel 3 120 000, the others ≈ 0 and ln 3.
+        let want = (800.0 + 3f32.ln() + 120_000.0) / 4.0;
+        assert!((loss - want).abs() < 1e-3 * want, "{loss} vs {want}");
+        assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
+        // p − onehot over 4 voxels: voxel 1 moves from class 1 to class 0.
+        assert!((grad[1] + 0.25).abs() < 1e-6 && (grad[5] - 0.25).abs() < 1e-6);
+        // The host form has the same gradient; its value caps each voxel
+        // at −ln(f32::MIN_POSITIVE) ≈ 87.3 where the composed form, like
+        // PyTorch's log-softmax, does not.
+        let (host, host_grad) = value_and_gradient(&x, &shape, |p| p.cross_entropy_loss(&labels))?;
+        let capped = -f32::MIN_POSITIVE.ln();
+        assert!(
+            (host - (2.0 * capped + 3f32.ln()) / 4.0).abs() < 1e-3,
+            "{host}"
+        );
+        assert!(crate::testing::max_rel_error(&grad, &host_grad) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn long_sums_split_into_columns() -> Result<()> {
+        assert_eq!(composed::split_columns(1000), 1);
+        assert_eq!(composed::split_columns(1 << 20), 4096);
+        assert_eq!(composed::split_columns(65_600), 3280);
+        // A prime length stays one pass.
+        assert_eq!(composed::split_columns(65_537), 1);
+        let x = Tensor::from_vec(
+            (0..2 * 65_600).map(|i| (i % 7) as f32).collect(),
+            &[2, 65_600],
+        )?;
+        let sums = composed::sum_rows(&x)?;
+        assert_eq!(sums.dims(), [2, 1]);
+        let want: f32 = (0..65_600).map(|i| (i % 7) as f32).sum();
+        let want_second: f32 = (65_600..131_200).map(|i| (i % 7) as f32).sum();
+        assert_eq!(sums.to_vec()?, [want, want_second]);
         Ok(())
     }
 }

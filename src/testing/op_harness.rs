@@ -1022,7 +1022,7 @@ pub fn op_cases() -> Vec<OpCase> {
 
 fn elementwise_cases(cases: &mut Vec<OpCase>) {
     type Scalar = fn(f64) -> f64;
-    let unary: [(UnaryOp, Dist, Scalar); 10] = [
+    let unary: [(UnaryOp, Dist, Scalar); 13] = [
         (
             UnaryOp::Silu,
             Dist::Normal {
@@ -1103,6 +1103,18 @@ fn elementwise_cases(cases: &mut Vec<OpCase>) {
             },
             |x| f64::from(half::f16::from_f64(x)),
         ),
+        (
+            UnaryOp::Abs,
+            Dist::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+            f64::abs,
+        ),
+        (UnaryOp::Ln, Dist::Uniform { lo: 0.01, hi: 4.0 }, f64::ln),
+        (UnaryOp::IsZero, Dist::Mask, |x| {
+            f64::from(u8::from(x == 0.0))
+        }),
     ];
     for (op, dist, f) in unary {
         for shape in [&[3usize, 5, 7][..], &[2, 8, 64, 64]] {
@@ -2277,7 +2289,7 @@ fn input_gradient(x: &Tensor, g: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>)
 /// the sums behind bias and broadcast gradients.
 fn backward_cases(cases: &mut Vec<OpCase>) {
     type Slope = fn(f64) -> f64;
-    let slopes: [(UnaryOp, Slope); 3] = [
+    let slopes: [(UnaryOp, Slope); 4] = [
         (UnaryOp::Silu, |x| {
             let s = 1.0 / (1.0 + (-x).exp());
             s * (1.0 + x * (1.0 - s))
@@ -2290,6 +2302,7 @@ fn backward_cases(cases: &mut Vec<OpCase>) {
             UnaryOp::LeakyRelu(0.01),
             |x| if x >= 0.0 { 1.0 } else { 0.01 },
         ),
+        (UnaryOp::Abs, f64::signum),
     ];
     for (op, slope) in slopes {
         for shape in [&[3usize, 5, 7][..], &[2, 8, 64, 64]] {

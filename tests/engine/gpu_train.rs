@@ -2,12 +2,13 @@
 //! (f16 network, f32 losses, dynamic loss scaling, f32 master weights)
 //! against the CPU f32 engine, per parameter tensor, for the denoiser and
 //! the 2-D and 3-D segmenters; and the step times `tools/gpu_check.sh`
-//! sets beside PyTorch AMP (`tools/torch_gpu_train.py`). Every test opens
+//! sets beside PyTorch AMP (`tools/torch_gpu_train.py`); and the losses
+//! composed on the device against the CPU's host losses. Every test opens
 //! cuda:0 and prints `skipped: no CUDA device (<reason>)` without one.
 
 use crate::gpu::{median_ms, report};
 use claim::models::{Denoiser, DenoiserConfig, PlainConvUNet, PlainUNetConfig};
-use claim::nn::{DeviceSpec, LoadOptions, Precision, Tensor};
+use claim::nn::{DType, Device, DeviceSpec, LoadOptions, Precision, Tensor};
 use claim::rng::Rng;
 use claim::testing::rel_l2;
 use claim::train::compute::Compute;
@@ -403,5 +404,99 @@ fn gpu_weight_gradient_bench_or_skipped() -> Result<()> {
         }));
     }
     report(&rows);
+    Ok(())
+}
+
+/// A loss's value and its gradient with respect to `x` (downloaded).
+fn loss_with_gradient(
+    x: &Tensor,
+    loss: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(f32, Vec<f32>)> {
+    let v = x.variable();
+    let out = loss(&v)?;
+    let grads = out.backward()?;
+    let g = grads
+        .get(&v)
+        .ok_or_else(|| claim::Error::Internal("no gradient for the logits".into()))?;
+    Ok((out.to_vec()?[0], g.to_vec()?))
+}
+
+/// The losses composed on the device (f16 network outputs taken to f32, as
+/// the trainers do) against the CPU's host losses on the same f16-rounded
+/// values: the loss within 1e-4 (relative) and the gradient, returned as
+/// f16, within 1e-2 relative L2. With `$CLAIM_GPU_MODELS` set it also
+/// times the device loss (forward and backward) against downloading the
+/// logits and running the host loss, the path the device replaced.
+#[test]
+fn cuda_losses_match_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
+    let Some(gpu) = gpu_compute() else {
+        return Ok(());
+    };
+    let (device, dtype) = (gpu.device.clone(), gpu.dtype);
+    let mut rng = Rng::new(41);
+    let mut rows = Vec::new();
+    type Loss<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
+    // nnU-Net's 2-D batch (12 × 256², 4 classes), a 3-D one (2 × 64×128²)
+    // and CLAIM's diffusion batch (16 slices of 72², masked L1).
+    for (name, shape) in [
+        ("dice_ce_2d", vec![12, 4, 256, 256]),
+        ("dice_ce_3d", vec![2, 4, 64, 128, 128]),
+        ("masked_l1_2d", vec![16, 1, 1, 72, 72]),
+    ] {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = normal(n, &mut rng).iter().map(|v| 4.0 * v).collect();
+        let on_gpu = Tensor::from_vec(values, &shape)?.to_device(&device, dtype)?;
+        // The CPU sees exactly the values the GPU holds.
+        let on_cpu = Tensor::from_vec(on_gpu.to_vec()?, &shape)?;
+        let loss: Loss<'_> = if name.starts_with("dice_ce") {
+            let voxels = n / shape[1];
+            let labels: Vec<u8> = (0..voxels).map(|_| (rng.next_u64() % 4) as u8).collect();
+            Box::new(move |x: &Tensor| {
+                dice_ce_loss(
+                    &[x.to_dtype(DType::F32)?],
+                    std::slice::from_ref(&labels),
+                    true,
+                )
+            })
+        } else {
+            let target = Tensor::from_vec(normal(n, &mut rng), &shape)?;
+            let mask: Vec<f32> = (0..n).map(|i| f32::from(i % 5 < 2)).collect();
+            let mask = Tensor::from_vec(mask, &shape)?;
+            Box::new(move |x: &Tensor| {
+                let (t, m) = (
+                    target.to_device(&x.device(), DType::F32)?,
+                    mask.to_device(&x.device(), DType::F32)?,
+                );
+                x.to_dtype(DType::F32)?.masked_l1_loss(&t, &m)
+            })
+        };
+        let (want, want_grad) = loss_with_gradient(&on_cpu, &loss)?;
+        let (got, got_grad) = loss_with_gradient(&on_gpu, &loss)?;
+        let loss_err = f64::from((got - want).abs()) / f64::from(want.abs()).max(1e-12);
+        let grad_err = rel_l2(&got_grad, &want_grad);
+        let mut row = serde_json::json!({
+            "kind": "loss_parity", "name": name, "shape": shape, "loss_cpu": want,
+            "loss_gpu": got, "loss_rel_err": loss_err, "grad_rel_l2": grad_err,
+        });
+        if std::env::var_os("CLAIM_GPU_MODELS").is_some() {
+            let device_ms = median_ms(&device, 5, || loss_with_gradient(&on_gpu, &loss).map(drop))?;
+            let through_host = |x: &Tensor| loss(&x.to_device(&Device::Cpu, DType::F32)?);
+            let host_ms = median_ms(&device, 5, || {
+                loss_with_gradient(&on_gpu, &through_host).map(drop)
+            })?;
+            row["device_ms"] = device_ms.into();
+            row["through_host_ms"] = host_ms.into();
+        }
+        report(std::slice::from_ref(&row));
+        rows.push(row);
+        assert!(
+            loss_err <= 1e-4,
+            "{name}: loss {got} on the GPU, {want} on the CPU"
+        );
+        assert!(
+            grad_err <= 1e-2,
+            "{name}: gradient relative L2 {grad_err:e}"
+        );
+    }
     Ok(())
 }

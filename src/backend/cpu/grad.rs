@@ -748,6 +748,17 @@ pub fn unary_backward(x: &[f32], grad_out: &[f32], op: UnaryOp) -> Vec<f32> {
             UnaryOp::Sqrt => 0.5 / v.sqrt(),
             UnaryOp::Recip => -1.0 / (v * v),
             UnaryOp::RoundHalf => 1.0,
+            UnaryOp::Abs => {
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+            UnaryOp::Ln => 1.0 / v,
+            UnaryOp::IsZero => 0.0,
         }
     };
     x.par_iter()

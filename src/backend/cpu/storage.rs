@@ -101,6 +101,9 @@ impl BackendStorage for CpuStorage {
             UnaryOp::Sqrt => ew::map(x, f32::sqrt),
             UnaryOp::Recip => ew::map(x, |v| 1.0 / v),
             UnaryOp::RoundHalf => ew::map(x, sliding::round_half),
+            UnaryOp::Abs => ew::map(x, f32::abs),
+            UnaryOp::Ln => ew::map(x, f32::ln),
+            UnaryOp::IsZero => ew::map(x, |v| if v == 0.0 { 1.0 } else { 0.0 }),
         }))
     }
 

@@ -281,7 +281,7 @@ const SOFTMAX_AXES: [AxisDesc; 3] = [
 ];
 
 /// Every unary op, each with parameters where it has them.
-const EVERY_UNARY_OP: [UnaryOp; 10] = [
+const EVERY_UNARY_OP: [UnaryOp; 13] = [
     UnaryOp::Silu,
     UnaryOp::Gelu,
     UnaryOp::LeakyRelu(0.01),
@@ -292,14 +292,22 @@ const EVERY_UNARY_OP: [UnaryOp; 10] = [
     UnaryOp::Sqrt,
     UnaryOp::Recip,
     UnaryOp::RoundHalf,
+    UnaryOp::Abs,
+    UnaryOp::Ln,
+    UnaryOp::IsZero,
 ];
 
 /// 4099 random inputs for `op`: positive where the op needs them.
 fn unary_input(op: UnaryOp) -> Vec<f32> {
     match op {
-        UnaryOp::Sqrt | UnaryOp::Recip => random(4099, 3, 0.3, 2.0)
+        UnaryOp::Sqrt | UnaryOp::Recip | UnaryOp::Ln => random(4099, 3, 0.3, 2.0)
             .into_iter()
             .map(f32::abs)
+            .collect(),
+        // Whole numbers, a third of them 0 (and −0).
+        UnaryOp::IsZero | UnaryOp::Abs => random(4099, 3, 1.0, 0.0)
+            .into_iter()
+            .map(f32::round)
             .collect(),
         _ => random(4099, 3, 2.0, 0.0),
     }

@@ -40,6 +40,21 @@ impl Tensor {
         self.unary(UnaryOp::RoundHalf)
     }
 
+    /// `|x|` for every element; the gradient is `sgn x` (0 at 0).
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Abs)
+    }
+
+    /// The natural logarithm of every element.
+    pub fn ln(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Ln)
+    }
+
+    /// 1 where the element is 0, else 0: an exact mask, with no gradient.
+    pub fn is_zero(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::IsZero)
+    }
+
     /// Softmax over the last dimension.
     pub fn softmax_last(&self) -> Result<Tensor> {
         self.softmax(self.rank().saturating_sub(1))
@@ -71,8 +86,11 @@ fn unary_backward(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Ten
         UnaryOp::Sqrt => g.div(y)?.affine(0.5, 0.0),
         UnaryOp::Recip => g.mul(&y.unary(UnaryOp::Square)?)?.affine(-1.0, 0.0),
         UnaryOp::RoundHalf => Ok(g.clone()),
+        UnaryOp::Ln => g.div(x),
+        // A mask is piecewise constant (and `0·g` would keep g's NaNs).
+        UnaryOp::IsZero => Tensor::full_on(0.0, g.dims(), &g.device(), g.dtype()),
         // One kernel for the slope and the product (every device).
-        UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::LeakyRelu(_) => {
+        UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::LeakyRelu(_) | UnaryOp::Abs => {
             x.same_shape(x.storage().unary_backward(g.storage(), op)?)
         }
     }
@@ -105,6 +123,17 @@ mod tests {
         let r = Tensor::from_vec(vec![2049.0, 2051.0, 0.1, -65520.0], &[4])?.round_half()?;
         assert_eq!(r.to_vec()?[..3], [2048.0, 2052.0, 0.099_975_586]);
         assert_eq!(r.to_vec()?[3], f32::NEG_INFINITY);
+        let y = Tensor::from_vec(vec![-2.0, -0.0, 0.0, 3.0, f32::NAN], &[5])?;
+        assert_eq!(y.abs()?.to_vec()?[..4], [2.0, 0.0, 0.0, 3.0]);
+        assert_eq!(y.is_zero()?.to_vec()?, [0.0, 1.0, 1.0, 0.0, 0.0]);
+        let e = Tensor::from_vec(vec![1.0, std::f32::consts::E, 0.0], &[3])?.ln()?;
+        let e = e.to_vec()?;
+        assert!(e[0] == 0.0 && (e[1] - 1.0).abs() < 1e-6 && e[2] == f32::NEG_INFINITY);
+        // |x|′ is sgn x, 0 at 0 (PyTorch's); a mask has no gradient.
+        let v = y.narrow(0, 0, 4)?.variable();
+        let grads = v.abs()?.add(&v.is_zero()?)?.sum_keepdim(0)?.backward()?;
+        let got = grads.get(&v).expect("gradient").to_vec()?;
+        assert_eq!(got, [-1.0, 0.0, 0.0, 1.0]);
         Ok(())
     }
 }

@@ -102,15 +102,10 @@ fn binary_backward(
         }
         // The gradient goes to the selected operand (to `a` on ties, as
         // the forward's `a.max(b)` keeps `a`).
+        // The mask is built on the operands' device (no download).
         BinaryOp::Max | BinaryOp::Min => {
-            let pick_a = a.binary(b, op)?.binary(a, BinaryOp::Sub)?;
-            let host_mask: Vec<f32> = pick_a
-                .to_vec()?
-                .iter()
-                .map(|d| if *d == 0.0 { 1.0 } else { 0.0 })
-                .collect();
-            let mask = Tensor::from_slice_on(&host_mask, pick_a.dims(), &g.device(), g.dtype())?;
-            let ga = g.mul(&mask)?;
+            let mask = a.binary(b, op)?.binary(a, BinaryOp::Sub)?.is_zero()?;
+            let ga = g.mul(&mask.to_dtype(g.dtype())?)?;
             (ga.clone(), g.sub(&ga)?)
         }
     };
