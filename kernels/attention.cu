@@ -152,8 +152,12 @@ __device__ __forceinline__ void attention_row(const __half* q, const __half* k, 
         s = warp_sum(s);
         if (brow) s += __half2float(brow[j]);
         const float m_new = fmaxf(m, s);
-        const float corr = expf(m - m_new);  // 0 on the first key (m = −inf)
-        const float p = expf(s - m_new);
+        // why: while every logit so far is −inf (masked keys) both exponents
+        // would be e^(−inf + inf) = NaN; such keys add nothing. Once a finite
+        // logit arrives, corr = e^(−inf) = 0 drops the empty past.
+        const bool none_yet = m_new == -INFINITY;
+        const float corr = none_yet ? 1.0f : expf(m - m_new);
+        const float p = none_yet ? 0.0f : expf(s - m_new);
         l = l * corr + p;
 #pragma unroll
         for (int r = 0; r < PER; ++r) {

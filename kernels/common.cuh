@@ -5,8 +5,10 @@
 // - contiguous row-major tensors, sizes and offsets in 64-bit integers;
 // - fp16 storage (__half), fp32 arithmetic and fp32 reductions;
 // - every loop is bounded by a size argument; no printf, no managed memory;
-// - kernels are correct for ANY grid and block (grid-stride loops), the
-//   launch configuration in the README only decides speed.
+// - kernels are correct for ANY grid (grid-stride loops) and any block
+//   that is a multiple of 32 (warp and block reductions), with the
+//   exceptions the README states (`reduce_sum_*` needs exactly 32×32; the
+//   tensor-core tiles their own block); the grid only decides speed.
 #pragma once
 
 #include <cuda_fp16.h>

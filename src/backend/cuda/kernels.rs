@@ -48,7 +48,8 @@ fn cfg_rows(rows: u64, per_row: u64) -> LaunchConfig {
     }
 }
 
-/// One block per item of `items`, at most [`MAX_GRID_YZ`]·… along x.
+/// One block per item of `items`, at most [`MAX_GRID_X`] along x (the
+/// kernels loop over the rest).
 fn cfg_blocks(items: u64, block: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (items.clamp(1, MAX_GRID_X) as u32, 1, 1),

@@ -1264,8 +1264,11 @@ impl BackendStorage for CudaStorage {
     fn argmax(&self, a: AxisDesc) -> Result<Self> {
         self.check_len("argmax", product(&[a.outer, a.size, a.inner])?)?;
         let n = product(&[a.outer, a.inner])?;
+        if n > 0 && a.size == 0 {
+            return Err(Error::invalid("argmax over an empty axis"));
+        }
         let out = self.output(n)?;
-        if n > 0 && a.size > 0 {
+        if n > 0 {
             k::argmax(
                 self.device(),
                 self.is_f16(),

@@ -1248,6 +1248,24 @@ fn attention_matches_the_cpu() -> Result<()> {
             &CpuStorage::attention(&cq, &ck, &cv, biased.then_some(&cb), &d)?,
             1e-2,
         )?;
+        if biased && tokens > 1 {
+            // A mask: key j hidden from query i for j < i (each row's
+            // leading keys −inf, the last key always visible).
+            let mut masked = random(heads * tokens * tokens, seed + 4, 1.0, 0.0);
+            for (at, v) in masked.iter_mut().enumerate() {
+                let (i, j) = ((at / tokens) % tokens, at % tokens);
+                if j < i {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            let (mb, cmb) = pair(&dev, &masked, dtype)?;
+            assert_close(
+                &format!("attention {d:?}, leading keys masked"),
+                &CudaStorage::attention(&q, &k, &v, Some(&mb), &d)?,
+                &CpuStorage::attention(&cq, &ck, &cv, Some(&cmb), &d)?,
+                1e-2,
+            )?;
+        }
     }
     for (i, &(rows, tokens, head_dim)) in [(80, 10, 32), (3, 7, 6)].iter().enumerate() {
         let seed = 700 + 10 * i as u64;
