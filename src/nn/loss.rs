@@ -236,6 +236,8 @@ fn check_classes(target: &[u8], k: usize, what: &str) -> Result<()> {
 /// The losses as compositions of engine ops, for tensors off the CPU: the
 /// same values and gradients as the host forms, computed in f32 whatever
 /// the operand's type (the sums would overflow f16), without a download.
+/// Each returns a `[1]` f32 tensor on the operand's device (the host forms
+/// give the operand's type; the trainers' losses are f32 either way).
 pub(crate) mod composed {
     use super::*;
     use crate::nn::DType;
@@ -301,12 +303,11 @@ pub(crate) mod composed {
 
     /// Mean cross-entropy, `ln Σ_c e^{x_c} − x_target` per voxel.
     ///
-    /// The log-sum-exp is shifted by `m = Σ_c p_c·x_c` (detached, so the
-    /// gradient is exactly `p − onehot`). `m` is within `(K − 1)/e` of the
-    /// largest logit (`max − m = Σ p_c·Δ_c` with `p_c ≤ e^{−Δ_c}`), so no
-    /// `e^{x − m}` overflows for fewer than 240 classes and the sum, whose
-    /// largest term is at least 1, has a finite logarithm: stable without
-    /// a max reduction.
+    /// The log-sum-exp is shifted by `m = Σ_c p_c·x_c` (detached; the
+    /// gradient is `p − onehot` either way). `m = ln Σ_c e^{x_c} − H(p)`, so
+    /// `0 ≤ max − m ≤ H(p) ≤ ln K`: every term `e^{x_c − m}` is at most K
+    /// and the largest at least 1, so the sum neither overflows nor has a
+    /// logarithm of 0. Stable without a max reduction.
     pub(crate) fn cross_entropy(x: &Tensor, target: &[u8]) -> Result<Tensor> {
         let (b, k, s) = class_layout(x, target.len(), "cross_entropy_loss")?;
         let x = x.to_dtype(DType::F32)?.reshape(&[b, k, s])?;
@@ -345,14 +346,14 @@ pub(crate) mod composed {
         };
         let inter = per_group(&probs.mul(&onehot)?)?;
         let sum_p = per_group(&probs)?;
-        // Exact integers in f32 up to 2^24 voxels per class and group.
-        let mut counts = vec![0f32; groups * fg];
+        let mut counts = vec![0u64; groups * fg];
         for (i, &class) in target.iter().enumerate() {
             if class > 0 {
                 let group = if batch_dice { 0 } else { i / s };
-                counts[group * fg + usize::from(class) - 1] += 1.0;
+                counts[group * fg + usize::from(class) - 1] += 1;
             }
         }
+        let counts: Vec<f32> = counts.iter().map(|&c| c as f32).collect();
         let sum_y = Tensor::from_slice_on(&counts, &[groups, fg], &device, dtype)?;
         let floor = Tensor::from_slice_on(&[1e-8], &[1], &device, dtype)?;
         let num = inter.affine(2.0, smooth)?;

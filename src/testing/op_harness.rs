@@ -2302,7 +2302,16 @@ fn backward_cases(cases: &mut Vec<OpCase>) {
             UnaryOp::LeakyRelu(0.01),
             |x| if x >= 0.0 { 1.0 } else { 0.01 },
         ),
-        (UnaryOp::Abs, f64::signum),
+        // sgn, 0 at 0 (f64::signum gives ±1 there).
+        (UnaryOp::Abs, |x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }),
     ];
     for (op, slope) in slopes {
         for shape in [&[3usize, 5, 7][..], &[2, 8, 64, 64]] {
