@@ -191,16 +191,17 @@ ATTENTION_KERNEL(4)
 
 // --------------------------------------------------------------------- rotary
 //
-// Interleaved rotary embedding of x [G, T, D] by freqs [D/2]: token p's pair
-// j turns by θ = p·freqs[j] (formed in fp32, as the CPU engine does).
+// Interleaved rotary embedding of x [G, T, D] by fp32 freqs [D/2]: token p's
+// pair j turns by θ = p·freqs[j] (fp32, as the CPU engine and PyTorch's
+// autocast, which keeps the frequency buffer f32).
 // Launch: 1-D grid-stride over G·T·D/2 pairs.
-extern "C" __global__ void rotary_f16(const __half* x, const __half* freqs, __half* y, u64 pairs, long long t,
+extern "C" __global__ void rotary_f16(const __half* x, const float* freqs, __half* y, u64 pairs, long long t,
                                       long long d) {
     const i64 half_d = d / 2;
     GRID_STRIDE_LOOP(idx, pairs) {
         const i64 j = (i64)(idx % (u64)half_d);
         const i64 p = (i64)((idx / (u64)half_d) % (u64)t);
-        const float theta = (float)p * __half2float(freqs[j]);
+        const float theta = (float)p * freqs[j];
         float s, c;
         sincosf(theta, &s, &c);
         const u64 at = 2 * idx;  // pairs are contiguous: element 2·idx and 2·idx + 1

@@ -379,6 +379,14 @@ impl<'a> VarBuilder<'a> {
     /// The tensor `name`, which must have exactly `shape`, on this
     /// builder's device and element type.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get_as(name, shape, self.dtype)
+    }
+
+    /// [`get`](Self::get) in element type `dtype` on this builder's
+    /// device: for fixed buffers that keep their precision whatever the
+    /// model's (PyTorch's autocast leaves buffers such as the rotary
+    /// frequencies in f32).
+    pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let key = self.path(name);
         if let Some(fresh) = &self.weights.fresh {
             let mut fresh = fresh.lock().unwrap_or_else(|p| p.into_inner());
@@ -387,7 +395,7 @@ impl<'a> VarBuilder<'a> {
             }
             let t = fresh.init(&key, shape)?;
             fresh.created.insert(key, t.clone());
-            return t.to_device(&self.device, self.dtype);
+            return t.to_device(&self.device, dtype);
         }
         let t = self.weights.tensors.get(&key).ok_or_else(|| {
             Error::Model(format!("missing tensor `{key}` (expected shape {shape:?})"))
@@ -398,7 +406,7 @@ impl<'a> VarBuilder<'a> {
                 t.dims()
             )));
         }
-        let t = t.to_device(&self.device, self.dtype)?;
+        let t = t.to_device(&self.device, dtype)?;
         self.weights.mark_used(&key);
         Ok(t)
     }

@@ -10,7 +10,8 @@
 //! Results go to stdout and, as JSON lines, to `$CLAIM_GPU_MODELS` when set.
 
 use claim::models::Denoiser;
-use claim::nn::{Device, DeviceSpec, LoadOptions, Precision, Tensor};
+use claim::nn::layers::Module;
+use claim::nn::{DType, Device, DeviceSpec, LoadOptions, Precision, Tensor};
 use claim::phantom::{self, PhantomParams};
 use claim::rng::Rng;
 use claim::synthesis::repaint::{repaint, BatchNoise, InpaintBatch, Progress, SamplerParams};
@@ -100,6 +101,16 @@ fn models(channels: usize, cond_dim: usize) -> Result<(Denoiser, Denoiser)> {
             precision: Precision::Auto,
         },
     )?;
+    // The rotary frequencies stay f32 on the device (autocast keeps that
+    // buffer f32); every other parameter is f16.
+    for (key, t) in gpu.named_parameters() {
+        let want = if key.ends_with("rotary_emb.freqs") {
+            DType::F32
+        } else {
+            DType::F16
+        };
+        assert_eq!(t.dtype(), want, "{key} on the GPU");
+    }
     Ok((cpu, gpu))
 }
 

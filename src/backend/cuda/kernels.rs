@@ -879,7 +879,7 @@ pub(super) fn attention(
     launch!(dev, "attention", name, cfg; q, k, v, bias, out, groups, t, d, heads)
 }
 
-/// `rotary_f16` over `[G, T, d]`.
+/// `rotary_f16` over `[G, T, d]` with fp32 frequencies.
 pub(super) fn rotary(
     dev: &CudaDevice,
     (x, freqs, y): (u64, u64, u64),

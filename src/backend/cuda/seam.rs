@@ -1158,7 +1158,20 @@ impl BackendStorage for CudaStorage {
                 self.len()
             )));
         }
-        self.check_operand(freqs, op, "the frequencies", head_dim / 2)?;
+        // The kernel takes fp32 frequencies (as autocast keeps the buffer
+        // f32); f16 ones are widened first.
+        if freqs.dtype() == DType::F16 {
+            return self.rotary(&freqs.to_dtype(DType::F32)?, tokens, head_dim);
+        }
+        if !self.device().same_gpu(freqs.device()) || freqs.len() != head_dim / 2 {
+            return Err(Error::invalid(format!(
+                "{op}: the frequencies ({} on cuda:{}) are not {} values on cuda:{}",
+                freqs.len(),
+                freqs.device().ordinal(),
+                head_dim / 2,
+                self.device().ordinal()
+            )));
+        }
         let out = self.output(self.len())?;
         if self.is_empty() || head_dim == 0 {
             return Ok(out);

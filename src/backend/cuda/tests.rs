@@ -1277,13 +1277,16 @@ fn attention_matches_the_cpu() -> Result<()> {
         let freqs: Vec<f32> = (0..head_dim / 2)
             .map(|j| 10000f32.powf(-2.0 * j as f32 / head_dim as f32))
             .collect();
-        let (f, cf) = pair(&dev, &freqs, dtype)?;
-        assert_close(
-            &format!("rotary {rows}×{tokens}×{head_dim}"),
-            &x.rotary(&f, tokens, head_dim)?,
-            &cx.rotary(&cf, tokens, head_dim)?,
-            1e-3,
-        )?;
+        // f32 frequencies (the models'), and f16 ones widened on the device.
+        for freq_dtype in DTYPES {
+            let (f, cf) = pair(&dev, &freqs, freq_dtype)?;
+            assert_close(
+                &format!("rotary {rows}×{tokens}×{head_dim}, {freq_dtype:?} frequencies"),
+                &x.rotary(&f, tokens, head_dim)?,
+                &cx.rotary(&cf, tokens, head_dim)?,
+                1e-3,
+            )?;
+        }
     }
     Ok(())
 }
