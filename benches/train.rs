@@ -12,6 +12,12 @@
 //!   patches, cross-entropy, SGD 0.01 Nesterov 0.99, weight decay 3e-5.
 //!   `CLAIM_BENCH_SEG_BATCH` / `CLAIM_BENCH_SEG_PATCH` change the shape
 //!   (pass the same `--seg-batch`/`--seg-patch` to the PyTorch script).
+//! - `adam_update_denoiser_size`: the host optimiser's share of a step
+//!   with the weights on the host: Adam over the CLAIM denoiser's 44.75 M
+//!   f32 parameters (with the unscale and the gradient norm a mixed-
+//!   precision step adds). A GPU step with resident weights does this on
+//!   the device instead (`claim::train::resident`); this is what it saves
+//!   beside the PCIe copies of weights and gradients.
 
 use claim::models::plain_unet::random_state_dict;
 use claim::models::{PlainConvUNet, PlainUNetConfig};
@@ -90,6 +96,35 @@ fn bench_train(c: &mut Criterion) {
             let mut grads = loss.backward().expect("backward");
             let host = take_host_gradients(&tensors, &mut grads).expect("gradients");
             optimizer.step(&mut params, &host, 0.01).expect("update");
+        })
+    });
+
+    let denoiser =
+        claim::models::Denoiser::initial_parameters(&claim::models::DenoiserConfig::claim(), 3)
+            .expect("parameters");
+    let mut params: Vec<Parameter> = denoiser
+        .into_iter()
+        .map(|(name, t)| Parameter {
+            trainable: true,
+            shape: t.dims().to_vec(),
+            values: t.to_vec().expect("values"),
+            name,
+        })
+        .collect();
+    let mut rng = Rng::new(5);
+    let grads: Vec<Option<Vec<f32>>> = params
+        .iter()
+        .map(|p| Some(p.values.iter().map(|_| rng.normal() as f32).collect()))
+        .collect();
+    let scaler = claim::train::compute::GradScaler::default();
+    let mut adam = Optimizer::new(OptimizerKind::adam(), 0.0, params.len()).expect("optimizer");
+    group.bench_function("adam_update_denoiser_size", |b| {
+        b.iter(|| {
+            let mut g = grads.clone();
+            assert!(scaler.unscale(&mut g));
+            let norm = claim::train::optim::grad_norm(&g);
+            adam.step(&mut params, &g, 1e-5).expect("update");
+            norm
         })
     });
     group.finish();

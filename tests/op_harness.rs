@@ -43,6 +43,7 @@ fn the_registry_covers_every_op() {
         "sinusoidal_embedding",
         "known_blend",
         "ancestral_step",
+        "optimizer_update",
         "normal_noise",
         "to_dtype",
         "accumulate_windows",

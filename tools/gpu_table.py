@@ -115,14 +115,22 @@ for r in models:
               f"({r['worst_tensor']}) over {r['tensors']} tensors; loss scale {r['loss_scale']:g}")
 torch_train = {r["name"]: r["torch_ms"] for r in load("torch_train.jsonl") if r.get("kind") == "train_bench"}
 print()
-print("| training step | claim GPU ms (f16, host optimizer) | PyTorch AMP ms | claim / PyTorch |")
-print("|---|---|---|---|")
+for r in models:
+    if r.get("kind") == "resident_parity":
+        print(f"weights on the device vs host optimizer, {r['model']} ({r['optimizer']}, 3 steps): "
+              f"weights rel L2 {r['weights_rel_l2']:.1e}, bit-identical: {r['bit_identical']}")
+print()
+print("| training step | claim GPU ms (f16, weights on the device) | claim ms, host optimizer | host / device | PyTorch AMP ms | claim / PyTorch |")
+print("|---|---|---|---|---|---|")
 for r in models:
     if r.get("kind") == "train_bench":
         t = torch_train.get(r["name"])
         ts = f"{t:.1f}" if t else "-"
         ratio = f"{r['gpu_ms'] / t:.2f}" if t else "-"
-        print(f"| {r['name']} | {r['gpu_ms']:.1f} | {ts} | {ratio} |")
+        h = r.get("host_optimizer_ms")
+        hs = f"{h:.1f}" if h else "-"
+        hr = f"{h / r['gpu_ms']:.2f}" if h else "-"
+        print(f"| {r['name']} | {r['gpu_ms']:.1f} | {hs} | {hr} | {ts} | {ratio} |")
 print()
 print("| weight gradient (nnU-Net 2-D stage) | split-K ms | swapped conv ms | swapped / split-K | split-K TFLOP/s | rel L2 between |")
 print("|---|---|---|---|---|---|")

@@ -442,6 +442,102 @@ pub struct AncestralStep {
     pub sigma: f32,
 }
 
+/// The rule of one optimiser update (PyTorch's `torch.optim`, operation
+/// for operation; see `crate::train::optim`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerRule {
+    /// Adam (`decoupled = false`: weight decay as an L2 term on the
+    /// gradient) or AdamW (`decoupled = true`). State: `exp_avg`,
+    /// `exp_avg_sq`.
+    Adam {
+        /// First-moment decay β₁.
+        beta1: f32,
+        /// Second-moment decay β₂.
+        beta2: f32,
+        /// Added to √v̂.
+        eps: f32,
+        /// AdamW's decoupled weight decay.
+        decoupled: bool,
+    },
+    /// SGD with momentum μ, Nesterov's look-ahead when `nesterov`. State:
+    /// `momentum_buffer`.
+    Sgd {
+        /// Momentum μ (0 = plain SGD; the buffer is then kept but unused).
+        momentum: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+}
+
+impl OptimizerRule {
+    /// How many f32 state buffers of the parameter's length the rule keeps.
+    pub fn state_buffers(&self) -> usize {
+        match self {
+            OptimizerRule::Adam { .. } => 2,
+            OptimizerRule::Sgd { .. } => 1,
+        }
+    }
+}
+
+/// One optimiser update of an f32 parameter: the gradient is multiplied by
+/// `grad_factors[0]` and then `grad_factors[1]` (the loss scale's inverse
+/// and the clipping factor, 1 for none: each product is rounded, as when
+/// the two are applied to the gradient one after the other), then `rule`
+/// updates the parameter and its state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimizerStep {
+    /// The update rule.
+    pub rule: OptimizerRule,
+    /// The learning rate.
+    pub lr: f32,
+    /// Weight decay (L2 for Adam and SGD, decoupled for AdamW).
+    pub weight_decay: f32,
+    /// The parameter's update count, this update included (1 at the
+    /// first): Adam's bias correction and SGD's first momentum use it.
+    pub step: u64,
+    /// Factors applied to the gradient in order before the rule.
+    pub grad_factors: [f32; 2],
+}
+
+impl OptimizerStep {
+    /// Adam's per-step scalars, `[step_size, √(1 − β₂ᵗ)]` with `step_size
+    /// = lr / (1 − β₁ᵗ)`, computed once on the host as PyTorch's
+    /// single-tensor Adam does.
+    pub fn adam_scalars(&self, beta1: f32, beta2: f32) -> [f32; 2] {
+        let t = self.step.min(i32::MAX as u64) as i32;
+        let bias1 = 1.0 - beta1.powi(t);
+        let bias2_sqrt = (1.0 - beta2.powi(t)).sqrt();
+        [self.lr / bias1, bias2_sqrt]
+    }
+
+    /// Refuses a step no rule can take: a learning rate or weight decay
+    /// that is negative or not finite, a step count of 0, gradient factors
+    /// that are not finite, or rule constants out of range.
+    pub fn check(&self) -> crate::Result<()> {
+        let rule_ok = match self.rule {
+            OptimizerRule::Adam {
+                beta1, beta2, eps, ..
+            } => (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0,
+            OptimizerRule::Sgd { momentum, nesterov } => {
+                (0.0..1.0).contains(&momentum) && (!nesterov || momentum > 0.0)
+            }
+        };
+        let finite_nonneg = |v: f32| v.is_finite() && v >= 0.0;
+        if rule_ok
+            && finite_nonneg(self.lr)
+            && finite_nonneg(self.weight_decay)
+            && self.step > 0
+            && self.grad_factors.iter().all(|f| f.is_finite())
+        {
+            Ok(())
+        } else {
+            Err(crate::Error::invalid(format!(
+                "optimizer update {self:?}: rates, decay and factors must be finite and ≥ 0, the step ≥ 1, betas and momentum in [0, 1)"
+            )))
+        }
+    }
+}
+
 /// Key of the counter-based noise generator (Philox4x32-10,
 /// `backend::philox`): together with an item number and an element index
 /// it fixes one normal draw, on every device.

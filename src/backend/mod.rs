@@ -21,8 +21,8 @@ use crate::nn::DType;
 use crate::Result;
 use desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, UnaryOp,
-    WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, OptimizerStep,
+    UnaryOp, WindowSumDesc,
 };
 
 pub use desc::NoiseKey;
@@ -161,6 +161,22 @@ pub trait BackendStorage: Sized + std::fmt::Debug {
     /// `[classes, grid]`, `gaussian` `[extent]`; returns the new sum.
     fn accumulate_windows(&self, sum: &Self, gaussian: &Self, desc: &WindowSumDesc)
         -> Result<Self>;
+    // ---- optimiser (F32) ----
+    /// One optimiser update of `self` (an f32 parameter) with `grad` and
+    /// the rule's state buffers (`step.rule.state_buffers()` of them, each
+    /// of the parameter's length): the new parameter and state, in the
+    /// state's order. Bit-identical on every device.
+    fn optimizer_update(
+        &self,
+        grad: &Self,
+        state: &[&Self],
+        step: &OptimizerStep,
+    ) -> Result<(Self, Vec<Self>)>;
+    /// Each part's sum of squares, accumulated in f64, on the host (one
+    /// device-to-host copy for all the parts): the gradient norm and its
+    /// overflow check in one pass.
+    fn squared_norms(parts: &[&Self]) -> Result<Vec<f64>>;
+
     /// Index of the largest entry along the middle axis of `[outer, size,
     /// inner]`, as a value of this storage's type, `[outer, inner]`: the
     /// first on ties, and a NaN never wins (numpy's and PyTorch's argmax on

@@ -6,8 +6,8 @@ use crate::backend::cpu::{CpuDevice, CpuStorage};
 use crate::backend::cuda::CudaStorage;
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, UnaryOp,
-    WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, OptimizerStep,
+    UnaryOp, WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::{DType, Device};
@@ -58,6 +58,11 @@ fn mismatch(a: &Storage, b: &Storage) -> Error {
 /// `other` as the same variant as `this`, or a device-mismatch error.
 fn same<'a, S: Variant>(this: &Storage, other: &'a Storage) -> Result<&'a S> {
     S::of(other).ok_or_else(|| mismatch(this, other))
+}
+
+/// Every one of `parts` as the same variant as `first`.
+fn all<'a, S: Variant>(first: &Storage, parts: &[&'a Storage]) -> Result<Vec<&'a S>> {
+    parts.iter().map(|p| same(first, p)).collect()
 }
 
 fn same_opt<'a, S: Variant>(this: &Storage, other: Option<&'a Storage>) -> Result<Option<&'a S>> {
@@ -201,9 +206,6 @@ impl Storage {
         let first = *parts
             .first()
             .ok_or_else(|| Error::invalid("cat of no tensors"))?;
-        fn all<'a, S: Variant>(first: &Storage, parts: &[&'a Storage]) -> Result<Vec<&'a S>> {
-            parts.iter().map(|p| same(first, p)).collect()
-        }
         match first {
             Storage::Cpu(_) => Ok(Storage::Cpu(CpuStorage::cat(
                 &all(first, parts)?,
@@ -217,6 +219,34 @@ impl Storage {
                 sizes,
                 inner,
             )?)),
+        }
+    }
+
+    pub(crate) fn optimizer_update(
+        &self,
+        grad: &Storage,
+        state: &[&Storage],
+        step: &OptimizerStep,
+    ) -> Result<(Storage, Vec<Storage>)> {
+        match self {
+            Storage::Cpu(x) => {
+                let (p, s) = x.optimizer_update(same(self, grad)?, &all(self, state)?, step)?;
+                Ok((Storage::Cpu(p), s.into_iter().map(Storage::Cpu).collect()))
+            }
+            Storage::Cuda(x) => {
+                let (p, s) = x.optimizer_update(same(self, grad)?, &all(self, state)?, step)?;
+                Ok((Storage::Cuda(p), s.into_iter().map(Storage::Cuda).collect()))
+            }
+        }
+    }
+
+    pub(crate) fn squared_norms(parts: &[&Storage]) -> Result<Vec<f64>> {
+        let Some(first) = parts.first() else {
+            return Ok(Vec::new());
+        };
+        match first {
+            Storage::Cpu(_) => CpuStorage::squared_norms(&all(first, parts)?),
+            Storage::Cuda(_) => CudaStorage::squared_norms(&all(first, parts)?),
         }
     }
 

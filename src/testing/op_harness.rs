@@ -24,7 +24,9 @@
 //! backward passes.
 
 use crate::backend::cpu::{output_buffer, recycle};
-use crate::backend::desc::{AncestralStep, BinaryOp, KnownBlend, NormActivation, UnaryOp};
+use crate::backend::desc::{
+    AncestralStep, BinaryOp, KnownBlend, NormActivation, OptimizerRule, OptimizerStep, UnaryOp,
+};
 use crate::backend::NoiseKey;
 use crate::nn::{Conv3dParams, ConvParams, DType, Device, Tensor};
 use crate::rng::Rng;
@@ -1011,6 +1013,7 @@ pub fn op_cases() -> Vec<OpCase> {
     conv_cases(&mut cases);
     attention_cases(&mut cases);
     sampler_cases(&mut cases);
+    optimizer_cases(&mut cases);
     sliding_cases(&mut cases);
     backward_cases(&mut cases);
     weight_grad_cases(&mut cases);
@@ -2185,6 +2188,136 @@ fn sampler_cases(cases: &mut Vec<OpCase>) {
 
 /// nnU-Net's window sums (against its window-by-window loop on the host)
 /// and the argmax (against a host loop).
+/// The update of [`OptimizerStep`] written as unfused engine ops, each
+/// rounded once in the fused op's order: the parameter and the new state,
+/// flattened and joined. `x` is `[p, g, state…]`.
+fn optimizer_by_ops(x: &[Tensor], s: &OptimizerStep) -> Result<Tensor> {
+    let [f0, f1] = s.grad_factors;
+    let mut grad = x[1].affine(f0, 0.0)?.affine(f1, 0.0)?;
+    let mut p = x[0].clone();
+    let mut parts = Vec::new();
+    match s.rule {
+        OptimizerRule::Adam {
+            beta1,
+            beta2,
+            eps,
+            decoupled,
+        } => {
+            let [step_size, bias2_sqrt] = s.adam_scalars(beta1, beta2);
+            if decoupled {
+                p = p.affine(1.0 - s.lr * s.weight_decay, 0.0)?;
+            } else if s.weight_decay != 0.0 {
+                grad = grad.add(&p.affine(s.weight_decay, 0.0)?)?;
+            }
+            let m = x[2].add(&grad.sub(&x[2])?.affine(1.0 - beta1, 0.0)?)?;
+            let v = x[3]
+                .affine(beta2, 0.0)?
+                .add(&grad.affine(1.0 - beta2, 0.0)?.mul(&grad)?)?;
+            let denom = v
+                .unary(UnaryOp::Sqrt)?
+                .div(&scalar(bias2_sqrt)?)?
+                .affine(1.0, eps)?;
+            p = p.sub(&m.div(&denom)?.affine(step_size, 0.0)?)?;
+            parts.extend([m, v]);
+        }
+        OptimizerRule::Sgd { momentum, nesterov } => {
+            if s.weight_decay != 0.0 {
+                grad = grad.add(&p.affine(s.weight_decay, 0.0)?)?;
+            }
+            let mut buf = x[2].clone();
+            if momentum != 0.0 {
+                buf = if s.step == 1 {
+                    grad.clone()
+                } else {
+                    buf.affine(momentum, 0.0)?.add(&grad)?
+                };
+                grad = if nesterov {
+                    grad.add(&buf.affine(momentum, 0.0)?)?
+                } else {
+                    buf.clone()
+                };
+            }
+            p = p.sub(&grad.affine(s.lr, 0.0)?)?;
+            parts.push(buf);
+        }
+    }
+    let mut all = vec![p];
+    all.extend(parts);
+    let refs: Vec<&Tensor> = all.iter().collect();
+    Tensor::cat(&refs, 0)
+}
+
+fn optimizer_cases(cases: &mut Vec<OpCase>) {
+    let adam = |decoupled| OptimizerRule::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        decoupled,
+    };
+    let sgd = |momentum, nesterov| OptimizerRule::Sgd { momentum, nesterov };
+    for (rule, step, weight_decay) in [
+        (adam(false), 1, 0.01),
+        (adam(false), 7, 0.0),
+        (adam(true), 3, 0.05),
+        (sgd(0.99, true), 1, 3e-5),
+        (sgd(0.99, true), 4, 3e-5),
+        (sgd(0.9, false), 2, 0.0),
+        (sgd(0.0, false), 5, 0.01),
+    ] {
+        let s = OptimizerStep {
+            rule,
+            lr: 1e-3,
+            weight_decay,
+            step,
+            grad_factors: [1.0 / 4096.0, 0.75],
+        };
+        let n = 5000;
+        let mut inputs = vec![
+            normal(&[n]).f32_state(),
+            Input::with(
+                &[n],
+                Dist::Normal {
+                    mean: 0.0,
+                    std: 300.0,
+                },
+            )
+            .f32_state(),
+        ];
+        for b in 0..rule.state_buffers() {
+            // Adam's second moment is a mean of squares: positive.
+            inputs.push(if b == 1 {
+                Input::with(&[n], Dist::Uniform { lo: 1e-6, hi: 1e-2 }).f32_state()
+            } else {
+                Input::with(
+                    &[n],
+                    Dist::Normal {
+                        mean: 0.0,
+                        std: 0.01,
+                    },
+                )
+                .f32_state()
+            });
+        }
+        cases.push(
+            OpCase::new(
+                "optimizer_update",
+                format!("{rule:?}, step {step}, wd {weight_decay}"),
+                inputs,
+                move |x, _| {
+                    let state: Vec<&Tensor> = x[2..].iter().collect();
+                    let (p, new_state) = x[0].optimizer_update(&x[1], &state, &s)?;
+                    let mut all = vec![p];
+                    all.extend(new_state);
+                    let refs: Vec<&Tensor> = all.iter().collect();
+                    Tensor::cat(&refs, 0)
+                },
+            )
+            .composed(0.0, move |x, _| optimizer_by_ops(x, &s))
+            .tol_f32(0.0),
+        );
+    }
+}
+
 fn sliding_cases(cases: &mut Vec<OpCase>) {
     type Layout = (&'static str, usize, [usize; 3], [usize; 3], Vec<[usize; 3]>);
     let layouts: [Layout; 2] = [

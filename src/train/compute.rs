@@ -2,8 +2,9 @@
 //! dynamic loss scaling that keeps f16 gradients in range.
 //!
 //! Mixed precision here is PyTorch AMP's recipe: the master weights and the
-//! optimiser state stay f32 (on the host, where the optimiser runs); every
-//! step converts them once to the compute device and type (f16 on a GPU),
+//! optimiser state stay f32 (on the GPU between steps, see
+//! [`crate::train::resident`]; on the host for the CPU); every step
+//! converts them once to the compute type (f16 on a GPU),
 //! the losses run in f32 on the network's outputs cast up, and the loss is
 //! multiplied by a scale before the backward pass so that small gradients
 //! do not flush to zero in f16. The gradients come back to the f32 master
@@ -107,6 +108,11 @@ pub struct Compute {
     /// in f16, optional in f32 (where it changes nothing but can be
     /// tested).
     pub scaler: Option<GradScaler>,
+    /// Whether the master weights, optimiser state and weight average stay
+    /// on `device` between steps, updated there by the engine's fused
+    /// optimiser (`crate::train::resident`): on by default off the CPU. On
+    /// the CPU it runs the same code a GPU runs, with the host's numbers.
+    pub resident_weights: bool,
 }
 
 impl Default for Compute {
@@ -122,6 +128,7 @@ impl Compute {
             device: Device::Cpu,
             dtype: DType::F32,
             scaler: None,
+            resident_weights: false,
         }
     }
 
@@ -133,6 +140,7 @@ impl Compute {
         let (device, dtype) = options.resolve()?;
         Ok(Compute {
             scaler: (dtype == DType::F16).then(GradScaler::default),
+            resident_weights: !matches!(device, Device::Cpu),
             device,
             dtype,
         })

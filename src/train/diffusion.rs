@@ -20,12 +20,14 @@ use crate::synthesis::{training_windows, Schedule, SynthesisParams, TrainingWind
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint, save_parameters, TrainState};
 use crate::train::compute::{Compute, SCALER_METADATA_KEY};
 use crate::train::data::TrainingData;
-use crate::train::optim::{
-    clip_grad_norm, grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer,
-    Parameter,
+use crate::train::optim::{OptimOptions, Optimizer, Parameter};
+use crate::train::resident::{
+    apply_gradients, ensure_resident, host_parameters, host_view, model_tensors, step_tensors,
+    sync_host, update_ema, ResidentState,
 };
 pub use crate::train::StepReport;
 use crate::{Error, Result};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -284,6 +286,9 @@ pub struct DiffusionTrainer {
     schedule: Schedule,
     state: TrainState,
     compute: Compute,
+    /// The weights and optimiser state on the compute device, when it
+    /// keeps them there (`state`'s values are stale then).
+    resident: Option<ResidentState>,
     /// The loss scaler's state from the checkpoint this run resumed
     /// (restored when a scaling compute is set).
     resumed_scaler: Option<String>,
@@ -328,6 +333,7 @@ impl DiffusionTrainer {
             schedule: Schedule::cosine(TIMESTEPS)?,
             state,
             compute: Compute::cpu(),
+            resident: None,
             resumed_scaler: None,
         })
     }
@@ -390,17 +396,23 @@ impl DiffusionTrainer {
             schedule: Schedule::cosine(TIMESTEPS)?,
             state,
             compute: Compute::cpu(),
+            resident: None,
             resumed_scaler,
         })
     }
 
     /// Runs the following steps' forward and backward passes on
     /// `compute` (e.g. [`Compute::open`] of a GPU: f16 with dynamic loss
-    /// scaling); the weights and the optimiser stay f32 on the host. A run
-    /// resumed from a checkpoint takes up its saved loss scale (in the
-    /// first compute set after resuming, when it scales its loss).
+    /// scaling); the f32 weights and optimiser state move to the device
+    /// when it keeps them ([`Compute::resident_weights`]), else stay on
+    /// the host. A run resumed from a checkpoint takes up its saved loss
+    /// scale (in the first compute set after resuming, when it scales its
+    /// loss).
     pub fn set_compute(&mut self, compute: Compute) -> Result<()> {
-        self.compute = compute.resuming(&mut self.resumed_scaler)?;
+        sync_host(&mut self.state, &mut self.resident)?;
+        let compute = compute.resuming(&mut self.resumed_scaler)?;
+        ensure_resident(&mut self.state, &mut self.resident, &compute)?;
+        self.compute = compute;
         Ok(())
     }
 
@@ -426,6 +438,7 @@ impl DiffusionTrainer {
             )));
         }
         use crate::nn::layers::Module as _;
+        sync_host(&mut self.state, &mut self.resident)?;
         let loaded: HashMap<String, Tensor> = model.named_parameters().into_iter().collect();
         for p in &mut self.state.params {
             let t = loaded
@@ -472,14 +485,28 @@ impl DiffusionTrainer {
         self.data.windows.len()
     }
 
-    /// The current weights.
-    pub fn parameters(&self) -> &[Parameter] {
-        &self.state.params
+    /// The current weights (copied from the device when it keeps them).
+    pub fn parameters(&self) -> Result<Cow<'_, [Parameter]>> {
+        host_parameters(&self.state, &self.resident, false)
     }
 
-    /// The weights synthesis should use: the EMA when the run keeps one.
-    pub fn model_parameters(&self) -> &[Parameter] {
-        self.state.ema.as_deref().unwrap_or(&self.state.params)
+    /// The weights synthesis should use: the EMA when the run keeps one
+    /// (copied from the device when it keeps them).
+    pub fn model_parameters(&self) -> Result<Cow<'_, [Parameter]>> {
+        host_parameters(&self.state, &self.resident, true)
+    }
+
+    /// The current weights as named tensors where they live (on the
+    /// compute device when it keeps them), trainable ones as variables
+    /// when `track`: what a loss over the generator's weights starts from.
+    pub fn parameter_tensors(&self, track: bool) -> Result<Vec<(String, Tensor)>> {
+        step_tensors(&self.state, &self.resident, track)
+    }
+
+    /// [`model_parameters`](Self::model_parameters) as untracked named
+    /// tensors where they live.
+    pub fn model_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        model_tensors(&self.state, &self.resident)
     }
 
     /// One update: draw the step's batch, compute the loss and gradients,
@@ -498,7 +525,8 @@ impl DiffusionTrainer {
     pub fn step_with(&mut self, extra: &mut ExtraLoss<'_>) -> Result<(StepReport, Option<f32>)> {
         let step = self.state.step;
         let batch = draw_batch(&self.data, &self.config, &self.schedule, step)?;
-        let tensors = parameter_tensors(&self.state.params, true)?;
+        ensure_resident(&mut self.state, &mut self.resident, &self.compute)?;
+        let tensors = step_tensors(&self.state, &self.resident, true)?;
         let diffusion = diffusion_loss(&self.config.model, &tensors, &batch, &self.compute)?;
         let loss = finite_loss(&diffusion)?;
         let (total, term) = match extra(&tensors)? {
@@ -515,10 +543,18 @@ impl DiffusionTrainer {
         };
         let mut grads = self.compute.backward(&total)?;
         drop(total);
-        let mut host = take_host_gradients(&tensors, &mut grads)?;
-        drop((grads, tensors));
         let lr = self.options.policy(self.total_steps).at(step);
-        if !self.compute.unscale(&mut host) {
+        let applied = apply_gradients(
+            &mut self.state,
+            &mut self.resident,
+            &tensors,
+            &mut grads,
+            &self.compute,
+            self.options.grad_clip,
+            lr,
+        )?;
+        drop((grads, tensors));
+        let Some(norm) = applied else {
             self.compute.update(true);
             self.state.step += 1;
             let report = StepReport {
@@ -529,21 +565,9 @@ impl DiffusionTrainer {
                 skipped: true,
             };
             return Ok((report, term));
-        }
-        let norm = match self.options.grad_clip {
-            Some(max) => clip_grad_norm(&mut host, max)?,
-            None => grad_norm(&host),
         };
-        if !norm.is_finite() {
-            return Err(Error::invalid(format!(
-                "step {step}: the gradient norm is {norm}: lower the learning rate"
-            )));
-        }
-        self.state
-            .optimizer
-            .step(&mut self.state.params, &host, lr)?;
-        if let (Some(policy), Some(ema)) = (self.options.ema, self.state.ema.as_mut()) {
-            policy.update(ema, &self.state.params, step)?;
+        if let Some(policy) = self.options.ema {
+            update_ema(&mut self.state, &mut self.resident, &policy, step)?;
         }
         self.compute.update(false);
         self.state.step += 1;
@@ -571,7 +595,7 @@ impl DiffusionTrainer {
 
     /// Saves everything [`resume`](Self::resume) needs.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let mut state = self.state.clone();
+        let mut state = host_view(&self.state, &self.resident)?.into_owned();
         state.metadata = BTreeMap::from([
             ("trainer".to_string(), "diffusion".to_string()),
             ("config".to_string(), to_json(&self.config)?),
@@ -604,7 +628,7 @@ impl DiffusionTrainer {
             ("steps".to_string(), self.state.step.to_string()),
             ("train_config".to_string(), to_json(&self.config)?),
         ]);
-        save_parameters(path, self.model_parameters(), metadata)
+        save_parameters(path, &self.model_parameters()?, metadata)
     }
 }
 
@@ -719,11 +743,17 @@ mod tests {
         assert_eq!(resumed.step_count(), 4);
         let tail: Vec<f32> = (0..2).map(|_| resumed.step().unwrap().loss).collect();
         assert_eq!(tail, losses[4..]);
-        assert_eq!(resumed.parameters(), straight.parameters());
-        assert_eq!(resumed.model_parameters(), straight.model_parameters());
+        assert_eq!(
+            resumed.parameters().unwrap(),
+            straight.parameters().unwrap()
+        );
+        assert_eq!(
+            resumed.model_parameters().unwrap(),
+            straight.model_parameters().unwrap()
+        );
         assert_ne!(
-            straight.parameters(),
-            straight.model_parameters(),
+            straight.parameters().unwrap(),
+            straight.model_parameters().unwrap(),
             "EMA lags"
         );
     }
@@ -732,6 +762,70 @@ mod tests {
     /// power-of-two scale is exact (the same losses and weights bit for
     /// bit), an overflow skips the update and halves the scale, and the
     /// scale survives a checkpoint.
+    /// Weights resident on the compute device (the CPU here, running the
+    /// code a GPU runs) train exactly as host weights do, EMA included;
+    /// starting from a model and exporting work on them too.
+    #[test]
+    fn resident_weights_train_as_host_weights() {
+        use crate::train::compute::GradScaler;
+        let data = phantom_dataset(2, 5, 96, 4).unwrap();
+        let mut host = DiffusionTrainer::new(&data, tiny_config(3), options(), 4).unwrap();
+        let mut dev = host.clone();
+        let scaled = |resident_weights| Compute {
+            scaler: Some(GradScaler::with_scale(512.0).unwrap()),
+            resident_weights,
+            ..Compute::cpu()
+        };
+        host.set_compute(scaled(false)).unwrap();
+        dev.set_compute(scaled(true)).unwrap();
+        assert!(dev.resident.is_some());
+        for _ in 0..3 {
+            assert_eq!(host.step().unwrap(), dev.step().unwrap());
+        }
+        assert_eq!(host.parameters().unwrap(), dev.parameters().unwrap());
+        assert_eq!(
+            host.model_parameters().unwrap(),
+            dev.model_parameters().unwrap()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        host.save_checkpoint(&a).unwrap();
+        dev.save_checkpoint(&b).unwrap();
+        assert!(load_checkpoint(&a).unwrap() == load_checkpoint(&b).unwrap());
+        dev.export_model(&b).unwrap();
+        let exported = Weights::load(&b).unwrap();
+        for p in host.model_parameters().unwrap().iter() {
+            assert!(exported.peek(&p.name).unwrap().to_vec().unwrap() == p.values);
+        }
+        let tensors = dev.model_tensors().unwrap();
+        assert!(tensors.iter().all(|(_, t)| !t.is_tracked()));
+        // The resumed run, resident from its first step, goes on as the
+        // host run does.
+        let mut resumed = DiffusionTrainer::resume(&b, &data, None);
+        assert!(resumed.is_err(), "an exported model is not a checkpoint");
+        host.save_checkpoint(&a).unwrap();
+        resumed = DiffusionTrainer::resume(&a, &data, None);
+        let mut resumed = resumed.unwrap();
+        resumed.set_compute(scaled(true)).unwrap();
+        assert_eq!(host.step().unwrap(), resumed.step().unwrap());
+        assert_eq!(
+            host.model_parameters().unwrap(),
+            resumed.model_parameters().unwrap()
+        );
+        // Starting from a model brings resident weights home first.
+        let mut fresh = DiffusionTrainer::new(&data, tiny_config(3), options(), 4).unwrap();
+        fresh.set_compute(scaled(true)).unwrap();
+        let config = tiny_config(3).model;
+        let weights = crate::nn::Weights::from_tensors(host.model_tensors().unwrap()).unwrap();
+        let model = Denoiser::new(&weights.root(), &config).unwrap();
+        fresh.start_from(&model).unwrap();
+        assert_eq!(
+            fresh.parameters().unwrap(),
+            host.model_parameters().unwrap()
+        );
+        fresh.step().unwrap();
+    }
+
     #[test]
     fn loss_scaling_is_exact_and_an_overflow_skips_the_update() {
         use crate::train::compute::GradScaler;
@@ -751,11 +845,14 @@ mod tests {
                 (b.loss, b.grad_norm, b.skipped)
             );
         }
-        assert_eq!(plain.parameters(), scaled.parameters());
-        assert_eq!(plain.model_parameters(), scaled.model_parameters());
+        assert_eq!(plain.parameters().unwrap(), scaled.parameters().unwrap());
+        assert_eq!(
+            plain.model_parameters().unwrap(),
+            scaled.model_parameters().unwrap()
+        );
 
         let mut overflowing = DiffusionTrainer::new(&data, tiny_config(3), options(), 3).unwrap();
-        let before = overflowing.parameters().to_vec();
+        let before = overflowing.parameters().unwrap().to_vec();
         let infinite = GradScaler {
             scale: f32::INFINITY,
             ..GradScaler::default()
@@ -770,8 +867,8 @@ mod tests {
         assert!(report.skipped && report.grad_norm.is_infinite());
         assert!(report.loss.is_finite());
         assert_eq!(overflowing.step_count(), 1, "a skipped update still counts");
-        assert_eq!(overflowing.parameters(), before.as_slice());
-        assert_eq!(overflowing.model_parameters(), before.as_slice());
+        assert_eq!(overflowing.parameters().unwrap(), before.as_slice());
+        assert_eq!(overflowing.model_parameters().unwrap(), before.as_slice());
 
         // The scale is saved with the run and taken up on resume by a
         // compute that scales; one that does not keeps none.

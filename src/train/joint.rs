@@ -42,7 +42,7 @@ use crate::synthesis::{synthesize, Condition, JumpParams, SynthesisParams, TIMES
 use crate::train::compute::Compute;
 use crate::train::data::{TrainingCase, TrainingData};
 use crate::train::diffusion::{DiffusionTrainConfig, DiffusionTrainer};
-use crate::train::optim::{OptimOptions, Parameter};
+use crate::train::optim::OptimOptions;
 use crate::train::seg_loss::dice_ce_loss;
 use crate::train::segmenter::{
     classes_of, head_targets, PreparedCase, SegTrainConfig, SegmenterTrainer, CONFIGURATION_2D,
@@ -582,7 +582,7 @@ impl JointTrainer {
     pub fn estimate_gradients(&self, step: u64) -> Result<Vec<Option<Vec<f32>>>> {
         let net = self.segmenter.frozen_network()?;
         let batch = self.estimate_batch(step)?;
-        let tensors = crate::train::optim::parameter_tensors(self.generator.parameters(), true)?;
+        let tensors = self.generator.parameter_tensors(true)?;
         let loss = estimate_loss(
             &self.generator.config().model,
             &tensors,
@@ -622,7 +622,7 @@ impl JointTrainer {
             return Ok(Vec::new());
         }
         let model = model_from(
-            self.generator.model_parameters(),
+            self.generator.model_tensors()?,
             &self.generator.config().model,
             self.generator.compute(),
         )?;
@@ -839,22 +839,13 @@ fn estimate_loss(
     dice_ce_loss(&heads, &targets, true)?.affine(lambda, 0.0)
 }
 
-/// A denoiser built from trained parameters (for synthesis), on
-/// `compute`'s device and type.
+/// A denoiser built from trained weights (for synthesis), on `compute`'s
+/// device and type.
 fn model_from(
-    params: &[Parameter],
+    tensors: Vec<(String, Tensor)>,
     config: &crate::models::DenoiserConfig,
     compute: &Compute,
 ) -> Result<Denoiser> {
-    let tensors = params
-        .iter()
-        .map(|p| {
-            Ok((
-                p.name.clone(),
-                Tensor::from_vec(p.values.clone(), &p.shape)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let weights = Weights::from_tensors(tensors)?;
     let mut model = Denoiser::new(&weights.root_on(&compute.device, compute.dtype), config)?;
     model.fold_for_inference()?;
@@ -1146,18 +1137,18 @@ mod tests {
         assert!(first.segmenter.is_none() && first.estimate_loss.is_none());
         without.step().unwrap();
         assert_eq!(
-            with.generator().parameters(),
-            without.generator().parameters()
+            with.generator().parameters().unwrap(),
+            without.generator().parameters().unwrap()
         );
 
-        let seg_before = with.segmenter().parameters().to_vec();
+        let seg_before = with.segmenter().parameters().unwrap().to_vec();
         let report = with.step().unwrap();
         let seg_report = report.segmenter.expect("step 1 is a joint step");
         assert!(seg_report.loss.is_finite() && seg_report.grad_norm > 0.0);
         assert!(report.estimate_loss.is_some_and(|l| l > 0.0));
         let moved = seg_before
             .iter()
-            .zip(with.segmenter().parameters())
+            .zip(with.segmenter().parameters().unwrap().iter())
             .filter(|(a, b)| a.values != b.values)
             .count();
         assert!(
@@ -1175,8 +1166,14 @@ mod tests {
                 .unwrap();
         plain.step().unwrap();
         plain.step().unwrap();
-        assert_eq!(plain.parameters(), without.generator().parameters());
-        assert_ne!(plain.parameters(), with.generator().parameters());
+        assert_eq!(
+            plain.parameters().unwrap(),
+            without.generator().parameters().unwrap()
+        );
+        assert_ne!(
+            plain.parameters().unwrap(),
+            with.generator().parameters().unwrap()
+        );
     }
 
     #[test]
@@ -1192,12 +1189,12 @@ mod tests {
         assert_eq!(resumed.step_count(), 2);
         resumed.step().unwrap();
         assert_eq!(
-            straight.generator().parameters(),
-            resumed.generator().parameters()
+            straight.generator().parameters().unwrap(),
+            resumed.generator().parameters().unwrap()
         );
         assert_eq!(
-            straight.segmenter().parameters(),
-            resumed.segmenter().parameters()
+            straight.segmenter().parameters().unwrap(),
+            resumed.segmenter().parameters().unwrap()
         );
     }
 
@@ -1233,17 +1230,20 @@ mod tests {
             config.clone(),
         )
         .unwrap();
-        let start = frozen.generator().parameters().to_vec();
+        let start = frozen.generator().parameters().unwrap().to_vec();
         let exported = crate::nn::Weights::load(&model_path).unwrap();
         for p in &start {
             assert_eq!(exported.peek(&p.name).unwrap().to_vec().unwrap(), p.values);
         }
-        let seg_before = frozen.segmenter().parameters().to_vec();
+        let seg_before = frozen.segmenter().parameters().unwrap().to_vec();
         let report = frozen.step().unwrap();
         assert!(report.segmenter.is_some() && report.estimate_loss.is_none());
         assert_eq!(frozen.step_count(), 1);
-        assert_eq!(frozen.generator().parameters(), start.as_slice());
-        assert_ne!(frozen.segmenter().parameters(), seg_before.as_slice());
+        assert_eq!(frozen.generator().parameters().unwrap(), start.as_slice());
+        assert_ne!(
+            frozen.segmenter().parameters().unwrap(),
+            seg_before.as_slice()
+        );
         // λ > 0 needs a generator that learns.
         let bad = JointConfig {
             lambda: 0.1,

@@ -12,6 +12,7 @@ pub mod diffusion;
 pub mod joint;
 pub mod log;
 pub mod optim;
+pub mod resident;
 pub mod seg_loss;
 pub mod segmenter;
 

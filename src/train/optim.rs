@@ -8,6 +8,7 @@
 //! weights before the Adam step, and SGD keeps a momentum buffer that starts
 //! as the first gradient, with Nesterov's look-ahead `g + μ·buf`.
 
+use crate::backend::desc::{OptimizerRule, OptimizerStep};
 use crate::nn::{Gradients, Tensor};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -23,6 +24,18 @@ pub struct Parameter {
     pub values: Vec<f32>,
     /// Whether the optimiser updates it (fixed buffers are not).
     pub trainable: bool,
+}
+
+impl Parameter {
+    /// The name, shape and flag with no values (to be filled in).
+    pub fn clone_without_values(&self) -> Parameter {
+        Parameter {
+            name: self.name.clone(),
+            shape: self.shape.clone(),
+            values: Vec::new(),
+            trainable: self.trainable,
+        }
+    }
 }
 
 /// The parameters as named tensors for a forward pass: trainable ones as
@@ -126,6 +139,24 @@ impl OptimizerKind {
         }
     }
 
+    /// The engine's description of the rule.
+    pub fn rule(&self) -> OptimizerRule {
+        match *self {
+            OptimizerKind::Adam {
+                beta1,
+                beta2,
+                eps,
+                decoupled,
+            } => OptimizerRule::Adam {
+                beta1,
+                beta2,
+                eps,
+                decoupled,
+            },
+            OptimizerKind::Sgd { momentum, nesterov } => OptimizerRule::Sgd { momentum, nesterov },
+        }
+    }
+
     /// Names of the per-parameter state buffers, in checkpoint order.
     pub fn state_names(&self) -> &'static [&'static str] {
         match self {
@@ -224,7 +255,7 @@ impl Optimizer {
             }
         }
         self.steps += 1;
-        let (kind, wd) = (self.kind, self.weight_decay);
+        let (rule, wd) = (self.kind.rule(), self.weight_decay);
         params
             .par_iter_mut()
             .zip(grads.par_iter())
@@ -237,107 +268,19 @@ impl Optimizer {
             .for_each(|((p, g), (state, steps))| {
                 let Some(g) = g else { return };
                 *steps += 1;
-                let t = *steps;
                 if state.is_empty() {
-                    *state = vec![vec![0f32; g.len()]; kind.state_names().len()];
+                    *state = vec![vec![0f32; g.len()]; rule.state_buffers()];
                 }
-                match kind {
-                    OptimizerKind::Adam {
-                        beta1,
-                        beta2,
-                        eps,
-                        decoupled,
-                    } => adam_update(
-                        &mut p.values,
-                        g,
-                        state,
-                        [beta1, beta2, eps],
-                        wd,
-                        decoupled,
-                        lr,
-                        t,
-                    ),
-                    OptimizerKind::Sgd { momentum, nesterov } => sgd_update(
-                        &mut p.values,
-                        g,
-                        &mut state[0],
-                        momentum,
-                        nesterov,
-                        wd,
-                        lr,
-                        t,
-                    ),
-                }
+                let step = OptimizerStep {
+                    rule,
+                    lr,
+                    weight_decay: wd,
+                    step: *steps,
+                    grad_factors: [1.0, 1.0],
+                };
+                crate::backend::cpu::optim::update_in_place(&mut p.values, g, state, &step);
             });
         Ok(())
-    }
-}
-
-/// PyTorch's single-tensor Adam: `step_size = lr / (1 − β₁ᵗ)`,
-/// `denom = √v / √(1 − β₂ᵗ) + ε`, `p −= step_size · m / denom`.
-#[allow(clippy::too_many_arguments)]
-fn adam_update(
-    p: &mut [f32],
-    g: &[f32],
-    state: &mut [Vec<f32>],
-    [beta1, beta2, eps]: [f32; 3],
-    wd: f32,
-    decoupled: bool,
-    lr: f32,
-    t: u64,
-) {
-    let (m, v) = state.split_at_mut(1);
-    let (m, v) = (&mut m[0], &mut v[0]);
-    let step = t.min(i32::MAX as u64) as i32;
-    let bias1 = 1.0 - beta1.powi(step);
-    let bias2_sqrt = (1.0 - beta2.powi(step)).sqrt();
-    let step_size = lr / bias1;
-    for i in 0..p.len() {
-        let mut grad = g[i];
-        if decoupled {
-            p[i] *= 1.0 - lr * wd;
-        } else if wd != 0.0 {
-            grad += wd * p[i];
-        }
-        // lerp as torch: m += (g − m)·(1 − β₁).
-        m[i] += (grad - m[i]) * (1.0 - beta1);
-        v[i] = v[i] * beta2 + (1.0 - beta2) * grad * grad;
-        let denom = v[i].sqrt() / bias2_sqrt + eps;
-        p[i] -= step_size * (m[i] / denom);
-    }
-}
-
-/// PyTorch's SGD: `g += wd·p`; `buf = g` at the first step, else
-/// `buf = μ·buf + g`; Nesterov uses `g + μ·buf`; `p −= lr·g`.
-#[allow(clippy::too_many_arguments)]
-fn sgd_update(
-    p: &mut [f32],
-    g: &[f32],
-    buf: &mut [f32],
-    momentum: f32,
-    nesterov: bool,
-    wd: f32,
-    lr: f32,
-    t: u64,
-) {
-    for i in 0..p.len() {
-        let mut grad = g[i];
-        if wd != 0.0 {
-            grad += wd * p[i];
-        }
-        if momentum != 0.0 {
-            buf[i] = if t == 1 {
-                grad
-            } else {
-                buf[i] * momentum + grad
-            };
-            grad = if nesterov {
-                grad + momentum * buf[i]
-            } else {
-                buf[i]
-            };
-        }
-        p[i] -= lr * grad;
     }
 }
 
@@ -345,13 +288,8 @@ fn sgd_update(
 /// `max_norm` (PyTorch's `clip_grad_norm_`: factor `max_norm / (norm +
 /// 1e-6)` when below 1). Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [Option<Vec<f32>>], max_norm: f32) -> Result<f32> {
-    if !max_norm.is_finite() || max_norm <= 0.0 {
-        return Err(Error::invalid(format!(
-            "gradient clipping norm {max_norm} is not > 0"
-        )));
-    }
     let norm = grad_norm(grads);
-    let factor = max_norm / (norm + 1e-6);
+    let factor = clip_factor(norm, max_norm)?;
     if factor < 1.0 {
         for g in grads.iter_mut().flatten() {
             g.iter_mut().for_each(|v| *v *= factor);
@@ -360,12 +298,25 @@ pub fn clip_grad_norm(grads: &mut [Option<Vec<f32>>], max_norm: f32) -> Result<f
     Ok(norm)
 }
 
-/// The global L2 norm of the gradients (f64 accumulation).
+/// The factor [`clip_grad_norm`] multiplies gradients of L2 norm `norm`
+/// by: `max_norm / (norm + 1e-6)` when below 1, else exactly 1.
+pub fn clip_factor(norm: f32, max_norm: f32) -> Result<f32> {
+    if !max_norm.is_finite() || max_norm <= 0.0 {
+        return Err(Error::invalid(format!(
+            "gradient clipping norm {max_norm} is not > 0"
+        )));
+    }
+    Ok((max_norm / (norm + 1e-6)).min(1.0))
+}
+
+/// The global L2 norm of the gradients: each tensor's sum of squares in
+/// f64 (in parallel), added in tensor order, so the norm does not depend
+/// on thread timing and equals the device path's
+/// ([`crate::train::resident`]).
 pub fn grad_norm(grads: &[Option<Vec<f32>>]) -> f32 {
-    grads
-        .par_iter()
-        .flatten()
-        .map(|g| g.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>())
+    let present: Vec<&[f32]> = grads.iter().flatten().map(Vec::as_slice).collect();
+    crate::backend::cpu::optim::squared_norms(&present)
+        .iter()
         .sum::<f64>()
         .sqrt() as f32
 }

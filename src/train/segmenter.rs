@@ -63,15 +63,17 @@ use crate::train::augment::{
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
 use crate::train::compute::{Compute, SCALER_METADATA_KEY};
 use crate::train::data::TrainingData;
-use crate::train::optim::{
-    clip_grad_norm, grad_norm, parameter_tensors, take_host_gradients, OptimOptions, Optimizer,
-    Parameter,
+use crate::train::optim::{OptimOptions, Optimizer, Parameter};
+use crate::train::resident::{
+    apply_gradients, ensure_resident, host_parameters, host_view, step_tensors, sync_host,
+    ResidentState,
 };
 use crate::train::seg_loss::dice_ce_loss;
 use crate::train::StepReport;
 use crate::volume::{LabelScheme, Tissue};
 use crate::{Error, Result};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -716,9 +718,15 @@ pub struct SegmenterTrainer {
     scheme: LabelScheme,
     state: TrainState,
     compute: Compute,
+    /// The weights and optimiser state on the compute device, when it
+    /// keeps them there (`state`'s values are stale then).
+    resident: Option<ResidentState>,
     /// The loss scaler's state from the checkpoint this run resumed.
     resumed_scaler: Option<String>,
 }
+
+/// A state-dict entry: key, shape, row-major values.
+pub type NamedValues = (String, Vec<usize>, Vec<f32>);
 
 impl std::fmt::Debug for SegmenterTrainer {
     // The cases and weights are megabytes of numbers: show their counts.
@@ -913,17 +921,23 @@ impl SegmenterTrainer {
             scheme: data.scheme,
             state,
             compute: Compute::cpu(),
+            resident: None,
             resumed_scaler: None,
         })
     }
 
     /// Runs the following steps' forward and backward passes on
     /// `compute` (e.g. [`Compute::open`] of a GPU: f16 with dynamic loss
-    /// scaling); the weights and the optimiser stay f32 on the host. A run
-    /// resumed from a checkpoint takes up its saved loss scale (in the
-    /// first compute set after resuming, when it scales its loss).
+    /// scaling); the f32 weights and optimiser state move to the device
+    /// when it keeps them ([`Compute::resident_weights`]), else stay on
+    /// the host. A run resumed from a checkpoint takes up its saved loss
+    /// scale (in the first compute set after resuming, when it scales its
+    /// loss).
     pub fn set_compute(&mut self, compute: Compute) -> Result<()> {
-        self.compute = compute.resuming(&mut self.resumed_scaler)?;
+        sync_host(&mut self.state, &mut self.resident)?;
+        let compute = compute.resuming(&mut self.resumed_scaler)?;
+        ensure_resident(&mut self.state, &mut self.resident, &compute)?;
+        self.compute = compute;
         Ok(())
     }
 
@@ -935,7 +949,7 @@ impl SegmenterTrainer {
     /// Saves everything [`resume`](Self::resume) needs (weights, optimiser
     /// momentum, step, plans, configuration, split).
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        let mut state = self.state.clone();
+        let mut state = host_view(&self.state, &self.resident)?.into_owned();
         let (train, validation) = self.split();
         let text = |v: &Value| v.to_string();
         state.metadata = BTreeMap::from([
@@ -1161,7 +1175,8 @@ impl SegmenterTrainer {
         }
         let step = self.state.step;
         let (x, classes) = self.batch(step, extra, real_fraction)?;
-        let tensors = parameter_tensors(&self.state.params, true)?;
+        ensure_resident(&mut self.state, &mut self.resident, &self.compute)?;
+        let tensors = step_tensors(&self.state, &self.resident, true)?;
         let net = self.network_on_compute(tensors.clone())?;
         let heads = net
             .forward_deep_supervision(&x)?
@@ -1176,10 +1191,19 @@ impl SegmenterTrainer {
             return Err(Error::invalid(format!("step {step}: the loss is {value}")));
         }
         let mut grads = self.compute.backward(&loss)?;
-        let mut host = take_host_gradients(&tensors, &mut grads)?;
-        drop((grads, tensors, heads, net));
+        drop((heads, net));
         let lr = self.learning_rate();
-        if !self.compute.unscale(&mut host) {
+        let applied = apply_gradients(
+            &mut self.state,
+            &mut self.resident,
+            &tensors,
+            &mut grads,
+            &self.compute,
+            self.options.grad_clip,
+            lr,
+        )?;
+        drop((grads, tensors));
+        let Some(norm) = applied else {
             self.compute.update(true);
             self.state.step += 1;
             return Ok(StepReport {
@@ -1189,19 +1213,7 @@ impl SegmenterTrainer {
                 grad_norm: f32::INFINITY,
                 skipped: true,
             });
-        }
-        let norm = match self.options.grad_clip {
-            Some(max) => clip_grad_norm(&mut host, max)?,
-            None => grad_norm(&host),
         };
-        if !norm.is_finite() {
-            return Err(Error::invalid(format!(
-                "step {step}: the gradient norm is {norm}"
-            )));
-        }
-        self.state
-            .optimizer
-            .step(&mut self.state.params, &host, lr)?;
         self.compute.update(false);
         self.state.step += 1;
         Ok(StepReport {
@@ -1221,9 +1233,9 @@ impl SegmenterTrainer {
         prepare_case(case, &self.scheme, &parsed, &conf)
     }
 
-    /// The current weights.
-    pub fn parameters(&self) -> &[Parameter] {
-        &self.state.params
+    /// The current weights (copied from the device when it keeps them).
+    pub fn parameters(&self) -> Result<Cow<'_, [Parameter]>> {
+        host_parameters(&self.state, &self.resident, false)
     }
 
     /// The label scheme of the run's data.
@@ -1235,7 +1247,7 @@ impl SegmenterTrainer {
     /// reaches them), on the run's compute device and type: what another
     /// model's loss can run through.
     pub fn frozen_network(&self) -> Result<PlainConvUNet> {
-        self.network_on_compute(parameter_tensors(&self.state.params, false)?)
+        self.network_on_compute(step_tensors(&self.state, &self.resident, false)?)
     }
 
     /// The network built from `tensors` (tracked or not) on the run's
@@ -1354,7 +1366,8 @@ impl SegmenterTrainer {
     /// The network's state dict with nnU-Net's duplicate keys
     /// (`decoder.encoder.*`, `.all_modules.0/1.*`), as `state_dict()`
     /// returns it.
-    pub fn nnunet_state_dict(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    pub fn nnunet_state_dict(&self) -> Result<Vec<NamedValues>> {
+        let params = self.parameters()?;
         let mut out = Vec::new();
         let mut push_with_aliases = |name: &str, p: &Parameter| {
             out.push((name.to_string(), p.shape.clone(), p.values.clone()));
@@ -1365,18 +1378,13 @@ impl SegmenterTrainer {
                 }
             }
         };
-        for p in &self.state.params {
+        for p in params.iter() {
             push_with_aliases(&p.name, p);
         }
-        for p in self
-            .state
-            .params
-            .iter()
-            .filter(|p| p.name.starts_with("encoder."))
-        {
+        for p in params.iter().filter(|p| p.name.starts_with("encoder.")) {
             push_with_aliases(&format!("decoder.{}", p.name), p);
         }
-        out
+        Ok(out)
     }
 
     /// Writes the nnU-Net results folder: `dir/plans.json`,
@@ -1397,7 +1405,7 @@ impl SegmenterTrainer {
         json_file("plans.json", &self.plans)?;
         json_file("dataset.json", &self.dataset)?;
         let weights = SaveValue::OrderedDict(
-            self.nnunet_state_dict()
+            self.nnunet_state_dict()?
                 .into_iter()
                 .map(|(k, shape, values)| (SaveValue::Str(k), SaveValue::Tensor { shape, values }))
                 .collect(),
@@ -1553,6 +1561,54 @@ mod tests {
         assert!(err.to_string().contains("not a segmenter"), "{err}");
     }
 
+    /// Weights resident on the compute device (the CPU here, running the
+    /// code a GPU runs) train exactly as host weights do: nnU-Net's SGD
+    /// with clipping at 12 under a power-of-two loss scale, the weights,
+    /// momentum and checkpoint; a run resumed from it on the host goes on
+    /// identically.
+    #[test]
+    fn resident_weights_train_as_host_weights() {
+        use crate::train::compute::GradScaler;
+        let data = phantom_dataset(3, 5, 48, 2).unwrap();
+        let config = SegTrainConfig {
+            epochs: 2,
+            iterations_per_epoch: 2,
+            batch_size: Some(2),
+            seed: 5,
+            ..SegTrainConfig::default()
+        };
+        let mut host =
+            SegmenterTrainer::new(&data, Some(small_plans(&data)), config.clone()).unwrap();
+        let mut dev = SegmenterTrainer::new(&data, Some(small_plans(&data)), config).unwrap();
+        let scaled = |resident_weights| Compute {
+            scaler: Some(GradScaler::with_scale(256.0).unwrap()),
+            resident_weights,
+            ..Compute::cpu()
+        };
+        host.set_compute(scaled(false)).unwrap();
+        dev.set_compute(scaled(true)).unwrap();
+        assert!(dev.resident.is_some());
+        for _ in 0..3 {
+            assert_eq!(host.step().unwrap(), dev.step().unwrap());
+        }
+        assert_eq!(host.parameters().unwrap(), dev.parameters().unwrap());
+        assert_eq!(
+            host.nnunet_state_dict().unwrap(),
+            dev.nnunet_state_dict().unwrap()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
+        host.save_checkpoint(&a).unwrap();
+        dev.save_checkpoint(&b).unwrap();
+        assert!(load_checkpoint(&a).unwrap() == load_checkpoint(&b).unwrap());
+        // Back on the host: the values come along and training goes on.
+        dev.set_compute(scaled(false)).unwrap();
+        assert!(dev.resident.is_none());
+        assert_eq!(host.state, dev.state);
+        assert_eq!(host.step().unwrap(), dev.step().unwrap());
+        assert_eq!(host.state, dev.state);
+    }
+
     #[test]
     fn set_network_refuses_a_patch_the_network_cannot_halve() {
         let data = phantom_dataset(1, 5, 48, 2).unwrap();
@@ -1635,7 +1691,7 @@ mod tests {
         trainer.write_results(dir.path(), CHECKPOINT_FINAL).unwrap();
         let seg = crate::segmentation::Segmenter::load(dir.path(), &Default::default()).unwrap();
         assert_eq!(seg.info().num_classes, 6);
-        let keys = trainer.nnunet_state_dict();
+        let keys = trainer.nnunet_state_dict().unwrap();
         assert!(keys
             .iter()
             .any(|(k, _, _)| k.starts_with("decoder.encoder.stages.0.0.convs.0.all_modules.0.")));

@@ -11,10 +11,14 @@ use claim::models::{Denoiser, DenoiserConfig, PlainConvUNet, PlainUNetConfig};
 use claim::nn::{DType, Device, DeviceSpec, LoadOptions, Precision, Tensor};
 use claim::rng::Rng;
 use claim::testing::rel_l2;
+use claim::train::checkpoint::TrainState;
 use claim::train::compute::Compute;
 use claim::train::diffusion::{diffusion_loss, is_trainable, DiffusionBatch};
 use claim::train::optim::{
     parameter_tensors, take_host_gradients, Optimizer, OptimizerKind, Parameter,
+};
+use claim::train::resident::{
+    apply_gradients, ensure_resident, host_view, step_tensors, ResidentState,
 };
 use claim::train::seg_loss::dice_ce_loss;
 use claim::train::segmenter::head_targets;
@@ -262,23 +266,66 @@ fn cuda_training_step_gradients_match_the_cpu_or_skipped_no_cuda_device() -> Res
     Ok(())
 }
 
-/// Median milliseconds of a whole training step on `compute` (parameters
-/// converted in, forward, f32 loss, scaled backward, gradients to the
-/// host, unscaled, the optimiser's update of the f32 master weights),
-/// after two warm-up steps.
+/// A fresh run's state over `params` (no EMA).
+fn train_state(params: &[Parameter], kind: OptimizerKind) -> Result<TrainState> {
+    Ok(TrainState {
+        params: params.to_vec(),
+        ema: None,
+        optimizer: Optimizer::new(kind, 3e-5, params.len())?,
+        step: 0,
+        metadata: Default::default(),
+    })
+}
+
+/// One training step as the trainers take it: the weights where
+/// `compute` keeps them (on the device when `compute.resident_weights`,
+/// else uploaded from the host), forward, f32 loss, scaled backward, the
+/// update (on the device, or with the gradients downloaded to the host
+/// optimiser) and the scaler's bookkeeping. Returns whether it applied.
+fn train_step(
+    compute: &mut Compute,
+    state: &mut TrainState,
+    resident: &mut Option<ResidentState>,
+    clip: Option<f32>,
+    loss_of: &LossOf<'_>,
+) -> Result<bool> {
+    ensure_resident(state, resident, compute)?;
+    let tensors = step_tensors(state, resident, true)?;
+    let loss = loss_of(&tensors, compute)?;
+    let mut grads = compute.backward(&loss)?;
+    drop(loss);
+    let applied = apply_gradients(state, resident, &tensors, &mut grads, compute, clip, 1e-5)?;
+    compute.update(applied.is_none());
+    state.step += 1;
+    Ok(applied.is_some())
+}
+
+/// Median milliseconds of a whole training step (see [`train_step`]) on
+/// `compute`, after two warm-up steps; the last step's loss is read back,
+/// so the time includes all queued work.
 fn step_ms(
     compute: &mut Compute,
-    params: &mut [Parameter],
+    params: &[Parameter],
     kind: OptimizerKind,
+    clip: Option<f32>,
     reps: usize,
     loss_of: &LossOf<'_>,
 ) -> Result<f64> {
-    let mut optimizer = Optimizer::new(kind, 0.0, params.len())?;
+    let mut state = train_state(params, kind)?;
+    let mut resident = None;
     let mut times = Vec::with_capacity(reps);
     for rep in 0..reps + 2 {
         let start = Instant::now();
-        let (_, grads, _) = loss_and_gradients(compute, params, loss_of)?;
-        optimizer.step(params, &grads, 1e-5)?;
+        train_step(compute, &mut state, &mut resident, clip, loss_of)?;
+        // The update is queued on the device's one stream: reading the
+        // smallest weight back waits for all of it.
+        if let Some(smallest) = step_tensors(&state, &resident, false)?
+            .iter()
+            .map(|(_, t)| t)
+            .min_by_key(|t| t.elem_count())
+        {
+            smallest.to_vec()?;
+        }
         if rep >= 2 {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
@@ -290,39 +337,122 @@ fn step_ms(
 /// Training step times on the GPU (mixed precision) for the shapes
 /// `tools/torch_gpu_train.py` times under PyTorch AMP: CLAIM's denoiser at
 /// batch 16 on 72×72 (Adam) and nnU-Net's 2-D PlainConvUNet (features
-/// 32…512, batch 12 of 256×256, SGD). Runs only when `$CLAIM_GPU_MODELS`
-/// is set (and a GPU opens).
+/// 32…512, batch 12 of 256×256, SGD clipped at 12), each with the weights
+/// on the device (the trainers' default) and, for the ratio, with the
+/// host optimiser. Runs only when `$CLAIM_GPU_MODELS` is set (and a GPU
+/// opens).
 #[test]
 fn gpu_train_bench_or_skipped() -> Result<()> {
     if std::env::var_os("CLAIM_GPU_MODELS").is_none() {
         eprintln!("skipped: set CLAIM_GPU_MODELS=FILE to time training steps on the GPU");
         return Ok(());
     }
-    let Some(mut gpu) = gpu_compute() else {
+    let Some(gpu) = gpu_compute() else {
         return Ok(());
     };
+    let mut host_weights = Compute {
+        resident_weights: false,
+        ..gpu.clone()
+    };
+    let mut resident = gpu;
     let mut rows = Vec::new();
     let config = DenoiserConfig::claim();
-    let mut params = parameters(Denoiser::initial_parameters(&config, 3)?, is_trainable)?;
+    let params = parameters(Denoiser::initial_parameters(&config, 3)?, is_trainable)?;
     let batch = diffusion_batch(&config, 16, 72, 8)?;
     let loss = |t: &[(String, Tensor)], c: &Compute| diffusion_loss(&config, t, &batch, c);
-    let ms = step_ms(&mut gpu, &mut params, OptimizerKind::adam(), 10, &loss)?;
-    rows.push(serde_json::json!({"kind": "train_bench", "name": "train_denoiser_claim_2d_b16", "gpu_ms": ms}));
+    let adam = OptimizerKind::adam();
+    let ms = step_ms(&mut resident, &params, adam, None, 10, &loss)?;
+    let host_ms = step_ms(&mut host_weights, &params, adam, None, 10, &loss)?;
+    rows.push(serde_json::json!({"kind": "train_bench", "name": "train_denoiser_claim_2d_b16", "gpu_ms": ms, "host_optimizer_ms": host_ms}));
     let cfg = PlainUNetConfig::standard(2, 1, 4, vec![32, 64, 128, 256, 512, 512]);
-    let mut params = parameters(
+    let params = parameters(
         claim::models::plain_unet::random_state_dict(&cfg, 9),
         |_| true,
     )?;
     let (x, classes) = segmenter_batch(&[256, 256], 12, 4, 10)?;
     let loss = segmenter_loss(&cfg, &x, &classes, 12);
-    let ms = step_ms(
-        &mut gpu,
-        &mut params,
-        OptimizerKind::sgd_nesterov(0.99),
-        10,
-        &loss,
+    let sgd = OptimizerKind::sgd_nesterov(0.99);
+    let ms = step_ms(&mut resident, &params, sgd, Some(12.0), 10, &loss)?;
+    let host_ms = step_ms(&mut host_weights, &params, sgd, Some(12.0), 10, &loss)?;
+    rows.push(serde_json::json!({"kind": "train_bench", "name": "train_segmenter_2d_b12_256", "gpu_ms": ms, "host_optimizer_ms": host_ms}));
+    report(&rows);
+    Ok(())
+}
+
+/// A model, its weights, rule, clipping and loss.
+type ResidentCase<'a> = (
+    &'a str,
+    &'a [Parameter],
+    OptimizerKind,
+    Option<f32>,
+    &'a LossOf<'a>,
+);
+
+/// Weights resident on the GPU train as host weights do on the GPU: the
+/// same forward and backward, the fused device update against the host
+/// optimiser, three steps of Adam (denoiser) and of clipped Nesterov SGD
+/// (segmenter). The f16 casts of the weights are the same on both paths,
+/// so the weights agree to the f64 gradient-norm summation order (1e-6
+/// relative L2; the row says whether they are bit-identical).
+#[test]
+fn cuda_resident_weights_train_as_host_weights_or_skipped_no_cuda_device() -> Result<()> {
+    let Some(gpu) = gpu_compute() else {
+        return Ok(());
+    };
+    let config = DenoiserConfig::claim();
+    let denoiser = parameters(Denoiser::initial_parameters(&config, 3)?, is_trainable)?;
+    let batch = diffusion_batch(&config, 2, 72, 4)?;
+    let diffusion = |t: &[(String, Tensor)], c: &Compute| diffusion_loss(&config, t, &batch, c);
+    let cfg = PlainUNetConfig::standard(2, 1, 4, vec![16, 32, 64, 128]);
+    let segmenter = parameters(
+        claim::models::plain_unet::random_state_dict(&cfg, 5),
+        |_| true,
     )?;
-    rows.push(serde_json::json!({"kind": "train_bench", "name": "train_segmenter_2d_b12_256", "gpu_ms": ms}));
+    let (x, classes) = segmenter_batch(&[64, 64], 2, 4, 6)?;
+    let seg_loss = segmenter_loss(&cfg, &x, &classes, 2);
+    let cases: [ResidentCase<'_>; 2] = [
+        (
+            "denoiser_claim_2d",
+            &denoiser,
+            OptimizerKind::adam(),
+            None,
+            &diffusion,
+        ),
+        (
+            "segmenter_2d",
+            &segmenter,
+            OptimizerKind::sgd_nesterov(0.99),
+            Some(12.0),
+            &seg_loss,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, params, kind, clip, loss_of) in cases {
+        let mut on_device = gpu.clone();
+        let mut through_host = Compute {
+            resident_weights: false,
+            ..gpu.clone()
+        };
+        let (mut a, mut b) = (train_state(params, kind)?, train_state(params, kind)?);
+        let (mut ra, mut rb) = (None, None);
+        for _ in 0..3 {
+            let x = train_step(&mut on_device, &mut a, &mut ra, clip, loss_of)?;
+            let y = train_step(&mut through_host, &mut b, &mut rb, clip, loss_of)?;
+            assert_eq!(x, y, "{name}: one path skipped a step the other took");
+        }
+        assert!(ra.is_some() && rb.is_none());
+        let a = host_view(&a, &ra)?;
+        let got: Vec<f32> = a.params.iter().flat_map(|p| p.values.clone()).collect();
+        let want: Vec<f32> = b.params.iter().flat_map(|p| p.values.clone()).collect();
+        let err = rel_l2(&got, &want);
+        let identical = got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.to_bits() == w.to_bits());
+        rows.push(serde_json::json!({"kind": "resident_parity", "model": name, "weights_rel_l2": err, "bit_identical": identical, "optimizer": kind.name()}));
+        assert!(err <= 1e-6, "{name}: resident weights differ by {err:.2e}");
+        assert_eq!(a.optimizer.param_steps, b.optimizer.param_steps, "{name}");
+    }
     report(&rows);
     Ok(())
 }

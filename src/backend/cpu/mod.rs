@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod gemm;
 pub mod grad;
 pub mod norm;
+pub mod optim;
 pub mod sliding;
 pub mod storage;
 pub mod winograd;

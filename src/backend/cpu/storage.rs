@@ -5,7 +5,7 @@ use super::{attention, conv, conv3d, elementwise as ew, norm, output_buffer, sli
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
     KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormActivation, NormDesc,
-    NormOperands, UnaryOp, WindowSumDesc,
+    NormOperands, OptimizerStep, UnaryOp, WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -391,6 +391,39 @@ impl BackendStorage for CpuStorage {
 
     fn argmax(&self, axis: AxisDesc) -> Result<Self> {
         Ok(CpuStorage(sliding::argmax(&self.0, axis)))
+    }
+
+    fn optimizer_update(
+        &self,
+        grad: &Self,
+        state: &[&Self],
+        step: &OptimizerStep,
+    ) -> Result<(Self, Vec<Self>)> {
+        step.check()?;
+        let n = self.0.len();
+        if grad.0.len() != n
+            || state.len() != step.rule.state_buffers()
+            || state.iter().any(|s| s.0.len() != n)
+        {
+            return Err(Error::invalid(format!(
+                "optimizer_update: a parameter of {n} values, a gradient of {} and state buffers of {:?} ({} expected)",
+                grad.0.len(),
+                state.iter().map(|s| s.0.len()).collect::<Vec<_>>(),
+                step.rule.state_buffers()
+            )));
+        }
+        let mut params = self.0.clone();
+        let mut buffers: Vec<Vec<f32>> = state.iter().map(|s| s.0.clone()).collect();
+        super::optim::update_in_place(&mut params, &grad.0, &mut buffers, step);
+        Ok((
+            CpuStorage(params),
+            buffers.into_iter().map(CpuStorage).collect(),
+        ))
+    }
+
+    fn squared_norms(parts: &[&Self]) -> Result<Vec<f64>> {
+        let slices: Vec<&[f32]> = parts.iter().map(|p| p.0.as_slice()).collect();
+        Ok(super::optim::squared_norms(&slices))
     }
 }
 

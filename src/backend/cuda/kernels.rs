@@ -570,6 +570,83 @@ pub(super) fn ancestral(
         x, eps, noise, y, n, sqrt_recip_abar, sqrt_recipm1_abar, coef1, coef2, sigma)
 }
 
+// ---------------------------------------------------------------------- optim
+
+/// The `OptimArgs` struct of `optim.cu`: one update's scalars.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct OptimArgs {
+    pub grad_factor0: f32,
+    pub grad_factor1: f32,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub decay: f32,
+    pub beta1_complement: f32,
+    pub beta2: f32,
+    pub beta2_complement: f32,
+    pub eps: f32,
+    pub step_size: f32,
+    pub bias2_sqrt: f32,
+    pub momentum: f32,
+    pub decoupled: i32,
+    pub nesterov: i32,
+    pub first_step: i32,
+    pub pad: i32,
+}
+
+// SAFETY: `#[repr(C)]` with twelve `f32` then four `i32`, the order and
+// types of the C struct (all 4-byte members, no padding), so its bytes are
+// what the kernel reads by value.
+unsafe impl DeviceRepr for OptimArgs {}
+
+/// `optim_adam_f32`: `(p, g, m, v)` in, `(p_out, m_out, v_out)` out.
+pub(super) fn adam(
+    dev: &CudaDevice,
+    (p, g, m, v): (u64, u64, u64, u64),
+    (p_out, m_out, v_out): (u64, u64, u64),
+    n: usize,
+    args: OptimArgs,
+) -> Result<()> {
+    let n = n as u64;
+    launch!(dev, "optim", "optim_adam_f32", cfg_1d(n); p, g, m, v, p_out, m_out, v_out, n, args)
+}
+
+/// `optim_sgd_f32`: `(p, g, buf)` in, `(p_out, buf_out)` out.
+pub(super) fn sgd(
+    dev: &CudaDevice,
+    (p, g, buf): (u64, u64, u64),
+    (p_out, buf_out): (u64, u64),
+    n: usize,
+    args: OptimArgs,
+) -> Result<()> {
+    let n = n as u64;
+    launch!(dev, "optim", "optim_sgd_f32", cfg_1d(n); p, g, buf, p_out, buf_out, n, args)
+}
+
+/// Most blocks (and f64 partials) of one [`sum_squares`] launch.
+pub(super) const SUM_SQUARES_MAX_BLOCKS: u32 = 512;
+
+/// The blocks [`sum_squares`] launches for `n` values: one per 4096 values
+/// (16 per thread), at most [`SUM_SQUARES_MAX_BLOCKS`]. A function of `n`
+/// alone, so the partials, and their sum, are the same on every run.
+pub(super) fn sum_squares_blocks(n: usize) -> u32 {
+    (n as u64)
+        .div_ceil(4096)
+        .clamp(1, u64::from(SUM_SQUARES_MAX_BLOCKS)) as u32
+}
+
+/// `sum_squares_f32`: writes [`sum_squares_blocks`]`(n)` f64 partials at
+/// `partials`.
+pub(super) fn sum_squares(dev: &CudaDevice, x: u64, n: usize, partials: u64) -> Result<()> {
+    let cfg = LaunchConfig {
+        grid_dim: (sum_squares_blocks(n), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let n = n as u64;
+    launch!(dev, "optim", "sum_squares_f32", cfg; x, n, partials)
+}
+
 // --------------------------------------------------------------------- philox
 
 /// `philox_normal_f32`: `items` is a device array of `u32`.

@@ -13,13 +13,14 @@
 
 use super::device::CudaDevice;
 use super::kernels::{
-    self as k, BroadcastArgs, ConvArgs, ConvGeom, GatherArgs, GemmArgs, WgradArgs, MAX_RANK,
+    self as k, BroadcastArgs, ConvArgs, ConvGeom, GatherArgs, GemmArgs, OptimArgs, WgradArgs,
+    MAX_RANK,
 };
 use super::storage::{Buffer, CudaStorage};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, UnaryOp,
-    WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc, NormOperands, OptimizerRule,
+    OptimizerStep, UnaryOp, WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -1292,6 +1293,139 @@ impl BackendStorage for CudaStorage {
             )?;
         }
         Ok(out)
+    }
+
+    fn optimizer_update(
+        &self,
+        grad: &Self,
+        state: &[&Self],
+        step: &OptimizerStep,
+    ) -> Result<(Self, Vec<Self>)> {
+        let op = "optimizer_update";
+        step.check()?;
+        self.require(op, DType::F32)?;
+        let n = self.len();
+        self.check_operand(grad, op, "the gradient", n)?;
+        if state.len() != step.rule.state_buffers() {
+            return Err(Error::invalid(format!(
+                "{op}: {} state buffers, the rule keeps {}",
+                state.len(),
+                step.rule.state_buffers()
+            )));
+        }
+        for (i, s) in state.iter().enumerate() {
+            self.check_operand(s, op, &format!("state buffer {i}"), n)?;
+        }
+        let p_out = self.output(n)?;
+        let state_out = state
+            .iter()
+            .map(|_| self.output(n))
+            .collect::<Result<Vec<_>>>()?;
+        if n == 0 {
+            return Ok((p_out, state_out));
+        }
+        let mut args = OptimArgs {
+            grad_factor0: step.grad_factors[0],
+            grad_factor1: step.grad_factors[1],
+            lr: step.lr,
+            weight_decay: step.weight_decay,
+            first_step: i32::from(step.step == 1),
+            ..OptimArgs::default()
+        };
+        let mut operands: Vec<&CudaStorage> = vec![grad];
+        operands.extend_from_slice(state);
+        self.ordered(&operands, || match step.rule {
+            OptimizerRule::Adam {
+                beta1,
+                beta2,
+                eps,
+                decoupled,
+            } => {
+                let [step_size, bias2_sqrt] = step.adam_scalars(beta1, beta2);
+                args.decay = 1.0 - step.lr * step.weight_decay;
+                args.beta1_complement = 1.0 - beta1;
+                args.beta2 = beta2;
+                args.beta2_complement = 1.0 - beta2;
+                args.eps = eps;
+                args.step_size = step_size;
+                args.bias2_sqrt = bias2_sqrt;
+                args.decoupled = i32::from(decoupled);
+                k::adam(
+                    self.device(),
+                    (
+                        self.address()?,
+                        grad.address()?,
+                        state[0].address()?,
+                        state[1].address()?,
+                    ),
+                    (
+                        p_out.address()?,
+                        state_out[0].address()?,
+                        state_out[1].address()?,
+                    ),
+                    n,
+                    args,
+                )
+            }
+            OptimizerRule::Sgd { momentum, nesterov } => {
+                args.momentum = momentum;
+                args.nesterov = i32::from(nesterov);
+                k::sgd(
+                    self.device(),
+                    (self.address()?, grad.address()?, state[0].address()?),
+                    (p_out.address()?, state_out[0].address()?),
+                    n,
+                    args,
+                )
+            }
+        })?;
+        Ok((p_out, state_out))
+    }
+
+    fn squared_norms(parts: &[&Self]) -> Result<Vec<f64>> {
+        let op = "squared_norms";
+        let Some(first) = parts.first() else {
+            return Ok(Vec::new());
+        };
+        for (i, p) in parts.iter().enumerate() {
+            p.require(op, DType::F32)?;
+            first.check_operand(p, op, &format!("part {i}"), p.len())?;
+        }
+        let slots = k::SUM_SQUARES_MAX_BLOCKS as usize;
+        let bytes = parts
+            .len()
+            .checked_mul(slots * std::mem::size_of::<f64>())
+            .ok_or_else(|| Error::OutOfMemory(format!("{op}: {} parts", parts.len())))?;
+        let partials = Buffer::uninit(first.device(), bytes)?;
+        let base = partials.address()?;
+        first.ordered(&parts[1..], || {
+            for (i, p) in parts.iter().enumerate() {
+                if !p.is_empty() {
+                    let at = base + (i * slots * std::mem::size_of::<f64>()) as u64;
+                    k::sum_squares(first.device(), p.address()?, p.len(), at)?;
+                }
+            }
+            Ok(())
+        })?;
+        let raw = partials.download(bytes)?;
+        let values: Vec<f64> = raw
+            .chunks_exact(8)
+            .map(|c| f64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        // The partials of each part in block order: a fixed sum.
+        Ok(parts
+            .iter()
+            .zip(values.chunks_exact(slots))
+            .map(|(p, partial)| {
+                if p.is_empty() {
+                    0.0
+                } else {
+                    partial[..k::sum_squares_blocks(p.len()) as usize]
+                        .iter()
+                        .sum()
+                }
+            })
+            .collect())
     }
 }
 

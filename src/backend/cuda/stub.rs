@@ -84,7 +84,7 @@ mod seam {
     use crate::backend::desc::{
         AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry,
         ConvGeometry, KnownBlend, LinearAttentionDesc, LinearDesc, MatmulDesc, NormDesc,
-        NormOperands, UnaryOp, WindowSumDesc,
+        NormOperands, OptimizerStep, UnaryOp, WindowSumDesc,
     };
     use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
     use crate::nn::DType;
@@ -208,6 +208,20 @@ mod seam {
         }
         fn argmax(&self, _: AxisDesc) -> Result<Self> {
             match *self {}
+        }
+        fn optimizer_update(
+            &self,
+            _: &Self,
+            _: &[&Self],
+            _: &OptimizerStep,
+        ) -> Result<(Self, Vec<Self>)> {
+            match *self {}
+        }
+        fn squared_norms(parts: &[&Self]) -> Result<Vec<f64>> {
+            match parts.first() {
+                Some(p) => match **p {},
+                None => Ok(Vec::new()),
+            }
         }
     }
 

@@ -11,8 +11,8 @@ use super::{CudaDevice, CudaStorage};
 use crate::backend::cpu::{CpuDevice, CpuStorage};
 use crate::backend::desc::{
     AncestralStep, AttentionDesc, AxisDesc, BinaryOp, BroadcastDesc, Conv3dGeometry, ConvGeometry,
-    KnownBlend, LinearAttentionDesc, LinearDesc, NormActivation, NormDesc, NormOperands, UnaryOp,
-    WindowSumDesc,
+    KnownBlend, LinearAttentionDesc, LinearDesc, NormActivation, NormDesc, NormOperands,
+    OptimizerRule, OptimizerStep, UnaryOp, WindowSumDesc,
 };
 use crate::backend::{BackendDevice, BackendStorage, NoiseKey};
 use crate::nn::DType;
@@ -1343,6 +1343,115 @@ fn embedding_and_sampler_steps_match_the_cpu() -> Result<()> {
         h.ancestral_step(&e, &z, step),
         Err(Error::Unsupported(_))
     ));
+    Ok(())
+}
+
+/// The fused optimiser updates are bit-identical to the CPU's for every
+/// rule over three steps (first momentum, bias corrections, both gradient
+/// factors, both weight decays), on a length that is not a multiple of the
+/// block; the gradient norms' f64 sums agree to rounding, and a length
+/// spanning the most partial blocks and an empty part are handled.
+#[test]
+fn optimizer_updates_match_the_cpu_bit_for_bit() -> Result<()> {
+    let Some(dev) = gpu() else { return Ok(()) };
+    let n = 70_001;
+    let rules = [
+        OptimizerRule::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            decoupled: false,
+        },
+        OptimizerRule::Adam {
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-6,
+            decoupled: true,
+        },
+        OptimizerRule::Sgd {
+            momentum: 0.99,
+            nesterov: true,
+        },
+        OptimizerRule::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        OptimizerRule::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+        },
+    ];
+    for (r, rule) in rules.into_iter().enumerate() {
+        let (mut gp, mut cp) = pair(&dev, &random(n, 900 + r as u64, 0.5, 0.0), DType::F32)?;
+        let mut gs = Vec::new();
+        let mut cs = Vec::new();
+        for b in 0..rule.state_buffers() {
+            let init = if b == 1 {
+                vec![0.0; n]
+            } else {
+                random(n, 950 + b as u64, 0.01, 0.0)
+            };
+            let (g, c) = pair(&dev, &init, DType::F32)?;
+            gs.push(g);
+            cs.push(c);
+        }
+        for t in 1..=3u64 {
+            let (gg, cg) = pair(&dev, &random(n, 1000 + t, 300.0, 0.0), DType::F32)?;
+            let step = OptimizerStep {
+                rule,
+                lr: 1e-3 * t as f32,
+                weight_decay: if t == 2 { 0.0 } else { 3e-5 },
+                step: t,
+                grad_factors: [1.0 / 1024.0, if t == 3 { 0.37 } else { 1.0 }],
+            };
+            let (np, ns) = gp.optimizer_update(&gg, &gs.iter().collect::<Vec<_>>(), &step)?;
+            let (cp2, cs2) = cp.optimizer_update(&cg, &cs.iter().collect::<Vec<_>>(), &step)?;
+            assert_exact(&format!("{rule:?} step {t}"), &np, cp2.as_slice())?;
+            for (i, (g, c)) in ns.iter().zip(&cs2).enumerate() {
+                assert_exact(&format!("{rule:?} step {t} state {i}"), g, c.as_slice())?;
+            }
+            (gp, gs, cp, cs) = (np, ns, cp2, cs2);
+        }
+        // The rule's state count is checked.
+        assert!(gp
+            .optimizer_update(
+                &gp,
+                &[],
+                &OptimizerStep {
+                    rule,
+                    lr: 0.1,
+                    weight_decay: 0.0,
+                    step: 1,
+                    grad_factors: [1.0, 1.0],
+                }
+            )
+            .is_err());
+    }
+    let lengths = [1usize, 255, 4096, 4097, 3_000_000, 0, 70_001];
+    let data: Vec<Vec<f32>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| random(len, 1100 + i as u64, 40.0, 1.0))
+        .collect();
+    let pairs = data
+        .iter()
+        .map(|d| pair(&dev, d, DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    let got = CudaStorage::squared_norms(&pairs.iter().map(|p| &p.0).collect::<Vec<_>>())?;
+    let want = CpuStorage::squared_norms(&pairs.iter().map(|p| &p.1).collect::<Vec<_>>())?;
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-12 * w.abs(),
+            "squared norm of part {i} ({} values): {g} vs {w}",
+            lengths[i]
+        );
+    }
+    let again = CudaStorage::squared_norms(&pairs.iter().map(|p| &p.0).collect::<Vec<_>>())?;
+    assert_eq!(got, again, "the device sums are deterministic");
+    let (inf, _) = pair(&dev, &[1.0, f32::INFINITY, 2.0], DType::F32)?;
+    assert!(CudaStorage::squared_norms(&[&inf])?[0].is_infinite());
+    let half = pairs[0].0.to_dtype(DType::F16)?;
+    assert!(CudaStorage::squared_norms(&[&half]).is_err(), "f32 only");
     Ok(())
 }
 

@@ -131,7 +131,7 @@ pub(crate) struct ComputeArgs {
     /// Device of the forward and backward passes: `cpu`, `cuda` or
     /// `cuda:N`. On a GPU the steps run in mixed precision (f16 weights and
     /// activations, f32 losses, f32 master weights and optimizer state on
-    /// the host, dynamic loss scaling: a step whose gradients overflow is
+    /// the GPU, dynamic loss scaling: a step whose gradients overflow is
     /// skipped and the scale halved). CUDA fails with the reason when this
     /// build or machine has none (see `claim info --build`).
     #[arg(long, value_name = "cpu|cuda[:N]", default_value = "cpu")]

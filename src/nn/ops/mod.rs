@@ -11,6 +11,7 @@ mod embedding;
 mod linear;
 mod matmul;
 mod norm;
+mod optim;
 mod reduce;
 mod sampler;
 mod sliding;
