@@ -298,9 +298,19 @@ pub(crate) mod composed {
     /// `0 ≤ max − m ≤ H(p) ≤ ln K`: every term `e^{x_c − m}` is at most K
     /// and the largest at least 1, so the sum neither overflows nor has a
     /// logarithm of 0. Stable without a max reduction.
+    ///
+    /// A logit of −∞ (an f16 network output that overflowed, which loss
+    /// scaling expects now and then) is raised to the lowest finite f32
+    /// first: its class then has probability 0 and no gradient, as in
+    /// PyTorch, where `0·(−∞)` in the shift or the one-hot product would
+    /// make the loss NaN and stop the run.
     pub(crate) fn cross_entropy(x: &Tensor, target: &[u8]) -> Result<Tensor> {
         let (b, k, s) = class_layout(x, target.len(), "cross_entropy_loss")?;
-        let x = x.to_dtype(DType::F32)?.reshape(&[b, k, s])?;
+        let lowest = Tensor::full_on(f32::MIN, &[1, 1, 1], &x.device(), DType::F32)?;
+        let x = x
+            .to_dtype(DType::F32)?
+            .reshape(&[b, k, s])?
+            .binary(&lowest, BinaryOp::Max)?;
         let onehot = one_hot(target, (b, k, s), &x)?;
         let xd = x.detach();
         let m = xd.softmax(1)?.mul(&xd)?.sum_keepdim(1)?;
@@ -574,6 +584,31 @@ mod tests {
             "{host}"
         );
         assert!(crate::testing::max_rel_error(&grad, &host_grad) < 1e-5);
+        // A −∞ logit outside the target class (an overflowed f16 output)
+        // leaves the loss and gradient finite and equal to the host form's;
+        // on the target class the loss is as large as f32 holds, not NaN.
+        let x = [
+            f32::NEG_INFINITY,
+            1.0,
+            0.5, // class 0
+            2.0,
+            f32::NEG_INFINITY,
+            -1.0, // class 1
+        ];
+        let labels = [1u8, 0, 0];
+        let shape = [1, 2, 3];
+        let (loss, grad) = value_and_gradient(&x, &shape, |p| composed::cross_entropy(p, &labels))?;
+        let (host, host_grad) = value_and_gradient(&x, &shape, |p| p.cross_entropy_loss(&labels))?;
+        assert!(
+            loss.is_finite() && (loss - host).abs() < 1e-5,
+            "{loss} vs {host}"
+        );
+        assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
+        assert!(crate::testing::max_rel_error(&grad, &host_grad) < 1e-5);
+        assert_eq!((grad[0], grad[4]), (0.0, 0.0), "no gradient to a −∞ logit");
+        let (on_target, _) =
+            value_and_gradient(&x, &shape, |p| composed::cross_entropy(p, &[0, 1, 1]))?;
+        assert!(!on_target.is_nan() && on_target > 1e30, "{on_target}");
         Ok(())
     }
 

@@ -242,7 +242,8 @@ impl Optimizer {
         if !lr.is_finite() || lr < 0.0 {
             return Err(Error::invalid(format!("learning rate {lr} is not ≥ 0")));
         }
-        for (p, g) in params.iter().zip(grads) {
+        let buffers = self.kind.rule().state_buffers();
+        for ((p, g), state) in params.iter().zip(grads).zip(&self.state) {
             if let Some(g) = g {
                 if g.len() != p.values.len() {
                     return Err(Error::invalid(format!(
@@ -252,6 +253,17 @@ impl Optimizer {
                         g.len()
                     )));
                 }
+            }
+            // The state is empty until the first update, then one buffer
+            // per rule buffer, each the parameter's length.
+            if !state.is_empty()
+                && (state.len() != buffers || state.iter().any(|b| b.len() != p.values.len()))
+            {
+                return Err(Error::invalid(format!(
+                    "optimizer: the state of {} does not fit the rule and its {} values",
+                    p.name,
+                    p.values.len()
+                )));
             }
         }
         self.steps += 1;
@@ -311,8 +323,8 @@ pub fn clip_factor(norm: f32, max_norm: f32) -> Result<f32> {
 
 /// The global L2 norm of the gradients: each tensor's sum of squares in
 /// f64 (in parallel), added in tensor order, so the norm does not depend
-/// on thread timing and equals the device path's
-/// ([`crate::train::resident`]).
+/// on thread timing (and equals the CPU engine's `squared_norms`, which
+/// the resident path of [`crate::train::resident`] sums the same way).
 pub fn grad_norm(grads: &[Option<Vec<f32>>]) -> f32 {
     let present: Vec<&[f32]> = grads.iter().flatten().map(Vec::as_slice).collect();
     crate::backend::cpu::optim::squared_norms(&present)

@@ -11,6 +11,15 @@
 //! the EMA is `a + (w − a)·(1 − decay)` in two engine ops, rounded as the
 //! host rounds it.
 //!
+//! How close the two paths are: given the same gradients, on the CPU the
+//! resident path reproduces the host path bit for bit under a power-of-two
+//! loss scale (the default; scaling by a power of two is exact, so the
+//! norm `√Σg² / S` equals the host's `√Σ(g/S)²`). On a GPU the f64 norm's
+//! summation order differs from the CPU's (per-thread strides, then a
+//! tree), so the norm can differ in its last bits; without clipping that
+//! changes nothing but the reported norm, with clipping the clip factor
+//! can move by an ulp.
+//!
 //! The host [`TrainState`] keeps the names, shapes, trainable flags and
 //! counters; its values are stale while a [`ResidentState`] holds them.
 //! Trainers read them through [`host_view`] (checkpoints, exports) and
@@ -48,6 +57,7 @@ impl ResidentState {
     /// Copies `state`'s weights, optimiser buffers and average to `device`
     /// as f32.
     pub fn upload(state: &TrainState, device: &Device) -> Result<ResidentState> {
+        check_lengths(state, state.params.len())?;
         let buffers = state
             .params
             .iter()
@@ -58,13 +68,6 @@ impl ResidentState {
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        if buffers.len() != state.params.len() {
-            return Err(Error::Internal(format!(
-                "{} parameters but optimiser state for {}",
-                state.params.len(),
-                buffers.len()
-            )));
-        }
         Ok(ResidentState {
             params: upload_all(&state.params, device)?,
             buffers,
@@ -77,21 +80,47 @@ impl ResidentState {
     }
 
     /// Writes the device values into `state` (weights, optimiser buffers,
-    /// average).
+    /// average): all of them or, when a download fails, none.
     pub fn download_into(&self, state: &mut TrainState) -> Result<()> {
-        for (p, t) in state.params.iter_mut().zip(&self.params) {
-            p.values = t.to_vec()?;
+        check_lengths(state, self.params.len())?;
+        let all = |ts: &[Tensor]| ts.iter().map(Tensor::to_vec).collect::<Result<Vec<_>>>();
+        let params = all(&self.params)?;
+        let buffers = self
+            .buffers
+            .iter()
+            .map(|b| all(b))
+            .collect::<Result<Vec<_>>>()?;
+        let ema = self.ema.as_deref().map(all).transpose()?;
+        for (p, values) in state.params.iter_mut().zip(params) {
+            p.values = values;
         }
-        for (host, dev) in state.optimizer.state.iter_mut().zip(&self.buffers) {
-            *host = dev.iter().map(Tensor::to_vec).collect::<Result<_>>()?;
-        }
-        if let (Some(host), Some(dev)) = (state.ema.as_mut(), &self.ema) {
-            for (p, t) in host.iter_mut().zip(dev) {
-                p.values = t.to_vec()?;
+        state.optimizer.state = buffers;
+        if let (Some(host), Some(values)) = (state.ema.as_mut(), ema) {
+            for (p, v) in host.iter_mut().zip(values) {
+                p.values = v;
             }
         }
         Ok(())
     }
+}
+
+/// Refuses a state whose parameters, optimiser state, step counts or
+/// average do not all describe `count` parameters (the public fields allow
+/// it; indexing them would panic).
+fn check_lengths(state: &TrainState, count: usize) -> Result<()> {
+    let o = &state.optimizer;
+    let lengths = [
+        state.params.len(),
+        o.state.len(),
+        o.param_steps.len(),
+        state.ema.as_ref().map_or(count, Vec::len),
+    ];
+    if lengths.iter().any(|&l| l != count) {
+        return Err(Error::invalid(format!(
+            "a training state for {count} parameters has (parameters, optimiser state, step counts, average) = {lengths:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `compute` wants the weights resident and `resident` does not
@@ -114,10 +143,12 @@ pub fn ensure_resident(
 
 /// Brings resident values back into `state` and drops the device copy, so
 /// that the host values can be read and changed.
+/// A failed download changes nothing and keeps the device copy.
 pub fn sync_host(state: &mut TrainState, resident: &mut Option<ResidentState>) -> Result<()> {
-    if let Some(r) = resident.take() {
+    if let Some(r) = resident.as_ref() {
         r.download_into(state)?;
     }
+    *resident = None;
     Ok(())
 }
 
@@ -251,14 +282,25 @@ pub fn apply_gradients(
         state.optimizer.step(&mut state.params, &host, lr)?;
         return Ok(Some(norm));
     };
+    check_lengths(state, r.params.len())?;
+    if tensors.len() != r.params.len() {
+        return Err(Error::invalid(format!(
+            "{} tensors for {} parameters",
+            tensors.len(),
+            r.params.len()
+        )));
+    }
     let device_grads: Vec<Option<Tensor>> = tensors.iter().map(|(_, t)| grads.take(t)).collect();
     let present: Vec<&Tensor> = device_grads.iter().flatten().collect();
     let total: f64 = Tensor::squared_norms(&present)?.iter().sum();
     let inverse = 1.0 / compute.loss_scale();
-    if compute.scaler.is_some() && !total.is_finite() {
+    let norm = (total.sqrt() * f64::from(inverse)) as f32;
+    // Under loss scaling a norm beyond f32 is an overflow to skip, as the
+    // host skips when any unscaled value is: one such value makes the norm
+    // infinite (and with a scale below 1, unscaling itself can overflow).
+    if compute.scaler.is_some() && !norm.is_finite() {
         return Ok(None);
     }
-    let norm = (total.sqrt() * f64::from(inverse)) as f32;
     if !norm.is_finite() {
         return Err(non_finite(norm));
     }
@@ -323,6 +365,9 @@ pub fn update_ema(
     let Some(ema) = r.ema.as_mut() else {
         return Ok(());
     };
+    if ema.len() != r.params.len() || state.params.len() != r.params.len() {
+        return Err(Error::invalid("EMA and model have different parameters"));
+    }
     if policy.every == 0 || step % policy.every != 0 {
         return Ok(());
     }
@@ -475,12 +520,64 @@ mod tests {
                     .is_err()
             );
             assert_eq!(*host_view(&dev, &resident)?, before);
+            // A scale below 1 whose unscaling overflows f32 is an overflow
+            // to skip, as on the host.
+            compute.scaler = Some(crate::train::compute::GradScaler::with_scale(1e-30)?);
+            let dt = step_tensors(&dev, &resident, true)?;
+            let mut dg = gradients(&dt, 1.0, 1e9)?;
+            let out = apply_gradients(&mut dev, &mut resident, &dt, &mut dg, &compute, None, 0.05)?;
+            assert_eq!(out, None);
+            assert_eq!(*host_view(&dev, &resident)?, before);
             // Back on the host, the values come with it.
             compute.resident_weights = false;
             ensure_resident(&mut dev, &mut resident, &compute)?;
             assert!(resident.is_none());
             assert_eq!(dev, before);
         }
+        Ok(())
+    }
+
+    /// Inconsistent public fields are refused with an error, not a panic,
+    /// and change nothing.
+    #[test]
+    fn inconsistent_states_are_refused() -> Result<()> {
+        let compute = Compute {
+            resident_weights: true,
+            ..Compute::cpu()
+        };
+        let mut bad = state(OptimizerKind::adam(), true);
+        bad.optimizer.param_steps.pop();
+        assert!(ResidentState::upload(&bad, &Device::Cpu).is_err());
+        let mut good = state(OptimizerKind::adam(), true);
+        let mut resident = None;
+        ensure_resident(&mut good, &mut resident, &compute)?;
+        let before = host_view(&good, &resident)?.into_owned();
+        let mut tensors = step_tensors(&good, &resident, true)?;
+        let mut grads = gradients(&tensors, 1.0, 1.0)?;
+        tensors.pop();
+        assert!(apply_gradients(
+            &mut good,
+            &mut resident,
+            &tensors,
+            &mut grads,
+            &compute,
+            None,
+            0.1
+        )
+        .is_err());
+        assert_eq!(*host_view(&good, &resident)?, before);
+        good.params.pop();
+        let policy = EmaPolicy::default();
+        assert!(update_ema(&mut good, &mut resident, &policy, 0).is_err());
+        // The host optimiser refuses a state buffer of the wrong length.
+        let mut host = state(OptimizerKind::adam(), false);
+        host.optimizer.state[0] = vec![vec![0.0; 6], vec![0.0; 5]];
+        let g: Vec<Option<Vec<f32>>> = host
+            .params
+            .iter()
+            .map(|p| Some(vec![1.0; p.values.len()]))
+            .collect();
+        assert!(host.optimizer.step(&mut host.params, &g, 0.1).is_err());
         Ok(())
     }
 }
