@@ -443,8 +443,9 @@ pub struct AncestralStep {
 }
 
 /// The rule of one optimiser update (PyTorch's `torch.optim`, operation
-/// for operation; see `crate::train::optim`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// for operation; see `crate::train::optim`, where it is `OptimizerKind`
+/// and checkpoints store it by these names).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum OptimizerRule {
     /// Adam (`decoupled = false`: weight decay as an L2 term on the
     /// gradient) or AdamW (`decoupled = true`). State: `exp_avg`,

@@ -132,6 +132,18 @@ impl Compute {
         }
     }
 
+    /// The CPU in f32 with a loss scaler starting at `scale`, its weights
+    /// on the host or, `resident_weights`, through the device path: for
+    /// tests that compare the two.
+    #[cfg(test)]
+    pub(crate) fn cpu_scaled(scale: f32, resident_weights: bool) -> Compute {
+        Compute {
+            scaler: GradScaler::with_scale(scale).ok(),
+            resident_weights,
+            ..Compute::cpu()
+        }
+    }
+
     /// Opens `options`' device at its precision (f16 on a GPU by default),
     /// with dynamic loss scaling in f16. Fails as model loading does: no
     /// CUDA in this build, no driver or device, or a precision the device

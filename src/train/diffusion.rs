@@ -767,15 +767,10 @@ mod tests {
     /// starting from a model and exporting work on them too.
     #[test]
     fn resident_weights_train_as_host_weights() {
-        use crate::train::compute::GradScaler;
         let data = phantom_dataset(2, 5, 96, 4).unwrap();
         let mut host = DiffusionTrainer::new(&data, tiny_config(3), options(), 4).unwrap();
         let mut dev = host.clone();
-        let scaled = |resident_weights| Compute {
-            scaler: Some(GradScaler::with_scale(512.0).unwrap()),
-            resident_weights,
-            ..Compute::cpu()
-        };
+        let scaled = |resident_weights| Compute::cpu_scaled(512.0, resident_weights);
         host.set_compute(scaled(false)).unwrap();
         dev.set_compute(scaled(true)).unwrap();
         assert!(dev.resident.is_some());

@@ -70,29 +70,9 @@ pub fn take_host_gradients(
         .collect()
 }
 
-/// The update rule.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum OptimizerKind {
-    /// Adam (`decoupled = false`: weight decay as an L2 term on the
-    /// gradient) or AdamW (`decoupled = true`).
-    Adam {
-        /// First-moment decay β₁.
-        beta1: f32,
-        /// Second-moment decay β₂.
-        beta2: f32,
-        /// Added to √v̂.
-        eps: f32,
-        /// AdamW's decoupled weight decay.
-        decoupled: bool,
-    },
-    /// SGD with momentum μ, Nesterov's variant when `nesterov`.
-    Sgd {
-        /// Momentum μ (0 = plain SGD).
-        momentum: f32,
-        /// Nesterov momentum.
-        nesterov: bool,
-    },
-}
+/// The update rule: the engine's [`OptimizerRule`], which the device
+/// update takes as it is (serialised in checkpoints' `options`).
+pub type OptimizerKind = OptimizerRule;
 
 impl OptimizerKind {
     /// Adam with PyTorch's defaults (β = (0.9, 0.999), ε = 1e-8).
@@ -136,24 +116,6 @@ impl OptimizerKind {
             OptimizerKind::Sgd {
                 nesterov: false, ..
             } => "sgd",
-        }
-    }
-
-    /// The engine's description of the rule.
-    pub fn rule(&self) -> OptimizerRule {
-        match *self {
-            OptimizerKind::Adam {
-                beta1,
-                beta2,
-                eps,
-                decoupled,
-            } => OptimizerRule::Adam {
-                beta1,
-                beta2,
-                eps,
-                decoupled,
-            },
-            OptimizerKind::Sgd { momentum, nesterov } => OptimizerRule::Sgd { momentum, nesterov },
         }
     }
 
@@ -242,7 +204,7 @@ impl Optimizer {
         if !lr.is_finite() || lr < 0.0 {
             return Err(Error::invalid(format!("learning rate {lr} is not ≥ 0")));
         }
-        let buffers = self.kind.rule().state_buffers();
+        let buffers = self.kind.state_buffers();
         for ((p, g), state) in params.iter().zip(grads).zip(&self.state) {
             if let Some(g) = g {
                 if g.len() != p.values.len() {
@@ -267,7 +229,7 @@ impl Optimizer {
             }
         }
         self.steps += 1;
-        let (rule, wd) = (self.kind.rule(), self.weight_decay);
+        let (rule, wd) = (self.kind, self.weight_decay);
         params
             .par_iter_mut()
             .zip(grads.par_iter())

@@ -309,7 +309,7 @@ pub fn apply_gradients(
         None => 1.0,
     };
     let optimizer = &mut state.optimizer;
-    let rule = optimizer.kind.rule();
+    let rule = optimizer.kind;
     let mut update = OptimizerStep {
         rule,
         lr,

@@ -1568,7 +1568,6 @@ mod tests {
     /// identically.
     #[test]
     fn resident_weights_train_as_host_weights() {
-        use crate::train::compute::GradScaler;
         let data = phantom_dataset(3, 5, 48, 2).unwrap();
         let config = SegTrainConfig {
             epochs: 2,
@@ -1580,11 +1579,7 @@ mod tests {
         let mut host =
             SegmenterTrainer::new(&data, Some(small_plans(&data)), config.clone()).unwrap();
         let mut dev = SegmenterTrainer::new(&data, Some(small_plans(&data)), config).unwrap();
-        let scaled = |resident_weights| Compute {
-            scaler: Some(GradScaler::with_scale(256.0).unwrap()),
-            resident_weights,
-            ..Compute::cpu()
-        };
+        let scaled = |resident_weights| Compute::cpu_scaled(256.0, resident_weights);
         host.set_compute(scaled(false)).unwrap();
         dev.set_compute(scaled(true)).unwrap();
         assert!(dev.resident.is_some());
