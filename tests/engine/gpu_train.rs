@@ -2,9 +2,12 @@
 //! (f16 network, f32 losses, dynamic loss scaling, f32 master weights)
 //! against the CPU f32 engine, per parameter tensor, for the denoiser and
 //! the 2-D and 3-D segmenters; and the step times `tools/gpu_check.sh`
-//! sets beside PyTorch AMP (`tools/torch_gpu_train.py`); and the losses
-//! composed on the device against the CPU's host losses. Every test opens
-//! cuda:0 and prints `skipped: no CUDA device (<reason>)` without one.
+//! sets beside PyTorch AMP (`tools/torch_gpu_train.py`), with the weights
+//! on the device and through the host optimiser; resident weights against
+//! host weights over whole steps; the losses composed on the device
+//! against the CPU's host losses; and the table look-up's gradient. Every
+//! test opens cuda:0 and prints `skipped: no CUDA device (<reason>)`
+//! without one.
 
 use crate::gpu::{median_ms, report};
 use claim::models::{Denoiser, DenoiserConfig, PlainConvUNet, PlainUNetConfig};
@@ -635,6 +638,45 @@ fn cuda_losses_match_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
             grad_err <= 1e-2,
             "{name}: gradient relative L2 {grad_err:e}"
         );
+    }
+    Ok(())
+}
+
+/// The table look-up's backward (the denoiser's relative position bias
+/// with more than one frame) runs on the GPU as one product, with no
+/// download of the output gradient, and equals the CPU's scatter-add (rows
+/// picked twice get both gradients); the gradient is on the GPU.
+#[test]
+fn cuda_embedding_gradient_stays_on_the_device_or_skipped_no_cuda_device() -> Result<()> {
+    let Some(gpu) = gpu_compute() else {
+        return Ok(());
+    };
+    let mut rng = Rng::new(21);
+    let (rows, width) = (32, 8);
+    let table = normal(rows * width, &mut rng);
+    let ids: Vec<usize> = (0..100).map(|i| (i * 7 + i / 3) % rows).collect();
+    let weights = normal(ids.len() * width, &mut rng);
+    let gradient_on = |device: &Device, dtype: DType| -> Result<(Device, Vec<f32>)> {
+        let t = Tensor::from_slice_on(&table, &[rows, width], device, dtype)?.variable();
+        let w = Tensor::from_slice_on(&weights, &[ids.len(), width], device, dtype)?;
+        let picked = t.index_rows(&ids)?.mul(&w)?.to_dtype(DType::F32)?;
+        let loss = picked
+            .reshape(&[1, ids.len() * width])?
+            .sum_keepdim(1)?
+            .reshape(&[1])?;
+        let grads = loss.backward()?;
+        let g = grads.get(&t).expect("a gradient");
+        Ok((g.device(), g.to_vec()?))
+    };
+    let (_, want) = gradient_on(&Device::Cpu, DType::F32)?;
+    for dtype in [DType::F32, DType::F16] {
+        let (device, got) = gradient_on(&gpu.device, dtype)?;
+        assert!(
+            device.same(&gpu.device),
+            "{dtype:?}: the gradient is on {device}"
+        );
+        let err = rel_l2(&got, &want);
+        assert!(err < 1e-2, "{dtype:?}: rel L2 {err:.2e}");
     }
     Ok(())
 }

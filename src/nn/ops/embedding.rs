@@ -4,6 +4,26 @@ use super::expect_rank;
 use crate::nn::{DType, Device, Tensor};
 use crate::{Error, Result};
 
+/// Largest one-hot matrix (rows × look-ups) the device backward of
+/// [`Tensor::index_rows`] builds; beyond it the scatter runs on the host
+/// and the gradient is uploaded.
+const ONE_HOT_LIMIT: usize = 1 << 24;
+
+/// The `[v, d]` table whose row `r` sums the rows `j` of `g` (`[n, d]`)
+/// with `ids[j] = r`, as one product `onehotᵀ·g` on `g`'s device (the 0/1
+/// matrix uploaded, f32 accumulation, nothing downloaded).
+fn scatter_rows_by_product(g: &Tensor, ids: &[usize], v: usize) -> Result<Tensor> {
+    let (n, d) = (ids.len(), g.dims()[1]);
+    let mut onehot = vec![0f32; v * n];
+    for (j, &id) in ids.iter().enumerate() {
+        onehot[id * n + j] = 1.0;
+    }
+    let onehot = Tensor::from_slice_on(&onehot, &[1, v, n], &g.device(), g.dtype())?;
+    onehot
+        .matmul(&g.reshape(&[1, n, d])?, false, false)?
+        .reshape(&[v, d])
+}
+
 impl Tensor {
     /// Sinusoidal embedding of scalar positions (timesteps): for
     /// `half = dim/2`, `freq_i = exp(−i·ln(10000)/(half − 1))`, output
@@ -44,6 +64,11 @@ impl Tensor {
             let ids = ids.to_vec();
             Box::new(move |g, _| {
                 // Scatter-add: a row picked twice gets both gradients.
+                let (device, dtype) = (g.device(), g.dtype());
+                let n = ids.len();
+                if !matches!(device, Device::Cpu) && v.saturating_mul(n) <= ONE_HOT_LIMIT {
+                    return Ok(vec![Some(scatter_rows_by_product(g, &ids, v)?)]);
+                }
                 let g = g.to_vec()?;
                 let mut table = vec![0f32; v * d];
                 for (row, &id) in g.chunks_exact(d.max(1)).zip(&ids) {
@@ -51,8 +76,49 @@ impl Tensor {
                         *t += x;
                     }
                 }
-                Ok(vec![Some(Tensor::from_vec(table, &[v, d])?)])
+                Ok(vec![Some(Tensor::from_slice_on(
+                    &table,
+                    &[v, d],
+                    &device,
+                    dtype,
+                )?)])
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The device form of the look-up's backward equals the host
+    /// scatter-add (run here on the CPU): repeated rows add up, rows never
+    /// picked are zero.
+    #[test]
+    fn the_product_scatter_equals_the_host_scatter() -> Result<()> {
+        let (v, d) = (6, 3);
+        let ids = [4usize, 0, 4, 2, 4];
+        let g: Vec<f32> = (0..ids.len() * d).map(|i| (i as f32 * 0.7).sin()).collect();
+        let got = scatter_rows_by_product(&Tensor::from_vec(g.clone(), &[ids.len(), d])?, &ids, v)?;
+        let table = Tensor::from_vec(vec![0.5; v * d], &[v, d])?.variable();
+        let y = table.index_rows(&ids)?;
+        let grads = y
+            .mul(&Tensor::from_vec(g, &[ids.len(), d])?)?
+            .reshape(&[1, ids.len() * d])?
+            .sum_keepdim(1)?
+            .reshape(&[1])?
+            .backward()?;
+        let want = grads.get(&table).expect("a gradient").to_vec()?;
+        assert_eq!(got.dims(), [v, d]);
+        let got = got.to_vec()?;
+        assert!(
+            crate::testing::max_abs_diff(&got, &want) < 1e-6,
+            "{got:?} vs {want:?}"
+        );
+        assert!(
+            got[d..2 * d].iter().all(|&x| x == 0.0),
+            "row 1 was never picked"
+        );
+        Ok(())
     }
 }
