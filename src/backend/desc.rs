@@ -471,6 +471,19 @@ pub enum OptimizerRule {
 }
 
 impl OptimizerRule {
+    /// Whether the rule's constants can train: betas and momentum in
+    /// [0, 1), ε > 0, and Nesterov only with momentum.
+    pub fn constants_in_range(&self) -> bool {
+        match *self {
+            OptimizerRule::Adam {
+                beta1, beta2, eps, ..
+            } => (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0,
+            OptimizerRule::Sgd { momentum, nesterov } => {
+                (0.0..1.0).contains(&momentum) && (!nesterov || momentum > 0.0)
+            }
+        }
+    }
+
     /// How many f32 state buffers of the parameter's length the rule keeps.
     pub fn state_buffers(&self) -> usize {
         match self {
@@ -515,16 +528,8 @@ impl OptimizerStep {
     /// that is negative or not finite, a step count of 0, gradient factors
     /// that are not finite, or rule constants out of range.
     pub fn check(&self) -> crate::Result<()> {
-        let rule_ok = match self.rule {
-            OptimizerRule::Adam {
-                beta1, beta2, eps, ..
-            } => (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0,
-            OptimizerRule::Sgd { momentum, nesterov } => {
-                (0.0..1.0).contains(&momentum) && (!nesterov || momentum > 0.0)
-            }
-        };
         let finite_nonneg = |v: f32| v.is_finite() && v >= 0.0;
-        if rule_ok
+        if self.rule.constants_in_range()
             && finite_nonneg(self.lr)
             && finite_nonneg(self.weight_decay)
             && self.step > 0

@@ -41,18 +41,30 @@ impl Parameter {
 /// The parameters as named tensors for a forward pass: trainable ones as
 /// autograd variables when `track`, everything else plain.
 pub fn parameter_tensors(params: &[Parameter], track: bool) -> Result<Vec<(String, Tensor)>> {
+    let tensors = params
+        .iter()
+        .map(|p| Tensor::from_vec(p.values.clone(), &p.shape))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(named_tensors(params, &tensors, track))
+}
+
+/// `tensors` (one per parameter, in order) under the parameters' names,
+/// trainable ones as fresh variables when `track`, all others untracked.
+pub fn named_tensors(
+    params: &[Parameter],
+    tensors: &[Tensor],
+    track: bool,
+) -> Vec<(String, Tensor)> {
     params
         .iter()
-        .map(|p| {
-            let t = Tensor::from_vec(p.values.clone(), &p.shape)?;
-            Ok((
-                p.name.clone(),
-                if track && p.trainable {
-                    t.variable()
-                } else {
-                    t
-                },
-            ))
+        .zip(tensors)
+        .map(|(p, t)| {
+            let t = if track && p.trainable {
+                t.variable()
+            } else {
+                t.detach()
+            };
+            (p.name.clone(), t)
         })
         .collect()
 }
@@ -158,15 +170,7 @@ impl Optimizer {
                 "weight decay {weight_decay} is not ≥ 0"
             )));
         }
-        let ok = match kind {
-            OptimizerKind::Adam {
-                beta1, beta2, eps, ..
-            } => (0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0,
-            OptimizerKind::Sgd { momentum, nesterov } => {
-                (0.0..1.0).contains(&momentum) && (!nesterov || momentum > 0.0)
-            }
-        };
-        if !ok {
+        if !kind.constants_in_range() {
             return Err(Error::invalid(format!(
                 "optimizer {kind:?}: betas and momentum must be in [0, 1), ε > 0, and Nesterov needs momentum"
             )));

@@ -30,7 +30,7 @@ use crate::backend::desc::OptimizerStep;
 use crate::nn::{DType, Device, Gradients, Tensor};
 use crate::train::checkpoint::TrainState;
 use crate::train::compute::Compute;
-use crate::train::optim::{clip_factor, EmaPolicy, Parameter};
+use crate::train::optim::{clip_factor, named_tensors, EmaPolicy, Optimizer, Parameter};
 use crate::{Error, Result};
 use std::borrow::Cow;
 
@@ -152,6 +152,27 @@ pub fn sync_host(state: &mut TrainState, resident: &mut Option<ResidentState>) -
     Ok(())
 }
 
+/// `state`'s names, shapes, counters and metadata with empty values, for a
+/// copy whose values come from the device (cloning the stale host values
+/// first would copy every weight and buffer for nothing).
+fn without_values(state: &TrainState) -> TrainState {
+    let strip = |ps: &[Parameter]| ps.iter().map(Parameter::clone_without_values).collect();
+    let o = &state.optimizer;
+    TrainState {
+        params: strip(&state.params),
+        ema: state.ema.as_deref().map(strip),
+        optimizer: Optimizer {
+            kind: o.kind,
+            weight_decay: o.weight_decay,
+            steps: o.steps,
+            param_steps: o.param_steps.clone(),
+            state: vec![Vec::new(); o.state.len()],
+        },
+        step: state.step,
+        metadata: state.metadata.clone(),
+    }
+}
+
 /// `state` with current values: itself, or a copy filled from the device.
 pub fn host_view<'a>(
     state: &'a TrainState,
@@ -160,7 +181,7 @@ pub fn host_view<'a>(
     match resident {
         None => Ok(Cow::Borrowed(state)),
         Some(r) => {
-            let mut copy = state.clone();
+            let mut copy = without_values(state);
             r.download_into(&mut copy)?;
             Ok(Cow::Owned(copy))
         }
@@ -207,7 +228,7 @@ pub fn step_tensors(
 ) -> Result<Vec<(String, Tensor)>> {
     match resident {
         None => crate::train::optim::parameter_tensors(&state.params, track),
-        Some(r) => Ok(named(&state.params, &r.params, track)),
+        Some(r) => Ok(named_tensors(&state.params, &r.params, track)),
     }
 }
 
@@ -222,27 +243,12 @@ pub fn model_tensors(
             state.ema.as_deref().unwrap_or(&state.params),
             false,
         ),
-        Some(r) => Ok(named(
+        Some(r) => Ok(named_tensors(
             &state.params,
             r.ema.as_deref().unwrap_or(&r.params),
             false,
         )),
     }
-}
-
-fn named(params: &[Parameter], tensors: &[Tensor], track: bool) -> Vec<(String, Tensor)> {
-    params
-        .iter()
-        .zip(tensors)
-        .map(|(p, t)| {
-            let t = if track && p.trainable {
-                t.variable()
-            } else {
-                t.detach()
-            };
-            (p.name.clone(), t)
-        })
-        .collect()
 }
 
 /// One optimiser update from the gradients of `tensors` (as

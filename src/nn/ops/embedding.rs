@@ -6,7 +6,7 @@ use crate::{Error, Result};
 
 /// Largest one-hot matrix (rows × look-ups) the device backward of
 /// [`Tensor::index_rows`] builds; beyond it the scatter runs on the host
-/// and the gradient is uploaded.
+/// (and the autograd uploads the gradient).
 const ONE_HOT_LIMIT: usize = 1 << 24;
 
 /// The `[v, d]` table whose row `r` sums the rows `j` of `g` (`[n, d]`)
@@ -64,9 +64,8 @@ impl Tensor {
             let ids = ids.to_vec();
             Box::new(move |g, _| {
                 // Scatter-add: a row picked twice gets both gradients.
-                let (device, dtype) = (g.device(), g.dtype());
                 let n = ids.len();
-                if !matches!(device, Device::Cpu) && v.saturating_mul(n) <= ONE_HOT_LIMIT {
+                if !matches!(g.device(), Device::Cpu) && v.saturating_mul(n) <= ONE_HOT_LIMIT {
                     return Ok(vec![Some(scatter_rows_by_product(g, &ids, v)?)]);
                 }
                 let g = g.to_vec()?;
@@ -76,12 +75,8 @@ impl Tensor {
                         *t += x;
                     }
                 }
-                Ok(vec![Some(Tensor::from_slice_on(
-                    &table,
-                    &[v, d],
-                    &device,
-                    dtype,
-                )?)])
+                // The autograd moves it to the table's device.
+                Ok(vec![Some(Tensor::from_vec(table, &[v, d])?)])
             })
         }))
     }
