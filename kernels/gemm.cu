@@ -38,6 +38,7 @@ struct GemmArgs {
     float alpha;
 };
 
+#ifndef CLAIM_CUDA_EMULATOR
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return (unsigned)__cvta_generic_to_shared(p);
 }
@@ -68,6 +69,20 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], 
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+#else
+// The CPU emulator's forms of the four instructions above, with their PTX
+// semantics (kernels/emulator/emu_runtime.cpp): cp.async copies land when
+// waited for; ldmatrix and mma.sync exchange the warp's registers.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) { claim_emu_cp_async16(dst, src); }
+__device__ __forceinline__ void cp_async_commit() { claim_emu_cp_async_commit(); }
+__device__ __forceinline__ void cp_async_wait1() { claim_emu_cp_async_wait(1); }
+__device__ __forceinline__ void cp_async_wait0() { claim_emu_cp_async_wait(0); }
+template <bool TRANS>
+__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) { claim_emu_ldmatrix_x4(r, p, TRANS); }
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    claim_emu_mma_m16n8k16(d, a, b0, b1);
+}
+#endif
 
 // Shared-memory halves of one operand tile with BR rows of the non-K axis:
 // K-contiguous [BR][BK + PAD] or R-contiguous [BK][BR + PAD].

@@ -65,7 +65,12 @@ impl Tensor {
             Box::new(move |g, _| {
                 // Scatter-add: a row picked twice gets both gradients.
                 let n = ids.len();
-                if !matches!(g.device(), Device::Cpu) && v.saturating_mul(n) <= ONE_HOT_LIMIT {
+                // The device's products take f16 storage (an f32 table on a
+                // GPU keeps the host scatter).
+                if !matches!(g.device(), Device::Cpu)
+                    && g.dtype() == DType::F16
+                    && v.saturating_mul(n) <= ONE_HOT_LIMIT
+                {
                     return Ok(vec![Some(scatter_rows_by_product(g, &ids, v)?)]);
                 }
                 let g = g.to_vec()?;
