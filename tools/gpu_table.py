@@ -112,7 +112,10 @@ for r in models:
     if r.get("kind") == "train_parity":
         print(f"training step parity {r['model']}: loss {r['loss_gpu']:.6f} (GPU) vs {r['loss_cpu']:.6f} (CPU), "
               f"rel err {r['loss_rel_err']:.1e}; worst gradient rel L2 {r['worst_grad_rel_l2']:.2e} "
-              f"({r['worst_tensor']}) over {r['tensors']} tensors; loss scale {r['loss_scale']:g}")
+              f"({r['worst_tensor']}, bound {r.get('worst_bound', 5e-2):.2e}) over {r['tensors']} tensors; "
+              f"the CPU's own f16 sensitivity up to {r.get('cpu_f16_sensitivity', 0.0):.2e}; "
+              f"vanishing gradients up to {r.get('worst_vanishing_norm', 0.0):.1e} of the largest; "
+              f"loss scale {r['loss_scale']:g}")
 torch_train = {r["name"]: r["torch_ms"] for r in load("torch_train.jsonl") if r.get("kind") == "train_bench"}
 print()
 for r in models:

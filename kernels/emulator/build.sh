@@ -9,8 +9,8 @@
 #   LD_LIBRARY_PATH=target/cuda-emulator cargo test --features cuda ...
 #
 # Needs g++ (C++17) and the CUDA headers (cuda.h, cuda_fp16.h): CLAIM_CUDA_INCLUDE,
-# else the include directory beside CLAIM_NVCC or beside the pip nvcc that
-# kernels/check.sh installs. CLAIM_EMU_SANITIZE=address builds with
+# else the include directory beside the nvcc kernels/find_tool.sh finds
+# (CLAIM_NVCC, PATH, or the pip packages kernels/check.sh installs). CLAIM_EMU_SANITIZE=address builds with
 # AddressSanitizer (then run with LD_PRELOAD="$(g++ -print-file-name=libasan.so)").
 set -euo pipefail
 
@@ -18,33 +18,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${1:-target/cuda-emulator}"
 mkdir -p "$OUT/obj"
 
+# shellcheck source=kernels/find_tool.sh
+source kernels/find_tool.sh
 include_dir() {
     if [ -n "${CLAIM_CUDA_INCLUDE:-}" ]; then
         echo "$CLAIM_CUDA_INCLUDE"
         return 0
     fi
-    if [ -n "${CLAIM_NVCC:-}" ] && [ -f "$(dirname "$CLAIM_NVCC")/../include/cuda.h" ]; then
-        echo "$(dirname "$CLAIM_NVCC")/../include"
-        return 0
-    fi
-    python3 - <<'EOF'
-import os, site, sys
-dirs = []
-try:
-    dirs += site.getsitepackages()
-except Exception:
-    pass
-try:
-    dirs.append(site.getusersitepackages())
-except Exception:
-    pass
-for d in dirs + sys.path:
-    for layout in ("nvidia/cu13/include", "nvidia/cuda_runtime/include"):
-        if os.path.isfile(os.path.join(d, layout, "cuda.h")):
-            print(os.path.join(d, layout))
-            sys.exit(0)
-sys.exit(1)
-EOF
+    local nvcc
+    nvcc="$(find_tool nvcc)" || return 1
+    [ -f "$(dirname "$nvcc")/../include/cuda.h" ] || return 1
+    echo "$(dirname "$nvcc")/../include"
 }
 CUDA_INCLUDE="$(include_dir)" || { echo "emulator: no cuda.h found (set CLAIM_CUDA_INCLUDE)"; exit 1; }
 
