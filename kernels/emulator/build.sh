@@ -86,4 +86,4 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 
 "$CXX" -shared "${LINK[@]}" -o "$OUT/libcuda.so.1" "${objects[@]}" -Wl,-soname,libcuda.so.1 -lpthread
 ln -sf libcuda.so.1 "$OUT/libcuda.so"
-echo "emulator: $OUT/libcuda.so.1 ($(grep -h -c CLAIM_EMU_KERNEL "$OUT"/obj/*.cpp | paste -sd+ | bc) kernels)"
+echo "emulator: $OUT/libcuda.so.1 ($(cat "$OUT"/obj/*.cpp | grep -c CLAIM_EMU_KERNEL) kernels)"

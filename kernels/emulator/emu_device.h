@@ -102,26 +102,18 @@ inline double __dadd_rn(double a, double b) { return a + b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline float rsqrtf(float a) { return 1.0f / std::sqrt(a); }
 
-inline float __int_as_float(int v) {
-    float f;
-    std::memcpy(&f, &v, sizeof f);
-    return f;
+// The bit reinterpretations, one memcpy each.
+template <typename To, typename From>
+inline To claim_emu_bits_as(From v) {
+    static_assert(sizeof(To) == sizeof(From), "same width");
+    To out;
+    std::memcpy(&out, &v, sizeof out);
+    return out;
 }
-inline float __uint_as_float(unsigned v) {
-    float f;
-    std::memcpy(&f, &v, sizeof f);
-    return f;
-}
-inline unsigned __float_as_uint(float v) {
-    unsigned u;
-    std::memcpy(&u, &v, sizeof u);
-    return u;
-}
-inline int __float_as_int(float v) {
-    int i;
-    std::memcpy(&i, &v, sizeof i);
-    return i;
-}
+inline float __int_as_float(int v) { return claim_emu_bits_as<float>(v); }
+inline float __uint_as_float(unsigned v) { return claim_emu_bits_as<float>(v); }
+inline unsigned __float_as_uint(float v) { return claim_emu_bits_as<unsigned>(v); }
+inline int __float_as_int(float v) { return claim_emu_bits_as<int>(v); }
 inline unsigned __umulhi(unsigned a, unsigned b) {
     return (unsigned)(((unsigned long long)a * (unsigned long long)b) >> 32);
 }

@@ -18,6 +18,7 @@
 //   same .cu source, by name.
 #include <cuda.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -34,12 +35,8 @@
 
 #include "emu_runtime.h"
 
-struct CUctx_st {
-    int device = 0;
-};
-struct CUmod_st {
-    int unused = 0;
-};
+struct CUctx_st {};
+struct CUmod_st {};
 struct CUfunc_st {
     const ClaimEmuKernel* kernel = nullptr;
 };
@@ -72,7 +69,7 @@ std::unordered_map<std::string, const ClaimEmuKernel*>& kernels() {
 CUctx_st g_context;
 CUstream_st g_null_stream;
 thread_local CUctx_st* tls_context = nullptr;
-bool g_initialised = false;
+std::atomic<bool> g_initialised{false};
 
 size_t device_memory() {
     static const size_t bytes = [] {
@@ -173,6 +170,36 @@ CUresult release(CUdeviceptr dptr) {
     return CUDA_SUCCESS;
 }
 
+// The name and description of every code the emulator returns.
+struct ErrorText {
+    CUresult code;
+    const char* name;
+    const char* description;
+};
+constexpr ErrorText kErrors[] = {
+    {CUDA_SUCCESS, "CUDA_SUCCESS", "no error"},
+    {CUDA_ERROR_INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {CUDA_ERROR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {CUDA_ERROR_NOT_INITIALIZED, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {CUDA_ERROR_INVALID_DEVICE, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
+    {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_NOT_READY, "CUDA_ERROR_NOT_READY", "device not ready"},
+    {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure (emulated kernel broke a rule)"},
+    {CUDA_ERROR_ILLEGAL_STATE, "CUDA_ERROR_ILLEGAL_STATE", "the operation is not permitted in this state"},
+    {CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+     "operation not permitted when stream is capturing"},
+    {CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+     "operation failed due to a previous error during capture"},
+    {CUDA_ERROR_NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported (by the claim CUDA emulator)"},
+};
+
+ErrorText error_text(CUresult code) {
+    for (const ErrorText& e : kErrors)
+        if (e.code == code) return e;
+    return {code, "CUDA_ERROR_UNKNOWN", "error (claim CUDA emulator)"};
+}
+
 struct LaunchRecord {
     const ClaimEmuKernel* kernel;
     ClaimEmuDim grid, block;
@@ -180,9 +207,10 @@ struct LaunchRecord {
 };
 
 bool run_launch(const LaunchRecord& l, std::string* error) {
-    std::vector<void*> params(l.args.size());
-    std::vector<std::vector<unsigned char>> copies = l.args;  // the kernel may not touch the recorded bytes
-    for (size_t i = 0; i < copies.size(); ++i) params[i] = copies[i].data();
+    // The kernel's entry copies each argument into its by-value parameter,
+    // so the recorded bytes serve every replay as they are.
+    std::vector<void*> params;
+    for (const auto& arg : l.args) params.push_back(const_cast<unsigned char*>(arg.data()));
     return claim_emu_run(*l.kernel, l.grid, l.block, params.data(), error);
 }
 
@@ -194,37 +222,13 @@ extern "C" {
 
 CUresult cuGetErrorString(CUresult error, const char** str) {
     if (!str) return CUDA_ERROR_INVALID_VALUE;
-    switch (error) {
-        case CUDA_SUCCESS: *str = "no error"; break;
-        case CUDA_ERROR_INVALID_VALUE: *str = "invalid argument"; break;
-        case CUDA_ERROR_OUT_OF_MEMORY: *str = "out of memory"; break;
-        case CUDA_ERROR_NOT_INITIALIZED: *str = "initialization error"; break;
-        case CUDA_ERROR_INVALID_HANDLE: *str = "invalid resource handle"; break;
-        case CUDA_ERROR_NOT_FOUND: *str = "named symbol not found"; break;
-        case CUDA_ERROR_LAUNCH_FAILED: *str = "unspecified launch failure (emulated kernel broke a rule)"; break;
-        case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: *str = "operation not permitted when stream is capturing"; break;
-        case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: *str = "operation failed due to a previous error during capture"; break;
-        case CUDA_ERROR_NOT_SUPPORTED: *str = "operation not supported (by the claim CUDA emulator)"; break;
-        default: *str = "error (claim CUDA emulator)"; break;
-    }
+    *str = error_text(error).description;
     return CUDA_SUCCESS;
 }
 
 CUresult cuGetErrorName(CUresult error, const char** str) {
     if (!str) return CUDA_ERROR_INVALID_VALUE;
-    switch (error) {
-        case CUDA_SUCCESS: *str = "CUDA_SUCCESS"; break;
-        case CUDA_ERROR_INVALID_VALUE: *str = "CUDA_ERROR_INVALID_VALUE"; break;
-        case CUDA_ERROR_OUT_OF_MEMORY: *str = "CUDA_ERROR_OUT_OF_MEMORY"; break;
-        case CUDA_ERROR_NOT_INITIALIZED: *str = "CUDA_ERROR_NOT_INITIALIZED"; break;
-        case CUDA_ERROR_INVALID_HANDLE: *str = "CUDA_ERROR_INVALID_HANDLE"; break;
-        case CUDA_ERROR_NOT_FOUND: *str = "CUDA_ERROR_NOT_FOUND"; break;
-        case CUDA_ERROR_LAUNCH_FAILED: *str = "CUDA_ERROR_LAUNCH_FAILED"; break;
-        case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: *str = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"; break;
-        case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: *str = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"; break;
-        case CUDA_ERROR_NOT_SUPPORTED: *str = "CUDA_ERROR_NOT_SUPPORTED"; break;
-        default: *str = "CUDA_ERROR_UNKNOWN"; break;
-    }
+    *str = error_text(error).name;
     return CUDA_SUCCESS;
 }
 

@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -467,7 +466,7 @@ extern "C" void claim_emu_cp_async_commit() {
 extern "C" void claim_emu_cp_async_wait(int newest_pending) {
     Fiber& f = runner().me();
     while (f.committed.size() > (size_t)newest_pending) {
-        for (const PendingCopy& c : f.committed.front()) std::memcpy(c.dst, c.bytes, 16);
+        BlockRunner::apply(f.committed.front());
         f.committed.erase(f.committed.begin());
     }
 }
