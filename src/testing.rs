@@ -207,6 +207,31 @@ pub fn random_denoiser_weights(
     crate::nn::Weights::from_tensors(named)
 }
 
+/// Random weights for any denoiser `config` (its keys and shapes from
+/// [`crate::models::Denoiser::initial_parameters`]), drawn like
+/// [`random_denoiser_weights`]: normal with std 1/√fan-in for every tensor,
+/// so activations stay O(1) where PyTorch's initialisation would zero some
+/// paths. Small configurations keep device parity tests short enough for
+/// the CUDA emulator.
+pub fn random_weights_for(
+    config: &crate::models::DenoiserConfig,
+    seed: u64,
+) -> crate::Result<crate::nn::Weights> {
+    let mut rng = Rng::new(seed);
+    let named = crate::models::Denoiser::initial_parameters(config, 0)?
+        .into_iter()
+        .map(|(name, t)| {
+            let shape = t.dims().to_vec();
+            let std = 1.0 / (shape.iter().skip(1).product::<usize>().max(1) as f64).sqrt();
+            let data = (0..t.elem_count())
+                .map(|_| (rng.normal() * std) as f32)
+                .collect();
+            Ok((name, Tensor::from_vec(data, &shape)?))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    crate::nn::Weights::from_tensors(named)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +246,37 @@ mod tests {
         assert!(max_abs_diff(&[f32::NAN, 5.0], &[1.5, 4.0]).is_nan());
         assert!(max_abs_diff(&[1.0, f32::NAN], &[1.5, 4.0]).is_nan());
         assert_eq!(max_rel_error(&[1.0, 5.0], &[1.5, 4.0]), 0.25);
+    }
+
+    #[test]
+    fn random_weights_load_as_the_configured_denoiser() {
+        use crate::models::{Denoiser, DenoiserConfig};
+        let config = DenoiserConfig {
+            dim: 16,
+            dim_mults: vec![1, 2],
+            attn_heads: 2,
+            attn_dim_head: 16,
+            ..DenoiserConfig::claim()
+        };
+        let weights = random_weights_for(&config, 3).unwrap();
+        let model = Denoiser::load(&weights).unwrap();
+        assert_eq!(model.config(), &config);
+        // std 1/√fan-in: the 7×7 first convolution of one channel.
+        let init = weights
+            .root()
+            .pp("init_conv")
+            .get("weight", &[16, 1, 1, 7, 7])
+            .unwrap();
+        let values = init.to_vec().unwrap();
+        let std = (values.iter().map(|v| v * v).sum::<f32>() / values.len() as f32).sqrt();
+        assert!((std - 1.0 / 7.0).abs() < 0.02, "std {std}");
+        let again = random_weights_for(&config, 3).unwrap();
+        let first = again
+            .root()
+            .pp("init_conv")
+            .get("weight", &[16, 1, 1, 7, 7])
+            .unwrap();
+        assert_eq!(first.to_vec().unwrap(), values, "not seeded");
     }
 
     #[test]

@@ -5,9 +5,13 @@
 #   1. the CUDA runtime and kernel tests (backend::cuda),
 #   2. the op harness: every op on the device against the CPU f32 engine,
 #   3. the engine's GPU tests that fit a CPU's time: the losses and the
-#      device-side look-up backward (gpu_train::cuda_losses, _embedding);
-#      with --models also the full-size ones (a training step of the CLAIM
-#      denoiser and three segmenters, resident weights: 30+ minutes).
+#      device-side look-up backward (gpu_train::cuda_losses, _embedding),
+#      and the model paths on small models (gpu_small: the denoiser's
+#      forward, guidance and captured graph, RePaint with and without the
+#      graph, the synthesis pipeline with the built-in model, nnU-Net's
+#      predictor on a small case); with --models also the full-size
+#      training tests (a training step of the CLAIM denoiser and three
+#      segmenters, resident weights: 30+ minutes).
 # Each must run, not skip: a "skipped: no CUDA device" line fails the check.
 # Every timing stays with tools/gpu_check.sh on a GPU. Needs the CUDA
 # headers (kernels/check.sh installs them) and about 5 minutes on 2 cores
@@ -47,8 +51,9 @@ grep -q "claim CUDA emulator" "$log/info.txt" || { echo "FAIL: claim info does n
 run kernels cargo test --features cuda --lib -- backend::cuda
 run harness cargo test --features cuda --test op_harness -- every_op_on_cuda normal_noise_on_cuda
 if [ "${1:-}" = --models ]; then
-    run engine cargo test --features cuda --test engine -- gpu_train::cuda
+    run engine cargo test --features cuda --test engine -- gpu_train::cuda gpu_small::
 else
-    run engine cargo test --features cuda --test engine -- gpu_train::cuda_losses gpu_train::cuda_embedding
+    run engine cargo test --features cuda --test engine -- gpu_train::cuda_losses gpu_train::cuda_embedding \
+        gpu_small::
 fi
 echo "CUDA emulator check passed"

@@ -68,17 +68,28 @@ tm = load("torch_models.jsonl")
 print()
 for r in models:
     if r.get("kind") == "parity":
-        print(f"parity {r['model']} batch {r['batch']}: rel L2 {r['rel_l2']:.2e}, guided {r['rel_l2_guided']:.2e}")
+        replay = r.get("graph_replay_max_abs_diff")
+        replay = "" if replay is None else f", graph replay vs eager max |diff| {replay:.1e}"
+        print(f"parity {r['model']} batch {r['batch']}: rel L2 {r['rel_l2']:.2e}, guided {r['rel_l2_guided']:.2e}{replay}")
+    elif r.get("kind") == "small_repaint_parity":
+        print(f"RePaint parity ({r['model']}, batch {r['batch']}, {r['evaluations']} evaluations, graph replay): "
+              f"sample rel L2 {r['rel_l2']:.2e}, painted MAD {r['mean_abs_diff_painted']:.2e}")
+    elif r.get("kind") == "synthesis_parity":
+        print(f"synthesis parity ({r['model']}): {r['slices']} slices, {r['evaluations']} evaluations, lesion MAD "
+              f"{r['mean_abs_diff']:.4f} of range {r['lesion_range']:.3f}, "
+              f"{r['changed_outside_lesion']} voxels outside the lesion differ")
     elif r.get("kind") == "repaint_parity":
         print(f"RePaint parity: {r['slices']} slices, {r['evaluations']} evaluations, lesion MAD "
               f"{r['mean_abs_diff']:.4f} of range {r['lesion_range']:.3f}; CPU {r['cpu_s']:.1f} s, GPU {r['gpu_s']:.1f} s")
     elif r.get("kind") == "segmenter_parity":
-        print(f"segmenter parity {r['configuration']}: logits rel L2 {r['rel_l2']:.2e}, labels "
-              f"{100 * r['label_agreement']:.3f} % equal over {r['voxels']} voxels; CPU {r['cpu_s']:.2f} s, "
+        print(f"segmenter parity {r['configuration']} ({r.get('case', 'whole')} case): logits rel L2 "
+              f"{r['rel_l2']:.2e}, labels {100 * r['label_agreement']:.3f} % equal over {r['voxels']} voxels "
+              f"(flipped where the CPU's margin ≤ {r.get('widest_flipped_margin', float('nan')):.1e}, "
+              f"largest logit error {r.get('max_logit_error', float('nan')):.1e}); CPU {r['cpu_s']:.2f} s, "
               f"GPU {r['gpu_s']:.2f} s (labels only, argmax on the GPU: {r.get('gpu_labels_only_s', float('nan')):.2f} s)")
 nnunet = {r["configuration"]: r for r in load("nnunet_bench.jsonl")}
 for r in models:
-    if r.get("kind") == "segmenter_parity" and r["configuration"] in nnunet:
+    if r.get("kind") == "segmenter_parity" and r.get("case", "whole") == "whole" and r["configuration"] in nnunet:
         n = nnunet[r["configuration"]]
         agree = n.get("label_agreement_with_claim")
         agree_s = f"{100 * agree:.3f} % of labels equal" if agree is not None else "labels not compared"

