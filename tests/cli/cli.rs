@@ -282,6 +282,7 @@ fn demo_runs_the_pipeline_and_reports() {
     }
     assert_eq!(report["steps"].as_array().unwrap().len(), 10);
     assert!(!report["not_built_yet"].as_array().unwrap().is_empty());
+    assert_eq!(report["device"], "cpu", "the models' default device");
     let png = std::fs::read(dir.join("bullseye.png")).unwrap();
     assert!(png.starts_with(PNG_SIGNATURE));
 
@@ -1129,7 +1130,14 @@ fn model_commands_resolve_the_device_first() {
         let out = with("cpu");
         assert_fails(&out, 2, "none");
     }
-    for written in ["out.nii", "out.safetensors", "results", "joint"] {
+    // The demo resolves its device before it creates its output folder.
+    let out = claim(&["demo", "-o", "demo", "--device", "tpu"], tmp.path());
+    assert_fails(&out, 1, "expected `cpu`, `cuda` or `cuda:N`");
+    if !cfg!(feature = "cuda") {
+        let out = claim(&["demo", "-o", "demo", "--device", "cuda"], tmp.path());
+        assert_fails(&out, 5, "no CUDA back-end");
+    }
+    for written in ["out.nii", "out.safetensors", "results", "joint", "demo"] {
         assert!(!tmp.path().join(written).exists(), "{written} was written");
     }
 }

@@ -7,7 +7,6 @@ use super::DemoState;
 use crate::label_maps::write_bytes;
 use claim::metrics::{evaluate_case, CaseMetrics, EvalOptions};
 use claim::models::builtin;
-use claim::nn::LoadOptions;
 use claim::phantom::{self, PhantomParams, LABEL_SCHEME};
 use claim::segmentation::{SegmentParams, Segmenter, SegmenterOptions};
 use claim::smile::{
@@ -120,7 +119,7 @@ pub fn synthesize_scar(state: &mut DemoState) -> Result<()> {
         .with_mvo(true)
         .with_labels(LABEL_SCHEME);
     let draw = SmileContext::new(&normal.labels, &params)?.draw(state.seed)?;
-    let model = builtin::denoiser(&LoadOptions::default())?;
+    let model = builtin::denoiser(&state.load)?;
     // The condition: the intensity histogram of the phantom's own scar.
     let real = state.case()?;
     let mut synth = SynthesisParams {
@@ -202,9 +201,10 @@ pub fn synthesize_scar(state: &mut DemoState) -> Result<()> {
 /// Segments the synthetic image with the built-in segmenter.
 pub fn segment(state: &mut DemoState) -> Result<()> {
     let image = need(&state.model.synth_image, "the synthetic image")?;
-    let segmenter = Segmenter::load(
+    let segmenter = Segmenter::load_with(
         std::path::Path::new(builtin::BUILTIN),
         &SegmenterOptions::default(),
+        &state.load,
     )?;
     let params = SegmentParams {
         label_scheme: LABEL_SCHEME,
@@ -398,9 +398,9 @@ fn overlay_png(
 }
 
 /// Console lines of the model steps.
-pub fn print(report: &ModelReport) {
+pub fn print(report: &ModelReport, device: &str) {
     outln!();
-    outln!("built-in models (trained on phantoms; see models/README.md):");
+    outln!("built-in models (trained on phantoms; see models/README.md), on {device}:");
     outln!(
         "  synthesis: {} painted by RePaint ({} network evaluations); scar mean {:.0} vs remote \
          myocardium {:.0}; {} voxels outside the lesion changed",
