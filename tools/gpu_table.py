@@ -75,7 +75,7 @@ for r in models:
         print(f"RePaint parity ({r['model']}, batch {r['batch']}, {r['evaluations']} evaluations, graph replay): "
               f"sample rel L2 {r['rel_l2']:.2e}, painted MAD {r['mean_abs_diff_painted']:.2e}")
     elif r.get("kind") == "synthesis_parity":
-        print(f"synthesis parity ({r['model']}): {r['slices']} slices, {r['evaluations']} evaluations, lesion MAD "
+        print(f"synthesis parity (built-in model, small case): {r['slices']} slices, {r['evaluations']} evaluations, lesion MAD "
               f"{r['mean_abs_diff']:.4f} of range {r['lesion_range']:.3f}, "
               f"{r['changed_outside_lesion']} voxels outside the lesion differ")
     elif r.get("kind") == "repaint_parity":

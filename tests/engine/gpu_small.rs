@@ -6,12 +6,12 @@
 //! test opens cuda:0 and prints `skipped: no CUDA device (<reason>)`
 //! without one.
 
-use super::gpu::{gpu, inputs, report, segmenter_parity};
+use super::gpu::{gpu, inputs, report, segmenter_parity, synthesis_parity};
 use claim::models::{builtin, Denoiser, DenoiserConfig};
 use claim::nn::{DeviceSpec, LoadOptions, Precision};
 use claim::phantom::{self, PhantomParams};
 use claim::synthesis::repaint::{repaint, BatchNoise, InpaintBatch, Progress, SamplerParams};
-use claim::synthesis::{evaluation_count, synthesize, JumpParams, Schedule, SynthesisParams};
+use claim::synthesis::{evaluation_count, JumpParams, Schedule, SynthesisParams};
 use claim::testing::{max_abs_diff, random_weights_for, rel_l2};
 use claim::{Error, Image, Result};
 
@@ -228,15 +228,13 @@ fn cuda_small_synthesis_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()
     }
     let cpu = builtin::denoiser(&LoadOptions::default())?;
     let gpu = builtin::denoiser(&on_gpu())?;
-    let case = phantom::generate(&PhantomParams {
+    let case = PhantomParams {
         seed: 3,
         with_scar: true,
         matrix_size: 96,
         slice_count: 4,
         ..PhantomParams::default()
-    })?;
-    let (image, labels) = (Image::F32(case.image), case.labels);
-    let scheme = phantom::LABEL_SCHEME;
+    };
     let params = SynthesisParams {
         seed: 7,
         jump: JumpParams {
@@ -244,42 +242,10 @@ fn cuda_small_synthesis_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()
             jump_length: 1,
             jump_n_sample: 1,
         },
-        labels: scheme,
+        labels: phantom::LABEL_SCHEME,
         ..SynthesisParams::default()
     };
-    let on_cpu = synthesize(&cpu, &image, &labels, &params, &mut |_, _| true)?;
-    let on_gpu = synthesize(&gpu, &image, &labels, &params, &mut |_, _| true)?;
-    let (Image::F32(a), Image::F32(b)) = (&on_cpu.image, &on_gpu.image) else {
-        return Err(Error::Internal(
-            "the pipeline changed the image type".into(),
-        ));
-    };
-    let (mut sum, mut count, mut outside_changed) = (0f64, 0usize, 0usize);
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    for ((x, y), l) in a.data.iter().zip(b.data.iter()).zip(&labels.data) {
-        if scheme.is_lesion(*l) {
-            sum += f64::from((x - y).abs());
-            count += 1;
-            lo = lo.min(*x);
-            hi = hi.max(*x);
-        } else if x.to_bits() != y.to_bits() {
-            outside_changed += 1;
-        }
-    }
-    assert!(count > 0, "the phantom has no lesion");
-    let mad = sum / count as f64;
-    let range = f64::from(hi - lo);
-    report(&[serde_json::json!({
-        "kind": "synthesis_parity", "model": "builtin", "lesion_voxels": count,
-        "slices": on_gpu.items, "evaluations": on_gpu.network_evaluations,
-        "mean_abs_diff": mad, "lesion_range": range, "changed_outside_lesion": outside_changed,
-    })]);
-    assert_eq!(outside_changed, 0, "voxels outside the lesion differ");
-    assert!(
-        mad <= 0.05 * range,
-        "painted region differs by {mad} (range {range})"
-    );
-    Ok(())
+    synthesis_parity(&cpu, &gpu, &case, &params, "synthesis_parity")
 }
 
 /// nnU-Net's predictor on the device (the golden 2d and 3d_fullres results
