@@ -50,10 +50,13 @@ grep -q "claim CUDA emulator" "$log/info.txt" || { echo "FAIL: claim info does n
 
 run kernels cargo test --features cuda --lib -- backend::cuda
 run harness cargo test --features cuda --test op_harness -- every_op_on_cuda normal_noise_on_cuda
+# One test at a time, as tools/gpu_check.sh runs them on a GPU: the tests
+# share the device's default stream, and a graph capture on it (RePaint's,
+# the denoiser test's) must not meet another test's work there.
 if [ "${1:-}" = --models ]; then
-    run engine cargo test --features cuda --test engine -- gpu_train::cuda gpu_small::
+    run engine cargo test --features cuda --test engine -- gpu_train::cuda gpu_small:: --test-threads=1
 else
     run engine cargo test --features cuda --test engine -- gpu_train::cuda_losses gpu_train::cuda_embedding \
-        gpu_small::
+        gpu_small:: --test-threads=1
 fi
 echo "CUDA emulator check passed"
