@@ -177,8 +177,7 @@ pub fn random_denoiser_weights(
         .as_array()
         .ok_or_else(|| Error::Format(format!("{}: no key list", path.display())))?;
     let (claim_cond, claim_total) = (16usize, 304usize);
-    let mut rng = Rng::new(seed);
-    let mut named = Vec::with_capacity(keys.len());
+    let mut shapes = Vec::with_capacity(keys.len());
     for entry in keys {
         let name = entry[0].as_str().unwrap_or_default().to_string();
         let mut shape: Vec<usize> = entry[1]
@@ -198,12 +197,29 @@ pub fn random_denoiser_weights(
             }
             _ => {}
         }
-        let std = 1.0 / (shape.iter().skip(1).product::<usize>().max(1) as f64).sqrt();
-        let data = (0..shape.iter().product())
-            .map(|_| (rng.normal() * std) as f32)
-            .collect();
-        named.push((name, Tensor::from_vec(data, &shape)?));
+        shapes.push((name, shape));
     }
+    fan_in_normal_weights(shapes, seed)
+}
+
+/// Weights under the given names and shapes, each tensor normal with std
+/// 1/√fan-in (the product of all but its first dimension), drawn in order
+/// from `seed`.
+fn fan_in_normal_weights(
+    shapes: impl IntoIterator<Item = (String, Vec<usize>)>,
+    seed: u64,
+) -> crate::Result<crate::nn::Weights> {
+    let mut rng = Rng::new(seed);
+    let named = shapes
+        .into_iter()
+        .map(|(name, shape)| {
+            let std = 1.0 / (shape.iter().skip(1).product::<usize>().max(1) as f64).sqrt();
+            let data = (0..shape.iter().product())
+                .map(|_| (rng.normal() * std) as f32)
+                .collect();
+            Ok((name, Tensor::from_vec(data, &shape)?))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
     crate::nn::Weights::from_tensors(named)
 }
 
@@ -217,19 +233,10 @@ pub fn random_weights_for(
     config: &crate::models::DenoiserConfig,
     seed: u64,
 ) -> crate::Result<crate::nn::Weights> {
-    let mut rng = Rng::new(seed);
-    let named = crate::models::Denoiser::initial_parameters(config, 0)?
+    let shapes = crate::models::Denoiser::initial_parameters(config, 0)?
         .into_iter()
-        .map(|(name, t)| {
-            let shape = t.dims().to_vec();
-            let std = 1.0 / (shape.iter().skip(1).product::<usize>().max(1) as f64).sqrt();
-            let data = (0..t.elem_count())
-                .map(|_| (rng.normal() * std) as f32)
-                .collect();
-            Ok((name, Tensor::from_vec(data, &shape)?))
-        })
-        .collect::<crate::Result<Vec<_>>>()?;
-    crate::nn::Weights::from_tensors(named)
+        .map(|(name, t)| (name, t.dims().to_vec()));
+    fan_in_normal_weights(shapes, seed)
 }
 
 #[cfg(test)]

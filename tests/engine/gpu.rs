@@ -11,7 +11,7 @@
 
 use claim::models::Denoiser;
 use claim::nn::layers::Module;
-use claim::nn::{DType, Device, DeviceSpec, LoadOptions, Precision, Tensor};
+use claim::nn::{DType, Device, DeviceSpec, LoadOptions, Precision, Tensor, Weights};
 use claim::phantom::{self, PhantomParams};
 use claim::rng::Rng;
 use claim::synthesis::repaint::{repaint, BatchNoise, InpaintBatch, Progress, SamplerParams};
@@ -90,17 +90,24 @@ fn write_case_for_nnunet(
 const LAYOUTS: [(&str, usize, usize, usize); 2] =
     [("claim_2d", 1, 16, 1), ("lefusion_3d", 2, 32, 10)];
 
-/// The model on the CPU (F32) and on the GPU (F16), same weights.
+/// Where the GPU half of every pair of models loads: cuda:0 at the
+/// device's default precision (f16).
+pub(crate) fn on_gpu() -> LoadOptions {
+    LoadOptions {
+        device: DeviceSpec::cuda(0),
+        precision: Precision::Auto,
+    }
+}
+
+/// The full-size model of a layout on the CPU and on the GPU.
 fn models(channels: usize, cond_dim: usize) -> Result<(Denoiser, Denoiser)> {
-    let weights = random_denoiser_weights(channels, cond_dim, 11)?;
-    let cpu = Denoiser::load(&weights)?;
-    let gpu = Denoiser::load_with(
-        &weights,
-        &LoadOptions {
-            device: DeviceSpec::cuda(0),
-            precision: Precision::Auto,
-        },
-    )?;
+    model_pair(&random_denoiser_weights(channels, cond_dim, 11)?)
+}
+
+/// `weights` as a model on the CPU (F32) and on the GPU (F16).
+pub(crate) fn model_pair(weights: &Weights) -> Result<(Denoiser, Denoiser)> {
+    let cpu = Denoiser::load(weights)?;
+    let gpu = Denoiser::load_with(weights, &on_gpu())?;
     // The rotary frequencies stay f32 on the device (autocast keeps that
     // buffer f32); every other parameter is f16.
     for (key, t) in gpu.named_parameters() {
@@ -153,25 +160,38 @@ fn cuda_denoiser_matches_the_cpu_or_skipped_no_cuda_device() -> Result<()> {
         let (cpu, gpu) = models(channels, cond_dim)?;
         for batch in [1, 16] {
             let (x, t, cond) = inputs([batch, channels, frames, 72], cond_dim, 20 + batch as u64)?;
-            let want = cpu.predict_noise(&x, &t, Some(&cond))?.to_vec()?;
-            let got = gpu.predict_noise(&x, &t, Some(&cond))?.to_vec()?;
-            let err = rel_l2(&got, &want);
-            let want_g = cpu.predict_noise_guided(&x, &t, &cond, 3.0)?.to_vec()?;
-            let got_g = gpu.predict_noise_guided(&x, &t, &cond, 3.0)?.to_vec()?;
-            let err_g = rel_l2(&got_g, &want_g);
+            let (err, err_g) =
+                prediction_errors(&format!("{name} batch {batch}"), &cpu, &gpu, &x, &t, &cond)?;
             rows.push(serde_json::json!({
                 "kind": "parity", "model": name, "batch": batch,
                 "rel_l2": err, "rel_l2_guided": err_g,
             }));
-            assert!(err <= 2e-2, "{name} batch {batch}: relative L2 {err}");
-            assert!(
-                err_g <= 2e-2,
-                "{name} batch {batch} guided: relative L2 {err_g}"
-            );
         }
     }
     report(&rows);
     Ok(())
+}
+
+/// The relative L2 errors of the GPU model's noise prediction against the
+/// CPU model's on the same inputs, plain and with guidance at scale 3
+/// (both branches in one batched forward); each must be within 2e-2.
+pub(crate) fn prediction_errors(
+    case: &str,
+    cpu: &Denoiser,
+    gpu: &Denoiser,
+    x: &Tensor,
+    t: &[f32],
+    cond: &Tensor,
+) -> Result<(f64, f64)> {
+    let want = cpu.predict_noise(x, t, Some(cond))?.to_vec()?;
+    let got = gpu.predict_noise(x, t, Some(cond))?.to_vec()?;
+    let err = rel_l2(&got, &want);
+    let want_g = cpu.predict_noise_guided(x, t, cond, 3.0)?.to_vec()?;
+    let got_g = gpu.predict_noise_guided(x, t, cond, 3.0)?.to_vec()?;
+    let err_g = rel_l2(&got_g, &want_g);
+    assert!(err <= 2e-2, "{case}: relative L2 {err}");
+    assert!(err_g <= 2e-2, "{case} guided: relative L2 {err_g}");
+    Ok((err, err_g))
 }
 
 /// A phantom case through the whole synthesis pipeline on the GPU and on
@@ -404,14 +424,7 @@ pub(crate) fn segmenter_parity(
             configuration: None,
         };
         let cpu = Segmenter::load(&folder, &options)?;
-        let on_gpu = Segmenter::load_with(
-            &folder,
-            &options,
-            &LoadOptions {
-                device: DeviceSpec::cuda(0),
-                precision: Precision::Auto,
-            },
-        )?;
+        let on_gpu = Segmenter::load_with(&folder, &options, &on_gpu())?;
         let start = Instant::now();
         let (want, want_logits) = cpu.segment_with_logits(&[image], &params, &mut |_, _| true)?;
         let cpu_s = start.elapsed().as_secs_f64();
